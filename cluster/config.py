@@ -1,0 +1,133 @@
+"""The one validating YAML loader: every config error names the file and the field.
+
+All config sections (cluster, workload, objective, experiment) are read through
+:class:`Fields`, a small cursor over a mapping that knows its file and dotted
+path, so that a bad value reads as ``configs/cluster/local.yaml: nodes[2].gpus.count:
+must be >= 0, got -1`` instead of a traceback.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value is missing or invalid; carries the file and the field path."""
+
+    def __init__(self, file: str | Path | None, field: str, reason: str) -> None:
+        self.file = str(file) if file is not None else "<config>"
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{self.file}: {field}: {reason}")
+
+
+def load_yaml(path: str | Path) -> "Fields":
+    """Read a YAML mapping from ``path`` into a :class:`Fields` cursor."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(p, "<file>", "no such file")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(p, "<file>", f"not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(p, "<file>", "top level must be a mapping")
+    return Fields(data, file=p, path="")
+
+
+_MISSING = object()
+
+
+class Fields:
+    """Typed, path-aware access to one mapping of a config file."""
+
+    def __init__(self, data: Mapping[str, Any], file: str | Path | None, path: str) -> None:
+        self.data = data
+        self.file = file
+        self.path = path
+
+    def _name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.file, self._name(key), reason)
+
+    def check_keys(self, allowed: set[str]) -> None:
+        """Reject unknown keys: a typo must not silently become a default."""
+        for key in self.data:
+            if key not in allowed:
+                raise self.error(str(key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str, default: Any = _MISSING) -> Any:
+        if key not in self.data:
+            if default is _MISSING:
+                raise self.error(key, "required field is missing")
+            return default
+        return self.data[key]
+
+    def str(self, key: str, default: Any = _MISSING, choices: set[str] | None = None) -> str:
+        value = self.raw(key, default)
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"must be a non-empty string, got {value!r}")
+        if choices is not None and value not in choices:
+            raise self.error(key, f"must be one of {sorted(choices)}, got {value!r}")
+        return value
+
+    def num(self, key: str, default: Any = _MISSING, *, min: float | None = None,
+            max: float | None = None, strict_min: bool = False) -> float:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(key, f"must be a number, got {value!r}")
+        if value != value:  # NaN
+            raise self.error(key, "must be a number, got NaN")
+        if min is not None and (value <= min if strict_min else value < min):
+            raise self.error(key, f"must be {'>' if strict_min else '>='} {min}, got {value}")
+        if max is not None and value > max:
+            raise self.error(key, f"must be <= {max}, got {value}")
+        return float(value)
+
+    def int(self, key: str, default: Any = _MISSING, *, min: int | None = None,
+            max: int | None = None) -> int:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"must be an integer, got {value!r}")
+        if min is not None and value < min:
+            raise self.error(key, f"must be >= {min}, got {value}")
+        if max is not None and value > max:
+            raise self.error(key, f"must be <= {max}, got {value}")
+        return value
+
+    def section(self, key: str, default: Any = _MISSING) -> "Fields":
+        value = self.raw(key, default)
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"must be a mapping, got {type(value).__name__}")
+        return Fields(value, self.file, self._name(key))
+
+    def items(self, key: str, default: Any = _MISSING) -> Iterator[tuple[int, Any, str]]:
+        """Yield (index, value, dotted name) for a list field."""
+        value = self.raw(key, default)
+        if not isinstance(value, list):
+            raise self.error(key, f"must be a list, got {type(value).__name__}")
+        for i, item in enumerate(value):
+            yield i, item, f"{self._name(key)}[{i}]"
+
+    def sections(self, key: str, default: Any = _MISSING) -> Iterator["Fields"]:
+        """Yield a cursor per mapping of a list field."""
+        for _, item, name in self.items(key, default):
+            if not isinstance(item, Mapping):
+                raise ConfigError(self.file, name, f"must be a mapping, got {type(item).__name__}")
+            yield Fields(item, self.file, name)
+
+    def mapping_sections(self, key: str) -> Iterator[tuple[str, "Fields"]]:
+        """Yield (name, cursor) for a mapping of mappings (e.g. ``tiers:``)."""
+        sec = self.section(key)
+        for name, item in sec.data.items():
+            if not isinstance(item, Mapping):
+                raise sec.error(str(name), f"must be a mapping, got {type(item).__name__}")
+            yield str(name), Fields(item, self.file, sec._name(str(name)))
