@@ -1,0 +1,91 @@
+"""When would a task start on a node? A forward replay of that node's FIFO queue.
+
+The one-step oracle and the SLO-aware heuristic ask this of every candidate node.
+It replays the node alone: running tasks free their resources at their known
+finish times, queued tasks start in FIFO order as soon as they fit, and then the
+new task. Exact for the simulator (durations are known at start); an estimate for
+the live cluster, where finish times are predictions.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cluster.state import PROFILE_INDEX, Allocation, ClusterState, Share, fits_free
+
+if TYPE_CHECKING:
+    from scheduler.task import Task
+
+
+class _NodeCopy:
+    """Free capacity of one node, copied so the replay cannot touch the real state."""
+
+    def __init__(self, state: ClusterState, i: int) -> None:
+        self.cpu = int(state.cpu_free[i])
+        self.mem = int(state.mem_free[i])
+        self.gpu = state.gpu_free[i].copy()
+        self.mig = state.mig_free[i].copy()
+
+    def fits(self, task: "Task", share: Share) -> bool:
+        return fits_free(self.cpu, self.mem, self.gpu, self.mig, task, share)
+
+    def take(self, task: "Task", share: Share) -> tuple:
+        """Reserve like :func:`cluster.state.allocate` (best-fit device) and return an undo record."""
+        kind, amount = share
+        self.cpu -= task.cpu_milli
+        self.mem -= task.mem_mib
+        if kind == "slice":
+            cand = np.where(self.gpu >= amount, self.gpu, 10**9)
+            d = int(cand.argmin())
+            self.gpu[d] -= amount
+            return (task.cpu_milli, task.mem_mib, ((d, amount),), None)
+        if kind == "whole":
+            free = np.flatnonzero(self.gpu == 1000)[: int(amount)]
+            self.gpu[free] = 0
+            return (task.cpu_milli, task.mem_mib, tuple((int(d), 1000) for d in free), None)
+        if kind == "mig":
+            self.mig[PROFILE_INDEX[amount]] -= 1
+            return (task.cpu_milli, task.mem_mib, (), amount)
+        return (task.cpu_milli, task.mem_mib, (), None)
+
+    def give(self, cpu: int, mem: int, devices: tuple, mig: str | None) -> None:
+        self.cpu += cpu
+        self.mem += mem
+        for d, m in devices:
+            self.gpu[d] += m
+        if mig is not None:
+            self.mig[PROFILE_INDEX[mig]] += 1
+
+
+def _undo(alloc: Allocation) -> tuple:
+    return (alloc.cpu, alloc.mem, alloc.devices, alloc.mig[2] if alloc.mig else None)
+
+
+def projected_start(state: ClusterState, i: int, task: "Task", share: Share) -> float:
+    """Earliest time ``task`` could start on node ``i`` behind its current queue."""
+    now = state.now
+    queue = state.queues[i]
+    if not queue:
+        if fits_free(state.cpu_free[i], state.mem_free[i], state.gpu_free[i], state.mig_free[i],
+                     task, share):
+            return now
+    node = _NodeCopy(state, i)
+    pending = [(f, k, _undo(a)) for k, (f, a) in enumerate(state.holding[i])]
+    heapq.heapify(pending)
+    seq = len(pending)
+    t = now
+    for item_task, item_share, hold_s in [*queue, (task, share, 0.0)]:
+        while not node.fits(item_task, item_share):
+            if not pending:
+                return float("inf")  # cannot ever fit (should have been filtered)
+            f, _, undo = heapq.heappop(pending)
+            node.give(*undo)
+            t = max(t, f)
+        if item_task is task:
+            return t
+        undo = node.take(item_task, item_share)
+        heapq.heappush(pending, (t + hold_s, seq, undo))
+        seq += 1
+    return t

@@ -1,0 +1,391 @@
+"""Cluster state and exact resource accounting, shared by simulator, policies and router.
+
+The state is arrays (one row per node) so that policies can score every node at
+once with numpy, plus the per-node bookkeeping the simulator needs (queues,
+running tasks). Policies only read it; :func:`allocate` and :func:`release` are
+the only writers of free capacity, and :func:`release` is idempotent.
+
+A *share* says how a task holds a GPU on a node:
+
+* ``("cpu", 0)``: no GPU;
+* ``("slice", milli)``: part of one time-sliced or milli-shared device;
+* ``("whole", k)``: k fully free, unpartitioned devices;
+* ``("mig", profile)``: one free MIG instance of that profile.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from cluster.topology import MIG_PROFILES, ClusterSpec, mig_fraction
+
+if TYPE_CHECKING:
+    from scheduler.task import Task
+
+Share = tuple[str, "int | str"]
+CPU_SHARE: Share = ("cpu", 0)
+PROFILE_NAMES = tuple(MIG_PROFILES)
+PROFILE_INDEX = {p: i for i, p in enumerate(PROFILE_NAMES)}
+#: MIG profiles from small to large compute, for "smallest instance that fits".
+_PROFILES_BY_SIZE = sorted(PROFILE_NAMES, key=lambda p: MIG_PROFILES[p])
+
+
+class Allocation:
+    """What one running task holds; freed exactly once by :func:`release`."""
+
+    __slots__ = ("node", "cpu", "mem", "devices", "mig", "share", "active")
+
+    def __init__(self, node: int, cpu: int, mem: int, devices: tuple[tuple[int, int], ...],
+                 mig: tuple[int, int, str] | None, share: Share) -> None:
+        self.node = node
+        self.cpu = cpu
+        self.mem = mem
+        self.devices = devices  # ((device index, milli), ...)
+        self.mig = mig  # (device index, instance index, profile)
+        self.share = share
+        self.active = True
+
+    @property
+    def gpu_milli(self) -> int:
+        """GPU milli held (MIG instances count their compute share)."""
+        if self.mig is not None:
+            return MIG_PROFILES[self.mig[2]][0] * 1000 // 7
+        return sum(m for _, m in self.devices)
+
+    @property
+    def gpu_fraction(self) -> float:
+        """GPU devices held, for pricing (a 1g MIG slice is 1/7 of a device)."""
+        if self.mig is not None:
+            return mig_fraction(self.mig[2])
+        return sum(m for _, m in self.devices) / 1000.0
+
+    def describe(self) -> str:
+        kind, amount = self.share
+        if kind == "cpu":
+            return "cpu only"
+        if kind == "mig":
+            return f"MIG {amount} on GPU {self.mig[0]}"
+        if kind == "whole":
+            return f"{amount} whole GPU(s) {[d for d, _ in self.devices]}"
+        return f"{amount / 1000:.3g} of GPU {self.devices[0][0]} (time-sliced)"
+
+
+@dataclass
+class ClusterState:
+    """Mutable free capacity and queues of a cluster; build with :meth:`from_spec`."""
+
+    spec: ClusterSpec
+    cpu_free: np.ndarray
+    mem_free: np.ndarray
+    gpu_free: np.ndarray  # (N, G) free milli on shareable devices; -1 = absent or MIG
+    gpu_tasks: np.ndarray  # (N, G) tasks on each device (time-slicing interference)
+    granularity: np.ndarray  # (N, G)
+    mig_free: np.ndarray  # (N, P) free MIG instances per profile
+    mig_slots: list[dict[str, list[tuple[int, int]]]]
+    mig_profiles: list[frozenset[str]]  # MIG profiles each node's layout has (static)
+    queue_len: np.ndarray
+    running: np.ndarray
+    queues: list[deque] = field(default_factory=list)  # per node: (task, share, hold_s) waiting
+    holding: list[list] = field(default_factory=list)  # per node: [finish time, Allocation] running
+    now: float = 0.0
+    # static, for vectorised scoring
+    cpu_total: np.ndarray = field(default=None)
+    mem_total: np.ndarray = field(default=None)
+    gpu_total: np.ndarray = field(default=None)  # milli over all devices (MIG included)
+    mig_used: np.ndarray = field(default=None)  # milli of MIG compute held, per node
+    tier_of: np.ndarray = field(default=None)  # tier kind index: 0 edge, 1 cloud, 2 gpu
+    pool_of: np.ndarray = field(default=None)
+    net_mean_ms: np.ndarray = field(default=None)
+    # derived, maintained by allocate/release
+    gpu_held: np.ndarray = field(default=None)  # GPU milli held per node
+    util: np.ndarray = field(default=None)  # see load()
+
+    def __post_init__(self) -> None:
+        if self.gpu_held is None:
+            self.gpu_held = np.zeros(len(self.cpu_free), dtype=np.int64)
+        if self.util is None:
+            self.util = np.zeros(len(self.cpu_free))
+
+    @classmethod
+    def from_spec(cls, spec: ClusterSpec) -> "ClusterState":
+        n = len(spec.nodes)
+        g = max((nd.gpu_count for nd in spec.nodes), default=0) or 1
+        gpu_free = np.full((n, g), -1, dtype=np.int64)
+        gran = np.full((n, g), 1000, dtype=np.int64)
+        mig_free = np.zeros((n, len(PROFILE_NAMES)), dtype=np.int64)
+        slots: list[dict[str, list[tuple[int, int]]]] = []
+        for i, nd in enumerate(spec.nodes):
+            node_slots: dict[str, list[tuple[int, int]]] = {}
+            for d, dev in enumerate(nd.devices):
+                gran[i, d] = dev.granularity
+                if dev.sharing == "mig":
+                    for s, prof in enumerate(dev.mig_instances):
+                        node_slots.setdefault(prof, []).append((d, s))
+                        mig_free[i, PROFILE_INDEX[prof]] += 1
+                else:
+                    gpu_free[i, d] = 1000
+            for lst in node_slots.values():
+                lst.reverse()  # pop() hands out the lowest device first
+            slots.append(node_slots)
+        kinds = {"edge": 0, "cloud": 1, "gpu": 2}
+        return cls(
+            spec=spec,
+            cpu_free=np.array([nd.cpu_milli for nd in spec.nodes], dtype=np.int64),
+            mem_free=np.array([nd.mem_mib for nd in spec.nodes], dtype=np.int64),
+            gpu_free=gpu_free,
+            gpu_tasks=np.zeros((n, g), dtype=np.int64),
+            granularity=gran,
+            mig_free=mig_free,
+            mig_slots=slots,
+            mig_profiles=[frozenset(sl) for sl in slots],
+            queue_len=np.zeros(n, dtype=np.int64),
+            running=np.zeros(n, dtype=np.int64),
+            queues=[deque() for _ in range(n)],
+            holding=[[] for _ in range(n)],
+            cpu_total=np.array([nd.cpu_milli for nd in spec.nodes], dtype=np.int64),
+            mem_total=np.array([nd.mem_mib for nd in spec.nodes], dtype=np.int64),
+            gpu_total=np.array([nd.gpu_count * 1000 for nd in spec.nodes], dtype=np.int64),
+            mig_used=np.zeros(n, dtype=np.int64),
+            tier_of=np.array([kinds[spec.tiers[nd.tier].kind] for nd in spec.nodes], dtype=np.int64),
+            pool_of=np.array([spec.pools.index(nd.pool) for nd in spec.nodes], dtype=np.int64),
+            net_mean_ms=np.array([spec.tiers[nd.tier].network_mean_ms for nd in spec.nodes]),
+        )
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.spec.nodes)
+
+    def gpu_used(self) -> np.ndarray:
+        """Allocated GPU milli per node (shared devices plus MIG compute held); read-only view."""
+        return self.gpu_held
+
+    def load(self) -> np.ndarray:
+        """Per-node utilisation in [0, 1], the busiest of CPU, memory and GPU; read-only view.
+
+        Kept up to date by :func:`allocate` and :func:`release` (one node each), so
+        policies read it per decision for free.
+        """
+        return self.util
+
+    def _refresh(self, i: int) -> None:
+        cpu = 1.0 - self.cpu_free[i] / self.cpu_total[i]
+        mem = 1.0 - self.mem_free[i] / self.mem_total[i]
+        gt = self.gpu_total[i]
+        gpu = self.gpu_held[i] / gt if gt else 0.0
+        self.util[i] = max(cpu, mem, gpu)
+
+
+# ---------------------------------------------------------------- feasibility
+
+
+def share_for(state: ClusterState, i: int, task: "Task") -> Share | None:
+    """The share ``task`` would hold on node ``i``, or None if the node can never host it.
+
+    Static feasibility: total capacity, GPU model constraint and MIG layout, not
+    what is free right now (a task may queue for a node it fits).
+    """
+    nd = state.spec.nodes[i]
+    if task.cpu_milli > nd.cpu_milli or task.mem_mib > nd.mem_mib:
+        return None
+    need = task.gpu_need
+    if need == "none":
+        return CPU_SHARE
+    if not nd.devices or (task.gpu_models and nd.gpu_model not in task.gpu_models):
+        return None
+    if nd.sharing == "mig":
+        if need == "mig":
+            return ("mig", task.mig_profile) if task.mig_profile in state.mig_profiles[i] else None
+        frac = 1.0 if need == "whole" else task.gpu_milli / 1000.0
+        if need == "whole" and task.gpu_count > 1:
+            return None
+        for prof in _PROFILES_BY_SIZE:
+            if mig_fraction(prof) >= frac - 1e-9 and prof in state.mig_profiles[i]:
+                return ("mig", prof)
+        return None
+    if need == "mig":
+        return None
+    if need == "whole" or nd.sharing == "exclusive":
+        k = task.gpu_count or 1
+        return ("whole", k) if k <= nd.gpu_count else None
+    gran = nd.devices[0].granularity
+    milli = -(-task.gpu_milli // gran) * gran
+    return ("slice", milli)
+
+
+def fits_free(cpu_free: int, mem_free: int, gpu_row: np.ndarray, mig_row: np.ndarray,
+              task: "Task", share: Share) -> bool:
+    """Whether ``task`` holding ``share`` fits in the given free capacity of one node."""
+    if task.cpu_milli > cpu_free or task.mem_mib > mem_free:
+        return False
+    kind, amount = share
+    if kind == "cpu":
+        return True
+    if kind == "mig":
+        return mig_row[PROFILE_INDEX[amount]] > 0
+    if kind == "whole":
+        return int((gpu_row == 1000).sum()) >= amount
+    return bool((gpu_row >= amount).any())
+
+
+def fits_now(state: ClusterState, i: int, task: "Task", share: Share) -> bool:
+    """Whether ``task`` with ``share`` can start on node ``i`` with what is free now."""
+    return fits_free(state.cpu_free[i], state.mem_free[i], state.gpu_free[i], state.mig_free[i],
+                     task, share)
+
+
+def pick_device(state: ClusterState, i: int, milli: int) -> int:
+    """Default device choice for a slice: best fit (least free that still fits)."""
+    row = state.gpu_free[i]
+    cand = np.where(row >= milli, row, 10**9)
+    d = int(cand.argmin())
+    if cand[d] >= 10**9:
+        raise ValueError(f"no device on node {i} has {milli} milli free")
+    return d
+
+
+def allocate(state: ClusterState, i: int, task: "Task", share: Share,
+             device: int | None = None) -> Allocation:
+    """Take ``share`` for ``task`` on node ``i``; raises ValueError if it does not fit."""
+    if not fits_now(state, i, task, share):
+        raise ValueError(f"task {task.id} does not fit on node {state.spec.nodes[i].name} now")
+    kind, amount = share
+    devices: tuple[tuple[int, int], ...] = ()
+    mig = None
+    if kind == "slice":
+        d = pick_device(state, i, amount) if device is None else device
+        if state.gpu_free[i, d] < amount:
+            raise ValueError(f"device {d} of node {i} has {state.gpu_free[i, d]} milli free, need {amount}")
+        state.gpu_free[i, d] -= amount
+        state.gpu_tasks[i, d] += 1
+        devices = ((d, amount),)
+    elif kind == "whole":
+        free = np.flatnonzero(state.gpu_free[i] == 1000)[:amount]
+        state.gpu_free[i, free] = 0
+        state.gpu_tasks[i, free] += 1
+        devices = tuple((int(d), 1000) for d in free)
+    elif kind == "mig":
+        d, s = state.mig_slots[i][amount].pop()
+        state.mig_free[i, PROFILE_INDEX[amount]] -= 1
+        state.mig_used[i] += MIG_PROFILES[amount][0] * 1000 // 7
+        mig = (d, s, amount)
+    state.cpu_free[i] -= task.cpu_milli
+    state.mem_free[i] -= task.mem_mib
+    state.running[i] += 1
+    alloc = Allocation(i, task.cpu_milli, task.mem_mib, devices, mig, share)
+    state.gpu_held[i] += alloc.gpu_milli
+    state._refresh(i)
+    return alloc
+
+
+def release(state: ClusterState, alloc: Allocation) -> None:
+    """Give back what ``alloc`` holds; a second call is a no-op."""
+    if not alloc.active:
+        return
+    alloc.active = False
+    i = alloc.node
+    state.cpu_free[i] += alloc.cpu
+    state.mem_free[i] += alloc.mem
+    state.running[i] -= 1
+    for d, m in alloc.devices:
+        state.gpu_free[i, d] += m
+        state.gpu_tasks[i, d] -= 1
+    if alloc.mig is not None:
+        d, s, prof = alloc.mig
+        state.mig_slots[i][prof].append((d, s))
+        state.mig_free[i, PROFILE_INDEX[prof]] += 1
+        state.mig_used[i] -= MIG_PROFILES[prof][0] * 1000 // 7
+    state.gpu_held[i] -= alloc.gpu_milli
+    state._refresh(i)
+
+
+def feasible_nodes(state: ClusterState, task: "Task") -> list[tuple[int, Share, bool]]:
+    """Every node that can host ``task``: (node index, share, fits now)."""
+    out = []
+    for i in range(state.n_nodes):
+        share = share_for(state, i, task)
+        if share is not None:
+            out.append((i, share, fits_now(state, i, task, share)))
+    return out
+
+
+def check_invariants(state: ClusterState) -> None:
+    """Raise AssertionError if any device or node is over-allocated (used by tests)."""
+    assert (state.cpu_free >= 0).all() and (state.cpu_free <= state.cpu_total).all(), "cpu"
+    assert (state.mem_free >= 0).all() and (state.mem_free <= state.mem_total).all(), "memory"
+    shared = state.gpu_free[state.gpu_free != -1]
+    assert ((shared >= 0) & (shared <= 1000)).all(), "gpu milli"
+    assert (state.mig_free >= 0).all(), "mig"
+    for i, node_slots in enumerate(state.mig_slots):
+        held: Iterable = [s for lst in node_slots.values() for s in lst]
+        assert len(set(held)) == len(list(held)), f"MIG instance listed free twice on node {i}"
+
+
+# ------------------------------------------------- vectorised helpers (packing policies)
+
+
+def _gpu_fits_mask(state: ClusterState, nodes: np.ndarray, share: Share) -> np.ndarray:
+    kind, amount = share
+    if kind == "cpu":
+        return np.ones(len(nodes), dtype=bool)
+    if kind == "mig":
+        return state.mig_free[nodes, PROFILE_INDEX[amount]] > 0
+    rows = state.gpu_free[nodes]
+    if kind == "whole":
+        return (rows == 1000).sum(axis=1) >= amount
+    return (rows >= amount).any(axis=1)
+
+
+def share_groups(shares: "Iterable[Share]") -> dict[Share, np.ndarray]:
+    """Positions of each distinct share in ``shares`` (for :func:`fits_now_mask`)."""
+    groups: dict[Share, list[int]] = {}
+    for pos, s in enumerate(shares):
+        groups.setdefault(s, []).append(pos)
+    return {s: np.asarray(p, dtype=np.int64) for s, p in groups.items()}
+
+
+def fits_now_mask(state: ClusterState, task: "Task", nodes: np.ndarray,
+                  shares: "Share | Iterable[Share] | dict[Share, np.ndarray]") -> np.ndarray:
+    """Vectorised :func:`fits_now` over ``nodes``: one bool per node.
+
+    ``shares`` is one share for every node, a sequence with one share per node, or
+    the ``{share: positions}`` mapping of :func:`share_groups` (fastest when cached).
+    """
+    nodes = np.asarray(nodes, dtype=np.int64)
+    ok = state.cpu_free[nodes] >= task.cpu_milli
+    ok &= state.mem_free[nodes] >= task.mem_mib
+    if isinstance(shares, tuple) and len(shares) == 2 and isinstance(shares[0], str):
+        groups = {shares: None}
+    else:
+        groups = shares if isinstance(shares, dict) else share_groups(shares)
+    if len(groups) == 1:
+        (share,) = groups
+        if share[0] != "cpu":  # the hot path: CPU-only tasks need no GPU check
+            ok &= _gpu_fits_mask(state, nodes, share)
+        return ok
+    for share, pos in groups.items():
+        ok[pos] &= _gpu_fits_mask(state, nodes[pos], share)
+    return ok
+
+
+def gpu_free_total(state: ClusterState, nodes: np.ndarray | None = None) -> np.ndarray:
+    """Free GPU milli per node: free milli of shared devices plus MIG compute not held."""
+    if nodes is None:
+        return state.gpu_total - state.gpu_used()
+    g = state.gpu_free[nodes]
+    used = np.where(g >= 0, 1000 - g, 0).sum(axis=1) + state.mig_used[nodes]
+    return state.gpu_total[nodes] - used
+
+
+def share_request(share: Share) -> tuple[int, int]:
+    """``(milli per GPU, GPU count)`` a share asks for: ``("whole", 2)`` is (1000, 2)."""
+    kind, amount = share
+    if kind == "cpu":
+        return 0, 0
+    if kind == "whole":
+        return 1000, int(amount)
+    if kind == "mig":
+        return MIG_PROFILES[str(amount)][0] * 1000 // 7, 1
+    return int(amount), 1

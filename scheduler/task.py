@@ -1,0 +1,175 @@
+"""The task model: what a workload asks for, validated field by field.
+
+A task's GPU need is one of: none, a fraction of one device (``gpu_milli`` < 1000),
+a whole count (``gpu_count``), or a MIG profile (``mig_profile``). ``work`` is the
+task's execution time in seconds on the reference device (a whole, unshared V100
+for GPU tasks; one reference vCPU core for CPU tasks).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from cluster.topology import MIG_PROFILES
+
+MAX_DESCRIPTION = 2000
+MAX_CPU_MILLI = 1_024_000
+MAX_MEM_MIB = 16 * 1024 * 1024
+MAX_GPUS = 64
+MAX_SLO_MS = 7 * 24 * 3600 * 1000.0
+MAX_WORK_S = 30 * 24 * 3600.0
+
+
+class TaskError(ValueError):
+    """A task field is invalid; ``field`` names it."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        self.field = field_name
+        self.reason = reason
+        super().__init__(f"{field_name}: {reason}")
+
+
+@dataclass(slots=True)
+class Task:
+    """One unit of work to place. Build through :func:`make_task` to validate."""
+
+    id: str
+    arrival: float = 0.0
+    priority: int = 5
+    slo_ms: float = 1000.0
+    cpu_milli: int = 1000
+    mem_mib: int = 1024
+    gpu_milli: int = 0
+    gpu_count: int = 0
+    mig_profile: str | None = None
+    gpu_models: tuple[str, ...] = ()
+    work: float = 0.1
+    cost_sensitivity: int = 5
+    description: str | None = None
+    kind: str = "generic"
+    inferred: tuple[str, ...] = field(default=())
+
+    @property
+    def gpu_need(self) -> str:
+        """``none`` | ``fraction`` | ``whole`` | ``mig``."""
+        if self.mig_profile:
+            return "mig"
+        if self.gpu_count:
+            return "whole"
+        if self.gpu_milli:
+            return "fraction"
+        return "none"
+
+    @property
+    def gpu_amount(self) -> float:
+        """GPU need in devices (0.25 for a quarter, 2 for two, 3/7 for 3g.40gb)."""
+        if self.mig_profile:
+            return MIG_PROFILES[self.mig_profile][0] / 7
+        if self.gpu_count:
+            return float(self.gpu_count)
+        return self.gpu_milli / 1000.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["gpu_models"] = list(self.gpu_models)
+        d["inferred"] = list(self.inferred)
+        return d
+
+
+_FIELDS = {f.name for f in fields(Task)} - {"inferred"}
+
+
+def _int(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+        raise TaskError(key, f"must be an integer, got {v!r}")
+    if not lo <= v <= hi:
+        raise TaskError(key, f"must be between {lo} and {hi}, got {v}")
+    return int(v)
+
+
+def _num(d: Mapping[str, Any], key: str, lo: float, hi: float, strict_lo: bool = False) -> float:
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        raise TaskError(key, f"must be a number, got {v!r}")
+    if v < lo or (strict_lo and v == lo) or v > hi:
+        lo_txt = f"> {lo}" if strict_lo else f">= {lo}"
+        raise TaskError(key, f"must be {lo_txt} and <= {hi}, got {v}")
+    return float(v)
+
+
+def make_task(data: Mapping[str, Any], *, infer: bool = True) -> Task:
+    """Validate a mapping into a :class:`Task`.
+
+    Unknown keys are rejected. Fields left out are inferred from ``description``
+    when ``infer`` is set (explicit fields always win), else defaulted.
+    """
+    if not isinstance(data, Mapping):
+        raise TaskError("<task>", f"must be a mapping, got {type(data).__name__}")
+    for key in data:
+        if key not in _FIELDS:
+            raise TaskError(str(key), "unknown field")
+    d = dict(data)
+    if "id" not in d:
+        raise TaskError("id", "required field is missing")
+    if not isinstance(d["id"], str) or not d["id"] or len(d["id"]) > 128:
+        raise TaskError("id", "must be a non-empty string of at most 128 characters")
+    desc = d.get("description")
+    if desc is not None and (not isinstance(desc, str) or len(desc) > MAX_DESCRIPTION):
+        raise TaskError("description", f"must be a string of at most {MAX_DESCRIPTION} characters")
+    inferred: tuple[str, ...] = ()
+    if infer and desc:
+        from scheduler.describe import infer_from_description
+
+        guess = infer_from_description(desc)
+        gpu_given = any(k in d for k in ("gpu_milli", "gpu_count", "mig_profile"))
+        for key, value in guess.items():
+            if key in ("gpu_milli", "gpu_count", "mig_profile") and gpu_given:
+                continue
+            if key not in d:
+                d[key] = value
+                inferred += (key,)
+    defaults = Task(id="_")
+    for key in _FIELDS:
+        d.setdefault(key, getattr(defaults, key))
+
+    kind = d["kind"]
+    if not isinstance(kind, str) or not kind or len(kind) > 64:
+        raise TaskError("kind", "must be a non-empty string of at most 64 characters")
+    task = Task(
+        id=d["id"],
+        arrival=_num(d, "arrival", 0.0, 1e12),
+        priority=_int(d, "priority", 1, 10),
+        slo_ms=_num(d, "slo_ms", 0.0, MAX_SLO_MS, strict_lo=True),
+        cpu_milli=_int(d, "cpu_milli", 0, MAX_CPU_MILLI),
+        mem_mib=_int(d, "mem_mib", 0, MAX_MEM_MIB),
+        gpu_milli=_int(d, "gpu_milli", 0, 999),
+        gpu_count=_int(d, "gpu_count", 0, MAX_GPUS),
+        mig_profile=d["mig_profile"],
+        gpu_models=d["gpu_models"],
+        work=_num(d, "work", 0.0, MAX_WORK_S),
+        cost_sensitivity=_int(d, "cost_sensitivity", 1, 10),
+        description=desc,
+        kind=kind,
+        inferred=inferred,
+    )
+    if task.mig_profile is not None and task.mig_profile not in MIG_PROFILES:
+        raise TaskError("mig_profile", f"unknown MIG profile {task.mig_profile!r} "
+                                       f"(known: {', '.join(MIG_PROFILES)})")
+    needs = sum(bool(x) for x in (task.gpu_milli, task.gpu_count, task.mig_profile))
+    if needs > 1:
+        raise TaskError("gpu_milli", "give only one of gpu_milli (a fraction), gpu_count (whole GPUs) "
+                                     "or mig_profile")
+    models = task.gpu_models
+    if isinstance(models, str) or not isinstance(models, (list, tuple)) or \
+            not all(isinstance(m, str) and m for m in models):
+        raise TaskError("gpu_models", "must be a list of GPU model names")
+    task.gpu_models = tuple(models)
+    if task.cpu_milli == 0 and task.gpu_need == "none":
+        raise TaskError("cpu_milli", "a task must ask for some CPU or GPU")
+    return task
+
+
+def with_arrival(task: Task, arrival: float) -> Task:
+    """A copy of ``task`` arriving at ``arrival`` (trace time compression)."""
+    return replace(task, arrival=arrival)
