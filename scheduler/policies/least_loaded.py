@@ -1,0 +1,15 @@
+"""Least-loaded: the node with the lowest utilisation, counting its queue."""
+from __future__ import annotations
+
+from cluster.state import ClusterState
+from scheduler.policy import Candidates, ScoringPolicy, register
+from scheduler.task import Task
+
+
+@register("least-loaded")
+class LeastLoaded(ScoringPolicy):
+    reason = "lowest load (1 - utilisation - queued tasks)"
+
+    def score(self, task: Task, state: ClusterState, cand: Candidates):
+        nodes = cand[0]
+        return 1.0 - state.load()[nodes] - state.queue_len[nodes]

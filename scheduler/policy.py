@@ -1,0 +1,206 @@
+"""The one policy interface, ``select(task, state) -> Decision``, and the registry.
+
+Every placement policy (heuristics, RandomForest, RL) is an adapter to
+:class:`Policy`; the simulator, the RL env baselines and the router call only
+``select``. :class:`ScoringPolicy` implements the Kubernetes-style "filter, then
+score" skeleton so that a heuristic is just a ``score`` function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from cluster.state import ClusterState, Share, fits_now_mask, share_for, share_groups
+from scheduler.task import Task
+
+
+@dataclass(slots=True)
+class Decision:
+    """Where a task goes and why.
+
+    ``node`` is -1 when no node can host the task (``explanation`` says why).
+    ``scores`` has one entry per node of the cluster (NaN where infeasible);
+    higher is better. ``device`` pins a GPU for slice shares (packing policies).
+    """
+
+    node: int
+    share: Share | None
+    scores: np.ndarray
+    explanation: str
+    policy: str
+    queued: bool = False
+    device: int | None = None
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = field(default=None)
+
+    @property
+    def placed(self) -> bool:
+        return self.node >= 0
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A placement policy. ``reset`` re-seeds any randomness (deterministic runs)."""
+
+    name: str
+
+    def select(self, task: Task, state: ClusterState) -> Decision: ...
+
+    def reset(self, seed: int | None = None) -> None: ...
+
+
+Candidates = tuple[np.ndarray, list[Share], np.ndarray]
+
+
+class FeasibilityCache:
+    """Static feasibility per task shape: which nodes could ever host it, and with what share.
+
+    Tasks of a workload come in few shapes, so caching by shape keeps the filter
+    out of the simulator's hot path.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, tuple[np.ndarray, list[Share], dict[Share, np.ndarray]]] = {}
+        self._spec = None
+
+    def static(self, task: Task, state: ClusterState) -> tuple[np.ndarray, list[Share]]:
+        nodes, shares, _ = self.entry(task, state)
+        return nodes, shares
+
+    def entry(self, task: Task, state: ClusterState) -> tuple[np.ndarray, list[Share], dict[Share, np.ndarray]]:
+        """``(nodes, shares, {share: positions})``: :meth:`static` plus the shares grouped."""
+        if self._spec is not state.spec:
+            self._cache.clear()
+            self._spec = state.spec
+        key = (task.cpu_milli, task.mem_mib, task.gpu_milli, task.gpu_count, task.mig_profile,
+               task.gpu_models)
+        hit = self._cache.get(key)
+        if hit is None:
+            nodes, shares = [], []
+            for i in range(state.n_nodes):
+                s = share_for(state, i, task)
+                if s is not None:
+                    nodes.append(i)
+                    shares.append(s)
+            hit = (np.array(nodes, dtype=np.int64), shares, share_groups(shares))
+            self._cache[key] = hit
+        return hit
+
+
+def filter_nodes(task: Task, state: ClusterState, cache: FeasibilityCache,
+                 queue_aware: bool = False) -> tuple[Candidates, bool]:
+    """Feasible candidates: nodes where the task fits now, else every node it could queue on.
+
+    Returns ((node indices, shares, fits-now mask), queued) where ``queued`` says
+    that nothing fits now and the task will wait in the chosen node's queue.
+    ``queue_aware`` policies (the oracle) get every statically feasible node, to
+    weigh waiting for a fast node against starting now on a slow one.
+    """
+    nodes, shares, groups = cache.entry(task, state)
+    now = fits_now_mask(state, task, nodes, groups)
+    if queue_aware:
+        return (nodes, shares, now), not now.any()
+    if now.all():
+        return (nodes, shares, now), False
+    if now.any():
+        keep = np.flatnonzero(now)
+        kept = [shares[0]] * len(keep) if len(groups) == 1 else [shares[k] for k in keep]
+        return (nodes[keep], kept, now[keep]), False
+    return (nodes, shares, now), True
+
+
+def why_infeasible(task: Task, state: ClusterState) -> str:
+    """A sentence on why no node can ever host ``task``."""
+    need = task.gpu_need
+    parts = [f"cpu {task.cpu_milli}m", f"memory {task.mem_mib} MiB"]
+    if need != "none":
+        parts.append({"fraction": f"{task.gpu_milli / 1000:.3g} GPU", "whole": f"{task.gpu_count} GPU(s)",
+                      "mig": f"MIG {task.mig_profile}"}[need])
+    if task.gpu_models:
+        parts.append(f"GPU model in {list(task.gpu_models)}")
+    return f"no node can host {', '.join(parts)}"
+
+
+class ScoringPolicy:
+    """Filter, then score: subclasses implement :meth:`score` over the candidates."""
+
+    name = "scoring"
+    #: phrase for the explanation: "<node> chosen: <reason> (<score>)"
+    reason = "highest score"
+    #: score every statically feasible node, not only those where the task fits now
+    queue_aware = False
+    #: optional tie-break: among candidates with the top score the lowest ``node_rank[node]``
+    #: wins (a per-seed node permutation in trace replays); None keeps the lowest index.
+    node_rank: np.ndarray | None = None
+
+    def __init__(self, seed: int | None = 0) -> None:
+        self._feasible = FeasibilityCache()
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def score(self, task: Task, state: ClusterState, cand: Candidates) -> np.ndarray:
+        """Higher is better; one value per candidate."""
+        raise NotImplementedError
+
+    def pick_device(self, task: Task, state: ClusterState, node: int, share: Share) -> int | None:
+        """GPU within the chosen node for slice shares; None lets the allocator best-fit."""
+        return None
+
+    def select(self, task: Task, state: ClusterState) -> Decision:
+        n = state.n_nodes
+        (nodes, shares, now), queued = filter_nodes(task, state, self._feasible, self.queue_aware)
+        scores = np.full(n, np.nan)
+        if len(nodes) == 0:
+            return Decision(-1, None, scores, why_infeasible(task, state), self.name)
+        s = self.score(task, state, (nodes, shares, now))
+        if not isinstance(s, np.ndarray) or s.dtype != np.float64:
+            s = np.asarray(s, dtype=float)
+        scores[nodes] = s
+        k = int(s.argmax())
+        if self.node_rank is not None and len(s) > 1:
+            top = np.flatnonzero(s == s[k])
+            if len(top) > 1:
+                k = int(top[np.argmin(self.node_rank[nodes[top]])])
+        node, share = int(nodes[k]), shares[k]
+        name = state.spec.nodes[node].name
+        queued = not now[k]
+        wait = " (queued: waits for capacity)" if queued else ""
+        return Decision(node, share, scores, f"{name}: {self.reason} ({s[k]:.3g}){wait}", self.name,
+                        queued=queued, device=self.pick_device(task, state, node, share))
+
+
+PolicyFactory = Callable[..., Policy]
+_REGISTRY: dict[str, PolicyFactory] = {}
+
+
+def register(name: str) -> Callable[[PolicyFactory], PolicyFactory]:
+    """Class decorator: make a policy constructible by ``name`` from YAML or the CLI."""
+
+    def deco(factory: PolicyFactory) -> PolicyFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def _load_builtins() -> None:
+    import scheduler.policies  # noqa: F401  (registers the built-in policies)
+
+
+def available_policies() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def make_policy(name: str, **params: Any) -> Policy:
+    """Build a registered policy; unknown names raise a KeyError listing the known ones."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown policy {name!r} (known: {', '.join(sorted(_REGISTRY))})")
+    policy = _REGISTRY[name](**params)
+    policy.name = name
+    return policy
