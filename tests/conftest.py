@@ -1,0 +1,38 @@
+"""Shared test fixtures: the repository paths, the local cluster, and the shared traces."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster.topology import ClusterSpec, load_cluster
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = REPO_ROOT / "configs"
+LOCAL_YAML = CONFIGS / "cluster" / "local.yaml"
+#: ../shared/traces beside the checkout (see DESIGN.md "Data in ../shared/traces").
+TRACES = REPO_ROOT.parent / "shared" / "traces"
+
+_LOCAL_DATA = yaml.safe_load(LOCAL_YAML.read_text())
+
+
+@pytest.fixture(scope="session")
+def local_spec() -> ClusterSpec:
+    """configs/cluster/local.yaml, loaded once (ClusterSpec is frozen)."""
+    return load_cluster(LOCAL_YAML)
+
+
+@pytest.fixture
+def local_data() -> dict:
+    """A fresh, mutable copy of local.yaml's mapping, to mutate into bad configs."""
+    return copy.deepcopy(_LOCAL_DATA)
+
+
+@pytest.fixture(scope="session")
+def traces() -> Path:
+    """The shared trace folder; skips the test when it is not beside the checkout."""
+    if not TRACES.is_dir():
+        pytest.skip(f"shared traces not present at {TRACES}")
+    return TRACES
