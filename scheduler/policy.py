@@ -197,10 +197,17 @@ def available_policies() -> list[str]:
 
 
 def make_policy(name: str, **params: Any) -> Policy:
-    """Build a registered policy; unknown names raise a KeyError listing the known ones."""
+    """Build a registered policy; unknown names raise a KeyError listing the known ones.
+
+    ``kind:version`` (``rf:latest``, ``rl:3``) passes ``version=`` to the factory, for
+    learned policies loaded from the model registry.
+    """
     _load_builtins()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown policy {name!r} (known: {', '.join(sorted(_REGISTRY))})")
-    policy = _REGISTRY[name](**params)
+    base, _, version = name.partition(":")
+    if base not in _REGISTRY:
+        raise KeyError(f"unknown policy {base!r} (known: {', '.join(sorted(_REGISTRY))})")
+    if version:
+        params["version"] = version
+    policy = _REGISTRY[base](**params)
     policy.name = name
     return policy

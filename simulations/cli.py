@@ -29,7 +29,7 @@ def _policies(text: str) -> list[str]:
     names = [p.strip() for p in text.split(",") if p.strip()]
     known = available_policies()
     for n in names:
-        if n not in known:
+        if n.partition(":")[0] not in known:
             raise UsageError(f"--policies: unknown policy {n!r} (known: {', '.join(known)})")
     if not names:
         raise UsageError("--policies: give at least one policy")
@@ -107,9 +107,13 @@ def cmd_policies(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+#: Sub-commands that live with the package they drive: ``module:function`` where the
+#: function takes the sub-parsers object and adds its parser(s). Imported lazily, so
+#: ``orchestrator simulate`` never loads Ray or RLlib.
+PLUGINS: list[str] = ["simulations.cli_train:add_train"]
+
+
+def add_simulate(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("simulate", help="compare placement policies in the simulator")
     s.add_argument("--mode", choices=["online", "packing"], default="online")
     s.add_argument("--cluster", default="configs/cluster/local.yaml")
@@ -128,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
     pl = sub.add_parser("policies", help="list the registered policies")
     pl.set_defaults(func=cmd_policies)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    p = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    add_simulate(sub)
+    for plugin in PLUGINS:
+        module, func = plugin.split(":")
+        getattr(importlib.import_module(module), func)(sub)
     return p
 
 

@@ -7,7 +7,10 @@ as the tasks ahead of it have started and it fits. A started task holds its
 resources for its network delay plus its execution time (the live executor does
 the same: the built-in task body sleeps the network delay, then works).
 
-The only policy call is ``policy.select(task, state)``.
+The core is :class:`OnlineSimulator`, stepped one arrival at a time
+(``next_task`` / ``place``), so the Gymnasium env can drive it decision by
+decision; :func:`simulate` is the loop that asks a policy. The only policy call is
+``policy.select(task, state)``.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from cluster.performance import exec_seconds
 from cluster.state import ClusterState, allocate, fits_now, release
 from cluster.topology import ClusterSpec
 from scheduler.objective import Objective
-from scheduler.policy import Policy
+from scheduler.policy import Decision, Policy
 from scheduler.task import Task
 
 RECORD_COLUMNS = [
@@ -51,6 +54,143 @@ def _share_text(share) -> str:
     return f"{kind}:{amount}"
 
 
+class OnlineSimulator:
+    """Step-wise online simulation: ``next_task()`` then ``place(task, decision)``, repeat.
+
+    ``next_task`` advances the clock to the next arrival, finishing every task due
+    before it; ``place`` applies a decision (start now, queue, or reject). After the
+    last arrival, :meth:`finish` drains the running tasks and returns the result.
+    ``records`` grows as tasks finish, so a caller can read the objective of tasks
+    completed between two decisions (the RL reward).
+    """
+
+    def __init__(self, spec: ClusterSpec, tasks: Iterable[Task], *, seed: int = 0,
+                 objective: Objective | None = None, timeline_points: int = 200,
+                 fragmentation: Callable[[ClusterState], float] | None = None,
+                 policy_name: str = "") -> None:
+        self.spec = spec
+        self.objective = objective or Objective()
+        self.tasks = list(tasks)
+        self.state = ClusterState.from_spec(spec)
+        self.policy_name = policy_name
+        self.fragmentation = fragmentation
+        self._unif = np.random.default_rng(seed).random(len(self.tasks))
+        self._tiers = [spec.tiers[n.tier] for n in spec.nodes]
+        self.records: list[tuple] = []
+        self._heap: list[tuple] = []
+        self._seq = 0
+        horizon = self.tasks[-1].arrival if self.tasks else 0.0
+        self._sample_dt = max(horizon / max(timeline_points, 1), 1e-9)
+        self._next_sample = 0.0
+        self._samples: list[tuple] = []
+        self._net: dict[int, float] = {}
+        self._k = 0  # index of the next arrival
+
+    # ------------------------------------------------------------------ stepping
+    def next_task(self) -> Task | None:
+        """Advance to the next arrival and return it (None when every task has arrived)."""
+        if self._k >= len(self.tasks):
+            return None
+        task = self.tasks[self._k]
+        t = task.arrival
+        heap = self._heap
+        while heap and heap[0][0] <= t:
+            self._finish_one()
+        while t >= self._next_sample:
+            self._sample(self._next_sample)
+            self._next_sample += self._sample_dt
+        self.state.now = t
+        return task
+
+    def place(self, task: Task, d: Decision) -> None:
+        """Apply ``d`` for ``task`` (the task ``next_task`` returned)."""
+        k = self._k
+        self._k += 1
+        state = self.state
+        if not d.placed:
+            self.records.append((task.id, task.kind, self.policy_name, "rejected", d.explanation,
+                                 task.arrival, task.priority, task.slo_ms, task.cost_sensitivity,
+                                 task.gpu_need, "", "", "", "", False, np.nan, np.nan, np.nan, np.nan,
+                                 np.nan, np.nan, False, 0.0, np.nan))
+            return
+        i = d.node
+        lo, hi = self._tiers[i].network_ms
+        net = self._net[id(task)] = lo + self._unif[k] * (hi - lo)
+        q = state.queues[i]
+        if not q and fits_now(state, i, task, d.share):
+            self._start(task, i, d.share, d.device, task.arrival)
+        else:
+            hold = net / 1000.0 + exec_seconds(self.spec.nodes[i], task, d.share)
+            q.append((task, d.share, hold))
+            state.queue_len[i] += 1
+
+    def finish(self) -> SimResult:
+        """Run every remaining task to completion and summarise."""
+        while self._heap:
+            self._finish_one()
+        self._sample(self.state.now)
+        return self.result()
+
+    @property
+    def done(self) -> bool:
+        return self._k >= len(self.tasks) and not self._heap
+
+    def result(self) -> SimResult:
+        pools = self.spec.pools
+        recs = pd.DataFrame.from_records(self.records, columns=RECORD_COLUMNS)
+        timeline = pd.DataFrame.from_records(
+            self._samples, columns=["time", *[f"util_{p}" for p in pools], "gpu_alloc_ratio",
+                                    "fragmentation", "queued", "running"])
+        from simulations.metrics import summarize
+
+        return SimResult(recs, timeline, summarize(recs, timeline, pools))
+
+    # ------------------------------------------------------------------ internals
+    def _start(self, task: Task, i: int, share, device: int | None, t: float) -> None:
+        state = self.state
+        alloc = allocate(state, i, task, share, device)
+        sharers = int(state.gpu_tasks[i, alloc.devices[0][0]]) if share[0] == "slice" else 1
+        ex = exec_seconds(self.spec.nodes[i], task, share, sharers)
+        finish = t + self._net[id(task)] / 1000.0 + ex
+        entry = [finish, alloc]
+        state.holding[i].append(entry)
+        heapq.heappush(self._heap, (finish, self._seq, i, task, entry, t, ex))
+        self._seq += 1
+
+    def _finish_one(self) -> None:
+        t, _, i, task, entry, started, ex = heapq.heappop(self._heap)
+        state = self.state
+        state.now = t
+        release(state, entry[1])
+        state.holding[i].remove(entry)
+        net_ms = self._net.pop(id(task))
+        queue_ms = (started - task.arrival) * 1000.0
+        latency = queue_ms + net_ms + ex * 1000.0
+        share = entry[1].share
+        node = self.spec.nodes[i]
+        c = task_cost(self._tiers[i], task, share, ex)
+        self.records.append((
+            task.id, task.kind, self.policy_name, "succeeded", "", task.arrival, task.priority,
+            task.slo_ms, task.cost_sensitivity, task.gpu_need, node.name, node.pool, node.tier,
+            _share_text(share), started > task.arrival, started, t, queue_ms, net_ms, ex * 1000.0,
+            latency, latency <= task.slo_ms, c,
+            self.objective.score(latency, task.slo_ms, task.priority, c, task.cost_sensitivity)))
+        q = state.queues[i]
+        while q and fits_now(state, i, q[0][0], q[0][1]):
+            qt, qs, _ = q.popleft()
+            state.queue_len[i] -= 1
+            self._start(qt, i, qs, None, t)
+
+    def _sample(self, t: float) -> None:
+        state = self.state
+        load = state.load()
+        util = [float(load[state.pool_of == p].mean()) for p in range(len(self.spec.pools))]
+        gtot = state.gpu_total.sum()
+        ratio = float(state.gpu_used().sum() / gtot) if gtot else 0.0
+        frag = self.fragmentation(state) if self.fragmentation is not None else float("nan")
+        self._samples.append((t, *util, ratio, frag, int(state.queue_len.sum()), int(state.running.sum())))
+
+
 def simulate(spec: ClusterSpec, tasks: Iterable[Task], policy: Policy, *, seed: int = 0,
              objective: Objective | None = None, timeline_points: int = 200,
              fragmentation: Callable[[ClusterState], float] | None = None,
@@ -62,97 +202,14 @@ def simulate(spec: ClusterSpec, tasks: Iterable[Task], policy: Policy, *, seed: 
         fragmentation: optional measure sampled on the timeline (GPU milli).
         progress: called with the number of tasks handled, every 1,000 tasks.
     """
-    objective = objective or Objective()
-    tasks = list(tasks)
-    state = ClusterState.from_spec(spec)
+    sim = OnlineSimulator(spec, tasks, seed=seed, objective=objective, timeline_points=timeline_points,
+                          fragmentation=fragmentation, policy_name=policy.name)
     policy.reset(seed)
-    rng = np.random.default_rng(seed)
-    unif = rng.random(len(tasks))
-    nodes = spec.nodes
-    tiers = [spec.tiers[n.tier] for n in nodes]
-    pool_names = spec.pools
-    records: list[tuple] = []
-    heap: list[tuple] = []
-    seq = 0
-    horizon = tasks[-1].arrival if tasks else 0.0
-    sample_dt = max(horizon / max(timeline_points, 1), 1e-9)
-    next_sample = 0.0
-    samples: list[tuple] = []
-    net_of: dict[int, float] = {}
-
-    def start(task: Task, i: int, share, device: int | None, t: float) -> None:
-        nonlocal seq
-        alloc = allocate(state, i, task, share, device)
-        sharers = int(state.gpu_tasks[i, alloc.devices[0][0]]) if share[0] == "slice" else 1
-        ex = exec_seconds(nodes[i], task, share, sharers)
-        finish = t + net_of[id(task)] / 1000.0 + ex
-        entry = [finish, alloc]
-        state.holding[i].append(entry)
-        heapq.heappush(heap, (finish, seq, i, task, entry, t, ex))
-        seq += 1
-
-    def finish_one() -> None:
-        t, _, i, task, entry, started, ex = heapq.heappop(heap)
-        state.now = t
-        release(state, entry[1])
-        state.holding[i].remove(entry)
-        net_ms = net_of.pop(id(task))
-        queue_ms = (started - task.arrival) * 1000.0
-        latency = queue_ms + net_ms + ex * 1000.0
-        share = entry[1].share
-        c = task_cost(tiers[i], task, share, ex)
-        records.append((task.id, task.kind, policy.name, "succeeded", "", task.arrival, task.priority,
-                        task.slo_ms, task.cost_sensitivity, task.gpu_need, nodes[i].name,
-                        nodes[i].pool, nodes[i].tier, _share_text(share), started > task.arrival,
-                        started, t, queue_ms, net_ms, ex * 1000.0, latency, latency <= task.slo_ms, c,
-                        objective.score(latency, task.slo_ms, task.priority, c, task.cost_sensitivity)))
-        q = state.queues[i]
-        while q and fits_now(state, i, q[0][0], q[0][1]):
-            qt, qs, _ = q.popleft()
-            state.queue_len[i] -= 1
-            start(qt, i, qs, None, t)
-
-    def sample(t: float) -> None:
-        load = state.load()
-        util = [float(load[state.pool_of == p].mean()) for p in range(len(pool_names))]
-        gtot = state.gpu_total.sum()
-        ratio = float(state.gpu_used().sum() / gtot) if gtot else 0.0
-        frag = fragmentation(state) if fragmentation is not None else float("nan")
-        samples.append((t, *util, ratio, frag, int(state.queue_len.sum()), int(state.running.sum())))
-
-    for k, task in enumerate(tasks):
-        t = task.arrival
-        while heap and heap[0][0] <= t:
-            finish_one()
-        while t >= next_sample:
-            sample(next_sample)
-            next_sample += sample_dt
-        state.now = t
-        d = policy.select(task, state)
-        if not d.placed:
-            records.append((task.id, task.kind, policy.name, "rejected", d.explanation, t, task.priority,
-                            task.slo_ms, task.cost_sensitivity, task.gpu_need, "", "", "", "", False,
-                            np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, False, 0.0, np.nan))
-            continue
-        i = d.node
-        lo, hi = tiers[i].network_ms
-        net_of[id(task)] = lo + unif[k] * (hi - lo)
-        q = state.queues[i]
-        if not q and fits_now(state, i, task, d.share):
-            start(task, i, d.share, d.device, t)
-        else:
-            hold = net_of[id(task)] / 1000.0 + exec_seconds(nodes[i], task, d.share)
-            q.append((task, d.share, hold))
-            state.queue_len[i] += 1
-        if progress is not None and k % 1000 == 999:
-            progress(k + 1)
-    while heap:
-        finish_one()
-    sample(state.now)
-    recs = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
-    timeline = pd.DataFrame.from_records(
-        samples, columns=["time", *[f"util_{p}" for p in pool_names], "gpu_alloc_ratio",
-                          "fragmentation", "queued", "running"])
-    from simulations.metrics import summarize
-
-    return SimResult(recs, timeline, summarize(recs, timeline, pool_names))
+    state = sim.state
+    n = 0
+    while (task := sim.next_task()) is not None:
+        sim.place(task, policy.select(task, state))
+        n += 1
+        if progress is not None and n % 1000 == 0:
+            progress(n)
+    return sim.finish()

@@ -1,0 +1,70 @@
+"""Placement actions for learned policies: one per node class, whatever the cluster's size.
+
+Learned policies (RandomForest, RL) choose a node *class* (edge, cloud, gpu-mig,
+gpu-shared, gpu-whole; see :data:`cluster.topology.NODE_CLASSES`); :func:`resolve`
+turns that into a node and a share: among the class's nodes that can host the
+task, those where it fits now first, then the least loaded (utilisation plus
+queue). The mask says which classes can host the task at all, so a policy never
+picks an impossible placement.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cluster.state import ClusterState, fits_now, share_for
+from cluster.topology import NODE_CLASSES
+from scheduler.features import layout
+from scheduler.policy import Decision
+from scheduler.task import Task
+
+N_ACTIONS = len(NODE_CLASSES)
+
+
+def node_masks(task: Task, state: ClusterState) -> tuple[np.ndarray, np.ndarray, list]:
+    """Per node: can host (static), fits now, and the share it would hold."""
+    n = state.n_nodes
+    feasible = np.zeros(n, dtype=bool)
+    fits = np.zeros(n, dtype=bool)
+    shares: list = [None] * n
+    for i in range(n):
+        s = share_for(state, i, task)
+        if s is not None:
+            feasible[i] = True
+            shares[i] = s
+            fits[i] = fits_now(state, i, task, s)
+    return feasible, fits, shares
+
+
+def action_mask(task: Task, state: ClusterState, feasible: np.ndarray | None = None) -> np.ndarray:
+    """1 for each node class with at least one node that can host ``task``."""
+    if feasible is None:
+        feasible = node_masks(task, state)[0]
+    lay = layout(state)
+    return np.array([float(len(m) > 0 and feasible[m].any()) for m in lay.members], dtype=np.float32)
+
+
+def resolve(action: int, task: Task, state: ClusterState, policy: str,
+            masks: tuple[np.ndarray, np.ndarray, list] | None = None,
+            probabilities: np.ndarray | None = None, explanation: str = "") -> Decision:
+    """Turn a node-class action into a :class:`Decision` (node -1 if the class cannot host)."""
+    feasible, fits, shares = masks if masks is not None else node_masks(task, state)
+    members = layout(state).members[action]
+    cand = members[feasible[members]] if len(members) else members
+    scores = np.full(state.n_nodes, np.nan)
+    probs = None
+    if probabilities is not None:
+        probs = {c: float(p) for c, p in zip(NODE_CLASSES, probabilities)}
+    if len(cand) == 0:
+        why = f"no {NODE_CLASSES[action]} node can host it" if len(members) else \
+            f"this cluster has no {NODE_CLASSES[action]} node"
+        return Decision(-1, None, scores, why, policy, probabilities=probs)
+    load = state.load()[cand] + state.queue_len[cand]
+    order = np.lexsort((load, ~fits[cand]))  # fits-now first, then least loaded
+    node = int(cand[order[0]])
+    scores[cand] = -load
+    conf = float(probabilities[action]) if probabilities is not None else None
+    name = state.spec.nodes[node].name
+    queued = not fits[node]
+    text = f"{name} ({NODE_CLASSES[action]}): {explanation}" if explanation else f"{name} ({NODE_CLASSES[action]})"
+    return Decision(node, shares[node], scores, text + (" (queued)" if queued else ""), policy,
+                    queued=queued, confidence=conf, probabilities=probs)
