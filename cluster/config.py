@@ -84,8 +84,8 @@ class Fields:
         value = self.raw(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(key, f"must be a number, got {value!r}")
-        if value != value:  # NaN
-            raise self.error(key, "must be a number, got NaN")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise self.error(key, f"must be a finite number, got {value}")
         if min is not None and (value <= min if strict_min else value < min):
             raise self.error(key, f"must be {'>' if strict_min else '>='} {min}, got {value}")
         if max is not None and value > max:
@@ -131,3 +131,19 @@ class Fields:
             if not isinstance(item, Mapping):
                 raise sec.error(str(name), f"must be a mapping, got {type(item).__name__}")
             yield str(name), Fields(item, self.file, sec._name(str(name)))
+
+
+def read_csv_rows(path: str | Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """CSV rows as dicts (trace files); a missing file or column raises :class:`ConfigError`."""
+    import csv
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(p, "<file>", "no such file")
+    with p.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        for col in required:
+            if col not in header:
+                raise ConfigError(p, col, f"missing column (have: {', '.join(header) or 'none'})")
+        return list(reader)

@@ -202,14 +202,20 @@ def _parse_node(f: Fields, tiers: dict[str, TierSpec], models: dict[str, tuple[f
     if f.has("gpus"):
         model, devices = _parse_gpus(f.section("gpus"), models)
         speed, coloc = models[model]
+    cpu_milli = int(round(f.num("cpus", min=0, strict_min=True) * 1000))
+    mem_mib = int(round(f.num("memory_gb", min=0, strict_min=True) * 1024))
+    if cpu_milli < 1:
+        raise f.error("cpus", "must be at least 0.001 (one millicore)")
+    if mem_mib < 1:
+        raise f.error("memory_gb", "must be at least 1 MiB")
     labels = f.section("labels", {})
     for k, v in labels.data.items():
         if not isinstance(v, str):
             raise labels.error(str(k), f"label values must be strings, got {v!r}")
     return NodeSpec(
         name=name, tier=tier, pool=f.str("pool", tier),
-        cpu_milli=int(round(f.num("cpus", min=0, strict_min=True) * 1000)),
-        mem_mib=int(round(f.num("memory_gb", min=0, strict_min=True) * 1024)),
+        cpu_milli=cpu_milli,
+        mem_mib=mem_mib,
         cpu_speed=f.num("cpu_speed", 1.0, min=0, strict_min=True),
         gpu_model=model, gpu_speed=speed, colocation_factor=coloc, devices=devices,
         labels=tuple(sorted(labels.data.items())),

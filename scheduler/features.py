@@ -35,7 +35,7 @@ class _Layout:
     """Static per-cluster arrays (node class membership), cached on the spec."""
 
     def __init__(self, state: ClusterState) -> None:
-        spec = state.spec
+        spec = self.spec = state.spec
         self.cls = np.array([NODE_CLASSES.index(node_class(n, spec.tiers[n.tier])) for n in spec.nodes])
         self.members = [np.flatnonzero(self.cls == c) for c in range(len(NODE_CLASSES))]
         self.kind_members = [np.flatnonzero(state.tier_of == k) for k in range(3)]
@@ -44,14 +44,12 @@ class _Layout:
         self.speed = np.array([n.gpu_speed if n.devices else n.cpu_speed for n in spec.nodes])
 
 
-_LAYOUTS: dict[int, _Layout] = {}
-
-
 def layout(state: ClusterState) -> _Layout:
-    key = id(state.spec)
-    lay = _LAYOUTS.get(key)
-    if lay is None:
-        lay = _LAYOUTS[key] = _Layout(state)
+    """The state's node-class layout, computed once per state object."""
+    lay = getattr(state, "_feature_layout", None)
+    if lay is None or lay.spec is not state.spec:
+        lay = _Layout(state)
+        state._feature_layout = lay  # type: ignore[attr-defined]
     return lay
 
 

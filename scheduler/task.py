@@ -7,6 +7,7 @@ for GPU tasks; one reference vCPU core for CPU tasks).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
@@ -81,7 +82,7 @@ _FIELDS = {f.name for f in fields(Task)} - {"inferred"}
 
 def _int(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
     v = d[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)) or v != int(v):
         raise TaskError(key, f"must be an integer, got {v!r}")
     if not lo <= v <= hi:
         raise TaskError(key, f"must be between {lo} and {hi}, got {v}")
@@ -90,8 +91,8 @@ def _int(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
 
 def _num(d: Mapping[str, Any], key: str, lo: float, hi: float, strict_lo: bool = False) -> float:
     v = d[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-        raise TaskError(key, f"must be a number, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
+        raise TaskError(key, f"must be a finite number, got {v!r}")
     if v < lo or (strict_lo and v == lo) or v > hi:
         lo_txt = f"> {lo}" if strict_lo else f">= {lo}"
         raise TaskError(key, f"must be {lo_txt} and <= {hi}, got {v}")
@@ -153,7 +154,8 @@ def make_task(data: Mapping[str, Any], *, infer: bool = True) -> Task:
         kind=kind,
         inferred=inferred,
     )
-    if task.mig_profile is not None and task.mig_profile not in MIG_PROFILES:
+    if task.mig_profile is not None and (not isinstance(task.mig_profile, str)
+                                         or task.mig_profile not in MIG_PROFILES):
         raise TaskError("mig_profile", f"unknown MIG profile {task.mig_profile!r} "
                                        f"(known: {', '.join(MIG_PROFILES)})")
     needs = sum(bool(x) for x in (task.gpu_milli, task.gpu_count, task.mig_profile))
