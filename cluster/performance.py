@@ -10,6 +10,9 @@ speed of what the task holds:
 * a time-slice: model speed x the co-location factor when other tasks share the
   device. Gavel measured pairs; for k > 2 tasks we assume the device's aggregate
   throughput stays at the measured pair's, so each of k gets ``2 * f2 / k``.
+  A task's speed is fixed when it starts (by the neighbours it starts next to); a
+  neighbour that joins later runs slower but does not slow it down. This keeps
+  finish times known at start, which makes the queue projection exact.
 
 Cost is the tier's per-task price plus resource-seconds: CPU cores, memory GB and
 GPU devices held (a quarter GPU or a 1g MIG slice pays its fraction).

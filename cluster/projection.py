@@ -2,9 +2,10 @@
 
 The one-step oracle and the SLO-aware heuristic ask this of every candidate node.
 It replays the node alone: running tasks free their resources at their known
-finish times, queued tasks start in FIFO order as soon as they fit, and then the
-new task. Exact for the simulator (durations are known at start); an estimate for
-the live cluster, where finish times are predictions.
+finish times, queued tasks start in FIFO order as soon as they fit (each then holds
+its network delay plus its execution time, slowed by the time-slice neighbours it
+starts next to, as in the simulator), and then the new task. Exact for the
+simulator; an estimate for the live cluster, where finish times are predictions.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cluster.performance import exec_seconds
 from cluster.state import PROFILE_INDEX, Allocation, ClusterState, Share, fits_free
 
 if TYPE_CHECKING:
@@ -26,13 +28,17 @@ class _NodeCopy:
         self.cpu = int(state.cpu_free[i])
         self.mem = int(state.mem_free[i])
         self.gpu = state.gpu_free[i].copy()
+        self.sharers = state.gpu_tasks[i].copy()
         self.mig = state.mig_free[i].copy()
 
     def fits(self, task: "Task", share: Share) -> bool:
         return fits_free(self.cpu, self.mem, self.gpu, self.mig, task, share)
 
-    def take(self, task: "Task", share: Share) -> tuple:
-        """Reserve like :func:`cluster.state.allocate` (best-fit device) and return an undo record."""
+    def take(self, task: "Task", share: Share) -> tuple[tuple, int]:
+        """Reserve like :func:`cluster.state.allocate` (best-fit device).
+
+        Returns an undo record and the number of tasks on the device it joined.
+        """
         kind, amount = share
         self.cpu -= task.cpu_milli
         self.mem -= task.mem_mib
@@ -40,21 +46,24 @@ class _NodeCopy:
             cand = np.where(self.gpu >= amount, self.gpu, 10**9)
             d = int(cand.argmin())
             self.gpu[d] -= amount
-            return (task.cpu_milli, task.mem_mib, ((d, amount),), None)
+            self.sharers[d] += 1
+            return (task.cpu_milli, task.mem_mib, ((d, amount),), None), int(self.sharers[d])
         if kind == "whole":
             free = np.flatnonzero(self.gpu == 1000)[: int(amount)]
             self.gpu[free] = 0
-            return (task.cpu_milli, task.mem_mib, tuple((int(d), 1000) for d in free), None)
+            self.sharers[free] += 1
+            return (task.cpu_milli, task.mem_mib, tuple((int(d), 1000) for d in free), None), 1
         if kind == "mig":
             self.mig[PROFILE_INDEX[amount]] -= 1
-            return (task.cpu_milli, task.mem_mib, (), amount)
-        return (task.cpu_milli, task.mem_mib, (), None)
+            return (task.cpu_milli, task.mem_mib, (), amount), 1
+        return (task.cpu_milli, task.mem_mib, (), None), 1
 
     def give(self, cpu: int, mem: int, devices: tuple, mig: str | None) -> None:
         self.cpu += cpu
         self.mem += mem
         for d, m in devices:
             self.gpu[d] += m
+            self.sharers[d] -= 1
         if mig is not None:
             self.mig[PROFILE_INDEX[mig]] += 1
 
@@ -76,7 +85,8 @@ def projected_start(state: ClusterState, i: int, task: "Task", share: Share) -> 
     heapq.heapify(pending)
     seq = len(pending)
     t = now
-    for item_task, item_share, hold_s in [*queue, (task, share, 0.0)]:
+    spec_node = state.spec.nodes[i]
+    for item_task, item_share, net_s in [*queue, (task, share, 0.0)]:
         while not node.fits(item_task, item_share):
             if not pending:
                 return float("inf")  # cannot ever fit (should have been filtered)
@@ -85,7 +95,8 @@ def projected_start(state: ClusterState, i: int, task: "Task", share: Share) -> 
             t = max(t, f)
         if item_task is task:
             return t
-        undo = node.take(item_task, item_share)
+        undo, sharers = node.take(item_task, item_share)
+        hold_s = net_s + exec_seconds(spec_node, item_task, item_share, sharers)
         heapq.heappush(pending, (t + hold_s, seq, undo))
         seq += 1
     return t

@@ -88,7 +88,7 @@ class ClusterState:
     mig_profiles: list[frozenset[str]]  # MIG profiles each node's layout has (static)
     queue_len: np.ndarray
     running: np.ndarray
-    queues: list[deque] = field(default_factory=list)  # per node: (task, share, hold_s) waiting
+    queues: list[deque] = field(default_factory=list)  # per node: (task, share, network s) waiting
     holding: list[list] = field(default_factory=list)  # per node: [finish time, Allocation] running
     now: float = 0.0
     # static, for vectorised scoring

@@ -120,8 +120,7 @@ class OnlineSimulator:
         if not q and fits_now(state, i, task, d.share):
             self._start(task, i, d.share, d.device, task.arrival)
         else:
-            hold = net / 1000.0 + exec_seconds(self.spec.nodes[i], task, d.share)
-            q.append((task, d.share, hold))
+            q.append((task, d.share, net / 1000.0))
             state.queue_len[i] += 1
 
     def finish(self) -> SimResult:
