@@ -57,10 +57,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
         tasks = list(load_alibaba_pods(args.trace, time_compression=args.time_compression, limit=args.limit))
         source = args.trace
+        args.seed = 0 if args.seed is None else args.seed
     else:
         from simulations.workloads import generate, load_workload
 
         wl = load_workload(args.workload)
+        if args.seed is None:
+            args.seed = wl.seed
         tasks = generate(wl, seed=args.seed, load_factor=args.load_factor)
         source = args.workload
     if not tasks:
@@ -125,7 +128,8 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--load-factor", type=float)
     s.add_argument("--objective", help="objective weights YAML (default configs/objective.yaml)")
     s.add_argument("--policies", default="round-robin,least-loaded,cheapest-feasible,fastest-feasible,oracle")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=None,
+                   help="simulation seed (default: the workload file's seed; 0 for traces)")
     s.add_argument("--seeds", help="packing mode: e.g. 42-51")
     s.add_argument("--jobs", type=int, default=1, help="packing mode: parallel processes")
     s.add_argument("--out", default="results/latest")
