@@ -19,12 +19,11 @@ A cluster YAML may point at a node list instead of listing nodes::
 """
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from cluster.config import ConfigError, load_yaml
+from cluster.config import ConfigError, load_yaml, read_csv_rows
 from cluster.topology import ClusterSpec, GpuDevice, NodeSpec, TierSpec, load_cluster, load_gpu_models
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,17 +68,9 @@ def load_alibaba_nodes(path: str | Path, *, name: str = "alibaba-openb",
             naming the file, the column and the line.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(p, "<file>", "no such file")
+    rows = read_csv_rows(p, NODE_COLUMNS)
     tiers = dict(tiers) if tiers is not None else default_tiers()
     models = dict(gpu_models) if gpu_models is not None else load_gpu_models()
-    with p.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        for col in NODE_COLUMNS:
-            if col not in header:
-                raise ConfigError(p, col, f"missing column (have: {', '.join(header) or 'none'})")
-        rows = list(reader)
     nodes: list[NodeSpec] = []
     seen: set[str] = set()
     for line, row in enumerate(rows, start=2):

@@ -30,11 +30,10 @@ Mapping to :class:`scheduler.task.Task`:
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.config import ConfigError
+from cluster.config import ConfigError, read_csv_rows
 from scheduler.task import MAX_SLO_MS, MAX_WORK_S, Task, TaskError, make_task
 
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "qos",
@@ -78,19 +77,6 @@ class TraceTasks(list):
         return sum(self.skipped_reasons.values())
 
 
-def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """CSV rows as dicts; a missing file or column raises :class:`ConfigError`."""
-    if not path.is_file():
-        raise ConfigError(path, "<file>", "no such file")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        for col in required:
-            if col not in header:
-                raise ConfigError(path, col, f"missing column (have: {', '.join(header) or 'none'})")
-        return list(reader)
-
-
 def _number(path: Path, line: int, row: dict[str, str], col: str) -> float | None:
     """A numeric cell, None when empty; garbage raises :class:`ConfigError` naming the line."""
     text = (row.get(col) or "").strip()
@@ -128,7 +114,7 @@ def load_alibaba_pods(path: str | Path, *, time_compression: float = 1.0,
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     p = Path(path)
-    rows = _read_rows(p, POD_COLUMNS)
+    rows = read_csv_rows(p, POD_COLUMNS)
     skipped: dict[str, int] = {}
     kept: list[tuple[float, dict]] = []
     for line, row in enumerate(rows, start=2):

@@ -36,3 +36,17 @@ def traces() -> Path:
     if not TRACES.is_dir():
         pytest.skip(f"shared traces not present at {TRACES}")
     return TRACES
+
+
+def alibaba_trace(name: str) -> Path:
+    """A file of the Alibaba v2023 trace; skips the test when it is not present."""
+    p = TRACES / "alibaba_gpu_v2023" / name
+    if not p.is_file():
+        pytest.skip(f"trace {p} not present")
+    return p
+
+
+def write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    """Write a small CSV (``header`` ends with a newline) for loader tests."""
+    path.write_text(header + "".join(r + "\n" for r in rows))
+    return path

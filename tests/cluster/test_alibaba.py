@@ -10,22 +10,17 @@ from cluster.config import ConfigError
 from cluster.state import ClusterState, feasible_nodes
 from cluster.topology import load_cluster, load_gpu_models
 from scheduler.task import make_task
+from tests.conftest import alibaba_trace, write_csv as _write_csv
 
-TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces" / "alibaba_gpu_v2023"
 HEADER = "sn,cpu_milli,memory_mib,gpu,model\n"
 
 
 def trace(name: str) -> Path:
-    p = TRACES / name
-    if not p.is_file():
-        pytest.skip(f"trace {p} not present")
-    return p
+    return alibaba_trace(name)
 
 
 def write_csv(tmp_path: Path, rows: list[str], header: str = HEADER) -> Path:
-    p = tmp_path / "nodes.csv"
-    p.write_text(header + "".join(r + "\n" for r in rows))
-    return p
+    return _write_csv(tmp_path / "nodes.csv", header, rows)
 
 
 def test_gpu_node_list_counts_and_sharing() -> None:

@@ -221,8 +221,8 @@ def test_share_for_mig_profile(local_spec) -> None:
     assert share_for(state, TS, task(mig_profile="1g.10gb")) is None
 
 
-def test_whole_gpu_on_mig_node_only_via_7g(tmp_path: Path) -> None:
-    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/cluster/local.yaml").read_text())
+def test_whole_gpu_on_mig_node_only_via_7g(tmp_path: Path, local_data: dict) -> None:
+    data = local_data
     data["nodes"][MIG]["gpus"]["mig_layout"][1] = ["7g.80gb"]
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(data))

@@ -248,11 +248,9 @@ def test_gpu_models_file_is_valid() -> None:
     assert all(speed > 0 and 0 < coloc <= 1 for speed, coloc in models.values())
 
 
-# ---------------------------------------------------------------- bugs
+# ---------------------------------------------------------------- regressions (bugs found and fixed)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="BUG: cpus/memory_gb: .inf passes the >0 check and then "
-                                       "int(round(inf * 1000)) raises OverflowError instead of ConfigError")
 @pytest.mark.parametrize("key", ["cpus", "memory_gb"])
 def test_infinite_capacity_is_a_config_error(tmp_path: Path, local_data: dict, key: str) -> None:
     local_data["nodes"][0][key] = float("inf")
@@ -260,8 +258,6 @@ def test_infinite_capacity_is_a_config_error(tmp_path: Path, local_data: dict, k
     assert err.field == f"nodes[0].{key}"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: cpus: 0.0001 passes the > 0 check but rounds to 0 millicores, "
-                                       "so a node with no CPU at all is accepted")
 def test_cpus_that_round_to_zero_millicores_rejected(tmp_path: Path, local_data: dict) -> None:
     local_data["nodes"][0]["cpus"] = 0.0001
     err = load_error(write(tmp_path, local_data))

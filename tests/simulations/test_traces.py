@@ -8,22 +8,17 @@ import pytest
 
 from cluster.config import ConfigError
 from simulations.traces import MIN_WORK_S, QOS, load_alibaba_pods
+from tests.conftest import alibaba_trace, write_csv as _write_csv
 
-TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces" / "alibaba_gpu_v2023"
 HEADER = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time\n"
 
 
 def trace(name: str) -> Path:
-    p = TRACES / name
-    if not p.is_file():
-        pytest.skip(f"trace {p} not present")
-    return p
+    return alibaba_trace(name)
 
 
 def write_csv(tmp_path: Path, rows: list[str], header: str = HEADER) -> Path:
-    p = tmp_path / "pods.csv"
-    p.write_text(header + "".join(r + "\n" for r in rows))
-    return p
+    return _write_csv(tmp_path / "pods.csv", header, rows)
 
 
 # ---------------------------------------------------------------- the real trace

@@ -1,0 +1,102 @@
+"""The objective: SLO misses cost more for important tasks, cheaper is better, loader errors are named."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from cluster.config import ConfigError
+from scheduler.objective import DEFAULT_OBJECTIVE, Objective, load_objective
+
+OBJ = Objective()
+
+
+def test_shipped_weights_load() -> None:
+    obj = load_objective()
+    assert obj == load_objective(DEFAULT_OBJECTIVE)
+    assert obj.latency > 0 and obj.slo_miss > 0 and obj.cost > 0 and obj.cost_ref > 0
+
+
+@pytest.mark.parametrize("obj", [OBJ, load_objective()])
+def test_missing_the_slo_costs_more_for_higher_priority(obj: Objective) -> None:
+    def s(prio: int) -> float:
+        return obj.score(latency_ms=1500, slo_ms=1000, priority=prio, cost=0.01, cost_sensitivity=5)
+
+    assert s(10) > s(5) > s(1)
+    # meeting the SLO: priority does not matter
+    met = [obj.score(500, 1000, p, 0.01, 5) for p in (1, 5, 10)]
+    assert met[0] == met[1] == met[2]
+
+
+def test_missing_the_slo_is_a_step_not_just_a_slope() -> None:
+    just_met = OBJ.score(1000, 1000, 5, 0.0, 5)
+    just_missed = OBJ.score(1001, 1000, 5, 0.0, 5)
+    assert just_missed - just_met > 1.0  # the miss penalty, not the 0.001 latency change
+
+
+def test_cheaper_is_better_all_else_equal() -> None:
+    assert OBJ.score(200, 1000, 5, 0.01, 5) < OBJ.score(200, 1000, 5, 0.02, 5)
+    # and more so for cost-sensitive tasks
+    gap = lambda cs: OBJ.score(200, 1000, 5, 0.02, cs) - OBJ.score(200, 1000, 5, 0.01, cs)  # noqa: E731
+    assert gap(9) > gap(5) > gap(1) > 0
+
+
+def test_faster_is_better_and_bounded() -> None:
+    assert OBJ.score(100, 1000, 5, 0.01, 5) < OBJ.score(900, 1000, 5, 0.01, 5)
+    # latency term is capped so one lost task cannot dominate a whole run
+    assert OBJ.score(1e9, 1000, 5, 0.0, 5) == OBJ.score(1e7, 1000, 5, 0.0, 5)
+
+
+def test_weights_change_the_score() -> None:
+    no_cost = Objective(cost=0.0)
+    assert no_cost.score(200, 1000, 5, 0.01, 5) == no_cost.score(200, 1000, 5, 10.0, 5)
+
+
+finite = st.floats(min_value=0.0, max_value=1e7, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(finite, st.floats(min_value=1.0, max_value=1e7), st.integers(1, 10),
+                               st.floats(min_value=0.0, max_value=100.0), st.integers(1, 10)),
+                     min_size=1, max_size=30))
+def test_vectorised_scores_equal_score(rows) -> None:
+    lat, slo, prio, cost, cs = (np.array(col) for col in zip(*rows))
+    vec = OBJ.scores(lat, slo, prio, cost, cs)
+    assert vec.shape == (len(rows),)
+    for k, row in enumerate(rows):
+        assert vec[k] == pytest.approx(OBJ.score(*row), rel=1e-12, abs=1e-12)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "objective.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_partial_file_uses_defaults(tmp_path: Path) -> None:
+    assert load_objective(write(tmp_path, "slo_miss: 5\n")) == Objective(slo_miss=5.0)
+
+
+@pytest.mark.parametrize("text, field", [
+    ("latncy: 1\n", "latncy"),
+    ("latency: -1\n", "latency"),
+    ("cost: fast\n", "cost"),
+    ("slo_miss: true\n", "slo_miss"),
+    ("cost_ref: 0\n", "cost_ref"),
+    ("latency: 1\nlatency_weight: 2\n", "latency_weight"),
+    ("- 1\n- 2\n", "<file>"),
+    ("latency: [1\n", "<file>"),
+])
+def test_load_objective_errors_name_file_and_field(tmp_path: Path, text: str, field: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_objective(p)
+    assert (info.value.file, info.value.field) == (str(p), field)
+
+
+def test_load_objective_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_objective(tmp_path / "none.yaml")
+    assert info.value.field == "<file>" and info.value.file == str(tmp_path / "none.yaml")
