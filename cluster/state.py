@@ -171,10 +171,11 @@ class ClusterState:
         return self.util
 
     def _refresh(self, i: int) -> None:
-        cpu = 1.0 - self.cpu_free[i] / self.cpu_total[i]
-        mem = 1.0 - self.mem_free[i] / self.mem_total[i]
-        gt = self.gpu_total[i]
-        gpu = self.gpu_held[i] / gt if gt else 0.0
+        # .item() keeps the arithmetic in Python floats: this runs twice per task
+        cpu = 1.0 - self.cpu_free.item(i) / self.cpu_total.item(i)
+        mem = 1.0 - self.mem_free.item(i) / self.mem_total.item(i)
+        gt = self.gpu_total.item(i)
+        gpu = self.gpu_held.item(i) / gt if gt else 0.0
         self.util[i] = max(cpu, mem, gpu)
 
 
@@ -247,9 +248,13 @@ def pick_device(state: ClusterState, i: int, milli: int) -> int:
 
 
 def allocate(state: ClusterState, i: int, task: "Task", share: Share,
-             device: int | None = None) -> Allocation:
-    """Take ``share`` for ``task`` on node ``i``; raises ValueError if it does not fit."""
-    if not fits_now(state, i, task, share):
+             device: int | None = None, *, checked: bool = False) -> Allocation:
+    """Take ``share`` for ``task`` on node ``i``; raises ValueError if it does not fit.
+
+    ``checked=True`` skips the fit test when the caller has just made it (the
+    simulator's hot path); the device-level checks below still apply.
+    """
+    if not checked and not fits_now(state, i, task, share):
         raise ValueError(f"task {task.id} does not fit on node {state.spec.nodes[i].name} now")
     kind, amount = share
     devices: tuple[tuple[int, int], ...] = ()

@@ -118,7 +118,7 @@ class OnlineSimulator:
         net = self._net[id(task)] = lo + self._unif[k] * (hi - lo)
         q = state.queues[i]
         if not q and fits_now(state, i, task, d.share):
-            self._start(task, i, d.share, d.device, task.arrival)
+            self._start(task, i, d.share, d.device, task.arrival, checked=True)
         else:
             q.append((task, d.share, net / 1000.0))
             state.queue_len[i] += 1
@@ -145,9 +145,10 @@ class OnlineSimulator:
         return SimResult(recs, timeline, summarize(recs, timeline, pools))
 
     # ------------------------------------------------------------------ internals
-    def _start(self, task: Task, i: int, share, device: int | None, t: float) -> None:
+    def _start(self, task: Task, i: int, share, device: int | None, t: float,
+               checked: bool = False) -> None:
         state = self.state
-        alloc = allocate(state, i, task, share, device)
+        alloc = allocate(state, i, task, share, device, checked=checked)
         sharers = int(state.gpu_tasks[i, alloc.devices[0][0]]) if share[0] == "slice" else 1
         ex = exec_seconds(self.spec.nodes[i], task, share, sharers)
         finish = t + self._net[id(task)] / 1000.0 + ex
@@ -178,7 +179,7 @@ class OnlineSimulator:
         while q and fits_now(state, i, q[0][0], q[0][1]):
             qt, qs, _ = q.popleft()
             state.queue_len[i] -= 1
-            self._start(qt, i, qs, None, t)
+            self._start(qt, i, qs, None, t, checked=True)
 
     def _sample(self, t: float) -> None:
         state = self.state
