@@ -1,0 +1,288 @@
+"""Task history: every accepted task, its life cycle, decision, timings and cost.
+
+Behind :class:`HistoryStore` so that a server database can replace the default,
+chosen by a connection URL (``sqlite:///results/history.db``). The SQLite store
+runs in WAL mode with exactly one writer thread that group-commits: callers hand
+it writes and, for the ones that must be durable before an acknowledgement
+(``accepted``), wait until the transaction holding them is committed. Many
+concurrent requests then share one commit instead of paying one each.
+``synchronous=NORMAL`` in WAL mode keeps every committed transaction through a
+process kill (the router dying); only an OS crash or power cut can lose the last
+few, which a server database behind the same interface would cover.
+
+Life cycle: ``accepted`` -> ``placed`` -> ``running`` -> ``succeeded`` | ``failed``
+(``rejected`` when no placement is feasible). Each change is also an event row,
+so the history shows when each step happened.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+STATUSES = ("accepted", "placed", "running", "succeeded", "failed", "rejected")
+FINAL = ("succeeded", "failed", "rejected")
+#: columns a task row has besides its JSON blobs; updates may set any of these
+COLUMNS = (
+    "status", "reason", "policy", "policy_version", "pool", "node", "tier", "share", "confidence",
+    "queue_ms", "network_ms", "exec_ms", "latency_ms", "decision_ms", "cost", "score", "slo_met", "kind",
+    "priority", "slo_ms", "accepted_at", "finished_at", "attempts",
+)
+_JSON = ("task", "features", "decision")
+
+
+class HistoryStore(Protocol):
+    """What the router and the views need from a task history."""
+
+    def accept(self, task_id: str, task: dict, **fields: Any) -> None:
+        """Record a new task durably (returns once committed)."""
+
+    def update(self, task_id: str, status: str, *, durable: bool = False, **fields: Any) -> None:
+        """Move a task to ``status`` and set fields; ``durable`` waits for the commit."""
+
+    def get(self, task_id: str) -> dict | None: ...
+
+    def query(self, *, status: str | None = None, pool: str | None = None, policy: str | None = None,
+              since: float | None = None, until: float | None = None, search: str | None = None,
+              limit: int = 100, offset: int = 0) -> list[dict]: ...
+
+    def count(self, **filters: Any) -> int: ...
+
+    def events(self, task_id: str) -> list[dict]: ...
+
+    def unfinished(self) -> list[dict]:
+        """Tasks accepted but not final: what a restarted router must resume or fail."""
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class HistoryError(ValueError):
+    """A bad store URL or a bad update (unknown status or field)."""
+
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    {", ".join(f"{c} {'REAL' if c.endswith(('_ms', '_at')) or c in ('cost', 'score', 'confidence') else 'TEXT'}"
+               for c in COLUMNS)},
+    task TEXT, features TEXT, decision TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    task_id TEXT NOT NULL, at REAL NOT NULL, status TEXT NOT NULL, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
+CREATE INDEX IF NOT EXISTS tasks_accepted ON tasks(accepted_at);
+CREATE INDEX IF NOT EXISTS events_task ON events(task_id);
+"""
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in fields.items():
+        if k in _JSON:
+            out[k] = json.dumps(v, default=_jsonable)
+        elif k in COLUMNS:
+            out[k] = int(v) if k == "slo_met" and v is not None else v
+        else:
+            raise HistoryError(f"unknown history field {k!r}")
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, (set, tuple)):
+        return list(v)
+    return str(v)
+
+
+def _decode(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    for k in _JSON:
+        if d.get(k) is not None:
+            d[k] = json.loads(d[k])
+    if d.get("slo_met") is not None:
+        d["slo_met"] = bool(int(d["slo_met"]))
+    return d
+
+
+class SQLiteHistory:
+    """SQLite (WAL) history with a single group-committing writer thread."""
+
+    def __init__(self, path: str | Path, *, batch_max: int = 512) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._batch_max = batch_max
+        self._q: queue.Queue = queue.Queue()
+        self._closed = False
+        init = sqlite3.connect(self.path)
+        init.execute("PRAGMA journal_mode=WAL")
+        init.executescript(_SCHEMA)
+        init.commit()
+        init.close()
+        self._local = threading.local()
+        self._writer = threading.Thread(target=self._run, name="history-writer", daemon=True)
+        self._writer.start()
+
+    # ------------------------------------------------------------------ writes
+    def accept(self, task_id: str, task: dict, **fields: Any) -> None:
+        now = fields.pop("accepted_at", None) or time.time()
+        row = _encode({"task": task, "accepted_at": now, "status": "accepted", "attempts": 0, **fields})
+        self._submit(("accept", task_id, row, now), wait=True)
+
+    def update(self, task_id: str, status: str, *, durable: bool = False, **fields: Any) -> None:
+        if status not in STATUSES:
+            raise HistoryError(f"unknown status {status!r} (known: {', '.join(STATUSES)})")
+        now = time.time()
+        if status in FINAL and "finished_at" not in fields:
+            fields["finished_at"] = now
+        row = _encode({"status": status, **fields})
+        self._submit(("update", task_id, row, now), wait=durable)
+
+    def flush(self) -> None:
+        """Wait until every write handed in so far is committed."""
+        self._submit(("noop", None, None, None), wait=True)
+
+    def _submit(self, op: tuple, wait: bool) -> None:
+        if self._closed:
+            raise HistoryError("history store is closed")
+        fut: Future | None = Future() if wait else None
+        self._q.put((op, fut))
+        if fut is not None:
+            fut.result()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        while True:
+            item = self._q.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < self._batch_max:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    break
+                batch.append(nxt)
+            try:
+                with conn:
+                    for (kind, task_id, row, at), _ in batch:
+                        self._apply(conn, kind, task_id, row, at)
+                for _, fut in batch:
+                    if fut is not None:
+                        fut.set_result(None)
+            except Exception as exc:  # a failed batch must not strand its waiters
+                for _, fut in batch:
+                    if fut is not None and not fut.done():
+                        fut.set_exception(exc)
+        conn.close()
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, kind: str, task_id: str, row: dict, at: float) -> None:
+        if kind == "noop":
+            return
+        if kind == "accept":
+            cols = ["task_id", *row]
+            conn.execute(f"INSERT INTO tasks ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                         [task_id, *row.values()])
+        else:
+            sets = ", ".join(f"{k} = ?" for k in row)
+            cur = conn.execute(f"UPDATE tasks SET {sets} WHERE task_id = ?", [*row.values(), task_id])
+            if cur.rowcount == 0:
+                raise HistoryError(f"no task {task_id!r} in the history")
+        conn.execute("INSERT INTO events (task_id, at, status, detail) VALUES (?, ?, ?, ?)",
+                     (task_id, at, row["status"], row.get("reason")))
+
+    # ------------------------------------------------------------------ reads
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+        return conn
+
+    def get(self, task_id: str) -> dict | None:
+        row = self._reader().execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return _decode(row) if row else None
+
+    @staticmethod
+    def _where(status=None, pool=None, policy=None, since=None, until=None, search=None) -> tuple[str, list]:
+        clauses, args = [], []
+        for col, val in (("status", status), ("pool", pool), ("policy", policy)):
+            if val is not None:
+                clauses.append(f"{col} = ?")
+                args.append(val)
+        if since is not None:
+            clauses.append("accepted_at >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("accepted_at < ?")
+            args.append(until)
+        if search:
+            clauses.append("(task_id LIKE ? OR kind LIKE ? OR task LIKE ?)")
+            args += [f"%{search}%"] * 3
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def query(self, *, status: str | None = None, pool: str | None = None, policy: str | None = None,
+              since: float | None = None, until: float | None = None, search: str | None = None,
+              limit: int = 100, offset: int = 0) -> list[dict]:
+        where, args = self._where(status, pool, policy, since, until, search)
+        rows = self._reader().execute(
+            f"SELECT * FROM tasks{where} ORDER BY accepted_at DESC, task_id LIMIT ? OFFSET ?",
+            [*args, int(limit), int(offset)]).fetchall()
+        return [_decode(r) for r in rows]
+
+    def count(self, **filters: Any) -> int:
+        where, args = self._where(**filters)
+        return int(self._reader().execute(f"SELECT COUNT(*) FROM tasks{where}", args).fetchone()[0])
+
+    def events(self, task_id: str) -> list[dict]:
+        rows = self._reader().execute(
+            "SELECT at, status, detail FROM events WHERE task_id = ? ORDER BY rowid", (task_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def unfinished(self) -> list[dict]:
+        q = f"SELECT * FROM tasks WHERE status NOT IN ({', '.join('?' * len(FINAL))}) ORDER BY accepted_at"
+        return [_decode(r) for r in self._reader().execute(q, FINAL).fetchall()]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._q.put(None)
+        self._writer.join(timeout=10)
+
+
+def open_store(url: str) -> HistoryStore:
+    """Open a history store from a connection URL; only ``sqlite:///PATH`` ships today."""
+    if url.startswith("sqlite:///"):
+        return SQLiteHistory(url[len("sqlite:///"):])
+    scheme = url.split(":", 1)[0] if ":" in url else url
+    raise HistoryError(f"unsupported history URL scheme {scheme!r}: use sqlite:///path/to/history.db")
+
+
+def records_frame(rows: Iterable[dict]):
+    """History rows as a DataFrame in the simulator's record columns (for the shared metrics)."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        return df
+    df = df.rename(columns={"accepted_at": "arrival", "finished_at": "finish"})
+    df["slo_met"] = df["slo_met"].fillna(False).astype(bool)
+    df["cost"] = df["cost"].fillna(0.0)
+    return df
