@@ -316,6 +316,21 @@ def feasible_nodes(state: ClusterState, task: "Task") -> list[tuple[int, Share, 
     return out
 
 
+def node_masks(state: ClusterState, task: "Task") -> tuple[np.ndarray, np.ndarray, list]:
+    """Per node: can host (static), fits now, and the share it would hold (None if not)."""
+    n = state.n_nodes
+    feasible = np.zeros(n, dtype=bool)
+    fits = np.zeros(n, dtype=bool)
+    shares: list = [None] * n
+    for i in range(n):
+        s = share_for(state, i, task)
+        if s is not None:
+            feasible[i] = True
+            shares[i] = s
+            fits[i] = fits_now(state, i, task, s)
+    return feasible, fits, shares
+
+
 def check_invariants(state: ClusterState) -> None:
     """Raise AssertionError if any device or node is over-allocated (used by tests)."""
     assert (state.cpu_free >= 0).all() and (state.cpu_free <= state.cpu_total).all(), "cpu"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cluster.state import ClusterState, fits_now, share_for
+from cluster.state import ClusterState
+from cluster.state import node_masks as _node_masks
 from cluster.topology import NODE_CLASSES
 from scheduler.features import layout
 from scheduler.policy import Decision
@@ -22,17 +23,7 @@ N_ACTIONS = len(NODE_CLASSES)
 
 def node_masks(task: Task, state: ClusterState) -> tuple[np.ndarray, np.ndarray, list]:
     """Per node: can host (static), fits now, and the share it would hold."""
-    n = state.n_nodes
-    feasible = np.zeros(n, dtype=bool)
-    fits = np.zeros(n, dtype=bool)
-    shares: list = [None] * n
-    for i in range(n):
-        s = share_for(state, i, task)
-        if s is not None:
-            feasible[i] = True
-            shares[i] = s
-            fits[i] = fits_now(state, i, task, s)
-    return feasible, fits, shares
+    return _node_masks(state, task)
 
 
 def action_mask(task: Task, state: ClusterState, feasible: np.ndarray | None = None) -> np.ndarray:

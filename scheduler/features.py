@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from cluster.state import ClusterState
+from cluster.state import ClusterState, node_masks
 from cluster.topology import NODE_CLASSES, node_class
 from scheduler.task import Task
 
@@ -32,16 +32,25 @@ _KIND_INDEX = {"edge": 0, "cloud": 1, "gpu": 2}
 
 
 class _Layout:
-    """Static per-cluster arrays (node class membership), cached on the spec."""
+    """Static per-cluster arrays (node class and tier-kind membership), cached on the state."""
 
     def __init__(self, state: ClusterState) -> None:
         spec = self.spec = state.spec
-        self.cls = np.array([NODE_CLASSES.index(node_class(n, spec.tiers[n.tier])) for n in spec.nodes])
+        n = state.n_nodes
+        self.cls = np.array([NODE_CLASSES.index(node_class(nd, spec.tiers[nd.tier])) for nd in spec.nodes])
         self.members = [np.flatnonzero(self.cls == c) for c in range(len(NODE_CLASSES))]
+        self.class_of = np.zeros((len(NODE_CLASSES), n), dtype=bool)
+        self.class_of[self.cls, np.arange(n)] = True
+        self.has_class = self.class_of.any(axis=1)
+        self.kind_of = np.zeros((3, n))
+        self.kind_of[state.tier_of, np.arange(n)] = 1.0
+        counts = self.kind_of.sum(axis=1)
+        self.kind_has = counts > 0
+        self.kind_weight = self.kind_of / np.maximum(counts, 1)[:, None]
         self.kind_members = [np.flatnonzero(state.tier_of == k) for k in range(3)]
         self.kind_net = [float(state.net_mean_ms[m].mean()) / 1000 if len(m) else 0.0
                          for m in self.kind_members]
-        self.speed = np.array([n.gpu_speed if n.devices else n.cpu_speed for n in spec.nodes])
+        self.speed = np.array([nd.gpu_speed if nd.devices else nd.cpu_speed for nd in spec.nodes]) / 5.0
 
 
 def layout(state: ClusterState) -> _Layout:
@@ -72,32 +81,18 @@ def feature_vector(task: Task, state: ClusterState, feasible: np.ndarray | None 
     """Features of placing ``task`` now; ``feasible``/``fits`` are per-node masks if known."""
     lay = layout(state)
     if feasible is None or fits is None:
-        from cluster.state import fits_now, share_for
-
-        feasible = np.zeros(state.n_nodes, dtype=bool)
-        fits = np.zeros(state.n_nodes, dtype=bool)
-        for i in range(state.n_nodes):
-            s = share_for(state, i, task)
-            if s is not None:
-                feasible[i] = True
-                fits[i] = fits_now(state, i, task, s)
+        feasible, fits, _ = node_masks(state, task)
+    # Per node class, in a handful of array operations (this runs on every decision):
+    # any node can host / fits now, the best free CPU and GPU share, the queue, the speed.
     load = state.load()
-    out = task_features(task)
-    for k in range(3):
-        m = lay.kind_members[k]
-        out.append(float(load[m].mean()) if len(m) else 1.0)
-    out.extend(lay.kind_net)
+    kind_load = np.where(lay.kind_has, lay.kind_weight @ load, 1.0)
     free_cpu = state.cpu_free / state.cpu_total
     gtot = state.gpu_total
     free_gpu = np.divide(gtot - state.gpu_used(), gtot, out=np.zeros(state.n_nodes), where=gtot > 0)
-    for m in lay.members:
-        if len(m) == 0:
-            out.extend([0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-            continue
-        out.extend([
-            float(feasible[m].any()), float(fits[m].any()),
-            float(free_cpu[m].max()), float(free_gpu[m].max()),
-            math.log1p(float(state.queue_len[m].sum())) / 5.0,
-            float(lay.speed[m].max()) / 5.0,
-        ])
-    return np.asarray(out, dtype=np.float32)
+    per_node = np.stack([feasible, fits, free_cpu, free_gpu, lay.speed])  # (5, N)
+    best = np.where(lay.class_of[:, None, :], per_node[None, :, :], -np.inf).max(axis=2)  # (C, 5)
+    queue = np.log1p(lay.class_of @ state.queue_len) / 5.0
+    per_class = np.column_stack([best[:, :4], queue, best[:, 4]])
+    per_class[~lay.has_class] = 0.0
+    out = np.concatenate([task_features(task), kind_load, lay.kind_net, per_class.ravel()])
+    return out.astype(np.float32)
