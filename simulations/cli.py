@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from cluster.config import ConfigError
+from scheduler.model_registry import RegistryError
 from scheduler.task import TaskError
 
 EXIT_USAGE = 2
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ConfigError, TaskError) as exc:
+    except (UsageError, ConfigError, TaskError, RegistryError) as exc:
         print(f"orchestrator: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

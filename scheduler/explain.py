@@ -1,0 +1,85 @@
+"""Feature contributions in words: "priority 9 pushed towards edge (+0.21)".
+
+Learned policies explain a decision by the few features that moved the chosen
+option's probability most (tree-path contributions for the RandomForest). The
+features are scaled for the models (:mod:`scheduler.features`); this module
+undoes that scaling so that a user reads "SLO 300 ms", not
+"latency_requirement 0.354". Unknown names fall back to ``name=value``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from cluster.topology import NODE_CLASSES
+
+_NEED = {"need_none": "CPU only", "need_fraction": "a GPU fraction", "need_whole": "whole GPUs",
+         "need_mig": "a MIG slice"}
+
+
+def _num(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _task_text(name: str, v: float) -> str | None:
+    # Inverse of scheduler.features.task_features.
+    if name == "priority":
+        return f"priority {round(v * 10)}"
+    if name == "cost_sensitivity":
+        return f"cost sensitivity {round(v * 10)}"
+    if name == "latency_requirement":
+        return f"SLO {_num(10 ** (v * 7.0))} ms"
+    if name == "gpu_requirement":
+        return f"GPU need {_num(v * 8.0)}"
+    if name == "cpu_request":
+        return f"CPU {_num(v * 32.0)} cores"
+    if name == "mem_request":
+        return f"memory {_num(v * 256.0)} GiB"
+    if name == "work_log":
+        return f"work {_num(10 ** (v * 4.0))} s"
+    if name in _NEED:
+        return ("needs " if v >= 0.5 else "does not need ") + _NEED[name]
+    return None
+
+
+def _cluster_text(name: str, v: float) -> str | None:
+    for kind in ("edge", "cloud", "gpu"):
+        if name == f"{kind}_load":
+            return f"{kind} tier load {v:.0%}"
+        if name == f"{kind}_network":
+            return f"{kind} network {v * 1000:.0f} ms"
+    for cls in NODE_CLASSES:
+        if not name.startswith(cls + "_"):
+            continue
+        what = name[len(cls) + 1:]
+        if what == "feasible":
+            return f"{cls} {'can' if v >= 0.5 else 'cannot'} host it"
+        if what == "fits_now":
+            return f"{cls} {'has room now' if v >= 0.5 else 'is full now'}"
+        if what == "free_cpu":
+            return f"{cls} free CPU {v:.0%}"
+        if what == "free_gpu":
+            return f"{cls} free GPU {v:.0%}"
+        if what == "queue":
+            return f"{cls} queue {math.expm1(v * 5.0):.0f}"
+        if what == "speed":
+            return f"{cls} speed {_num(v * 5.0)}x"
+    return None
+
+
+def feature_text(name: str, value: float) -> str:
+    """A feature and its value as a user reads it (unscaled where the scaling is known)."""
+    v = float(value)
+    return _task_text(name, v) or _cluster_text(name, v) or f"{name}={_num(v)}"
+
+
+def contributions_text(items: Sequence[tuple[str, float, float]], option: str) -> str:
+    """``[(feature name, feature value, contribution)]`` to "A pushed towards X (+0.21); B ...".
+
+    A positive contribution raised the probability of ``option``, a negative one lowered it.
+    """
+    parts = []
+    for name, value, c in items:
+        way = f"towards {option}" if c > 0 else f"away from {option}"
+        parts.append(f"{feature_text(name, value)} pushed {way} ({c:+.2f})")
+    return "; ".join(parts)

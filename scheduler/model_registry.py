@@ -1,0 +1,264 @@
+"""Versioned on-disk registry of trained placement models (RandomForest, RL).
+
+Layout: ``<root>/<kind>/<version>/`` holding the model file(s) and ``meta.json``;
+versions are 1, 2, 3 ... and ``"latest"`` is the highest. The root is, in order:
+the ``root`` argument, the ``ORCH_REGISTRY`` environment variable, then
+``<repo>/artifacts/policies``.
+
+Every artifact records the feature schema it was trained on
+(:data:`scheduler.features.SCHEMA_VERSION` and the feature names), so a model
+trained on another feature layout is refused at load time (:func:`check_schema`)
+instead of silently mis-reading its inputs.
+
+A version is written into a hidden temporary folder and renamed into place once
+complete (``meta.json`` last), so a reader never sees half an artifact and two
+concurrent trainings never get the same number.
+
+Typical use::
+
+    path = save("rf", {"forest.npz": lambda p: forest.save(p)},
+                {"config": {...}, "metrics": {...}, "seed": 0})
+    model = load("rf", "latest")          # schema checked; model.path / model.meta
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Union
+
+from scheduler.features import FEATURE_NAMES, SCHEMA_VERSION
+
+REGISTRY_ENV = "ORCH_REGISTRY"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ROOT = REPO_ROOT / "artifacts" / "policies"
+META_FILE = "meta.json"
+#: training command per kind, named in "no model" and "retrain" errors
+TRAIN_COMMANDS = {"rf": "orchestrator train rf", "rl": "orchestrator train rl"}
+
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+#: A file to write: bytes, text, or a callable that writes the file at the given path.
+Writer = Union[bytes, str, Callable[[Path], Any]]
+Version = Union[int, str]
+
+
+class RegistryError(Exception):
+    """Base class of registry errors (bad kind or version, unreadable artifact)."""
+
+
+class ModelNotFoundError(RegistryError, FileNotFoundError):
+    """No model of that kind (or that version) in the registry."""
+
+
+class SchemaMismatchError(RegistryError):
+    """The model was trained on another feature schema than this build computes."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A resolved registry entry: its folder and its metadata."""
+
+    kind: str
+    version: int
+    path: Path
+    meta: dict
+
+    @property
+    def ref(self) -> str:
+        """``kind:version``, the name ``make_policy`` accepts."""
+        return f"{self.kind}:{self.version}"
+
+    def file(self, name: str) -> Path:
+        """Path of one of the artifact's files; a clear error when it is missing."""
+        p = self.path / name
+        if not p.is_file():
+            raise RegistryError(f"model {self.ref} at {self.path} has no {name!r} "
+                                f"(files: {', '.join(sorted(f.name for f in self.path.iterdir()))})")
+        return p
+
+
+def registry_root(root: str | os.PathLike | None = None) -> Path:
+    """The registry root: ``root``, else ``$ORCH_REGISTRY``, else ``<repo>/artifacts/policies``."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get(REGISTRY_ENV)
+    return Path(env) if env else DEFAULT_ROOT
+
+
+def _check_kind(kind: str) -> str:
+    if not isinstance(kind, str) or not _KIND_RE.match(kind):
+        raise RegistryError(f"bad model kind {kind!r}: lower-case letters, digits, '-' or '_' (e.g. 'rf', 'rl')")
+    return kind
+
+
+def _parse_version(version: Version) -> int | None:
+    """``None`` for latest, else a positive int."""
+    if isinstance(version, str):
+        v = version.strip().lower()
+        if v in ("latest", ""):
+            return None
+        v = v[1:] if v.startswith("v") else v
+        if not v.isdigit():
+            raise RegistryError(f"bad model version {version!r}: 'latest' or a positive integer")
+        version = int(v)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise RegistryError(f"bad model version {version!r}: 'latest' or a positive integer")
+    return version
+
+
+def _missing(kind: str, root: Path, what: str = "") -> ModelNotFoundError:
+    cmd = TRAIN_COMMANDS.get(kind, f"orchestrator train {kind}")
+    return ModelNotFoundError(f"no {kind} model{what} in {root}: run {cmd}"
+                              f" (or point {REGISTRY_ENV} at a registry that has one)")
+
+
+def versions(kind: str, root: str | os.PathLike | None = None) -> list[int]:
+    """Complete versions of ``kind`` (those with a ``meta.json``), ascending."""
+    base = registry_root(root) / _check_kind(kind)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir()
+                  if p.name.isdigit() and (p / META_FILE).is_file())
+
+
+def resolve(kind: str, version: Version = "latest", root: str | os.PathLike | None = None) -> Path:
+    """Folder of ``kind:version`` (``"latest"`` = highest); :class:`ModelNotFoundError` if absent."""
+    r = registry_root(root)
+    v = _parse_version(version)
+    if v is None:
+        vs = versions(kind, r)
+        if not vs:
+            raise _missing(kind, r)
+        v = vs[-1]
+    path = r / _check_kind(kind) / str(v)
+    if not (path / META_FILE).is_file():
+        have = versions(kind, r)
+        raise _missing(kind, r, f" version {v}" + (f" (have {', '.join(map(str, have))})" if have else ""))
+    return path
+
+
+def load_meta(kind: str, version: Version = "latest", root: str | os.PathLike | None = None) -> dict:
+    """The ``meta.json`` of ``kind:version``."""
+    return _read_meta(resolve(kind, version, root))
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads((path / META_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RegistryError(f"unreadable {path / META_FILE}: {e}") from e
+
+
+def check_schema(meta: Mapping[str, Any], schema: str = SCHEMA_VERSION,
+                 feature_names: tuple[str, ...] | list[str] = FEATURE_NAMES) -> None:
+    """Raise :class:`SchemaMismatchError` unless ``meta`` was trained on this feature schema.
+
+    Checks the schema version and, when recorded, the feature names (a changed
+    layout whose version was not bumped is caught too).
+    """
+    kind = meta.get("kind", "?")
+    ref = f"{kind}:{meta.get('version', '?')}"
+    cmd = TRAIN_COMMANDS.get(kind, f"orchestrator train {kind}")
+    got = meta.get("feature_schema")
+    if got is None:
+        raise SchemaMismatchError(f"model {ref} records no feature schema: retrain with {cmd}")
+    if str(got) != str(schema):
+        raise SchemaMismatchError(f"model {ref} was trained on feature schema {got}, this build uses "
+                                  f"{schema}: retrain with {cmd}")
+    names = meta.get("feature_names")
+    if names is not None and list(names) != list(feature_names):
+        diff = sorted(set(names) ^ set(feature_names))
+        detail = f"differing: {', '.join(diff[:6])}" if diff else "same names, different order"
+        raise SchemaMismatchError(f"model {ref} was trained on other features than this build's schema "
+                                  f"{schema} ({detail}): retrain with {cmd}")
+
+
+def load(kind: str, version: Version = "latest", root: str | os.PathLike | None = None,
+         *, check: bool = True) -> Artifact:
+    """Resolve ``kind:version`` and read its metadata; the feature schema is checked unless ``check=False``."""
+    path = resolve(kind, version, root)
+    meta = _read_meta(path)
+    if check:
+        check_schema(meta)
+    return Artifact(kind, int(path.name), path, meta)
+
+
+def _command() -> str:
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("orchestrator"):
+        argv[0] = "orchestrator"
+    return shlex.join(argv)
+
+
+def save(kind: str, files: Mapping[str, Writer], meta: Mapping[str, Any] | None = None,
+         root: str | os.PathLike | None = None) -> Path:
+    """Write a new version of ``kind`` and return its folder.
+
+    Args:
+        files: file name -> bytes, text, or ``writer(path)`` that writes the file.
+        meta: extra metadata (e.g. ``config``, ``metrics``, ``seed``, ``command``).
+            ``kind``, ``version``, ``created`` are always set here;
+            ``feature_schema``/``feature_names`` default to this build's and
+            ``command`` to this process's command line.
+    """
+    _check_kind(kind)
+    if not files:
+        raise RegistryError("an artifact needs at least one model file")
+    for name in files:
+        if name == META_FILE or not _FILE_RE.match(name):
+            raise RegistryError(f"bad artifact file name {name!r}")
+    base = registry_root(root) / kind
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
+    try:
+        for name, writer in files.items():
+            p = tmp / name
+            if isinstance(writer, bytes):
+                p.write_bytes(writer)
+            elif isinstance(writer, str):
+                p.write_text(writer)
+            else:
+                writer(p)
+            if not p.is_file():
+                raise RegistryError(f"writer for {name!r} did not create the file")
+        body = dict(meta or {})
+        body.setdefault("feature_schema", SCHEMA_VERSION)
+        body.setdefault("feature_names", list(FEATURE_NAMES))
+        body.setdefault("command", _command())
+        body["kind"] = kind
+        body["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        body["files"] = sorted(files)
+        # Claim the next number by renaming; a concurrent writer that took it makes us try the next.
+        for _ in range(1000):
+            v = max([0, *(int(p.name) for p in base.iterdir() if p.name.isdigit())]) + 1
+            body["version"] = v
+            (tmp / META_FILE).write_text(json.dumps(body, indent=2, sort_keys=True, default=_json_default))
+            try:
+                os.rename(tmp, base / str(v))
+            except OSError:
+                if (base / str(v)).exists():
+                    continue
+                raise
+            return base / str(v)
+        raise RegistryError(f"could not claim a version number under {base}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    """numpy scalars/arrays and paths in metadata become plain JSON."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    raise TypeError(f"meta value of type {type(o).__name__} is not JSON-serialisable")
