@@ -1,0 +1,14 @@
+"""Gymnasium environment over the simulator core, RLlib PPO training through Tune, export.
+
+Importing this package registers ``HeteroCluster-v0`` with Gymnasium, so
+``gymnasium.make("HeteroCluster-v0", config={...})`` works. RLlib and torch are
+imported only by :mod:`rl_env.train`, :mod:`rl_env.module` and :mod:`rl_env.export`.
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+
+ENV_ID = "HeteroCluster-v0"
+
+if ENV_ID not in gym.registry:
+    gym.register(id=ENV_ID, entry_point="rl_env.env:HeteroClusterEnv")

@@ -57,5 +57,23 @@ def resolve(action: int, task: Task, state: ClusterState, policy: str,
     name = state.spec.nodes[node].name
     queued = not fits[node]
     text = f"{name} ({NODE_CLASSES[action]}): {explanation}" if explanation else f"{name} ({NODE_CLASSES[action]})"
+    if probabilities is not None:
+        scores = node_scores(scores, np.asarray(probabilities), feasible, fits, state)
     return Decision(node, shares[node], scores, text + (" (queued)" if queued else ""), policy,
                     queued=queued, confidence=conf, probabilities=probs)
+
+
+def node_scores(class_scores: np.ndarray, probs: np.ndarray, feasible: np.ndarray, fits: np.ndarray,
+                 state: ClusterState) -> np.ndarray:
+    """Per node: its class's probability (NaN where it cannot host the task).
+
+    ``class_scores`` are :func:`scheduler.actions.resolve`'s scores, set only on the
+    chosen class's candidates; their order (fits now first, then least loaded)
+    becomes a tie-break below 1e-6, so the chosen node has the highest score.
+    """
+    scores = np.where(feasible, probs[layout(state).cls], np.nan)
+    cand = np.flatnonzero(~np.isnan(class_scores))
+    if len(cand):
+        order = np.lexsort((-class_scores[cand], ~fits[cand]))
+        scores[cand[order]] += 1e-6 * (1.0 - np.arange(len(cand)) / len(cand))
+    return scores

@@ -35,7 +35,27 @@ def build_tiny_rf(root: Path) -> None:
 
 
 #: kind -> builder(root) writing one tiny model of that kind into the registry at root
-BUILDERS: dict[str, Callable[[Path], None]] = {"rf": build_tiny_rf}
+def build_untrained_rl(root: Path) -> None:
+    """An UNTRAINED policy net of the exported shape, saved like ``orchestrator train rl`` saves one.
+
+    Only for the interface tests that build every registered policy by name: they
+    check the adapter (load, schema check, masking, resolve), not what PPO learned.
+    tests/rl_env/test_train_tiny.py trains a real one through RLlib.
+    """
+    import torch
+
+    from scheduler.actions import N_ACTIONS
+    from scheduler.features import N_FEATURES
+    from scheduler.policy_net import NetSpec, PolicyNet, save_policy
+
+    torch.manual_seed(0)
+    spec = NetSpec(in_dim=N_FEATURES, n_actions=N_ACTIONS, hiddens=(16,))
+    net = PolicyNet(spec)
+    model_registry.save("rl", {"policy.pt": lambda path: save_policy(net, str(path))},
+                        {"architecture": spec.to_dict(), "note": "untrained test fixture"}, root=root)
+
+
+BUILDERS: dict[str, Callable[[Path], None]] = {"rf": build_tiny_rf, "rl": build_untrained_rl}
 
 
 def _has_versions(kind: str, root: Path) -> bool:

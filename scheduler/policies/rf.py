@@ -20,7 +20,7 @@ from cluster.topology import NODE_CLASSES
 from scheduler import model_registry
 from scheduler.actions import N_ACTIONS, action_mask, resolve
 from scheduler.explain import contributions_text
-from scheduler.features import FEATURE_NAMES, feature_vector, layout
+from scheduler.features import FEATURE_NAMES, feature_vector
 from scheduler.forest import FlatForest, top_contributions
 from scheduler.policy import Decision, FeasibilityCache, register, why_infeasible
 from scheduler.task import Task
@@ -49,22 +49,6 @@ def cached_node_masks(task: Task, state: ClusterState, cache: FeasibilityCache) 
         for i, sh in zip(nodes.tolist(), shares):
             per_node[i] = sh
     return feasible, fits, per_node
-
-
-def _node_scores(class_scores: np.ndarray, probs: np.ndarray, feasible: np.ndarray, fits: np.ndarray,
-                 state: ClusterState) -> np.ndarray:
-    """Per node: its class's probability (NaN where it cannot host the task).
-
-    ``class_scores`` are :func:`scheduler.actions.resolve`'s scores, set only on the
-    chosen class's candidates; their order (fits now first, then least loaded)
-    becomes a tie-break below 1e-6, so the chosen node has the highest score.
-    """
-    scores = np.where(feasible, probs[layout(state).cls], np.nan)
-    cand = np.flatnonzero(~np.isnan(class_scores))
-    if len(cand):
-        order = np.lexsort((-class_scores[cand], ~fits[cand]))
-        scores[cand[order]] += 1e-6 * (1.0 - np.arange(len(cand)) / len(cand))
-    return scores
 
 
 @register(KIND)
@@ -141,10 +125,7 @@ class RandomForestPolicy:
         allowed = action_mask(task, state, feasible) > 0
         action = int(np.argmax(np.where(allowed, probs, -1.0)))
         text = self._explanation(x, path, action, probs) if explain else ""
-        d = resolve(action, task, state, self.name, masks, probs, text)
-        if d.placed:
-            d.scores = _node_scores(d.scores, probs, feasible, fits, state)
-        return d
+        return resolve(action, task, state, self.name, masks, probs, text)
 
     def _explanation(self, x: np.ndarray, path: np.ndarray, action: int, probs: np.ndarray) -> str:
         cls = NODE_CLASSES[action]

@@ -1,0 +1,155 @@
+"""Validated configuration of ``HeteroCluster-v0`` (the ``env_config`` mapping RLlib passes).
+
+One frozen dataclass read through the project's validating loader, so that a bad
+key in an experiment YAML reads as ``configs/experiments/ppo_local.yaml:
+env.load_factor: must be > 0`` rather than a traceback inside an RLlib worker.
+Relative paths are resolved against the repository root because Ray Tune runs
+trials in their own working directories.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from cluster.config import ConfigError, Fields
+from cluster.topology import ClusterSpec, load_cluster
+from scheduler.objective import DEFAULT_OBJECTIVE, Objective, load_objective
+from simulations.workloads import WorkloadSpec, load_workload
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Training episodes draw workload seeds from here; evaluation seeds (e.g. 101-103)
+#: lie far below, so held-out runs never replay a training episode.
+TRAIN_SEED_RANGE = (1_000_000, 2**31 - 1)
+ENV_KEYS = {"cluster", "workloads", "load_factor", "load_scale", "episode_s", "objective", "reward_scale",
+            "invalid_action_penalty", "seed_range", "seeds"}
+
+
+def resolve_path(path: str | Path) -> Path:
+    """``path`` as given if it exists, else relative to the repository root."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p.resolve()
+    return (REPO_ROOT / p).resolve()
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """What an episode is made of.
+
+    Attributes:
+        cluster: cluster YAML.
+        workloads: workload YAMLs; each episode draws one uniformly.
+        load_factor: ``(low, high)``: each episode draws a load factor uniformly
+            (equal bounds pin it); ``None`` keeps each workload's own.
+        load_scale: ``(low, high)``: the episode's load factor is then multiplied by a
+            uniform draw from it (robustness to load around a workload's own level).
+        episode_s: arrival window of an episode in seconds (``None``: the workload's).
+        objective: objective-weights YAML (reward = ``-reward_scale * score``).
+        reward_scale: multiplies rewards (1.0: the episode return is minus the total objective).
+        invalid_action_penalty: objective units charged for a masked action (see the env).
+        seed_range: ``[low, high)`` of workload seeds drawn for training episodes.
+        seeds: if given, episodes cycle through these workload seeds instead (evaluation).
+    """
+
+    cluster: str = "configs/cluster/local.yaml"
+    workloads: tuple[str, ...] = ("configs/workloads/high_load.yaml",)
+    load_factor: tuple[float, float] | None = None
+    load_scale: tuple[float, float] = (1.0, 1.0)
+    episode_s: float | None = None
+    objective: str = str(DEFAULT_OBJECTIVE)
+    reward_scale: float = 1.0
+    invalid_action_penalty: float = 1.0
+    seed_range: tuple[int, int] = TRAIN_SEED_RANGE
+    seeds: tuple[int, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None, file: str | Path | None = None,
+                     path: str = "") -> "EnvConfig":
+        """Validate a mapping (an ``env_config`` or an experiment's ``env:`` section)."""
+        if isinstance(data, EnvConfig):
+            return data
+        f = Fields(dict(data or {}), file, path)
+        f.check_keys(ENV_KEYS)
+        d = cls()
+        workloads = f.raw("workloads", list(d.workloads))
+        if isinstance(workloads, str):
+            workloads = [workloads]
+        if not isinstance(workloads, (list, tuple)) or not workloads or \
+                not all(isinstance(w, (str, Path)) for w in workloads):
+            raise f.error("workloads", f"must be a non-empty list of workload YAML paths, got {workloads!r}")
+        lf = f.raw("load_factor", None)
+        if lf is not None:
+            lo, hi = (lf, lf) if isinstance(lf, (int, float)) else _pair(f, "load_factor", lf)
+            if not (0 < lo <= hi <= 1000):
+                raise f.error("load_factor", f"must be > 0 (a number or [low, high] with low <= high), got {lf!r}")
+            lf = (float(lo), float(hi))
+        ls = f.raw("load_scale", list(d.load_scale))
+        ls_lo, ls_hi = _pair(f, "load_scale", ls)
+        if not all(isinstance(x, (int, float)) for x in (ls_lo, ls_hi)) or not 0 < ls_lo <= ls_hi <= 100:
+            raise f.error("load_scale", f"must be [low, high] with 0 < low <= high, got {ls!r}")
+        sr = f.raw("seed_range", list(d.seed_range))
+        slo, shi = _pair(f, "seed_range", sr)
+        if not (isinstance(slo, int) and isinstance(shi, int) and 0 <= slo < shi <= 2**63 - 1):
+            raise f.error("seed_range", f"must be [low, high) integers with 0 <= low < high, got {sr!r}")
+        seeds = f.raw("seeds", [])
+        if not isinstance(seeds, (list, tuple)) or not all(isinstance(s, int) and s >= 0 for s in seeds):
+            raise f.error("seeds", f"must be a list of non-negative integers, got {seeds!r}")
+        episode_s = f.raw("episode_s", None)
+        if episode_s is not None:
+            episode_s = f.num("episode_s", min=0, strict_min=True)
+        cfg = cls(
+            cluster=str(resolve_path(f.str("cluster", d.cluster))),
+            workloads=tuple(str(resolve_path(w)) for w in workloads),
+            load_factor=lf,
+            load_scale=(float(ls_lo), float(ls_hi)),
+            episode_s=episode_s,
+            objective=str(resolve_path(f.str("objective", d.objective))),
+            reward_scale=f.num("reward_scale", d.reward_scale, min=0, strict_min=True),
+            invalid_action_penalty=f.num("invalid_action_penalty", d.invalid_action_penalty, min=0),
+            seed_range=(slo, shi),
+            seeds=tuple(seeds),
+        )
+        # Fail here (with file and field) rather than in a worker on the first reset.
+        try:
+            cfg.load()
+        except ConfigError as e:
+            raise f.error("workloads" if "workload" in str(e.file) else "cluster", str(e)) from None
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping (JSON/YAML-safe) that :meth:`from_mapping` reads back."""
+        d = asdict(self)
+        d["workloads"] = list(self.workloads)
+        d["load_factor"] = list(self.load_factor) if self.load_factor else None
+        d["load_scale"] = list(self.load_scale)
+        d["seed_range"] = list(self.seed_range)
+        d["seeds"] = list(self.seeds)
+        return d
+
+    def load(self) -> tuple[ClusterSpec, tuple[WorkloadSpec, ...], Objective]:
+        """The cluster, workloads and objective (cached per process)."""
+        return (_cluster(self.cluster), tuple(_workload(w) for w in self.workloads),
+                _objective(self.objective))
+
+
+def _pair(f: Fields, key: str, value: Any) -> tuple[Any, Any]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise f.error(key, f"must be a [low, high] pair, got {value!r}")
+    return value[0], value[1]
+
+
+@lru_cache(maxsize=16)
+def _cluster(path: str) -> ClusterSpec:
+    return load_cluster(path)
+
+
+@lru_cache(maxsize=32)
+def _workload(path: str) -> WorkloadSpec:
+    return load_workload(path)
+
+
+@lru_cache(maxsize=8)
+def _objective(path: str) -> Objective:
+    return load_objective(path)

@@ -1,0 +1,285 @@
+"""``HeteroCluster-v0``: one placement decision per step, over the online simulator.
+
+A thin wrapper over :class:`simulations.engine.OnlineSimulator`: the env advances
+the simulator to the next arrival, shows the policy that task and the cluster,
+applies the chosen node class by the rule of :func:`scheduler.actions.resolve` (what
+the serving RL policy calls; the env inlines its node choice for speed and the
+tests assert they agree), and returns the reward. No simulation logic of
+its own.
+
+Spaces (the layout RLlib's action-masking RLModules expect):
+
+* observation: ``Dict(observations=Box(N_FEATURES), action_mask=Box(5))``; the
+  features are :func:`scheduler.features.feature_vector` (computed by
+  :class:`rl_env.observation.ObservationBuilder`, bit-identical and faster), the
+  mask is :func:`scheduler.actions.action_mask` (1 = some node of that class can
+  host the task).
+* action: ``Discrete(5)``, a node class of :data:`cluster.topology.NODE_CLASSES`.
+  A masked action is not an error: the env places the task in the class holding
+  the node the least-loaded rule prefers (fits now first, then the lowest
+  utilisation plus queue), charges ``invalid_action_penalty`` objective units on
+  top, and sets ``info["invalid_action"]``. Masking policies never pay it.
+
+Reward (credit assignment): a step's reward is ``-reward_scale * score`` of the
+task placed at that step, where ``score`` is the task's objective
+(:mod:`scheduler.objective`). It is exact when given, not an estimate: FIFO
+queues make a task's start, speed, latency and cost a function of what was
+placed before it (:mod:`rl_env.outcome`). The alternatives are worse: paying
+scores as tasks complete puts a decision's consequence hundreds of steps later,
+among the effects of other decisions, where a discount of 0.99 all but erases it;
+the oracle's expected score is what the myopic oracle already maximises. What a
+placement does to *later* tasks (a batch job parked on the edge delays the fraud
+checks behind it) reaches the agent through their rewards and the value function,
+which is the lookahead a one-step rule lacks. Any gap between a predicted score
+and the simulator's record is paid when the task finishes (tests assert it is
+zero), so with ``reward_scale`` 1 the undiscounted episode return is exactly
+minus the sum of the objective over the episode's placed tasks (minus penalties).
+
+Episodes: one workload draw of ``episode_s`` seconds (default: the workload's
+window) from an empty cluster, the workload, load factor and seed drawn per
+episode from the env's RNG (``reset(seed=...)`` makes it reproducible); training
+seeds come from ``seed_range``, far from the small seeds used for evaluation.
+Tasks no node can host are rejected without a step (no action could change it).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from cluster.state import ClusterState, fits_free, share_for
+from cluster.topology import NODE_CLASSES
+from rl_env.config import EnvConfig
+from rl_env.observation import ObservationBuilder
+from rl_env.outcome import OutcomePredictor
+from scheduler.actions import N_ACTIONS
+from scheduler.features import N_FEATURES, layout
+from scheduler.policy import Decision, why_infeasible
+from scheduler.task import Task
+from simulations.engine import RECORD_COLUMNS, OnlineSimulator, SimResult
+from simulations.workloads import generate
+
+#: Bounds that hold every feature of any valid task (cpu up to 1,024 cores is 32).
+OBS_LOW, OBS_HIGH = -1.0, 64.0
+_SCORE = RECORD_COLUMNS.index("score")
+_ID = RECORD_COLUMNS.index("task_id")
+POLICY_NAME = "rl-env"
+
+
+class _Shape:
+    """What is static for one task shape on this cluster: where it can go, with what share."""
+
+    __slots__ = ("nodes", "shares", "share_of", "feasible", "mask", "cpu_only")
+
+    def __init__(self, task: Task, state: ClusterState) -> None:
+        n = state.n_nodes
+        self.share_of: list = [share_for(state, i, task) for i in range(n)]
+        self.nodes = [i for i in range(n) if self.share_of[i] is not None]
+        self.shares = [self.share_of[i] for i in self.nodes]
+        self.feasible = [s is not None for s in self.share_of]
+        members = layout(state).members
+        self.mask = np.array([float(any(self.feasible[i] for i in m)) for m in members], dtype=np.float32)
+        self.cpu_only = all(s[0] == "cpu" for s in self.shares)
+
+
+class HeteroClusterEnv(gym.Env):
+    """Place each arriving task on a node class of a heterogeneous cluster (see the module doc)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, config: Mapping[str, Any] | EnvConfig | None = None, **kwargs: Any) -> None:
+        if isinstance(config, EnvConfig) and not kwargs:
+            self.config = config
+        else:
+            base = config.to_dict() if isinstance(config, EnvConfig) else dict(config or {})
+            self.config = EnvConfig.from_mapping({**base, **kwargs})
+        self.cluster, self.workloads, self.objective = self.config.load()
+        self.observation_space = spaces.Dict({
+            "observations": spaces.Box(OBS_LOW, OBS_HIGH, (N_FEATURES,), np.float32),
+            "action_mask": spaces.Box(0.0, 1.0, (N_ACTIONS,), np.float32),
+        })
+        self.action_space = spaces.Discrete(N_ACTIONS)
+        self.sim: OnlineSimulator | None = None
+        self.result: SimResult | None = None  # the finished episode's simulation (records, summary)
+        self.episode: dict[str, Any] = {}
+        self._shapes: dict[tuple, _Shape] = {}
+        self._builder: ObservationBuilder | None = None
+        self._seed_cursor = 0
+        self._terminal_obs = {"observations": np.zeros(N_FEATURES, np.float32),
+                              "action_mask": np.ones(N_ACTIONS, np.float32)}
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None,
+              options: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
+        """Start an episode; ``options`` may pin ``workload`` (index or name), ``load_factor``, ``seed``."""
+        super().reset(seed=seed)
+        if seed is not None:
+            self._seed_cursor = 0
+        options = dict(options or {})
+        for _ in range(100):  # a draw with no decision to make (all rejected, or empty) is skipped
+            self._start_episode(options)
+            if self._advance():
+                return self._obs, dict(self.episode)
+            if options.get("seed") is not None:
+                raise ValueError(f"episode {self.episode} has no task any node can host")
+        raise RuntimeError(f"100 episodes in a row had no task to place: check {self.config.workloads}")
+
+    def step(self, action: int) -> tuple[dict, float, bool, bool, dict]:
+        if self.sim is None or self._task is None:
+            raise RuntimeError("call reset() before step() (and again after an episode ends)")
+        task, shape = self._task, self._shape
+        a = int(action)
+        invalid = not (0 <= a < N_ACTIONS and shape.mask[a] > 0)
+        if invalid:
+            a = self._fallback_action(shape)
+        node = self._resolve_node(a, shape)
+        decision = Decision(node, shape.share_of[node], self._no_scores, "", POLICY_NAME,
+                            queued=not self._fits[node])
+        outcome = self._predictor.place(self.sim, task, decision)
+        self._predicted[task.id] = outcome.score
+        cost = outcome.score + (self.config.invalid_action_penalty if invalid else 0.0)
+        self.episode["steps"] += 1
+        info = {"score": outcome.score, "class": NODE_CLASSES[a], "invalid_action": invalid}
+        terminated = not self._advance()
+        cost += self._correction()
+        if terminated:
+            info["episode"] = self._summary()
+            obs = self._terminal_obs
+        else:
+            obs = self._obs
+        return obs, -self.config.reward_scale * cost, terminated, False, info
+
+    # ------------------------------------------------------------------ internals
+    def _start_episode(self, options: dict[str, Any]) -> None:
+        rng = self.np_random
+        cfg = self.config
+        w = options.get("workload")
+        if w is None:
+            wi = int(rng.integers(len(self.workloads)))
+        elif isinstance(w, str):
+            names = [s.name for s in self.workloads]
+            if w not in names:
+                raise ValueError(f"workload {w!r} is not in this env's workloads {names}")
+            wi = names.index(w)
+        else:
+            wi = int(w)
+        wl = self.workloads[wi]
+        lf = options.get("load_factor")
+        if lf is None:
+            lf = wl.load_factor if cfg.load_factor is None else float(rng.uniform(*cfg.load_factor))
+            if cfg.load_scale != (1.0, 1.0):
+                lf *= float(rng.uniform(*cfg.load_scale))
+        s = options.get("seed")
+        if s is None:
+            if cfg.seeds:
+                s = cfg.seeds[self._seed_cursor % len(cfg.seeds)]
+                self._seed_cursor += 1
+            else:
+                s = int(rng.integers(*cfg.seed_range))
+        tasks = generate(wl, seed=int(s), load_factor=float(lf), duration_s=cfg.episode_s)
+        self.sim = OnlineSimulator(self.cluster, tasks, seed=int(s), objective=self.objective,
+                                   timeline_points=1, policy_name=POLICY_NAME)
+        state = self.sim.state
+        if self._builder is None:
+            self._builder = ObservationBuilder(state)
+        self._builder.state = state  # static layout is per cluster; keep the shape caches
+        self._members = [m.tolist() for m in layout(state).members]
+        self._no_scores = np.full(state.n_nodes, np.nan)
+        self._predictor = OutcomePredictor(state, self.objective)
+        self._predicted: dict[str, float] = {}
+        self._seen = 0
+        self.result = None
+        self.correction_total = 0.0
+        self._task: Task | None = None
+        self.episode = {"workload": wl.name, "load_factor": float(lf), "seed": int(s),
+                        "tasks": len(tasks), "steps": 0, "rejected": 0}
+
+    def _advance(self) -> bool:
+        """Move to the next task some node can host; False when the episode's arrivals are done."""
+        sim = self.sim
+        while (task := sim.next_task()) is not None:
+            shape = self._shape_of(task)
+            if shape.nodes:
+                self._task, self._shape = task, shape
+                self._fits = self._fits_now(task, shape)
+                self._obs = {"observations": self._builder.build(task, shape.feasible, self._fits),
+                             "action_mask": shape.mask}
+                return True
+            sim.place(task, Decision(-1, None, np.full(sim.state.n_nodes, np.nan),
+                                     why_infeasible(task, sim.state), POLICY_NAME))
+            self.episode["rejected"] += 1
+        self._task = None
+        return False
+
+    def _shape_of(self, task: Task) -> _Shape:
+        key = (task.cpu_milli, task.mem_mib, task.gpu_milli, task.gpu_count, task.mig_profile, task.gpu_models)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = _Shape(task, self.sim.state)
+        return shape
+
+    def _fits_now(self, task: Task, shape: _Shape) -> list[bool]:
+        state = self.sim.state
+        fits = [False] * state.n_nodes
+        if shape.cpu_only:
+            cpu, mem = state.cpu_free.tolist(), state.mem_free.tolist()
+            c, m = task.cpu_milli, task.mem_mib
+            for i in shape.nodes:
+                fits[i] = c <= cpu[i] and m <= mem[i]
+        else:
+            for i, s in zip(shape.nodes, shape.shares):
+                fits[i] = fits_free(state.cpu_free[i], state.mem_free[i], state.gpu_free[i],
+                                    state.mig_free[i], task, s)
+        return fits
+
+    def _resolve_node(self, action: int, shape: _Shape) -> int:
+        """The node :func:`scheduler.actions.resolve` picks for ``action``, without building its
+        explanation (tests assert the two agree): in the class, fits now first, then the
+        lowest utilisation plus queue, then the lowest index."""
+        state = self.sim.state
+        load = state.util.tolist()
+        queue = state.queue_len.tolist()
+        fits, feasible = self._fits, shape.feasible
+        best, key = -1, (True, 0.0)
+        for i in self._members[action]:
+            if feasible[i]:
+                k = (not fits[i], load[i] + queue[i])
+                if best < 0 or k < key:
+                    best, key = i, k
+        return best
+
+    def _fallback_action(self, shape: _Shape) -> int:
+        """The class of the node the least-loaded rule prefers (fits now first, then load + queue)."""
+        state = self.sim.state
+        load = state.util.tolist()
+        queue = state.queue_len.tolist()
+        best = min(shape.nodes, key=lambda i: (not self._fits[i], load[i] + queue[i], i))
+        return int(layout(state).cls[best])
+
+    def _correction(self) -> float:
+        """Score the engine recorded minus the score predicted, over tasks finished since the last step."""
+        records = self.sim.records
+        diff = 0.0
+        for k in range(self._seen, len(records)):
+            r = records[k]
+            pred = self._predicted.pop(r[_ID], None)
+            if pred is not None and r[_SCORE] != pred:
+                diff += r[_SCORE] - pred
+        self._seen = len(records)
+        if self._task is None:  # the last arrival is placed: run the rest to completion
+            self.result = self.sim.finish()
+            self._seen = len(self.sim.records)
+            for r in self.sim.records:
+                pred = self._predicted.pop(r[_ID], None)
+                if pred is not None and r[_SCORE] != pred:
+                    diff += r[_SCORE] - pred
+        self.correction_total += diff
+        return diff
+
+    def _summary(self) -> dict[str, Any]:
+        s = self.result.summary
+        return {**self.episode, "objective_mean": s["objective_mean"], "slo_miss_rate": s["slo_miss_rate"],
+                "objective_total": float(self.result.records["score"].sum()),
+                "correction_total": self.correction_total}

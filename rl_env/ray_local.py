@@ -1,0 +1,71 @@
+"""A private, short-lived local Ray instance for training, that never joins another cluster.
+
+Why: ``ray.init()`` attaches to whatever cluster ``/tmp/ray/ray_current_cluster``
+names (on this machine, the emulated multi-node cluster of ``cluster/``), and a
+fresh local instance in token mode writes ``~/.ray/auth_token`` when none exists,
+which would switch other Ray processes started without ``RAY_AUTH_MODE`` to token
+mode. :func:`local_ray` starts its own instance (``address="local"``), with a
+random token in a private file unless the caller configured authentication, with
+its workers at normal priority (Ray's default nice 15 starves trials on a busy
+machine), and always shuts it down.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+_NICENESS = "RAY_worker_niceness"
+
+
+@contextmanager
+def local_ray(num_cpus: int = 2, object_store_mb: int = 512) -> Iterator[None]:
+    """Run the body inside a private local Ray instance of ``num_cpus`` CPUs."""
+    import ray
+
+    saved = {k: os.environ.get(k) for k in (*_AUTH_VARS, _NICENESS)}
+    # Ray starts workers at nice 15; trials are the work here, not background chores.
+    os.environ.setdefault(_NICENESS, "0")
+    tmp = None
+    if not any(saved[k] for k in _AUTH_VARS):
+        tmp = tempfile.TemporaryDirectory(prefix="orch-rl-ray-")
+        token = Path(tmp.name) / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+        _refresh_auth_config()
+    try:
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=0, include_dashboard=False,
+                 object_store_memory=object_store_mb * 1024 * 1024, log_to_driver=False,
+                 configure_logging=True, logging_level="WARNING")
+        yield
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if tmp is not None:
+            _refresh_auth_config()
+            tmp.cleanup()
+
+
+def _refresh_auth_config() -> None:
+    """Make this process re-read the auth environment (Ray caches it at import).
+
+    Ray does the same when it enables token mode for a new local cluster; these are
+    Ray internals, hence the guard.
+    """
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # another Ray version: ray.init reads the environment
+        pass

@@ -1,0 +1,103 @@
+"""``rl`` and ``rl-sample``: the PPO policy trained in ``HeteroCluster-v0``, served with plain torch.
+
+Loads ``policy.pt`` and its architecture spec from the policy registry
+(``rl:latest`` or ``rl:<version>``; the feature schema is checked there), computes
+the shared feature vector and action mask, picks a node class that can host the
+task and resolves it to a node exactly as the training env did
+(:func:`scheduler.actions.resolve`). ``rl`` takes the most probable class (masked
+argmax); ``rl-sample`` draws the class from the policy's own distribution with a
+seeded generator (``reset(seed)``), reproducible per seed. PPO learns a stochastic
+policy, and because the observation aggregates nodes per class the problem is
+partially observable, where the stochastic policy can beat its own argmax (on
+the high-load mixes it does; see the evaluation). No RLlib, no Ray; torch is
+imported when the policy is built, not when the registry loads.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cluster.state import ClusterState
+from cluster.topology import NODE_CLASSES
+from scheduler.actions import N_ACTIONS, action_mask, node_masks, resolve
+from scheduler.features import N_FEATURES, feature_vector
+from scheduler.policy import Decision, register, why_infeasible
+from scheduler.task import Task
+
+POLICY_FILE = "policy.pt"
+
+
+@register("rl")
+class RLPolicy:
+    """Masked argmax of the exported policy network (deterministic)."""
+
+    name = "rl"
+    sample = False
+
+    def __init__(self, version: str | int = "latest", root: str | Path | None = None,
+                 seed: int | None = 0) -> None:
+        import torch
+
+        from scheduler import model_registry
+        from scheduler.policy_net import NetSpec, load_policy
+
+        self._torch = torch
+        art = model_registry.load("rl", version, root)
+        self.artifact = art
+        spec = NetSpec.from_dict(art.meta.get("architecture") or {})
+        if spec.in_dim != N_FEATURES or spec.n_actions != N_ACTIONS:
+            raise model_registry.SchemaMismatchError(
+                f"model {art.ref} maps {spec.in_dim} features to {spec.n_actions} actions; this build has "
+                f"{N_FEATURES} features and {N_ACTIONS} node classes: retrain with orchestrator train rl")
+        self.net = load_policy(spec, str(art.file(POLICY_FILE)))
+        self.version = art.version
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Re-seed the class draws of ``rl-sample`` (``rl`` is greedy and ignores it)."""
+        self._rng = np.random.default_rng(seed)
+
+    def probabilities(self, task: Task, state: ClusterState) -> tuple[np.ndarray, tuple]:
+        """Masked class probabilities for ``task`` now, and the node masks they were computed from."""
+        masks = node_masks(task, state)
+        mask = action_mask(task, state, masks[0])
+        x = feature_vector(task, state, masks[0], masks[1])
+        torch = self._torch
+        _, probs = self.net.act(torch.from_numpy(x)[None], torch.from_numpy(mask)[None])
+        p = probs[0].numpy().astype(float)
+        p[mask == 0] = 0.0
+        return p, masks
+
+    def select(self, task: Task, state: ClusterState) -> Decision:
+        p, masks = self.probabilities(task, state)
+        if not p.any():
+            return Decision(-1, None, np.full(state.n_nodes, np.nan), why_infeasible(task, state), self.name)
+        a = int(self._rng.choice(len(p), p=p / p.sum())) if self.sample else int(p.argmax())
+        return resolve(a, task, state, self.name, masks, probabilities=p,
+                       explanation=self._explain(a, p, task, state))
+
+    def _explain(self, a: int, p: np.ndarray, task: Task, state: ClusterState) -> str:
+        """Confidence, the runner-up, and the queues the two classes face, in words."""
+        from scheduler.features import layout
+
+        members = layout(state).members
+        queued = lambda c: int(state.queue_len[members[c]].sum())  # noqa: E731
+        order = np.argsort(-p)
+        verb = "drew it with probability" if self.sample else "is"
+        text = f"learned policy rl v{self.version} {verb} {100 * p[a]:.0f}%" + ("" if self.sample else " sure")
+        second = next((int(c) for c in order if c != a and p[c] > 0), None)
+        if second is not None:
+            text += (f"; {'other' if self.sample else 'next best'} {NODE_CLASSES[second]} {100 * p[second]:.0f}% "
+                     f"(queues: {NODE_CLASSES[a]} {queued(a)}, {NODE_CLASSES[second]} {queued(second)} tasks)")
+        else:
+            text += f"; the only class that can host {task.kind}"
+        return text
+
+
+@register("rl-sample")
+class RLSamplePolicy(RLPolicy):
+    """The same network, the class drawn from its distribution (seeded, reproducible per seed)."""
+
+    name = "rl-sample"
+    sample = True

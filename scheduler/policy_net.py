@@ -1,0 +1,101 @@
+"""The RL placement policy's network in plain torch: what training builds and serving loads.
+
+The RLlib module (:mod:`rl_env.module`) holds a :class:`PolicyNet` as its policy
+head, so exporting a trained policy is copying one ``state_dict`` and a small
+architecture spec (:class:`NetSpec`); serving rebuilds the same class from the
+spec and needs neither RLlib nor Ray. Masking follows RLlib's action-masking
+modules: ``logits + clamp(log(mask), min=FLOAT_MIN)``.
+
+torch is imported here, so import this module lazily (the policy registry loads
+every policy module at start-up).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+#: RLlib's FLOAT_MIN (ray.rllib.utils.torch_utils): the masked logit floor.
+FLOAT_MIN = -3.4e38
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU}
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Architecture of a :class:`PolicyNet`: enough to rebuild it before loading weights."""
+
+    in_dim: int
+    n_actions: int
+    hiddens: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r} not in {sorted(ACTIVATIONS)}")
+        if self.in_dim < 1 or self.n_actions < 1 or any(h < 1 for h in self.hiddens):
+            raise ValueError(f"bad network sizes {self}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hiddens"] = list(self.hiddens)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "NetSpec":
+        return cls(in_dim=int(d["in_dim"]), n_actions=int(d["n_actions"]),
+                   hiddens=tuple(int(h) for h in d.get("hiddens", (64, 64))),
+                   activation=str(d.get("activation", "tanh")))
+
+
+def mlp(in_dim: int, hiddens: tuple[int, ...], out_dim: int, activation: str,
+        out_gain: float = 1.0) -> nn.Sequential:
+    """Linear-activation stack; the last layer scaled by ``out_gain`` (small: near-uniform start)."""
+    layers: list[nn.Module] = []
+    d = in_dim
+    for h in hiddens:
+        layers += [nn.Linear(d, h), ACTIVATIONS[activation]()]
+        d = h
+    last = nn.Linear(d, out_dim)
+    with torch.no_grad():
+        last.weight.mul_(out_gain)
+        last.bias.zero_()
+    layers.append(last)
+    return nn.Sequential(*layers)
+
+
+class PolicyNet(nn.Module):
+    """Features -> action logits; :meth:`masked_logits` removes classes that cannot host the task."""
+
+    def __init__(self, spec: NetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.body = mlp(spec.in_dim, spec.hiddens, spec.n_actions, spec.activation, out_gain=0.01)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.body(obs)
+
+    def masked_logits(self, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.body(obs) + torch.clamp(torch.log(mask), min=FLOAT_MIN)
+
+    @torch.inference_mode()
+    def act(self, obs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy actions and the masked class probabilities, for a batch."""
+        logits = self.masked_logits(obs, mask)
+        return logits.argmax(-1), torch.softmax(logits, -1)
+
+
+def save_policy(net: PolicyNet, path: str) -> None:
+    """Write the weights (a plain ``state_dict``; the spec goes in the artifact's meta)."""
+    torch.save({k: v.detach().cpu().clone() for k, v in net.state_dict().items()}, path)
+
+
+def load_policy(spec: NetSpec | Mapping[str, Any], path: str) -> PolicyNet:
+    """Rebuild a :class:`PolicyNet` from its spec and load weights (tensors only, no pickled code)."""
+    spec = spec if isinstance(spec, NetSpec) else NetSpec.from_dict(spec)
+    net = PolicyNet(spec)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    net.eval()
+    return net
