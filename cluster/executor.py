@@ -1,0 +1,625 @@
+"""Run placed tasks as Ray tasks on exactly the node and GPU share the policy chose.
+
+The executor keeps the simulator's semantics on a real cluster:
+
+* a task placed on a node where it does not fit yet waits in that node's FIFO
+  queue (here, not in Ray: Ray would let a smaller task overtake it, and Ray's
+  GPU device choice would then drift from the bookkeeping's); it is sent to Ray
+  when the tasks ahead of it have started and it fits, so Ray never has a pending
+  placed task and its best-fit fractional GPU choice matches
+  :func:`cluster.state.pick_device`;
+* the built-in task body sleeps the network delay, then works for the execution
+  time of :func:`cluster.performance.exec_seconds` (node speed, MIG size,
+  time-slicing neighbours at start), both divided by ``time_compression``;
+  ``kernel="cpu"`` burns CPU for that time instead of sleeping; a user function
+  replaces the emulated work and is timed for real;
+* measured queue, network and execution times are reported in workload time
+  (wall time x ``time_compression``), with the cost from
+  :func:`cluster.performance.cost` on the measured execution time.
+
+Ray's own retries are off (``max_retries=0``): when a node dies, its running
+tasks fail with ``NodeDiedError`` and its queued tasks are found by the liveness
+check; each is re-placed through its policy up to ``max_retries`` times, else it
+ends ``failed`` with the reason. Every submitted task's future resolves.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from cluster.live_state import LiveState
+from cluster.performance import cost as task_cost
+from cluster.performance import exec_seconds
+from cluster.ray_resources import task_options
+from cluster.state import Allocation, Share, allocate, fits_now, release
+
+if TYPE_CHECKING:
+    from scheduler.policy import Decision, Policy
+    from scheduler.task import Task
+
+#: Ray errors after which the task may run elsewhere (the node or its worker went away).
+_SYSTEM_ERRORS = ("NodeDiedError", "WorkerCrashedError", "TaskUnschedulableError", "LocalRayletDiedError",
+                  "ObjectLostError", "OwnerDiedError", "RaySystemError", "ActorUnschedulableError",
+                  "ObjectFetchTimedOutError", "TaskCancelledError")
+
+
+@dataclass
+class TaskResult:
+    """Outcome of one task: where it ran, measured times (workload ms), cost, or why it failed."""
+
+    task_id: str
+    status: str  # succeeded | failed | rejected
+    reason: str = ""
+    node: str | None = None
+    pool: str | None = None
+    tier: str | None = None
+    share: Share | None = None
+    device: int | None = None  # GPU index Ray assigned (slice and whole shares)
+    queued: bool = False  # waited in the node's queue for capacity
+    arrival: float = math.nan  # workload seconds since the executor's start
+    start: float = math.nan
+    finish: float = math.nan
+    queue_ms: float = math.nan
+    network_ms: float = math.nan
+    exec_ms: float = math.nan
+    cost: float = 0.0
+    attempts: int = 1
+    nodes_tried: tuple[str, ...] = ()
+    value: Any = None
+
+    @property
+    def latency_ms(self) -> float:
+        return self.queue_ms + self.network_ms + self.exec_ms
+
+
+def _burn(seconds: float) -> None:
+    """A small real CPU kernel (64x64 matrix products) for ``seconds`` of wall time."""
+    a = np.random.default_rng(0).random((64, 64))
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        a = np.tanh(a @ a.T / 64.0)
+
+
+_NODE_ID: str | None = None
+
+
+_BODY_DEFAULTS = (0.0, 0.0, "sleep", False)
+
+
+def task_body(net_s: float = 0.0, exec_s: float = 0.0, kernel: str = "sleep", gpu: bool = False,
+              fn: Callable | None = None, args: tuple = ()) -> tuple:
+    """What runs on the chosen node: network delay, then the work; reports what it saw.
+
+    Returns ``(start, network s, execution s, end, Ray node id, GPU ids, value)``; kept
+    to plain arguments and a tuple because on no-op tasks its cost is the executor's
+    dispatch overhead.
+    """
+    global _NODE_ID
+    start = time.time()
+    if net_s > 0:
+        time.sleep(net_s)
+    t_exec = time.time()
+    value = None
+    if fn is not None:
+        value = fn(*args)
+    elif kernel == "cpu":
+        _burn(exec_s)
+    elif exec_s > 0:
+        time.sleep(exec_s)
+    end = time.time()
+    import ray
+
+    if _NODE_ID is None:  # a worker process never changes node
+        _NODE_ID = ray.get_runtime_context().get_node_id()
+    gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", []) if gpu else ()
+    return start, t_exec - start, end - t_exec, end, _NODE_ID, tuple(gpus), value
+
+
+_REMOTE: Any = None
+
+
+def remote_body() -> Any:
+    """The Ray remote function of :func:`task_body` (system retries off: the executor re-places)."""
+    global _REMOTE
+    if _REMOTE is None:
+        import ray
+
+        _REMOTE = ray.remote(max_retries=0, retry_exceptions=False)(task_body)
+    return _REMOTE
+
+
+@dataclass
+class _Entry:
+    task: "Task"
+    future: Future
+    policy: "Policy | None"
+    network_u: float
+    fn: Callable | None
+    args: tuple
+    arrival_wall: float
+    node: int = -1
+    share: Share | None = None
+    alloc: Allocation | None = None
+    hold: list | None = None  # [predicted finish, alloc] in state.holding
+    qitem: tuple | None = None  # its (task, share, hold_s) in the node's queue while it waits
+    sent: bool = False  # handed to Ray (running, or pipelined behind the node's running tasks)
+    ref: Any = None
+    token: int = 0  # bumped on every dispatch: completions of an earlier attempt are ignored
+    queued: bool = False
+    attempts: int = 0
+    tried: list[str] = field(default_factory=list)
+    network_ms: float = 0.0
+
+    @property
+    def pipelinable(self) -> bool:
+        """CPU and MIG shares: execution time does not depend on neighbours, no GPU index to match."""
+        return self.share is not None and self.share[0] in ("cpu", "mig")
+
+    @property
+    def shape(self) -> tuple:
+        return (self.task.cpu_milli, self.task.mem_mib, self.share)
+
+
+class Executor:
+    """Runs placed tasks on a live cluster; thread-safe; one completion thread.
+
+    Args:
+        live: the live state (its ``state`` is the bookkeeping this executor writes).
+        time_compression: workload seconds per wall second (sleeps are divided by it,
+            measured times multiplied).
+        kernel: ``"sleep"`` (default) or ``"cpu"`` (burn CPU for the execution time).
+        max_retries: re-placements after a node or worker failure.
+        pipeline_depth: per node, how many queued tasks may already be handed to Ray
+            behind the running ones (0: only tasks that fit now). Only a run of the
+            same shape at the head of the node's FIFO queue, with CPU or MIG shares,
+            is pipelined: Ray then starts them in that same order exactly when the
+            bookkeeping says they fit, and the bookkeeping marks them started when
+            the task ahead of them completes. Without this, every start waits for a
+            Python round trip and a new Ray lease (about 2x slower on a 2-core box).
+            GPU slices and whole GPUs are never pipelined: Ray would reuse the
+            finished task's GPU, and their execution time depends on the neighbours
+            present at start.
+        seed: seeds the network-delay draws when the caller gives none.
+    """
+
+    def __init__(self, live: LiveState, *, time_compression: float = 1.0, kernel: str = "sleep",
+                 max_retries: int = 2, pipeline_depth: int = 256, seed: int = 0) -> None:
+        if not time_compression > 0:
+            raise ValueError(f"time_compression must be > 0, got {time_compression}")
+        if kernel not in ("sleep", "cpu"):
+            raise ValueError(f"kernel must be 'sleep' or 'cpu', got {kernel!r}")
+        self.live = live
+        self.state = live.state
+        self.compression = float(time_compression)
+        self.kernel = kernel
+        self.max_retries = max_retries
+        self.pipeline_depth = max(0, int(pipeline_depth))
+        self._rng = np.random.default_rng(seed)
+        self.t0 = time.time()
+        live.clock = self.now
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._entries: dict[int, _Entry] = {}  # id(entry) -> entry, while queued or running
+        self._waiting: dict[int, _Entry] = {}  # id(queue item) -> entry, while in a node's queue
+        self._inflight = 0
+        self._idle = threading.Condition(live.lock)
+        self._options: dict[tuple, Any] = {}
+        # Ray submissions decided under the bookkeeping lock, made outside it in the same order
+        # (Ray runs one node's same-shape tasks in submission order, which pipelining relies on).
+        self._outbox: deque[tuple[_Entry, int, tuple]] = deque()
+        self._send_lock = threading.Lock()
+        self._sent_q = [0] * len(live.spec.nodes)  # per node: queued tasks already handed to Ray (a prefix)
+        self._closed = False
+        #: GPU tasks that Ray ran on another device than the bookkeeping booked (should stay 0).
+        self.device_mismatches = 0
+        self._thread = threading.Thread(target=self._loop, name="executor", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ API
+    def now(self) -> float:
+        """Workload seconds since the executor started."""
+        return (time.time() - self.t0) * self.compression
+
+    def reset_clock(self) -> None:
+        """Make workload time 0 now (a replay calls this when its first arrival is due)."""
+        self.t0 = time.time()
+
+    @property
+    def in_flight(self) -> int:
+        return self._inflight
+
+    def submit(self, task: "Task", decision: "Decision", *, policy: "Policy | None" = None,
+               network_u: float | None = None, fn: Callable | None = None, args: tuple = ()) -> Future:
+        """Run ``task`` where ``decision`` says; the future resolves to a :class:`TaskResult`.
+
+        ``policy`` re-places the task if its node dies; ``network_u`` in [0, 1) picks
+        the network delay within the tier's range (drawn when None), so a replay can
+        use the simulator's draws. ``decision.device`` is not enforced: Ray picks the
+        GPU of a share itself (best fit, the same rule as the bookkeeping).
+        """
+        with self.live.lock:
+            fut = self._admit(task, decision, policy, network_u, fn, args)
+        self._flush()
+        return fut
+
+    def place(self, task: "Task", policy: "Policy", *, network_u: float | None = None,
+              fn: Callable | None = None, args: tuple = ()) -> tuple["Decision", Future]:
+        """``policy.select`` on the live state and :meth:`submit`, atomically."""
+        with self.live.lock:
+            d = policy.select(task, self.live.snapshot())
+            fut = self._admit(task, d, policy, network_u, fn, args)
+        self._flush()
+        return d, fut
+
+    def _admit(self, task: "Task", decision: "Decision", policy: "Policy | None", network_u: float | None,
+               fn: Callable | None, args: tuple) -> Future:
+        fut: Future = Future()
+        u = float(self._rng.random()) if network_u is None else float(network_u)
+        e = _Entry(task, fut, policy, u, fn, tuple(args), time.time())
+        self._inflight += 1
+        self._dispatch(e, decision)
+        return fut
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is in flight; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._inflight == 0, timeout)
+
+    def close(self) -> None:
+        self._closed = True
+        self._events.put(None)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals (lock held)
+    def _dispatch(self, e: _Entry, d: "Decision") -> None:
+        e.attempts += 1
+        e.token += 1
+        e.sent, e.ref, e.qitem = False, None, None
+        if not d.placed:
+            self._resolve(e, TaskResult(e.task.id, "rejected", d.explanation, arrival=self._wl(e.arrival_wall),
+                                        attempts=e.attempts, nodes_tried=tuple(e.tried)))
+            return
+        i = d.node
+        if not self.live.usable[i]:
+            self._retry(e, f"node {self.live.spec.nodes[i].name} is not usable ({self.live.problems[i]})")
+            return
+        if self._closed:
+            self._finish_failed(e, "executor closed")
+            return
+        nd = self.live.spec.nodes[i]
+        e.node, e.share = i, d.share
+        e.tried.append(nd.name)
+        lo, hi = self.live.spec.tiers[nd.tier].network_ms
+        e.network_ms = lo + e.network_u * (hi - lo)
+        q = self.state.queues[i]
+        self._entries[id(e)] = e
+        if not q and fits_now(self.state, i, e.task, e.share):
+            self._allocate(e)
+            self._send(e)
+        else:
+            e.qitem = (e.task, e.share, e.network_ms / 1000.0 + exec_seconds(nd, e.task, e.share))
+            self._waiting[id(e.qitem)] = e
+            q.append(e.qitem)
+            self.state.queue_len[i] += 1
+            e.queued = True
+            self._pipeline(i)
+
+    def _allocate(self, e: _Entry) -> float:
+        """Book ``e`` as started now; returns its execution time (workload seconds)."""
+        i, st = e.node, self.state
+        # Ray picks the GPU of a fractional share itself (best fit, the allocator's rule), so the
+        # bookkeeping books the device Ray will use rather than a policy's pin.
+        alloc = allocate(st, i, e.task, e.share, None)
+        e.alloc = alloc
+        sharers = int(st.gpu_tasks[i, alloc.devices[0][0]]) if e.share[0] == "slice" else 1
+        ex = exec_seconds(self.live.spec.nodes[i], e.task, e.share, sharers)
+        e.hold = [self.now() + e.network_ms / 1000.0 + ex, alloc]
+        st.holding[i].append(e.hold)
+        return ex
+
+    def _send(self, e: _Entry) -> None:
+        """Queue ``e`` for Ray (pinned to its node with its share); :meth:`_flush` submits it."""
+        i = e.node
+        nd = self.live.spec.nodes[i]
+        sharers = 1
+        if e.alloc is not None and e.share[0] == "slice":
+            sharers = int(self.state.gpu_tasks[i, e.alloc.devices[0][0]])
+        ex = exec_seconds(nd, e.task, e.share, sharers)
+        payload: tuple = (e.network_ms / 1000.0 / self.compression, ex / self.compression, self.kernel,
+                          e.share[0] in ("slice", "whole"))
+        if e.fn is not None:
+            payload += (e.fn, e.args)
+        else:
+            # Arguments equal to the body's defaults are not sent (each costs serialization on both
+            # sides); a zero-length task then travels exactly like a plain no-op Ray task.
+            while payload and payload[-1] == _BODY_DEFAULTS[len(payload) - 1]:
+                payload = payload[:-1]
+        e.sent = True
+        self._outbox.append((e, e.token, payload))
+
+    def _flush(self) -> None:
+        """Submit the outbox to Ray in order, without holding the bookkeeping lock."""
+        with self._send_lock:
+            while self._outbox:
+                e, token, payload = self._outbox.popleft()
+                if token != e.token:
+                    continue  # re-placed or resolved meanwhile
+                i = e.node
+                node_id = self.live.node_ids[i]
+                key = (node_id, e.task.cpu_milli, e.task.mem_mib, e.share)
+                opts = self._options.get(key)
+                if opts is None:
+                    opts = self._options[key] = remote_body().options(
+                        **task_options(self.live.spec.nodes[i].name, e.task, e.share, node_id))
+                try:
+                    ref = opts.remote(*payload)
+                except Exception as exc:  # noqa: BLE001 - e.g. the driver lost the cluster
+                    self._events.put((None, e, token, exc))
+                    continue
+                e.ref = ref
+                _on_done(ref, lambda out, e=e, token=token: self._events.put((None, e, token, out)))
+
+    def _pipeline(self, i: int) -> None:
+        """Hand Ray the same-shape CPU/MIG run at the head of node ``i``'s queue (see ``pipeline_depth``)."""
+        q = self.state.queues[i]
+        k = self._sent_q[i]
+        if not q or k >= min(self.pipeline_depth, len(q)):
+            return
+        head = self._waiting[id(q[0])]
+        if not head.pipelinable:
+            return
+        shape = head.shape
+        while k < len(q) and k < self.pipeline_depth:
+            e = self._waiting[id(q[k])]
+            if not e.pipelinable or e.shape != shape:
+                break
+            self._send(e)
+            k += 1
+        self._sent_q[i] = k
+
+    def _unbook(self, e: _Entry) -> None:
+        """Drop what the bookkeeping holds for ``e`` (an allocation, or its queue place)."""
+        i = e.node
+        if e.alloc is not None:
+            release(self.state, e.alloc)
+            if e.hold in self.state.holding[i]:
+                self.state.holding[i].remove(e.hold)
+            e.alloc = e.hold = None
+        if e.qitem is not None:
+            self._waiting.pop(id(e.qitem), None)
+            q = self.state.queues[i]
+            for k, item in enumerate(q):
+                if item is e.qitem:  # by identity: equal tuples of another submission of the same task may wait too
+                    del q[k]
+                    self.state.queue_len[i] -= 1
+                    if e.sent:
+                        self._sent_q[i] -= 1
+                    break
+            e.qitem = None
+
+    def _drain_queue(self, i: int) -> None:
+        """Start, in FIFO order, what now fits on node ``i``; top up the pipeline."""
+        st = self.state
+        q = st.queues[i]
+        while q and self.live.usable[i] and fits_now(st, i, q[0][0], q[0][1]):
+            e = self._waiting.pop(id(q.popleft()))
+            st.queue_len[i] -= 1
+            e.qitem = None
+            self._allocate(e)
+            if e.sent:
+                self._sent_q[i] -= 1
+            else:
+                self._send(e)
+        if self.live.usable[i]:
+            self._pipeline(i)
+
+    def _retry(self, e: _Entry, why: str) -> None:
+        if e.policy is None or e.attempts > self.max_retries:
+            left = "no policy to re-place it" if e.policy is None else f"after {e.attempts} attempt(s)"
+            self._finish_failed(e, f"{why}; {left}")
+            return
+        self.live.refresh()
+        d = e.policy.select(e.task, self.live.snapshot())
+        self._dispatch(e, d)
+
+    def _finish_failed(self, e: _Entry, reason: str) -> None:
+        nd = self.live.spec.nodes[e.node] if e.node >= 0 else None
+        self._resolve(e, TaskResult(e.task.id, "failed", reason, node=nd.name if nd else None,
+                                    pool=nd.pool if nd else None, tier=nd.tier if nd else None, share=e.share,
+                                    queued=e.queued, arrival=self._wl(e.arrival_wall), attempts=e.attempts,
+                                    nodes_tried=tuple(e.tried)))
+
+    def _resolve(self, e: _Entry, result: TaskResult) -> None:
+        self._entries.pop(id(e), None)
+        e.token += 1  # whatever Ray still reports for this task is stale now
+        self._inflight -= 1
+        e.future.set_result(result)
+        if self._inflight == 0:
+            self._idle.notify_all()
+
+    def _wl(self, wall: float) -> float:
+        return (wall - self.t0) * self.compression
+
+    # ------------------------------------------------------------------ completion thread
+    def _loop(self) -> None:
+        """Book completions (pushed by Ray's callbacks) in batches, under one lock hold each."""
+        next_check = time.monotonic() + self.live.refresh_s
+        while not self._closed:
+            batch: list = []
+            try:
+                batch.append(self._events.get(timeout=0.1))
+                while True:
+                    batch.append(self._events.get_nowait())
+            except queue.Empty:
+                pass
+            if None in batch:
+                self._closed = True
+            done = [b for b in batch if b]
+            if done:
+                with self.live.lock:
+                    for fut, e, token, out in done:
+                        self._complete(e, token, out)
+                self._flush()
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.live.refresh_s
+                if self._entries:
+                    self._check_nodes()
+
+    def _check_nodes(self) -> None:
+        try:
+            self.live.refresh()
+        except Exception:  # noqa: BLE001 - the GCS may be briefly unreachable; try again later
+            return
+        with self.live.lock:
+            self._replace_stranded()
+        self._flush()
+
+    def _replace_stranded(self) -> None:
+        """Re-place the tasks waiting in the queue of a node that is no longer usable."""
+        for i, usable in enumerate(self.live.usable):
+            q = self.state.queues[i]
+            if usable or not q:
+                continue
+            waiting = [self._waiting.pop(id(item)) for item in q]
+            q.clear()
+            self.state.queue_len[i] = 0
+            self._sent_q[i] = 0
+            for e in waiting:
+                e.qitem = None
+                if e.ref is not None:
+                    _cancel(e.ref)
+                self._retry(e, f"node {self.live.spec.nodes[i].name} went down while the task waited for it")
+
+    def _complete(self, e: _Entry, token: int, out: Any) -> None:
+        """Book the outcome of one Ray task: its result tuple, or the exception it raised."""
+        if token != e.token:
+            return  # an attempt already re-placed or resolved
+        i = e.node
+        nd = self.live.spec.nodes[i]
+        if e.ref is None and isinstance(out, BaseException):  # Ray refused the submission itself
+            self._unbook(e)
+            self._drain_queue(i)
+            self._finish_failed(e, f"could not submit to Ray: {type(out).__name__}: {out}")
+            return
+        if isinstance(out, BaseException):
+            exc = out
+            name = type(exc).__name__
+            cause = getattr(exc, "cause", None)
+            self._unbook(e)
+            if name in _SYSTEM_ERRORS or type(cause).__name__ in _SYSTEM_ERRORS:
+                # The node (or its worker) is gone: stop placing there before anything else starts on it.
+                if name in ("NodeDiedError", "TaskUnschedulableError", "LocalRayletDiedError"):
+                    self.live.mark_dead(self.live.node_ids[i])
+                self._drain_queue(i)
+                self._retry(e, f"{name} on node {nd.name}")
+                self._replace_stranded()
+            else:
+                self._drain_queue(i)
+                msg = str(exc).strip().splitlines()
+                self._finish_failed(e, f"task raised {name}: {msg[-1] if msg else ''}"[:500])
+            return
+        share = e.share
+        start, net_s, exec_s, end, node_id, gpu_ids, value = out
+        if e.alloc is not None and e.alloc.devices and gpu_ids and int(gpu_ids[0]) != e.alloc.devices[0][0]:
+            self.device_mismatches += 1  # Ray chose another GPU than the bookkeeping booked
+        self._unbook(e)  # a pipelined task can finish before the bookkeeping saw it start
+        self._drain_queue(i)
+        c = self.compression
+        ex_ms = exec_s * 1000.0 * c
+        res = TaskResult(
+            e.task.id, "succeeded", node=nd.name, pool=nd.pool, tier=nd.tier, share=share,
+            device=int(gpu_ids[0]) if gpu_ids else None, queued=e.queued,
+            arrival=self._wl(e.arrival_wall), start=self._wl(start), finish=self._wl(end),
+            queue_ms=max(0.0, (start - e.arrival_wall) * 1000.0 * c),
+            network_ms=net_s * 1000.0 * c, exec_ms=ex_ms,
+            cost=task_cost(self.live.spec.tiers[nd.tier], e.task, share, ex_ms / 1000.0),
+            attempts=e.attempts, nodes_tried=tuple(e.tried), value=value)
+        expected = self.live.node_ids[i]
+        if expected is not None and node_id != expected:
+            res.reason = f"ran on Ray node {node_id[:12]}, expected {expected[:12]}"
+        self._resolve(e, res)
+
+
+def _on_done(ref: Any, callback: Callable[[Any], None]) -> None:
+    """Call ``callback(result or error)`` from Ray's thread when ``ref`` completes.
+
+    ``ObjectRef._on_completed`` is what the public ``ref.future()`` is built on; used
+    directly it skips a ``concurrent.futures.Future`` per task, which measured about
+    100 us of driver CPU per task on a 2-core box (a third of Ray's own cost). Ray is
+    pinned (2.60), and the public path is the fallback.
+    """
+    try:
+        ref._on_completed(callback)
+    except AttributeError:  # pragma: no cover - another Ray version
+        def relay(f: Future) -> None:
+            try:
+                callback(f.result())
+            except Exception as exc:  # noqa: BLE001 - delivered as the outcome
+                callback(exc)
+
+        ref.future().add_done_callback(relay)
+
+
+def _cancel(ref: Any) -> None:
+    try:
+        import ray
+
+        ray.cancel(ref, force=False)
+    except Exception:  # noqa: BLE001 - best effort: the node is gone anyway
+        pass
+
+
+def _warm_body(hold_s: float) -> int:
+    import os
+
+    time.sleep(hold_s)
+    return os.getpid()
+
+
+def warm_workers(live: LiveState, counts: dict[tuple[int, bool], int], *, hold_s: float = 0.3,
+                 max_rounds: int = 6) -> dict[tuple[int, bool], int]:
+    """Start Ray worker processes ahead of a measured run, so cold starts are not timed.
+
+    ``counts[(node, gpu)]`` is how many concurrent tasks the run expects on that
+    node, split by whether they hold a GPU: Ray keeps separate worker pools for GPU
+    and non-GPU tasks (measured on 2.60), and MIG shares are custom resources, so
+    they run in non-GPU workers. Returns the distinct workers seen per key.
+    """
+    import ray
+
+    warm = ray.remote(max_retries=0)(_warm_body)
+    seen: dict[tuple[int, bool], set[int]] = {k: set() for k, v in counts.items() if v > 0}
+    for _ in range(max_rounds):
+        refs = {}
+        for (i, gpu), want in counts.items():
+            node_id = live.node_ids[i]
+            if want <= 0 or node_id is None or len(seen[(i, gpu)]) >= want:
+                continue
+            opts = task_options(live.spec.nodes[i].name, _WarmShape(), ("slice", 1) if gpu else ("cpu", 0),
+                                node_id)
+            refs[(i, gpu)] = [warm.options(**opts).remote(hold_s) for _ in range(want)]
+        if not refs:
+            break
+        for key, rs in refs.items():
+            seen[key].update(ray.get(rs))
+    return {k: len(v) for k, v in seen.items()}
+
+
+class _WarmShape:
+    """The smallest task shape (1 milli-CPU, no memory) for warm-up tasks."""
+
+    cpu_milli = 1
+    mem_mib = 0

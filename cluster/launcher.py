@@ -1,0 +1,526 @@
+"""Start, inspect and stop a real Ray cluster emulating a topology on this machine.
+
+``up`` starts a head (0 CPUs: it carries the GCS, the dashboard and job drivers,
+never placed tasks) plus one raylet per topology node, each with the resources
+and labels of :mod:`cluster.ray_resources`. Everything lives under one state
+directory (default ``/tmp/orch-ray-<uid>``, or ``$ORCH_RAY_DIR``): Ray's own
+``--temp-dir``, the ``ray start`` logs and ``state.json``, which records the
+ports and, per node, the session id of the processes it started. Each ``ray
+start`` runs in a new session, and every process Ray spawns for that node (GCS,
+raylet, agents, workers) inherits the session id, so ``down`` stops exactly
+those and nothing else on the machine: never ``ray stop``, which would also stop
+other users' clusters.
+
+Token authentication stays on: the token file (Ray's default ``~/.ray/auth_token``,
+created with mode 0600 when missing) is passed to every process through
+``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH``; :func:`connect` and
+:func:`client_env` give clients the same.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from cluster.procs import cmdline, free_port, port_free, port_open, session_pids, stop_sessions
+from cluster.ray_resources import HEAD_NAME, LABEL_NODE, NodeResources, cluster_resources, head_labels
+from cluster.topology import ClusterSpec, load_cluster
+
+DEFAULT_PORT = 6380
+DEFAULT_DASHBOARD_PORT = 8265
+DEFAULT_OBJECT_STORE_MB = 100
+STATE_FILE = "state.json"
+#: Environment variables a client of the cluster needs (see :func:`client_env`).
+ENV_CONFIG = "ORCH_CLUSTER_CONFIG"
+ENV_STATE_DIR = "ORCH_RAY_DIR"
+
+
+class LauncherError(RuntimeError):
+    """The cluster could not be started, reached or stopped (not a config error)."""
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get(ENV_STATE_DIR)
+    return Path(env) if env else Path(f"/tmp/orch-ray-{os.getuid()}")
+
+
+def default_token_file() -> Path:
+    """Ray's default token location, so plain ``RAY_AUTH_MODE=token ray job submit`` works."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+@dataclass
+class NodeRecord:
+    """One ``ray start`` this launcher ran: enough to find and stop its processes."""
+
+    name: str
+    sid: int
+    started_s: float
+    labels: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LaunchState:
+    """``state.json``: what ``up`` or ``join`` started on this machine."""
+
+    config: str
+    state_dir: str
+    temp_dir: str
+    token_file: str
+    gcs_port: int
+    dashboard_host: str
+    dashboard_port: int
+    client_port: int
+    head_ip: str = "127.0.0.1"
+    started_at: float = 0.0
+    up_seconds: float = 0.0
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    joined_to: str | None = None  # set by join(): the remote head this machine joined
+
+    @property
+    def gcs_address(self) -> str:
+        """Where a client on this machine reaches the GCS (the head's IP from elsewhere)."""
+        return self.joined_to or f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.dashboard_host}:{self.dashboard_port}"
+
+    def save(self) -> None:
+        path = Path(self.state_dir) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, state_dir: str | Path) -> "LaunchState | None":
+        path = Path(state_dir) / STATE_FILE
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        data["nodes"] = {k: NodeRecord(**v) for k, v in data.get("nodes", {}).items()}
+        return cls(**data)
+
+
+#: The earlier name (``cluster.state.ClusterState`` is the cluster's resource state, a different thing).
+ClusterState = LaunchState
+
+
+# ------------------------------------------------------------------ processes
+
+
+def raylet_pid(rec: NodeRecord) -> int | None:
+    """The raylet process of a node started by this launcher, or None if it is not running."""
+    for pid in session_pids(rec.sid):
+        if "raylet/raylet" in cmdline(pid):
+            return pid
+    return None
+
+
+def ensure_token(path: str | Path) -> Path:
+    """Create a 256-bit token file (mode 0600) if it does not exist; return its path."""
+    p = Path(path).expanduser()
+    if not p.is_file() or not p.read_text().strip():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return p
+
+
+def _process_env(token_file: Path, config: str, state_dir: Path) -> dict[str, str]:
+    env = os.environ.copy()
+    for var in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(var, None)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), RAY_USAGE_STATS_ENABLED="0")
+    env[ENV_CONFIG] = config
+    env[ENV_STATE_DIR] = str(state_dir)
+    # Job entrypoints (`python -m ...`) and workers resolve `python` to this interpreter.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _ray_start_retry(args: list[str], env: dict[str, str], log: Path,
+                     on_retry: Callable[[], None] | None = None) -> tuple[int, float]:
+    """:func:`_ray_start`, once more on failure: ``ray start`` gives a raylet 30 s to register
+    with the GCS, which a loaded 2-core machine can miss."""
+    t0 = time.monotonic()
+    try:
+        sid, _ = _ray_start(args, env, log)
+    except LauncherError:
+        if on_retry is not None:
+            on_retry()
+        sid, _ = _ray_start(args, env, log.with_suffix(".retry.log"))
+    return sid, time.monotonic() - t0
+
+
+def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float = 180) -> tuple[int, float]:
+    """Run ``ray start`` in a new session; return (session id, seconds). Raises LauncherError."""
+    t0 = time.monotonic()
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", *args]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stop_sessions([proc.pid], grace_s=2)
+            raise LauncherError(f"ray start timed out after {timeout_s:.0f} s (log: {log})") from None
+    if rc != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        stop_sessions([proc.pid], grace_s=2)
+        raise LauncherError(f"ray start failed with exit status {rc} (log: {log}):\n{tail}")
+    return proc.pid, time.monotonic() - t0
+
+
+# ------------------------------------------------------------------ client side
+
+
+def client_env(state: LaunchState) -> dict[str, str]:
+    """Environment a client (driver, ``ray job submit``) needs to reach this cluster."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state.token_file,
+            "RAY_ADDRESS": state.gcs_address, ENV_CONFIG: state.config}
+
+
+def connect(state_dir: str | Path | None = None, address: str | None = None, **init_kwargs) -> str:
+    """``ray.init`` against the launcher's cluster (or ``address``) with token auth set up.
+
+    Inside a ``ray job submit`` job, the job's ``RAY_ADDRESS`` and auth environment
+    win. Returns the address used. Idempotent while connected.
+    """
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return address or os.environ.get("RAY_ADDRESS", "")
+    st = LaunchState.load(state_dir or default_state_dir())
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        if st is None:
+            raise LauncherError(f"no cluster state in {state_dir or default_state_dir()}; run "
+                                "`orchestrator cluster up` or pass --address")
+        address = st.gcs_address
+        _use_token(st.token_file)  # this cluster's token, whatever an earlier one left in the env
+        os.environ[ENV_CONFIG] = st.config
+    elif os.environ.get("RAY_AUTH_MODE") != "token":  # a job, or an explicit address: its own token env
+        os.environ["RAY_AUTH_MODE"] = "token"
+        _refresh_ray_config()
+    init_kwargs.setdefault("logging_level", logging.WARNING)
+    init_kwargs.setdefault("log_to_driver", False)
+    ray.init(address=address, **init_kwargs)
+    return address or os.environ.get("RAY_ADDRESS", "auto")
+
+
+def _use_token(token_file: str | Path) -> None:
+    """Point this process's Ray client at the cluster's token (before ``ray.init``)."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "RAY_AUTH_TOKEN" not in os.environ:
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+    _refresh_ray_config()
+
+
+def _refresh_ray_config() -> None:
+    """Make an already imported Ray re-read ``RAY_AUTH_MODE`` and the token (as Ray's own setup does)."""
+    if "ray" in sys.modules:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()  # the token file may have changed too
+
+
+def _wait_registered(address: str, names: list[str], timeout_s: float, token_file: str | Path) -> str:
+    """Block until every node name is alive in the GCS; return the head's IP.
+
+    Reads the GCS node table with a bare GCS client, not ``ray.init``: the caller
+    may be a driver of another cluster (or of this one), and starting a job here
+    would leave worker processes behind.
+    """
+    from ray._raylet import GcsClient
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+    _use_token(token_file)
+    client = GcsClient(address=address)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            infos = client.get_all_node_info(timeout=5).values()
+        except Exception:  # noqa: BLE001 - the GCS may still be coming up
+            infos = []
+        alive = {n.labels.get(LABEL_NODE): n for n in infos if n.state == GcsNodeInfo.ALIVE}
+        missing = [n for n in names if n not in alive]
+        if not missing:
+            head = alive.get(HEAD_NAME)
+            return head.node_manager_address if head is not None else "127.0.0.1"
+        if time.monotonic() > deadline:
+            raise LauncherError(f"nodes not registered after {timeout_s:.0f} s: {', '.join(missing)}")
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------ commands
+
+
+@dataclass
+class UpResult:
+    state: LaunchState
+    started: list[str]
+    already_running: bool
+    seconds: float
+
+
+def _worker_args(res: NodeResources, address: str, temp_dir: Path, object_store_mb: int,
+                 same_host: bool) -> list[str]:
+    args = [f"--address={address}", *res.start_args(), f"--temp-dir={temp_dir}",
+            f"--object-store-memory={object_store_mb * (1 << 20)}", "--disable-usage-stats",
+            # Ray's default agent port (52365) is one per host: the first Ray cluster on the machine takes it.
+            f"--dashboard-agent-listen-port={free_port()}"]
+    if same_host:
+        # Raylets of one host share the session's log folder: one log monitor (the head's) is enough,
+        # more would stream every line to drivers once per raylet.
+        args.append("--include-log-monitor=False")
+    return args
+
+
+def _alive_nodes(state: LaunchState) -> set[str]:
+    return {name for name, rec in state.nodes.items() if raylet_pid(rec) is not None}
+
+
+def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = DEFAULT_PORT,
+       dashboard_host: str = "127.0.0.1", dashboard_port: int = DEFAULT_DASHBOARD_PORT,
+       token_file: str | Path | None = None, object_store_mb: int = DEFAULT_OBJECT_STORE_MB,
+       parallel: int = 2, timeout_s: float = 180, nodes: list[str] | None = None,
+       progress: Callable[[str, float], None] | None = None) -> UpResult:
+    """Start the cluster of ``config`` (or start the nodes of it that are not running).
+
+    The whole config is validated first (:class:`ConfigError` naming file and
+    field), then the ports are checked; only then does any process start. A second
+    call with the same config reports the running cluster; with another config it
+    raises :class:`LauncherError`. ``nodes`` starts only those nodes here (the head
+    always), for clusters whose other nodes ``join`` from other hosts.
+    """
+    t0 = time.monotonic()
+    spec: ClusterSpec = load_cluster(config)
+    plan = cluster_resources(spec)  # raises ConfigError before anything starts
+    if nodes is not None:
+        unknown = sorted(set(nodes) - {r.name for r in plan})
+        if unknown:
+            from cluster.config import ConfigError
+
+            raise ConfigError(config, "--nodes", f"not in the config: {', '.join(unknown)}")
+        plan = [r for r in plan if r.name in nodes]
+    config_abs = str(Path(config).resolve())
+    sdir = Path(state_dir or default_state_dir()).resolve()
+    progress = progress or (lambda name, s: None)
+
+    st = LaunchState.load(sdir)
+    if st is not None:
+        head = st.nodes.get(HEAD_NAME)
+        head_alive = head is not None and raylet_pid(head) is not None and port_open("127.0.0.1", st.gcs_port)
+        if head_alive and st.config != config_abs:
+            raise LauncherError(f"a cluster from {st.config} is running (state in {sdir}); "
+                                "run `orchestrator cluster down` first")
+        if not head_alive:
+            stop_sessions([r.sid for r in st.nodes.values()], grace_s=3)
+            (sdir / STATE_FILE).unlink(missing_ok=True)
+            st = None
+    if st is not None:
+        running = _alive_nodes(st)
+        missing = [r for r in plan if r.name not in running]
+        if missing:
+            stale = [st.nodes[r.name].sid for r in missing if r.name in st.nodes]
+            stop_sessions(stale, grace_s=3)
+        _start_workers(st, missing, object_store_mb, parallel, progress)
+        _wait_registered(f"127.0.0.1:{st.gcs_port}", [r.name for r in plan], timeout_s, st.token_file)
+        st.save()
+        return UpResult(st, [r.name for r in missing], True, time.monotonic() - t0)
+
+    for what, p, host in (("--port", port, "0.0.0.0"), ("--dashboard-port", dashboard_port, dashboard_host)):
+        if not port_free(p, host):
+            raise LauncherError(f"{what} {p} is in use (another Ray cluster?); pick another port")
+    client_port = free_port()
+    sdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(sdir, 0o700)
+    temp_dir = sdir / "ray"
+    (sdir / "logs").mkdir(exist_ok=True)
+    token = ensure_token(token_file or default_token_file())
+    st = LaunchState(config=config_abs, state_dir=str(sdir), temp_dir=str(temp_dir), token_file=str(token),
+                      gcs_port=port, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
+                      client_port=client_port, started_at=time.time())
+    env = _process_env(token, config_abs, sdir)
+    labels = ",".join(f"{k}={v}" for k, v in head_labels().items())
+    head_args = ["--head", f"--port={port}", f"--dashboard-host={dashboard_host}",
+                 f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
+                 f"--temp-dir={temp_dir}", "--num-cpus=0", "--num-gpus=0",
+                 f"--object-store-memory={object_store_mb * (1 << 20)}", f"--labels={labels}",
+                 f"--node-name={HEAD_NAME}", "--disable-usage-stats",
+                 f"--dashboard-agent-listen-port={free_port()}"]
+    try:
+        sid, secs = _ray_start_retry(head_args, env, sdir / "logs" / f"{HEAD_NAME}.log")
+        st.nodes[HEAD_NAME] = NodeRecord(HEAD_NAME, sid, secs, head_labels(), {"CPU": 0.0})
+        st.save()
+        progress(HEAD_NAME, secs)
+        _start_workers(st, plan, object_store_mb, parallel, progress)
+        st.head_ip = _wait_registered(f"127.0.0.1:{port}", [HEAD_NAME, *[r.name for r in plan]], timeout_s,
+                                      token)
+    except BaseException:
+        stop_sessions([r.sid for r in st.nodes.values()], grace_s=3)
+        (sdir / STATE_FILE).unlink(missing_ok=True)
+        raise
+    st.up_seconds = time.monotonic() - t0
+    st.save()
+    return UpResult(st, [HEAD_NAME, *[r.name for r in plan]], False, st.up_seconds)
+
+
+def _start_workers(st: LaunchState, plan: list[NodeResources], object_store_mb: int, parallel: int,
+                   progress: Callable[[str, float], None]) -> None:
+    if not plan:
+        return
+    env = _process_env(Path(st.token_file), st.config, Path(st.state_dir))
+    address = f"127.0.0.1:{st.gcs_port}"
+    logs = Path(st.state_dir) / "logs"
+
+    def start(res: NodeResources) -> tuple[NodeResources, int, float]:
+        args = _worker_args(res, address, Path(st.temp_dir), object_store_mb, same_host=True)
+        t0 = time.monotonic()
+        sid, secs = _ray_start_retry(args, env, logs / f"{res.name}.log",
+                                     lambda: progress(f"{res.name} (retrying)", time.monotonic() - t0))
+        return res, sid, secs
+
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = [pool.submit(start, r) for r in plan]
+        for fut in as_completed(futures):
+            try:
+                res, sid, secs = fut.result()
+            except BaseException as exc:  # keep going: record what started so it can be stopped
+                errors.append(exc)
+                continue
+            st.nodes[res.name] = NodeRecord(res.name, sid, secs, res.labels, res.ray_totals())
+            st.save()
+            progress(res.name, secs)
+    if errors:
+        raise errors[0]
+
+
+def down(state_dir: str | Path | None = None, *, keep_logs: bool = False, grace_s: float = 2.0) -> list[str]:
+    """Stop every process ``up``/``join`` started (and nothing else); return the node names."""
+    sdir = Path(state_dir or default_state_dir())
+    st = LaunchState.load(sdir)
+    if st is None:
+        return []
+    stop_sessions([r.sid for r in st.nodes.values()], grace_s=grace_s)
+    (sdir / STATE_FILE).unlink(missing_ok=True)
+    shutil.rmtree(st.temp_dir, ignore_errors=True)
+    if not keep_logs:
+        shutil.rmtree(sdir / "logs", ignore_errors=True)
+    return list(st.nodes)
+
+
+def kill_node(name: str, state_dir: str | Path | None = None, sig: int = signal.SIGKILL) -> int:
+    """Kill one emulated node's raylet (fault injection); returns the pid killed."""
+    st = LaunchState.load(state_dir or default_state_dir())
+    if st is None or name not in st.nodes:
+        raise LauncherError(f"no node {name!r} started from {state_dir or default_state_dir()}")
+    pid = raylet_pid(st.nodes[name])
+    if pid is None:
+        raise LauncherError(f"node {name!r} is not running")
+    os.kill(pid, sig)
+    return pid
+
+
+def join(address: str, node: str, config: str | Path, *, state_dir: str | Path | None = None,
+         token_file: str | Path | None = None, object_store_mb: int = DEFAULT_OBJECT_STORE_MB,
+         same_host: bool = False) -> NodeRecord:
+    """Start one raylet for ``node`` of ``config`` joining the head at ``address`` (HOST:PORT).
+
+    Used on another host (copy the head's token file there first, or pass
+    ``token_file``); recorded in this host's state so that ``down`` stops it.
+    """
+    spec = load_cluster(config)
+    plan = {r.name: r for r in cluster_resources(spec)}
+    if node not in plan:
+        from cluster.config import ConfigError
+
+        raise ConfigError(config, "--node", f"no node {node!r} in the config (known: {', '.join(plan)})")
+    token = Path(token_file or default_token_file()).expanduser()
+    if not token.is_file():
+        raise LauncherError(f"no token file at {token}: copy the head's token (ray get-auth-token) there "
+                            "or pass --token-file")
+    sdir = Path(state_dir or default_state_dir()).resolve()
+    sdir.mkdir(parents=True, exist_ok=True)
+    (sdir / "logs").mkdir(exist_ok=True)
+    st = LaunchState.load(sdir)
+    if st is None:
+        st = LaunchState(config=str(Path(config).resolve()), state_dir=str(sdir), temp_dir=str(sdir / "ray"),
+                          token_file=str(token), gcs_port=int(address.rsplit(":", 1)[1]),
+                          dashboard_host="", dashboard_port=0, client_port=0, joined_to=address,
+                          started_at=time.time())
+    if node in st.nodes:
+        if raylet_pid(st.nodes[node]) is not None:
+            raise LauncherError(f"node {node!r} is already running here")
+        stop_sessions([st.nodes[node].sid], grace_s=2)  # what is left of an earlier, dead incarnation
+    env = _process_env(token, str(Path(config).resolve()), sdir)
+    res = plan[node]
+    args = _worker_args(res, address, Path(st.temp_dir), object_store_mb,
+                        same_host=same_host or st.joined_to is None)
+    sid, secs = _ray_start_retry(args, env, sdir / "logs" / f"{node}.log")
+    rec = NodeRecord(node, sid, secs, res.labels, res.ray_totals())
+    st.nodes[node] = rec
+    st.save()
+    return rec
+
+
+@dataclass
+class NodeStatus:
+    """One row of ``cluster status``."""
+
+    name: str
+    alive: bool
+    node_id: str | None
+    labels: dict[str, str]
+    total: dict[str, float]
+    available: dict[str, float]
+
+
+def status(state_dir: str | Path | None = None, address: str | None = None) -> tuple[LaunchState | None,
+                                                                                    list[NodeStatus]]:
+    """The cluster's nodes as Ray sees them: alive, labels, total and free resources."""
+    import ray
+
+    st = LaunchState.load(state_dir or default_state_dir())
+    if st is None and address is None:
+        raise LauncherError(f"no cluster state in {state_dir or default_state_dir()}; run "
+                            "`orchestrator cluster up` first or pass --address")
+    if st is not None and not port_open("127.0.0.1" if not st.joined_to else st.gcs_address.rsplit(":", 1)[0],
+                                        int(st.gcs_address.rsplit(":", 1)[1])):
+        raise LauncherError(f"the cluster recorded in {st.state_dir} is not reachable at {st.gcs_address}; "
+                            "`orchestrator cluster up` restarts it")
+    was = ray.is_initialized()
+    connect(state_dir, address)
+    try:
+        from ray._private.state import available_resources_per_node
+
+        avail = available_resources_per_node()
+        rows = []
+        seen = set()
+        for n in sorted(ray.nodes(), key=lambda n: (not n["Alive"], n["Labels"].get(LABEL_NODE, ""))):
+            name = n["Labels"].get(LABEL_NODE, n.get("NodeName", n["NodeID"][:8]))
+            if name in seen:  # a dead incarnation of a node that came back
+                continue
+            seen.add(name)
+            rows.append(NodeStatus(name, bool(n["Alive"]), n["NodeID"], dict(n["Labels"]),
+                                   dict(n["Resources"]), dict(avail.get(n["NodeID"], {}))))
+        return st, rows
+    finally:
+        if not was:
+            ray.shutdown()

@@ -1,0 +1,238 @@
+"""Replay a workload on the live Ray cluster: ``ray job submit ... -- python -m simulations.replay``.
+
+The same tasks as the simulator (same workload file, seed and network-delay
+draws) arrive at their arrival times divided by ``--time-compression``; at each
+arrival the policy decides on the live state (:class:`cluster.live_state.LiveState`)
+and the executor runs the task on the chosen node and share. Per-task records use
+the simulator's schema (:data:`simulations.engine.RECORD_COLUMNS`) in workload
+time, so :func:`simulations.metrics.summarize` and ``compare-sim-real`` treat
+both alike. Before the clock starts, Ray worker processes are warmed up on every
+node the simulator expects work on (their cold start, ~1 s each on a laptop, is
+not part of the workload's latency).
+
+Inside a Ray job the cluster is the job's; run by hand it is the one
+``orchestrator cluster up`` started (or ``--address``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cluster.executor import Executor, TaskResult, warm_workers
+from cluster.launcher import ENV_CONFIG
+from cluster.live_state import LiveState
+from cluster.topology import ClusterSpec
+from scheduler.objective import Objective
+from scheduler.policy import Policy
+from scheduler.task import Task
+from simulations.engine import RECORD_COLUMNS, SimResult, _share_text, simulate
+
+DEFAULT_CLUSTER = "configs/cluster/local.yaml"
+TIMELINE_COLUMNS_EXTRA = ["gpu_alloc_ratio", "fragmentation", "queued", "running"]
+
+
+@dataclass
+class ReplayResult(SimResult):
+    """Records, timeline and summary of a replay, plus how long it took."""
+
+    wall_s: float = 0.0
+    warm_s: float = 0.0
+    problems: tuple[str, ...] = ()
+    results: list[TaskResult] = field(default_factory=list)  # the executor's view: attempts, nodes tried
+    device_mismatches: int = 0  # GPU tasks Ray ran on another device than the bookkeeping booked
+
+
+def record_of(task: Task, r: TaskResult, policy: str, objective: Objective) -> tuple:
+    """One row in the simulator's record schema from an executor result."""
+    if r.status != "succeeded":
+        return (task.id, task.kind, policy, r.status, r.reason, task.arrival, task.priority, task.slo_ms,
+                task.cost_sensitivity, task.gpu_need, r.node or "", r.pool or "", r.tier or "",
+                _share_text(r.share) if r.share else "", r.queued, np.nan, np.nan, np.nan, np.nan, np.nan,
+                np.nan, False, 0.0, np.nan)
+    lat = r.latency_ms
+    return (task.id, task.kind, policy, "succeeded", r.reason, task.arrival, task.priority, task.slo_ms,
+            task.cost_sensitivity, task.gpu_need, r.node, r.pool, r.tier, _share_text(r.share), r.queued,
+            task.arrival + r.queue_ms / 1000.0, task.arrival + lat / 1000.0, r.queue_ms, r.network_ms,
+            r.exec_ms, lat, lat <= task.slo_ms, r.cost,
+            objective.score(lat, task.slo_ms, task.priority, r.cost, task.cost_sensitivity))
+
+
+def peak_concurrency(spec: ClusterSpec, records: pd.DataFrame) -> dict[tuple[int, bool], int]:
+    """Most tasks running at once per (node, holds a GPU) in a simulated run."""
+    index = {nd.name: i for i, nd in enumerate(spec.nodes)}
+    done = records[records["status"] == "succeeded"]
+    out: dict[tuple[int, bool], int] = {}
+    for (node, gpu), g in done.groupby([done["node"], done["share"].str.startswith(("slice", "whole"))]):
+        ev = sorted([(s, 1) for s in g["start"]] + [(f, -1) for f in g["finish"]])
+        run = peak = 0
+        for _, d in ev:
+            run += d
+            peak = max(peak, run)
+        out[(index[node], bool(gpu))] = peak
+    return out
+
+
+def replay(spec: ClusterSpec, tasks: Sequence[Task], policy: Policy, *, seed: int = 0,
+           time_compression: float = 1.0, objective: Objective | None = None, warm: bool = True,
+           kernel: str = "sleep", max_retries: int = 2, live: LiveState | None = None,
+           progress: bool = True, on_submitted: Callable[[int, float], None] | None = None) -> ReplayResult:
+    """Run ``tasks`` through ``policy`` on the connected Ray cluster (``ray.init`` done by the caller).
+
+    ``on_submitted(k, wall_s)`` is called after the k-th submission (fault-injection tests).
+    """
+    from tqdm import tqdm
+
+    objective = objective or Objective()
+    tasks = list(tasks)
+    live = live or LiveState(spec)
+    live.refresh()
+    problems = tuple(f"{nd.name}: {p}" for nd, p in zip(spec.nodes, live.problems) if p)
+    if not any(live.usable):
+        raise RuntimeError("no node of the config is running on this Ray cluster: " + "; ".join(problems))
+    t_warm = time.monotonic()
+    if warm and tasks:
+        counts = peak_concurrency(spec, simulate(spec, tasks, policy, seed=seed).records)
+        warm_workers(live, {k: min(v + 1, 8) for k, v in counts.items()})
+    warm_s = time.monotonic() - t_warm
+    unif = np.random.default_rng(seed).random(len(tasks))  # the simulator's network draws
+    policy.reset(seed)
+    samples: list[tuple] = []
+    pools = spec.pools
+    with Executor(live, time_compression=time_compression, kernel=kernel, max_retries=max_retries,
+                  seed=seed) as ex:
+        futures = []
+        bar = tqdm(total=len(tasks), unit="task", desc=f"replay {policy.name}", disable=not progress)
+        origin = tasks[0].arrival if tasks else 0.0
+        ex.reset_clock()
+        t0 = time.time()
+        for k, task in enumerate(tasks):
+            due = t0 + (task.arrival - origin) / time_compression
+            delay = due - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            with live.lock:
+                _, fut = ex.place(task, policy, network_u=unif[k])
+                st = live.state
+                load = st.load()
+                util = [float(load[st.pool_of == p].mean()) for p in range(len(pools))]
+                gtot = st.gpu_total.sum()
+                samples.append((task.arrival, *util, float(st.gpu_used().sum() / gtot) if gtot else 0.0,
+                                np.nan, int(st.queue_len.sum()), int(st.running.sum())))
+            futures.append(fut)
+            if on_submitted is not None:
+                on_submitted(k, time.time() - t0)
+        results = []
+        for fut in futures:
+            results.append(fut.result())
+            bar.update(1)
+        bar.close()
+        wall = time.time() - t0
+        mismatches = ex.device_mismatches
+    records = pd.DataFrame.from_records([record_of(t, r, policy.name, objective) for t, r in zip(tasks, results)],
+                                        columns=RECORD_COLUMNS)
+    timeline = pd.DataFrame.from_records(samples, columns=["time", *[f"util_{p}" for p in pools],
+                                                           *TIMELINE_COLUMNS_EXTRA])
+    from simulations.metrics import summarize
+
+    summary = summarize(records, timeline, pools)
+    return ReplayResult(records, timeline, summary, wall_s=wall, warm_s=warm_s, problems=problems, results=results,
+                        device_mismatches=mismatches)
+
+
+def write_result(out: Path, name: str, res: SimResult, meta: dict) -> None:
+    """``records_<name>.csv``, ``timeline_<name>.csv`` and ``summary_<name>.json`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    res.records.to_csv(out / f"records_{name}.csv", index=False)
+    res.timeline.to_csv(out / f"timeline_{name}.csv", index=False)
+    (out / f"summary_{name}.json").write_text(json.dumps({"meta": meta, "summary": res.summary}, indent=2,
+                                                         default=float))
+
+
+def load_tasks(workload: str | Path, *, seed: int | None, duration_s: float | None,
+               load_factor: float | None) -> list[Task]:
+    from simulations.workloads import generate, load_workload
+
+    wl = load_workload(workload)
+    return generate(wl, seed=seed, load_factor=load_factor, duration_s=duration_s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m simulations.replay", description=__doc__.splitlines()[0])
+    add_replay_args(p)
+    return p
+
+
+def add_replay_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workload", required=True, help="workload YAML (configs/workloads/...)")
+    p.add_argument("--policy", required=True, help="policy name (orchestrator policies)")
+    p.add_argument("--cluster", default=None,
+                   help=f"cluster YAML the Ray cluster was started from (default: ${ENV_CONFIG}, "
+                        f"set by `orchestrator cluster up`, else {DEFAULT_CLUSTER})")
+    p.add_argument("--seed", type=int, default=None, help="workload seed (default: the workload's)")
+    p.add_argument("--duration", type=float, default=None, help="seconds of arrivals (default: the workload's)")
+    p.add_argument("--load-factor", type=float, default=None)
+    p.add_argument("--time-compression", type=float, default=1.0,
+                   help="workload seconds per wall second (sleeps shrink, measured times scale back)")
+    p.add_argument("--kernel", choices=["sleep", "cpu"], default="sleep")
+    p.add_argument("--no-warm", action="store_true", help="skip warming up Ray workers")
+    p.add_argument("--out", default="results/replay", help="output folder (give an absolute path in a job)")
+    p.add_argument("--address", default=None, help="Ray GCS address (default: the job's or the launcher's)")
+    p.add_argument("--state-dir", default=None, help="launcher state folder (default /tmp/orch-ray-<uid>)")
+
+
+def cluster_path(arg: str | None) -> str:
+    return arg or os.environ.get(ENV_CONFIG) or DEFAULT_CLUSTER
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay as the command line asked; prints the summary; returns the exit status."""
+    from cluster.launcher import connect
+    from cluster.topology import load_cluster
+    from scheduler.policy import make_policy
+
+    spec = load_cluster(cluster_path(args.cluster))
+    tasks = load_tasks(args.workload, seed=args.seed, duration_s=args.duration, load_factor=args.load_factor)
+    policy = make_policy(args.policy)
+    seed = args.seed if args.seed is not None else 0
+    connect(args.state_dir, args.address)
+    print(f"replaying {len(tasks)} tasks of {args.workload} with {args.policy} on {spec.name} "
+          f"({len(spec.nodes)} nodes), time compression {args.time_compression:g}", flush=True)
+    res = replay(spec, tasks, policy, seed=seed, time_compression=args.time_compression,
+                 warm=not args.no_warm, kernel=args.kernel)
+    for p in res.problems:
+        print(f"warning: {p}", file=sys.stderr)
+    out = Path(args.out).resolve()
+    meta = {"workload": str(args.workload), "policy": args.policy, "cluster": spec.name, "tasks": len(tasks),
+            "seed": seed, "time_compression": args.time_compression, "wall_s": res.wall_s, "warm_s": res.warm_s}
+    write_result(out, args.policy, res, meta)
+    s = res.summary
+    print(json.dumps({"tasks": s["tasks"], "succeeded": s["succeeded"], "failed": s["failed"],
+                      "rejected": s["rejected"], "latency_ms": s["latency_ms"], "slo_miss_rate": s["slo_miss_rate"],
+                      "cost_total": s["cost_total"], "placement_mix": s["placement_mix"]}, indent=2, default=float))
+    print(f"records and summary written to {out}/ ({res.wall_s:.1f} s of replay, {res.warm_s:.1f} s warm-up)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cluster.config import ConfigError
+    from scheduler.task import TaskError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ConfigError, TaskError, KeyError) as exc:
+        print(f"replay: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The executor's bookkeeping against a fake Ray: FIFO queues, pipelining, re-placement, no lost task.
+
+Real-Ray behaviour (placement, shares, node death) is in tests/integration; here a
+fake remote function records submissions and the test completes them by hand.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import cluster.executor as executor_mod
+from cluster.executor import Executor
+from cluster.live_state import LiveState
+from scheduler.policy import Decision, make_policy
+from scheduler.task import make_task
+from tests.cluster.test_live_state import Reader, ray_nodes
+
+
+class NodeDiedError(Exception):
+    """Named like Ray's, which is how the executor classifies it."""
+
+
+class FakeRef:
+    def __init__(self, args: tuple, opts: "FakeOpts") -> None:
+        self.args = args
+        self.node = opts.node
+        self.callback = None
+
+    def _on_completed(self, cb) -> None:
+        self.callback = cb
+
+    def finish(self, value=None) -> None:
+        now = time.time()
+        self.callback(value if value is not None else (now, 0.0, 0.0, now, self.node, (), None))
+
+
+class FakeOpts:
+    def __init__(self, sent: list, node: str) -> None:
+        self.sent, self.node = sent, node
+
+    def remote(self, *args):
+        ref = FakeRef(args, self)
+        self.sent.append(ref)
+        return ref
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    sent: list[FakeRef] = []
+
+    class Remote:
+        def options(self, **kw):
+            return FakeOpts(sent, kw["node_id"])
+
+    monkeypatch.setattr(executor_mod, "remote_body", lambda: Remote())
+    monkeypatch.setattr(executor_mod, "task_options", lambda name, task, share, node_id: {"node_id": node_id})
+    monkeypatch.setattr(executor_mod, "_cancel", lambda ref: None)
+    return sent
+
+
+@pytest.fixture
+def setup(local_spec, fake_ray):
+    reader = Reader(ray_nodes(local_spec))
+    live = LiveState(local_spec, reader=reader, refresh_s=0.05)
+    live.refresh()
+    made = []
+
+    def make(**kw) -> Executor:
+        ex = Executor(live, **kw)
+        made.append(ex)
+        return ex
+
+    yield live, reader, fake_ray, make
+    for ex in made:
+        ex.close()
+
+
+def wait_for(cond, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+def task(k: int, **kw):
+    return make_task({"id": f"t{k}", "mem_mib": 0, "work": 0.0, **kw}, infer=False)
+
+
+def decide(live: LiveState, name: str, share) -> Decision:
+    return Decision(live.index(name), share, np.empty(0), "test", "test")
+
+
+def test_fifo_queue_without_pipelining(setup) -> None:
+    live, _, sent, make = setup
+    ex = make(pipeline_depth=0)
+    i = live.index("edge-1")  # 4 CPUs
+    futs = [ex.submit(task(k, cpu_milli=2000), decide(live, "edge-1", ("cpu", 0))) for k in range(3)]
+    assert len(sent) == 2 and int(live.state.running[i]) == 2 and int(live.state.queue_len[i]) == 1
+    sent[0].finish()
+    wait_for(lambda: len(sent) == 3)
+    assert int(live.state.queue_len[i]) == 0 and int(live.state.running[i]) == 2
+    sent[1].finish()
+    sent[2].finish()
+    results = [f.result(timeout=5) for f in futs]
+    assert [r.status for r in results] == ["succeeded"] * 3
+    assert [r.queued for r in results] == [False, False, True]
+    assert int(live.state.running[i]) == 0 and int(live.state.cpu_free[i]) == 4000
+
+
+def test_same_shape_cpu_tasks_are_pipelined_and_booked_when_they_start(setup) -> None:
+    live, _, sent, make = setup
+    ex = make()
+    i = live.index("edge-1")
+    futs = [ex.submit(task(k, cpu_milli=2000), decide(live, "edge-1", ("cpu", 0))) for k in range(5)]
+    assert len(sent) == 5  # 2 running + 3 handed to Ray behind them
+    assert int(live.state.running[i]) == 2 and int(live.state.queue_len[i]) == 3
+    sent[0].finish()
+    wait_for(lambda: int(live.state.queue_len[i]) == 2)
+    assert int(live.state.running[i]) == 2 and len(sent) == 5  # booked, not sent again
+    for ref in sent[1:]:
+        ref.finish()
+    assert all(f.result(timeout=5).status == "succeeded" for f in futs)
+    assert int(live.state.cpu_free[i]) == 4000 and int(live.state.queue_len[i]) == 0
+
+
+def test_a_different_shape_stops_the_pipeline(setup) -> None:
+    live, _, sent, make = setup
+    ex = make()
+    d = decide(live, "edge-1", ("cpu", 0))
+    ex.submit(task(0, cpu_milli=4000), d)
+    ex.submit(task(1, cpu_milli=1000), d)
+    ex.submit(task(2, cpu_milli=2000), d)
+    assert len(sent) == 2  # the running one and the first queued run; the 2-CPU task waits here
+
+
+def test_gpu_slices_are_never_pipelined(setup) -> None:
+    live, _, sent, make = setup
+    ex = make()
+    i = live.index("gpu-ts-1")  # 2 V100, time-sliced in 4
+    futs = [ex.submit(task(k, cpu_milli=1000, gpu_milli=250), decide(live, "gpu-ts-1", ("slice", 250)))
+            for k in range(9)]
+    assert len(sent) == 8 and int(live.state.queue_len[i]) == 1
+    assert sorted(int(x) for x in live.state.gpu_tasks[i, :2]) == [4, 4]
+    assert sent[0].args[3] is True  # the body is told to report its GPU
+    sent[0].finish()
+    wait_for(lambda: len(sent) == 9)
+    for ref in sent[1:]:
+        ref.finish()
+    assert all(f.result(timeout=5).status == "succeeded" for f in futs)
+
+
+def test_none_vanish_when_a_node_dies(setup) -> None:
+    live, reader, sent, make = setup
+    ex = make(pipeline_depth=0)
+    policy = make_policy("cheapest-feasible")
+    i = live.index("edge-1")
+    futs = [ex.submit(task(k, cpu_milli=2000), decide(live, "edge-1", ("cpu", 0)), policy=policy)
+            for k in range(3)]
+    assert len(sent) == 2 and int(live.state.queue_len[i]) == 1  # two running, one waiting for edge-1
+    dead_id = live.node_id(i)
+    reader.nodes = [n for n in reader.nodes if n.node_id != dead_id]
+    for ref in sent[:2]:
+        ref.finish(NodeDiedError("node died"))
+    # the two running tasks and the queued one are re-placed on other nodes
+    wait_for(lambda: sum(ref.node != dead_id for ref in sent) == 3)
+    for ref in [r for r in sent if r.node != dead_id]:
+        ref.finish()
+    results = [f.result(timeout=5) for f in futs]
+    assert [r.status for r in results] == ["succeeded"] * 3
+    assert all(r.node != "edge-1" for r in results)
+    assert all(r.attempts == 2 and r.nodes_tried[0] == "edge-1" for r in results)
+    assert not live.usable[i]
+
+
+def test_without_a_policy_a_dead_node_fails_the_task_with_the_reason(setup) -> None:
+    live, reader, sent, make = setup
+    ex = make()
+    fut = ex.submit(task(0, cpu_milli=1000), decide(live, "cloud-1", ("cpu", 0)))
+    sent[0].finish(NodeDiedError("node died"))
+    r = fut.result(timeout=5)
+    assert r.status == "failed" and "NodeDiedError on node cloud-1" in r.reason and "no policy" in r.reason
+
+
+def test_retries_are_bounded(setup) -> None:
+    live, _, sent, make = setup
+    ex = make(max_retries=1)
+    fut = ex.place(task(0, cpu_milli=1000), make_policy("round-robin"))[1]
+    sent[0].finish(NodeDiedError("died"))
+    wait_for(lambda: len(sent) == 2)
+    sent[1].finish(NodeDiedError("died again"))
+    r = fut.result(timeout=5)
+    assert r.status == "failed" and r.attempts == 2 and "after 2 attempt(s)" in r.reason
+
+
+def test_user_errors_fail_without_retry_and_rejections_resolve(setup) -> None:
+    live, _, sent, make = setup
+    ex = make()
+    fut = ex.place(task(0, cpu_milli=1000), make_policy("round-robin"))[1]
+    sent[0].finish(ValueError("bad input"))
+    r = fut.result(timeout=5)
+    assert r.status == "failed" and "task raised ValueError: bad input" in r.reason and len(sent) == 1
+    nowhere = Decision(-1, None, np.empty(0), "no node can host it", "test")
+    rej = ex.submit(task(1, cpu_milli=1000), nowhere).result(timeout=1)
+    assert rej.status == "rejected" and rej.reason == "no node can host it"
+    assert ex.drain(1)
+
+
+def test_measured_times_scale_with_compression_and_cost_is_charged(setup) -> None:
+    live, _, sent, make = setup
+    ex = make(time_compression=10.0)
+    t = task(0, cpu_milli=1000, work=2.0)
+    fut = ex.submit(t, decide(live, "cloud-1", ("cpu", 0)), network_u=0.5)
+    net_s, exec_s = sent[0].args[0], sent[0].args[1]
+    assert net_s == pytest.approx(0.350 / 10) and exec_s == pytest.approx(2.0 / 10)  # cloud: 200..500 ms
+    now = time.time()
+    sent[0].callback((now, net_s, exec_s, now + net_s + exec_s, sent[0].node, (), None))
+    r = fut.result(timeout=5)
+    assert r.network_ms == pytest.approx(350.0) and r.exec_ms == pytest.approx(2000.0)
+    assert r.cost == pytest.approx(0.025 + 0.00004 * 2.0)
+
+
+def test_no_op_tasks_carry_no_arguments(local_spec, fake_ray) -> None:
+    """Arguments equal to the body's defaults are not sent: a zero-length task is a plain no-op call."""
+    import dataclasses
+
+    from cluster.topology import ClusterSpec
+
+    tiers = {k: dataclasses.replace(t, network_ms=(0.0, 0.0)) for k, t in local_spec.tiers.items()}
+    quiet = ClusterSpec(local_spec.name, tiers, local_spec.nodes, local_spec.source, pools=local_spec.pools)
+    live = LiveState(quiet, reader=Reader(ray_nodes(quiet)))
+    live.refresh()
+    with Executor(live) as ex:
+        ex.submit(task(0, cpu_milli=1000), decide(live, "cloud-1", ("cpu", 0)))
+        ex.submit(task(1, cpu_milli=1000, work=1.0), decide(live, "cloud-1", ("cpu", 0)))
+        assert fake_ray[0].args == () and fake_ray[1].args == (0.0, 1.0)
+        for ref in fake_ray:
+            ref.finish()
+        assert ex.drain(5)
+
+
+def test_the_same_task_object_submitted_twice_is_two_runs(setup) -> None:
+    live, _, sent, make = setup
+    ex = make(pipeline_depth=0)
+    t = task(0, cpu_milli=4000)
+    d = decide(live, "edge-1", ("cpu", 0))
+    futs = [ex.submit(t, d), ex.submit(t, d), ex.submit(t, d)]
+    assert len(sent) == 1 and int(live.state.queue_len[live.index("edge-1")]) == 2
+    for k in range(3):
+        wait_for(lambda: len(sent) == k + 1)
+        sent[k].finish()
+    assert [f.result(timeout=5).status for f in futs] == ["succeeded"] * 3
+    assert [f.result().queued for f in futs] == [False, True, True]
