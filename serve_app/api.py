@@ -1,0 +1,239 @@
+"""The versioned HTTP API (FastAPI): routes that parse, call the service, answer.
+
+``create_api(get_service)`` builds the app around a function returning the
+process's :class:`~serve_app.service.RouterService`, so the same app runs inside
+the Serve replica (:mod:`serve_app.deployment`) and under a plain ASGI test client.
+
+Concurrent ``POST /v1/route`` calls are batched with ``@serve.batch``: the batch
+takes the live-state lock once and decides in order, each task against the same
+state a lone request would see, so batching changes throughput, not answers.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Literal, Optional
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query
+from fastapi.concurrency import run_in_threadpool
+from ray import serve
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serve_app import errors
+from serve_app.auth import AdminAuth
+from serve_app.errors import ApiError, JSONResponse
+from serve_app.models import (BatchIn, BatchOut, ClusterOut, DecisionOut, ErrorOut, HealthOut, PolicyIn, PolicyOut,
+                              TaskIn, TaskOut, TaskPage)
+from serve_app.policies import PolicyChoiceError
+from serve_app.service import RouterService
+
+API_VERSION = "1.0.0"
+#: batches larger than this are decided in a worker thread so the event loop keeps serving
+INLINE_BATCH = 64
+
+_ERRORS = {400: {"model": ErrorOut, "description": "malformed JSON"},
+           413: {"model": ErrorOut, "description": "request body too large"},
+           422: {"model": ErrorOut, "description": "a field is invalid (loc names it)"}}
+_INFEASIBLE = {409: {"model": ErrorOut, "description": "no node of the cluster can ever host the task (why)"},
+               503: {"model": ErrorOut, "description": "every node that could host it is down now (retry)"}}
+_ADMIN = {401: {"model": ErrorOut, "description": "missing or wrong bearer token"},
+          403: {"model": ErrorOut, "description": "no admin token configured on the router"}}
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit()`` bytes with 413, before they are read whole."""
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                await _too_large(send, limit)
+                return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:  # FastAPI re-raises an HTTPException from here as it is
+                    raise HTTPException(413, f"request body over {limit} bytes")
+            return msg
+
+        await self.app(scope, counted, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    resp = JSONResponse({"detail": f"request body over {limit} bytes (or a bad Content-Length)"}, status_code=413)
+    await resp({"type": "http"}, None, send)  # type: ignore[arg-type]
+
+
+def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) -> FastAPI:
+    """The FastAPI app; ``get``/``auth`` return the process's service and admin check."""
+    api = FastAPI(
+        default_response_class=JSONResponse,
+        title="AI workload orchestrator: placement router",
+        version=API_VERSION,
+        description="Decides where AI tasks run on a heterogeneous Ray cluster (edge, cloud, GPU pools; "
+                    "MIG and time-sliced GPU shares), runs them, and records every accepted task. "
+                    "Admin calls need `Authorization: Bearer <token>`.",
+    )
+    errors.install(api)
+    api.add_middleware(BodyLimit, limit=lambda: get().cfg.max_body_bytes)
+    io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="router-io")
+
+    async def blocking(fn: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(io, fn, *args)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    async def route_many(items: list[tuple]) -> list[dict[str, Any]]:
+        return get().decide(items, endpoint="route")
+
+    async def route_one(item: tuple) -> dict[str, Any]:
+        if _in_replica():
+            return await route_many(item)
+        return get().decide([item], endpoint="route")[0]  # a plain ASGI server (tests): no batching
+
+    def admin(authorization: Optional[str] = Header(None, description="Bearer <admin token>")) -> None:
+        auth().check(authorization)
+
+    @api.get("/healthz", response_model=HealthOut, tags=["ops"])
+    async def healthz() -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(get().health))
+
+    @api.post("/v1/route", response_model=DecisionOut, responses={**_ERRORS, **_INFEASIBLE}, tags=["placement"],
+              summary="Decide where one task should run (nothing is run or reserved)")
+    async def route(body: TaskIn) -> JSONResponse:
+        svc = get()
+        _tune_batch(route_many, svc)
+        item = svc.parse_task(body.model_dump(exclude_none=True, mode="json"))
+        view = await route_one(item)
+        if not view["placed"]:
+            raise ApiError(view["status"], view["explanation"], extra={"decision": view},
+                           headers={"Retry-After": "5"} if view["status"] == 503 else None)
+        return JSONResponse(view)
+
+    @api.post("/v1/route/batch", response_model=BatchOut, responses=_ERRORS, tags=["placement"],
+              summary="Decide for many tasks at once, in order")
+    async def route_batch(body: BatchIn) -> JSONResponse:
+        svc = get()
+        if len(body.tasks) > svc.cfg.max_batch:
+            raise ApiError(422, f"at most {svc.cfg.max_batch} tasks per call, got {len(body.tasks)}",
+                           loc=["body", "tasks"])
+        items = [svc.parse_task(t.model_dump(exclude_none=True, mode="json"), ("body", "tasks", i))
+                 for i, t in enumerate(body.tasks)]
+        t0 = time.perf_counter()
+        if len(items) <= INLINE_BATCH:
+            views = svc.decide(items, plan=body.plan, endpoint="batch")
+        else:
+            views = await run_in_threadpool(svc.decide, items, plan=body.plan, endpoint="batch")
+        return JSONResponse({"decisions": views, "policy": svc.policies.active.name, "plan": body.plan,
+                             "decision_ms": round((time.perf_counter() - t0) * 1000.0, 3)})
+
+    @api.post("/v1/tasks", status_code=202, response_model=TaskOut, tags=["tasks"],
+              responses={**_ERRORS, **_INFEASIBLE,
+                         200: {"model": TaskOut, "description": "finished (wait=true), or the existing record "
+                                                               "of a task with this id (idempotent retry)"},
+                         409: {"model": ErrorOut, "description": "cannot ever be hosted, or a request with "
+                                                                 "this id is in progress"}},
+              summary="Accept a task, place it and run it on the cluster")
+    async def create_task(body: TaskIn,
+                          wait: bool = Query(False, description="answer when the task has ended"),
+                          timeout_s: Optional[float] = Query(None, gt=0, le=86_400, allow_inf_nan=False,
+                                                             description="longest wait (default: router config)")
+                          ) -> JSONResponse:
+        svc = get()
+        task, pool = svc.parse_task(body.model_dump(exclude_none=True, mode="json"))
+        with svc.claim(task.id):
+            existing = await blocking(svc.accept, task, pool)
+            if existing is not None:
+                return JSONResponse(existing, status_code=200, headers={"Idempotent-Replay": "true"})
+            view, fut, status = svc.start(task, pool)
+        if fut is None:
+            raise ApiError(status, view["explanation"], extra={"task_id": task.id, "decision": view},
+                           headers={"Retry-After": "5"} if status == 503 else None)
+        accepted = {"task_id": task.id, "status": "placed" if view["queued"] else "running",
+                    "policy": view["policy"], "pool": view["pool"], "node": view["node"], "decision": view}
+        if not wait:
+            return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/tasks/{task.id}"})
+        limit = min(timeout_s or svc.cfg.wait_timeout_s, svc.cfg.wait_timeout_s)
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), limit)
+        except asyncio.TimeoutError:
+            return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/tasks/{task.id}"})
+        return JSONResponse(svc.result_view(task, view, fut), status_code=200)
+
+    @api.get("/v1/tasks/{task_id}", response_model=TaskOut, tags=["tasks"],
+             responses={404: {"model": ErrorOut, "description": "no such task"}},
+             summary="One task's record and life cycle")
+    async def get_task(task_id: str = Path(..., min_length=1, max_length=128)) -> JSONResponse:
+        rec = await blocking(get().record, task_id)
+        if rec is None:
+            raise ApiError(404, f"no task {task_id!r} in the history")
+        return JSONResponse(rec)
+
+    @api.get("/v1/tasks", response_model=TaskPage, tags=["tasks"], responses={422: _ERRORS[422]},
+             summary="Tasks from the history, newest first")
+    async def list_tasks(
+            status: Optional[Literal["accepted", "placed", "running", "succeeded", "failed", "rejected"]] = None,
+            pool: Optional[str] = Query(None, max_length=64),
+            policy: Optional[str] = Query(None, max_length=64),
+            since: Optional[float] = Query(None, allow_inf_nan=False, description="accepted at or after (unix s)"),
+            until: Optional[float] = Query(None, allow_inf_nan=False, description="accepted before (unix s)"),
+            limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000_000)) -> JSONResponse:
+        svc = get()
+        page = await blocking(lambda: svc.query(status=status, pool=pool, policy=policy, since=since, until=until,
+                                                limit=limit, offset=offset))
+        return JSONResponse(page)
+
+    @api.get("/v1/cluster", response_model=ClusterOut, tags=["cluster"],
+             summary="Node health: tier, load, free shares, network latency, alive")
+    async def cluster() -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(get().cluster))
+
+    @api.get("/v1/policy", response_model=PolicyOut, tags=["policy"])
+    async def get_policy() -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(get().policy_info))
+
+    @api.put("/v1/policy", response_model=PolicyOut, responses={**_ERRORS, **_ADMIN}, tags=["policy"],
+             dependencies=[Depends(admin)], summary="Switch the policy (admin); in-flight requests finish")
+    async def put_policy(body: PolicyIn) -> JSONResponse:
+        svc = get()
+        try:
+            info = await run_in_threadpool(svc.set_policy, body.policy, body.version)
+        except PolicyChoiceError as exc:
+            raise ApiError(422, exc.reason, loc=["body", exc.field]) from None
+        return JSONResponse(info)
+
+    return api
+
+
+_IN_REPLICA: list[bool] = []
+
+
+def _in_replica() -> bool:
+    """Whether this process is a Serve replica (``@serve.batch`` needs one)."""
+    if not _IN_REPLICA:
+        try:
+            serve.get_replica_context()
+            _IN_REPLICA.append(True)
+        except Exception:  # noqa: BLE001 - RayServeException outside a replica
+            _IN_REPLICA.append(False)
+    return _IN_REPLICA[0]
+
+
+def _tune_batch(batched: Any, svc: RouterService) -> None:
+    """Apply the config's ``@serve.batch`` settings once (they are per process)."""
+    if getattr(batched, "_orch_tuned", False):
+        return
+    batched.set_max_batch_size(svc.cfg.batch_max_size)
+    batched.set_batch_wait_timeout_s(svc.cfg.batch_wait_s)
+    batched._orch_tuned = True

@@ -1,0 +1,207 @@
+"""The router's own settings: one frozen dataclass, validated field by field.
+
+These are the ``args`` of the Serve application (``serve_app:build_app`` in
+``configs/serve.yaml``, or ``serve run serve_app:build_app policy=...``); Serve's
+own settings (``http_options``, ``proxy_location``) stay in Serve's config. Errors
+are :class:`cluster.config.ConfigError`, naming the field.
+
+The admin token is never a config value: the config names where it comes from
+(an environment variable, a file readable by the router, or only its SHA-256 when
+the operator wants no secret on the cluster at all). With none configured, admin
+calls are refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from cluster.config import ConfigError, Fields, load_yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HISTORY = "sqlite:///results/serve/history.db"
+TOKEN_ENV = "ORCH_ADMIN_TOKEN"
+TOKEN_FILE_ENV = "ORCH_ADMIN_TOKEN_FILE"
+#: environment variable naming a YAML file of router args (``serve run serve_app:app``)
+CONFIG_ENV = "ORCH_SERVE_CONFIG"
+MIN_TOKEN_CHARS = 16
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Settings of one router application.
+
+    Attributes:
+        cluster: topology YAML of the cluster the router places on; default
+            ``$ORCH_CLUSTER_CONFIG``, which the launcher sets on every node.
+        policy: initial policy (``fastest-feasible``, ``rf:latest``, ``rl:3`` ...).
+        registry: model registry root for learned policies (default ``$ORCH_REGISTRY``).
+        history_url: task history store (``sqlite:///path``; relative paths are
+            under the repository root, so every process resolves them the same).
+        admin_token_env / admin_token_file / admin_token_sha256: where the admin
+            bearer token comes from (first configured wins: sha256, file, env).
+        time_compression: workload seconds per wall second for emulated task work.
+        kernel: ``sleep`` or ``cpu`` (burn CPU) for the emulated work.
+        max_retries: re-placements of a task whose node dies.
+        max_batch: most tasks in one ``/v1/route/batch`` call.
+        max_body_bytes: larger request bodies get 413.
+        batch_max_size / batch_wait_s: ``@serve.batch`` of concurrent single routes.
+        wait_timeout_s: longest ``?wait=true`` on ``POST /v1/tasks``.
+        refresh_s: how stale Ray's node view may get (node death shows within this).
+        resume_unfinished: on start, re-place tasks a previous router accepted but
+            did not finish (at-least-once execution).
+        seed: seeds random policies and network-delay draws.
+        warm_workers: Ray workers started per node when the router starts (a cold
+            worker costs seconds of the first tasks' queue time; each idle one costs memory).
+        pin_to_head: run the router replica on the Ray head (label
+            ``orchestrator-role=head``); false lets Serve place it anywhere.
+    """
+
+    cluster: str | None = None
+    policy: str = "fastest-feasible"
+    registry: str | None = None
+    history_url: str = DEFAULT_HISTORY
+    admin_token_env: str = TOKEN_ENV
+    admin_token_file: str | None = None
+    admin_token_sha256: str | None = None
+    time_compression: float = 1.0
+    kernel: str = "sleep"
+    max_retries: int = 2
+    max_batch: int = 10_000
+    max_body_bytes: int = 8 << 20
+    batch_max_size: int = 64
+    batch_wait_s: float = 0.0
+    wait_timeout_s: float = 300.0
+    refresh_s: float = 0.5
+    resume_unfinished: bool = True
+    seed: int = 0
+    warm_workers: int = 1
+    pin_to_head: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def cluster_path(self) -> Path:
+        """The topology file: ``cluster`` or ``$ORCH_CLUSTER_CONFIG``."""
+        path = self.cluster or os.environ.get("ORCH_CLUSTER_CONFIG")
+        if not path:
+            raise ConfigError(None, "cluster", "no cluster topology: set `cluster` in the router args or "
+                                               "ORCH_CLUSTER_CONFIG (the launcher sets it on its nodes)")
+        return _under_repo(path)
+
+    def history_path_url(self) -> str:
+        """``history_url`` with a relative SQLite path made absolute under the repository."""
+        prefix = "sqlite:///"
+        if self.history_url.startswith(prefix):
+            return prefix + str(_under_repo(self.history_url[len(prefix):]))
+        return self.history_url
+
+
+def _under_repo(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+_ALLOWED = {f.name for f in fields(RouterConfig)}
+
+
+def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | None = None) -> RouterConfig:
+    """Validate a mapping of router args; unknown keys and bad values name the field."""
+    f = Fields(dict(data or {}), file=source or "<router args>", path="")
+    f.check_keys(_ALLOWED)
+    d = RouterConfig()
+
+    def opt_str(key: str) -> str | None:
+        return f.str(key) if f.has(key) and f.raw(key) is not None else getattr(d, key)
+
+    sha = opt_str("admin_token_sha256")
+    if sha is not None and not _SHA256.match(sha):
+        raise f.error("admin_token_sha256", "must be 64 lower-case hex digits (sha256sum of the token)")
+    kernel = f.str("kernel", d.kernel, choices={"sleep", "cpu"})
+    history = f.str("history_url", d.history_url)
+    if not history.startswith("sqlite:///"):
+        raise f.error("history_url", f"unsupported store {history!r}: use sqlite:///path/to/history.db")
+    return RouterConfig(
+        cluster=opt_str("cluster"),
+        policy=f.str("policy", d.policy),
+        registry=opt_str("registry"),
+        history_url=history,
+        admin_token_env=f.str("admin_token_env", d.admin_token_env),
+        admin_token_file=opt_str("admin_token_file"),
+        admin_token_sha256=sha,
+        time_compression=f.num("time_compression", d.time_compression, min=0.0, strict_min=True),
+        kernel=kernel,
+        max_retries=int(f.num("max_retries", d.max_retries, min=0, max=10)),
+        max_batch=int(f.num("max_batch", d.max_batch, min=1, max=1_000_000)),
+        max_body_bytes=int(f.num("max_body_bytes", d.max_body_bytes, min=1024, max=1 << 30)),
+        batch_max_size=int(f.num("batch_max_size", d.batch_max_size, min=1, max=10_000)),
+        batch_wait_s=f.num("batch_wait_s", d.batch_wait_s, min=0.0, max=1.0),
+        wait_timeout_s=f.num("wait_timeout_s", d.wait_timeout_s, min=0.0, max=86_400.0, strict_min=True),
+        refresh_s=f.num("refresh_s", d.refresh_s, min=0.05, max=60.0),
+        resume_unfinished=_bool(f, "resume_unfinished", d.resume_unfinished),
+        seed=int(f.num("seed", d.seed, min=0)),
+        warm_workers=int(f.num("warm_workers", d.warm_workers, min=0, max=64)),
+        pin_to_head=_bool(f, "pin_to_head", d.pin_to_head),
+    )
+
+
+def _bool(f: Fields, key: str, default: bool) -> bool:
+    v = f.raw(key, default)
+    if isinstance(v, str) and v.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return v.lower() in ("true", "1", "yes")  # `serve run ... key=value` passes strings
+    if not isinstance(v, bool):
+        raise f.error(key, f"must be true or false, got {v!r}")
+    return v
+
+
+def load_router_config(path: str | Path) -> RouterConfig:
+    """Router args from a YAML file: either the args mapping itself or a Serve config
+    whose first application using ``serve_app`` carries them under ``args``."""
+    f = load_yaml(path)
+    apps = f.data.get("applications")
+    if isinstance(apps, list):
+        for app in apps:
+            if isinstance(app, Mapping) and str(app.get("import_path", "")).startswith("serve_app"):
+                return parse_router_config(app.get("args") or {}, path)
+        raise ConfigError(path, "applications", "no application with import_path serve_app:...")
+    return parse_router_config(f.data, path)
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def resolve_admin_token(cfg: RouterConfig, environ: Mapping[str, str] | None = None) -> tuple[str | None, str]:
+    """``(sha256 of the admin token or None, where it came from / how to set one)``.
+
+    Resolution order: ``admin_token_sha256``, ``admin_token_file``, the file named
+    by ``$ORCH_ADMIN_TOKEN_FILE``, then the variable ``admin_token_env``. A token
+    shorter than 16 characters is refused (ConfigError), not silently accepted.
+    """
+    env = os.environ if environ is None else environ
+    if cfg.admin_token_sha256:
+        return cfg.admin_token_sha256, "admin_token_sha256 in the router config"
+    for key, path in (("admin_token_file", cfg.admin_token_file), (TOKEN_FILE_ENV, env.get(TOKEN_FILE_ENV))):
+        if path:
+            p = Path(path).expanduser()
+            try:
+                token = p.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(None, key, f"cannot read the admin token file {p}: {exc.strerror}") from None
+            return _checked(token, key), f"file {p}"
+    token = env.get(cfg.admin_token_env, "").strip()
+    if token:
+        return _checked(token, cfg.admin_token_env), f"environment variable {cfg.admin_token_env}"
+    return None, (f"no admin token is configured: set {cfg.admin_token_env} (at least {MIN_TOKEN_CHARS} "
+                  f"characters) or {TOKEN_FILE_ENV} where the router runs, or admin_token_file / "
+                  "admin_token_sha256 in the router config, then restart the router")
+
+
+def _checked(token: str, where: str) -> str:
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(None, where, f"the admin token must have at least {MIN_TOKEN_CHARS} characters")
+    return token_sha256(token)

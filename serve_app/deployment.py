@@ -1,0 +1,94 @@
+"""The Ray Serve application: one ``Router`` replica serving :mod:`serve_app.api`.
+
+One replica, on purpose: it owns the placement bookkeeping of the cluster (the
+executor) and is the single writer of the task history, so two replicas would
+double-book capacity and race on the history. Throughput comes from making each
+request cheap and batching concurrent ones, not from replicas; the proxy in front
+is the ceiling (see README "Serve router"). Serve restarts the replica if it dies
+or fails its health check; the new one resumes what the old one had accepted.
+
+The replica is pinned (by default) to the Ray head, which the launcher labels
+``orchestrator-role=head`` and gives no CPUs: the router takes no capacity the
+policies hand out, and the history file stays on one host across restarts.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from cluster.ray_resources import LABEL_ROLE
+from serve_app import runtime
+from serve_app.api import create_api
+from serve_app.auth import AdminAuth
+from serve_app.config import RouterConfig, parse_router_config, resolve_admin_token
+from serve_app.liveness import NodeProber
+from serve_app.service import RouterService
+
+log = logging.getLogger("serve_app")
+
+HEALTH_TIMEOUT_S = 10.0
+
+
+def _asgi():
+    """Evaluated in the replica: the FastAPI app bound to this process's service."""
+    return create_api(runtime.service, runtime.auth)
+
+
+@serve.deployment(name="Router", num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0},
+                  health_check_period_s=5, health_check_timeout_s=30, graceful_shutdown_timeout_s=20)
+@serve.ingress(_asgi)
+class Router:
+    """The router replica: builds the service, resumes unfinished tasks, reports health."""
+
+    def __init__(self, config: dict[str, Any], admin_sha256: str | None = None, admin_note: str = "") -> None:
+        cfg = parse_router_config(config)
+        if admin_sha256 is None:  # none where the app was built: look where the replica runs
+            admin_sha256, admin_note = resolve_admin_token(cfg)
+        svc = RouterService(cfg)
+        svc.prober = NodeProber(svc.live.mark_dead, period_s=cfg.refresh_s).start()
+        runtime.install(svc, AdminAuth(admin_sha256, admin_note))
+        threading.Thread(target=self._background, args=(svc,), name="router-start", daemon=True).start()
+
+    @staticmethod
+    def _background(svc: RouterService) -> None:
+        """After start: resume what a previous router left unfinished, then warm the workers."""
+        try:
+            if svc.cfg.resume_unfinished:
+                n = svc.resume_unfinished()
+                if n:
+                    log.warning("resumed %d task(s) accepted by a previous router", n)
+            svc.warm_up()
+        except Exception:  # noqa: BLE001 - the router serves regardless
+            log.exception("router start-up work failed")
+
+    async def check_health(self) -> None:
+        """Serve restarts the replica if tasks could no longer finish or be recorded."""
+        svc = runtime.service()
+        if not svc.executor_alive():
+            raise RuntimeError("the executor's completion thread has stopped")
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.run_in_executor(None, svc.history.flush), HEALTH_TIMEOUT_S)
+
+    def __del__(self) -> None:
+        svc = runtime.uninstall()
+        if svc is not None:
+            svc.close()
+
+
+def actor_options(cfg: RouterConfig) -> dict[str, Any]:
+    opts: dict[str, Any] = {"num_cpus": 0}
+    if cfg.pin_to_head:
+        opts["label_selector"] = {LABEL_ROLE: "head"}
+    return opts
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The application for ``serve run serve_app:build_app key=value ...`` and ``configs/serve.yaml``."""
+    cfg = parse_router_config(args)
+    sha, note = resolve_admin_token(cfg)
+    return Router.options(ray_actor_options=actor_options(cfg)).bind(cfg.to_dict(), sha, note)

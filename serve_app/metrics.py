@@ -1,0 +1,139 @@
+"""The router's metrics, exported through Ray's Prometheus endpoint (``ray.util.metrics``).
+
+Every node's metrics agent serves what the processes on it record; Ray prefixes
+custom metric names with ``ray_`` (README "Metrics and dashboards"):
+
+* ``ray_orch_decisions_total`` (counter; policy, pool, endpoint): placement decisions,
+  ``pool="none"`` when not placed;
+* ``ray_orch_decision_latency_ms`` (histogram; policy): time the policy took for one task;
+* ``ray_orch_tasks_accepted_total`` (counter; policy): tasks accepted by ``POST /v1/tasks``;
+* ``ray_orch_tasks_finished_total`` (counter; pool, status): tasks that ended, by outcome;
+* ``ray_orch_task_latency_ms`` (histogram; pool): end-to-end latency of succeeded tasks;
+* ``ray_orch_task_cost_dollars_total`` (counter; pool): cost of finished tasks;
+* ``ray_orch_slo_misses_total`` (counter; priority): succeeded tasks over their SLO;
+* ``ray_orch_tasks_in_flight`` (gauge): tasks accepted and not yet finished.
+
+Outside a Ray worker (unit tests, a dry run) the same calls land in an in-memory
+:class:`MemorySink`, which tests read back; nothing pretends to have exported.
+"""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Protocol
+
+DECISION_MS_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 100]
+TASK_MS_BUCKETS = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000, 3_600_000]
+
+#: name -> (type, description, tag keys, histogram buckets)
+SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
+    "orch_decisions": ("counter", "Placement decisions by policy, chosen pool and endpoint",
+                       ("policy", "pool", "endpoint"), None),
+    "orch_decision_latency_ms": ("histogram", "Time to decide one task (ms)", ("policy",), DECISION_MS_BUCKETS),
+    "orch_tasks_accepted": ("counter", "Tasks accepted by POST /v1/tasks", ("policy",), None),
+    "orch_tasks_finished": ("counter", "Tasks that ended, by pool and final status", ("pool", "status"), None),
+    "orch_task_latency_ms": ("histogram", "End-to-end latency of succeeded tasks (ms)", ("pool",),
+                             TASK_MS_BUCKETS),
+    "orch_task_cost_dollars": ("counter", "Cost of finished tasks (US dollars)", ("pool",), None),
+    "orch_slo_misses": ("counter", "Succeeded tasks that missed their latency SLO", ("priority",), None),
+    "orch_tasks_in_flight": ("gauge", "Tasks accepted and not yet finished", (), None),
+}
+
+
+class Sink(Protocol):
+    def inc(self, name: str, value: float, tags: dict[str, str]) -> None: ...
+
+    def observe(self, name: str, value: float, tags: dict[str, str]) -> None: ...
+
+    def set(self, name: str, value: float, tags: dict[str, str]) -> None: ...
+
+
+class RaySink:
+    """``ray.util.metrics`` objects, created once per process."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics as m
+
+        self._m = {}
+        for name, (kind, desc, keys, buckets) in SPECS.items():
+            if kind == "counter":
+                self._m[name] = m.Counter(name, desc, tag_keys=keys)
+            elif kind == "histogram":
+                self._m[name] = m.Histogram(name, desc, boundaries=buckets, tag_keys=keys)
+            else:
+                self._m[name] = m.Gauge(name, desc, tag_keys=keys)
+
+    def inc(self, name: str, value: float, tags: dict[str, str]) -> None:
+        self._m[name].inc(value, tags)
+
+    def observe(self, name: str, value: float, tags: dict[str, str]) -> None:
+        self._m[name].observe(value, tags)
+
+    def set(self, name: str, value: float, tags: dict[str, str]) -> None:
+        self._m[name].set(value, tags)
+
+
+class MemorySink:
+    """In-process totals (counters and gauges) and observation lists (histograms)."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, tuple], float] = defaultdict(float)
+        self.observations: dict[tuple[str, tuple], list[float]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(name: str, tags: dict[str, str]) -> tuple[str, tuple]:
+        return name, tuple(sorted(tags.items()))
+
+    def inc(self, name: str, value: float, tags: dict[str, str]) -> None:
+        with self._lock:
+            self.values[self._key(name, tags)] += value
+
+    def observe(self, name: str, value: float, tags: dict[str, str]) -> None:
+        with self._lock:
+            self.observations[self._key(name, tags)].append(value)
+
+    def set(self, name: str, value: float, tags: dict[str, str]) -> None:
+        with self._lock:
+            self.values[self._key(name, tags)] = value
+
+    def total(self, name: str, **tags: str) -> float:
+        """Sum of a counter over the series matching ``tags``."""
+        return sum(v for (n, t), v in self.values.items()
+                   if n == name and all((k, v2) in t for k, v2 in tags.items()))
+
+
+class RouterMetrics:
+    """What the router records; see the module docstring for the exported names."""
+
+    def __init__(self, sink: Sink | None = None) -> None:
+        if sink is None:
+            import ray
+
+            sink = RaySink() if ray.is_initialized() else MemorySink()
+        self.sink = sink
+
+    def decisions(self, policy: str, endpoint: str, pools: dict[str, int], ms: list[float]) -> None:
+        """One call per request: counts per chosen pool, one latency observation per decision."""
+        for pool, n in pools.items():
+            self.sink.inc("orch_decisions", n, {"policy": policy, "pool": pool, "endpoint": endpoint})
+        tags = {"policy": policy}
+        for x in ms:
+            self.sink.observe("orch_decision_latency_ms", x, tags)
+
+    def accepted(self, policy: str) -> None:
+        self.sink.inc("orch_tasks_accepted", 1, {"policy": policy})
+
+    def finished(self, pool: str | None, status: str, latency_ms: float | None, cost: float | None,
+                 priority: int, slo_met: bool | None) -> None:
+        pool = pool or "none"
+        self.sink.inc("orch_tasks_finished", 1, {"pool": pool, "status": status})
+        if cost:
+            self.sink.inc("orch_task_cost_dollars", cost, {"pool": pool})
+        if status == "succeeded" and latency_ms is not None:
+            self.sink.observe("orch_task_latency_ms", latency_ms, {"pool": pool})
+            if slo_met is False:
+                self.sink.inc("orch_slo_misses", 1, {"priority": str(priority)})
+
+    def in_flight(self, n: int) -> None:
+        self.sink.set("orch_tasks_in_flight", n, {})

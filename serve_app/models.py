@@ -1,0 +1,174 @@
+"""Request and response bodies of the HTTP API (pydantic; they make the OpenAPI document).
+
+Request models carry the same bounds as :func:`scheduler.task.make_task`, so the
+OpenAPI document tells clients (and the fuzzer) what is valid; ``make_task`` stays
+the authority and runs after them. Unknown fields are refused (a typo must not
+silently become a default). Responses are built as plain dicts on the hot path and
+documented by these models.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cluster.topology import MIG_PROFILES
+from scheduler.task import MAX_CPU_MILLI, MAX_DESCRIPTION, MAX_GPUS, MAX_MEM_MIB, MAX_SLO_MS, MAX_WORK_S
+
+MigProfile = Enum("MigProfile", {p.replace(".", "_"): p for p in MIG_PROFILES}, type=str)
+StrictInt = Annotated[int, Field(strict=True)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskIn(_Strict):
+    """A task to place. Give a ``description`` alone and the rest is inferred; explicit fields win."""
+
+    id: Optional[str] = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$",
+                              description="Client id; on POST /v1/tasks it is the idempotency key "
+                                          "(a retry with the same id returns the recorded task).")
+    description: Optional[str] = Field(None, max_length=MAX_DESCRIPTION,
+                                       examples=["real-time fraud detection"])
+    priority: Optional[StrictInt] = Field(None, ge=1, le=10)
+    slo_ms: Optional[float] = Field(None, gt=0, le=MAX_SLO_MS, description="latency SLO, end to end")
+    cpu_milli: Optional[StrictInt] = Field(None, ge=0, le=MAX_CPU_MILLI)
+    mem_mib: Optional[StrictInt] = Field(None, ge=0, le=MAX_MEM_MIB)
+    gpu_milli: Optional[StrictInt] = Field(None, ge=0, le=999, description="a fraction of one GPU")
+    gpu_count: Optional[StrictInt] = Field(None, ge=0, le=MAX_GPUS, description="whole GPUs")
+    mig_profile: Optional[MigProfile] = None
+    gpu_models: Optional[list[Annotated[str, Field(min_length=1, max_length=64)]]] = Field(None, max_length=32)
+    work: Optional[float] = Field(None, ge=0, le=MAX_WORK_S, description="seconds on the reference device")
+    cost_sensitivity: Optional[StrictInt] = Field(None, ge=1, le=10)
+    kind: Optional[str] = Field(None, min_length=1, max_length=64)
+    pool: Optional[str] = Field(None, min_length=1, max_length=64,
+                                description="run only in this pool (the policy chooses within it)")
+
+
+class BatchIn(_Strict):
+    tasks: list[TaskIn] = Field(..., min_length=1)
+    plan: bool = Field(False, description="each decision takes the capacity the ones before it took "
+                                          "(a coherent plan; nothing is reserved on the cluster); "
+                                          "false: each is decided against the same state, as if sent alone")
+
+
+class PolicyIn(_Strict):
+    policy: str = Field(..., min_length=1, max_length=64, examples=["rf", "fastest-feasible", "rl:3"])
+    version: Optional[Annotated[str, Field(min_length=1, max_length=16)] | StrictInt] = Field(
+        None, description="registry version of a learned policy: 'latest' or a number")
+
+
+class ShareOut(BaseModel):
+    kind: Literal["cpu", "slice", "whole", "mig"]
+    amount: int | str
+    text: str
+
+
+class DecisionOut(BaseModel):
+    task_id: str
+    placed: bool
+    node: Optional[str] = None
+    pool: Optional[str] = None
+    tier: Optional[str] = None
+    node_class: Optional[str] = None
+    share: Optional[ShareOut] = None
+    device: Optional[int] = None
+    queued: bool = False
+    confidence: Optional[float] = None
+    probabilities: Optional[dict[str, float]] = None
+    scores: dict[str, float] = Field(default_factory=dict, description="per feasible node; higher is better")
+    explanation: str
+    policy: str
+    policy_version: Optional[int] = None
+    decision_ms: float
+    inferred: list[str] = Field(default_factory=list, description="fields inferred from the description")
+    status: Optional[int] = Field(None, description="batch only: 409 or 503 when not placed")
+
+
+class BatchOut(BaseModel):
+    decisions: list[DecisionOut]
+    policy: str
+    plan: bool
+    decision_ms: float
+
+
+class TaskOut(BaseModel):
+    """A task as the history records it."""
+
+    model_config = ConfigDict(extra="allow")
+    task_id: str
+    status: Literal["accepted", "placed", "running", "succeeded", "failed", "rejected"]
+    reason: Optional[str] = None
+    policy: Optional[str] = None
+    pool: Optional[str] = None
+    node: Optional[str] = None
+    accepted_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    latency_ms: Optional[float] = None
+    cost: Optional[float] = None
+    slo_met: Optional[bool] = None
+    attempts: Optional[int] = None
+    events: Optional[list[dict[str, Any]]] = None
+
+
+class TaskPage(BaseModel):
+    items: list[TaskOut]
+    total: int
+    limit: int
+    offset: int
+    next_offset: Optional[int] = None
+
+
+class NodeOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    tier: str
+    pool: str
+    node_class: str
+    alive: bool
+    usable: bool
+    problem: str
+    network_ms: list[float]
+    load: float
+    running: int
+    queued: int
+    cpu_free_milli: int
+    gpu_free_milli: int
+    mig_free: dict[str, int]
+
+
+class ClusterOut(BaseModel):
+    cluster: str
+    nodes: list[NodeOut]
+    in_flight: int
+    policy: str
+    time: float
+
+
+class PolicyOut(BaseModel):
+    policy: str
+    version: Optional[int] = None
+    since: float
+    available: list[str]
+    learned: dict[str, list[int]]
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    detail: list[ErrorItem] | str
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    policy: str
+    nodes_usable: int
+    nodes_total: int
+    in_flight: int
+    pid: int

@@ -1,0 +1,434 @@
+"""The router's work, free of HTTP: decide, accept and run tasks, record them, report.
+
+One :class:`RouterService` per router process owns the live cluster state, the
+executor (the one writer of the placement bookkeeping), the active policy and
+the task history; the HTTP layer (:mod:`serve_app.api`) only parses and answers.
+
+A task sent to ``POST /v1/tasks`` goes: validated -> admissible (some usable node
+could ever host it, else 409 or 503 and nothing is recorded) -> *accepted*
+(committed to the history before any answer, so an acknowledged task survives a
+router crash) -> decided and handed to the executor in one critical section ->
+``placed`` (waiting in the node's queue) or ``running`` -> ``succeeded`` or
+``failed`` with the reason, from the executor's completion thread. (A task that
+waited shows ``placed`` until it ends, its ``queue_ms`` saying how long: the
+executor reports no start event yet.)
+
+A router that starts finds the tasks a previous one accepted but did not finish
+and runs them again through the current policy (at-least-once execution), up to
+``max_retries`` attempts, else ends them ``failed`` with the reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import Future
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, Callable, Iterator, Sequence
+
+from cluster.executor import Executor
+from cluster.live_state import LiveState, RayNode
+from cluster.state import ClusterState, share_for
+from cluster.topology import load_cluster
+from scheduler.features import feature_vector
+from scheduler.history import FINAL, STATUSES, HistoryStore, open_store
+from scheduler.model_registry import REGISTRY_ENV
+from scheduler.objective import load_objective
+from scheduler.policy import Decision, why_infeasible
+from scheduler.task import Task, TaskError, make_task
+from serve_app.config import RouterConfig
+from serve_app.errors import ApiError, field_error, task_error
+from serve_app.metrics import RouterMetrics
+from serve_app.plan import book, scratch_copy
+from serve_app.policies import ActivePolicy, PolicyHolder, PoolPolicy, build_policy, learned_versions
+from serve_app.views import decision_view, finite, record_view, result_fields, share_text
+
+log = logging.getLogger("serve_app")
+
+#: decisions per hold of the live-state lock in a batch, so the executor's completion
+#: thread is never kept waiting for a whole large batch
+LOCK_CHUNK = 128
+#: distinct validated task bodies kept (see :meth:`RouterService.parse_task`)
+TEMPLATE_CACHE = 4096
+#: bulky columns left out of task listings (``GET /v1/tasks/{id}`` has them)
+_LIST_OMITS = ("features", "decision")
+#: keys of the stored task JSON that are not :class:`Task` fields
+_STORED_EXTRA = ("pool", "inferred")
+
+
+class RouterService:
+    """Decisions, task runs, history and metrics of one router process."""
+
+    def __init__(self, cfg: RouterConfig, *, metrics: RouterMetrics | None = None,
+                 reader: Callable[..., list[RayNode]] | None = None, history: HistoryStore | None = None) -> None:
+        self.cfg = cfg
+        if cfg.registry:
+            os.environ[REGISTRY_ENV] = cfg.registry  # learned policies resolve "latest" here
+        self.spec = load_cluster(cfg.cluster_path())
+        self._static = ClusterState.from_spec(self.spec)  # the full topology, for "could it ever fit"
+        live_kwargs: dict[str, Any] = {"refresh_s": cfg.refresh_s}
+        if reader is not None:
+            live_kwargs["reader"] = reader
+        self.live = LiveState(self.spec, **live_kwargs)
+        self.executor = Executor(self.live, time_compression=cfg.time_compression, kernel=cfg.kernel,
+                                 max_retries=cfg.max_retries, seed=cfg.seed)
+        self.history = history if history is not None else open_store(cfg.history_path_url())
+        self.policies = PolicyHolder(build_policy(cfg.policy, seed=cfg.seed, registry=cfg.registry))
+        self.metrics = metrics if metrics is not None else RouterMetrics()
+        self.objective = load_objective()
+        self.pools = tuple(self.spec.pools)
+        self._pool_policies: dict[str, tuple[ActivePolicy, PoolPolicy]] = {}
+        self._templates: dict[tuple, Task] = {}
+        self._claims: set[str] = set()
+        self._claims_lock = threading.Lock()
+        self.started_at = time.time()
+        self.resumed = 0
+        self.prober: Any = None  # a NodeProber inside the replica (serve_app.liveness)
+
+    # ------------------------------------------------------------------ input
+    def parse_task(self, data: dict[str, Any], prefix: Sequence[str | int] = ("body",)) -> tuple[Task, str | None]:
+        """A validated task and its pool restriction; a bad field raises a 422 naming it.
+
+        Validation (and inference from the description) runs once per distinct task
+        body: requests repeat a few shapes, and :func:`make_task` is deterministic.
+        """
+        data = {k: v for k, v in data.items() if v is not None}
+        pool = data.pop("pool", None)
+        if pool is not None and pool not in self.pools:
+            raise field_error("pool", f"unknown pool {pool!r} (known: {', '.join(self.pools)})", prefix=prefix)
+        tid = data.pop("id", None) or new_task_id()
+        key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in data.items())
+        template = self._templates.get(key)
+        if template is None:
+            try:
+                template = make_task({"id": "_", **data})
+            except TaskError as exc:
+                raise task_error(exc, prefix) from None
+            if len(self._templates) >= TEMPLATE_CACHE:
+                self._templates.clear()
+            self._templates[key] = template
+        return dataclasses.replace(template, id=tid), pool
+
+    # ------------------------------------------------------------------ decisions
+    def _policy_for(self, active: ActivePolicy, pool: str | None):
+        if pool is None:
+            return active.policy
+        hit = self._pool_policies.get(pool)
+        if hit is None or hit[0] is not active:
+            hit = (active, PoolPolicy(active.policy, pool))
+            self._pool_policies[pool] = hit
+        return hit[1]
+
+    def decide(self, items: Sequence[tuple[Task, str | None]], *, plan: bool = False,
+               endpoint: str = "route") -> list[dict[str, Any]]:
+        """Decisions for ``items`` in order (see :class:`serve_app.models.BatchIn` for ``plan``).
+
+        Nothing is run or reserved; an unplaced decision carries ``status`` 409 or 503.
+        """
+        active = self.policies.active
+        done: list[tuple[Task, str | None, Decision, float]] = []
+        scratch: ClusterState | None = None
+        clock = time.perf_counter
+        for start in range(0, len(items), LOCK_CHUNK):
+            with self.live.lock:
+                state = self.live.snapshot()
+                if plan:
+                    scratch = scratch if scratch is not None else scratch_copy(state)
+                    state = scratch
+                for task, pool in items[start:start + LOCK_CHUNK]:
+                    pol = self._policy_for(active, pool)
+                    t0 = clock()
+                    d = pol.select(task, state)
+                    ms = (clock() - t0) * 1000.0
+                    if plan:
+                        book(state, task, d)
+                    done.append((task, pool, d, ms))
+        views, pools = [], Counter()
+        for task, pool, d, ms in done:
+            v = decision_view(d, task, self.spec, ms, active.name, active.version)
+            if not d.placed:
+                v["status"], v["explanation"] = self.unplaced(task, pool, d)
+            pools[v.get("pool") or "none"] += 1
+            views.append(v)
+        self.metrics.decisions(active.name, endpoint, pools, [x[3] for x in done])
+        return views
+
+    def hosts(self, task: Task, pool: str | None) -> list[int]:
+        """Nodes of the topology (dead or alive) that could ever host ``task``."""
+        return [i for i, nd in enumerate(self.spec.nodes)
+                if (pool is None or nd.pool == pool) and share_for(self._static, i, task) is not None]
+
+    def unplaced(self, task: Task, pool: str | None, d: Decision | None = None) -> tuple[int, str]:
+        """Why nothing can take ``task``: (409, never fits) or (503, its hosts are down)."""
+        hosts = self.hosts(task, pool)
+        where = f" in pool {pool}" if pool else ""
+        if not hosts:
+            return 409, why_infeasible(task, self._static) + where
+        down = [i for i in hosts if not self.live.usable[i]]
+        if down:
+            names = ", ".join(f"{self.spec.nodes[i].name} ({self.live.problems[i] or 'not usable'})" for i in down)
+            if len(down) == len(hosts):
+                return 503, f"every node that could host it{where} is down: {names}; retry later"
+        return 503, (d.explanation if d is not None else "no usable node") + "; retry later"
+
+    def admit(self, task: Task, pool: str | None) -> None:
+        """Raise 409 if no node could ever host ``task``, 503 if all that could are down."""
+        hosts = self.hosts(task, pool)
+        if not hosts or not any(self.live.usable[i] for i in hosts):
+            status, why = self.unplaced(task, pool)
+            raise ApiError(status, why, headers={"Retry-After": "5"} if status == 503 else None,
+                           extra={"task_id": task.id})
+
+    # ------------------------------------------------------------------ tasks
+    @contextmanager
+    def claim(self, task_id: str) -> Iterator[None]:
+        """Hold ``task_id`` for this request; a concurrent request with the same id gets 409."""
+        with self._claims_lock:
+            if task_id in self._claims:
+                raise ApiError(409, "a request with this task id is in progress; retry to read its record",
+                               loc=["body", "id"], type="conflict", headers={"Retry-After": "1"})
+            self._claims.add(task_id)
+        try:
+            yield
+        finally:
+            with self._claims_lock:
+                self._claims.discard(task_id)
+
+    def record(self, task_id: str, events: bool = True) -> dict[str, Any] | None:
+        row = self.history.get(task_id)
+        if row is None:
+            return None
+        return record_view(row, self.history.events(task_id) if events else None)
+
+    def accept(self, task: Task, pool: str | None) -> dict[str, Any] | None:
+        """Record ``task`` durably (returns after the commit), or return the record of an earlier
+        request with the same id (idempotent retry). Blocking: call it off the event loop."""
+        existing = self.record(task.id)
+        if existing is not None:
+            return existing
+        self.admit(task, pool)
+        active = self.policies.active
+        stored = {**task.to_dict(), "pool": pool}
+        self.history.accept(task.id, stored, policy=active.name, policy_version=_text(active.version),
+                            priority=task.priority, slo_ms=task.slo_ms, kind=task.kind)
+        self.metrics.accepted(active.name)
+        return None
+
+    def start(self, task: Task, pool: str | None, *, attempts_before: int = 0,
+              note: str | None = None) -> tuple[dict[str, Any], Future | None, int]:
+        """Decide and hand an accepted task to the executor: (decision view, future, HTTP status)."""
+        try:
+            return self._start(task, pool, attempts_before, note)
+        except Exception as exc:  # a router bug must not leave an accepted task unfinished
+            self.history.update(task.id, "failed", durable=True, reason=f"router error while placing: {exc!r}"[:500])
+            raise
+
+    def _start(self, task: Task, pool: str | None, attempts_before: int,
+               note: str | None) -> tuple[dict[str, Any], Future | None, int]:
+        active = self.policies.active
+        pol = self._policy_for(active, pool)
+        clock = time.perf_counter
+        with self.live.lock:
+            state = self.live.snapshot()
+            t0 = clock()
+            d = pol.select(task, state)
+            ms = (clock() - t0) * 1000.0
+            fut = None
+            x = None
+            waiting = False
+            if d.placed:
+                x = feature_vector(task, state)
+                fut = self.executor.submit(task, d, policy=pol)
+                # the executor either started it or put it in the node's FIFO queue (shared state)
+                waiting = any(t is task for t, _, _ in state.queues[d.node])
+        view = decision_view(d, task, self.spec, ms, active.name, active.version)
+        self.metrics.decisions(active.name, "tasks", {view.get("pool") or "none": 1}, [ms])
+        common = {"policy": active.name, "policy_version": _text(active.version), "decision": view,
+                  "decision_ms": ms}
+        if fut is None:
+            status, why = self.unplaced(task, pool, d)
+            view["status"], view["explanation"] = status, why
+            self.history.update(task.id, "rejected", durable=True, reason=why, attempts=attempts_before, **common)
+            self.metrics.finished(None, "rejected", None, None, task.priority, None)
+            return view, None, status
+        view["queued"] = waiting
+        self.history.update(task.id, "placed" if waiting else "running", reason=note, node=view["node"],
+                            pool=view["pool"], tier=view["tier"], share=share_text(d.share),
+                            confidence=finite(d.confidence), features=x, **common)
+        fut.add_done_callback(partial(self._finished, task, attempts_before))
+        self.metrics.in_flight(self.executor.in_flight)
+        return view, fut, 202
+
+    def _finished(self, task: Task, attempts_before: int, fut: Future) -> None:
+        """Executor completion (its thread): final status, timings, cost, metrics."""
+        try:
+            res = fut.result()
+            status, fields = self._final(task, res, attempts_before)
+            self.history.update(task.id, status, **fields)
+            self.metrics.finished(fields.get("pool"), status, fields["latency_ms"], fields["cost"], task.priority,
+                                  fields.get("slo_met"))
+            self.metrics.in_flight(self.executor.in_flight)
+        except Exception:  # noqa: BLE001 - a callback must not die silently
+            log.exception("recording the end of task %s failed", task.id)
+
+    def _final(self, task: Task, res: Any, attempts_before: int) -> tuple[str, dict[str, Any]]:
+        """Final status and history fields of an executor result.
+
+        The executor answers ``rejected`` when a task whose node failed finds no other
+        node; the task had been accepted and started, so it ends ``failed``, naming
+        the node(s) it lost and why nothing else could take it.
+        """
+        fields = result_fields(res, task, self.objective)
+        fields["attempts"] += attempts_before
+        status = res.status
+        if status == "rejected":
+            status = "failed"
+            lost = ", ".join(res.nodes_tried) or "its node"
+            fields["reason"] = f"lost {lost} (node down) and no other node can take it: {res.reason}"
+        return status, fields
+
+    def result_view(self, task: Task, decision: dict[str, Any], fut: Future) -> dict[str, Any]:
+        """What ``?wait=true`` answers once the task ended (the history row is written behind)."""
+        status, fields = self._final(task, fut.result(), 0)
+        return {"task_id": task.id, "status": status, **fields, "policy": decision["policy"], "decision": decision}
+
+    def resume_unfinished(self) -> int:
+        """Run again what a previous router accepted but did not finish; returns how many."""
+        n = 0
+        for row in self.history.unfinished():
+            tid = row["task_id"]
+            stored = dict(row.get("task") or {})
+            pool = stored.pop("pool", None)
+            for key in _STORED_EXTRA:
+                stored.pop(key, None)
+            tried = int(row.get("attempts") or 0) + (row["status"] != "accepted")
+            try:
+                task = make_task(stored, infer=False)
+            except TaskError as exc:
+                self.history.update(tid, "failed", reason=f"cannot resume after a router restart: {exc}")
+                continue
+            if tried > self.cfg.max_retries:
+                self.history.update(tid, "failed", attempts=tried,
+                                    reason=f"the router restarted while the task was {row['status']}; "
+                                           f"not run again after {tried} attempt(s)")
+                self.metrics.finished(row.get("pool"), "failed", None, None, task.priority, None)
+                continue
+            try:
+                self.start(task, pool, attempts_before=tried,
+                           note=f"resumed after a router restart (it was {row['status']})")
+            except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others
+                log.exception("resuming task %s failed", tid)
+                self.history.update(tid, "failed", reason=f"could not resume after a router restart: {exc}")
+                continue
+            n += 1
+        self.resumed += n
+        return n
+
+    def query(self, *, status: str | None, pool: str | None, policy: str | None, since: float | None,
+              until: float | None, limit: int, offset: int) -> dict[str, Any]:
+        if status is not None and status not in STATUSES:
+            raise field_error("status", f"unknown status {status!r} (known: {', '.join(STATUSES)})",
+                              prefix=("query",))
+        filters = {"status": status, "pool": pool, "policy": policy, "since": since, "until": until}
+        rows = self.history.query(**filters, limit=limit, offset=offset)
+        total = self.history.count(**filters)
+        nxt = offset + len(rows)
+        return {"items": [record_view({k: v for k, v in r.items() if k not in _LIST_OMITS}) for r in rows],
+                "total": total, "limit": limit, "offset": offset,
+                "next_offset": nxt if nxt < total else None}
+
+    # ------------------------------------------------------------------ cluster and policy
+    def cluster(self) -> dict[str, Any]:
+        nodes = []
+        for v in self.live.nodes():
+            d = {k: getattr(v, k) for k in ("name", "tier", "pool", "node_class", "alive", "usable", "node_id",
+                                            "problem", "load", "running", "queued", "cpu_free_milli",
+                                            "gpu_free_milli", "mig_free", "labels", "ray_total", "ray_available")}
+            d["network_ms"] = list(v.network_ms)
+            d["load"] = finite(d["load"]) or 0.0
+            nodes.append(d)
+        return {"cluster": self.spec.name, "nodes": nodes, "in_flight": self.executor.in_flight,
+                "policy": self.policies.active.name, "time": time.time()}
+
+    def policy_info(self) -> dict[str, Any]:
+        from scheduler.policy import available_policies
+
+        a = self.policies.active
+        return {"policy": a.name, "version": a.version, "since": a.since, "available": available_policies(),
+                "learned": learned_versions(self.cfg.registry)}
+
+    def set_policy(self, name: str, version: str | int | None) -> dict[str, Any]:
+        """Build the new policy fully, then swap; requests in flight finish with the old one."""
+        new = build_policy(name, version, seed=self.cfg.seed, registry=self.cfg.registry)
+        old = self.policies.swap(new)
+        log.info("policy switched from %s to %s", old.name, new.name)
+        return {**self.policy_info(), "previous": old.name}
+
+    def warm_up(self, per_node: int | None = None, timeout_s: float = 120.0) -> int:
+        """Start Ray worker processes on every usable node before the first task needs them.
+
+        A cold worker costs seconds here (process start and imports), which would land
+        in the first tasks' queue time. Zero-CPU tasks pinned to each node, running at
+        once so each needs its own worker (``warm_workers`` per node, at most its CPUs:
+        the idle workers Ray keeps); returns how many ran.
+        """
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        per_node = self.cfg.warm_workers if per_node is None else per_node
+        if per_node <= 0:
+            return 0
+        with self.live.lock:
+            self.live.refresh()
+            targets = [(nid, min(per_node, max(1, nd.cpu_milli // 1000)))
+                       for nd, nid, ok in zip(self.spec.nodes, self.live.node_ids, self.live.usable) if ok and nid]
+        body = ray.remote(num_cpus=0, max_retries=0)(_hold)
+        refs = [body.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote(0.5)
+                for nid, k in targets for _ in range(k)]
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        return len(done)
+
+    def executor_alive(self) -> bool:
+        """Whether the executor's completion thread still runs (without it no task ever ends)."""
+        thread = getattr(self.executor, "_thread", None)
+        return thread is None or thread.is_alive()
+
+    def health(self) -> dict[str, Any]:
+        with self.live.lock:
+            self.live.snapshot()
+        usable = sum(self.live.usable)
+        return {"status": "ok" if usable and self.executor_alive() else "degraded", "policy": self.policies.active.name,
+                "nodes_usable": usable, "nodes_total": len(self.spec.nodes), "in_flight": self.executor.in_flight,
+                "pid": os.getpid()}
+
+    def close(self) -> None:
+        if self.prober is not None:
+            self.prober.stop()
+        self.executor.close()
+        self.history.close()
+
+
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNTER = itertools.count(1)
+
+
+def _hold(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def new_task_id() -> str:
+    """A server-side task id: random per process, then a counter (uuid4 per task costs 15 us here)."""
+    return f"t-{_ID_PREFIX}-{next(_ID_COUNTER)}"
+
+
+def _text(v: int | None) -> str | None:
+    return None if v is None else str(v)
+
+
+__all__ = ["RouterService", "new_task_id", "FINAL"]

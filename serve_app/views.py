@@ -1,0 +1,105 @@
+"""Decisions, nodes, task results and history rows as JSON-ready dicts.
+
+Built by hand rather than through FastAPI's encoder: this runs once per decision
+on the hot path, and NaN (an infeasible node's score, a failed task's latency)
+must become ``null`` because JSON has no NaN.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from cluster.state import Share
+from cluster.topology import ClusterSpec, node_class
+from scheduler.policy import Decision
+from scheduler.task import Task
+
+
+def finite(x: Any) -> float | None:
+    """``x`` as a float, or None when it is missing or not finite."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def share_view(share: Share | None) -> dict[str, Any] | None:
+    if share is None:
+        return None
+    kind, amount = share
+    if kind == "cpu":
+        text = "CPU only"
+    elif kind == "slice":
+        text = f"{int(amount) / 1000:g} of one GPU (shared)"
+    elif kind == "whole":
+        text = f"{amount} whole GPU(s)"
+    else:
+        text = f"MIG {amount} instance"
+    return {"kind": kind, "amount": amount if kind == "mig" else int(amount), "text": text}
+
+
+def share_text(share: Share | None) -> str | None:
+    """Compact form for the history's ``share`` column: ``cpu``, ``slice:250``, ``mig:1g.10gb``."""
+    return None if share is None else (share[0] if share[0] == "cpu" else f"{share[0]}:{share[1]}")
+
+
+_ROWS: dict[int, tuple[ClusterSpec, list[tuple[str, str, str, str]]]] = {}
+
+
+def _node_rows(spec: ClusterSpec) -> list[tuple[str, str, str, str]]:
+    """(name, pool, tier, node class) per node, computed once per topology."""
+    hit = _ROWS.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        hit = (spec, [(nd.name, nd.pool, nd.tier, node_class(nd, spec.tiers[nd.tier])) for nd in spec.nodes])
+        _ROWS[id(spec)] = hit
+    return hit[1]
+
+
+def decision_view(d: Decision, task: Task, spec: ClusterSpec, ms: float, policy: str,
+                  version: int | None) -> dict[str, Any]:
+    """One decision as the API returns it (``spec``: the full topology, not the live view)."""
+    rows = _node_rows(spec)
+    out: dict[str, Any] = {"task_id": task.id, "placed": d.placed}
+    if d.placed:
+        name, pool, tier, cls = rows[d.node]
+        out.update(node=name, pool=pool, tier=tier, node_class=cls, share=share_view(d.share), device=d.device,
+                   queued=bool(d.queued))
+    out["scores"] = {rows[i][0]: s for i, s in enumerate(d.scores.tolist()) if s == s}  # NaN: infeasible
+    out["confidence"] = finite(d.confidence)
+    out["probabilities"] = ({k: float(v) for k, v in d.probabilities.items()}
+                            if d.probabilities is not None else None)
+    out.update(explanation=d.explanation, policy=policy, policy_version=version, decision_ms=round(ms, 4),
+               inferred=list(task.inferred))
+    return out
+
+
+def result_fields(res: Any, task: Task, objective: Any | None = None) -> dict[str, Any]:
+    """History columns of a finished :class:`cluster.executor.TaskResult`."""
+    latency = finite(res.latency_ms)
+    out: dict[str, Any] = {
+        "reason": res.reason or None, "node": res.node, "pool": res.pool, "tier": res.tier,
+        "share": share_text(res.share), "queue_ms": finite(res.queue_ms), "network_ms": finite(res.network_ms),
+        "exec_ms": finite(res.exec_ms), "latency_ms": latency, "cost": finite(res.cost),
+        "attempts": int(res.attempts),
+    }
+    if res.status == "succeeded" and latency is not None:
+        out["slo_met"] = latency <= task.slo_ms
+        if objective is not None:
+            out["score"] = finite(objective.score(latency, task.slo_ms, task.priority, res.cost,
+                                                  task.cost_sensitivity))
+    return out
+
+
+#: history columns stored as text (SQLite affinity) that the API types as integers
+_INT_COLUMNS = ("priority", "attempts")
+
+
+def record_view(row: dict[str, Any], events: list[dict] | None = None) -> dict[str, Any]:
+    """A history row for the API: NaN-free, integers typed, with its life-cycle events when given."""
+    out = {k: (finite(v) if isinstance(v, float) else v) for k, v in row.items()}
+    for k in _INT_COLUMNS:
+        if isinstance(out.get(k), str) and out[k].lstrip("-").isdigit():
+            out[k] = int(out[k])
+    if events is not None:
+        out["events"] = events
+    return out

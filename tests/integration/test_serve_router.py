@@ -1,0 +1,358 @@
+"""The router on Ray Serve on a real local cluster, over real HTTP.
+
+One cluster (configs/cluster/test_small.yaml) and one router deployment for the
+module; the router is started and stopped by ``python -m serve_app.cli`` in a
+subprocess, so this process never becomes a Ray driver and only speaks HTTP,
+reads the history file and kills processes. Tests run in file order: the
+destructive ones (router replica killed under load, a node killed) come last.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cluster import launcher
+from tests.conftest import CONFIGS, REPO_ROOT
+
+SMALL = CONFIGS / "cluster" / "test_small.yaml"
+TOKEN = "integration-admin-token-9d2c41"
+pytestmark = pytest.mark.timeout(900)
+
+
+@dataclass
+class Router:
+    url: str  # through the Serve proxy
+    direct: str  # the replica's own port (throughput-optimised direct ingress)
+    history: Path
+    state_dir: Path
+    host_ip: str
+
+
+def _call(url: str, method: str = "GET", body=None, headers=None, timeout: float = 30):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null"), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null"), dict(e.headers)
+
+
+def _serve_cli(state_dir: Path, *args: str, env=None, timeout: float = 300) -> str:
+    p = subprocess.run([sys.executable, "-m", "serve_app.cli", "serve", *args, "--state-dir", str(state_dir)],
+                       cwd=REPO_ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                       timeout=timeout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster_dir(tmp_path_factory) -> Path:
+    """A test_small cluster: the one in ``$ORCH_TEST_RAY_DIR`` if set (left running), else its own."""
+    reuse = os.environ.get("ORCH_TEST_RAY_DIR")
+    if reuse:
+        launcher.up(SMALL, state_dir=reuse)  # starts whatever node of it is not running
+        yield Path(reuse)
+        return
+    sdir = tmp_path_factory.mktemp("serve-ray")
+    launcher.up(SMALL, state_dir=sdir, port=launcher.free_port(), dashboard_port=launcher.free_port())
+    yield sdir
+    launcher.down(sdir)
+
+
+@pytest.fixture(scope="module")
+def router(cluster_dir: Path, tmp_path_factory) -> Router:
+    history = tmp_path_factory.mktemp("serve-history") / "history.db"
+    cfg = tmp_path_factory.mktemp("serve-cfg") / "serve.yaml"
+    cfg.write_text(json.dumps({"applications": [{"import_path": "serve_app:build_app", "args": {
+        "policy": "least-loaded", "history_url": f"sqlite:///{history}", "time_compression": 20.0,
+        "refresh_s": 0.25, "warm_workers": 1}}]}))
+    port, direct = launcher.free_port(), launcher.free_port()
+    _serve_cli(cluster_dir, "up", "--config", str(cfg), "--port", str(port), "--direct-port", str(direct),
+               env={"ORCH_ADMIN_TOKEN": TOKEN})
+    st = launcher.ClusterState.load(cluster_dir)
+    yield Router(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{direct}", history, cluster_dir, st.head_ip)
+    _serve_cli(cluster_dir, "down", timeout=120)
+
+
+def _wait_final(router: Router, ids: list[str], timeout: float = 120) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        recs = {i: _call(f"{router.url}/v1/tasks/{i}")[1] for i in ids}
+        if all(r and r.get("status") in ("succeeded", "failed", "rejected") for r in recs.values()):
+            return recs
+        if time.monotonic() > deadline:
+            pending = {i: r.get("status") if r else None for i, r in recs.items()
+                       if not r or r.get("status") not in ("succeeded", "failed", "rejected")}
+            raise AssertionError(f"tasks not finished after {timeout} s: {pending}")
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- API over Serve
+
+
+def test_route_through_proxy_and_direct_ingress(router: Router) -> None:
+    for base in (router.url, router.direct):
+        status, d, _ = _call(f"{base}/v1/route", "POST", {"description": "medical image segmentation"})
+        assert status == 200 and d["placed"] and d["pool"] in ("gpu-mig", "gpu-ts"), d
+    status, d, _ = _call(f"{router.url}/v1/route", "POST", {"mig_profile": "7g.80gb"})
+    assert status == 409 and "7g.80gb" in d["detail"]
+    status, d, _ = _call(f"{router.url}/v1/route", "POST", {"priority": 0})
+    assert status == 422 and d["detail"][0]["loc"] == ["body", "priority"]
+
+
+def test_concurrent_singles_are_batched_and_agree(router: Router) -> None:
+    from serve_app.loadgen import closed_loop
+
+    bodies = [{"id": f"c{i}", "cpu_milli": 500, "priority": 1 + i % 10} for i in range(120)]
+    res = asyncio.run(closed_loop(f"{router.url}/v1/route", bodies, concurrency=24, keep_bodies=True))
+    assert res.statuses == {200: 120} and not res.errors
+    assert sorted(b["task_id"] for b in res.bodies) == sorted(b["id"] for b in bodies)
+    # routing does not reserve: the same state, the same answer whether batched or not
+    assert len({b["node"] for b in res.bodies}) == 1
+    status, batch, _ = _call(f"{router.url}/v1/route/batch", "POST", {"tasks": bodies[:50], "plan": True})
+    assert status == 200 and len(batch["decisions"]) == 50 and len({d["node"] for d in batch["decisions"]}) > 1
+
+
+def test_tasks_run_and_their_life_cycle_is_recorded(router: Router) -> None:
+    status, out, _ = _call(f"{router.url}/v1/tasks?wait=true", "POST",
+                           {"id": "life-1", "description": "real-time fraud detection", "work": 0.2})
+    assert status == 200 and out["status"] == "succeeded", out
+    assert out["latency_ms"] > 0 and out["cost"] > 0 and out["node"] and out["attempts"] == 1
+    status, rec, _ = _call(f"{router.url}/v1/tasks/life-1")
+    assert [e["status"] for e in rec["events"]][0] == "accepted" and rec["events"][-1]["status"] == "succeeded"
+    assert {e["status"] for e in rec["events"]} <= {"accepted", "placed", "running", "succeeded"}
+    assert rec["features"] and rec["decision"]["node"] == rec["node"] and rec["slo_met"] in (True, False)
+    status, again, headers = _call(f"{router.url}/v1/tasks", "POST", {"id": "life-1", "cpu_milli": 100})
+    assert status == 200 and again["status"] == "succeeded" and headers.get("idempotent-replay") == "true"
+    status, acc, headers = _call(f"{router.url}/v1/tasks", "POST", {"id": "life-2", "cpu_milli": 200, "work": 0.1})
+    assert status == 202 and acc["status"] in ("placed", "running") and headers["location"] == "/v1/tasks/life-2"
+    _wait_final(router, ["life-2"])
+    page = _call(f"{router.url}/v1/tasks?status=succeeded&pool={rec['pool']}&limit=1")[1]
+    assert page["total"] >= 1 and len(page["items"]) == 1
+
+
+def test_cluster_view(router: Router) -> None:
+    status, c, _ = _call(f"{router.url}/v1/cluster")
+    assert status == 200 and c["cluster"] == "test_small"
+    names = {n["name"]: n for n in c["nodes"]}
+    assert set(names) == {"edge-1", "cloud-1", "gpu-mig-1", "gpu-ts-1"}
+    assert all(n["alive"] and n["usable"] for n in names.values())
+    assert names["gpu-mig-1"]["mig_free"] and names["edge-1"]["network_ms"] == [50.0, 150.0]
+    assert names["gpu-ts-1"]["ray_total"]["GPU"] == 2.0
+
+
+def test_only_the_configured_address_is_served(router: Router) -> None:
+    if router.host_ip.startswith("127."):
+        pytest.skip("this machine has no non-loopback address to probe")
+    for base in (router.url, router.direct):
+        port = int(base.rsplit(":", 1)[1])
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex((router.host_ip, port)) != 0, f"port {port} answers on {router.host_ip}"
+
+
+def test_policy_switch_under_load_drops_nothing(router: Router) -> None:
+    from serve_app.loadgen import closed_loop
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert _call(f"{router.url}/v1/policy", "PUT", {"policy": "fastest-feasible"})[0] == 401
+    assert _call(f"{router.url}/v1/policy", "PUT", {"policy": "fastest-feasible"},
+                 {"Authorization": "Bearer wrong-token-000000"})[0] == 401
+
+    async def load_and_switch():
+        load = asyncio.create_task(closed_loop(f"{router.url}/v1/route",
+                                               ({"cpu_milli": 300} for _ in range(300)), concurrency=16,
+                                               keep_bodies=True))
+        await asyncio.sleep(0.3)
+        switched = await asyncio.to_thread(_call, f"{router.url}/v1/policy", "PUT", {"policy": "fastest-feasible"},
+                                           auth)
+        return await load, switched
+
+    res, switched = asyncio.run(load_and_switch())
+    assert switched[0] == 200 and switched[1]["policy"] == "fastest-feasible"
+    assert res.statuses == {200: 300} and not res.errors
+    used = {b["policy"] for b in res.bodies}
+    assert "fastest-feasible" in used and used <= {"least-loaded", "fastest-feasible"}
+    assert _call(f"{router.url}/v1/policy", "PUT", {"policy": "least-loaded"}, auth)[0] == 200
+
+
+# ---------------------------------------------------------------- metrics in a real Prometheus
+
+
+def test_prometheus_scrapes_the_router_series(router: Router, tmp_path: Path) -> None:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("the prometheus binary is not installed (Debian: apt-get install prometheus; .ci/run does)")
+    from serve_app.monitoring import dashboard_queries, prometheus_config
+
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(prometheus_config(router.state_dir))
+    port = launcher.free_port()
+    proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    try:
+        for i in range(20):  # decisions and finished tasks to report
+            _call(f"{router.url}/v1/route", "POST", {"cpu_milli": 100})
+        _call(f"{router.url}/v1/tasks?wait=true", "POST", {"cpu_milli": 100, "work": 0.05})
+        wanted = ["ray_orch_decisions_total", "ray_orch_decision_latency_ms_bucket", "ray_orch_tasks_accepted_total",
+                  "ray_orch_task_latency_ms_bucket", "ray_orch_task_cost_dollars_total"]
+        found: dict[str, list] = {}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(found) < len(wanted):
+            for name in wanted:
+                if name in found:
+                    continue
+                try:
+                    _, body, _ = _call(f"http://127.0.0.1:{port}/api/v1/query?query={name}", timeout=5)
+                except OSError:
+                    continue
+                if body and body.get("data", {}).get("result"):
+                    found[name] = body["data"]["result"]
+            time.sleep(2)
+        assert set(found) == set(wanted), f"missing series: {set(wanted) - set(found)}"
+        pools = {r["metric"].get("pool") for r in found["ray_orch_decisions_total"]}
+        assert pools & {"edge", "cloud", "gpu-mig", "gpu-ts"}
+        # every query of the Grafana dashboard is valid PromQL over these series
+        for expr in dashboard_queries():
+            q = urllib.parse.quote(expr.replace("$__rate_interval", "1m").replace("$__range", "10m")
+                                   .replace("$session", ".*"))
+            status, body, _ = _call(f"http://127.0.0.1:{port}/api/v1/query?query={q}", timeout=10)
+            assert status == 200 and body["status"] == "success", (expr, body)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+# ---------------------------------------------------------------- property-based fuzz of the OpenAPI document
+
+
+def test_openapi_fuzz_finds_no_server_error(router: Router) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.generation import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{router.url}/openapi.json")
+    failures: list[str] = []
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        @settings(max_examples=60, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=schema.as_strategy(mode))
+        def fuzz(case) -> None:
+            if case.method == "POST" and case.path == "/v1/tasks":
+                case.query = {"wait": "false"}  # never wait on a generated task; keep generated work short
+                if isinstance(case.body, dict) and isinstance(case.body.get("work"), (int, float)):
+                    case.body["work"] = min(abs(case.body["work"]), 0.5)
+            resp = case.call(base_url=router.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+            if resp.status_code >= 500:
+                failures.append(f"{case.method} {case.path} {case.query} {case.body!r:.300} -> "
+                                f"{resp.status_code} {resp.text[:300]}")
+
+        fuzz()
+    assert not failures, "\n".join(failures[:10])
+    _call(f"{router.url}/v1/policy", "PUT", {"policy": "least-loaded"}, {"Authorization": f"Bearer {TOKEN}"})
+
+
+# ---------------------------------------------------------------- faults
+
+
+def test_killing_the_router_loses_no_acknowledged_task(router: Router) -> None:
+    from serve_app.loadgen import post_with_retry
+    import aiohttp
+
+    n = 60  # 2-CPU tasks: a few Ray workers serve them all (each cold worker costs seconds here)
+    acked: dict[str, int] = {}
+    killed: list[int] = []
+
+    async def client(i: int, s) -> None:
+        status, body, _ = await post_with_retry(s, f"{router.url}/v1/tasks",
+                                                {"id": f"kill-{i}", "cpu_milli": 2000, "work": 0.05},
+                                                deadline_s=180)
+        acked[f"kill-{i}"] = status
+
+    async def load() -> None:
+        timeout = aiohttp.ClientTimeout(total=15)
+        async with aiohttp.ClientSession(timeout=timeout) as s:
+            sem = asyncio.Semaphore(8)
+
+            async def one(i):
+                async with sem:
+                    await client(i, s)
+                    await asyncio.sleep(0.02)
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+    async def main() -> None:
+        task = asyncio.create_task(load())
+        while len(acked) < n // 3:
+            await asyncio.sleep(0.05)
+        pid = json.loads(urllib.request.urlopen(f"{router.url}/healthz", timeout=30).read())["pid"]
+        os.kill(pid, signal.SIGKILL)  # the router replica process
+        killed.append(pid)
+        await task
+
+    t0 = time.monotonic()
+    asyncio.run(main())
+    print(f"\nall {n} clients answered {time.monotonic() - t0:.1f} s after the load started")
+    assert len(acked) == n and set(acked.values()) <= {200, 202}, acked  # every client got through by retrying
+    con = sqlite3.connect(router.history)
+    stored = {r[0] for r in con.execute("SELECT task_id FROM tasks WHERE task_id LIKE 'kill-%'")}
+    con.close()
+    assert stored == set(acked), f"acknowledged but not in the history: {sorted(set(acked) - stored)[:10]}"
+    recs = _wait_final(router, sorted(acked), timeout=180)
+    print(f"all finished {time.monotonic() - t0:.1f} s after the load started")
+    assert all(r["status"] == "succeeded" for r in recs.values()), \
+        {i: (r["status"], r.get("reason")) for i, r in recs.items() if r["status"] != "succeeded"}
+    assert killed[0] != json.loads(urllib.request.urlopen(f"{router.url}/healthz", timeout=30).read())["pid"]
+
+
+def test_a_dead_node_shows_down_and_its_tasks_move_or_fail_with_a_reason(router: Router) -> None:
+    # long enough to be running when the node dies (60 s of work at 20x compression is 3 s)
+    pinned = [f"pin-{i}" for i in range(2)]  # may only run in the cloud pool, whose one node dies
+    free = [f"free-{i}" for i in range(6)]  # 3 CPUs: cloud-1 or a GPU node can take them
+    for i in pinned:
+        status, out, _ = _call(f"{router.url}/v1/tasks", "POST",
+                               {"id": i, "cpu_milli": 1000, "work": 60.0, "pool": "cloud"})
+        assert status == 202 and out["node"] == "cloud-1", out
+    on_cloud = []
+    for i in free:
+        status, out, _ = _call(f"{router.url}/v1/tasks", "POST", {"id": i, "cpu_milli": 3000, "work": 60.0})
+        assert status == 202, out
+        if out["node"] == "cloud-1":
+            on_cloud.append(i)
+    time.sleep(1.0)
+    launcher.kill_node("cloud-1", router.state_dir)
+    t0 = time.monotonic()
+    while True:
+        nodes = {n["name"]: n for n in _call(f"{router.url}/v1/cluster")[1]["nodes"]}
+        if not nodes["cloud-1"]["alive"]:
+            break
+        assert time.monotonic() - t0 < 15, "cloud-1 still shown alive 15 s after its raylet was killed"
+        time.sleep(0.2)
+    print(f"cloud-1 shown down {time.monotonic() - t0:.1f} s after the kill; on it: {pinned + on_cloud}")
+    recs = _wait_final(router, pinned + free, timeout=180)
+    for i in pinned:  # nowhere else to go: failed, saying which node was lost and why
+        assert recs[i]["status"] == "failed" and "cloud-1" in recs[i]["reason"], recs[i]
+    for i in on_cloud:  # re-placed on another node
+        r = recs[i]
+        assert r["status"] == "succeeded" and r["node"] != "cloud-1" and r["attempts"] >= 2, r
+    assert all(recs[i]["status"] == "succeeded" for i in free), {i: recs[i] for i in free}
+    status, d, _ = _call(f"{router.url}/v1/route", "POST", {"cpu_milli": 100, "pool": "cloud"})
+    assert status == 503 and "cloud-1" in d["detail"]
+    launcher.up(SMALL, state_dir=router.state_dir)  # restart the missing node for whatever runs next

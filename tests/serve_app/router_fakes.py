@@ -1,0 +1,56 @@
+"""A router service over a fake Ray node view, for tests of the HTTP layer without a cluster.
+
+The fake replaces only ``ray.nodes()`` (which topology nodes are alive); policies,
+the live-state bookkeeping, validation, the SQLite history and the FastAPI app are
+the real ones. Nothing here runs a Ray task: tests that need one are under
+``tests/integration``.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from cluster.live_state import RayNode
+from cluster.ray_resources import node_resources
+from cluster.topology import ClusterSpec, load_cluster
+from serve_app.api import create_api
+from serve_app.auth import AdminAuth
+from serve_app.config import parse_router_config, token_sha256
+from serve_app.metrics import MemorySink, RouterMetrics
+from serve_app.service import RouterService
+from tests.conftest import CONFIGS
+
+SMALL = CONFIGS / "cluster" / "test_small.yaml"
+TOKEN = "unit-test-admin-token-5b1e"
+
+
+class FakeRay:
+    """``ray.nodes()`` for a topology: every node alive unless named in ``dead``."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        self.dead: set[str] = set()
+
+    def __call__(self, *args, **kwargs) -> list[RayNode]:
+        out = []
+        for i, nd in enumerate(self.spec.nodes):
+            res = node_resources(self.spec, i)
+            out.append(RayNode(f"ray-{nd.name}", nd.name not in self.dead, dict(res.labels), res.ray_totals(),
+                               res.ray_totals()))
+        return out
+
+
+def make_service(tmp_path: Path, **args) -> tuple[RouterService, FakeRay]:
+    cfg = parse_router_config({"cluster": str(SMALL), "history_url": f"sqlite:///{tmp_path / 'history.db'}",
+                               "refresh_s": 0.05, **args})
+    ray = FakeRay(load_cluster(SMALL))
+    return RouterService(cfg, reader=ray, metrics=RouterMetrics(MemorySink())), ray
+
+
+def make_client(svc: RouterService, token: str | None = TOKEN):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    auth = AdminAuth(token_sha256(token) if token else None,
+                     "no admin token is configured: set ORCH_ADMIN_TOKEN")
+    return TestClient(create_api(lambda: svc, lambda: auth))

@@ -1,0 +1,151 @@
+"""Router config, admin-token resolution, batch plans, idempotent accepts and restart recovery."""
+from __future__ import annotations
+
+import pytest
+
+from cluster.config import ConfigError
+from cluster.state import ClusterState
+from cluster.topology import load_cluster
+from scheduler.policy import make_policy
+from scheduler.task import make_task
+from serve_app.config import (RouterConfig, load_router_config, parse_router_config, resolve_admin_token,
+                              token_sha256)
+from serve_app.errors import ApiError
+from serve_app.plan import book, scratch_copy
+from tests.conftest import CONFIGS, REPO_ROOT
+from tests.serve_app.router_fakes import SMALL, make_service
+
+
+def test_serve_yaml_carries_valid_router_args() -> None:
+    cfg = load_router_config(CONFIGS / "serve.yaml")
+    assert cfg.policy == "fastest-feasible" and cfg.resume_unfinished
+    assert cfg.history_path_url() == f"sqlite:///{REPO_ROOT / 'results/serve/history.db'}"
+
+
+@pytest.mark.parametrize("args, field", [
+    ({"polcy": "x"}, "polcy"),
+    ({"kernel": "gpu"}, "kernel"),
+    ({"time_compression": 0}, "time_compression"),
+    ({"max_batch": 0}, "max_batch"),
+    ({"history_url": "postgres://db/x"}, "history_url"),
+    ({"admin_token_sha256": "abc"}, "admin_token_sha256"),
+    ({"resume_unfinished": "maybe"}, "resume_unfinished"),
+])
+def test_bad_router_args_name_the_field(args, field) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_router_config(args)
+    assert e.value.field == field
+
+
+def test_admin_token_resolution_order(tmp_path) -> None:
+    none, how = resolve_admin_token(RouterConfig(), {})
+    assert none is None and "ORCH_ADMIN_TOKEN" in how
+    env = {"ORCH_ADMIN_TOKEN": "t" * 20}
+    assert resolve_admin_token(RouterConfig(), env)[0] == token_sha256("t" * 20)
+    f = tmp_path / "token"
+    f.write_text("file-token-0123456789\n")
+    assert resolve_admin_token(RouterConfig(admin_token_file=str(f)), env)[0] == token_sha256("file-token-0123456789")
+    digest = token_sha256("x" * 32)
+    assert resolve_admin_token(RouterConfig(admin_token_sha256=digest), env)[0] == digest
+    with pytest.raises(ConfigError, match="at least 16"):
+        resolve_admin_token(RouterConfig(), {"ORCH_ADMIN_TOKEN": "short"})
+    with pytest.raises(ConfigError, match="cannot read"):
+        resolve_admin_token(RouterConfig(admin_token_file=str(tmp_path / "missing")), {})
+
+
+def test_plan_books_on_a_copy() -> None:
+    spec = load_cluster(SMALL)
+    live = ClusterState.from_spec(spec)
+    before = live.cpu_free.copy()
+    plan = scratch_copy(live)
+    pol = make_policy("least-loaded")
+    task = make_task({"id": "a", "cpu_milli": 2000, "mem_mib": 1024})
+    nodes = []
+    for _ in range(8):
+        d = pol.select(task, plan)
+        book(plan, task, d)
+        nodes.append(d.node)
+    assert (live.cpu_free == before).all() and live.queue_len.sum() == 0  # the live state is untouched
+    assert len(set(nodes)) > 1 and plan.cpu_free.sum() < before.sum()
+    plan = scratch_copy(live)
+    mig = make_task({"id": "m", "mig_profile": "1g.10gb", "cpu_milli": 100})
+    for _ in range(3):  # the MIG node has two 1g instances: the third waits in its queue
+        book(plan, mig, pol.select(mig, plan))
+    i = spec.nodes.index(spec.node("gpu-mig-1"))
+    assert plan.queue_len[i] == 1 and live.mig_free[i].sum() == plan.mig_free[i].sum() + 2
+
+
+def test_accept_is_idempotent_and_concurrent_ids_conflict(tmp_path) -> None:
+    svc, _ = make_service(tmp_path)
+    try:
+        task, pool = svc.parse_task({"id": "same", "cpu_milli": 100})
+        assert svc.accept(task, pool) is None
+        again = svc.accept(task, pool)
+        assert again["task_id"] == "same" and again["status"] == "accepted" and again["priority"] == 5
+        with svc.claim("busy"):
+            with pytest.raises(ApiError) as e:
+                with svc.claim("busy"):
+                    pass
+            assert e.value.status == 409
+        with svc.claim("busy"):  # released after use
+            pass
+    finally:
+        svc.close()
+
+
+def test_restart_gives_up_on_tasks_past_their_attempts(tmp_path) -> None:
+    svc, _ = make_service(tmp_path, max_retries=1)
+    h = svc.history
+    t = make_task({"id": "r1", "cpu_milli": 100})
+    h.accept("r1", {**t.to_dict(), "pool": None}, policy="least-loaded", attempts=0)
+    h.update("r1", "running", attempts=1)
+    h.accept("bad", {"id": "bad", "priority": 99}, policy="least-loaded")
+    h.flush()
+    assert svc.resume_unfinished() == 0
+    h.flush()
+    r1, bad = h.get("r1"), h.get("bad")
+    assert r1["status"] == "failed" and "restarted while the task was running" in r1["reason"]
+    assert bad["status"] == "failed" and "cannot resume" in bad["reason"] and "priority" in bad["reason"]
+    svc.close()
+
+
+def test_grafana_dashboard_covers_the_three_views_with_router_metrics() -> None:
+    import json
+    import re
+
+    from serve_app.metrics import SPECS
+    from serve_app.monitoring import GRAFANA_DASHBOARD, dashboard_queries, prometheus_config
+
+    doc = json.loads(GRAFANA_DASHBOARD.read_text())
+    rows = [p["title"] for p in doc["panels"] if p["type"] == "row"]
+    assert rows == ["Workload distribution", "Execution latency", "Cost tracking"]
+    exported = {f"ray_{n}" + s for n, (kind, *_rest) in SPECS.items()
+                for s in ({"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}[kind])}
+    used = {m for q in dashboard_queries() for m in re.findall(r"ray_orch_[a-z_]+", q)}
+    assert used and used <= exported, used - exported
+    assert len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
+    text = prometheus_config(temp_dir="/x/ray")
+    assert "- /x/ray/prom_metrics_service_discovery.json" in text
+
+
+def test_prober_marks_only_refusing_nodes_dead() -> None:
+    import socket
+
+    from serve_app.liveness import NodeProber, refuses
+
+    live = socket.socket()
+    live.bind(("127.0.0.1", 0))
+    live.listen()
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()  # nothing listens there now
+    marked: list[str] = []
+    nodes = [("alive-node", "127.0.0.1", live.getsockname()[1]), ("dead-node", "127.0.0.1", dead_port)]
+    prober = NodeProber(marked.append, nodes=lambda: nodes)
+    try:
+        assert refuses("127.0.0.1", dead_port) and not refuses(*nodes[0][1:])
+        assert prober.probe_once() == ["dead-node"] and marked == ["dead-node"]
+        assert prober.probe_once() == []  # marked once
+    finally:
+        live.close()
