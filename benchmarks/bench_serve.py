@@ -1,0 +1,244 @@
+"""Benchmark: the Serve router over HTTP, against a naive Serve replica measured in the same run.
+
+The naive baseline is what a first attempt looks like: a Serve replica that, per
+request, validates the task, computes its features and calls sklearn
+``predict_proba`` on one row of a 100-tree RandomForest (trained here on oracle
+decisions). Both run behind the same Serve proxy on the same cluster, and both
+are also measured on their own direct-ingress port (Serve's throughput-optimised
+mode, in which the replica serves HTTP itself).
+
+Targets (issue 5) on this 2-core machine: single decisions >= 300/s sustained and
+median <= 10 ms at 100 requests/s; the batch endpoint >= 20,000 decisions/s;
+``POST /v1/tasks`` with no-op tasks >= 200/s accepted and run. The load generator
+runs on the same two cores as the cluster, as a client on the box would.
+
+``python -m benchmarks serve`` (or ``python benchmarks/bench_serve.py --state-dir DIR``
+to reuse a running ``test_small`` cluster).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pickle
+import secrets
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cluster import launcher  # noqa: E402
+from serve_app import deploy  # noqa: E402
+from serve_app.loadgen import LoadResult, closed_loop, open_loop  # noqa: E402
+
+CLUSTER = ROOT / "configs" / "cluster" / "test_small.yaml"
+SINGLE_RATE_TARGET = 300.0
+SINGLE_P50_TARGET_MS = 10.0
+BATCH_TARGET = 20_000.0
+TASKS_TARGET = 200.0
+DESCRIPTIONS = ["real-time fraud detection", "medical image segmentation", "nightly batch ETL",
+                "chat inference for users", "sensor anomaly alert", "route optimisation"]
+
+
+def _task(i: int) -> dict:
+    return {"description": DESCRIPTIONS[i % len(DESCRIPTIONS)], "priority": 1 + i % 10}
+
+
+class NaiveRouter:
+    """The baseline replica: validate, features, sklearn ``predict_proba`` on one row, per request."""
+
+    def __init__(self, model_bytes: bytes, cluster: str) -> None:
+        from cluster.state import ClusterState
+        from cluster.topology import load_cluster
+
+        self.model = pickle.loads(model_bytes)
+        self.state = ClusterState.from_spec(load_cluster(cluster))
+
+    async def __call__(self, request) -> dict:
+        from cluster.topology import NODE_CLASSES
+        from scheduler.features import feature_vector
+        from scheduler.task import make_task
+
+        task = make_task({"id": "naive", **(await request.json())})
+        p = self.model.predict_proba(feature_vector(task, self.state)[None, :])[0]
+        k = int(p.argmax())
+        return {"node_class": NODE_CLASSES[int(self.model.classes_[k])], "probability": float(p[k])}
+
+
+def train_naive_model():
+    """A 100-tree sklearn forest imitating the oracle on 60 s of mixed work (one thread, as per request)."""
+    from cluster.topology import load_cluster
+    from simulations.train_rf import DAggerForest, Episode
+    from simulations.workloads import generate, load_workload
+
+    spec = load_cluster(CLUSTER)
+    wl = load_workload(ROOT / "configs" / "workloads" / "mixed.yaml")
+    est = DAggerForest(n_estimators=100, max_depth=None, min_samples_leaf=1, rounds=0, progress=False)
+    est.fit(spec, [Episode("mixed", generate(wl, seed=s, duration_s=60), s) for s in (1, 2)])
+    return est.model_
+
+
+def deploy_naive(model) -> None:
+    from ray import serve
+
+    app = serve.deployment(NaiveRouter, name="Naive", num_replicas=1, max_ongoing_requests=1000,
+                           ray_actor_options={"num_cpus": 0, "label_selector": {"orchestrator-role": "head"}})
+    serve.run(app.bind(pickle.dumps(model), str(CLUSTER)), name="naive", route_prefix="/naive", blocking=False)
+
+
+def _put_policy(url: str, token: str, policy: str) -> None:
+    req = urllib.request.Request(f"{url}/v1/policy", data=json.dumps({"policy": policy}).encode(), method="PUT",
+                                 headers={"content-type": "application/json", "authorization": f"Bearer {token}"})
+    urllib.request.urlopen(req, timeout=60).read()
+
+
+def _get(url: str) -> dict:
+    return json.loads(urllib.request.urlopen(url, timeout=60).read())
+
+
+def _row(name: str, r: LoadResult, unit: str = "req/s", scale: float = 1.0) -> dict:
+    bad = sum(v for k, v in r.statuses.items() if k >= 300) + len(r.errors)
+    return {"name": name, "rate": r.rate * scale, "p50": r.median_ms, "p99": r.pct(99), "unit": unit, "bad": bad}
+
+
+async def measure_singles(base: str, label: str, n: int, rows: list) -> None:
+    r = await closed_loop(f"{base}", (_task(i) for i in range(n)), concurrency=16)
+    rows.append(_row(f"{label}: closed loop, 16 in flight", r))
+    r = await open_loop(f"{base}", _task, rate=100, seconds=10)
+    rows.append(_row(f"{label}: open loop at 100 req/s", r))
+
+
+async def measure_batch(url: str, label: str, rows: list, size: int = 1000, calls: int = 12) -> None:
+    body = {"tasks": [_task(i) for i in range(size)]}
+    await closed_loop(url, [body], concurrency=1)  # warm the template cache
+    r = await closed_loop(url, (body for _ in range(calls)), concurrency=2)
+    rows.append(_row(f"{label}: {size} tasks per call", r, "decisions/s", size))
+
+
+async def _run_tasks(router: str, n: int, tag: str) -> tuple[LoadResult, int, float]:
+    """Send ``n`` no-op tasks 32 at a time; wait until they succeeded: (load, succeeded, seconds)."""
+    total0 = _get(f"{router}/v1/tasks?status=succeeded&limit=1")["total"]
+    bodies = ({"id": f"{tag}-{os.getpid()}-{i}", "cpu_milli": 1000, "mem_mib": 1, "work": 0.0} for i in range(n))
+    t0 = time.perf_counter()
+    r = await closed_loop(f"{router}/v1/tasks", bodies, concurrency=32)
+    deadline = time.monotonic() + 300
+    done = 0
+    while time.monotonic() < deadline:
+        done = _get(f"{router}/v1/tasks?status=succeeded&limit=1")["total"] - total0
+        if done >= r.ok():
+            break
+        await asyncio.sleep(0.2)
+    return r, done, time.perf_counter() - t0
+
+
+async def measure_tasks(router: str, n: int, rows: list) -> dict:
+    """No-op tasks (no work, network delay compressed 1000x): accepted/s, and accepted-and-finished/s.
+
+    One CPU each, so the cluster's 14 CPUs run 14 at once and as many warm Ray workers
+    serve them all (smaller tasks would need more workers, each costing seconds to start
+    here); 200 tasks first bring the cluster to that steady state.
+    """
+    await _run_tasks(router, 200, "warm")  # steady state: Ray workers started, caches warm
+    r, done, run_s = await _run_tasks(router, n, "bench")
+    rows.append(_row("POST /v1/tasks no-op: accepted", r))
+    rows.append({"name": "POST /v1/tasks no-op: accepted and run", "rate": done / run_s, "p50": float("nan"),
+                 "p99": float("nan"), "unit": "tasks/s", "bad": r.ok() - done})
+    return {"accepted": r.ok(), "succeeded": done, "seconds": run_s}
+
+
+def _print(rows: list[dict]) -> None:
+    print(f"{'measurement':58s} {'rate':>10s} {'':12s} {'p50 ms':>8s} {'p99 ms':>8s} {'failed':>7s}")
+    for r in rows:
+        print(f"{r['name']:58s} {r['rate']:10,.0f} {r['unit']:12s} {r['p50']:8.1f} {r['p99']:8.1f} {r['bad']:7d}")
+
+
+def run(state_dir: Path, quick: bool = False) -> int:
+    from ray import serve
+
+    token = secrets.token_hex(16)
+    os.environ["ORCH_ADMIN_TOKEN"] = token
+    hist = Path(tempfile.mkdtemp(prefix="bench-serve-")) / "history.db"
+    ep = deploy.Endpoint("127.0.0.1", launcher.free_port(), launcher.free_port())
+    print("training the naive baseline's 100-tree forest ...", flush=True)
+    model = train_naive_model()
+    print(f"deploying the router (proxy {ep.url}, direct {ep.direct_url}) and the baseline ...", flush=True)
+    # time_compression 1000: the emulated network delay of a task (50-600 ms) sleeps 0.05-0.6 ms, so the
+    # no-op task measurement times the router, the history and Ray, not sleeps
+    deploy.start({"policy": "fastest-feasible", "history_url": f"sqlite:///{hist}", "warm_workers": 4,
+                  "time_compression": 1000.0},
+                 ep, state_dir=state_dir, direct_span=2)
+    deploy_naive(model)
+    naive_direct = f"http://127.0.0.1:{ep.direct_port + 1}"
+    deploy.wait_healthy(ep.url)
+    n = 600 if quick else 3000
+    rows: list[dict] = []
+
+    async def go() -> dict:
+        base = await closed_loop(f"{ep.url}/naive", (_task(i) for i in range(100 if quick else 300)),
+                                 concurrency=8)
+        rows.append(_row("naive baseline (sklearn per request), via proxy", base))
+        base_d = await closed_loop(f"{naive_direct}/naive", (_task(i) for i in range(100 if quick else 300)),
+                                   concurrency=8)
+        rows.append(_row("naive baseline, direct ingress", base_d))
+        await measure_singles(f"{ep.url}/v1/route", "POST /v1/route via proxy", n, rows)
+        await measure_singles(f"{ep.direct_url}/v1/route", "POST /v1/route direct ingress", n, rows)
+        for policy in ("fastest-feasible", "least-loaded"):
+            _put_policy(ep.url, token, policy)
+            await measure_batch(f"{ep.direct_url}/v1/route/batch", f"POST /v1/route/batch, {policy}", rows)
+        _put_policy(ep.url, token, "least-loaded")
+        return await measure_tasks(ep.direct_url, 500 if quick else 2000, rows)
+
+    try:
+        tasks = asyncio.run(go())
+    finally:
+        serve.shutdown()
+    print(f"\nload average (1/5/15 min) at the end: {os.getloadavg()} - other work shares these 2 cores")
+    _print(rows)
+    by = {r["name"]: r for r in rows}
+    naive = by["naive baseline (sklearn per request), via proxy"]
+    single = max(by["POST /v1/route via proxy: closed loop, 16 in flight"]["rate"],
+                 by["POST /v1/route direct ingress: closed loop, 16 in flight"]["rate"])
+    p50 = min(by["POST /v1/route via proxy: open loop at 100 req/s"]["p50"],
+              by["POST /v1/route direct ingress: open loop at 100 req/s"]["p50"])
+    batch = max(r["rate"] for r in rows if r["name"].startswith("POST /v1/route/batch"))
+    run_rate = by["POST /v1/tasks no-op: accepted and run"]["rate"]
+    print(f"\nsingle decisions: best {single:,.0f}/s ({single / naive['rate']:.1f}x the naive replica's "
+          f"{naive['rate']:,.0f}/s); target {SINGLE_RATE_TARGET:.0f}/s: "
+          f"{'ok' if single >= SINGLE_RATE_TARGET else 'BELOW TARGET'}")
+    print(f"median at 100 req/s: {p50:.1f} ms (naive median under load {naive['p50']:.1f} ms); target "
+          f"{SINGLE_P50_TARGET_MS:.0f} ms: {'ok' if p50 <= SINGLE_P50_TARGET_MS else 'ABOVE TARGET'}")
+    print(f"batch endpoint: {batch:,.0f} decisions/s ({batch / naive['rate']:.0f}x naive); target "
+          f"{BATCH_TARGET:,.0f}: {'ok' if batch >= BATCH_TARGET else 'BELOW TARGET'}")
+    print(f"POST /v1/tasks no-op: {run_rate:,.0f}/s accepted and run ({tasks['succeeded']}/{tasks['accepted']} "
+          f"succeeded in {tasks['seconds']:.1f} s); target {TASKS_TARGET:.0f}/s: "
+          f"{'ok' if run_rate >= TASKS_TARGET else 'BELOW TARGET'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--state-dir", help="reuse the test_small cluster of this launcher state dir")
+    p.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    args = p.parse_args(argv or [])
+    if args.state_dir:
+        return run(Path(args.state_dir), args.quick)
+    sdir = Path(tempfile.mkdtemp(prefix="bench-serve-ray-"))
+    print("starting a test_small cluster ...", flush=True)
+    launcher.up(CLUSTER, state_dir=sdir, port=launcher.free_port(), dashboard_port=launcher.free_port())
+    try:
+        return run(sdir, args.quick)
+    finally:
+        import ray
+
+        ray.shutdown()
+        launcher.down(sdir)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
