@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRACES ?= ../shared/traces/alibaba_gpu_v2023
 OUT ?= results/demo
 
-.PHONY: demo test test-all bench reproduce clean install
+.PHONY: demo test test-all test-router bench reproduce clean install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,7 +32,11 @@ demo: $(STAMP)
 
 # The suite CI runs: everything but the slow full-trace reproduction.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not router_live"
+
+# The Serve router's live tests (real cluster, real HTTP, Prometheus, kills).
+test-router: $(STAMP)
+	$(BIN)/python -m pytest -q -m router_live
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
