@@ -5,11 +5,16 @@ holding one CPU on a node (so both are held to the same concurrency: the
 nodes' CPU count), pinned with the same hard node affinity:
 
 * plain Ray: a no-op remote function, all N submitted, then ``ray.get``;
+* the executor's task body called as plain Ray tasks (it reports start/end times,
+  the node and GPU ids): the part of the gap that is the measurement, not the placement;
 * executor: the same N tasks placed through :class:`cluster.executor.Executor`
   (given decisions, zero network delay and work), which books them in the live
   state, queues what does not fit, runs the built-in body and measures it.
 
 Target (issue 3): the executor adds at most 25% (ratio plain/executor <= 1.25).
+Rates are medians of alternating rounds and the driver's CPU time per task is
+printed too: on a shared 2-core machine the rates swing by 2-4x between rounds
+with other processes' load, the CPU per task much less.
 Runs against the cluster ``orchestrator cluster up`` started (``$ORCH_RAY_DIR``),
 or starts ``configs/cluster/test_small.yaml`` on free ports and stops it after.
 """
@@ -83,7 +88,7 @@ def run_executor(live, nodes: list[int], n: int) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     import ray
 
-    from cluster.executor import warm_workers
+    from cluster.executor import remote_body, warm_workers
     from cluster.live_state import LiveState
 
     started = None
@@ -108,15 +113,21 @@ def main(argv: list[str] | None = None) -> int:
         remote = ray.remote(max_retries=0)(_noop)
         run_plain(remote, live, nodes, 200)  # warm the leases and the code paths of both
         run_executor(live, nodes, 200)
-        plain, execu = [], []
-        for _ in range(ROUNDS):  # alternate, so both see the same background load
+        body = remote_body()  # the executor's task body, called as a plain Ray task: what the executor adds
+        run_plain(body, live, nodes, 200)
+        plain, bodied, execu = [], [], []
+        for _ in range(ROUNDS):  # alternate, so all see the same background load
             plain.append(run_plain(remote, live, nodes, N))
+            bodied.append(run_plain(body, live, nodes, N))
             execu.append(run_executor(live, nodes, N))
         p, e = statistics.median(r for r, _ in plain), statistics.median(r for r, _ in execu)
         pc, ec = statistics.median(c for _, c in plain), statistics.median(c for _, c in execu)
         ratio = p / e
         print(f"plain Ray tasks   {p:8,.0f} tasks/s median, driver CPU {pc:4.0f} us/task   "
               f"(runs: {', '.join(f'{x:,.0f}' for x, _ in plain)})")
+        b, bc = statistics.median(r for r, _ in bodied), statistics.median(c for _, c in bodied)
+        print(f"its task body     {b:8,.0f} tasks/s median, driver CPU {bc:4.0f} us/task   "
+              f"(plain Ray calls of the executor's body, which reports times and node)")
         print(f"through executor  {e:8,.0f} tasks/s median, driver CPU {ec:4.0f} us/task   "
               f"(runs: {', '.join(f'{x:,.0f}' for x, _ in execu)})")
         print(f"overhead ratio    {ratio:8.3f}x   target <= {TARGET}: {'ok' if ratio <= TARGET else 'ABOVE TARGET'}"

@@ -8,7 +8,9 @@ the observation (the shared feature vector), the action mask, the node-class
 resolution and the exact per-step reward. Timed: ``env.step`` only (the agent is
 a pre-drawn random choice among the allowed classes), episodes of a long
 workload window so that reset cost is amortised as in training; the ``gym.make``
-wrapper stack (order enforcing and the passive checker) is timed too.
+wrapper stack (order enforcing and the passive checker) is timed too. Rounds of
+baseline and env alternate and the best of each counts, because this machine
+is shared and noisy.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from simulations.workloads import generate  # noqa: E402
 
 TARGET = 20_000
 WORKLOADS = {"mixed": "configs/workloads/mixed.yaml", "high_load": "configs/workloads/high_load.yaml"}
-EPISODE_S = 1000.0
+EPISODE_S = 600.0
+ROUNDS = 5
 
 
 def env_rate(env, seed: int = 1) -> tuple[int, float]:
@@ -64,10 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in WORKLOADS.items():
         cfg = {"workloads": [path], "episode_s": EPISODE_S}
         env = HeteroClusterEnv(cfg)
-        n, base = max((sim_rate(env) for _ in range(3)), key=lambda r: r[1])
-        steps, single = max((env_rate(env) for _ in range(3)), key=lambda r: r[1])
         wrapped = gym.make("HeteroCluster-v0", config=cfg)
-        _, through_make = max((env_rate(wrapped) for _ in range(2)), key=lambda r: r[1])
+        base = single = through_make = 0.0
+        # Interleaved rounds, best of each: on a shared machine a burst of load then hits all three alike.
+        for _ in range(ROUNDS):
+            n, b = sim_rate(env)
+            base = max(base, b)
+            steps, r = env_rate(env)
+            single = max(single, r)
+            through_make = max(through_make, env_rate(wrapped)[1])
         wrapped.close()
         flag = "ok" if single >= TARGET else "BELOW TARGET"
         print(f"{name:10s} {n:,} tasks; simulator + least-loaded: {base:9,.0f} placements/s (baseline)")

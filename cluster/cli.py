@@ -55,13 +55,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  GCS address   {st.head_ip}:{st.gcs_port}  (on this machine: {st.gcs_address})")
     print(f"  dashboard     {st.dashboard_url}")
     print(f"  token auth    on, token file {st.token_file}")
+    sd = f" --state-dir {args.state_dir}" if args.state_dir else ""
     print("Submit a job from this folder:")
-    print('  eval "$(orchestrator cluster env)"')
+    print(f'  eval "$(orchestrator cluster env{sd})"')
     print(f"  ray job submit --address {st.dashboard_url} --working-dir . -- python -m simulations.replay "
           f"--workload configs/workloads/cluster_smoke.yaml --policy cheapest-feasible --out $PWD/results/replay")
     print("Add a raylet on another host (copy the token file there first):")
     print(f"  orchestrator cluster join --address {st.head_ip}:{st.gcs_port} --node <name> --config {args.config}")
-    print("Stop everything it started:  orchestrator cluster down")
+    print(f"Stop everything it started:  orchestrator cluster down{sd}")
     return 0
 
 

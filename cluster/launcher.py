@@ -151,6 +151,18 @@ def _process_env(token_file: Path, config: str, state_dir: Path) -> dict[str, st
     return env
 
 
+def _node_env(env: dict[str, str], res: NodeResources) -> dict[str, str]:
+    """A raylet's environment: keep idle workers for up to twice its CPUs.
+
+    Ray keeps idle workers up to the node's CPU count and kills the rest after a
+    second; tasks of half a CPU, and Ray's separate pools for GPU and non-GPU tasks,
+    need more, or replays pay a worker cold start (about 1 s) in the middle of a run.
+    """
+    out = dict(env)
+    out.setdefault("RAY_num_workers_soft_limit", str(max(4, 2 * res.num_cpus)))
+    return out
+
+
 def _ray_start_retry(args: list[str], env: dict[str, str], log: Path,
                      on_retry: Callable[[], None] | None = None) -> tuple[int, float]:
     """:func:`_ray_start`, once more on failure: ``ray start`` gives a raylet 30 s to register
@@ -385,12 +397,13 @@ def _start_workers(st: LaunchState, plan: list[NodeResources], object_store_mb: 
                    progress: Callable[[str, float], None]) -> None:
     if not plan:
         return
-    env = _process_env(Path(st.token_file), st.config, Path(st.state_dir))
+    base_env = _process_env(Path(st.token_file), st.config, Path(st.state_dir))
     address = f"127.0.0.1:{st.gcs_port}"
     logs = Path(st.state_dir) / "logs"
 
     def start(res: NodeResources) -> tuple[NodeResources, int, float]:
         args = _worker_args(res, address, Path(st.temp_dir), object_store_mb, same_host=True)
+        env = _node_env(base_env, res)
         t0 = time.monotonic()
         sid, secs = _ray_start_retry(args, env, logs / f"{res.name}.log",
                                      lambda: progress(f"{res.name} (retrying)", time.monotonic() - t0))
@@ -469,8 +482,8 @@ def join(address: str, node: str, config: str | Path, *, state_dir: str | Path |
         if raylet_pid(st.nodes[node]) is not None:
             raise LauncherError(f"node {node!r} is already running here")
         stop_sessions([st.nodes[node].sid], grace_s=2)  # what is left of an earlier, dead incarnation
-    env = _process_env(token, str(Path(config).resolve()), sdir)
     res = plan[node]
+    env = _node_env(_process_env(token, str(Path(config).resolve()), sdir), res)
     args = _worker_args(res, address, Path(st.temp_dir), object_store_mb,
                         same_host=same_host or st.joined_to is None)
     sid, secs = _ray_start_retry(args, env, sdir / "logs" / f"{node}.log")

@@ -30,7 +30,9 @@ from rl_env.config import REPO_ROOT, EnvConfig, resolve_path
 from rl_env.experiment import Experiment, load_experiment
 
 VALIDATION_KEY = "validation"
-METRIC = f"{VALIDATION_KEY}/objective"
+#: Top-level (flat) on purpose: Tune's checkpoint manager looks the score attribute up in the
+#: unflattened result, so a nested "validation/objective" silently falls back to keeping the latest.
+METRIC = "validation_objective"
 
 
 @dataclass
@@ -84,6 +86,8 @@ def validate_on_train_result(*, algorithm: Any, result: dict, validation: dict[s
                                       "iteration": it,
                                       **{f"objective_{w}": sum(x) / len(x) for w, x in per_workload.items()}}
     result[VALIDATION_KEY] = dict(getattr(algorithm, "_orch_validation", {}))
+    if "objective" in result[VALIDATION_KEY]:
+        result[METRIC] = result[VALIDATION_KEY]["objective"]
     if it == 1 and hasattr(algorithm, "_orch_warm_start"):
         result["warm_start"] = dict(algorithm._orch_warm_start)
 

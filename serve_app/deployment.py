@@ -26,7 +26,6 @@ from serve_app import runtime
 from serve_app.api import create_api
 from serve_app.auth import AdminAuth
 from serve_app.config import RouterConfig, parse_router_config, resolve_admin_token
-from serve_app.liveness import NodeProber
 from serve_app.service import RouterService
 
 log = logging.getLogger("serve_app")
@@ -50,7 +49,7 @@ class Router:
         if admin_sha256 is None:  # none where the app was built: look where the replica runs
             admin_sha256, admin_note = resolve_admin_token(cfg)
         svc = RouterService(cfg)
-        svc.prober = NodeProber(svc.live.mark_dead, period_s=cfg.refresh_s).start()
+        svc.watcher.start(svc.live.mark_dead)
         runtime.install(svc, AdminAuth(admin_sha256, admin_note))
         threading.Thread(target=self._background, args=(svc,), name="router-start", daemon=True).start()
 
@@ -69,8 +68,8 @@ class Router:
     async def check_health(self) -> None:
         """Serve restarts the replica if tasks could no longer finish or be recorded."""
         svc = runtime.service()
-        if not svc.executor_alive():
-            raise RuntimeError("the executor's completion thread has stopped")
+        if problems := svc.problems():
+            raise RuntimeError("; ".join(problems))
         loop = asyncio.get_running_loop()
         await asyncio.wait_for(loop.run_in_executor(None, svc.history.flush), HEALTH_TIMEOUT_S)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cluster.launcher import ClusterState, LauncherError, default_state_dir
+from cluster.launcher import LauncherError, LaunchState, default_state_dir
 from serve_app.config import REPO_ROOT
 
 PROMETHEUS_TEMPLATE = REPO_ROOT / "configs" / "monitoring" / "prometheus.yml"
@@ -15,7 +15,7 @@ PLACEHOLDER = "RAY_TEMP_DIR"
 def ray_temp_dir(state_dir: str | Path | None = None) -> Path:
     """The Ray temp dir of the cluster the launcher started (where the discovery file is)."""
     sdir = Path(state_dir or default_state_dir())
-    st = ClusterState.load(sdir)
+    st = LaunchState.load(sdir)
     if st is None:
         raise LauncherError(f"no cluster state in {sdir}; run `orchestrator cluster up` first")
     return Path(st.temp_dir)

@@ -44,6 +44,7 @@ from scheduler.policy import Decision, why_infeasible
 from scheduler.task import Task, TaskError, make_task
 from serve_app.config import RouterConfig
 from serve_app.errors import ApiError, field_error, task_error
+from serve_app.liveness import NodeWatcher
 from serve_app.metrics import RouterMetrics
 from serve_app.plan import book, scratch_copy
 from serve_app.policies import ActivePolicy, PolicyHolder, PoolPolicy, build_policy, learned_versions
@@ -72,10 +73,11 @@ class RouterService:
             os.environ[REGISTRY_ENV] = cfg.registry  # learned policies resolve "latest" here
         self.spec = load_cluster(cfg.cluster_path())
         self._static = ClusterState.from_spec(self.spec)  # the full topology, for "could it ever fit"
-        live_kwargs: dict[str, Any] = {"refresh_s": cfg.refresh_s}
-        if reader is not None:
-            live_kwargs["reader"] = reader
-        self.live = LiveState(self.spec, **live_kwargs)
+        # In a replica the node list is read by a background thread, never on the request path
+        # (serve_app.liveness); tests hand in their own reader.
+        self.watcher = NodeWatcher(period_s=cfg.refresh_s) if reader is None else None
+        self.live = LiveState(self.spec, refresh_s=cfg.refresh_s,
+                              reader=reader if reader is not None else self.watcher.reader)
         self.executor = Executor(self.live, time_compression=cfg.time_compression, kernel=cfg.kernel,
                                  max_retries=cfg.max_retries, seed=cfg.seed)
         self.history = history if history is not None else open_store(cfg.history_path_url())
@@ -89,7 +91,6 @@ class RouterService:
         self._claims_lock = threading.Lock()
         self.started_at = time.time()
         self.resumed = 0
-        self.prober: Any = None  # a NodeProber inside the replica (serve_app.liveness)
 
     # ------------------------------------------------------------------ input
     def parse_task(self, data: dict[str, Any], prefix: Sequence[str | int] = ("body",)) -> tuple[Task, str | None]:
@@ -399,17 +400,26 @@ class RouterService:
         thread = getattr(self.executor, "_thread", None)
         return thread is None or thread.is_alive()
 
+    def problems(self) -> list[str]:
+        """What makes this router unfit to serve (its health check fails on any)."""
+        out = []
+        if not self.executor_alive():
+            out.append("the executor's completion thread has stopped")
+        if self.watcher is not None and self.watcher.started and not self.watcher.alive:
+            out.append("the node watcher has stopped (the node view would go stale)")
+        return out
+
     def health(self) -> dict[str, Any]:
         with self.live.lock:
             self.live.snapshot()
         usable = sum(self.live.usable)
-        return {"status": "ok" if usable and self.executor_alive() else "degraded", "policy": self.policies.active.name,
+        return {"status": "ok" if usable and not self.problems() else "degraded", "policy": self.policies.active.name,
                 "nodes_usable": usable, "nodes_total": len(self.spec.nodes), "in_flight": self.executor.in_flight,
                 "pid": os.getpid()}
 
     def close(self) -> None:
-        if self.prober is not None:
-            self.prober.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
         self.executor.close()
         self.history.close()
 

@@ -115,7 +115,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
 #: function takes the sub-parsers object and adds its parser(s). Imported lazily, so
 #: ``orchestrator simulate`` never loads Ray or RLlib.
 PLUGINS: list[str] = ["simulations.cli_train:add_train"]
-PLUGINS += ["cluster.cli:add_cluster", "simulations.sim_vs_real:add_compare"]
+PLUGINS += ["cluster.cli:add_cluster", "simulations.sim_vs_real:add_compare", "serve_app.cli:add_serve"]
 
 
 def add_simulate(sub: argparse._SubParsersAction) -> None:

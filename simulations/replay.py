@@ -83,11 +83,15 @@ def peak_concurrency(spec: ClusterSpec, records: pd.DataFrame) -> dict[tuple[int
 
 def replay(spec: ClusterSpec, tasks: Sequence[Task], policy: Policy, *, seed: int = 0,
            time_compression: float = 1.0, objective: Objective | None = None, warm: bool = True,
-           kernel: str = "sleep", max_retries: int = 2, live: LiveState | None = None,
+           kernel: str = "sleep", max_retries: int = 2, live: LiveState | None = None, align: bool = True,
            progress: bool = True, on_submitted: Callable[[int, float], None] | None = None) -> ReplayResult:
     """Run ``tasks`` through ``policy`` on the connected Ray cluster (``ray.init`` done by the caller).
 
-    ``on_submitted(k, wall_s)`` is called after the k-th submission (fault-injection tests).
+    ``align`` processes each arrival after every completion before it, as the simulator
+    does: a task's report reaches the driver some milliseconds after it ends, so before
+    deciding, the replay waits (at most 200 ms) for the reports of the tasks the live state
+    predicts to have ended by then. ``on_submitted(k, wall_s)`` is called after the k-th
+    submission (fault-injection tests).
     """
     from tqdm import tqdm
 
@@ -119,6 +123,8 @@ def replay(spec: ClusterSpec, tasks: Sequence[Task], policy: Policy, *, seed: in
             delay = due - time.time()
             if delay > 0:
                 time.sleep(delay)
+            if align:
+                _await_due(live, task.arrival - origin, time_compression)
             with live.lock:
                 _, fut = ex.place(task, policy, network_u=unif[k])
                 st = live.state
@@ -148,6 +154,18 @@ def replay(spec: ClusterSpec, tasks: Sequence[Task], policy: Policy, *, seed: in
                         device_mismatches=mismatches)
 
 
+def _await_due(live: LiveState, t: float, compression: float, timeout_s: float = 0.2) -> None:
+    """Wait until no running task is predicted to end by executor time ``t`` (its report is in flight)."""
+    eps = 0.001 * compression  # timer precision, in workload seconds
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with live.lock:
+            due = any(h[0] <= t + eps for node in live.state.holding for h in node)
+        if not due:
+            return
+        time.sleep(0.0005)
+
+
 def write_result(out: Path, name: str, res: SimResult, meta: dict) -> None:
     """``records_<name>.csv``, ``timeline_<name>.csv`` and ``summary_<name>.json`` under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -175,8 +193,8 @@ def add_replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", required=True, help="workload YAML (configs/workloads/...)")
     p.add_argument("--policy", required=True, help="policy name (orchestrator policies)")
     p.add_argument("--cluster", default=None,
-                   help=f"cluster YAML the Ray cluster was started from (default: ${ENV_CONFIG}, "
-                        f"set by `orchestrator cluster up`, else {DEFAULT_CLUSTER})")
+                   help=f"cluster YAML the Ray cluster was started from (default: ${ENV_CONFIG}, set for "
+                        f"jobs by `orchestrator cluster up`, else the launcher's state, else {DEFAULT_CLUSTER})")
     p.add_argument("--seed", type=int, default=None, help="workload seed (default: the workload's)")
     p.add_argument("--duration", type=float, default=None, help="seconds of arrivals (default: the workload's)")
     p.add_argument("--load-factor", type=float, default=None)
@@ -189,8 +207,17 @@ def add_replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", default=None, help="launcher state folder (default /tmp/orch-ray-<uid>)")
 
 
-def cluster_path(arg: str | None) -> str:
-    return arg or os.environ.get(ENV_CONFIG) or DEFAULT_CLUSTER
+def cluster_path(arg: str | None, state_dir: str | None = None) -> str:
+    """The cluster YAML: the argument, else the one the cluster was started from (the job's
+    environment, or the launcher's state on this machine), else the default."""
+    if arg:
+        return arg
+    if os.environ.get(ENV_CONFIG):
+        return os.environ[ENV_CONFIG]
+    from cluster.launcher import LaunchState, default_state_dir
+
+    st = LaunchState.load(state_dir or default_state_dir())
+    return st.config if st is not None else DEFAULT_CLUSTER
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     from cluster.topology import load_cluster
     from scheduler.policy import make_policy
 
-    spec = load_cluster(cluster_path(args.cluster))
+    spec = load_cluster(cluster_path(args.cluster, args.state_dir))
     tasks = load_tasks(args.workload, seed=args.seed, duration_s=args.duration, load_factor=args.load_factor)
     policy = make_policy(args.policy)
     seed = args.seed if args.seed is not None else 0
@@ -224,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from cluster.config import ConfigError
+    from cluster.launcher import LauncherError
     from scheduler.task import TaskError
 
     args = build_parser().parse_args(argv)
@@ -232,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TaskError, KeyError) as exc:
         print(f"replay: error: {exc}", file=sys.stderr)
         return 2
+    except (RuntimeError, LauncherError) as exc:
+        print(f"replay: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -137,7 +138,7 @@ def format_report(cmp: Comparison) -> str:
 
 
 def cli(args: argparse.Namespace) -> int:
-    from cluster.launcher import connect
+    from cluster.launcher import LauncherError, connect
     from cluster.topology import load_cluster
     from scheduler.policy import available_policies
     from simulations.cli import UsageError
@@ -145,15 +146,19 @@ def cli(args: argparse.Namespace) -> int:
 
     if args.policy.partition(":")[0] not in available_policies():
         raise UsageError(f"--policy: unknown policy {args.policy!r} (known: {', '.join(available_policies())})")
-    spec = load_cluster(cluster_path(args.cluster))
+    spec = load_cluster(cluster_path(args.cluster, args.state_dir))
     tasks = load_tasks(args.workload, seed=args.seed, duration_s=args.duration, load_factor=args.load_factor)
     if not tasks:
         raise UsageError("the workload produced no tasks")
-    connect(args.state_dir, args.address)
-    print(f"{len(tasks)} tasks of {args.workload}, policy {args.policy}, cluster {spec.name}, "
-          f"time compression {args.time_compression:g}", flush=True)
-    cmp = compare(spec, tasks, args.policy, seed=args.seed or 0, time_compression=args.time_compression,
-                  tolerance=args.tolerance)
+    try:
+        connect(args.state_dir, args.address)
+        print(f"{len(tasks)} tasks of {args.workload}, policy {args.policy}, cluster {spec.name}, "
+              f"time compression {args.time_compression:g}", flush=True)
+        cmp = compare(spec, tasks, args.policy, seed=args.seed or 0, time_compression=args.time_compression,
+                      tolerance=args.tolerance)
+    except (RuntimeError, LauncherError) as exc:
+        print(f"orchestrator: error: {exc}", file=sys.stderr)
+        return 1
     print(format_report(cmp))
     if args.out:
         out = Path(args.out)

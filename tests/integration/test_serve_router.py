@@ -1,9 +1,9 @@
 """The router on Ray Serve on a real local cluster, over real HTTP.
 
-One cluster (configs/cluster/test_small.yaml) and one router deployment for the
-module; the router is started and stopped by ``python -m serve_app.cli`` in a
-subprocess, so this process never becomes a Ray driver and only speaks HTTP,
-reads the history file and kills processes. Tests run in file order: the
+The integration package's cluster (configs/cluster/test_small.yaml) and one router
+deployment for the module; the router is started and stopped by ``python -m
+serve_app.cli`` in a subprocess, so this process never becomes a Ray driver and
+only speaks HTTP, reads the history file and kills processes. Tests run in file order: the
 destructive ones (router replica killed under load, a node killed) come last.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class Router:
     host_ip: str
 
 
-def _call(url: str, method: str = "GET", body=None, headers=None, timeout: float = 30):
+def _call(url: str, method: str = "GET", body=None, headers=None, timeout: float = 60):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"content-type": "application/json", **(headers or {})})
@@ -57,25 +58,26 @@ def _call(url: str, method: str = "GET", body=None, headers=None, timeout: float
 
 
 def _serve_cli(state_dir: Path, *args: str, env=None, timeout: float = 300) -> str:
+    st = launcher.LaunchState.load(state_dir)
+    env = {**os.environ, **launcher.client_env(st), **(env or {})}  # this cluster's address and token
     p = subprocess.run([sys.executable, "-m", "serve_app.cli", "serve", *args, "--state-dir", str(state_dir)],
-                       cwd=REPO_ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                       timeout=timeout)
+                       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout
 
 
 @pytest.fixture(scope="module")
-def cluster_dir(tmp_path_factory) -> Path:
-    """A test_small cluster: the one in ``$ORCH_TEST_RAY_DIR`` if set (left running), else its own."""
-    reuse = os.environ.get("ORCH_TEST_RAY_DIR")
-    if reuse:
-        launcher.up(SMALL, state_dir=reuse)  # starts whatever node of it is not running
-        yield Path(reuse)
-        return
-    sdir = tmp_path_factory.mktemp("serve-ray")
-    launcher.up(SMALL, state_dir=sdir, port=launcher.free_port(), dashboard_port=launcher.free_port())
-    yield sdir
-    launcher.down(sdir)
+def cluster_dir(real_cluster) -> Path:
+    """The integration package's test_small cluster (tests/integration/conftest.py), every node up."""
+    launcher.up(SMALL, state_dir=real_cluster.state_dir)  # restarts any node an earlier test killed
+    return real_cluster.state_dir
+
+
+def _run(coro):
+    """``asyncio.run`` in a thread of its own: an earlier test (Playwright's sync API) may have left
+    an event loop running in this one, where ``asyncio.run`` refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +90,32 @@ def router(cluster_dir: Path, tmp_path_factory) -> Router:
     port, direct = launcher.free_port(), launcher.free_port()
     _serve_cli(cluster_dir, "up", "--config", str(cfg), "--port", str(port), "--direct-port", str(direct),
                env={"ORCH_ADMIN_TOKEN": TOKEN})
-    st = launcher.ClusterState.load(cluster_dir)
+    st = launcher.LaunchState.load(cluster_dir)
     yield Router(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{direct}", history, cluster_dir, st.head_ip)
     _serve_cli(cluster_dir, "down", timeout=120)
+
+
+def _router_pid(router: Router, timeout: float = 60) -> int:
+    """The router replica's process id, from /healthz (retried while Serve restarts it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body, _ = _call(f"{router.url}/healthz", timeout=10)
+            if status == 200 and body:
+                return int(body["pid"])
+        except (OSError, ValueError):
+            pass
+        assert time.monotonic() < deadline, "no healthy router"
+        time.sleep(0.5)
 
 
 def _wait_final(router: Router, ids: list[str], timeout: float = 120) -> dict[str, dict]:
     deadline = time.monotonic() + timeout
     while True:
-        recs = {i: _call(f"{router.url}/v1/tasks/{i}")[1] for i in ids}
+        try:
+            recs = {i: _call(f"{router.url}/v1/tasks/{i}")[1] for i in ids}
+        except (OSError, ValueError):  # the router restarting: ask again
+            recs = {i: None for i in ids}
         if all(r and r.get("status") in ("succeeded", "failed", "rejected") for r in recs.values()):
             return recs
         if time.monotonic() > deadline:
@@ -123,7 +142,7 @@ def test_concurrent_singles_are_batched_and_agree(router: Router) -> None:
     from serve_app.loadgen import closed_loop
 
     bodies = [{"id": f"c{i}", "cpu_milli": 500, "priority": 1 + i % 10} for i in range(120)]
-    res = asyncio.run(closed_loop(f"{router.url}/v1/route", bodies, concurrency=24, keep_bodies=True))
+    res = _run(closed_loop(f"{router.url}/v1/route", bodies, concurrency=24, keep_bodies=True))
     assert res.statuses == {200: 120} and not res.errors
     assert sorted(b["task_id"] for b in res.bodies) == sorted(b["id"] for b in bodies)
     # routing does not reserve: the same state, the same answer whether batched or not
@@ -179,17 +198,24 @@ def test_policy_switch_under_load_drops_nothing(router: Router) -> None:
                  {"Authorization": "Bearer wrong-token-000000"})[0] == 401
 
     async def load_and_switch():
-        load = asyncio.create_task(closed_loop(f"{router.url}/v1/route",
-                                               ({"cpu_milli": 300} for _ in range(300)), concurrency=16,
+        switched: list = []
+
+        def bodies():  # keeps sending until 50 requests after the switch was answered
+            after = 0
+            while after < 50:
+                after += bool(switched)
+                yield {"cpu_milli": 300}
+
+        load = asyncio.create_task(closed_loop(f"{router.url}/v1/route", bodies(), concurrency=16,
                                                keep_bodies=True))
         await asyncio.sleep(0.3)
-        switched = await asyncio.to_thread(_call, f"{router.url}/v1/policy", "PUT", {"policy": "fastest-feasible"},
-                                           auth)
-        return await load, switched
+        switched.append(await asyncio.to_thread(_call, f"{router.url}/v1/policy", "PUT",
+                                                {"policy": "fastest-feasible"}, auth))
+        return await load, switched[0]
 
-    res, switched = asyncio.run(load_and_switch())
+    res, switched = _run(load_and_switch())
     assert switched[0] == 200 and switched[1]["policy"] == "fastest-feasible"
-    assert res.statuses == {200: 300} and not res.errors
+    assert set(res.statuses) == {200} and not res.errors
     used = {b["policy"] for b in res.bodies}
     assert "fastest-feasible" in used and used <= {"least-loaded", "fastest-feasible"}
     assert _call(f"{router.url}/v1/policy", "PUT", {"policy": "least-loaded"}, auth)[0] == 200
@@ -306,13 +332,13 @@ def test_killing_the_router_loses_no_acknowledged_task(router: Router) -> None:
         task = asyncio.create_task(load())
         while len(acked) < n // 3:
             await asyncio.sleep(0.05)
-        pid = json.loads(urllib.request.urlopen(f"{router.url}/healthz", timeout=30).read())["pid"]
+        pid = await asyncio.to_thread(_router_pid, router)
         os.kill(pid, signal.SIGKILL)  # the router replica process
         killed.append(pid)
         await task
 
     t0 = time.monotonic()
-    asyncio.run(main())
+    _run(main())
     print(f"\nall {n} clients answered {time.monotonic() - t0:.1f} s after the load started")
     assert len(acked) == n and set(acked.values()) <= {200, 202}, acked  # every client got through by retrying
     con = sqlite3.connect(router.history)
@@ -323,7 +349,7 @@ def test_killing_the_router_loses_no_acknowledged_task(router: Router) -> None:
     print(f"all finished {time.monotonic() - t0:.1f} s after the load started")
     assert all(r["status"] == "succeeded" for r in recs.values()), \
         {i: (r["status"], r.get("reason")) for i, r in recs.items() if r["status"] != "succeeded"}
-    assert killed[0] != json.loads(urllib.request.urlopen(f"{router.url}/healthz", timeout=30).read())["pid"]
+    assert killed[0] != _router_pid(router)
 
 
 def test_a_dead_node_shows_down_and_its_tasks_move_or_fail_with_a_reason(router: Router) -> None:
@@ -344,7 +370,10 @@ def test_a_dead_node_shows_down_and_its_tasks_move_or_fail_with_a_reason(router:
     launcher.kill_node("cloud-1", router.state_dir)
     t0 = time.monotonic()
     while True:
-        nodes = {n["name"]: n for n in _call(f"{router.url}/v1/cluster")[1]["nodes"]}
+        try:
+            nodes = {n["name"]: n for n in _call(f"{router.url}/v1/cluster", timeout=5)[1]["nodes"]}
+        except OSError:  # a slow answer on a loaded box: ask again
+            nodes = {"cloud-1": {"alive": True}}
         if not nodes["cloud-1"]["alive"]:
             break
         assert time.monotonic() - t0 < 15, "cloud-1 still shown alive 15 s after its raylet was killed"

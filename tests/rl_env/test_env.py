@@ -45,7 +45,8 @@ def random_valid(seed: int = 0):
 
 
 def test_passes_the_gymnasium_env_checker() -> None:
-    check_env(small_env())
+    env = gym.make("HeteroCluster-v0", config={"workloads": [MIXED], "episode_s": 30})
+    check_env(env.unwrapped)
 
 
 def test_gym_make_builds_it_from_config() -> None:

@@ -128,10 +128,11 @@ def test_grafana_dashboard_covers_the_three_views_with_router_metrics() -> None:
     assert "- /x/ray/prom_metrics_service_discovery.json" in text
 
 
-def test_prober_marks_only_refusing_nodes_dead() -> None:
+def test_watcher_serves_cached_nodes_and_marks_only_refusing_ports_dead() -> None:
     import socket
 
-    from serve_app.liveness import NodeProber, refuses
+    from cluster.live_state import RayNode
+    from serve_app.liveness import NodeWatcher, refuses
 
     live = socket.socket()
     live.bind(("127.0.0.1", 0))
@@ -140,12 +141,24 @@ def test_prober_marks_only_refusing_nodes_dead() -> None:
     dead.bind(("127.0.0.1", 0))
     dead_port = dead.getsockname()[1]
     dead.close()  # nothing listens there now
+    reads: list[bool] = []
+
+    def fetch(with_available: bool) -> list[RayNode]:
+        reads.append(with_available)
+        return [RayNode("n1", True, {}, {})]
+
     marked: list[str] = []
-    nodes = [("alive-node", "127.0.0.1", live.getsockname()[1]), ("dead-node", "127.0.0.1", dead_port)]
-    prober = NodeProber(marked.append, nodes=lambda: nodes)
+    ports = [("alive-node", "127.0.0.1", live.getsockname()[1]), ("dead-node", "127.0.0.1", dead_port)]
+    w = NodeWatcher(fetch=fetch, ports=lambda: ports, period_s=60)
+    assert w.reader() and w.reader() and reads == [False, False]  # not started: every read is fresh
+    w.start(marked.append)
     try:
-        assert refuses("127.0.0.1", dead_port) and not refuses(*nodes[0][1:])
-        assert prober.probe_once() == ["dead-node"] and marked == ["dead-node"]
-        assert prober.probe_once() == []  # marked once
+        reads.clear()
+        assert w.reader() == w.reader() and reads == []  # started: served from its cache
+        assert w.reader(True) and reads == [True]  # /v1/cluster reads fresh, with free resources
+        assert refuses("127.0.0.1", dead_port) and not refuses(*ports[0][1:])
+        assert w.probe_once() == ["dead-node"] and marked == ["dead-node"]
+        assert w.probe_once() == []  # marked once
     finally:
+        w.stop()
         live.close()
