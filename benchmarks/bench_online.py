@@ -1,12 +1,25 @@
 """Benchmark: online-mode simulator throughput on ``local.yaml``, against a bare event loop.
 
-Target (issue 2): at least 50,000 task placements per second with a heuristic.
+Target (issue 2): at least 50,000 task placements per second with a heuristic policy,
+online mode (arrivals and departures), on ``configs/cluster/local.yaml`` (6 nodes).
+
+What is timed: ``simulate()`` end to end on about 100,000 tasks of ``mixed.yaml``
+(every decision through ``policy.select``, exact resource accounting, per-task
+records, the records DataFrame and the summary); best of ``--repeats`` runs. Each
+figure is printed two ways: wall clock, and the process's CPU time, because this
+machine is shared (with 2 cores and a load of 20 the wall clock mostly measures
+the queue for a core; CPU time is what the code costs).
+
 The baseline, timed in the same run, is a bare ``heapq`` discrete-event loop over
 the same arrivals and durations that places each task on a fixed node with no
 policy, no resource accounting and no records: the floor for any Python DES here.
+Ratios against it move much less than absolute figures when the machine is busy.
+
+Usage: ``python -m benchmarks.bench_online [--policies a,b] [--repeats 2] [--duration 20000]``
 """
 from __future__ import annotations
 
+import argparse
 import heapq
 import sys
 import time
@@ -22,11 +35,19 @@ from simulations.engine import simulate  # noqa: E402
 from simulations.workloads import generate, load_workload  # noqa: E402
 
 TARGET = 50_000
+HEURISTICS = ("least-loaded", "round-robin", "random", "cheapest-feasible", "fastest-feasible", "best-fit",
+              "dot-product")
 
 
-def bare_loop(tasks) -> float:
-    """Seconds for arrivals + finishes through a heap with no policy at all."""
-    t0 = time.perf_counter()
+def _timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of ``fn()``."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def bare_loop(tasks) -> int:
+    """Arrivals + finishes through a heap with no policy at all; returns tasks finished."""
     heap: list = []
     seq = 0
     done = 0
@@ -36,29 +57,32 @@ def bare_loop(tasks) -> float:
             done += 1
         heapq.heappush(heap, (task.arrival + task.work, seq, task))
         seq += 1
-    done += len(heap)
-    return time.perf_counter() - t0
+    return done + len(heap)
 
 
 def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policies", default=",".join(HEURISTICS))
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--duration", type=float, default=20_000, help="seconds of mixed.yaml arrivals")
+    args = ap.parse_args(argv)
     spec = load_cluster(ROOT / "configs" / "cluster" / "local.yaml")
     wl = load_workload(ROOT / "configs" / "workloads" / "mixed.yaml")
-    tasks = generate(wl, seed=3, duration_s=20_000)
+    tasks = generate(wl, seed=3, duration_s=args.duration)
     n = len(tasks)
-    base = min(bare_loop(tasks) for _ in range(3))
-    print(f"{n} tasks on {spec.name} ({len(spec.nodes)} nodes); bare heapq loop: {n / base:,.0f} tasks/s")
-    ok = True
-    for name in ("least-loaded", "round-robin", "cheapest-feasible", "fgd"):
-        best = float("inf")
-        for _ in range(2):
-            t = time.perf_counter()
-            simulate(spec, tasks, make_policy(name), seed=1, timeline_points=200)
-            best = min(best, time.perf_counter() - t)
-        rate = n / best
-        flag = "ok" if rate >= TARGET else "BELOW TARGET"
-        print(f"{name:18s} {rate:10,.0f} placements/s   {base / best:6.3f}x the bare loop   "
-              f"target {TARGET:,}: {flag}")
-        ok &= name != "least-loaded" or rate >= TARGET
+    runs = [_timed(lambda: bare_loop(tasks)) for _ in range(3)]
+    base_w, base_c = min(r[0] for r in runs), min(r[1] for r in runs)
+    print(f"{n:,} tasks (mixed.yaml) on {spec.name} ({len(spec.nodes)} nodes); target {TARGET:,} placements/s")
+    print(f"bare heapq loop: {n / base_w:,.0f} tasks/s wall, {n / base_c:,.0f} tasks/s CPU")
+    print(f"{'policy':18s} {'wall /s':>10s} {'CPU /s':>10s} {'CPU x bare':>10s}  target (wall / CPU)", flush=True)
+    for name in args.policies.split(","):
+        best_w = best_c = float("inf")
+        for _ in range(args.repeats):
+            w, c = _timed(lambda: simulate(spec, tasks, make_policy(name), seed=1, timeline_points=200))
+            best_w, best_c = min(best_w, w), min(best_c, c)
+        rw, rc = n / best_w, n / best_c
+        mark = lambda r: "met" if r >= TARGET else "BELOW"  # noqa: E731
+        print(f"{name:18s} {rw:10,.0f} {rc:10,.0f} {base_c / best_c:10.4f}  {mark(rw)} / {mark(rc)}", flush=True)
     return 0
 
 

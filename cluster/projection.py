@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cluster.performance import exec_seconds
-from cluster.state import PROFILE_INDEX, Allocation, ClusterState, Share, fits_free
+from cluster.state import PROFILE_INDEX, Allocation, ClusterState, Share, fits_free, fits_now
 
 if TYPE_CHECKING:
     from scheduler.task import Task
@@ -76,10 +76,8 @@ def projected_start(state: ClusterState, i: int, task: "Task", share: Share) -> 
     """Earliest time ``task`` could start on node ``i`` behind its current queue."""
     now = state.now
     queue = state.queues[i]
-    if not queue:
-        if fits_free(state.cpu_free[i], state.mem_free[i], state.gpu_free[i], state.mig_free[i],
-                     task, share):
-            return now
+    if not queue and fits_now(state, i, task, share):
+        return now
     node = _NodeCopy(state, i)
     pending = [(f, k, _undo(a)) for k, (f, a) in enumerate(state.holding[i])]
     heapq.heapify(pending)

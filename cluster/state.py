@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
@@ -31,12 +31,14 @@ PROFILE_NAMES = tuple(MIG_PROFILES)
 PROFILE_INDEX = {p: i for i, p in enumerate(PROFILE_NAMES)}
 #: MIG profiles from small to large compute, for "smallest instance that fits".
 _PROFILES_BY_SIZE = sorted(PROFILE_NAMES, key=lambda p: MIG_PROFILES[p])
+#: GPU milli a MIG instance of each profile counts for (its compute share of 1000).
+MIG_MILLI = {p: MIG_PROFILES[p][0] * 1000 // 7 for p in PROFILE_NAMES}
 
 
 class Allocation:
     """What one running task holds; freed exactly once by :func:`release`."""
 
-    __slots__ = ("node", "cpu", "mem", "devices", "mig", "share", "active")
+    __slots__ = ("node", "cpu", "mem", "devices", "mig", "share", "active", "gpu_milli")
 
     def __init__(self, node: int, cpu: int, mem: int, devices: tuple[tuple[int, int], ...],
                  mig: tuple[int, int, str] | None, share: Share) -> None:
@@ -47,13 +49,9 @@ class Allocation:
         self.mig = mig  # (device index, instance index, profile)
         self.share = share
         self.active = True
-
-    @property
-    def gpu_milli(self) -> int:
-        """GPU milli held (MIG instances count their compute share)."""
-        if self.mig is not None:
-            return MIG_PROFILES[self.mig[2]][0] * 1000 // 7
-        return sum(m for _, m in self.devices)
+        #: GPU milli held (MIG instances count their compute share)
+        self.gpu_milli = (MIG_MILLI[mig[2]] if mig is not None
+                          else sum(m for _, m in devices) if devices else 0)
 
     @property
     def gpu_fraction(self) -> float:
@@ -108,6 +106,9 @@ class ClusterState:
             self.gpu_held = np.zeros(len(self.cpu_free), dtype=np.int64)
         if self.util is None:
             self.util = np.zeros(len(self.cpu_free))
+        # (cpu, memory, GPU milli) totals per node as Python ints, for :meth:`_refresh`
+        self._totals = (None if self.cpu_total is None else
+                        list(zip(self.cpu_total.tolist(), self.mem_total.tolist(), self.gpu_total.tolist())))
 
     @classmethod
     def from_spec(cls, spec: ClusterSpec) -> "ClusterState":
@@ -171,10 +172,10 @@ class ClusterState:
         return self.util
 
     def _refresh(self, i: int) -> None:
-        # .item() keeps the arithmetic in Python floats: this runs twice per task
-        cpu = 1.0 - self.cpu_free.item(i) / self.cpu_total.item(i)
-        mem = 1.0 - self.mem_free.item(i) / self.mem_total.item(i)
-        gt = self.gpu_total.item(i)
+        # Python ints and floats (.item(), cached totals): this runs twice per task
+        ct, mt, gt = self._totals[i]
+        cpu = 1.0 - self.cpu_free.item(i) / ct
+        mem = 1.0 - self.mem_free.item(i) / mt
         gpu = self.gpu_held.item(i) / gt if gt else 0.0
         self.util[i] = max(cpu, mem, gpu)
 
@@ -216,25 +217,55 @@ def share_for(state: ClusterState, i: int, task: "Task") -> Share | None:
     return ("slice", milli)
 
 
-def fits_free(cpu_free: int, mem_free: int, gpu_row: np.ndarray, mig_row: np.ndarray,
-              task: "Task", share: Share) -> bool:
-    """Whether ``task`` holding ``share`` fits in the given free capacity of one node."""
-    if task.cpu_milli > cpu_free or task.mem_mib > mem_free:
-        return False
+def gpu_fits(share: Share, gpu_row: "Sequence[int]", mig_row: "Sequence[int]") -> bool:
+    """Whether the GPU part of ``share`` fits one node's free devices (rows: lists or arrays).
+
+    The scalar definition of a GPU fit; :func:`_gpu_fits_mask` is its vectorised
+    twin over many nodes (tests check they agree).
+    """
     kind, amount = share
     if kind == "cpu":
         return True
     if kind == "mig":
         return mig_row[PROFILE_INDEX[amount]] > 0
     if kind == "whole":
-        return int((gpu_row == 1000).sum()) >= amount
-    return bool((gpu_row >= amount).any())
+        return sum(1 for g in gpu_row if g == 1000) >= amount
+    return any(g >= amount for g in gpu_row)
+
+
+def fits_free(cpu_free: int, mem_free: int, gpu_row: "Sequence[int]", mig_row: "Sequence[int]",
+              task: "Task", share: Share) -> bool:
+    """Whether ``task`` holding ``share`` fits in the given free capacity of one node."""
+    if task.cpu_milli > cpu_free or task.mem_mib > mem_free:
+        return False
+    return share[0] == "cpu" or gpu_fits(share, gpu_row, mig_row)
 
 
 def fits_now(state: ClusterState, i: int, task: "Task", share: Share) -> bool:
     """Whether ``task`` with ``share`` can start on node ``i`` with what is free now."""
-    return fits_free(state.cpu_free[i], state.mem_free[i], state.gpu_free[i], state.mig_free[i],
-                     task, share)
+    if task.cpu_milli > state.cpu_free.item(i) or task.mem_mib > state.mem_free.item(i):
+        return False
+    return share[0] == "cpu" or gpu_fits(share, state.gpu_free[i], state.mig_free[i])
+
+
+def fits_now_list(state: ClusterState, task: "Task", nodes: "Sequence[int]",
+                  shares: "Sequence[Share]", cpu_only: bool | None = None) -> list[bool]:
+    """:func:`fits_now` for each of ``nodes`` (``shares[k]`` on ``nodes[k]``), in plain Python.
+
+    The scalar twin of :func:`fits_now_mask` for small clusters, where numpy's
+    per-call overhead costs more than a loop over a few nodes. ``cpu_only`` says
+    that every share is ``CPU_SHARE`` (worked out from ``shares`` when None).
+    """
+    cpu = state.cpu_free.tolist()
+    mem = state.mem_free.tolist()
+    c, m = task.cpu_milli, task.mem_mib
+    if cpu_only is None:
+        cpu_only = all(s[0] == "cpu" for s in shares)
+    if cpu_only:
+        return [c <= cpu[i] and m <= mem[i] for i in nodes]
+    gpu, mig = state.gpu_free, state.mig_free
+    return [c <= cpu[i] and m <= mem[i] and (s[0] == "cpu" or bool(gpu_fits(s, gpu[i], mig[i])))
+            for i, s in zip(nodes, shares)]
 
 
 def pick_device(state: ClusterState, i: int, milli: int) -> int:
@@ -259,7 +290,9 @@ def allocate(state: ClusterState, i: int, task: "Task", share: Share,
     kind, amount = share
     devices: tuple[tuple[int, int], ...] = ()
     mig = None
-    if kind == "slice":
+    if kind == "cpu":
+        pass
+    elif kind == "slice":
         d = pick_device(state, i, amount) if device is None else device
         if state.gpu_free[i, d] < amount:
             raise ValueError(f"device {d} of node {i} has {state.gpu_free[i, d]} milli free, need {amount}")
@@ -274,13 +307,14 @@ def allocate(state: ClusterState, i: int, task: "Task", share: Share,
     elif kind == "mig":
         d, s = state.mig_slots[i][amount].pop()
         state.mig_free[i, PROFILE_INDEX[amount]] -= 1
-        state.mig_used[i] += MIG_PROFILES[amount][0] * 1000 // 7
+        state.mig_used[i] += MIG_MILLI[amount]
         mig = (d, s, amount)
     state.cpu_free[i] -= task.cpu_milli
     state.mem_free[i] -= task.mem_mib
     state.running[i] += 1
     alloc = Allocation(i, task.cpu_milli, task.mem_mib, devices, mig, share)
-    state.gpu_held[i] += alloc.gpu_milli
+    if alloc.gpu_milli:
+        state.gpu_held[i] += alloc.gpu_milli
     state._refresh(i)
     return alloc
 
@@ -301,8 +335,9 @@ def release(state: ClusterState, alloc: Allocation) -> None:
         d, s, prof = alloc.mig
         state.mig_slots[i][prof].append((d, s))
         state.mig_free[i, PROFILE_INDEX[prof]] += 1
-        state.mig_used[i] -= MIG_PROFILES[prof][0] * 1000 // 7
-    state.gpu_held[i] -= alloc.gpu_milli
+        state.mig_used[i] -= MIG_MILLI[prof]
+    if alloc.gpu_milli:
+        state.gpu_held[i] -= alloc.gpu_milli
     state._refresh(i)
 
 
@@ -407,5 +442,5 @@ def share_request(share: Share) -> tuple[int, int]:
     if kind == "whole":
         return 1000, int(amount)
     if kind == "mig":
-        return MIG_PROFILES[str(amount)][0] * 1000 // 7, 1
+        return MIG_MILLI[str(amount)], 1
     return int(amount), 1

@@ -12,7 +12,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from cluster.state import ClusterState, Share, fits_now_mask, share_for, share_groups
+from cluster.state import ClusterState, Share, fits_now_list, fits_now_mask, share_for, share_groups
 from scheduler.task import Task
 
 
@@ -53,6 +53,44 @@ class Policy(Protocol):
 
 Candidates = tuple[np.ndarray, list[Share], np.ndarray]
 
+#: Up to this many statically feasible nodes, :func:`filter_nodes` tests "fits now" in plain
+#: Python and reuses cached candidate arrays: numpy's per-call overhead (about a microsecond)
+#: costs more than a loop over a handful of nodes. Above it the test is vectorised.
+SCALAR_MAX_NODES = 32
+#: At most this many fits-now patterns are remembered per task shape (bounds the memory).
+MAX_PATTERNS = 4096
+
+
+class _Shape:
+    """Static feasibility of one task shape, plus the candidates seen per fits-now pattern."""
+
+    __slots__ = ("nodes", "shares", "groups", "node_list", "cpu_only", "by_pattern")
+
+    def __init__(self, nodes: list[int], shares: list[Share]) -> None:
+        self.nodes = _frozen(np.array(nodes, dtype=np.int64))
+        self.shares = shares
+        self.groups = share_groups(shares)
+        self.node_list = nodes
+        self.cpu_only = all(s[0] == "cpu" for s in shares)
+        #: (fits-now pattern, queue_aware) -> the result of :func:`_candidates` for it
+        self.by_pattern: dict[tuple, tuple[Candidates, bool]] = {}
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False  # cached and handed to every policy: nobody may write to it
+    return a
+
+
+_NAN_ROWS: dict[int, np.ndarray] = {}
+
+
+def _nan_row(n: int) -> np.ndarray:
+    """A fresh array of ``n`` NaNs (a copy of a cached one: cheaper than ``np.full``)."""
+    row = _NAN_ROWS.get(n)
+    if row is None:
+        row = _NAN_ROWS[n] = _frozen(np.full(n, np.nan))
+    return row.copy()
+
 
 class FeasibilityCache:
     """Static feasibility per task shape: which nodes could ever host it, and with what share.
@@ -62,7 +100,7 @@ class FeasibilityCache:
     """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple, tuple[np.ndarray, list[Share], dict[Share, np.ndarray]]] = {}
+        self._cache: dict[tuple, _Shape] = {}
         self._spec = None
 
     def static(self, task: Task, state: ClusterState) -> tuple[np.ndarray, list[Share]]:
@@ -71,6 +109,11 @@ class FeasibilityCache:
 
     def entry(self, task: Task, state: ClusterState) -> tuple[np.ndarray, list[Share], dict[Share, np.ndarray]]:
         """``(nodes, shares, {share: positions})``: :meth:`static` plus the shares grouped."""
+        sh = self.shape(task, state)
+        return sh.nodes, sh.shares, sh.groups
+
+    def shape(self, task: Task, state: ClusterState) -> _Shape:
+        """The cached :class:`_Shape` of ``task`` (built on first sight of its shape)."""
         if self._spec is not state.spec:
             self._cache.clear()
             self._spec = state.spec
@@ -84,9 +127,22 @@ class FeasibilityCache:
                 if s is not None:
                     nodes.append(i)
                     shares.append(s)
-            hit = (np.array(nodes, dtype=np.int64), shares, share_groups(shares))
-            self._cache[key] = hit
+            hit = self._cache[key] = _Shape(nodes, shares)
         return hit
+
+
+def _candidates(nodes: np.ndarray, shares: list[Share], now: np.ndarray, groups: dict,
+                queue_aware: bool) -> tuple[Candidates, bool]:
+    """The filter rule of :func:`filter_nodes`, given the fits-now mask."""
+    if queue_aware:
+        return (nodes, shares, now), not now.any()
+    if now.all():
+        return (nodes, shares, now), False
+    if now.any():
+        keep = np.flatnonzero(now)
+        kept = [shares[0]] * len(keep) if len(groups) == 1 else [shares[k] for k in keep]
+        return (nodes[keep], kept, now[keep]), False
+    return (nodes, shares, now), True
 
 
 def filter_nodes(task: Task, state: ClusterState, cache: FeasibilityCache,
@@ -97,18 +153,23 @@ def filter_nodes(task: Task, state: ClusterState, cache: FeasibilityCache,
     that nothing fits now and the task will wait in the chosen node's queue.
     ``queue_aware`` policies (the oracle) get every statically feasible node, to
     weigh waiting for a fast node against starting now on a slow one.
+
+    The returned arrays may be cached and shared between calls: they are read-only.
     """
-    nodes, shares, groups = cache.entry(task, state)
-    now = fits_now_mask(state, task, nodes, groups)
-    if queue_aware:
-        return (nodes, shares, now), not now.any()
-    if now.all():
-        return (nodes, shares, now), False
-    if now.any():
-        keep = np.flatnonzero(now)
-        kept = [shares[0]] * len(keep) if len(groups) == 1 else [shares[k] for k in keep]
-        return (nodes[keep], kept, now[keep]), False
-    return (nodes, shares, now), True
+    sh = cache.shape(task, state)
+    if len(sh.node_list) > SCALAR_MAX_NODES:
+        return _candidates(sh.nodes, sh.shares, fits_now_mask(state, task, sh.nodes, sh.groups),
+                           sh.groups, queue_aware)
+    # small clusters: few fits-now patterns per shape, each worked out once
+    key = (tuple(fits_now_list(state, task, sh.node_list, sh.shares, sh.cpu_only)), queue_aware)
+    hit = sh.by_pattern.get(key)
+    if hit is None:
+        (nodes, shares, now), queued = _candidates(sh.nodes, sh.shares, np.array(key[0], dtype=bool),
+                                                   sh.groups, queue_aware)
+        hit = ((_frozen(nodes), shares, _frozen(now)), queued)
+        if len(sh.by_pattern) < MAX_PATTERNS:
+            sh.by_pattern[key] = hit
+    return hit
 
 
 def why_infeasible(task: Task, state: ClusterState) -> str:
@@ -153,23 +214,26 @@ class ScoringPolicy:
     def select(self, task: Task, state: ClusterState) -> Decision:
         n = state.n_nodes
         (nodes, shares, now), queued = filter_nodes(task, state, self._feasible, self.queue_aware)
-        scores = np.full(n, np.nan)
         if len(nodes) == 0:
-            return Decision(-1, None, scores, why_infeasible(task, state), self.name)
+            return Decision(-1, None, np.full(n, np.nan), why_infeasible(task, state), self.name)
         s = self.score(task, state, (nodes, shares, now))
         if not isinstance(s, np.ndarray) or s.dtype != np.float64:
             s = np.asarray(s, dtype=float)
-        scores[nodes] = s
+        if len(nodes) == n:  # every node is a candidate (candidates are in index order)
+            scores = s.copy()
+        else:
+            scores = _nan_row(n)
+            scores[nodes] = s
         k = int(s.argmax())
         if self.node_rank is not None and len(s) > 1:
             top = np.flatnonzero(s == s[k])
             if len(top) > 1:
                 k = int(top[np.argmin(self.node_rank[nodes[top]])])
-        node, share = int(nodes[k]), shares[k]
+        node, share = nodes.item(k), shares[k]
         name = state.spec.nodes[node].name
-        queued = not now[k]
+        queued = not now.item(k)
         wait = " (queued: waits for capacity)" if queued else ""
-        return Decision(node, share, scores, f"{name}: {self.reason} ({s[k]:.3g}){wait}", self.name,
+        return Decision(node, share, scores, f"{name}: {self.reason} ({s.item(k):.3g}){wait}", self.name,
                         queued=queued, device=self.pick_device(task, state, node, share))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Iterable
 
 import numpy as np
@@ -45,6 +46,7 @@ class SimResult:
     summary: dict = field(default_factory=dict)
 
 
+@lru_cache(maxsize=None)
 def _share_text(share) -> str:
     kind, amount = share
     if kind == "cpu":
@@ -74,8 +76,12 @@ class OnlineSimulator:
         self.state = ClusterState.from_spec(spec)
         self.policy_name = policy_name
         self.fragmentation = fragmentation
-        self._unif = np.random.default_rng(seed).random(len(self.tasks))
+        # Python floats: the per-task arithmetic stays out of numpy scalars (same values)
+        self._unif = np.random.default_rng(seed).random(len(self.tasks)).tolist()
         self._tiers = [spec.tiers[n.tier] for n in spec.nodes]
+        self._net_range = [(t.network_ms[0], t.network_ms[1] - t.network_ms[0]) for t in self._tiers]
+        self._labels = [(n.name, n.pool, n.tier) for n in spec.nodes]
+        self._nodes = list(spec.nodes)
         self.records: list[tuple] = []
         self._heap: list[tuple] = []
         self._seq = 0
@@ -107,20 +113,21 @@ class OnlineSimulator:
         k = self._k
         self._k += 1
         state = self.state
-        if not d.placed:
+        i = d.node
+        if i < 0:  # not placed
             self.records.append((task.id, task.kind, self.policy_name, "rejected", d.explanation,
                                  task.arrival, task.priority, task.slo_ms, task.cost_sensitivity,
                                  task.gpu_need, "", "", "", "", False, np.nan, np.nan, np.nan, np.nan,
                                  np.nan, np.nan, False, 0.0, np.nan))
             return
-        i = d.node
-        lo, hi = self._tiers[i].network_ms
-        net = self._net[id(task)] = lo + self._unif[k] * (hi - lo)
+        lo, span = self._net_range[i]
+        net = self._net[id(task)] = lo + self._unif[k] * span
         q = state.queues[i]
-        if not q and fits_now(state, i, task, d.share):
-            self._start(task, i, d.share, d.device, task.arrival, checked=True)
+        share = d.share
+        if not q and fits_now(state, i, task, share):
+            self._start(task, i, share, d.device, task.arrival, checked=True)
         else:
-            q.append((task, d.share, net / 1000.0))
+            q.append((task, share, net / 1000.0))
             state.queue_len[i] += 1
 
     def finish(self) -> SimResult:
@@ -149,8 +156,8 @@ class OnlineSimulator:
                checked: bool = False) -> None:
         state = self.state
         alloc = allocate(state, i, task, share, device, checked=checked)
-        sharers = int(state.gpu_tasks[i, alloc.devices[0][0]]) if share[0] == "slice" else 1
-        ex = exec_seconds(self.spec.nodes[i], task, share, sharers)
+        sharers = state.gpu_tasks.item(i, alloc.devices[0][0]) if share[0] == "slice" else 1
+        ex = exec_seconds(self._nodes[i], task, share, sharers)
         finish = t + self._net[id(task)] / 1000.0 + ex
         entry = [finish, alloc]
         state.holding[i].append(entry)
@@ -161,17 +168,18 @@ class OnlineSimulator:
         t, _, i, task, entry, started, ex = heapq.heappop(self._heap)
         state = self.state
         state.now = t
-        release(state, entry[1])
+        alloc = entry[1]
+        release(state, alloc)
         state.holding[i].remove(entry)
         net_ms = self._net.pop(id(task))
         queue_ms = (started - task.arrival) * 1000.0
         latency = queue_ms + net_ms + ex * 1000.0
-        share = entry[1].share
-        node = self.spec.nodes[i]
+        share = alloc.share
+        name, pool, tier = self._labels[i]
         c = task_cost(self._tiers[i], task, share, ex)
         self.records.append((
             task.id, task.kind, self.policy_name, "succeeded", "", task.arrival, task.priority,
-            task.slo_ms, task.cost_sensitivity, task.gpu_need, node.name, node.pool, node.tier,
+            task.slo_ms, task.cost_sensitivity, task.gpu_need, name, pool, tier,
             _share_text(share), started > task.arrival, started, t, queue_ms, net_ms, ex * 1000.0,
             latency, latency <= task.slo_ms, c,
             self.objective.score(latency, task.slo_ms, task.priority, c, task.cost_sensitivity)))

@@ -33,6 +33,10 @@ def summarize(records: pd.DataFrame, timeline: pd.DataFrame | None = None,
     by_prio = {int(p): float(g.mean()) for p, g in missed.groupby(records["priority"])}
     span = (done["finish"].max() - records["arrival"].min()) if len(done) else 0.0
     mix = done["pool"].value_counts(normalize=True).sort_index()
+    # share kind ("cpu", "slice", ...) per task: count the few distinct shares, then split
+    # those (splitting every record's string cost as much as the rest of the summary)
+    shares = done["share"].value_counts()
+    kinds = shares.groupby(shares.index.str.split(":").str[0]).sum()
     out = {
         "tasks": n,
         "succeeded": int(len(done)),
@@ -47,8 +51,7 @@ def summarize(records: pd.DataFrame, timeline: pd.DataFrame | None = None,
         "objective_mean": _f(done["score"].mean()) if len(done) else float("nan"),
         "throughput_per_s": float(len(done) / span) if span > 0 else float("nan"),
         "placement_mix": {str(k): float(v) for k, v in mix.items()},
-        "share_mix": {str(k): float(v) for k, v in
-                      done["share"].str.split(":").str[0].value_counts(normalize=True).sort_index().items()},
+        "share_mix": {str(k): float(v) for k, v in (kinds / kinds.sum()).sort_index().items()},
     }
     if timeline is not None and len(timeline):
         out["utilisation"] = {p: float(timeline[f"util_{p}"].mean()) for p in pools

@@ -16,9 +16,9 @@ class CheapestFeasible(ScoringPolicy):
 
     def score(self, task: Task, state: ClusterState, cand: Candidates):
         nodes, shares, _ = cand
-        out = np.empty(len(nodes))
-        for k, (i, share) in enumerate(zip(nodes, shares)):
-            ex = expected_exec_s(task, state, int(i), share)
-            tier = state.spec.tiers[state.spec.nodes[int(i)].tier]
-            out[k] = -cost(tier, task, share, ex) - 1e-9 * ex
-        return out
+        tiers, spec_nodes = state.spec.tiers, state.spec.nodes
+        out = []
+        for i, share in zip(nodes.tolist(), shares):  # Python ints: a handful of candidates
+            ex = expected_exec_s(task, state, i, share)
+            out.append(-cost(tiers[spec_nodes[i].tier], task, share, ex) - 1e-9 * ex)
+        return np.array(out, dtype=float)

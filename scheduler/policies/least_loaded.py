@@ -11,5 +11,6 @@ class LeastLoaded(ScoringPolicy):
     reason = "lowest load (1 - utilisation - queued tasks)"
 
     def score(self, task: Task, state: ClusterState, cand: Candidates):
-        nodes = cand[0]
-        return 1.0 - state.load()[nodes] - state.queue_len[nodes]
+        # whole-cluster arithmetic, then the candidates: elementwise the same numbers, and
+        # one gather instead of two mixed-dtype operations on gathered copies
+        return (1.0 - state.load() - state.queue_len)[cand[0]]
