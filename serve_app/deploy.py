@@ -14,12 +14,15 @@ breaks the "only configured addresses" rule (README "Serve router").
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("serve_app")
 
 APP_NAME = "orchestrator"
 DEFAULT_HOST = "127.0.0.1"
@@ -43,6 +46,50 @@ class Endpoint:
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux; IANA's elsewhere)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+def in_ephemeral_range(port: int, span: int = 1) -> bool:
+    lo, hi = ephemeral_ports()
+    return port <= hi and port + span - 1 >= lo
+
+
+def free_fixed_port(span: int = 1, lo: int = 20_000, hi: int = 32_000, host: str = DEFAULT_HOST) -> int:
+    """``span`` consecutive free ports outside the ephemeral range, for the direct-ingress port.
+
+    A fixed port inside the ephemeral range can be taken, while the router replica
+    restarts, by any outgoing connection on the machine, and the new replica could not
+    bind it until that connection ends. (The other cause of a replica unable to bind
+    its port, TIME_WAIT connections, is handled in :mod:`serve_app.deployment`.)
+    """
+    import random
+    import socket
+
+    start = random.randrange(lo, hi - span)
+    for base in list(range(start, hi - span)) + list(range(lo, start)):
+        if in_ephemeral_range(base, span):
+            continue
+        try:
+            socks = []
+            for p in range(base, base + span):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {span} free consecutive port(s) between {lo} and {hi}")
 
 
 def controller_env(direct_port: int | None, span: int = 1) -> dict[str, str]:
@@ -74,6 +121,11 @@ def start(args: dict[str, Any], endpoint: Endpoint, *, state_dir: str | Path | N
 
     connect(state_dir, address, namespace="serve")
     app = build_app(args)  # validates the router args before anything starts
+    if endpoint.direct_port is not None and in_ephemeral_range(endpoint.direct_port, direct_span):
+        lo, hi = ephemeral_ports()
+        log.warning("direct-ingress port %d is inside the ephemeral port range %d-%d: an outgoing connection "
+                    "can take it while the router restarts, keeping the new replica from binding it; "
+                    "prefer a port below %d", endpoint.direct_port, lo, hi, lo)
     serve.start(http_options={"host": endpoint.host, "port": endpoint.port},
                 proxy_location="HeadOnly",
                 controller_options={"runtime_env": {"env_vars": controller_env(endpoint.direct_port,

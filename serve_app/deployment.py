@@ -33,6 +33,42 @@ log = logging.getLogger("serve_app")
 HEALTH_TIMEOUT_S = 10.0
 
 
+def _direct_ingress_reuses_its_port() -> None:
+    """Let a restarted replica bind the fixed direct-ingress port at once.
+
+    Ray 2.60 binds a replica's direct-ingress socket without SO_REUSEADDR, so after a
+    replica dies the new one cannot bind the port while any connection the old one
+    closed sits in TIME_WAIT there (60 s on Linux): Serve restarts it every few seconds
+    until then, and the router is down through the proxy too (seen in the kill test:
+    20-55 s). The proxy's own server sets the option through Serve's helper; this asks
+    the replica's to do the same (SO_REUSEADDR and SO_REUSEPORT, as for the proxy).
+    Skipped, with a warning, if Ray's internals are not what this expects.
+    """
+    try:
+        import inspect
+
+        from ray.serve._private import replica as _replica
+
+        orig = _replica.start_asgi_http_server
+        if getattr(orig, "_orch_reuse", False):
+            return
+        if "enable_so_reuseport" not in inspect.signature(orig).parameters:
+            raise TypeError("start_asgi_http_server has no enable_so_reuseport parameter")
+
+        async def start_asgi_http_server(*args: Any, **kwargs: Any):
+            kwargs["enable_so_reuseport"] = True
+            return await orig(*args, **kwargs)
+
+        start_asgi_http_server._orch_reuse = True  # type: ignore[attr-defined]
+        _replica.start_asgi_http_server = start_asgi_http_server
+    except Exception as exc:  # noqa: BLE001 - a slower restart, not a broken router
+        log.warning("direct ingress keeps Ray's default socket options (%s): a restarted router may "
+                    "wait up to a minute for its direct port", exc)
+
+
+_direct_ingress_reuses_its_port()
+
+
 def _asgi():
     """Evaluated in the replica: the FastAPI app bound to this process's service."""
     return create_api(runtime.service, runtime.auth)

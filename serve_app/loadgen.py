@@ -4,7 +4,12 @@
 fixed rate whatever the answers do (latency at a given load, no coordinated
 omission). ``post_with_retry`` is how a client survives a router restart: it
 resends the same body (so the same task id, which the router treats as an
-idempotency key) on connection errors and 502/503/504 until a deadline.
+idempotency key) on connection errors, 502/503/504, and a 500 that the router
+did not write, until a deadline. The router answers every error as JSON (a bug
+of its own included: ``{"detail": "internal error ..."}``); Serve's proxy answers
+a request whose replica died under it with a plain-text ``Internal Server Error``
+(Ray 2.60 maps ``RayActorError`` to 500), and such a request may or may not have
+been accepted, so resending the same id is the only way to find out.
 """
 from __future__ import annotations
 
@@ -12,12 +17,21 @@ import asyncio
 import json
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import aiohttp
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+T = TypeVar("T")
+
+
+def run_sync(coro: Awaitable[T]) -> T:
+    """``asyncio.run(coro)`` in a thread of its own, so it works where this thread already runs an
+    event loop (Streamlit, Playwright's sync API, a notebook), where ``asyncio.run`` refuses."""
+    with ThreadPoolExecutor(1, thread_name_prefix="loadgen") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @dataclass
@@ -107,6 +121,20 @@ async def open_loop(url: str, make_body: Callable[[int], Any], *, rate: float, s
     return res
 
 
+def _lost_upstream(status: int, content_type: str) -> bool:
+    """A 500 not from the router (whose errors are all JSON): the replica died with the request."""
+    return status == 500 and content_type != "application/json"
+
+
+def _decode(payload: bytes) -> Any:
+    if not payload:
+        return None
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload.decode(errors="replace")
+
+
 async def post_with_retry(s: aiohttp.ClientSession, url: str, body: Any, *, deadline_s: float = 120.0,
                           backoff_s: float = 0.2) -> tuple[int, Any, int]:
     """POST until an answer that is not a transient failure: (status, JSON body, attempts).
@@ -121,9 +149,9 @@ async def post_with_retry(s: aiohttp.ClientSession, url: str, body: Any, *, dead
         try:
             async with s.post(url, data=json.dumps(body), headers={"content-type": "application/json"}) as r:
                 payload = await r.read()
-                if r.status not in RETRY_STATUSES:
-                    return r.status, (json.loads(payload) if payload else None), attempts
-                last = f"HTTP {r.status}"
+                if r.status not in RETRY_STATUSES and not _lost_upstream(r.status, r.content_type):
+                    return r.status, _decode(payload), attempts
+                last = f"HTTP {r.status}: {payload[:200].decode(errors='replace')}"
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             last = f"{type(exc).__name__}: {exc}"
         await asyncio.sleep(min(backoff_s * attempts, 2.0))

@@ -422,6 +422,7 @@ class RouterService:
             self.watcher.stop()
         self.executor.close()
         self.history.close()
+        self.metrics.close()
 
 
 _ID_PREFIX = uuid.uuid4().hex[:12]

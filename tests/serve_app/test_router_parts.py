@@ -162,3 +162,59 @@ def test_watcher_serves_cached_nodes_and_marks_only_refusing_ports_dead() -> Non
     finally:
         w.stop()
         live.close()
+
+
+def test_buffered_metrics_add_up_and_keep_every_observation() -> None:
+    from serve_app.metrics import BufferedSink, MemorySink, RouterMetrics
+
+    mem = MemorySink()
+    m = RouterMetrics(BufferedSink(mem, thread=False))
+    m.decisions("least-loaded", "batch", {"edge": 3, "cloud": 2}, [0.1, 0.2, 0.3, 0.4, 0.5])
+    m.decisions("least-loaded", "route", {"edge": 1}, [0.6])
+    m.accepted("least-loaded")
+    m.in_flight(4)
+    m.in_flight(2)
+    assert mem.total("orch_decisions") == 0  # nothing reaches the target before a flush
+    m.sink.flush()
+    assert mem.total("orch_decisions", pool="edge") == 4 and mem.total("orch_decisions", endpoint="batch") == 5
+    assert mem.total("orch_tasks_accepted") == 1 and mem.total("orch_tasks_in_flight") == 2
+    obs = [x for (n, _), xs in mem.observations.items() if n == "orch_decision_latency_ms" for x in xs]
+    assert sorted(obs) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    m.accepted("least-loaded")
+    m.close()  # flushes the rest
+    assert mem.total("orch_tasks_accepted") == 2
+
+
+def test_direct_ingress_ports_are_picked_outside_the_ephemeral_range() -> None:
+    import socket
+
+    from serve_app.deploy import ephemeral_ports, free_fixed_port, in_ephemeral_range
+
+    lo, hi = ephemeral_ports()
+    assert in_ephemeral_range(lo) and in_ephemeral_range(hi) and not in_ephemeral_range(lo - 1)
+    assert in_ephemeral_range(lo - 1, span=2)  # a range that reaches into it
+    base = free_fixed_port(span=2)
+    assert not in_ephemeral_range(base, span=2)
+    for p in (base, base + 1):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", p))
+
+
+def test_the_replica_binds_its_direct_port_with_address_reuse(monkeypatch) -> None:
+    """A restarted replica must bind the fixed direct port although TIME_WAIT connections sit on it."""
+    from ray.serve._private import replica
+
+    from serve_app import deployment
+    from serve_app.loadgen import run_sync  # not asyncio.run: a browser test may leave a loop running here
+
+    assert getattr(replica.start_asgi_http_server, "_orch_reuse", False)
+    seen = {}
+
+    async def fake(app, options, *, event_loop, enable_so_reuseport=False):
+        seen["reuse"] = enable_so_reuseport
+        return "started"
+
+    monkeypatch.setattr(replica, "start_asgi_http_server", fake)
+    deployment._direct_ingress_reuses_its_port()
+    assert run_sync(replica.start_asgi_http_server(None, None, event_loop=None)) == "started"
+    assert seen == {"reuse": True}
