@@ -425,12 +425,45 @@ def _start_workers(st: LaunchState, plan: list[NodeResources], object_store_mb: 
         raise errors[0]
 
 
+ATTACHED_DIR = "attached"
+
+
+def attach(state_dir: str | Path | None, name: str, sid: int, marker: str) -> Path:
+    """Record a long-lived process session that belongs to this cluster (for example the
+    driver that holds the Serve router's Ray job open), so that :func:`down` stops it too.
+    ``marker`` is a piece of its command line (a guard against a recycled session id)."""
+    d = Path(state_dir or default_state_dir()) / ATTACHED_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    f = d / name
+    f.write_text(json.dumps({"sid": sid, "marker": marker}))
+    return f
+
+
+def stop_attached(state_dir: str | Path | None, name: str | None = None, grace_s: float = 5.0) -> list[str]:
+    """Stop the attached session ``name`` (every one when None); returns the names stopped."""
+    d = Path(state_dir or default_state_dir()) / ATTACHED_DIR
+    files = [d / name] if name else (sorted(d.glob("*")) if d.is_dir() else [])
+    stopped = []
+    for f in files:
+        try:
+            rec = json.loads(f.read_text())
+            sid, marker = int(rec["sid"]), str(rec["marker"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if stop_sessions([sid], grace_s=grace_s, markers=(marker,)):
+            stopped.append(f.name)
+        f.unlink(missing_ok=True)
+    return stopped
+
+
 def down(state_dir: str | Path | None = None, *, keep_logs: bool = False, grace_s: float = 2.0) -> list[str]:
-    """Stop every process ``up``/``join`` started (and nothing else); return the node names."""
+    """Stop every process ``up``/``join`` started, and those attached to it (and nothing else);
+    return the node names."""
     sdir = Path(state_dir or default_state_dir())
     st = LaunchState.load(sdir)
     if st is None:
         return []
+    stop_attached(sdir, grace_s=grace_s)
     stop_sessions([r.sid for r in st.nodes.values()], grace_s=grace_s)
     (sdir / STATE_FILE).unlink(missing_ok=True)
     shutil.rmtree(st.temp_dir, ignore_errors=True)

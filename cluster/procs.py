@@ -37,10 +37,11 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def session_pids(sid: int) -> list[int]:
+def session_pids(sid: int, markers: tuple[str, ...] = _RAY_MARKERS) -> list[int]:
     """Live Ray processes of session ``sid`` (the ``ray start`` this launcher ran).
 
-    The command line must look like Ray's too, a guard against a recycled session id.
+    The command line must contain one of ``markers`` too (Ray's, by default), a guard
+    against a recycled session id.
     """
     me = os.getpid()
     out = []
@@ -53,7 +54,7 @@ def session_pids(sid: int) -> list[int]:
         except OSError:
             continue
         cmd = cmdline(pid)
-        if any(m in cmd for m in _RAY_MARKERS) and not _is_zombie(pid):
+        if any(m in cmd for m in markers) and not _is_zombie(pid):
             out.append(pid)
     return out
 
@@ -66,9 +67,9 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def stop_sessions(sids: list[int], grace_s: float = 8.0) -> int:
+def stop_sessions(sids: list[int], grace_s: float = 8.0, markers: tuple[str, ...] = _RAY_MARKERS) -> int:
     """SIGTERM every process of ``sids``, then SIGKILL what is left after ``grace_s``."""
-    pids = [p for s in sids for p in session_pids(s)]
+    pids = [p for s in sids for p in session_pids(s, markers)]
     for p in pids:
         try:
             os.kill(p, signal.SIGTERM)
@@ -76,11 +77,11 @@ def stop_sessions(sids: list[int], grace_s: float = 8.0) -> int:
             pass
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        left = [p for s in sids for p in session_pids(s)]
+        left = [p for s in sids for p in session_pids(s, markers)]
         if not left:
             return len(pids)
         time.sleep(0.2)
-    for p in [p for s in sids for p in session_pids(s)]:
+    for p in [p for s in sids for p in session_pids(s, markers)]:
         try:
             os.kill(p, signal.SIGKILL)
         except OSError:

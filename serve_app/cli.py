@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from serve_app.config import REPO_ROOT
 
@@ -30,6 +31,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--direct-port", type=int, default=None,
                     help="also serve from the router replica itself on this port (Serve's throughput-optimised "
                          "direct ingress; about 3x the proxy's request rate here)")
+    up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the router to answer")
+    up.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)  # the holder process itself
     for p in (up, ssub.add_parser("down", help="stop Serve on the cluster"),
               ssub.add_parser("status", help="the router's deployment status")):
         p.add_argument("--state-dir", default=None, help="launcher state directory (default $ORCH_RAY_DIR)")
@@ -71,9 +74,93 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+READY = "router ready:"
+HOLDER = "router-holder"
+
+
+def _hold_router(args: argparse.Namespace, argv: list[str]) -> int:
+    """Deploy from a background driver that stays connected, and wait until the router answers.
+
+    The router's Ray tasks belong to the Ray job of the driver that started Serve. When
+    that driver exits, Ray force-exits every idle worker of the job ("Force exiting worker
+    whose job has exited" in the raylet log), so each placed task would pay a fresh
+    worker start (measured 8-15 s per task under a burst instead of 0.1 s). So ``up``
+    runs the deployment in a detached process that holds the job open; it is attached
+    to the cluster's launcher state and stopped by ``serve down`` or ``cluster down``.
+    """
+    import subprocess
+    import time
+
+    from cluster.launcher import stop_attached
+
+    sdir = _state_dir(args)
+    sdir.mkdir(parents=True, exist_ok=True)
+    stop_attached(sdir, HOLDER)  # a holder of an earlier deployment
+    log_path = sdir / "serve-holder.log"
+    start = log_path.stat().st_size if log_path.exists() else 0
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "serve_app.cli", "serve", *argv, "--hold"],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + args.timeout + 60
+    while True:
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+        if f"\n{READY}" in f"\n{text}":
+            print("\n".join(line for line in text.splitlines() if not line.startswith(READY)))
+            print(f"(held open by a background driver, pid {proc.pid}, log {log_path}; "
+                  "`orchestrator serve down` stops it)")
+            return 0
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+            sys.stdout.write(text)
+            print(f"orchestrator serve: error: the router did not come up (log {log_path})", file=sys.stderr)
+            return proc.returncode or 1
+        time.sleep(0.5)
+
+
+def _up_argv(args: argparse.Namespace) -> list[str]:
+    """``serve up`` arguments that reproduce ``args`` (for the holder process)."""
+    out = ["up"]
+    for flag in ("config", "policy", "history", "admin_token_file", "host", "port", "direct_port", "state_dir",
+                 "address", "timeout"):
+        value = getattr(args, flag)
+        if value is not None:
+            out += [f"--{flag.replace('_', '-')}", str(value)]
+    return out
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    import os
+
+    from cluster.launcher import default_state_dir
+
+    return Path(args.state_dir or os.environ.get("ORCH_RAY_DIR") or default_state_dir())
+
+
+def _hold(args: argparse.Namespace, where: str) -> int:
+    """In the holder: attach to the cluster's state, say ready, keep the Ray job open until stopped."""
+    import os
+    import signal
+    import time
+
+    from cluster.launcher import attach
+
+    attach(_state_dir(args), HOLDER, os.getsid(0), "serve_app.cli")
+    print(f"{READY} {where}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        time.sleep(3600)
+
+
 def _run(args: argparse.Namespace) -> int:
     from serve_app import deploy
 
+    if args.serve_command == "up" and not args.hold:
+        _serve_options(args.config)  # a bad config exits 2 here, before anything starts
+        return _hold_router(args, _up_argv(args))
     if args.serve_command == "up":
         router_args, http = _serve_options(args.config)
         for key, value in (("policy", args.policy), ("history_url", args.history),
@@ -83,13 +170,18 @@ def _run(args: argparse.Namespace) -> int:
         ep = deploy.Endpoint(args.host or http.get("host") or deploy.DEFAULT_HOST,
                              args.port or int(http.get("port") or deploy.DEFAULT_PORT), args.direct_port)
         print(f"deploying the router ({router_args['policy']}) on {ep.url} ...", flush=True)
-        health = deploy.start(router_args, ep, state_dir=args.state_dir, address=args.address)
-        print(f"router ready at {ep.url} (OpenAPI: {ep.url}/docs)"
-              + (f", direct ingress {ep.direct_url}" if ep.direct_url else ""))
+        health = deploy.start(router_args, ep, state_dir=args.state_dir, address=args.address,
+                              timeout_s=args.timeout)
+        where = (f"router ready at {ep.url} (OpenAPI: {ep.url}/docs)"
+                 + (f", direct ingress {ep.direct_url}" if ep.direct_url else ""))
+        print(where)
         print(json.dumps(health))
-        return 0
+        return _hold(args, where)
     if args.serve_command == "down":
+        from cluster.launcher import stop_attached
+
         deploy.stop(state_dir=args.state_dir, address=args.address)
+        stop_attached(_state_dir(args), HOLDER)
         print("Serve stopped")
         return 0
     if args.serve_command == "status":
