@@ -5,9 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TRACES ?= ../shared/traces/alibaba_gpu_v2023
-OUT ?= results/demo
 
-.PHONY: demo test test-all test-router bench reproduce clean install
+.PHONY: demo demo-stop test test-all test-router bench reproduce clean install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,20 +18,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The whole system on this machine (simulations/demo.py): Ray cluster, learned policies,
+# Serve router, a workload through the router by `ray job submit`, the simulator comparison
+# (and the FGD packing replay when the Alibaba trace is there), the Streamlit view.
+# Knobs (DEMO_DURATION, DEMO_*_PORT, DEMO_OUT ...) are in the script's docstring.
 demo: $(STAMP)
-	$(BIN)/orchestrator simulate --cluster configs/cluster/local.yaml \
-		--workload configs/workloads/high_load.yaml \
-		--policies random,round-robin,least-loaded,cheapest-feasible,fastest-feasible,best-fit,dot-product,gpu-packing,gpu-clustering,fgd,oracle \
-		--seed 7 --out $(OUT)/online
-	@if [ -f $(TRACES)/openb_pod_list_default.csv ]; then \
-		$(BIN)/orchestrator simulate --mode packing --trace $(TRACES)/openb_pod_list_default.csv \
-			--policies random,dot-product,gpu-clustering,gpu-packing,best-fit,fgd --seeds 42-44 --jobs 2 \
-			--out $(OUT)/packing; \
-	else echo "(trace not found at $(TRACES): skipping the FGD packing replay)"; fi
+	$(BIN)/python -m simulations.demo
+
+# Stops exactly what `make demo` started (recorded in $DEMO_OUT/demo.json, default results/demo).
+demo-stop:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m simulations.demo stop; else echo "no $(VENV): nothing to stop"; fi
 
 # The suite CI runs: everything but the slow full-trace reproduction.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not router_live"
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The Serve router's live tests (real cluster, real HTTP, Prometheus, kills).
 test-router: $(STAMP)

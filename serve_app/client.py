@@ -7,11 +7,13 @@ never a stack trace.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import requests
 
 DEFAULT_URL = os.environ.get("ORCH_ROUTER_URL", "http://127.0.0.1:8000")
+FINAL = ("succeeded", "failed", "rejected")
 
 
 class RouterError(RuntimeError):
@@ -56,8 +58,22 @@ class RouterClient:
     def route(self, task: dict) -> dict:
         return self._call("POST", "/v1/route", json=task)
 
-    def run(self, task: dict, wait: bool = True) -> dict:
-        return self._call("POST", "/v1/tasks", params={"wait": str(wait).lower()}, json=task)
+    def run(self, task: dict, wait: bool = True, timeout_s: float | None = None) -> dict:
+        """``POST /v1/tasks``; with ``wait`` the router answers when the task ended (or after
+        ``timeout_s``, with the task still placed or running: see :meth:`wait_final`)."""
+        params = {"wait": str(wait).lower()}
+        if wait and timeout_s:
+            params["timeout_s"] = f"{timeout_s:g}"
+        return self._call("POST", "/v1/tasks", params=params, json=task)
+
+    def wait_final(self, task_id: str, timeout_s: float = 120.0, poll_s: float = 1.0) -> dict:
+        """Poll ``GET /v1/tasks/{id}`` until the task succeeded, failed or was rejected (or the time is up)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rec = self.task(task_id)
+            if rec.get("status") in FINAL or time.monotonic() > deadline:
+                return rec
+            time.sleep(poll_s)
 
     def task(self, task_id: str) -> dict:
         return self._call("GET", f"/v1/tasks/{task_id}")

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run` puts only this folder on the path
     sys.path.insert(0, str(ROOT))
 
-from serve_app.client import DEFAULT_URL, RouterClient, RouterError  # noqa: E402
+from serve_app.client import DEFAULT_URL, FINAL, RouterClient, RouterError  # noqa: E402
 from serve_app.results import (ResultSet, discover, latency_cdf, placement_mix,  # noqa: E402
                                sim_vs_real, slo_miss_by_priority, summary_table)
 
@@ -218,11 +218,21 @@ def page_submit() -> None:
     client = _client()
     try:
         with st.spinner("Placing ..."):
-            out = client.run(task, wait=True) if run else client.route(task)
+            out = client.run(task, wait=True, timeout_s=20) if run else client.route(task)
     except RouterError as exc:
         st.error(f"Could not place the task: {exc}")
         return
     _show_outcome(out)
+    if run and out.get("status") not in FINAL and out.get("task_id"):
+        try:  # still placed or running after the router's wait: follow it to its end
+            with st.spinner(f"Task {out['task_id']} is {out.get('status')}; waiting for its result ..."):
+                rec = client.wait_final(out["task_id"], timeout_s=300)
+        except RouterError as exc:
+            st.error(f"Could not read the task's result: {exc}")
+            return
+        _show_result(rec)
+    elif run:
+        _show_result(out)
 
 
 def _show_outcome(out: dict) -> None:
@@ -236,8 +246,10 @@ def _show_outcome(out: dict) -> None:
         st.warning(f"Not placed: {decision.get('explanation') or out.get('reason')}")
     c1, c2 = st.columns(2)
     with c1:
-        if decision.get("confidence") is not None:
-            st.metric("Confidence", f"{decision['confidence']:.0%}")
+        conf = decision.get("confidence")
+        st.metric("Confidence", f"{conf:.0%}" if isinstance(conf, (int, float)) else "n/a",
+                  help=None if isinstance(conf, (int, float)) else "this policy gives no confidence for this "
+                                                                    "decision; see the scores")
         st.write("**Why:**", decision.get("explanation", ""))
         if decision.get("inferred"):
             st.caption(f"Inferred from the description: {', '.join(decision['inferred'])}")
@@ -247,14 +259,26 @@ def _show_outcome(out: dict) -> None:
             st.altair_chart(alt.Chart(pd.DataFrame({"option": list(probs), "value": list(probs.values())}))
                             .mark_bar().encode(x="value:Q", y=alt.Y("option:N", sort="-x")),
                             use_container_width=True)
-    if "status" in out and "latency_ms" in out:
-        st.subheader("Result")
-        m1, m2, m3 = st.columns(3)
-        m1.metric("Status", out["status"])
-        m2.metric("Latency (ms)", f"{out['latency_ms']:.0f}" if out.get("latency_ms") is not None else "-")
-        m3.metric("Cost ($)", f"{out['cost']:.4f}" if out.get("cost") is not None else "-")
-        if out.get("reason"):
-            st.caption(out["reason"])
+
+
+def _show_result(out: dict) -> None:
+    """The measured outcome of a task that ran: status, end-to-end latency, cost."""
+    st.subheader("Measured result")
+    if out.get("status") not in FINAL:
+        st.info(f"The task is still {out.get('status')}; its record is at GET /v1/tasks/{out.get('task_id')}.")
+        return
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Status", out["status"])
+    m2.metric("Latency (ms)", f"{out['latency_ms']:.0f}" if out.get("latency_ms") is not None else "-")
+    m3.metric("Cost ($)", f"{out['cost']:.4f}" if out.get("cost") is not None else "-")
+    slo = out.get("slo_met")
+    m4.metric("SLO met", "-" if slo is None else ("yes" if slo else "no"))
+    parts = [f"{k.removesuffix('_ms')} {out[k]:.0f} ms" for k in ("queue_ms", "network_ms", "exec_ms")
+             if isinstance(out.get(k), (int, float))]
+    if parts:
+        st.caption("Measured on the cluster: " + ", ".join(parts) + f"; on {out.get('node')} ({out.get('share')})")
+    if out.get("reason"):
+        st.caption(out["reason"])
 
 
 # ------------------------------------------------------------------ Admin

@@ -12,6 +12,11 @@ not part of the workload's latency).
 
 Inside a Ray job the cluster is the job's; run by hand it is the one
 ``orchestrator cluster up`` started (or ``--address``).
+
+With ``--router URL`` the policy is not called here: each arrival is POSTed to the
+HTTP router's ``POST /v1/tasks`` and the records come from its history
+(:mod:`simulations.replay_router`). Either way the output folder also gets a
+``summary.json`` index (``kind: replay``) that the Streamlit Compare page reads.
 """
 from __future__ import annotations
 
@@ -191,7 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", required=True, help="workload YAML (configs/workloads/...)")
-    p.add_argument("--policy", required=True, help="policy name (orchestrator policies)")
+    p.add_argument("--policy", default=None,
+                   help="policy name (orchestrator policies); required unless --router is given, where it "
+                        "names the records and must be the router's active policy")
+    p.add_argument("--router", default=None, metavar="URL",
+                   help="send each arrival to the HTTP router at URL (POST /v1/tasks) instead of calling "
+                        "the policy here; the router's time_compression should equal --time-compression")
+    p.add_argument("--router-warmup", type=int, default=24, metavar="N",
+                   help="--router: first send the workload's first N tasks at once and wait for them "
+                        "(not recorded), so Ray worker start-up is not measured; 0 skips it")
+    p.add_argument("--router-sample-s", type=float, default=1.0,
+                   help="--router: seconds between GET /v1/cluster samples for the timeline (0: none)")
+    p.add_argument("--router-wait", type=float, default=600.0,
+                   help="--router: seconds to wait after the last arrival for final task records")
     p.add_argument("--cluster", default=None,
                    help=f"cluster YAML the Ray cluster was started from (default: ${ENV_CONFIG}, set for "
                         f"jobs by `orchestrator cluster up`, else the launcher's state, else {DEFAULT_CLUSTER})")
@@ -220,12 +237,76 @@ def cluster_path(arg: str | None, state_dir: str | None = None) -> str:
     return st.config if st is not None else DEFAULT_CLUSTER
 
 
+def index_result(out: Path, name: str, summary: dict, meta: dict) -> None:
+    """Add ``name`` to ``out/summary.json`` (the result-set index of :mod:`serve_app.results`)."""
+    path = out / "summary.json"
+    data: dict = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = {}
+    data["meta"] = {**data.get("meta", {}), **meta, "kind": "replay"}
+    data.setdefault("policies", {})[name] = summary
+    path.write_text(json.dumps(data, indent=2, default=float))
+
+
+def _print_summary(s: dict) -> None:
+    print(json.dumps({"tasks": s["tasks"], "succeeded": s["succeeded"], "failed": s["failed"],
+                      "rejected": s["rejected"], "latency_ms": s["latency_ms"], "slo_miss_rate": s["slo_miss_rate"],
+                      "cost_total": s["cost_total"], "placement_mix": s["placement_mix"]}, indent=2, default=float))
+
+
+class UsageError(ValueError):
+    """A bad flag combination or a router that does not answer: exit 2, naming the flag."""
+
+
+def run_router(args: argparse.Namespace) -> int:
+    """``--router``: the replay through the HTTP router."""
+    from cluster.topology import load_cluster
+    from simulations.replay_router import RouterUnavailable, check_router, replay_via_router
+
+    url = args.router.rstrip("/")
+    try:
+        active = check_router(url)
+    except RouterUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    running = str(active.get("policy", ""))
+    if args.policy and args.policy.partition(":")[0] != running.partition(":")[0]:
+        raise UsageError(f"--policy {args.policy}: the router at {url} runs {running!r}; switch it "
+                         "(PUT /v1/policy, admin) or leave --policy out")
+    label = args.policy or running
+    spec = load_cluster(cluster_path(args.cluster, args.state_dir))
+    tasks = load_tasks(args.workload, seed=args.seed, duration_s=args.duration, load_factor=args.load_factor)
+    run_tag = time.strftime("r%Y%m%d-%H%M%S-") + os.urandom(2).hex()  # unique per run: ids are idempotency keys
+    print(f"replaying {len(tasks)} tasks of {args.workload} through the router at {url} ({running}), "
+          f"time compression {args.time_compression:g}; task ids {run_tag}-<id>", flush=True)
+    res = replay_via_router(spec, tasks, url, label=label, time_compression=args.time_compression,
+                            run_tag=run_tag, wait_s=args.router_wait,
+                            warmup=0 if args.no_warm else args.router_warmup, sample_s=args.router_sample_s)
+    out = Path(args.out).resolve()
+    meta = {"workload": str(args.workload), "policy": label, "cluster": spec.name, "tasks": len(tasks),
+            "seed": args.seed, "time_compression": args.time_compression, "wall_s": res.wall_s,
+            "warm_s": res.warm_s, "router": url, "router_policy": running,
+            "router_policy_version": active.get("version"), "run_tag": run_tag}
+    write_result(out, label, res, meta)
+    index_result(out, label, res.summary, meta)
+    _print_summary(res.summary)
+    print(f"records and summary written to {out}/ ({res.wall_s:.1f} s of replay through the router, "
+          f"{res.warm_s:.1f} s warm-up)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Replay as the command line asked; prints the summary; returns the exit status."""
     from cluster.launcher import connect
     from cluster.topology import load_cluster
     from scheduler.policy import make_policy
 
+    if args.router:
+        return run_router(args)
+    if not args.policy:
+        raise UsageError("--policy is required (unless --router is given)")
     spec = load_cluster(cluster_path(args.cluster, args.state_dir))
     tasks = load_tasks(args.workload, seed=args.seed, duration_s=args.duration, load_factor=args.load_factor)
     policy = make_policy(args.policy)
@@ -241,10 +322,8 @@ def run(args: argparse.Namespace) -> int:
     meta = {"workload": str(args.workload), "policy": args.policy, "cluster": spec.name, "tasks": len(tasks),
             "seed": seed, "time_compression": args.time_compression, "wall_s": res.wall_s, "warm_s": res.warm_s}
     write_result(out, args.policy, res, meta)
-    s = res.summary
-    print(json.dumps({"tasks": s["tasks"], "succeeded": s["succeeded"], "failed": s["failed"],
-                      "rejected": s["rejected"], "latency_ms": s["latency_ms"], "slo_miss_rate": s["slo_miss_rate"],
-                      "cost_total": s["cost_total"], "placement_mix": s["placement_mix"]}, indent=2, default=float))
+    index_result(out, args.policy, res.summary, meta)
+    _print_summary(res.summary)
     print(f"records and summary written to {out}/ ({res.wall_s:.1f} s of replay, {res.warm_s:.1f} s warm-up)")
     return 0
 
@@ -257,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, TaskError, KeyError) as exc:
+    except (ConfigError, TaskError, KeyError, UsageError) as exc:
         print(f"replay: error: {exc}", file=sys.stderr)
         return 2
     except (RuntimeError, LauncherError) as exc:

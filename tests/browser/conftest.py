@@ -8,7 +8,6 @@ writes, and the router URL points at a closed port so the pages must show their
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.chromium import chromium
 from tests.conftest import REPO_ROOT
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ADMIN_SECRET = "test-secret-7f3a"
 
 
@@ -72,18 +71,12 @@ def streamlit_url(result_root: Path):
         proc.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+    """Package scope: Playwright's sync API keeps an event loop in this thread while it is open,
+    and later packages (tests/demo, the router's load generators) need the thread without one."""
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -1,0 +1,406 @@
+"""``make demo``: the whole system on one machine, from a fresh clone, with no manual step.
+
+Steps (each prints what it does; a second run reuses what is already up):
+
+1. the local heterogeneous Ray cluster (``orchestrator cluster up``);
+2. the RandomForest, trained in seconds unless a model is in the registry; the
+   shipped RL policy (``artifacts/policies/rl``), or ``DEMO_TRAIN_RL=1`` trains one;
+3. the Serve router (``orchestrator serve up``) with the RandomForest policy;
+4. a mixed workload submitted with ``ray job submit`` that replays through the
+   router (``python -m simulations.replay --router ...``);
+5. the simulator comparison of every policy (rf:latest and rl:latest included) on
+   the same tasks, and the FGD packing replay on the Alibaba trace when
+   ``../shared/traces`` is there;
+6. the Streamlit view, pointed at the results and the router.
+
+It ends with the URLs and how to stop everything: ``make demo-stop``
+(``python -m simulations.demo stop``; ``... simulate`` runs step 5 alone) stops exactly what this started; what was
+already running before (a cluster, a router, a Streamlit) is reused and left alone.
+What it started is recorded in ``$DEMO_OUT/demo.json``.
+
+Environment (all optional): ``DEMO_OUT`` (results and state, default
+``results/demo``), ``DEMO_RAY_DIR`` (the launcher's state folder, default
+``$ORCH_RAY_DIR`` or ``/tmp/orch-ray-<uid>``), ``DEMO_RAY_PORT`` (GCS, 6380),
+``DEMO_DASHBOARD_PORT`` (8265), ``DEMO_ROUTER_PORT`` (8000), ``DEMO_STREAMLIT_PORT``
+(8501), ``DEMO_TOKEN_FILE`` (Ray token, default ``~/.ray/auth_token``),
+``DEMO_CLUSTER`` (topology YAML), ``DEMO_WORKLOAD`` (``configs/workloads/mixed.yaml``),
+``DEMO_DURATION`` (seconds of workload, default 60), ``DEMO_COMPRESSION`` (workload
+seconds per wall second, default 4), ``DEMO_POLICY`` (the router's, default ``rf``),
+``DEMO_TRAIN_RL=1``, ``DEMO_SKIP_TRACE=1``, ``DEMO_PACKING_SEEDS`` (default ``42``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POLICIES = ("random,round-robin,least-loaded,cheapest-feasible,fastest-feasible,best-fit,dot-product,"
+            "gpu-packing,gpu-clustering,fgd,oracle,rf:latest,rl:latest")
+PACKING_POLICIES = "random,dot-product,gpu-clustering,gpu-packing,best-fit,fgd"
+TRACE = ROOT.parent / "shared" / "traces" / "alibaba_gpu_v2023" / "openb_pod_list_default.csv"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the demo puts things and which ports it uses (from the environment)."""
+
+    out: Path
+    ray_dir: Path
+    ray_port: int
+    dashboard_port: int
+    router_port: int
+    streamlit_port: int
+    token_file: str | None
+    cluster: str
+    workload: str
+    duration: float
+    compression: float
+    policy: str
+    train_rl: bool
+    skip_trace: bool
+    packing_seeds: str
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        from cluster.launcher import default_state_dir
+
+        e = os.environ if env is None else env
+        out = Path(e.get("DEMO_OUT", ROOT / "results" / "demo"))
+        return cls(
+            out=(out if out.is_absolute() else ROOT / out).resolve(),
+            ray_dir=Path(e.get("DEMO_RAY_DIR") or default_state_dir()).resolve(),
+            ray_port=int(e.get("DEMO_RAY_PORT", 6380)),
+            dashboard_port=int(e.get("DEMO_DASHBOARD_PORT", 8265)),
+            router_port=int(e.get("DEMO_ROUTER_PORT", 8000)),
+            streamlit_port=int(e.get("DEMO_STREAMLIT_PORT", 8501)),
+            token_file=e.get("DEMO_TOKEN_FILE") or None,
+            cluster=e.get("DEMO_CLUSTER", "configs/cluster/local.yaml"),
+            workload=e.get("DEMO_WORKLOAD", "configs/workloads/mixed.yaml"),
+            duration=float(e.get("DEMO_DURATION", 60)),
+            compression=float(e.get("DEMO_COMPRESSION", 4)),
+            policy=e.get("DEMO_POLICY", "rf"),
+            train_rl=e.get("DEMO_TRAIN_RL") == "1",
+            skip_trace=e.get("DEMO_SKIP_TRACE") == "1",
+            packing_seeds=e.get("DEMO_PACKING_SEEDS", "42"),
+        )
+
+    @property
+    def state_file(self) -> Path:
+        return self.out / "demo.json"
+
+    @property
+    def router(self) -> str:
+        return f"http://127.0.0.1:{self.router_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def streamlit(self) -> str:
+        return f"http://127.0.0.1:{self.streamlit_port}"
+
+
+# ------------------------------------------------------------------ helpers
+
+def step(msg: str) -> None:
+    print(f"\n==> {msg}", flush=True)
+
+
+def orch(*args: str) -> list[str]:
+    exe = BIN / "orchestrator"
+    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "simulations.cli", *args]
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    print("$", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, check=True, **kw)
+
+
+def answers(url: str, timeout: float = 3.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status < 500
+    except Exception:  # noqa: BLE001 - any failure means "not answering"
+        return False
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def load_state(cfg: Settings) -> dict:
+    try:
+        return json.loads(cfg.state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_state(cfg: Settings, st: dict) -> None:
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    cfg.state_file.write_text(json.dumps(st, indent=2))
+
+
+def has_model(kind: str) -> bool:
+    from scheduler import model_registry
+
+    try:
+        model_registry.resolve(kind, "latest")
+        return True
+    except model_registry.RegistryError:
+        return False
+
+
+def cluster_running(cfg: Settings) -> bool:
+    """Whether the launcher's state in ``cfg.ray_dir`` names a cluster whose head answers."""
+    from cluster.launcher import HEAD_NAME, LaunchState, raylet_pid
+
+    st = LaunchState.load(cfg.ray_dir)
+    if st is None or HEAD_NAME not in st.nodes:
+        return False
+    return raylet_pid(st.nodes[HEAD_NAME]) is not None and port_open(st.gcs_port)
+
+
+def client_env(cfg: Settings) -> dict[str, str]:
+    """The environment a Ray client of the demo's cluster needs (token auth, config, PATH)."""
+    from cluster.launcher import ENV_STATE_DIR, LaunchState, client_env as launcher_env
+
+    st = LaunchState.load(cfg.ray_dir)
+    env = {**os.environ, **(launcher_env(st) if st else {}), ENV_STATE_DIR: str(cfg.ray_dir)}
+    env.pop("RAY_ADDRESS", None)  # `ray job submit --address <dashboard>` names the cluster
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def write_serve_config(cfg: Settings, token_file: Path) -> Path:
+    """configs/serve.yaml with the demo's router args: policy, history, admin token, compression."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
+    app = next(a for a in data["applications"] if str(a.get("import_path", "")).startswith("serve_app"))
+    args = app.setdefault("args", {})
+    args.update(policy=cfg.policy, history_url=f"sqlite:///{cfg.out / 'history.db'}",
+                admin_token_file=str(token_file), time_compression=cfg.compression)
+    if os.environ.get("ORCH_REGISTRY"):
+        args["registry"] = os.environ["ORCH_REGISTRY"]
+    data.setdefault("http_options", {})["port"] = cfg.router_port
+    path = cfg.out / "serve.yaml"
+    path.write_text("# written by `make demo` (simulations/demo.py) from configs/serve.yaml\n"
+                    + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def admin_token(cfg: Settings) -> Path:
+    path = cfg.out / "admin_token"
+    if not path.is_file():
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24))
+    return path
+
+
+# ------------------------------------------------------------------ steps
+
+def up(cfg: Settings) -> int:
+    t_start = time.monotonic()
+    st = load_state(cfg)
+    st.update(out=str(cfg.out), ray_dir=str(cfg.ray_dir), router=cfg.router, dashboard=cfg.dashboard,
+              streamlit=cfg.streamlit)
+    sd = ["--state-dir", str(cfg.ray_dir)]
+
+    step("1/6 local heterogeneous Ray cluster")
+    if cluster_running(cfg):
+        print(f"a cluster is already running (state in {cfg.ray_dir}); reusing it")
+        run(orch("cluster", "up", "--config", cfg.cluster, *sd))  # restarts any node that died
+    else:
+        st["cluster"] = True  # recorded first: a failed start is still cleaned up by `demo-stop`
+        save_state(cfg, st)
+        token = ["--token-file", cfg.token_file] if cfg.token_file else []
+        run(orch("cluster", "up", "--config", cfg.cluster, "--port", str(cfg.ray_port), "--dashboard-port",
+                 str(cfg.dashboard_port), *token, *sd))
+    from cluster.launcher import LaunchState
+
+    launched = LaunchState.load(cfg.ray_dir)
+    dashboard = launched.dashboard_url if launched else cfg.dashboard  # a reused cluster keeps its ports
+    st["dashboard"] = dashboard
+    save_state(cfg, st)
+    env = client_env(cfg)
+
+    step("2/6 learned policies")
+    if has_model("rf"):
+        print("RandomForest found in the registry (`orchestrator train rf` trains a new version)")
+    else:
+        run(orch("train", "rf", "--duration-s", "120"))
+    if cfg.train_rl or not has_model("rl"):
+        run(orch("train", "rl"))
+    else:
+        print("using the shipped RL policy (DEMO_TRAIN_RL=1 trains one)")
+
+    step("3/6 Serve router")
+    token_file = admin_token(cfg)
+    if answers(cfg.router + "/healthz"):
+        print(f"router already answering at {cfg.router}; reusing it")
+    else:
+        st["serve"] = True
+        save_state(cfg, st)
+        # `serve up` leaves a background driver holding the router's Ray job open (serve_app.cli
+        # says why); `serve down` and `cluster down` stop it.
+        run(orch("serve", "up", "--config", str(write_serve_config(cfg, token_file)), "--port",
+                 str(cfg.router_port), "--state-dir", str(cfg.ray_dir)), env=env)
+
+    step("4/6 mixed workload through the router, submitted with `ray job submit`")
+    replay_out = cfg.out / "replay"
+    label = cfg.policy if ":" in cfg.policy else f"{cfg.policy}:latest"  # the simulator's name for it
+    run([str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
+         "python", "-m", "simulations.replay", "--workload", cfg.workload, "--router", cfg.router,
+         "--policy", label,
+         "--duration", f"{cfg.duration:g}", "--time-compression", f"{cfg.compression:g}",
+         "--out", str(replay_out)], env=env)
+
+    step("5/6 simulator: every policy on the same tasks; FGD packing on the Alibaba trace")
+    run([sys.executable, "-m", "simulations.demo", "simulate"])  # its own process: a clean exit status
+    if cfg.skip_trace:
+        print("(DEMO_SKIP_TRACE=1: skipping the FGD packing replay)")
+    elif not TRACE.is_file():
+        print(f"(no trace at {TRACE}: skipping the FGD packing replay)")
+    else:
+        run(orch("simulate", "--mode", "packing", "--trace", str(TRACE), "--policies", PACKING_POLICIES,
+                 "--seeds", cfg.packing_seeds, "--jobs", "2", "--out", str(cfg.out / "packing")))
+
+    step("6/6 Streamlit view")
+    if port_open(cfg.streamlit_port):
+        print(f"something already listens on {cfg.streamlit}; reusing it")
+    else:
+        st["streamlit_pid"] = start_streamlit(cfg, token_file, dashboard)
+        save_state(cfg, st)
+    print(f"""
+The demo is up ({time.monotonic() - t_start:.0f} s).
+  Ray dashboard     {dashboard}
+  Router API docs   {cfg.router}/docs
+  Streamlit view    {cfg.streamlit}
+  Admin secret      in {token_file}
+Results in {cfg.out} (replay through the router: {replay_out}).
+Stop everything it started with `make demo-stop`.""", flush=True)
+    return 0
+
+
+def simulate_all(cfg: Settings) -> None:
+    """Every policy in the simulator on the tasks the replay sent (same workload, seed and duration)."""
+    from cluster.topology import load_cluster
+    from simulations.compare import compare_policies
+    from simulations.replay import load_tasks
+
+    spec = load_cluster(ROOT / cfg.cluster)
+    tasks = load_tasks(ROOT / cfg.workload, seed=None, duration_s=cfg.duration, load_factor=None)
+    print(f"simulating {len(tasks)} tasks of {cfg.workload} with {POLICIES}", flush=True)
+    table, _ = compare_policies(spec, tasks, POLICIES.split(","), seed=0, out=cfg.out / "online",
+                                meta={"workload": cfg.workload, "duration_s": cfg.duration})
+    cols = [c for c in ("objective", "lat_mean_ms", "lat_p99_ms", "slo_miss_%", "cost_total_$", "rejected")
+            if c in table.columns]
+    print(table[cols].to_string(float_format=lambda x: f"{x:,.3f}"))
+
+
+def start_streamlit(cfg: Settings, token_file: Path, dashboard: str) -> int:
+    log = open(cfg.out / "streamlit.log", "ab")  # noqa: SIM115 - handed to the child
+    env = {**os.environ, "ORCH_RESULTS": str(cfg.out), "ORCH_ADMIN_TOKEN_FILE": str(token_file),
+           "ORCH_ROUTER_URL": cfg.router, "ORCH_RAY_DASHBOARD": dashboard}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "serve_app" / "dashboard.py"), "--server.port",
+         str(cfg.streamlit_port), "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not port_open(cfg.streamlit_port):
+        if proc.poll() is not None:
+            raise RuntimeError(f"Streamlit exited with status {proc.returncode}; see {cfg.out / 'streamlit.log'}")
+        time.sleep(0.5)
+    return proc.pid
+
+
+# ------------------------------------------------------------------ stop
+
+def stop(cfg: Settings) -> int:
+    st = load_state(cfg)
+    if not st:
+        print(f"nothing to stop: no demo state in {cfg.state_file}")
+        return 0
+    if st.get("streamlit_pid"):
+        _stop_group(int(st["streamlit_pid"]), "Streamlit", b"streamlit")
+    ray_dir = st.get("ray_dir", str(cfg.ray_dir))
+    env = {**os.environ, "ORCH_RAY_DIR": ray_dir}
+    if st.get("serve") and not st.get("cluster"):  # on a cluster the demo did not start: remove only Serve
+        subprocess.run(orch("serve", "down", "--state-dir", ray_dir), cwd=ROOT, env=env)
+    if st.get("cluster"):  # stops Serve with it (its processes, and the router's holder, belong to the cluster)
+        subprocess.run(orch("cluster", "down", "--state-dir", ray_dir), cwd=ROOT, env=env)
+    cfg.state_file.unlink(missing_ok=True)
+    print("demo stopped")
+    return 0
+
+
+def _stop_group(pid: int, what: str, marker: bytes, grace_s: float = 10.0) -> None:
+    """SIGTERM the process group the demo started (``start_new_session``), SIGKILL what is left.
+
+    Only if ``pid`` still is that process (its command line has ``marker``), not a later one
+    that got its number.
+    """
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if marker not in cmd:
+        print(f"pid {pid} is no longer the demo's {what}; left alone")
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            print(f"stopped {what} (pid {pid})")
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    print(f"killed {what} (pid {pid})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    cfg = Settings.from_env()
+    if args[:1] == ["stop"]:
+        return stop(cfg)
+    if args[:1] == ["simulate"]:
+        simulate_all(cfg)
+        return 0
+    try:
+        return up(cfg)
+    except subprocess.CalledProcessError as exc:
+        print(f"\ndemo step failed (exit {exc.returncode}): {' '.join(map(str, exc.cmd))}\n"
+              "what is already up keeps running; `make demo-stop` stops it", file=sys.stderr)
+        return 1
+    except (RuntimeError, OSError) as exc:
+        print(f"\ndemo failed: {exc}\nwhat is already up keeps running; `make demo-stop` stops it",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""``make demo``'s script end to end, isolated, then ``demo-stop``: nothing it started is left.
+
+The demo runs on free ports (outside Ray's worker port range), its own launcher state
+folder, Ray token, result folder and model registry (the shipped RL policy copied in,
+a tiny RandomForest trained in about a second so the test does not spend the demo's
+30 s on it), with a 10 s workload and no trace replay. It is a separate package from
+``tests/integration``, so that package's cluster is never up at the same time.
+While the demo is up: the three URLs answer, the replay through the router wrote a
+record per task, and (with Debian's Chromium) the Streamlit Submit page places a task
+on the live router and shows its measured result.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.chromium import chromium
+from tests.conftest import REPO_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+
+DURATION = 10
+
+
+def _free_port() -> int:
+    """A free TCP port outside Ray's default worker port range (10002-19999)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port > 20000:
+            return port
+
+
+def _answers(url: str, timeout: float = 10.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _registry(root: Path) -> Path:
+    from tests.learned_registry import build_tiny_rf
+
+    reg = root / "registry"
+    reg.mkdir()
+    shipped = REPO_ROOT / "artifacts" / "policies" / "rl"
+    if shipped.is_dir():
+        shutil.copytree(shipped, reg / "rl")
+    build_tiny_rf(reg)
+    return reg
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The demo, up (timed), as the dict of its settings; stopped and checked afterwards."""
+    from cluster import launcher
+
+    root = Path(tempfile.mkdtemp(prefix="orch-demo-", dir="/tmp"))  # short: Ray's Unix socket paths
+    ports = {k: _free_port() for k in ("DEMO_RAY_PORT", "DEMO_DASHBOARD_PORT", "DEMO_ROUTER_PORT",
+                                       "DEMO_STREAMLIT_PORT")}
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "DEMO_OUT": str(root / "out"),
+           "DEMO_RAY_DIR": str(root / "ray"), "DEMO_TOKEN_FILE": str(root / "auth_token"),
+           "ORCH_REGISTRY": str(_registry(root)), "DEMO_DURATION": str(DURATION), "DEMO_SKIP_TRACE": "1",
+           "PYTHONUNBUFFERED": "1"}
+    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "ORCH_RAY_DIR", "ORCH_TEST_RAY_DIR", launcher.ENV_CONFIG):
+        env.pop(k, None)
+    info = {"root": root, "env": env, **ports,
+            "dashboard": f"http://127.0.0.1:{ports['DEMO_DASHBOARD_PORT']}",
+            "router": f"http://127.0.0.1:{ports['DEMO_ROUTER_PORT']}",
+            "streamlit": f"http://127.0.0.1:{ports['DEMO_STREAMLIT_PORT']}"}
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "simulations.demo"], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=900)
+        info["up_s"] = time.monotonic() - t0
+        info["log"] = proc.stdout + proc.stderr
+        print(f"\n[demo] up in {info['up_s']:.0f} s", file=sys.stderr)
+        assert proc.returncode == 0, info["log"][-4000:]
+        state = json.loads((root / "out" / "demo.json").read_text())
+        st = launcher.LaunchState.load(root / "ray")
+        info["state"] = state
+        info["sids"] = [r.sid for r in st.nodes.values()] if st else []
+        holder = root / "ray" / launcher.ATTACHED_DIR / "router-holder"  # `serve up`'s background driver
+        if holder.is_file():
+            state["router_holder_pid"] = json.loads(holder.read_text())["sid"]
+        yield info
+    finally:
+        _stop_and_check(info)
+
+
+def _stop_and_check(info: dict) -> None:
+    from cluster import launcher
+
+    root = info["root"]
+    st = launcher.LaunchState.load(root / "ray")
+    sids = info.get("sids") or ([r.sid for r in st.nodes.values()] if st else [])
+    state = info.get("state") or {}
+    proc = subprocess.run([sys.executable, "-m", "simulations.demo", "stop"], cwd=REPO_ROOT, env=info["env"],
+                          capture_output=True, text=True, timeout=300)
+    left = [p for s in sids for p in launcher.session_pids(s)]
+    own = {k: state.get(k) for k in ("streamlit_pid", "router_holder_pid") if state.get(k)}
+    if left:  # clean up for the next tests before failing
+        launcher.stop_sessions(sids, grace_s=2)
+    alive = {k: pid for k, pid in own.items() if _alive(pid)}
+    for pid in alive.values():
+        os.killpg(pid, signal.SIGKILL)
+    shutil.rmtree(root, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not left, f"processes of the demo's cluster left after demo-stop: {left}"
+    assert not alive, f"processes the demo started left after demo-stop: {alive}"
+    for name in ("DEMO_RAY_PORT", "DEMO_DASHBOARD_PORT", "DEMO_ROUTER_PORT", "DEMO_STREAMLIT_PORT"):
+        assert not _port_open(info[name]), f"{name} {info[name]} still open after demo-stop"
+
+
+def test_the_three_urls_answer(demo) -> None:
+    log = demo["log"]
+    for url in (demo["dashboard"], demo["router"] + "/docs", demo["streamlit"]):
+        assert url in log, f"the demo did not print {url}"
+        assert _answers(url) == 200, url
+    assert "make demo-stop" in log
+    st = demo["state"]
+    assert st["cluster"] and st["serve"] and st["streamlit_pid"] and st["router_holder_pid"]
+
+
+def test_the_replay_through_the_router_wrote_a_record_per_task(demo) -> None:
+    from simulations.replay import load_tasks
+
+    out = demo["root"] / "out"
+    tasks = load_tasks(REPO_ROOT / "configs" / "workloads" / "mixed.yaml", seed=None, duration_s=DURATION,
+                       load_factor=None)
+    recs = pd.read_csv(out / "replay" / "records_rf:latest.csv")
+    assert len(recs) == len(tasks) > 0
+    assert set(recs["task_id"]) == {t.id for t in tasks}
+    assert (recs["status"] == "succeeded").mean() >= 0.9, recs["status"].value_counts().to_dict()
+    assert recs.loc[recs["status"] == "succeeded", "latency_ms"].gt(0).all()
+    index = json.loads((out / "replay" / "summary.json").read_text())
+    assert index["meta"]["kind"] == "replay" and "rf:latest" in index["policies"]
+    meta = json.loads((out / "replay" / "summary_rf:latest.json").read_text())["meta"]
+    # every record is in the router's history under the run's id prefix
+    with urllib.request.urlopen(f"{demo['router']}/v1/tasks/{meta['run_tag']}-{tasks[0].id}", timeout=10) as r:
+        assert json.loads(r.read())["status"] in ("succeeded", "failed")
+    sims = json.loads((out / "online" / "summary.json").read_text())["policies"]
+    assert {"rf:latest", "rl:latest", "fgd", "oracle"} <= set(sims)
+    assert "ray job submit" in demo["log"]
+
+
+def test_a_second_run_reuses_what_is_running(demo) -> None:
+    """Last of the cheap checks: it replays 2 s of workload again over the first run's records."""
+    from cluster import launcher
+
+    env = {**demo["env"], "DEMO_DURATION": "2"}
+    proc = subprocess.run([sys.executable, "-m", "simulations.demo"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "a cluster is already running" in log and "router already answering" in log
+    assert f"something already listens on {demo['streamlit']}" in log
+    st = launcher.LaunchState.load(demo["root"] / "ray")
+    assert sorted(r.sid for r in st.nodes.values()) == sorted(demo["sids"])  # nothing restarted
+    state = json.loads((demo["root"] / "out" / "demo.json").read_text())
+    assert state["streamlit_pid"] == demo["state"]["streamlit_pid"]
+    holder = demo["root"] / "ray" / launcher.ATTACHED_DIR / "router-holder"
+    assert json.loads(holder.read_text())["sid"] == demo["state"]["router_holder_pid"]  # the same router
+    assert state["cluster"] and state["serve"]  # still recorded as the demo's, for demo-stop
+
+
+@pytest.mark.browser
+def test_submit_page_places_a_task_on_the_live_router_and_shows_the_result(demo) -> None:
+    with chromium() as b:
+        page = b.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.goto(demo["streamlit"])
+        page.wait_for_selector("text=AI Workload Orchestrator", timeout=60_000)
+        page.get_by_text("Submit", exact=True).first.click()
+        page.wait_for_selector("h2:has-text('Submit a task')", timeout=30_000)
+        page.get_by_label("Example").click()
+        page.get_by_role("option", name="LLM inference").click()
+        page.get_by_role("button", name="Submit").click()
+        page.wait_for_selector("text=Placed on", timeout=90_000)
+        page.wait_for_selector("text=Measured result", timeout=90_000)
+        page.wait_for_selector("text=Measured on the cluster", timeout=30_000)
+        body = page.inner_text("body")
+        assert "Traceback" not in body and "Something went wrong" not in body
+        for what in ("Confidence", "Why:", "Status", "Latency (ms)", "Cost ($)", "succeeded"):
+            assert what in body, what
+        assert "gpu" in body  # the LLM example needs a GPU share: a GPU pool and its share
