@@ -59,21 +59,31 @@ Candidates = tuple[np.ndarray, list[Share], np.ndarray]
 SCALAR_MAX_NODES = 32
 #: At most this many fits-now patterns are remembered per task shape (bounds the memory).
 MAX_PATTERNS = 4096
+#: At most this many task shapes are remembered (the cache starts over when full).
+MAX_SHAPES = 65_536
 
 
 class _Shape:
     """Static feasibility of one task shape, plus the candidates seen per fits-now pattern."""
 
-    __slots__ = ("nodes", "shares", "groups", "node_list", "cpu_only", "by_pattern")
+    __slots__ = ("nodes", "shares", "_groups", "node_list", "cpu_only", "by_pattern")
 
     def __init__(self, nodes: list[int], shares: list[Share]) -> None:
         self.nodes = _frozen(np.array(nodes, dtype=np.int64))
         self.shares = shares
-        self.groups = share_groups(shares)
+        self._groups: dict[Share, np.ndarray] | None = None
         self.node_list = nodes
         self.cpu_only = all(s[0] == "cpu" for s in shares)
         #: (fits-now pattern, queue_aware) -> the result of :func:`_candidates` for it
         self.by_pattern: dict[tuple, tuple[Candidates, bool]] = {}
+
+    @property
+    def groups(self) -> dict[Share, np.ndarray]:
+        """``{share: positions}`` (:func:`share_groups`), built when first needed: a stream of
+        all-distinct shapes (the router's batches) would otherwise pay for it on every task."""
+        if self._groups is None:
+            self._groups = share_groups(self.shares)
+        return self._groups
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -121,6 +131,8 @@ class FeasibilityCache:
                task.gpu_models)
         hit = self._cache.get(key)
         if hit is None:
+            if len(self._cache) >= MAX_SHAPES:  # a long-lived router sees unboundedly many shapes
+                self._cache.clear()
             nodes, shares = [], []
             for i in range(state.n_nodes):
                 s = share_for(state, i, task)
@@ -131,16 +143,18 @@ class FeasibilityCache:
         return hit
 
 
-def _candidates(nodes: np.ndarray, shares: list[Share], now: np.ndarray, groups: dict,
+def _candidates(nodes: np.ndarray, shares: list[Share], now: np.ndarray, groups: "dict | list[Share]",
                 queue_aware: bool) -> tuple[Candidates, bool]:
-    """The filter rule of :func:`filter_nodes`, given the fits-now mask."""
+    """The filter rule of :func:`filter_nodes`, given the fits-now mask (``groups``: the shares
+    grouped, or the shares themselves; only whether they are all one share matters)."""
     if queue_aware:
         return (nodes, shares, now), not now.any()
     if now.all():
         return (nodes, shares, now), False
     if now.any():
         keep = np.flatnonzero(now)
-        kept = [shares[0]] * len(keep) if len(groups) == 1 else [shares[k] for k in keep]
+        one = len(groups) == 1 if isinstance(groups, dict) else all(x == shares[0] for x in shares)
+        kept = [shares[0]] * len(keep) if one else [shares[k] for k in keep]
         return (nodes[keep], kept, now[keep]), False
     return (nodes, shares, now), True
 
@@ -165,7 +179,7 @@ def filter_nodes(task: Task, state: ClusterState, cache: FeasibilityCache,
     hit = sh.by_pattern.get(key)
     if hit is None:
         (nodes, shares, now), queued = _candidates(sh.nodes, sh.shares, np.array(key[0], dtype=bool),
-                                                   sh.groups, queue_aware)
+                                                   sh.shares, queue_aware)
         hit = ((_frozen(nodes), shares, _frozen(now)), queued)
         if len(sh.by_pattern) < MAX_PATTERNS:
             sh.by_pattern[key] = hit

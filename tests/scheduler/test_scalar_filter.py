@@ -85,3 +85,17 @@ def test_simulation_records_do_not_depend_on_the_filter_path(name, monkeypatch) 
     vector = simulate(LOCAL, tasks, make_policy(name), seed=4).records
     assert len(scalar) == len(tasks)
     assert scalar.equals(vector)
+
+
+def test_the_shape_cache_stays_bounded_and_answers_the_same_after_starting_over(monkeypatch) -> None:
+    """A long-lived router sees unboundedly many task shapes: the cache must not grow without end."""
+    monkeypatch.setattr(policy_mod, "MAX_SHAPES", 8)
+    st = ClusterState.from_spec(LOCAL)
+    cache, fresh = FeasibilityCache(), FeasibilityCache()
+    rng = np.random.default_rng(11)
+    for j in range(60):
+        task = _random_task(rng, j)
+        (nodes, shares, now), queued = filter_nodes(task, st, cache)
+        (n2, s2, now2), q2 = filter_nodes(task, st, fresh)
+        assert np.array_equal(nodes, n2) and shares == s2 and np.array_equal(now, now2) and queued == q2
+        assert len(cache._cache) <= 8
