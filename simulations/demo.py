@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -338,7 +337,11 @@ def stop(cfg: Settings) -> int:
         print(f"nothing to stop: no demo state in {cfg.state_file}")
         return 0
     if st.get("streamlit_pid"):
-        _stop_group(int(st["streamlit_pid"]), "Streamlit", b"streamlit")
+        from cluster.procs import stop_sessions
+
+        pid = int(st["streamlit_pid"])  # a session leader (start_new_session); its command line says streamlit
+        n = stop_sessions([pid], grace_s=10.0, markers=("streamlit",))
+        print(f"stopped Streamlit (pid {pid})" if n else f"Streamlit (pid {pid}) was no longer running")
     ray_dir = st.get("ray_dir", str(cfg.ray_dir))
     env = {**os.environ, "ORCH_RAY_DIR": ray_dir}
     if st.get("serve") and not st.get("cluster"):  # on a cluster the demo did not start: remove only Serve
@@ -348,38 +351,6 @@ def stop(cfg: Settings) -> int:
     cfg.state_file.unlink(missing_ok=True)
     print("demo stopped")
     return 0
-
-
-def _stop_group(pid: int, what: str, marker: bytes, grace_s: float = 10.0) -> None:
-    """SIGTERM the process group the demo started (``start_new_session``), SIGKILL what is left.
-
-    Only if ``pid`` still is that process (its command line has ``marker``), not a later one
-    that got its number.
-    """
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return
-    if marker not in cmd:
-        print(f"pid {pid} is no longer the demo's {what}; left alone")
-        return
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            print(f"stopped {what} (pid {pid})")
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    print(f"killed {what} (pid {pid})")
 
 
 def main(argv: list[str] | None = None) -> int:
