@@ -33,13 +33,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from cluster.procs import port_open
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -134,12 +135,6 @@ def answers(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def load_state(cfg: Settings) -> dict:
     try:
         return json.loads(cfg.state_file.read_text())
@@ -169,7 +164,7 @@ def cluster_running(cfg: Settings) -> bool:
     st = LaunchState.load(cfg.ray_dir)
     if st is None or HEAD_NAME not in st.nodes:
         return False
-    return raylet_pid(st.nodes[HEAD_NAME]) is not None and port_open(st.gcs_port)
+    return raylet_pid(st.nodes[HEAD_NAME]) is not None and port_open("127.0.0.1", st.gcs_port)
 
 
 def client_env(cfg: Settings) -> dict[str, str]:
@@ -280,7 +275,7 @@ def up(cfg: Settings) -> int:
                  "--seeds", cfg.packing_seeds, "--jobs", "2", "--out", str(cfg.out / "packing")))
 
     step("6/6 Streamlit view")
-    if port_open(cfg.streamlit_port):
+    if port_open("127.0.0.1", cfg.streamlit_port):
         print(f"something already listens on {cfg.streamlit}; reusing it")
     else:
         st["streamlit_pid"] = start_streamlit(cfg, token_file, dashboard)
@@ -322,7 +317,7 @@ def start_streamlit(cfg: Settings, token_file: Path, dashboard: str) -> int:
          "--browser.gatherUsageStats", "false"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not port_open(cfg.streamlit_port):
+    while time.monotonic() < deadline and not port_open("127.0.0.1", cfg.streamlit_port):
         if proc.poll() is not None:
             raise RuntimeError(f"Streamlit exited with status {proc.returncode}; see {cfg.out / 'streamlit.log'}")
         time.sleep(0.5)

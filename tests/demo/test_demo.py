@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cluster.procs import port_open
 from tests.chromium import chromium
 from tests.conftest import REPO_ROOT
 
@@ -52,12 +53,6 @@ def _answers(url: str, timeout: float = 10.0) -> int:
         return e.code
     except OSError:
         return 0
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _alive(pid: int) -> bool:
@@ -142,7 +137,7 @@ def _stop_and_check(info: dict) -> None:
     assert not left, f"processes of the demo's cluster left after demo-stop: {left}"
     assert not alive, f"processes the demo started left after demo-stop: {alive}"
     for name in ("DEMO_RAY_PORT", "DEMO_DASHBOARD_PORT", "DEMO_ROUTER_PORT", "DEMO_STREAMLIT_PORT"):
-        assert not _port_open(info[name]), f"{name} {info[name]} still open after demo-stop"
+        assert not port_open("127.0.0.1", info[name]), f"{name} {info[name]} still open after demo-stop"
 
 
 def test_the_three_urls_answer(demo) -> None:
