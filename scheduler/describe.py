@@ -7,7 +7,9 @@ segmentation", "nightly batch ETL"). Explicit task fields always win over these.
 from __future__ import annotations
 
 import re
-from typing import Any
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any, Mapping
 
 # (pattern, fields) in order; the first urgency match and the first GPU match apply.
 _URGENCY: list[tuple[str, dict[str, Any]]] = [
@@ -27,16 +29,27 @@ _GPU: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+_URGENCY_RE = [(re.compile(p), v) for p, v in _URGENCY]
+_GPU_RE = [(re.compile(p), v) for p, v in _GPU]
+
+
 def infer_from_description(text: str) -> dict[str, Any]:
     """Return the task fields that ``text`` implies (possibly empty)."""
+    return dict(implied_fields(text))
+
+
+@lru_cache(maxsize=4096)
+def implied_fields(text: str) -> Mapping[str, Any]:
+    """:func:`infer_from_description`, read-only and cached: users type the same few phrases,
+    and a router validating thousands of tasks a second would otherwise run the patterns each time."""
     low = text.lower()
     out: dict[str, Any] = {}
-    for pattern, values in _URGENCY:
-        if re.search(pattern, low):
+    for pattern, values in _URGENCY_RE:
+        if pattern.search(low):
             out.update(values)
             break
-    for pattern, values in _GPU:
-        if re.search(pattern, low):
+    for pattern, values in _GPU_RE:
+        if pattern.search(low):
             out.update(values)
             break
-    return out
+    return MappingProxyType(out)

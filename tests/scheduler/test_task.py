@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.task import MAX_DESCRIPTION, Task, TaskError, make_task, with_arrival
+from scheduler.describe import infer_from_description
+from scheduler.task import MAX_DESCRIPTION, Task, TaskError, make_task, with_arrival, with_id
 
 
 def bad(field: str, **kw) -> TaskError:
@@ -171,3 +172,17 @@ def test_non_finite_integer_field_is_named(field: str, value: float) -> None:
 
 def test_list_mig_profile_is_named() -> None:
     bad("mig_profile", mig_profile=["1g.10gb"])
+
+
+def test_with_id_copies_every_field_but_the_id() -> None:
+    t = make_task({"id": "a", "description": "medical image segmentation", "gpu_models": ["A100"], "work": 2.5})
+    c = with_id(t, "b")
+    assert c.id == "b" and c is not t
+    assert {**c.to_dict(), "id": "a"} == t.to_dict()
+
+
+def test_inference_is_cached_but_callers_cannot_change_it() -> None:
+    first = infer_from_description("Real-time fraud detection")
+    first["priority"] = 1  # a caller's copy
+    assert infer_from_description("Real-time fraud detection")["priority"] == 9
+    assert make_task({"id": "x", "description": "Real-time fraud detection"}).priority == 9
