@@ -111,6 +111,7 @@ class FeasibilityCache:
 
     def __init__(self) -> None:
         self._cache: dict[tuple, _Shape] = {}
+        self._by_result: dict[tuple, _Shape] = {}
         self._spec = None
 
     def static(self, task: Task, state: ClusterState) -> tuple[np.ndarray, list[Share]]:
@@ -126,6 +127,7 @@ class FeasibilityCache:
         """The cached :class:`_Shape` of ``task`` (built on first sight of its shape)."""
         if self._spec is not state.spec:
             self._cache.clear()
+            self._by_result.clear()
             self._spec = state.spec
         key = (task.cpu_milli, task.mem_mib, task.gpu_milli, task.gpu_count, task.mig_profile,
                task.gpu_models)
@@ -133,13 +135,20 @@ class FeasibilityCache:
         if hit is None:
             if len(self._cache) >= MAX_SHAPES:  # a long-lived router sees unboundedly many shapes
                 self._cache.clear()
+                self._by_result.clear()
             nodes, shares = [], []
             for i in range(state.n_nodes):
                 s = share_for(state, i, task)
                 if s is not None:
                     nodes.append(i)
                     shares.append(s)
-            hit = self._cache[key] = _Shape(nodes, shares)
+            # many shapes have the same feasible nodes and shares (4 GB or 5 GB of memory): they
+            # share one _Shape, its arrays and its per-pattern candidates
+            result = (tuple(nodes), tuple(shares))
+            hit = self._by_result.get(result)
+            if hit is None:
+                hit = self._by_result[result] = _Shape(nodes, shares)
+            self._cache[key] = hit
         return hit
 
 

@@ -99,3 +99,22 @@ def test_the_shape_cache_stays_bounded_and_answers_the_same_after_starting_over(
         (n2, s2, now2), q2 = filter_nodes(task, st, fresh)
         assert np.array_equal(nodes, n2) and shares == s2 and np.array_equal(now, now2) and queued == q2
         assert len(cache._cache) <= 8
+
+
+def test_shapes_with_the_same_feasible_nodes_share_one_entry() -> None:
+    """Distinct tasks (a router's batch) mostly differ in ways that do not change which nodes
+    could host them: they share one cache entry, and get the same candidates a lone task would."""
+    st = ClusterState.from_spec(LOCAL)
+    cache = FeasibilityCache()
+    a = Task(id="a", cpu_milli=1000, mem_mib=1024)
+    b = Task(id="b", cpu_milli=1100, mem_mib=2000)
+    big = Task(id="big", cpu_milli=1000, mem_mib=200 * 1024)  # fits fewer nodes (or none)
+    assert cache.shape(a, st) is cache.shape(b, st)
+    assert cache.shape(big, st) is not cache.shape(a, st)
+    rng = np.random.default_rng(5)
+    for j in range(200):
+        task = _random_task(rng, j)
+        (nodes, shares, now), queued = filter_nodes(task, st, cache)
+        (n2, s2, now2), q2 = filter_nodes(task, st, FeasibilityCache())
+        assert np.array_equal(nodes, n2) and shares == s2 and np.array_equal(now, now2) and queued == q2
+    assert len(cache._by_result) < len(cache._cache)
