@@ -27,12 +27,29 @@ def expected_exec_s(task: Task, state: ClusterState, i: int, share: Share) -> fl
 def expected(task: Task, state: ClusterState, nodes: np.ndarray,
              shares: list[Share]) -> tuple[np.ndarray, np.ndarray]:
     """(expected latency ms, expected cost $) per candidate node."""
-    lat = np.empty(len(nodes))
-    cst = np.empty(len(nodes))
-    for k, (i, share) in enumerate(zip(nodes, shares)):
-        i = int(i)
+    lat, cst = expected_lists(task, state, nodes, shares)
+    return np.array(lat, dtype=float), np.array(cst, dtype=float)
+
+
+def expected_lists(task: Task, state: ClusterState, nodes: np.ndarray, shares: list[Share],
+                   fits: np.ndarray | None = None) -> tuple[list[float], list[float]]:
+    """:func:`expected` as Python lists: for a handful of candidates, filling numpy arrays
+    element by element costs more than the estimate itself (the router's per-request path).
+
+    ``fits``: the candidates' fits-now mask when the caller has it (the filter's), so a
+    node with an empty queue where the task fits is not tested again.
+    """
+    lat: list[float] = []
+    cst: list[float] = []
+    now = state.now
+    net = state.net_mean_ms
+    spec_nodes = state.spec.nodes
+    tiers = state.spec.tiers
+    queues = state.queues
+    free_now = fits.tolist() if fits is not None else [False] * len(shares)
+    for i, share, free in zip(nodes.tolist(), shares, free_now):
         ex = expected_exec_s(task, state, i, share)
-        wait = projected_start(state, i, task, share) - state.now
-        lat[k] = wait * 1000.0 + state.net_mean_ms[i] + ex * 1000.0
-        cst[k] = cost(state.spec.tiers[state.spec.nodes[i].tier], task, share, ex)
+        wait = 0.0 if free and not queues[i] else projected_start(state, i, task, share) - now
+        lat.append(float(wait * 1000.0 + net[i] + ex * 1000.0))
+        cst.append(cost(tiers[spec_nodes[i].tier], task, share, ex))
     return lat, cst

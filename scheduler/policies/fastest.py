@@ -1,8 +1,10 @@
 """Fastest-feasible (SLO-aware): the lowest expected end-to-end latency, queues included."""
 from __future__ import annotations
 
+import numpy as np
+
 from cluster.state import ClusterState
-from scheduler.estimate import expected
+from scheduler.estimate import expected_lists
 from scheduler.policy import Candidates, ScoringPolicy, register
 from scheduler.task import Task
 
@@ -14,5 +16,5 @@ class FastestFeasible(ScoringPolicy):
     reason = "lowest expected latency (-ms)"
 
     def score(self, task: Task, state: ClusterState, cand: Candidates):
-        lat, cst = expected(task, state, cand[0], cand[1])
-        return -lat - 1e-6 * cst
+        lat, cst = expected_lists(task, state, *cand)
+        return np.array([-x - 1e-6 * c for x, c in zip(lat, cst)])
