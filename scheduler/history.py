@@ -25,6 +25,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
+import orjson
+
 STATUSES = ("accepted", "placed", "running", "succeeded", "failed", "rejected")
 FINAL = ("succeeded", "failed", "rejected")
 #: columns a task row has besides its JSON blobs; updates may set any of these
@@ -41,6 +43,10 @@ class HistoryStore(Protocol):
 
     def accept(self, task_id: str, task: dict, **fields: Any) -> None:
         """Record a new task durably (returns once committed)."""
+
+    def accept_later(self, task_id: str, task: dict, **fields: Any) -> Future:
+        """Hand in a new task; the future is done once it is committed (or failed). A server
+        awaits it without holding a thread, so every request waiting shares one commit."""
 
     def update(self, task_id: str, status: str, *, durable: bool = False, **fields: Any) -> None:
         """Move a task to ``status`` and set fields; ``durable`` waits for the commit."""
@@ -86,8 +92,8 @@ CREATE INDEX IF NOT EXISTS events_task ON events(task_id);
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in fields.items():
-        if k in _JSON:
-            out[k] = json.dumps(v, default=_jsonable)
+        if k in _JSON:  # orjson: a tenth of json's time on a decision; NaN becomes null (valid JSON)
+            out[k] = orjson.dumps(v, default=_jsonable, option=orjson.OPT_SERIALIZE_NUMPY).decode()
         elif k in COLUMNS:
             out[k] = int(v) if k == "slo_met" and v is not None else v
         else:
@@ -133,9 +139,12 @@ class SQLiteHistory:
 
     # ------------------------------------------------------------------ writes
     def accept(self, task_id: str, task: dict, **fields: Any) -> None:
+        self.accept_later(task_id, task, **fields).result()
+
+    def accept_later(self, task_id: str, task: dict, **fields: Any) -> Future:
         now = fields.pop("accepted_at", None) or time.time()
         row = _encode({"task": task, "accepted_at": now, "status": "accepted", "attempts": 0, **fields})
-        self._submit(("accept", task_id, row, now), wait=True)
+        return self._submit(("accept", task_id, row, now), wait=True)
 
     def update(self, task_id: str, status: str, *, durable: bool = False, **fields: Any) -> None:
         if status not in STATUSES:
@@ -144,19 +153,21 @@ class SQLiteHistory:
         if status in FINAL and "finished_at" not in fields:
             fields["finished_at"] = now
         row = _encode({"status": status, **fields})
-        self._submit(("update", task_id, row, now), wait=durable)
+        fut = self._submit(("update", task_id, row, now), wait=durable)
+        if fut is not None:
+            fut.result()
 
     def flush(self) -> None:
         """Wait until every write handed in so far is committed."""
-        self._submit(("noop", None, None, None), wait=True)
+        self._submit(("noop", None, None, None), wait=True).result()
 
-    def _submit(self, op: tuple, wait: bool) -> None:
+    def _submit(self, op: tuple, wait: bool) -> Future | None:
+        """Queue a write for the writer thread; with ``wait``, a future done at its commit."""
         if self._closed:
             raise HistoryError("history store is closed")
         fut: Future | None = Future() if wait else None
         self._q.put((op, fut))
-        if fut is not None:
-            fut.result()
+        return fut
 
     def _run(self) -> None:
         conn = sqlite3.connect(self.path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Literal, Optional
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query
@@ -114,7 +114,7 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
     async def route(body: TaskIn) -> JSONResponse:
         svc = get()
         _tune_batch(route_many, svc)
-        item = svc.parse_task(body.model_dump(exclude_none=True, mode="json"))
+        item = svc.parse_task(body.fields())
         view = await route_one(item)
         if not view["placed"]:
             raise ApiError(view["status"], view["explanation"], extra={"decision": view},
@@ -128,7 +128,7 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
         if len(body.tasks) > svc.cfg.max_batch:
             raise ApiError(422, f"at most {svc.cfg.max_batch} tasks per call, got {len(body.tasks)}",
                            loc=["body", "tasks"])
-        items = [svc.parse_task(t.model_dump(exclude_none=True, mode="json"), ("body", "tasks", i))
+        items = [svc.parse_task(t.fields(), ("body", "tasks", i))
                  for i, t in enumerate(body.tasks)]
         t0 = time.perf_counter()
         if len(items) <= INLINE_BATCH:
@@ -151,11 +151,12 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
                                                              description="longest wait (default: router config)")
                           ) -> JSONResponse:
         svc = get()
-        task, pool = svc.parse_task(body.model_dump(exclude_none=True, mode="json"))
+        task, pool = svc.parse_task(body.fields())
         with svc.claim(task.id):
-            existing = await blocking(svc.accept, task, pool)
+            existing, committed = await blocking(svc.begin_accept, task, pool)
             if existing is not None:
                 return JSONResponse(existing, status_code=200, headers={"Idempotent-Replay": "true"})
+            await _committed(committed, lambda: svc.start(task, pool))
             view, fut, status = svc.start(task, pool)
         if fut is None:
             raise ApiError(status, view["explanation"], extra={"task_id": task.id, "decision": view},
@@ -214,6 +215,22 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
         return JSONResponse(info)
 
     return api
+
+
+async def _committed(committed: Future, start: Callable[[], Any]) -> None:
+    """Wait for a task's commit. If the request is cancelled meanwhile (the client went away),
+    the task is accepted all the same, so ``start`` still runs once the commit lands."""
+    try:
+        await asyncio.shield(asyncio.wrap_future(committed))
+    except asyncio.CancelledError:
+        loop = asyncio.get_running_loop()
+
+        def later(f: Future) -> None:
+            if not f.cancelled() and f.exception() is None:
+                loop.call_soon_threadsafe(start)
+
+        committed.add_done_callback(later)
+        raise
 
 
 _IN_REPLICA: list[bool] = []

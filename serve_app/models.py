@@ -47,6 +47,15 @@ class TaskIn(_Strict):
                                 description="run only in this pool (the policy chooses within it)")
 
 
+    def fields(self) -> dict[str, Any]:
+        """The fields given, as plain JSON values (``model_dump(exclude_none=True, mode="json")``
+        costs 6 us a task, a tenth of a batch decision's budget)."""
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        if "mig_profile" in out:
+            out["mig_profile"] = out["mig_profile"].value
+        return out
+
+
 class BatchIn(_Strict):
     tasks: list[TaskIn] = Field(..., min_length=1)
     plan: bool = Field(False, description="each decision takes the capacity the ones before it took "

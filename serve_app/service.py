@@ -19,7 +19,6 @@ and runs them again through the current policy (at-least-once execution), up to
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
@@ -41,7 +40,7 @@ from scheduler.history import FINAL, STATUSES, HistoryStore, open_store
 from scheduler.model_registry import REGISTRY_ENV
 from scheduler.objective import load_objective
 from scheduler.policy import Decision, why_infeasible
-from scheduler.task import Task, TaskError, make_task
+from scheduler.task import Task, TaskError, make_task, with_id
 from serve_app.config import RouterConfig
 from serve_app.errors import ApiError, field_error, task_error
 from serve_app.liveness import NodeWatcher
@@ -104,7 +103,11 @@ class RouterService:
         if pool is not None and pool not in self.pools:
             raise field_error("pool", f"unknown pool {pool!r} (known: {', '.join(self.pools)})", prefix=prefix)
         tid = data.pop("id", None) or new_task_id()
-        key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in data.items())
+        try:
+            key = tuple(data.items())
+            hash(key)
+        except TypeError:  # a list value (gpu_models)
+            key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in data.items())
         template = self._templates.get(key)
         if template is None:
             try:
@@ -114,7 +117,7 @@ class RouterService:
             if len(self._templates) >= TEMPLATE_CACHE:
                 self._templates.clear()
             self._templates[key] = template
-        return dataclasses.replace(template, id=tid), pool
+        return with_id(template, tid), pool
 
     # ------------------------------------------------------------------ decisions
     def _policy_for(self, active: ActivePolicy, pool: str | None):
@@ -210,16 +213,34 @@ class RouterService:
     def accept(self, task: Task, pool: str | None) -> dict[str, Any] | None:
         """Record ``task`` durably (returns after the commit), or return the record of an earlier
         request with the same id (idempotent retry). Blocking: call it off the event loop."""
+        existing, committed = self.begin_accept(task, pool)
+        if committed is not None:
+            committed.result()
+        return existing
+
+    def begin_accept(self, task: Task, pool: str | None) -> tuple[dict[str, Any] | None, Future | None]:
+        """:meth:`accept` without the wait: (the earlier record, None) for a retried id, else
+        (None, a future done once the task is committed). Blocking (one read): off the event loop.
+
+        The HTTP layer awaits the future instead of parking a thread on it, so all the
+        requests waiting at a moment share one commit (a pool of threads each waiting for
+        its own would cap the accepted rate at threads / commit time).
+        """
         existing = self.record(task.id)
         if existing is not None:
-            return existing
+            return existing, None
         self.admit(task, pool)
         active = self.policies.active
         stored = {**task.to_dict(), "pool": pool}
-        self.history.accept(task.id, stored, policy=active.name, policy_version=_text(active.version),
-                            priority=task.priority, slo_ms=task.slo_ms, kind=task.kind)
-        self.metrics.accepted(active.name)
-        return None
+        committed = self.history.accept_later(task.id, stored, policy=active.name,
+                                              policy_version=_text(active.version), priority=task.priority,
+                                              slo_ms=task.slo_ms, kind=task.kind)
+        committed.add_done_callback(partial(self._counted, active.name))
+        return None, committed
+
+    def _counted(self, policy: str, committed: Future) -> None:
+        if committed.exception() is None:
+            self.metrics.accepted(policy)
 
     def start(self, task: Task, pool: str | None, *, attempts_before: int = 0,
               note: str | None = None) -> tuple[dict[str, Any], Future | None, int]:

@@ -135,3 +135,17 @@ def test_every_acknowledged_task_survives_a_kill(tmp_path: Path) -> None:
     missing = [t for t in got if h.get(t) is None]
     assert missing == []
     h.close()
+
+
+def test_accept_later_is_done_once_committed_and_many_share_a_commit(tmp_path: Path) -> None:
+    """A server awaits these futures instead of parking a thread on each: all must commit."""
+    h = store(tmp_path)
+    futs = [h.accept_later(f"a{k}", {"id": f"a{k}"}, policy="rf") for k in range(300)]
+    for f in futs:
+        assert f.result(timeout=30) is None
+    assert h.count() == 300 and h.get("a299")["status"] == "accepted"
+    dup = h.accept_later("a0", {"id": "a0"})
+    with pytest.raises(Exception):
+        dup.result(timeout=30)  # the same id twice fails its own future; the store goes on
+    assert h.accept_later("b", {"id": "b"}).result(timeout=30) is None
+    h.close()

@@ -218,3 +218,43 @@ def test_the_replica_binds_its_direct_port_with_address_reuse(monkeypatch) -> No
     deployment._direct_ingress_reuses_its_port()
     assert run_sync(replica.start_asgi_http_server(None, None, event_loop=None)) == "started"
     assert seen == {"reuse": True}
+
+
+def test_task_fields_are_what_model_dump_gives() -> None:
+    """The request path reads a task's fields without pydantic's serializer; same result."""
+    from serve_app.models import TaskIn
+
+    full = TaskIn(id="t-1", description="llm chat", priority=7, slo_ms=250.5, cpu_milli=500, mem_mib=64,
+                  mig_profile="1g.10gb", gpu_models=["A100"], work=1.5, cost_sensitivity=2, kind="chat",
+                  pool="gpu-mig")
+    for body in (full, TaskIn(cpu_milli=100), TaskIn()):
+        assert body.fields() == body.model_dump(exclude_none=True, mode="json")
+        assert type(full.fields()["mig_profile"]) is str
+
+
+def test_a_task_whose_client_left_still_starts_once_committed() -> None:
+    """The request awaits the commit; cancelled meanwhile, the accepted task must still run."""
+    import asyncio
+    import threading
+    from concurrent.futures import Future
+
+    from serve_app.api import _committed
+
+    started = threading.Event()
+
+    async def go() -> None:
+        committed: Future = Future()
+        waiter = asyncio.ensure_future(_committed(committed, started.set))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert not started.is_set()
+        threading.Thread(target=committed.set_result, args=(None,)).start()  # the writer thread commits
+        for _ in range(100):
+            if started.is_set():
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(go())
+    assert started.is_set()
