@@ -79,6 +79,21 @@ class RaySink:
     def set(self, name: str, value: float, tags: dict[str, str]) -> None:
         self._m[name].set(value, tags)
 
+    def observe_all(self, name: str, values: list[float], tags: dict[str, str]) -> None:
+        """Observe every value under one tag set, checking the tags once: a buffered flush of a
+        busy second holds thousands of decision times, and ``Histogram.observe`` re-checks the
+        tags on each (5-6 us here, against 2-3 us for the record itself)."""
+        metric = self._m[name]
+        record = getattr(getattr(metric, "_metric", None), "record", None)
+        if record is None or getattr(metric, "_discard_metric", False) or not values:
+            for x in values:
+                metric.observe(x, tags)
+            return
+        metric.observe(values[0], tags)  # Ray's own checks of the value and the tags, once
+        final = {**getattr(metric, "_default_tags", {}), **tags}
+        for x in values[1:]:
+            record(float(x), tags=final)
+
 
 class MemorySink:
     """In-process totals (counters and gauges) and observation lists (histograms)."""
@@ -163,8 +178,12 @@ class BufferedSink:
                 self.target.inc(name, v, dict(tags))
             for (name, tags), v in gauges.items():
                 self.target.set(name, v, dict(tags))
+            many = getattr(self.target, "observe_all", None)
             for (name, tags), xs in obs.items():
                 t = dict(tags)
+                if many is not None:
+                    many(name, xs, t)
+                    continue
                 for x in xs:
                     self.target.observe(name, x, t)
 

@@ -259,6 +259,16 @@ def test_prometheus_scrapes_the_router_series(router: Router, tmp_path: Path) ->
                     found[name] = body["data"]["result"]
             time.sleep(2)
         assert set(found) == set(wanted), f"missing series: {set(wanted) - set(found)}"
+        # one latency observation per decision: the buffered flush hands Ray every value it holds
+        counts: list[float] = []
+        until = time.monotonic() + 60
+        while time.monotonic() < until:
+            counts = [_scalar(port, f"sum({name})") for name in
+                      ("ray_orch_decision_latency_ms_count", "ray_orch_decisions_total")]
+            if counts[0] == counts[1] >= 21:
+                break
+            time.sleep(2)
+        assert counts[0] == counts[1] >= 21, counts
         pools = {r["metric"].get("pool") for r in found["ray_orch_decisions_total"]}
         assert pools & {"edge", "cloud", "gpu-mig", "gpu-ts"}
         # every query of the Grafana dashboard is valid PromQL over these series
@@ -270,6 +280,13 @@ def test_prometheus_scrapes_the_router_series(router: Router, tmp_path: Path) ->
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def _scalar(port: int, expr: str) -> float:
+    """The value of a PromQL expression with one result (NaN when it has none yet)."""
+    _, body, _ = _call(f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(expr)}", timeout=10)
+    result = (body or {}).get("data", {}).get("result") or []
+    return float(result[0]["value"][1]) if result else float("nan")
 
 
 # ---------------------------------------------------------------- property-based fuzz of the OpenAPI document
