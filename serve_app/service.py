@@ -220,7 +220,8 @@ class RouterService:
 
     def begin_accept(self, task: Task, pool: str | None) -> tuple[dict[str, Any] | None, Future | None]:
         """:meth:`accept` without the wait: (the earlier record, None) for a retried id, else
-        (None, a future done once the task is committed). Blocking (one read): off the event loop.
+        (None, a future done once the task is committed). One primary-key read of the history
+        (tens of microseconds; WAL readers never wait for the writer), so the event loop may call it.
 
         The HTTP layer awaits the future instead of parking a thread on it, so all the
         requests waiting at a moment share one commit (a pool of threads each waiting for
