@@ -215,6 +215,10 @@ class ScoringPolicy:
     reason = "highest score"
     #: score every statically feasible node, not only those where the task fits now
     queue_aware = False
+    #: ``select`` is a function of the task and the state alone (no randomness, nothing
+    #: remembered between calls), so equal tasks against one state may share a decision
+    #: (the router's batches do). False unless a policy says so.
+    pure = False
     #: optional tie-break: among candidates with the top score the lowest ``node_rank[node]``
     #: wins (a per-seed node permutation in trace replays); None keeps the lowest index.
     node_rank: np.ndarray | None = None

@@ -86,6 +86,11 @@ _ALL_BUT_ID = attrgetter(*[f.name for f in fields(Task)][1:])
 assert fields(Task)[0].name == "id"
 
 
+def task_key(task: Task) -> tuple:
+    """Every field but the id: tasks with equal keys ask for the same thing."""
+    return _ALL_BUT_ID(task)
+
+
 def with_id(task: Task, task_id: str) -> Task:
     """A copy of a validated ``task`` under another id (``dataclasses.replace`` costs 10x more: the
     router stamps a fresh id on a cached, already validated task for every request)."""

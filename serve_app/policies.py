@@ -115,6 +115,10 @@ class PoolPolicy:
             self._cache = (spec, ClusterSpec(spec.name, spec.tiers, nodes, spec.source, pools=spec.pools))
         return self._cache[1]
 
+    @property
+    def pure(self) -> bool:
+        return getattr(self.inner, "pure", False)
+
     def select(self, task: Task, state: ClusterState) -> Decision:
         view = dataclasses.replace(state, spec=self._spec(state.spec))
         view.now = state.now

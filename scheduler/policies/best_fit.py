@@ -32,6 +32,7 @@ def gpu_requests(shares: list) -> np.ndarray:
 class BestFit(ScoringPolicy):
     """Tightest node for CPU and GPU together; GPU best fit within it."""
 
+    pure = True  # the decision depends on the task and the state only (see ScoringPolicy.pure)
     reason = "least capacity left over"
 
     def score(self, task: Task, state: ClusterState, cand: Candidates) -> np.ndarray:

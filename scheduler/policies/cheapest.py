@@ -12,6 +12,7 @@ from scheduler.task import Task
 
 @register("cheapest-feasible")
 class CheapestFeasible(ScoringPolicy):
+    pure = True  # the decision depends on the task and the state only (see ScoringPolicy.pure)
     reason = "lowest expected cost (-$)"
 
     def score(self, task: Task, state: ClusterState, cand: Candidates):

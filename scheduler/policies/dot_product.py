@@ -22,6 +22,7 @@ from scheduler.task import Task
 class DotProduct(ScoringPolicy):
     """Smallest dot product of normalised free capacity and request wins."""
 
+    pure = True  # the decision depends on the task and the state only (see ScoringPolicy.pure)
     reason = "smallest free-capacity dot product"
 
     def score(self, task: Task, state: ClusterState, cand: Candidates) -> np.ndarray:

@@ -13,6 +13,7 @@ from scheduler.task import Task
 class FastestFeasible(ScoringPolicy):
     """Looks past "fits now": a free slow node can lose to a fast node that frees up soon."""
 
+    pure = True  # the decision depends on the task and the state only (see ScoringPolicy.pure)
     reason = "lowest expected latency (-ms)"
 
     def score(self, task: Task, state: ClusterState, cand: Candidates):

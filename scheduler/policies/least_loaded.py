@@ -8,6 +8,7 @@ from scheduler.task import Task
 
 @register("least-loaded")
 class LeastLoaded(ScoringPolicy):
+    pure = True  # the decision depends on the task and the state only (see ScoringPolicy.pure)
     reason = "lowest load (1 - utilisation - queued tasks)"
 
     def score(self, task: Task, state: ClusterState, cand: Candidates):

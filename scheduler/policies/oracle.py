@@ -18,6 +18,7 @@ from scheduler.task import Task
 
 @register("oracle")
 class Oracle(ScoringPolicy):
+    pure = True  # the decision depends on the task and the state only (see ScoringPolicy.pure)
     reason = "best expected objective (-score)"
     queue_aware = True
 

@@ -65,6 +65,7 @@ class RandomForestPolicy:
         meta: its metadata when ``forest`` is given.
     """
 
+    pure = True  # the decision depends on the task and the state only (see ScoringPolicy.pure)
     name = KIND
 
     def __init__(self, version: str | int = "latest", root: str | os.PathLike | None = None,

@@ -35,6 +35,11 @@ class RLPolicy:
     name = "rl"
     sample = False
 
+    @property
+    def pure(self) -> bool:
+        """Greedy ``rl`` is (see :attr:`scheduler.policy.ScoringPolicy.pure`); ``rl-sample`` draws."""
+        return not self.sample
+
     def __init__(self, version: str | int = "latest", root: str | Path | None = None,
                  seed: int | None = 0) -> None:
         import torch

@@ -258,3 +258,34 @@ def test_a_task_whose_client_left_still_starts_once_committed() -> None:
 
     asyncio.run(go())
     assert started.is_set()
+
+
+@pytest.mark.parametrize("policy", ["least-loaded", "fastest-feasible", "cheapest-feasible", "best-fit",
+                                    "dot-product", "oracle", "rl"])
+def test_repeated_tasks_in_a_batch_get_what_each_would_get_alone(tmp_path, policy) -> None:
+    """A pure policy decides each distinct body once per batch; the answers must not change."""
+    svc, _ = make_service(tmp_path, policy=policy)
+    try:
+        bodies = [{"description": "real-time fraud detection"}, {"cpu_milli": 500, "mem_mib": 64},
+                  {"gpu_milli": 250, "cpu_milli": 100}, {"mig_profile": "1g.10gb", "cpu_milli": 100},
+                  {"gpu_count": 1, "cpu_milli": 100}, {"cpu_milli": 10 ** 6}, {"cpu_milli": 100, "pool": "edge"}]
+        items = [svc.parse_task({**bodies[i % len(bodies)], "id": f"t{i}"}) for i in range(60)]
+        assert getattr(svc.policies.active.policy, "pure", False)
+        batch = svc.decide(items, endpoint="batch")
+        alone = [svc.decide([item], endpoint="batch")[0] for item in items]
+        strip = lambda v: {k: x for k, x in v.items() if k != "decision_ms"}  # noqa: E731
+        assert [strip(v) for v in batch] == [strip(v) for v in alone]
+        assert [v["task_id"] for v in batch] == [f"t{i}" for i in range(60)]
+        assert any(not v["placed"] for v in batch) and any(v["placed"] for v in batch)
+    finally:
+        svc.close()
+
+
+def test_a_stateful_policy_decides_every_repeat(tmp_path) -> None:
+    svc, _ = make_service(tmp_path, policy="round-robin")
+    try:
+        items = [svc.parse_task({"id": f"r{i}", "cpu_milli": 100}) for i in range(4)]
+        assert not getattr(svc.policies.active.policy, "pure", False)
+        assert len({v["node"] for v in svc.decide(items, endpoint="batch")}) > 1  # it went round
+    finally:
+        svc.close()
