@@ -42,7 +42,12 @@ class Decision:
 
 @runtime_checkable
 class Policy(Protocol):
-    """A placement policy. ``reset`` re-seeds any randomness (deterministic runs)."""
+    """A placement policy. ``reset`` re-seeds any randomness (deterministic runs).
+
+    A policy may also say ``pure = True``: its decision is a function of the task and
+    the state alone, so callers may reuse it for an equal task against the same state
+    (the router's batches do; see :attr:`ScoringPolicy.pure`).
+    """
 
     name: str
 
