@@ -155,19 +155,6 @@ def _process_env(token_file: Path, config: str, state_dir: Path) -> dict[str, st
 IDLE_WORKER_KEEP_MS = 120_000
 
 
-def _head_env(env: dict[str, str]) -> dict[str, str]:
-    """The head raylet's environment: its worker processes (Serve's controller and proxy, the
-    router replica, job drivers' actors) at normal priority.
-
-    Ray starts every worker process at niceness 15, so on a busy host the router, the one
-    process on every request's path, yields to each raylet, the GCS and the dashboard
-    agents (nice 0). The head hands out no CPUs, so no placed task runs there.
-    """
-    out = dict(env)
-    out.setdefault("RAY_worker_niceness", "0")
-    return out
-
-
 def _node_env(env: dict[str, str], res: NodeResources) -> dict[str, str]:
     """A raylet's environment: keep idle workers for up to twice its CPUs, and for two minutes.
 
@@ -390,7 +377,7 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
     st = LaunchState(config=config_abs, state_dir=str(sdir), temp_dir=str(temp_dir), token_file=str(token),
                       gcs_port=port, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
                       client_port=client_port, started_at=time.time())
-    env = _head_env(_process_env(token, config_abs, sdir))
+    env = _process_env(token, config_abs, sdir)
     labels = ",".join(f"{k}={v}" for k, v in head_labels().items())
     head_args = ["--head", f"--port={port}", f"--dashboard-host={dashboard_host}",
                  f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",

@@ -181,12 +181,6 @@ def test_cluster_view(router: Router) -> None:
     assert names["gpu-ts-1"]["ray_total"]["GPU"] == 2.0
 
 
-def test_the_router_runs_at_the_priority_of_the_cluster(router: Router) -> None:
-    """Ray starts worker processes 15 nice levels down; the head's (the router's) are not, so on
-    a busy host the router does not yield to every raylet and agent (bench: 154 -> 187 tasks/s)."""
-    assert os.getpriority(os.PRIO_PROCESS, _router_pid(router)) == os.getpriority(os.PRIO_PROCESS, 0)
-
-
 def test_only_the_configured_address_is_served(router: Router) -> None:
     if router.host_ip.startswith("127."):
         pytest.skip("this machine has no non-loopback address to probe")
