@@ -33,15 +33,11 @@ _URGENCY_RE = [(re.compile(p), v) for p, v in _URGENCY]
 _GPU_RE = [(re.compile(p), v) for p, v in _GPU]
 
 
-def infer_from_description(text: str) -> dict[str, Any]:
-    """Return the task fields that ``text`` implies (possibly empty)."""
-    return dict(implied_fields(text))
-
-
 @lru_cache(maxsize=4096)
-def implied_fields(text: str) -> Mapping[str, Any]:
-    """:func:`infer_from_description`, read-only and cached: users type the same few phrases,
-    and a router validating thousands of tasks a second would otherwise run the patterns each time."""
+def infer_from_description(text: str) -> Mapping[str, Any]:
+    """The task fields that ``text`` implies (possibly none), read-only and cached: users type
+    the same few phrases, and a router validating thousands of tasks a second would otherwise
+    run the patterns each time."""
     low = text.lower()
     out: dict[str, Any] = {}
     for pattern, values in _URGENCY_RE:

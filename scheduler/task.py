@@ -13,7 +13,7 @@ from operator import attrgetter
 from typing import Any, Mapping
 
 from cluster.topology import MIG_PROFILES
-from scheduler.describe import implied_fields
+from scheduler.describe import infer_from_description
 
 MAX_DESCRIPTION = 2000
 MAX_CPU_MILLI = 1_024_000
@@ -141,7 +141,7 @@ def make_task(data: Mapping[str, Any], *, infer: bool = True) -> Task:
         raise TaskError("description", f"must be a string of at most {MAX_DESCRIPTION} characters")
     inferred: tuple[str, ...] = ()
     if infer and desc:
-        guess = implied_fields(desc)
+        guess = infer_from_description(desc)
         gpu_given = "gpu_milli" in data or "gpu_count" in data or "mig_profile" in data
         for key, value in guess.items():
             if key in _GPU_FIELDS and gpu_given:

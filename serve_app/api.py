@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, Callable, Literal, Optional
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query
@@ -156,8 +157,9 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
             existing, committed = svc.begin_accept(task, pool)  # one indexed read: cheaper than a thread hop
             if existing is not None:
                 return JSONResponse(existing, status_code=200, headers={"Idempotent-Replay": "true"})
-            await _committed(committed, lambda: svc.start(task, pool))
-            view, fut, status = svc.start(task, pool)
+            start = partial(svc.start, task, pool)
+            await _committed(committed, start)
+            view, fut, status = start()
         if fut is None:
             raise ApiError(status, view["explanation"], extra={"task_id": task.id, "decision": view},
                            headers={"Retry-After": "5"} if status == 503 else None)

@@ -46,7 +46,6 @@ class TaskIn(_Strict):
     pool: Optional[str] = Field(None, min_length=1, max_length=64,
                                 description="run only in this pool (the policy chooses within it)")
 
-
     def fields(self) -> dict[str, Any]:
         """The fields given, as plain JSON values (``model_dump(exclude_none=True, mode="json")``
         costs 6 us a task, a tenth of a batch decision's budget)."""

@@ -228,17 +228,9 @@ class RouterService:
             return None
         return record_view(row, self.history.events(task_id) if events else None)
 
-    def accept(self, task: Task, pool: str | None) -> dict[str, Any] | None:
-        """Record ``task`` durably (returns after the commit), or return the record of an earlier
-        request with the same id (idempotent retry). Blocking: call it off the event loop."""
-        existing, committed = self.begin_accept(task, pool)
-        if committed is not None:
-            committed.result()
-        return existing
-
     def begin_accept(self, task: Task, pool: str | None) -> tuple[dict[str, Any] | None, Future | None]:
-        """:meth:`accept` without the wait: (the earlier record, None) for a retried id, else
-        (None, a future done once the task is committed). One primary-key read of the history
+        """Hand ``task`` to the history: (the earlier record, None) for a retried id (idempotent
+        retry), else (None, a future done once the task is committed). One primary-key read of the history
         (tens of microseconds; WAL readers never wait for the writer), so the event loop may call it.
 
         The HTTP layer awaits the future instead of parking a thread on it, so all the

@@ -183,6 +183,7 @@ def test_with_id_copies_every_field_but_the_id() -> None:
 
 def test_inference_is_cached_but_callers_cannot_change_it() -> None:
     first = infer_from_description("Real-time fraud detection")
-    first["priority"] = 1  # a caller's copy
+    with pytest.raises(TypeError):
+        first["priority"] = 1  # shared by every caller: read-only
     assert infer_from_description("Real-time fraud detection")["priority"] == 9
     assert make_task({"id": "x", "description": "Real-time fraud detection"}).priority == 9

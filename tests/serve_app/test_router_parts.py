@@ -79,8 +79,11 @@ def test_accept_is_idempotent_and_concurrent_ids_conflict(tmp_path) -> None:
     svc, _ = make_service(tmp_path)
     try:
         task, pool = svc.parse_task({"id": "same", "cpu_milli": 100})
-        assert svc.accept(task, pool) is None
-        again = svc.accept(task, pool)
+        existing, committed = svc.begin_accept(task, pool)
+        assert existing is None
+        committed.result(timeout=30)
+        again, none = svc.begin_accept(task, pool)
+        assert none is None
         assert again["task_id"] == "same" and again["status"] == "accepted" and again["priority"] == 5
         with svc.claim("busy"):
             with pytest.raises(ApiError) as e:
