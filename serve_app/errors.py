@@ -68,27 +68,33 @@ def _validation_items(exc: RequestValidationError) -> tuple[int, list[dict[str, 
     return status, items
 
 
+def answer(exc: Exception) -> JSONResponse | None:
+    """The answer to an error the API expects (None for anything else: a bug).
+
+    The exception handlers below and :class:`serve_app.api.FastPath` both answer through it.
+    """
+    if isinstance(exc, ApiError):
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    if isinstance(exc, RequestValidationError):
+        status, items = _validation_items(exc)
+        return JSONResponse({"detail": items}, status_code=status)
+    if isinstance(exc, TaskError):
+        err = task_error(exc)
+        return JSONResponse(err.body(), status_code=err.status)
+    if isinstance(exc, StarletteHTTPException):
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+    return None
+
+
 def install(api: FastAPI) -> None:
     """Register the handlers that turn exceptions into answers."""
 
-    @api.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    async def _expected(request: Request, exc: Exception) -> JSONResponse:
+        return answer(exc)  # type: ignore[return-value]  (registered for expected types only)
 
-    @api.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        status, items = _validation_items(exc)
-        return JSONResponse({"detail": items}, status_code=status)
-
-    @api.exception_handler(TaskError)
-    async def _task(request: Request, exc: TaskError) -> JSONResponse:
-        err = task_error(exc)
-        return JSONResponse(err.body(), status_code=err.status)
-
-    @api.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+    for kind in (ApiError, RequestValidationError, TaskError, StarletteHTTPException):
+        api.add_exception_handler(kind, _expected)
 
     @api.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

@@ -226,3 +226,70 @@ def test_openapi_documents_every_operation(client) -> None:
     task = doc["components"]["schemas"]["TaskIn"]
     assert task["additionalProperties"] is False
     assert json.dumps(task["properties"]["priority"]).count("10") >= 1
+
+
+def test_fast_path_answers_as_fastapi_does(client) -> None:
+    """Valid bodies of the hot routes skip FastAPI's routing (``FastPath``); a query string sends
+    the same request through FastAPI. The answers must not differ."""
+    def both(path: str, body: dict) -> tuple[dict, dict]:
+        fast = client.post(path, json=body)
+        slow = client.post(f"{path}?through=fastapi", json=body)
+        assert fast.status_code == slow.status_code, (fast.text, slow.text)
+        a, b = fast.json(), slow.json()
+        for d in (a, b, *a.get("decisions", ()), *b.get("decisions", ()), a.get("decision", {}),
+                  b.get("decision", {})):
+            d.pop("decision_ms", None)
+        return a, b
+
+    a, b = both("/v1/route", {"id": "same-1", "description": "real-time fraud detection"})
+    assert a == b and a["node"] == "edge-1"
+    a, b = both("/v1/route/batch", {"tasks": [{"id": "x1", "cpu_milli": 100},
+                                              {"id": "x2", "mig_profile": "7g.80gb"}], "plan": True})
+    assert a == b and a["decisions"][1]["status"] == 409
+    a, b = both("/v1/route", {"id": "x3", "mig_profile": "7g.80gb"})  # an ApiError raised in the handler
+    assert a == b and "no node can host" in a["detail"]
+    a, b = both("/v1/tasks", {"id": "x4", "cpu_milli": 64_000})
+    assert a == b and "no node can host" in a["detail"]
+
+
+def test_fast_path_hands_everything_else_over_unchanged() -> None:
+    from fastapi.testclient import TestClient
+
+    from serve_app.api import BodyLimit, FastPath
+    from serve_app.errors import ApiError, JSONResponse
+    from serve_app.models import TaskIn
+
+    seen: list[tuple[str, bytes]] = []
+
+    async def app(scope, receive, send) -> None:  # stands for FastAPI: records what reaches it
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        seen.append((scope["path"], body))
+        await JSONResponse({"app": True})(scope, receive, send)
+
+    async def handler(task: TaskIn) -> JSONResponse:
+        if task.priority == 9:
+            raise ApiError(409, "nine is taken", extra={"task_id": "t"})
+        return JSONResponse({"fast": task.priority})
+
+    client = TestClient(BodyLimit(FastPath(app, {"/v1/route": (TaskIn, handler)}), limit=lambda: 64))
+    assert client.post("/v1/route", json={"priority": 3}).json() == {"fast": 3}
+    assert not seen
+    r = client.post("/v1/route", json={"priority": 9})
+    assert r.status_code == 409 and r.json() == {"detail": "nine is taken", "task_id": "t"}
+    raw = b'{"priority": 11}'  # refused by the model: the app gets the very bytes
+    assert client.post("/v1/route", content=raw, headers={"content-type": "application/json"}).json() == {"app": True}
+    assert seen.pop() == ("/v1/route", raw)
+    for r in (client.post("/v1/route?x=1", json={"priority": 3}),
+              client.post("/v1/route", content=b'{"priority": 3}', headers={"content-type": "text/plain"}),
+              client.post("/v1/other", json={"priority": 3}),
+              client.get("/v1/route")):
+        assert r.json() == {"app": True}
+    assert len(seen) == 4
+    r = client.post("/v1/route", content=iter([b'{"description": "', b"x" * 100, b'"}']),
+                    headers={"content-type": "application/json"})  # chunked, no length: counted as read
+    assert r.status_code == 413 and "64 bytes" in r.json()["detail"]
