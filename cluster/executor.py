@@ -40,6 +40,7 @@ from cluster.performance import cost as task_cost
 from cluster.performance import exec_seconds
 from cluster.ray_resources import task_options
 from cluster.state import Allocation, Share, allocate, fits_now, release
+from cluster.task_body import BODY_DEFAULTS, hold, run
 
 if TYPE_CHECKING:
     from scheduler.policy import Decision, Policy
@@ -80,65 +81,17 @@ class TaskResult:
         return self.queue_ms + self.network_ms + self.exec_ms
 
 
-def _burn(seconds: float) -> None:
-    """A small real CPU kernel (64x64 matrix products) for ``seconds`` of wall time."""
-    a = np.random.default_rng(0).random((64, 64))
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        a = np.tanh(a @ a.T / 64.0)
-
-
-_NODE_ID: str | None = None
-
-
-_BODY_DEFAULTS = (0.0, 0.0, "sleep", False)
-
-
-def task_body(net_s: float = 0.0, exec_s: float = 0.0, kernel: str = "sleep", gpu: bool = False,
-              fn: Callable | None = None, args: tuple = ()) -> tuple:
-    """What runs on the chosen node: network delay, then the work; reports what it saw.
-
-    Returns ``(start, network s, execution s, end, Ray node id, GPU ids, value)``; kept
-    to plain arguments and a tuple because on no-op tasks its cost is the executor's
-    dispatch overhead.
-    """
-    global _NODE_ID
-    start = time.time()
-    if net_s > 0:
-        time.sleep(net_s)
-    t_exec = time.time()
-    value = None
-    if fn is not None:
-        value = fn(*args)
-    elif kernel == "cpu":
-        _burn(exec_s)
-    elif exec_s > 0:
-        time.sleep(exec_s)
-    end = time.time()
-    import ray
-
-    if _NODE_ID is None:  # a worker process never changes node
-        _NODE_ID = ray.get_runtime_context().get_node_id()
-    gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", []) if gpu else ()
-    return start, t_exec - start, end - t_exec, end, _NODE_ID, tuple(gpus), value
-
-
 _REMOTE: Any = None
 
 
-def _run(*payload: Any) -> tuple:
-    """:func:`task_body` behind a bare ``*payload`` signature: Ray binds every call's arguments to
-    the remote function's signature, 20-28 us for task_body's six defaults against 5 us here."""
-    return task_body(*payload)
-
-
 def remote_body() -> Any:
-    """The Ray remote function of :func:`task_body` (system retries off: the executor re-places)."""
+    """The Ray remote function of :func:`cluster.task_body.task_body` (system retries off: the executor
+    re-places)."""
     global _REMOTE
     if _REMOTE is None:
         import ray
 
-        _REMOTE = ray.remote(max_retries=0, retry_exceptions=False)(_run)
+        _REMOTE = ray.remote(max_retries=0, retry_exceptions=False)(run)
     return _REMOTE
 
 
@@ -351,7 +304,7 @@ class Executor:
         else:
             # Arguments equal to the body's defaults are not sent (each costs serialization on both
             # sides); a zero-length task then travels exactly like a plain no-op Ray task.
-            while payload and payload[-1] == _BODY_DEFAULTS[len(payload) - 1]:
+            while payload and payload[-1] == BODY_DEFAULTS[len(payload) - 1]:
                 payload = payload[:-1]
         e.sent = True
         self._outbox.append((e, e.token, payload))
@@ -588,13 +541,6 @@ def _cancel(ref: Any) -> None:
         pass
 
 
-def _warm_body(hold_s: float) -> int:
-    import os
-
-    time.sleep(hold_s)
-    return os.getpid()
-
-
 def warm_workers(live: LiveState, counts: dict[tuple[int, bool], int], *, hold_s: float = 0.3,
                  max_rounds: int = 6) -> dict[tuple[int, bool], int]:
     """Start Ray worker processes ahead of a measured run, so cold starts are not timed.
@@ -606,7 +552,7 @@ def warm_workers(live: LiveState, counts: dict[tuple[int, bool], int], *, hold_s
     """
     import ray
 
-    warm = ray.remote(max_retries=0)(_warm_body)
+    warm = ray.remote(max_retries=0)(hold)
     seen: dict[tuple[int, bool], set[int]] = {k: set() for k, v in counts.items() if v > 0}
     for _ in range(max_rounds):
         refs = {}

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 from cluster.executor import Executor
 from cluster.live_state import LiveState, RayNode
 from cluster.state import ClusterState, share_for
+from cluster.task_body import hold
 from cluster.topology import load_cluster
 from scheduler.features import feature_vector
 from scheduler.history import FINAL, STATUSES, HistoryStore, open_store
@@ -421,7 +422,7 @@ class RouterService:
             self.live.refresh()
             targets = [(nid, min(per_node, max(1, nd.cpu_milli // 1000)))
                        for nd, nid, ok in zip(self.spec.nodes, self.live.node_ids, self.live.usable) if ok and nid]
-        body = ray.remote(num_cpus=0, max_retries=0)(_hold)
+        body = ray.remote(num_cpus=0, max_retries=0)(hold)
         refs = [body.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote(0.5)
                 for nid, k in targets for _ in range(k)]
         done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
@@ -459,10 +460,6 @@ class RouterService:
 
 _ID_PREFIX = uuid.uuid4().hex[:12]
 _ID_COUNTER = itertools.count(1)
-
-
-def _hold(seconds: float) -> None:
-    time.sleep(seconds)
 
 
 def new_task_id() -> str:
