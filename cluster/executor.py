@@ -204,8 +204,8 @@ class Executor:
         GPU of a share itself (best fit, the same rule as the bookkeeping).
         """
         with self.live.lock:
-            fut = self._admit(task, decision, policy, network_u, fn, args)
-        self._flush()
+            fut, _ = self.admit(task, decision, policy=policy, network_u=network_u, fn=fn, args=args)
+        self.flush()
         return fut
 
     def place(self, task: "Task", policy: "Policy", *, network_u: float | None = None,
@@ -213,18 +213,21 @@ class Executor:
         """``policy.select`` on the live state and :meth:`submit`, atomically."""
         with self.live.lock:
             d = policy.select(task, self.live.snapshot())
-            fut = self._admit(task, d, policy, network_u, fn, args)
-        self._flush()
+            fut, _ = self.admit(task, d, policy=policy, network_u=network_u, fn=fn, args=args)
+        self.flush()
         return d, fut
 
-    def _admit(self, task: "Task", decision: "Decision", policy: "Policy | None", network_u: float | None,
-               fn: Callable | None, args: tuple) -> Future:
+    def admit(self, task: "Task", decision: "Decision", *, policy: "Policy | None" = None,
+              network_u: float | None = None, fn: Callable | None = None, args: tuple = ()) -> tuple[Future, bool]:
+        """:meth:`submit` for a caller that holds ``live.lock`` (it decided on that state): books the
+        task and returns (its future, whether it waits in the node's queue). Ray gets it at the next
+        :meth:`flush`, which the caller makes after releasing the lock."""
         fut: Future = Future()
         u = float(self._rng.random()) if network_u is None else float(network_u)
         e = _Entry(task, fut, policy, u, fn, tuple(args), time.time())
         self._inflight += 1
         self._dispatch(e, decision)
-        return fut
+        return fut, e.qitem is not None
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until nothing is in flight; False on timeout."""
@@ -290,7 +293,7 @@ class Executor:
         return ex
 
     def _send(self, e: _Entry) -> None:
-        """Queue ``e`` for Ray (pinned to its node with its share); :meth:`_flush` submits it."""
+        """Queue ``e`` for Ray (pinned to its node with its share); :meth:`flush` submits it."""
         i = e.node
         nd = self.live.spec.nodes[i]
         sharers = 1
@@ -309,7 +312,7 @@ class Executor:
         e.sent = True
         self._outbox.append((e, e.token, payload))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """Submit the outbox to Ray in order, without holding the bookkeeping lock."""
         with self._send_lock:
             while self._outbox:
@@ -431,7 +434,7 @@ class Executor:
                 with self.live.lock:
                     for fut, e, token, out in done:
                         self._complete(e, token, out)
-                self._flush()
+                self.flush()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + self.live.refresh_s
                 if self._entries:
@@ -444,7 +447,7 @@ class Executor:
             return
         with self.live.lock:
             self._replace_stranded()
-        self._flush()
+        self.flush()
 
     def _replace_stranded(self) -> None:
         """Re-place the tasks waiting in the queue of a node that is no longer usable."""

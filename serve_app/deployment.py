@@ -126,4 +126,5 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     """The application for ``serve run serve_app:build_app key=value ...`` and ``configs/serve.yaml``."""
     cfg = parse_router_config(args)
     sha, note = resolve_admin_token(cfg)
-    return Router.options(ray_actor_options=actor_options(cfg)).bind(cfg.to_dict(), sha, note)
+    return Router.options(ray_actor_options=actor_options(cfg),
+                          logging_config={"enable_access_log": cfg.access_log}).bind(cfg.to_dict(), sha, note)

@@ -278,9 +278,9 @@ class RouterService:
             waiting = False
             if d.placed:
                 x = feature_vector(task, state)
-                fut = self.executor.submit(task, d, policy=pol)
-                # the executor either started it or put it in the node's FIFO queue (shared state)
-                waiting = any(t is task for t, _, _ in state.queues[d.node])
+                # booked on the state it was decided on; started, or in the node's FIFO queue
+                fut, waiting = self.executor.admit(task, d, policy=pol)
+        self.executor.flush()  # Ray submission, outside the lock the completion thread needs
         view = decision_view(d, task, self.spec, ms, active.name, active.version)
         self.metrics.decisions(active.name, "tasks", {view.get("pool") or "none": 1}, [ms])
         common = {"policy": active.name, "policy_version": _text(active.version), "decision": view,

@@ -93,6 +93,24 @@ def decide(live: LiveState, name: str, share) -> Decision:
     return Decision(live.index(name), share, np.empty(0), "test", "test")
 
 
+def test_admit_under_the_lock_says_which_wait_and_sends_on_flush(setup) -> None:
+    """The router decides and books under ``live.lock`` and submits to Ray after releasing it."""
+    live, _, sent, make = setup
+    ex = make(pipeline_depth=0)
+    d = decide(live, "edge-1", ("cpu", 0))  # 4 CPUs
+    with live.lock:
+        waits = [ex.admit(task(k, cpu_milli=2000), d)[1] for k in range(3)]
+        assert not sent  # nothing reaches Ray while the lock is held
+    assert waits == [False, False, True]
+    ex.flush()
+    assert len(sent) == 2
+    for ref in list(sent):
+        ref.finish()
+    wait_for(lambda: len(sent) == 3)
+    sent[2].finish()
+    assert ex.drain(5)
+
+
 def test_fifo_queue_without_pipelining(setup) -> None:
     live, _, sent, make = setup
     ex = make(pipeline_depth=0)

@@ -30,11 +30,21 @@ def test_serve_yaml_carries_valid_router_args() -> None:
     ({"history_url": "postgres://db/x"}, "history_url"),
     ({"admin_token_sha256": "abc"}, "admin_token_sha256"),
     ({"resume_unfinished": "maybe"}, "resume_unfinished"),
+    ({"access_log": 1.5}, "access_log"),
 ])
 def test_bad_router_args_name_the_field(args, field) -> None:
     with pytest.raises(ConfigError) as e:
         parse_router_config(args)
     assert e.value.field == field
+
+
+def test_serve_access_log_is_off_unless_asked(monkeypatch) -> None:
+    """Every task is in the history; Serve's per-request log line is opt-in (its cost is the router's)."""
+    from serve_app.deployment import build_app
+
+    monkeypatch.setenv("ORCH_ADMIN_TOKEN", "t" * 20)
+    assert build_app(None)._bound_deployment.logging_config["enable_access_log"] is False  # Ray internals
+    assert build_app({"access_log": "true"})._bound_deployment.logging_config["enable_access_log"] is True
 
 
 def test_admin_token_resolution_order(tmp_path) -> None:
