@@ -10,8 +10,8 @@ its own.
 Spaces (the layout RLlib's action-masking RLModules expect):
 
 * observation: ``Dict(observations=Box(N_FEATURES), action_mask=Box(5))``; the
-  features are :func:`scheduler.features.feature_vector` (computed by
-  :class:`rl_env.observation.ObservationBuilder`, bit-identical and faster), the
+  features are :func:`scheduler.features.feature_vector` (through its
+  :class:`~scheduler.features.FeatureBuilder`, kept across episodes), the
   mask is :func:`scheduler.actions.action_mask` (1 = some node of that class can
   host the task).
 * action: ``Discrete(5)``, a node class of :data:`cluster.topology.NODE_CLASSES`.
@@ -52,10 +52,9 @@ from gymnasium import spaces
 from cluster.state import ClusterState, fits_free, share_for
 from cluster.topology import NODE_CLASSES
 from rl_env.config import EnvConfig
-from rl_env.observation import ObservationBuilder
 from rl_env.outcome import OutcomePredictor
 from scheduler.actions import N_ACTIONS
-from scheduler.features import N_FEATURES, layout
+from scheduler.features import N_FEATURES, FeatureBuilder, layout
 from scheduler.policy import Decision, why_infeasible
 from scheduler.task import Task
 from simulations.engine import RECORD_COLUMNS, OnlineSimulator, SimResult
@@ -105,7 +104,7 @@ class HeteroClusterEnv(gym.Env):
         self.result: SimResult | None = None  # the finished episode's simulation (records, summary)
         self.episode: dict[str, Any] = {}
         self._shapes: dict[tuple, _Shape] = {}
-        self._builder: ObservationBuilder | None = None
+        self._builder: FeatureBuilder | None = None
         self._seed_cursor = 0
         self._terminal_obs = {"observations": np.zeros(N_FEATURES, np.float32),
                               "action_mask": np.ones(N_ACTIONS, np.float32)}
@@ -183,7 +182,7 @@ class HeteroClusterEnv(gym.Env):
                                    timeline_points=1, policy_name=POLICY_NAME)
         state = self.sim.state
         if self._builder is None:
-            self._builder = ObservationBuilder(state)
+            self._builder = FeatureBuilder(state)
         self._builder.state = state  # static layout is per cluster; keep the shape caches
         self._members = [m.tolist() for m in layout(state).members]
         self._no_scores = np.full(state.n_nodes, np.nan)
