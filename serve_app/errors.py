@@ -98,5 +98,10 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error in the router (logged)"}, status_code=500)
+        return bug(exc, request.method, request.url.path)
+
+
+def bug(exc: Exception, method: str, path: str) -> JSONResponse:
+    """A router bug: logged with its traceback, answered 500 without internals."""
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return JSONResponse({"detail": "internal error in the router (logged)"}, status_code=500)

@@ -274,6 +274,8 @@ def test_fast_path_hands_everything_else_over_unchanged() -> None:
     async def handler(task: TaskIn) -> JSONResponse:
         if task.priority == 9:
             raise ApiError(409, "nine is taken", extra={"task_id": "t"})
+        if task.priority == 8:
+            raise RuntimeError("a bug")
         return JSONResponse({"fast": task.priority})
 
     client = TestClient(BodyLimit(FastPath(app, {"/v1/route": (TaskIn, handler)}), limit=lambda: 64))
@@ -281,6 +283,8 @@ def test_fast_path_hands_everything_else_over_unchanged() -> None:
     assert not seen
     r = client.post("/v1/route", json={"priority": 9})
     assert r.status_code == 409 and r.json() == {"detail": "nine is taken", "task_id": "t"}
+    r = client.post("/v1/route", json={"priority": 8})
+    assert r.status_code == 500 and r.json() == {"detail": "internal error in the router (logged)"}
     raw = b'{"priority": 11}'  # refused by the model: the app gets the very bytes
     assert client.post("/v1/route", content=raw, headers={"content-type": "application/json"}).json() == {"app": True}
     assert seen.pop() == ("/v1/route", raw)
