@@ -33,14 +33,14 @@ from typing import Any, Callable, Iterator, Sequence
 
 from cluster.executor import Executor
 from cluster.live_state import LiveState, RayNode
-from cluster.state import ClusterState, share_for
+from cluster.state import ClusterState
 from cluster.task_body import hold
 from cluster.topology import load_cluster
 from scheduler.features import feature_vector
 from scheduler.history import FINAL, STATUSES, HistoryStore, open_store
 from scheduler.model_registry import REGISTRY_ENV
 from scheduler.objective import load_objective
-from scheduler.policy import Decision, why_infeasible
+from scheduler.policy import Decision, FeasibilityCache, why_infeasible
 from scheduler.task import Task, TaskError, make_task, task_key, with_id
 from serve_app.config import RouterConfig
 from serve_app.errors import ApiError, field_error, task_error
@@ -73,6 +73,7 @@ class RouterService:
             os.environ[REGISTRY_ENV] = cfg.registry  # learned policies resolve "latest" here
         self.spec = load_cluster(cfg.cluster_path())
         self._static = ClusterState.from_spec(self.spec)  # the full topology, for "could it ever fit"
+        self._hosts = FeasibilityCache()  # of _static, which never changes
         # In a replica the node list is read by a background thread, never on the request path
         # (serve_app.liveness); tests hand in their own reader.
         self.watcher = NodeWatcher(period_s=cfg.refresh_s) if reader is None else None
@@ -183,9 +184,12 @@ class RouterService:
         return views
 
     def hosts(self, task: Task, pool: str | None) -> list[int]:
-        """Nodes of the topology (dead or alive) that could ever host ``task``."""
-        return [i for i, nd in enumerate(self.spec.nodes)
-                if (pool is None or nd.pool == pool) and share_for(self._static, i, task) is not None]
+        """Nodes of the topology (dead or alive) that could ever host ``task`` (cached per task shape:
+        every accepted task asks, and a trace cluster has a thousand nodes)."""
+        nodes = self._hosts.shape(task, self._static).node_list
+        if pool is None:
+            return nodes
+        return [i for i in nodes if self.spec.nodes[i].pool == pool]
 
     def unplaced(self, task: Task, pool: str | None, d: Decision | None = None) -> tuple[int, str]:
         """Why nothing can take ``task``: (409, never fits) or (503, its hosts are down)."""
