@@ -329,12 +329,11 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
             raise ApiError(422, exc.reason, loc=["body", exc.field]) from None
         return JSONResponse(info)
 
-    def limit() -> int:
-        return get().cfg.max_body_bytes
-
-    api.add_middleware(BodyLimit, limit=limit)
+    # every HTTP request passes here first (RouterAPI), the ones FastAPI answers too: the size
+    # limit needs no second copy inside FastAPI's middleware stack
     api.fast = BodyLimit(FastPath(api.fastapi, {"/v1/route": (TaskIn, route_task), "/v1/route/batch": (BatchIn, route_tasks),
-                                                "/v1/tasks": (TaskIn, run_task)}), limit=limit)
+                                                "/v1/tasks": (TaskIn, run_task)}),
+                         limit=lambda: get().cfg.max_body_bytes)
     return api
 
 

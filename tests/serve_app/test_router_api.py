@@ -100,6 +100,10 @@ def test_malformed_and_oversized_bodies(client) -> None:
     assert r.status_code == 422
     r = client.post("/v1/route/batch", content=b" " * (9 << 20), headers=hdr)
     assert r.status_code == 413
+    r = client.put("/v1/policy", content=b" " * (9 << 20), headers=hdr)  # a route FastAPI answers
+    assert r.status_code == 413
+    r = client.put("/v1/policy", content=iter([b" " * (5 << 20)] * 2), headers=hdr)  # chunked, no length
+    assert r.status_code == 413
 
 
 def test_infeasible_is_409_and_hosts_down_is_503(svc, client) -> None:
