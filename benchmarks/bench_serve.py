@@ -194,15 +194,15 @@ async def measure_tasks(router: str, n: int, rows: list, ingress: str, warm: int
     runs = []
     for k in range(rounds):
         r, done, run_s = await _run_tasks(router, n // rounds, f"bench-{ingress.split()[0]}-{k}")
-        runs.append((done / run_s, r, done, run_s))
+        runs.append((done / run_s, r, done, run_s, _ray_workers()))
         rows.append({"name": f"POST /v1/tasks no-op {ingress}: accepted and run, round {k + 1}", "rate": done / run_s,
                      "p50": float("nan"), "p99": float("nan"), "unit": "tasks/s", "bad": r.ok() - done})
-    rate, r, done, run_s = sorted(runs, key=lambda x: x[0])[len(runs) // 2]
+    rate, r, done, run_s, _ = sorted(runs, key=lambda x: x[0])[len(runs) // 2]
     rows.append(_row(f"POST /v1/tasks no-op {ingress}: accepted (median round)", r))
     rows.append({"name": f"POST /v1/tasks no-op {ingress}: accepted and run (median round)", "rate": rate,
                  "p50": float("nan"), "p99": float("nan"), "unit": "tasks/s", "bad": r.ok() - done})
     return {"accepted": sum(x[1].ok() for x in runs), "succeeded": sum(x[2] for x in runs),
-            "seconds": sum(x[3] for x in runs), "rounds": [x[0] for x in runs], "workers": _ray_workers()}
+            "seconds": sum(x[3] for x in runs), "rounds": [x[0] for x in runs], "workers": [x[4] for x in runs]}
 
 
 def _ray_workers() -> int:
@@ -259,7 +259,8 @@ def summary(rows: list[dict], tasks: dict[str, dict]) -> list[str]:
         out.append(f"POST /v1/tasks no-op, {ingress}: median round {acc['rate']:,.0f}/s accepted, {run_rate:,.0f}/s "
                    f"accepted and run (rounds: {', '.join(f'{x:,.0f}' for x in t['rounds'])}; "
                    f"{t['succeeded']}/{t['accepted']} succeeded in {t['seconds']:.1f} s; "
-                   f"{run_rate / naive['rate']:.1f}x the naive decision rate; {t['workers']} Ray workers after); "
+                   f"{run_rate / naive['rate']:.1f}x the naive decision rate; idle Ray workers after each round: "
+                   f"{', '.join(map(str, t['workers']))}); "
                    f"target >= {TASKS_TARGET:.0f}/s accepted and run: "
                    f"{_verdict(run_rate >= TASKS_TARGET and t['succeeded'] == t['accepted'])}")
     return out
