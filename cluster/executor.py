@@ -545,23 +545,28 @@ def _cancel(ref: Any) -> None:
 
 
 def warm_workers(live: LiveState, counts: dict[tuple[int, bool], int], *, hold_s: float = 0.3,
-                 max_rounds: int = 6) -> dict[tuple[int, bool], int]:
-    """Start Ray worker processes ahead of a measured run, so cold starts are not timed.
+                 max_rounds: int = 6, timeout_s: float | None = None) -> dict[tuple[int, bool], int]:
+    """Start Ray worker processes before tasks need them, so cold starts are not paid (or timed) there.
 
-    ``counts[(node, gpu)]`` is how many concurrent tasks the run expects on that
-    node, split by whether they hold a GPU: Ray keeps separate worker pools for GPU
-    and non-GPU tasks (measured on 2.60), and MIG shares are custom resources, so
-    they run in non-GPU workers. Returns the distinct workers seen per key.
+    ``counts[(node, gpu)]`` is how many concurrent tasks are expected on that node,
+    split by whether they hold a GPU: Ray keeps separate worker pools for GPU and
+    non-GPU tasks (measured on 2.60), and MIG shares are custom resources, so they
+    run in non-GPU workers. Rounds of concurrent ``hold`` tasks run until each key
+    has seen that many distinct workers. A node whose warm-up tasks fail (it died)
+    is left out; ``timeout_s`` bounds the whole warm-up (the router warms while it
+    serves). Returns the distinct workers seen per key.
     """
     import ray
 
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     warm = ray.remote(max_retries=0)(hold)
     seen: dict[tuple[int, bool], set[int]] = {k: set() for k, v in counts.items() if v > 0}
+    failed: set[tuple[int, bool]] = set()
     for _ in range(max_rounds):
         refs = {}
         for (i, gpu), want in counts.items():
             node_id = live.node_ids[i]
-            if want <= 0 or node_id is None or len(seen[(i, gpu)]) >= want:
+            if want <= 0 or node_id is None or (i, gpu) in failed or len(seen[(i, gpu)]) >= want:
                 continue
             opts = task_options(live.spec.nodes[i].name, _WarmShape(), ("slice", 1) if gpu else ("cpu", 0),
                                 node_id)
@@ -569,7 +574,13 @@ def warm_workers(live: LiveState, counts: dict[tuple[int, bool], int], *, hold_s
         if not refs:
             break
         for key, rs in refs.items():
-            seen[key].update(ray.get(rs))
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                seen[key].update(ray.get(rs, timeout=left))
+            except ray.exceptions.GetTimeoutError:
+                return {k: len(v) for k, v in seen.items()}
+            except Exception:  # noqa: BLE001 - e.g. the node died: warm the others
+                failed.add(key)
     return {k: len(v) for k, v in seen.items()}
 
 

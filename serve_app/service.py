@@ -31,10 +31,9 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterator, Sequence
 
-from cluster.executor import Executor
+from cluster.executor import Executor, warm_workers
 from cluster.live_state import LiveState, RayNode
 from cluster.state import ClusterState
-from cluster.task_body import hold
 from cluster.topology import load_cluster
 from scheduler.features import feature_vector
 from scheduler.history import FINAL, STATUSES, HistoryStore, open_store
@@ -412,25 +411,19 @@ class RouterService:
         """Start Ray worker processes on every usable node before the first task needs them.
 
         A cold worker costs seconds here (process start and imports), which would land
-        in the first tasks' queue time. Zero-CPU tasks pinned to each node, running at
-        once so each needs its own worker (``warm_workers`` per node, at most its CPUs:
-        the idle workers Ray keeps); returns how many ran.
+        in the first tasks' queue time. ``warm_workers`` per node, at most its CPUs (the
+        spare workers its raylet keeps), through :func:`cluster.executor.warm_workers`;
+        returns how many distinct workers ran.
         """
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         per_node = self.cfg.warm_workers if per_node is None else per_node
         if per_node <= 0:
             return 0
         with self.live.lock:
             self.live.refresh()
-            targets = [(nid, min(per_node, max(1, nd.cpu_milli // 1000)))
-                       for nd, nid, ok in zip(self.spec.nodes, self.live.node_ids, self.live.usable) if ok and nid]
-        body = ray.remote(num_cpus=0, max_retries=0)(hold)
-        refs = [body.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote(0.5)
-                for nid, k in targets for _ in range(k)]
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        return len(done)
+            counts = {(i, False): min(per_node, max(1, nd.cpu_milli // 1000))
+                      for i, (nd, nid, ok) in enumerate(zip(self.spec.nodes, self.live.node_ids, self.live.usable))
+                      if ok and nid}
+        return sum(warm_workers(self.live, counts, timeout_s=timeout_s).values())
 
     def executor_alive(self) -> bool:
         """Whether the executor's completion thread still runs (without it no task ever ends)."""

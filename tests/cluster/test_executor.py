@@ -271,3 +271,55 @@ def test_the_same_task_object_submitted_twice_is_two_runs(setup) -> None:
         sent[k].finish()
     assert [f.result(timeout=5).status for f in futs] == ["succeeded"] * 3
     assert [f.result().queued for f in futs] == [False, True, True]
+
+
+class _WarmRay:
+    """Just enough of ``ray`` for :func:`warm_workers`: each node answers its rounds from a script."""
+
+    class exceptions:  # noqa: N801 - mirrors ray.exceptions
+        class GetTimeoutError(Exception):
+            pass
+
+    def __init__(self, script: dict[str, list]) -> None:
+        self.script = script  # node id -> per round: worker pids, or an exception to raise
+        self.asked: list[str] = []
+
+    def remote(self, **_kw):
+
+        class Fn:
+            def options(self, **opts):
+                class Call:
+                    def remote(self, hold_s):
+                        return opts["node_id"]
+                return Call()
+        return lambda fn: Fn()
+
+    def get(self, refs, timeout=None):
+        node = refs[0]
+        self.asked.append(node)
+        answer = self.script[node].pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_warm_up_rounds_until_distinct_workers_and_leaves_a_dead_node_out(setup, monkeypatch) -> None:
+    """The router warms every node in the background: a node that dies mid-warm-up must not stop
+    the others, and one whose tasks never come back must not hold the router's start-up forever."""
+    import sys
+
+    live, _, _, _ = setup
+    a, b, c = (live.index(n) for n in ("edge-1", "cloud-1", "gpu-ts-1"))
+    ida, idb, idc = live.node_ids[a], live.node_ids[b], live.node_ids[c]
+    fake = _WarmRay({ida: [[11, 11], [11, 12]],  # one worker ran both at first; two distinct next round
+                     idb: [RuntimeError("node died")],
+                     idc: [[31, 32]]})
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    got = executor_mod.warm_workers(live, {(a, False): 2, (b, False): 2, (c, False): 2}, hold_s=0)
+    assert got == {(a, False): 2, (b, False): 0, (c, False): 2}
+    assert fake.asked.count(ida) == 2 and fake.asked.count(idb) == 1 and fake.asked.count(idc) == 1
+
+    slow = _WarmRay({ida: [[11], _WarmRay.exceptions.GetTimeoutError()], idc: [[31]]})
+    monkeypatch.setitem(sys.modules, "ray", slow)
+    got = executor_mod.warm_workers(live, {(a, False): 2, (c, False): 1}, hold_s=0, timeout_s=5)
+    assert got == {(a, False): 1, (c, False): 1}  # out of time: what was warmed so far, no error
