@@ -170,7 +170,7 @@ def _node_env(env: dict[str, str], res: NodeResources) -> dict[str, str]:
     logical. Twice the CPUs, as here before, grew every node's pool to about three
     times its CPUs under the router (14 CPUs: 48 workers, each ~1 s of CPU to start
     and ~100 MB): ``POST /v1/tasks`` rounds 2-6 of 1,000 no-op tasks on a fresh
-    cluster ran 134-236 tasks/s, against 220-266 with the CPUs (32 workers).
+    cluster ran 134-236 tasks/s, against 220-266 with 4 on every node (32 workers).
     """
     out = dict(env)
     if res.num_cpus > 0:
