@@ -63,6 +63,11 @@ def layout(state: ClusterState) -> _Layout:
     return lay
 
 
+def _work_term(work: float) -> float:
+    """The ``work_log`` feature (the one task feature that varies between tasks of one shape)."""
+    return math.log10(max(work, 1e-3)) / 4.0
+
+
 def task_features(task: Task) -> list[float]:
     need = task.gpu_need
     return [
@@ -72,7 +77,7 @@ def task_features(task: Task) -> list[float]:
         task.cost_sensitivity / 10.0,
         task.cpu_milli / 32000.0,
         task.mem_mib / 262144.0,
-        math.log10(max(task.work, 1e-3)) / 4.0,
+        _work_term(task.work),
         float(need == "none"), float(need == "fraction"), float(need == "whole"), float(need == "mig"),
     ]
 
@@ -87,10 +92,7 @@ def feature_vector(task: Task, state: ClusterState, feasible: "np.ndarray | Sequ
     """
     if feasible is None or fits is None:
         feasible, fits, _ = node_masks(state, task)
-    b = builder(state)
-    if b.fast:
-        return b.build(task, feasible, fits, state)
-    return _vectorised(task, state, np.asarray(feasible, dtype=bool), np.asarray(fits, dtype=bool))
+    return builder(state).build(task, feasible, fits, state)
 
 
 def builder(state: ClusterState) -> "FeatureBuilder":
@@ -148,7 +150,7 @@ class FeatureBuilder:
                 self._task_cache.clear()
             part = self._task_cache[key] = task_features(task)
         out = list(part)
-        out[_WORK_INDEX] = math.log10(max(task.work, 1e-3)) / 4.0  # as task_features does
+        out[_WORK_INDEX] = _work_term(task.work)
         return out
 
     def build(self, task: Task, feasible: "np.ndarray | Sequence[bool]", fits: "np.ndarray | Sequence[bool]",

@@ -421,8 +421,7 @@ class RouterService:
         with self.live.lock:
             self.live.refresh()
             counts = {(i, False): min(per_node, max(1, nd.cpu_milli // 1000))
-                      for i, (nd, nid, ok) in enumerate(zip(self.spec.nodes, self.live.node_ids, self.live.usable))
-                      if ok and nid}
+                      for i, (nd, ok) in enumerate(zip(self.spec.nodes, self.live.usable)) if ok}
         return sum(warm_workers(self.live, counts, timeout_s=timeout_s).values())
 
     def executor_alive(self) -> bool:

@@ -285,7 +285,6 @@ class _WarmRay:
         self.asked: list[str] = []
 
     def remote(self, **_kw):
-
         class Fn:
             def options(self, **opts):
                 class Call:
