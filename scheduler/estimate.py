@@ -6,22 +6,26 @@ for which the tier mean is used).
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
-from cluster.performance import cost, exec_seconds
+from cluster.performance import cost, exec_seconds, gpu_devices_held, speed
 from cluster.projection import projected_start
 from cluster.state import ClusterState, Share, pick_device
 from scheduler.task import Task
 
 
+def sharers_at_start(state: ClusterState, i: int, share: Share) -> int:
+    """Tasks on the device a time slice would join now, itself included (1 for other shares)."""
+    if share[0] == "slice" and (state.gpu_free[i] >= share[1]).any():
+        return int(state.gpu_tasks[i, pick_device(state, i, int(share[1]))]) + 1
+    return 1
+
+
 def expected_exec_s(task: Task, state: ClusterState, i: int, share: Share) -> float:
     """Execution seconds if started now, counting time-slice neighbours it would join."""
-    sharers = 1
-    if share[0] == "slice":
-        row = state.gpu_free[i]
-        if (row >= share[1]).any():
-            sharers = int(state.gpu_tasks[i, pick_device(state, i, int(share[1]))]) + 1
-    return exec_seconds(state.spec.nodes[i], task, share, sharers)
+    return exec_seconds(state.spec.nodes[i], task, share, sharers_at_start(state, i, share))
 
 
 def expected(task: Task, state: ClusterState, nodes: np.ndarray,
@@ -52,4 +56,40 @@ def expected_lists(task: Task, state: ClusterState, nodes: np.ndarray, shares: l
         wait = 0.0 if free and not queues[i] else projected_start(state, i, task, share) - now
         lat.append(float(wait * 1000.0 + net[i] + ex * 1000.0))
         cst.append(cost(tiers[spec_nodes[i].tier], task, share, ex))
+    return lat, cst
+
+
+def expected_many(tasks: Sequence[Task], state: ClusterState, nodes: np.ndarray, shares: list[Share],
+                  fits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`expected_lists` of several tasks against the same candidates and fits-now mask, as
+    (tasks x candidates) arrays, equal to it bit for bit (the same operations in the same order).
+
+    A candidate's wait, time-slice neighbours and speed are the node's, not the task's (but for
+    a MIG share's speed, and the wait where the task does not start at once), so a column is a
+    few whole-array operations; the router's batches decide hundreds of distinct tasks at once.
+    """
+    g, c = len(tasks), len(shares)
+    work = np.array([t.work for t in tasks], dtype=float)
+    cpu = np.array([t.cpu_milli for t in tasks], dtype=float) / 1000.0
+    mem = np.array([t.mem_mib for t in tasks], dtype=float) / 1024.0
+    lat = np.empty((g, c))
+    cst = np.empty((g, c))
+    now = state.now
+    spec_nodes = state.spec.nodes
+    for col, (i, share, free) in enumerate(zip(nodes.tolist(), shares, fits.tolist())):
+        nd = spec_nodes[i]
+        sharers = sharers_at_start(state, i, share)
+        if share[0] == "mig":
+            ex = work / np.array([speed(nd, t, share, sharers) for t in tasks])
+        else:
+            ex = work / speed(nd, tasks[0], share, sharers)
+        if free and not state.queues[i]:
+            wait = 0.0
+        else:
+            wait = np.array([projected_start(state, i, t, share) - now for t in tasks])
+        lat[:, col] = wait * 1000.0 + state.net_mean_ms[i] + ex * 1000.0
+        tier = state.spec.tiers[nd.tier]
+        rate = (cpu * tier.price_cpu_second + mem * tier.price_gb_second
+                + gpu_devices_held(share) * tier.price_gpu_second)
+        cst[:, col] = tier.price_per_task + rate * ex
     return lat, cst

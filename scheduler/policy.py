@@ -8,7 +8,7 @@ score" skeleton so that a heuristic is just a ``score`` function.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -243,20 +243,72 @@ class ScoringPolicy:
         """GPU within the chosen node for slice shares; None lets the allocator best-fit."""
         return None
 
+    def score_many(self, tasks: Sequence[Task], state: ClusterState, cand: Candidates) -> np.ndarray:
+        """:meth:`score` of each task against the same candidates, one row per task (a policy
+        overrides it to score a group at once; the rows must equal :meth:`score`'s bit for bit)."""
+        return np.array([np.asarray(self.score(t, state, cand), dtype=float) for t in tasks], dtype=float)
+
     def select(self, task: Task, state: ClusterState) -> Decision:
-        n = state.n_nodes
-        (nodes, shares, now), queued = filter_nodes(task, state, self._feasible, self.queue_aware)
-        if len(nodes) == 0:
-            return Decision(-1, None, np.full(n, np.nan), why_infeasible(task, state), self.name)
-        s = self.score(task, state, (nodes, shares, now))
+        cand, queued = filter_nodes(task, state, self._feasible, self.queue_aware)
+        if len(cand[0]) == 0:
+            return self._infeasible(task, state)
+        s = self.score(task, state, cand)
         if not isinstance(s, np.ndarray) or s.dtype != np.float64:
             s = np.asarray(s, dtype=float)
+        nodes = cand[0]
+        n = state.n_nodes
         if len(nodes) == n:  # every node is a candidate (candidates are in index order)
             scores = s.copy()
         else:
             scores = _nan_row(n)
             scores[nodes] = s
-        k = int(s.argmax())
+        return self._chosen(task, state, cand, s, int(s.argmax()), scores)
+
+    def select_many(self, tasks: Sequence[Task], state: ClusterState) -> list[Decision]:
+        """``[self.select(t, state) for t in tasks]``, bit for bit, in fewer numpy calls.
+
+        A pure policy's tasks that share their candidates (the same feasible nodes, shares
+        and fits-now pattern: on a small cluster the filter hands out one cached object for
+        them) are scored as one matrix by :meth:`score_many`; a batch of distinct tasks
+        then pays per task only for its filter and its :class:`Decision`. Other policies
+        (random draws, rotation) decide one task after another, as ``select`` would.
+        """
+        if not self.pure or len(tasks) < 2 or type(self).select is not ScoringPolicy.select:
+            return [self.select(t, state) for t in tasks]
+        out: list[Decision | None] = [None] * len(tasks)
+        groups: dict[int, tuple[tuple[Candidates, bool], list[int]]] = {}
+        for k, t in enumerate(tasks):
+            hit = filter_nodes(t, state, self._feasible, self.queue_aware)
+            g = groups.get(id(hit))
+            if g is None:
+                g = groups[id(hit)] = (hit, [])  # holds ``hit``, so its id is not reused meanwhile
+            g[1].append(k)
+        n = state.n_nodes
+        for (cand, _), ks in groups.values():
+            nodes = cand[0]
+            if len(nodes) == 0:
+                for k in ks:
+                    out[k] = self._infeasible(tasks[k], state)
+                continue
+            group = [tasks[k] for k in ks]
+            s = self.score_many(group, state, cand)
+            if len(nodes) == n:
+                full = s.copy()
+            else:
+                full = np.full((len(ks), n), np.nan)
+                full[:, nodes] = s
+            best = s.argmax(axis=1).tolist()
+            for r, k in enumerate(ks):
+                out[k] = self._chosen(group[r], state, cand, s[r], best[r], full[r])
+        return out  # type: ignore[return-value]
+
+    def _infeasible(self, task: Task, state: ClusterState) -> Decision:
+        return Decision(-1, None, np.full(state.n_nodes, np.nan), why_infeasible(task, state), self.name)
+
+    def _chosen(self, task: Task, state: ClusterState, cand: Candidates, s: np.ndarray, k: int,
+                scores: np.ndarray) -> Decision:
+        """The decision for candidate ``k`` (the first top score; ``node_rank`` breaks ties)."""
+        nodes, shares, now = cand
         if self.node_rank is not None and len(s) > 1:
             top = np.flatnonzero(s == s[k])
             if len(top) > 1:
@@ -267,6 +319,15 @@ class ScoringPolicy:
         wait = " (queued: waits for capacity)" if queued else ""
         return Decision(node, share, scores, f"{name}: {self.reason} ({s.item(k):.3g}){wait}", self.name,
                         queued=queued, device=self.pick_device(task, state, node, share))
+
+
+def select_many(policy: "Policy", tasks: Sequence[Task], state: ClusterState) -> list[Decision]:
+    """``policy``'s decisions for ``tasks``, each against ``state`` as if it came alone (its own
+    ``select_many`` when it has one, else ``select`` per task)."""
+    many = getattr(policy, "select_many", None)
+    if many is not None:
+        return many(tasks, state)
+    return [policy.select(t, state) for t in tasks]
 
 
 PolicyFactory = Callable[..., Policy]

@@ -16,11 +16,12 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 from cluster.state import ClusterState
 from cluster.topology import ClusterSpec, NodeSpec
 from scheduler import model_registry
-from scheduler.policy import Decision, Policy, available_policies, make_policy
+from scheduler.policy import Decision, Policy, available_policies, make_policy, select_many
 from scheduler.task import Task
 
 #: policy kinds that load a trained model from the registry
@@ -120,12 +121,17 @@ class PoolPolicy:
         return getattr(self.inner, "pure", False)
 
     def select(self, task: Task, state: ClusterState) -> Decision:
+        return self.select_many([task], state)[0]
+
+    def select_many(self, tasks: Sequence[Task], state: ClusterState) -> list[Decision]:
+        """The inner policy's decisions on one view of ``state`` with only this pool's nodes."""
         view = dataclasses.replace(state, spec=self._spec(state.spec))
         view.now = state.now
-        d = self.inner.select(task, view)
-        if not d.placed:
-            d.explanation = f"in pool {self.pool}: {d.explanation}"
-        return d
+        out = select_many(self.inner, tasks, view)
+        for d in out:
+            if not d.placed:
+                d.explanation = f"in pool {self.pool}: {d.explanation}"
+        return out
 
     def reset(self, seed: int | None = None) -> None:
         self.inner.reset(seed)

@@ -39,7 +39,7 @@ from scheduler.features import feature_vector
 from scheduler.history import FINAL, STATUSES, HistoryStore, open_store
 from scheduler.model_registry import REGISTRY_ENV
 from scheduler.objective import load_objective
-from scheduler.policy import Decision, FeasibilityCache, why_infeasible
+from scheduler.policy import Decision, FeasibilityCache, select_many, why_infeasible
 from scheduler.task import Task, TaskError, make_task, task_key, with_id
 from serve_app.config import RouterConfig
 from serve_app.errors import ApiError, field_error, task_error
@@ -138,8 +138,10 @@ class RouterService:
 
         Without ``plan`` every task of a lock hold is decided against the same state, so a
         policy marked ``pure`` (its decision a function of the task and the state alone)
-        decides each distinct task body once per hold and its repeats share that decision:
-        a workload's tasks come in a few shapes. Stateful or random policies decide each.
+        decides each distinct task body once per hold and its repeats share that decision
+        (a workload's tasks come in a few shapes), and distinct tasks that share their
+        candidate nodes are scored together (:meth:`_decide_together`). Stateful or random
+        policies decide each task in turn.
         """
         active = self.policies.active
         done: list[tuple[Task, str | None, Decision, float]] = []
@@ -147,21 +149,18 @@ class RouterService:
         clock = time.perf_counter
         pure = not plan and getattr(active.policy, "pure", False)
         for start in range(0, len(items), LOCK_CHUNK):
-            memo: dict[tuple, Decision] = {}
+            chunk = items[start:start + LOCK_CHUNK]
             with self.live.lock:
                 state = self.live.snapshot()
+                if pure:
+                    done += self._decide_together(active, chunk, state)
+                    continue
                 if plan:
                     scratch = scratch if scratch is not None else scratch_copy(state)
                     state = scratch
-                for task, pool in items[start:start + LOCK_CHUNK]:
+                for task, pool in chunk:
                     t0 = clock()
-                    if pure:
-                        key = (pool, task_key(task))
-                        d = memo.get(key)
-                        if d is None:
-                            d = memo[key] = self._policy_for(active, pool).select(task, state)
-                    else:
-                        d = self._policy_for(active, pool).select(task, state)
+                    d = self._policy_for(active, pool).select(task, state)
                     ms = (clock() - t0) * 1000.0
                     if plan:
                         book(state, task, d)
@@ -181,6 +180,28 @@ class RouterService:
             views.append(v)
         self.metrics.decisions(active.name, endpoint, pools, [x[3] for x in done])
         return views
+
+    def _decide_together(self, active: ActivePolicy, chunk: Sequence[tuple[Task, str | None]],
+                         state: ClusterState) -> list[tuple[Task, str | None, Decision, float]]:
+        """A pure policy's decisions for ``chunk``, all against ``state``: each distinct task body once,
+        through :func:`scheduler.policy.select_many` per pool (one matrix per group of tasks sharing
+        their candidates); repeats share the decision. Each task is charged the chunk's policy time
+        split evenly."""
+        t0 = time.perf_counter()
+        slot: dict[tuple, int] = {}
+        by_pool: dict[str | None, list[Task]] = {}
+        where: list[tuple[str | None, int]] = []
+        for task, pool in chunk:
+            key = (pool, task_key(task))
+            k = slot.get(key)
+            if k is None:
+                group = by_pool.setdefault(pool, [])
+                k = slot[key] = len(group)
+                group.append(task)
+            where.append((pool, k))
+        decided = {pool: select_many(self._policy_for(active, pool), tasks, state) for pool, tasks in by_pool.items()}
+        ms = (time.perf_counter() - t0) * 1000.0 / len(chunk)
+        return [(task, pool, decided[pool][k], ms) for (task, _), (pool, k) in zip(chunk, where)]
 
     def hosts(self, task: Task, pool: str | None) -> list[int]:
         """Nodes of the topology (dead or alive) that could ever host ``task`` (cached per task shape:

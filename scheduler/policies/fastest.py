@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from cluster.state import ClusterState
-from scheduler.estimate import expected_lists
+from scheduler.estimate import expected_lists, expected_many
 from scheduler.policy import Candidates, ScoringPolicy, register
 from scheduler.task import Task
 
@@ -19,3 +19,7 @@ class FastestFeasible(ScoringPolicy):
     def score(self, task: Task, state: ClusterState, cand: Candidates):
         lat, cst = expected_lists(task, state, *cand)
         return np.array([-x - 1e-6 * c for x, c in zip(lat, cst)])
+
+    def score_many(self, tasks, state: ClusterState, cand: Candidates) -> np.ndarray:
+        lat, cst = expected_many(tasks, state, *cand)
+        return -lat - 1e-6 * cst

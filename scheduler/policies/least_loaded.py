@@ -1,6 +1,8 @@
 """Least-loaded: the node with the lowest utilisation, counting its queue."""
 from __future__ import annotations
 
+import numpy as np
+
 from cluster.state import ClusterState
 from scheduler.policy import Candidates, ScoringPolicy, register
 from scheduler.task import Task
@@ -15,3 +17,7 @@ class LeastLoaded(ScoringPolicy):
         # whole-cluster arithmetic, then the candidates: elementwise the same numbers, and
         # one gather instead of two mixed-dtype operations on gathered copies
         return (1.0 - state.load() - state.queue_len)[cand[0]]
+
+    def score_many(self, tasks, state: ClusterState, cand: Candidates):
+        row = self.score(tasks[0], state, cand)  # the same for every task
+        return np.tile(row, (len(tasks), 1))

@@ -275,20 +275,24 @@ def test_a_task_whose_client_left_still_starts_once_committed() -> None:
 
 @pytest.mark.parametrize("policy", ["least-loaded", "fastest-feasible", "cheapest-feasible", "best-fit",
                                     "dot-product", "oracle", "rl"])
-def test_repeated_tasks_in_a_batch_get_what_each_would_get_alone(tmp_path, policy) -> None:
-    """A pure policy decides each distinct body once per batch; the answers must not change."""
+def test_batched_tasks_get_what_each_would_get_alone(tmp_path, policy) -> None:
+    """A pure policy decides each distinct body once per batch and scores tasks with the same
+    candidates together; the answers must not change."""
     svc, _ = make_service(tmp_path, policy=policy)
     try:
         bodies = [{"description": "real-time fraud detection"}, {"cpu_milli": 500, "mem_mib": 64},
                   {"gpu_milli": 250, "cpu_milli": 100}, {"mig_profile": "1g.10gb", "cpu_milli": 100},
                   {"gpu_count": 1, "cpu_milli": 100}, {"cpu_milli": 10 ** 6}, {"cpu_milli": 100, "pool": "edge"}]
         items = [svc.parse_task({**bodies[i % len(bodies)], "id": f"t{i}"}) for i in range(60)]
+        # distinct tasks too: those sharing their candidate nodes are scored together
+        items += [svc.parse_task({"id": f"t{i}", "cpu_milli": 37 * i, "mem_mib": 11 * i, "work": i / 7,
+                                  **({"pool": "edge"} if i % 5 == 0 else {})}) for i in range(60, 200)]
         assert getattr(svc.policies.active.policy, "pure", False)
         batch = svc.decide(items, endpoint="batch")
         alone = [svc.decide([item], endpoint="batch")[0] for item in items]
         strip = lambda v: {k: x for k, x in v.items() if k != "decision_ms"}  # noqa: E731
         assert [strip(v) for v in batch] == [strip(v) for v in alone]
-        assert [v["task_id"] for v in batch] == [f"t{i}" for i in range(60)]
+        assert [v["task_id"] for v in batch] == [f"t{i}" for i in range(200)]
         assert any(not v["placed"] for v in batch) and any(v["placed"] for v in batch)
     finally:
         svc.close()
@@ -302,3 +306,4 @@ def test_a_stateful_policy_decides_every_repeat(tmp_path) -> None:
         assert len({v["node"] for v in svc.decide(items, endpoint="batch")}) > 1  # it went round
     finally:
         svc.close()
+
