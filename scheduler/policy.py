@@ -7,6 +7,7 @@ score" skeleton so that a heuristic is just a ``score`` function.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -118,6 +119,8 @@ class FeasibilityCache:
         self._cache: dict[tuple, _Shape] = {}
         self._by_result: dict[tuple, _Shape] = {}
         self._spec = None
+        self._cpu_caps: list[int] = []
+        self._mem_caps: list[int] = []
 
     def static(self, task: Task, state: ClusterState) -> tuple[np.ndarray, list[Share]]:
         nodes, shares, _ = self.entry(task, state)
@@ -134,8 +137,13 @@ class FeasibilityCache:
             self._cache.clear()
             self._by_result.clear()
             self._spec = state.spec
-        key = (task.cpu_milli, task.mem_mib, task.gpu_milli, task.gpu_count, task.mig_profile,
-               task.gpu_models)
+            self._cpu_caps = sorted({nd.cpu_milli for nd in state.spec.nodes})
+            self._mem_caps = sorted({nd.mem_mib for nd in state.spec.nodes})
+        # A node can host the CPU and memory asked iff its capacity is at least that, so tasks asking
+        # amounts between the same two node capacities have the same feasible nodes: the key holds
+        # where the amounts fall among the capacities, not the amounts (distinct tasks share entries).
+        key = (bisect_left(self._cpu_caps, task.cpu_milli), bisect_left(self._mem_caps, task.mem_mib),
+               task.gpu_milli, task.gpu_count, task.mig_profile, task.gpu_models)
         hit = self._cache.get(key)
         if hit is None:
             if len(self._cache) >= MAX_SHAPES:  # a long-lived router sees unboundedly many shapes
