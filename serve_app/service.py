@@ -110,15 +110,16 @@ class RouterService:
         except TypeError:  # a list value (gpu_models)
             key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in data.items())
         template = self._templates.get(key)
-        if template is None:
-            try:
-                template = make_task({"id": "_", **data})
-            except TaskError as exc:
-                raise task_error(exc, prefix) from None
-            if len(self._templates) >= TEMPLATE_CACHE:
-                self._templates.clear()
-            self._templates[key] = template
-        return with_id(template, tid), pool
+        if template is not None:
+            return with_id(template, tid), pool
+        try:
+            task = make_task({"id": tid, **data})
+        except TaskError as exc:
+            raise task_error(exc, prefix) from None
+        if len(self._templates) >= TEMPLATE_CACHE:
+            self._templates.clear()
+        self._templates[key] = task  # its id does not matter: a repeat gets a copy under its own
+        return task, pool
 
     # ------------------------------------------------------------------ decisions
     def _policy_for(self, active: ActivePolicy, pool: str | None):

@@ -43,33 +43,38 @@ def share_text(share: Share | None) -> str | None:
     return None if share is None else (share[0] if share[0] == "cpu" else f"{share[0]}:{share[1]}")
 
 
-_ROWS: dict[int, tuple[ClusterSpec, list[tuple[str, str, str, str]]]] = {}
+_ROWS: dict[int, tuple[ClusterSpec, list[tuple[str, str, str, str]], list[str]]] = {}
 
 
-def _node_rows(spec: ClusterSpec) -> list[tuple[str, str, str, str]]:
-    """(name, pool, tier, node class) per node, computed once per topology."""
+def _node_rows(spec: ClusterSpec) -> tuple[list[tuple[str, str, str, str]], list[str]]:
+    """((name, pool, tier, node class) per node, the names), computed once per topology."""
     hit = _ROWS.get(id(spec))
     if hit is None or hit[0] is not spec:
-        hit = (spec, [(nd.name, nd.pool, nd.tier, node_class(nd, spec.tiers[nd.tier])) for nd in spec.nodes])
+        rows = [(nd.name, nd.pool, nd.tier, node_class(nd, spec.tiers[nd.tier])) for nd in spec.nodes]
+        hit = (spec, rows, [r[0] for r in rows])
         _ROWS[id(spec)] = hit
-    return hit[1]
+    return hit[1], hit[2]
 
 
 def decision_view(d: Decision, task: Task, spec: ClusterSpec, ms: float, policy: str,
                   version: int | None) -> dict[str, Any]:
     """One decision as the API returns it (``spec``: the full topology, not the live view)."""
-    rows = _node_rows(spec)
-    out: dict[str, Any] = {"task_id": task.id, "placed": d.placed}
-    if d.placed:
+    rows, names = _node_rows(spec)
+    placed = d.node >= 0
+    out: dict[str, Any] = {"task_id": task.id, "placed": placed}
+    if placed:
         name, pool, tier, cls = rows[d.node]
         out.update(node=name, pool=pool, tier=tier, node_class=cls, share=share_view(d.share), device=d.device,
                    queued=bool(d.queued))
-    out["scores"] = {rows[i][0]: s for i, s in enumerate(d.scores.tolist()) if s == s}  # NaN: infeasible
+    out["scores"] = {k: s for k, s in zip(names, d.scores.tolist()) if s == s}  # NaN: infeasible
     out["confidence"] = finite(d.confidence)
     out["probabilities"] = ({k: float(v) for k, v in d.probabilities.items()}
                             if d.probabilities is not None else None)
-    out.update(explanation=d.explanation, policy=policy, policy_version=version, decision_ms=round(ms, 4),
-               inferred=list(task.inferred))
+    out["explanation"] = d.explanation
+    out["policy"] = policy
+    out["policy_version"] = version
+    out["decision_ms"] = round(ms, 4)
+    out["inferred"] = list(task.inferred)
     return out
 
 
