@@ -307,3 +307,31 @@ def test_a_stateful_policy_decides_every_repeat(tmp_path) -> None:
     finally:
         svc.close()
 
+
+def test_the_replica_freezes_its_start_up_heap() -> None:
+    """After start-up work (even failed), what the replica built is kept out of full collections;
+    garbage made later is still collected."""
+    import gc
+    import weakref
+    from types import SimpleNamespace
+
+    from serve_app.deployment import Router
+
+    def fail() -> None:
+        raise RuntimeError("no workers today")
+
+    svc = SimpleNamespace(cfg=SimpleNamespace(resume_unfinished=False), warm_up=fail)
+    try:
+        Router.func_or_class._background(svc)
+        assert gc.get_freeze_count() > 10_000  # this test process's modules, as a replica's would be
+        class Cycle:
+            pass
+
+        cycle = Cycle()
+        cycle.me = cycle
+        ref = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert ref() is None
+    finally:
+        gc.unfreeze()
