@@ -118,3 +118,28 @@ def test_shapes_with_the_same_feasible_nodes_share_one_entry() -> None:
         (n2, s2, now2), q2 = filter_nodes(task, st, FeasibilityCache())
         assert np.array_equal(nodes, n2) and shares == s2 and np.array_equal(now, now2) and queued == q2
     assert len(cache._by_result) < len(cache._cache)
+
+
+def test_feasibility_cache_shared_by_amounts_between_capacities_matches_share_for() -> None:
+    """The cache keys CPU and memory by where they fall among node capacities; at, just under and
+    just over every capacity, and in between, it must give exactly the nodes and shares
+    ``share_for`` gives."""
+    st = ClusterState.from_spec(LOCAL)
+    cache = FeasibilityCache()
+    cpus = sorted({nd.cpu_milli for nd in LOCAL.nodes})
+    mems = sorted({nd.mem_mib for nd in LOCAL.nodes})
+    amounts = lambda caps: sorted({max(0, c + d) for c in caps for d in (-1, 0, 1)} | {1, caps[-1] * 2})  # noqa: E731
+    rng = np.random.default_rng(2)
+    checked = 0
+    for cpu in amounts(cpus):
+        for mem in amounts(mems):
+            base = _random_task(rng, checked)
+            task = Task(id=f"b{checked}", cpu_milli=cpu, mem_mib=mem, gpu_milli=base.gpu_milli,
+                        gpu_count=base.gpu_count, mig_profile=base.mig_profile, gpu_models=base.gpu_models)
+            if cpu == 0 and task.gpu_need == "none":
+                continue
+            pairs = [(i, s) for i in range(st.n_nodes) if (s := share_for(st, i, task)) is not None]
+            nodes, shares = cache.static(task, st)
+            assert (nodes.tolist(), shares) == ([i for i, _ in pairs], [s for _, s in pairs]), (cpu, mem)
+            checked += 1
+    assert checked > 100 and len(cache._by_result) < checked
