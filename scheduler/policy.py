@@ -257,7 +257,7 @@ class ScoringPolicy:
         return np.array([np.asarray(self.score(t, state, cand), dtype=float) for t in tasks], dtype=float)
 
     def select(self, task: Task, state: ClusterState) -> Decision:
-        cand, queued = filter_nodes(task, state, self._feasible, self.queue_aware)
+        cand, _ = filter_nodes(task, state, self._feasible, self.queue_aware)
         if len(cand[0]) == 0:
             return self._infeasible(task, state)
         s = self.score(task, state, cand)

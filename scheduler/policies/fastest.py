@@ -1,6 +1,8 @@
 """Fastest-feasible (SLO-aware): the lowest expected end-to-end latency, queues included."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from cluster.state import ClusterState
@@ -20,6 +22,6 @@ class FastestFeasible(ScoringPolicy):
         lat, cst = expected_lists(task, state, *cand)
         return np.array([-x - 1e-6 * c for x, c in zip(lat, cst)])
 
-    def score_many(self, tasks, state: ClusterState, cand: Candidates) -> np.ndarray:
+    def score_many(self, tasks: Sequence[Task], state: ClusterState, cand: Candidates) -> np.ndarray:
         lat, cst = expected_many(tasks, state, *cand)
         return -lat - 1e-6 * cst

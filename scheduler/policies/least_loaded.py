@@ -1,6 +1,8 @@
 """Least-loaded: the node with the lowest utilisation, counting its queue."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from cluster.state import ClusterState
@@ -18,6 +20,6 @@ class LeastLoaded(ScoringPolicy):
         # one gather instead of two mixed-dtype operations on gathered copies
         return (1.0 - state.load() - state.queue_len)[cand[0]]
 
-    def score_many(self, tasks, state: ClusterState, cand: Candidates):
+    def score_many(self, tasks: Sequence[Task], state: ClusterState, cand: Candidates) -> np.ndarray:
         row = self.score(tasks[0], state, cand)  # the same for every task
         return np.tile(row, (len(tasks), 1))
