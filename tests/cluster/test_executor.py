@@ -5,6 +5,7 @@ fake remote function records submissions and the test completes them by hand.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -22,18 +23,33 @@ class NodeDiedError(Exception):
     """Named like Ray's, which is how the executor classifies it."""
 
 
+_FINISHED = threading.Condition()
+
+
 class FakeRef:
+    """A submitted task; the test finishes it (with a result tuple or an exception)."""
+
     def __init__(self, args: tuple, opts: "FakeOpts") -> None:
         self.args = args
         self.node = opts.node
-        self.callback = None
-
-    def _on_completed(self, cb) -> None:
-        self.callback = cb
+        self.outcome = None
+        self.done = False
 
     def finish(self, value=None) -> None:
         now = time.time()
         self.callback(value if value is not None else (now, 0.0, 0.0, now, self.node, (), None))
+
+    def callback(self, outcome) -> None:
+        with _FINISHED:
+            self.outcome, self.done = outcome, True
+            _FINISHED.notify_all()
+
+
+def fake_wait(refs: list, timeout: float) -> list:
+    """``ray.wait`` on fake refs: the finished ones, waiting up to ``timeout`` for one."""
+    with _FINISHED:
+        _FINISHED.wait_for(lambda: any(r.done for r in refs), timeout)
+        return [r for r in refs if r.done]
 
 
 class FakeOpts:
@@ -57,6 +73,8 @@ def fake_ray(monkeypatch):
     monkeypatch.setattr(executor_mod, "remote_body", lambda: Remote())
     monkeypatch.setattr(executor_mod, "task_options", lambda name, task, share, node_id: {"node_id": node_id})
     monkeypatch.setattr(executor_mod, "_cancel", lambda ref: None)
+    monkeypatch.setattr(executor_mod, "_ray_wait", fake_wait)
+    monkeypatch.setattr(executor_mod, "_ray_outcomes", lambda refs: [r.outcome for r in refs])
     return sent
 
 
@@ -322,3 +340,21 @@ def test_warm_up_rounds_until_distinct_workers_and_leaves_a_dead_node_out(setup,
     monkeypatch.setitem(sys.modules, "ray", slow)
     got = executor_mod.warm_workers(live, {(a, False): 2, (c, False): 1}, hold_s=0, timeout_s=5)
     assert got == {(a, False): 1, (c, False): 1}  # out of time: what was warmed so far, no error
+
+
+def test_a_finished_task_outside_the_watched_window_is_found_by_the_sweep(setup, monkeypatch) -> None:
+    """The completion thread watches each node's oldest submissions (running + a slack); a later one
+    that finishes first (not how Ray runs a node's queue, but nothing may rely on it) must still
+    complete, through the periodic sweep of every submission."""
+    monkeypatch.setattr(executor_mod, "FULL_SCAN_S", 0.2)
+    live, _, sent, make = setup
+    ex = make()
+    futs = [ex.submit(task(k, cpu_milli=4000), decide(live, "edge-1", ("cpu", 0))) for k in range(14)]
+    assert len(sent) == 14  # one running, thirteen pipelined behind it
+    assert len(ex._window()) == 1 + executor_mod.WINDOW_SLACK
+    sent[12].finish()  # outside the window
+    assert futs[12].result(timeout=5).status == "succeeded"
+    for ref in sent[:12] + sent[13:]:
+        ref.finish()
+    assert [f.result(timeout=5).status for f in futs] == ["succeeded"] * 14
+    assert ex.drain(5) and not any(ex._in_ray)

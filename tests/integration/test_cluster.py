@@ -152,6 +152,21 @@ def test_tasks_land_on_the_node_tier_and_share_asked_for(live: LiveState) -> Non
     assert int(live.state.running.sum()) == 0
 
 
+def test_a_task_that_raises_fails_with_its_error_and_the_others_finish(live: LiveState) -> None:
+    """Outcomes are fetched in bulk: one task's error must reach that task alone, named by its own type."""
+    def boom(*_args):
+        raise ValueError("bad input")
+
+    i = live.index("cloud-1")
+    with Executor(live) as ex:
+        futs = [ex.submit(make_task({"id": f"e{k}", "cpu_milli": 500, "mem_mib": 0, "work": 0.0}, infer=False),
+                          Decision(i, ("cpu", 0), np.empty(0), "test", "test"), fn=boom if k == 2 else None)
+                for k in range(6)]
+        results = [f.result(timeout=120) for f in futs]
+    assert [r.status for r in results] == ["succeeded"] * 2 + ["failed"] + ["succeeded"] * 3
+    assert results[2].reason == "task raised ValueError: bad input" and results[2].attempts == 1
+
+
 def test_mig_instances_are_never_oversubscribed(live: LiveState) -> None:
     import ray
 
