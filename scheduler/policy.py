@@ -260,6 +260,9 @@ class ScoringPolicy:
         cand, _ = filter_nodes(task, state, self._feasible, self.queue_aware)
         if len(cand[0]) == 0:
             return self._infeasible(task, state)
+        return self._select_among(task, state, cand)
+
+    def _select_among(self, task: Task, state: ClusterState, cand: Candidates) -> Decision:
         s = self.score(task, state, cand)
         if not isinstance(s, np.ndarray) or s.dtype != np.float64:
             s = np.asarray(s, dtype=float)
@@ -297,6 +300,9 @@ class ScoringPolicy:
             if len(nodes) == 0:
                 for k in ks:
                     out[k] = self._infeasible(tasks[k], state)
+                continue
+            if len(ks) == 1:  # alone (always so above SCALAR_MAX_NODES candidates): score's own path
+                out[ks[0]] = self._select_among(tasks[ks[0]], state, cand)
                 continue
             group = [tasks[k] for k in ks]
             s = self.score_many(group, state, cand)
