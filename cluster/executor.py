@@ -165,7 +165,7 @@ class Executor:
         self._rng = np.random.default_rng(seed)
         self.t0 = time.time()
         live.clock = self.now
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._events: queue.SimpleQueue = queue.SimpleQueue()  # (entry, token, error): submissions Ray refused
         self._entries: dict[int, _Entry] = {}  # id(entry) -> entry, while queued or running
         self._waiting: dict[int, _Entry] = {}  # id(queue item) -> entry, while in a node's queue
         self._inflight = 0
@@ -240,7 +240,6 @@ class Executor:
 
     def close(self) -> None:
         self._closed = True
-        self._events.put(None)
         self._wake.set()
         self._thread.join(timeout=5)
 
@@ -453,11 +452,7 @@ class Executor:
                 self._wake.wait(0.1)
             try:
                 while True:
-                    item = self._events.get_nowait()
-                    if item is None:
-                        self._closed = True
-                    else:
-                        done.append(item)
+                    done.append(self._events.get_nowait())  # tasks Ray refused at submission
             except queue.Empty:
                 pass
             if done:

@@ -60,9 +60,8 @@ def decision_view(d: Decision, task: Task, spec: ClusterSpec, ms: float, policy:
                   version: int | None) -> dict[str, Any]:
     """One decision as the API returns it (``spec``: the full topology, not the live view)."""
     rows, names = _node_rows(spec)
-    placed = d.node >= 0
-    out: dict[str, Any] = {"task_id": task.id, "placed": placed}
-    if placed:
+    out: dict[str, Any] = {"task_id": task.id, "placed": d.placed}
+    if d.placed:
         name, pool, tier, cls = rows[d.node]
         out.update(node=name, pool=pool, tier=tier, node_class=cls, share=share_view(d.share), device=d.device,
                    queued=bool(d.queued))
@@ -70,11 +69,8 @@ def decision_view(d: Decision, task: Task, spec: ClusterSpec, ms: float, policy:
     out["confidence"] = finite(d.confidence)
     out["probabilities"] = ({k: float(v) for k, v in d.probabilities.items()}
                             if d.probabilities is not None else None)
-    out["explanation"] = d.explanation
-    out["policy"] = policy
-    out["policy_version"] = version
-    out["decision_ms"] = round(ms, 4)
-    out["inferred"] = list(task.inferred)
+    out.update(explanation=d.explanation, policy=policy, policy_version=version, decision_ms=round(ms, 4),
+               inferred=list(task.inferred))
     return out
 
 
