@@ -82,6 +82,7 @@ class Task:
 _FIELDS = {f.name for f in fields(Task)} - {"inferred"}
 _GPU_FIELDS = ("gpu_milli", "gpu_count", "mig_profile")
 _DEFAULTS = {k: getattr(Task(id="_"), k) for k in _FIELDS}
+_NUM = (float, int)
 _ALL_BUT_ID = attrgetter(*[f.name for f in fields(Task)][1:])
 assert fields(Task)[0].name == "id"
 
@@ -128,48 +129,57 @@ def make_task(data: Mapping[str, Any], *, infer: bool = True) -> Task:
     """
     if type(data) is not dict and not isinstance(data, Mapping):
         raise TaskError("<task>", f"must be a mapping, got {type(data).__name__}")
-    for key in data:
-        if key not in _FIELDS:
-            raise TaskError(str(key), "unknown field")
+    if not _FIELDS.issuperset(data):
+        for key in data:
+            if key not in _FIELDS:
+                raise TaskError(str(key), "unknown field")
     d = {**_DEFAULTS, **data}
     if "id" not in data:
         raise TaskError("id", "required field is missing")
-    if not isinstance(d["id"], str) or not d["id"] or len(d["id"]) > 128:
+    tid = d["id"]
+    if not isinstance(tid, str) or not tid or len(tid) > 128:
         raise TaskError("id", "must be a non-empty string of at most 128 characters")
-    desc = d.get("description")
+    desc = d["description"]
     if desc is not None and (not isinstance(desc, str) or len(desc) > MAX_DESCRIPTION):
         raise TaskError("description", f"must be a string of at most {MAX_DESCRIPTION} characters")
     inferred: tuple[str, ...] = ()
     if infer and desc:
         guess = infer_from_description(desc)
-        gpu_given = "gpu_milli" in data or "gpu_count" in data or "mig_profile" in data
-        for key, value in guess.items():
-            if key in _GPU_FIELDS and gpu_given:
-                continue
-            if key not in data:
-                d[key] = value
-                inferred += (key,)
+        if guess:
+            gpu_given = "gpu_milli" in data or "gpu_count" in data or "mig_profile" in data
+            for key, value in guess.items():
+                if key in _GPU_FIELDS and gpu_given:
+                    continue
+                if key not in data:
+                    d[key] = value
+                    inferred += (key,)
 
     kind = d["kind"]
     if not isinstance(kind, str) or not kind or len(kind) > 64:
         raise TaskError("kind", "must be a non-empty string of at most 64 characters")
-    task = Task(
-        id=d["id"],
-        arrival=_num(d, "arrival", 0.0, 1e12),
-        priority=_int(d, "priority", 1, 10),
-        slo_ms=_num(d, "slo_ms", 0.0, MAX_SLO_MS, strict_lo=True),
-        cpu_milli=_int(d, "cpu_milli", 0, MAX_CPU_MILLI),
-        mem_mib=_int(d, "mem_mib", 0, MAX_MEM_MIB),
-        gpu_milli=_int(d, "gpu_milli", 0, 999),
-        gpu_count=_int(d, "gpu_count", 0, MAX_GPUS),
-        mig_profile=d["mig_profile"],
-        gpu_models=d["gpu_models"],
-        work=_num(d, "work", 0.0, MAX_WORK_S),
-        cost_sensitivity=_int(d, "cost_sensitivity", 1, 10),
-        description=desc,
-        kind=kind,
-        inferred=inferred,
-    )
+    # Each bound is tried inline first and handed to _int/_num (which word the error) only when
+    # it fails: a router validates thousands of tasks a second. The order is the fields' order,
+    # so the first bad field is the one reported.
+    arrival, priority, slo_ms, cpu, mem = d["arrival"], d["priority"], d["slo_ms"], d["cpu_milli"], d["mem_mib"]
+    gpu_milli, gpu_count, work, cost_s = d["gpu_milli"], d["gpu_count"], d["work"], d["cost_sensitivity"]
+    arrival = float(arrival) if type(arrival) in _NUM and 0.0 <= arrival <= 1e12 else _num(d, "arrival", 0.0, 1e12)
+    if not (type(priority) is int and 1 <= priority <= 10):
+        priority = _int(d, "priority", 1, 10)
+    slo_ms = (float(slo_ms) if type(slo_ms) in _NUM and 0.0 < slo_ms <= MAX_SLO_MS
+              else _num(d, "slo_ms", 0.0, MAX_SLO_MS, strict_lo=True))
+    if not (type(cpu) is int and 0 <= cpu <= MAX_CPU_MILLI):
+        cpu = _int(d, "cpu_milli", 0, MAX_CPU_MILLI)
+    if not (type(mem) is int and 0 <= mem <= MAX_MEM_MIB):
+        mem = _int(d, "mem_mib", 0, MAX_MEM_MIB)
+    if not (type(gpu_milli) is int and 0 <= gpu_milli <= 999):
+        gpu_milli = _int(d, "gpu_milli", 0, 999)
+    if not (type(gpu_count) is int and 0 <= gpu_count <= MAX_GPUS):
+        gpu_count = _int(d, "gpu_count", 0, MAX_GPUS)
+    work = float(work) if type(work) in _NUM and 0.0 <= work <= MAX_WORK_S else _num(d, "work", 0.0, MAX_WORK_S)
+    if not (type(cost_s) is int and 1 <= cost_s <= 10):
+        cost_s = _int(d, "cost_sensitivity", 1, 10)
+    task = Task(tid, arrival, priority, slo_ms, cpu, mem, gpu_milli, gpu_count, d["mig_profile"], d["gpu_models"],
+                work, cost_s, desc, kind, inferred)
     if task.mig_profile is not None and (not isinstance(task.mig_profile, str)
                                          or task.mig_profile not in MIG_PROFILES):
         raise TaskError("mig_profile", f"unknown MIG profile {task.mig_profile!r} "

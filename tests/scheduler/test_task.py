@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from scheduler.describe import infer_from_description
-from scheduler.task import MAX_DESCRIPTION, Task, TaskError, make_task, with_arrival, with_id
+from scheduler.task import (MAX_CPU_MILLI, MAX_DESCRIPTION, MAX_GPUS, MAX_MEM_MIB, MAX_SLO_MS, MAX_WORK_S, Task,
+                            TaskError, make_task, with_arrival, with_id)
 
 
 def bad(field: str, **kw) -> TaskError:
@@ -34,6 +35,27 @@ def test_defaults_make_a_small_cpu_task() -> None:
 def test_out_of_range_field_is_named(field: str, value) -> None:
     err = bad(field, **{field: value})
     assert str(value) in str(err) or value != value  # the bad value is shown (NaN aside)
+
+
+#: field -> (lowest accepted, highest accepted, next value below, next above, type held)
+_BOUNDS = {
+    "priority": (1, 10, 0, 11, int), "cost_sensitivity": (1, 10, 0, 11, int),
+    "cpu_milli": (0, MAX_CPU_MILLI, -1, MAX_CPU_MILLI + 1, int), "mem_mib": (0, MAX_MEM_MIB, -1, MAX_MEM_MIB + 1, int),
+    "gpu_milli": (0, 999, -1, 1000, int), "gpu_count": (0, MAX_GPUS, -1, MAX_GPUS + 1, int),
+    "arrival": (0, 1e12, -1e-9, 1.000001e12, float), "work": (0, MAX_WORK_S, -1e-9, MAX_WORK_S * 1.000001, float),
+    "slo_ms": (1e-9, MAX_SLO_MS, 0, MAX_SLO_MS * 1.000001, float),
+}
+
+
+@pytest.mark.parametrize("field", sorted(_BOUNDS))
+def test_bounds_are_exact_and_values_keep_their_type(field: str) -> None:
+    lo, hi, below, above, kind = _BOUNDS[field]
+    base = {"gpu_milli": 250} if field == "cpu_milli" else {}  # cpu 0 needs a GPU
+    for v in (lo, hi, float(lo), float(hi)):
+        got = getattr(make_task({"id": "t", **base, field: v}), field)
+        assert got == v and type(got) is kind
+    for v in (below, above, float("inf"), float("-inf")):
+        bad(field, **base, **{field: v})
 
 
 @pytest.mark.parametrize("field, value", [
