@@ -99,7 +99,7 @@ class RouterService:
         Validation (and inference from the description) runs once per distinct task
         body: requests repeat a few shapes, and :func:`make_task` is deterministic.
         """
-        data = {k: v for k, v in data.items() if v is not None}
+        data = dict(data)  # the fields given (``TaskIn.fields()``: no None values); the caller's stays whole
         pool = data.pop("pool", None)
         if pool is not None and pool not in self.pools:
             raise field_error("pool", f"unknown pool {pool!r} (known: {', '.join(self.pools)})", prefix=prefix)

@@ -56,22 +56,39 @@ def _node_rows(spec: ClusterSpec) -> tuple[list[tuple[str, str, str, str]], list
     return hit[1], hit[2]
 
 
+_SHARE_VIEWS: dict[Share, dict[str, Any]] = {}
+
+
+def _share_view_cached(share: Share) -> dict[str, Any]:
+    """:func:`share_view`, built once per share (a cluster has a handful): the views are answered
+    as JSON and never changed, so decisions may hold the same dict."""
+    v = _SHARE_VIEWS.get(share)
+    if v is None:
+        if len(_SHARE_VIEWS) >= 4096:  # MIG and slice amounts are few; bound it all the same
+            _SHARE_VIEWS.clear()
+        v = _SHARE_VIEWS[share] = share_view(share)
+    return v
+
+
 def decision_view(d: Decision, task: Task, spec: ClusterSpec, ms: float, policy: str,
                   version: int | None) -> dict[str, Any]:
-    """One decision as the API returns it (``spec``: the full topology, not the live view)."""
+    """One decision as the API returns it (``spec``: the full topology, not the live view).
+
+    One dict literal per decision: a batch builds a thousand of these per call."""
     rows, names = _node_rows(spec)
-    out: dict[str, Any] = {"task_id": task.id, "placed": d.placed}
-    if d.placed:
-        name, pool, tier, cls = rows[d.node]
-        out.update(node=name, pool=pool, tier=tier, node_class=cls, share=share_view(d.share), device=d.device,
-                   queued=bool(d.queued))
-    out["scores"] = {k: s for k, s in zip(names, d.scores.tolist()) if s == s}  # NaN: infeasible
-    out["confidence"] = finite(d.confidence)
-    out["probabilities"] = ({k: float(v) for k, v in d.probabilities.items()}
-                            if d.probabilities is not None else None)
-    out.update(explanation=d.explanation, policy=policy, policy_version=version, decision_ms=round(ms, 4),
-               inferred=list(task.inferred))
-    return out
+    scores = {k: s for k, s in zip(names, d.scores.tolist()) if s == s}  # NaN: infeasible
+    conf, probs = d.confidence, d.probabilities
+    conf = None if conf is None else finite(conf)
+    probs = None if probs is None else {k: float(v) for k, v in probs.items()}
+    if d.node < 0:
+        return {"task_id": task.id, "placed": False, "scores": scores, "confidence": conf, "probabilities": probs,
+                "explanation": d.explanation, "policy": policy, "policy_version": version,
+                "decision_ms": round(ms, 4), "inferred": list(task.inferred)}
+    name, pool, tier, cls = rows[d.node]
+    return {"task_id": task.id, "placed": True, "node": name, "pool": pool, "tier": tier, "node_class": cls,
+            "share": _share_view_cached(d.share), "device": d.device, "queued": bool(d.queued), "scores": scores,
+            "confidence": conf, "probabilities": probs, "explanation": d.explanation, "policy": policy,
+            "policy_version": version, "decision_ms": round(ms, 4), "inferred": list(task.inferred)}
 
 
 def result_fields(res: Any, task: Task, objective: Any | None = None) -> dict[str, Any]:
