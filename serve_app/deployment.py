@@ -117,6 +117,10 @@ class Router:
             svc.close()
 
 
+#: allocations between young-generation collections in the replica (Python's default: 700)
+GC_YOUNG_THRESHOLD = 20_000
+
+
 def freeze_startup_heap() -> int:
     """Keep what the replica built at start-up out of Python's full garbage collections.
 
@@ -126,9 +130,16 @@ def freeze_startup_heap() -> int:
     few batches: a quarter of a batch's time in process, measured. ``gc.freeze`` moves
     them to a generation the collector never scans (what the Python docs advise for
     long-lived servers); objects created later are collected as before. Returns how many.
+
+    The youngest generation is also collected every :data:`GC_YOUNG_THRESHOLD` allocations
+    instead of Python's 700: a batch's tasks, decisions and views live until its answer is
+    sent, so at 700 each is scanned and promoted several times before it dies (1,000
+    distinct tasks in process: 359 young collections and 2 ms of 28, against 5 and 0.6 ms).
     """
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
     return gc.get_freeze_count()
 
 

@@ -320,10 +320,14 @@ def test_the_replica_freezes_its_start_up_heap() -> None:
     def fail() -> None:
         raise RuntimeError("no workers today")
 
+    from serve_app.deployment import GC_YOUNG_THRESHOLD
+
     svc = SimpleNamespace(cfg=SimpleNamespace(resume_unfinished=False), warm_up=fail)
+    before = gc.get_threshold()
     try:
         Router.func_or_class._background(svc)
         assert gc.get_freeze_count() > 10_000  # this test process's modules, as a replica's would be
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
         class Cycle:
             pass
 
@@ -335,3 +339,4 @@ def test_the_replica_freezes_its_start_up_heap() -> None:
         assert ref() is None
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
