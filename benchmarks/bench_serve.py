@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cluster import launcher  # noqa: E402
+from cluster.procs import free_fixed_port  # noqa: E402
 from serve_app import deploy  # noqa: E402
 from serve_app.loadgen import LoadResult, closed_loop, open_loop  # noqa: E402
 
@@ -272,7 +273,7 @@ def run(state_dir: Path, quick: bool = False) -> int:
     token = secrets.token_hex(16)
     os.environ["ORCH_ADMIN_TOKEN"] = token
     hist = Path(tempfile.mkdtemp(prefix="bench-serve-")) / "history.db"
-    ep = deploy.Endpoint("127.0.0.1", launcher.free_port(), deploy.free_fixed_port(span=2))
+    ep = deploy.Endpoint("127.0.0.1", launcher.free_port(), free_fixed_port(span=2))
     print("training the naive baseline's 100-tree forest ...", flush=True)
     model = train_naive_model()
     print(f"deploying the router (proxy {ep.url}, direct {ep.direct_url}) and the baseline ...", flush=True)

@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cluster.procs import cmdline, free_port, port_free, port_open, session_pids, stop_sessions
+from cluster.procs import (cmdline, free_fixed_port, free_port, port_free, port_open, session_pids,  # noqa: F401
+                           stop_sessions)  # free_port: callers pick head ports with launcher.free_port()
 from cluster.ray_resources import HEAD_NAME, LABEL_NODE, NodeResources, cluster_resources, head_labels
 from cluster.topology import ClusterSpec, load_cluster
 
@@ -179,18 +180,27 @@ def _node_env(env: dict[str, str], res: NodeResources) -> dict[str, str]:
     return out
 
 
-def _ray_start_retry(args: list[str], env: dict[str, str], log: Path,
+def _ray_start_retry(make_args: Callable[[], list[str]], env: dict[str, str], log: Path,
                      on_retry: Callable[[], None] | None = None) -> tuple[int, float]:
     """:func:`_ray_start`, once more on failure: ``ray start`` gives a raylet 30 s to register
-    with the GCS, which a loaded 2-core machine can miss."""
+    with the GCS, which a loaded 2-core machine can miss. ``make_args`` is called per try, so
+    the retry asks for ports of its own (the first try's may be what failed)."""
     t0 = time.monotonic()
     try:
-        sid, _ = _ray_start(args, env, log)
+        sid, _ = _ray_start(make_args(), env, log)
     except LauncherError:
         if on_retry is not None:
             on_retry()
-        sid, _ = _ray_start(args, env, log.with_suffix(".retry.log"))
+        sid, _ = _ray_start(make_args(), env, log.with_suffix(".retry.log"))
     return sid, time.monotonic() - t0
+
+
+def agent_port() -> int:
+    """A port for a raylet's dashboard agent: Ray's default (52365) is one per host, so the first
+    cluster on the machine takes it, and a port from :func:`free_port` lies in the ephemeral range,
+    where one of the hundreds of connections Ray opens during ``ray start`` can take it before the
+    agent binds it (the agent then fails and the raylet never registers)."""
+    return free_fixed_port(host="0.0.0.0")
 
 
 def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float = 180) -> tuple[int, float]:
@@ -310,8 +320,7 @@ def _worker_args(res: NodeResources, address: str, temp_dir: Path, object_store_
                  same_host: bool) -> list[str]:
     args = [f"--address={address}", *res.start_args(), f"--temp-dir={temp_dir}",
             f"--object-store-memory={object_store_mb * (1 << 20)}", "--disable-usage-stats",
-            # Ray's default agent port (52365) is one per host: the first Ray cluster on the machine takes it.
-            f"--dashboard-agent-listen-port={free_port()}"]
+            f"--dashboard-agent-listen-port={agent_port()}"]
     if same_host:
         # Raylets of one host share the session's log folder: one log monitor (the head's) is enough,
         # more would stream every line to drivers once per raylet.
@@ -375,7 +384,7 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
     for what, p, host in (("--port", port, "0.0.0.0"), ("--dashboard-port", dashboard_port, dashboard_host)):
         if not port_free(p, host):
             raise LauncherError(f"{what} {p} is in use (another Ray cluster?); pick another port")
-    client_port = free_port()
+    client_port = free_fixed_port(host="0.0.0.0")
     sdir.mkdir(parents=True, exist_ok=True)
     os.chmod(sdir, 0o700)
     temp_dir = sdir / "ray"
@@ -390,10 +399,10 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
                  f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
                  f"--temp-dir={temp_dir}", "--num-cpus=0", "--num-gpus=0",
                  f"--object-store-memory={object_store_mb * (1 << 20)}", f"--labels={labels}",
-                 f"--node-name={HEAD_NAME}", "--disable-usage-stats",
-                 f"--dashboard-agent-listen-port={free_port()}"]
+                 f"--node-name={HEAD_NAME}", "--disable-usage-stats"]
     try:
-        sid, secs = _ray_start_retry(head_args, env, sdir / "logs" / f"{HEAD_NAME}.log")
+        sid, secs = _ray_start_retry(lambda: [*head_args, f"--dashboard-agent-listen-port={agent_port()}"], env,
+                                     sdir / "logs" / f"{HEAD_NAME}.log")
         st.nodes[HEAD_NAME] = NodeRecord(HEAD_NAME, sid, secs, head_labels(), {"CPU": 0.0})
         st.save()
         progress(HEAD_NAME, secs)
@@ -418,10 +427,10 @@ def _start_workers(st: LaunchState, plan: list[NodeResources], object_store_mb: 
     logs = Path(st.state_dir) / "logs"
 
     def start(res: NodeResources) -> tuple[NodeResources, int, float]:
-        args = _worker_args(res, address, Path(st.temp_dir), object_store_mb, same_host=True)
         env = _node_env(base_env, res)
         t0 = time.monotonic()
-        sid, secs = _ray_start_retry(args, env, logs / f"{res.name}.log",
+        sid, secs = _ray_start_retry(lambda: _worker_args(res, address, Path(st.temp_dir), object_store_mb,
+                                                          same_host=True), env, logs / f"{res.name}.log",
                                      lambda: progress(f"{res.name} (retrying)", time.monotonic() - t0))
         return res, sid, secs
 
@@ -533,9 +542,9 @@ def join(address: str, node: str, config: str | Path, *, state_dir: str | Path |
         stop_sessions([st.nodes[node].sid], grace_s=2)  # what is left of an earlier, dead incarnation
     res = plan[node]
     env = _node_env(_process_env(token, str(Path(config).resolve()), sdir), res)
-    args = _worker_args(res, address, Path(st.temp_dir), object_store_mb,
-                        same_host=same_host or st.joined_to is None)
-    sid, secs = _ray_start_retry(args, env, sdir / "logs" / f"{node}.log")
+    sid, secs = _ray_start_retry(lambda: _worker_args(res, address, Path(st.temp_dir), object_store_mb,
+                                                      same_host=same_host or st.joined_to is None),
+                                 env, sdir / "logs" / f"{node}.log")
     rec = NodeRecord(node, sid, secs, res.labels, res.ray_totals())
     st.nodes[node] = rec
     st.save()

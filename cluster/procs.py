@@ -106,6 +106,52 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux; IANA's elsewhere)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+def in_ephemeral_range(port: int, span: int = 1) -> bool:
+    lo, hi = ephemeral_ports()
+    return port <= hi and port + span - 1 >= lo
+
+
+def free_fixed_port(span: int = 1, lo: int = 20_000, hi: int = 32_000, host: str = "127.0.0.1") -> int:
+    """``span`` consecutive free ports outside the ephemeral range, for a port a process binds later.
+
+    A port picked inside the ephemeral range (:func:`free_port`) can be taken before
+    its process binds it, or while it restarts, by any outgoing connection on the
+    machine (Ray's own gRPC clients open hundreds), and the process then cannot bind
+    it until that connection ends: the router's direct-ingress port across replica
+    restarts, a raylet's dashboard agent during ``ray start``. (The other cause of a
+    replica unable to bind its port, TIME_WAIT connections, is handled in
+    :mod:`serve_app.deployment`.)
+    """
+    import random
+
+    start = random.randrange(lo, hi - span + 1)  # ports lo .. hi - 1
+    for base in list(range(start, hi - span + 1)) + list(range(lo, start)):
+        if in_ephemeral_range(base, span):
+            continue
+        try:
+            socks = []
+            for p in range(base, base + span):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {span} free consecutive port(s) from {lo} to {hi - 1}")
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.procs import ephemeral_ports, in_ephemeral_range
+
 log = logging.getLogger("serve_app")
 
 APP_NAME = "orchestrator"
@@ -46,50 +48,6 @@ class Endpoint:
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def ephemeral_ports() -> tuple[int, int]:
-    """The kernel's range for the local ports of outgoing connections (Linux; IANA's elsewhere)."""
-    try:
-        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 49152, 65535
-
-
-def in_ephemeral_range(port: int, span: int = 1) -> bool:
-    lo, hi = ephemeral_ports()
-    return port <= hi and port + span - 1 >= lo
-
-
-def free_fixed_port(span: int = 1, lo: int = 20_000, hi: int = 32_000, host: str = DEFAULT_HOST) -> int:
-    """``span`` consecutive free ports outside the ephemeral range, for the direct-ingress port.
-
-    A fixed port inside the ephemeral range can be taken, while the router replica
-    restarts, by any outgoing connection on the machine, and the new replica could not
-    bind it until that connection ends. (The other cause of a replica unable to bind
-    its port, TIME_WAIT connections, is handled in :mod:`serve_app.deployment`.)
-    """
-    import random
-    import socket
-
-    start = random.randrange(lo, hi - span)
-    for base in list(range(start, hi - span)) + list(range(lo, start)):
-        if in_ephemeral_range(base, span):
-            continue
-        try:
-            socks = []
-            for p in range(base, base + span):
-                s = socket.socket()
-                socks.append(s)
-                s.bind((host, p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {span} free consecutive port(s) between {lo} and {hi}")
 
 
 def controller_env(direct_port: int | None, span: int = 1) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cluster import launcher
+from cluster.procs import in_ephemeral_range
 from cluster.ray_resources import cluster_resources
 from cluster.topology import load_cluster
 from tests.conftest import CONFIGS
@@ -25,3 +26,28 @@ def test_an_operator_setting_wins_and_a_node_without_cpus_keeps_rays_default() -
     env = launcher._node_env({"RAY_num_workers_soft_limit": "16"}, res)
     assert env["RAY_num_workers_soft_limit"] == "16"
     assert "RAY_num_workers_soft_limit" not in launcher._node_env({}, replace(res, num_cpus=0))
+
+
+def test_every_raylet_agent_port_is_fresh_and_outside_the_ephemeral_range(tmp_path) -> None:
+    # a port inside the range can be taken by one of Ray's own connections before the agent binds it
+    res = cluster_resources(load_cluster(CONFIGS / "cluster" / "test_small.yaml"))[0]
+    ports = []
+    for _ in range(2):
+        args = launcher._worker_args(res, "127.0.0.1:6379", tmp_path, 128, same_host=True)
+        ports += [int(a.split("=")[1]) for a in args if a.startswith("--dashboard-agent-listen-port=")]
+    assert len(ports) == 2 and not any(in_ephemeral_range(p) for p in ports)
+
+
+def test_a_failed_ray_start_is_retried_with_new_arguments(monkeypatch, tmp_path) -> None:
+    tries: list[list[str]] = []
+
+    def fake_start(args: list[str], env: dict, log) -> tuple[int, float]:
+        tries.append(args)
+        if len(tries) == 1:
+            raise launcher.LauncherError("The current node timed out during startup")
+        return 4242, 0.1
+
+    monkeypatch.setattr(launcher, "_ray_start", fake_start)
+    made = iter([["--dashboard-agent-listen-port=21000"], ["--dashboard-agent-listen-port=21001"]])
+    sid, _ = launcher._ray_start_retry(lambda: next(made), {}, tmp_path / "n.log")
+    assert sid == 4242 and tries == [["--dashboard-agent-listen-port=21000"], ["--dashboard-agent-listen-port=21001"]]

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cluster import launcher
+from cluster.procs import free_fixed_port
 from cluster.topology import ClusterSpec, load_cluster
 from tests.conftest import CONFIGS
 
@@ -49,8 +50,9 @@ def real_cluster():
     state_dir = Path(tempfile.mkdtemp(prefix="orch-ray-it-", dir="/tmp"))  # short: Unix socket paths
     res = None
     try:
-        res = launcher.up(TEST_YAML, state_dir=state_dir, port=launcher.free_port(),
-                          dashboard_port=launcher.free_port(), token_file=state_dir / "auth_token")
+        port = free_fixed_port(span=2, host="0.0.0.0")  # outside the ephemeral range (cluster.procs)
+        res = launcher.up(TEST_YAML, state_dir=state_dir, port=port, dashboard_port=port + 1,
+                          token_file=state_dir / "auth_token")
         print(f"\n[integration] test cluster up in {res.seconds:.1f} s", file=sys.stderr)
         os.environ["ORCH_TEST_RAY_DIR"] = str(state_dir)
         yield RealCluster(load_cluster(TEST_YAML), res.state, state_dir, res.seconds)

@@ -85,10 +85,10 @@ def router(cluster_dir: Path, tmp_path_factory) -> Router:
     cfg.write_text(json.dumps({"applications": [{"import_path": "serve_app:build_app", "args": {
         "policy": "least-loaded", "history_url": f"sqlite:///{history}", "time_compression": 20.0,
         "refresh_s": 0.25, "warm_workers": 1}}]}))
-    from serve_app.deploy import free_fixed_port
+    from cluster.procs import free_fixed_port
 
     # the direct-ingress port outside the ephemeral range, so no outgoing connection can hold it while
-    # the router restarts after the kill below (deploy.free_fixed_port; TIME_WAIT: serve_app.deployment)
+    # the router restarts after the kill below (cluster.procs.free_fixed_port; TIME_WAIT: serve_app.deployment)
     port, direct = launcher.free_port(), free_fixed_port()
     _serve_cli(cluster_dir, "up", "--config", str(cfg), "--port", str(port), "--direct-port", str(direct),
                env={"ORCH_ADMIN_TOKEN": TOKEN})

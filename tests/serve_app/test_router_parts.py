@@ -198,21 +198,6 @@ def test_buffered_metrics_add_up_and_keep_every_observation() -> None:
     assert mem.total("orch_tasks_accepted") == 2
 
 
-def test_direct_ingress_ports_are_picked_outside_the_ephemeral_range() -> None:
-    import socket
-
-    from serve_app.deploy import ephemeral_ports, free_fixed_port, in_ephemeral_range
-
-    lo, hi = ephemeral_ports()
-    assert in_ephemeral_range(lo) and in_ephemeral_range(hi) and not in_ephemeral_range(lo - 1)
-    assert in_ephemeral_range(lo - 1, span=2)  # a range that reaches into it
-    base = free_fixed_port(span=2)
-    assert not in_ephemeral_range(base, span=2)
-    for p in (base, base + 1):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", p))
-
-
 def test_the_replica_binds_its_direct_port_with_address_reuse(monkeypatch) -> None:
     """A restarted replica must bind the fixed direct port although TIME_WAIT connections sit on it."""
     from ray.serve._private import replica
