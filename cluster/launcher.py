@@ -196,16 +196,19 @@ def _ray_start_retry(make_args: Callable[[], list[str]], env: dict[str, str], lo
 
 
 def agent_port() -> int:
-    """A port for a raylet's dashboard agent: Ray's default (52365) is one per host, so the first
-    cluster on the machine takes it, and a port from :func:`free_port` lies in the ephemeral range,
-    where one of the hundreds of connections Ray opens during ``ray start`` can take it before the
-    agent binds it (the agent then fails and the raylet never registers)."""
+    """A port for a raylet's dashboard agent, below the kernel's ephemeral range.
+
+    Ray's default (52365) is one per host, so the first cluster on the machine takes it. A
+    port from :func:`free_port` lies in the ephemeral range, where one of the connections Ray
+    opens during ``ray start`` can take it first; the agent then logs that it failed to bind
+    and runs without its HTTP service (held on purpose: the raylet still registered).
+    """
     return free_fixed_port(host="0.0.0.0")
 
 
 def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float = 180) -> tuple[int, float]:
     """Run ``ray start`` in a new session; return (session id, seconds). Raises LauncherError."""
-    t0 = time.monotonic()
+    t0, since = time.monotonic(), time.time()
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", *args]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -214,12 +217,41 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float
         except subprocess.TimeoutExpired:
             proc.kill()
             stop_sessions([proc.pid], grace_s=2)
-            raise LauncherError(f"ray start timed out after {timeout_s:.0f} s (log: {log})") from None
+            raise LauncherError(f"ray start timed out after {timeout_s:.0f} s (log: {log})"
+                                f"{_ray_log_errors(args, since)}") from None
     if rc != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         stop_sessions([proc.pid], grace_s=2)
-        raise LauncherError(f"ray start failed with exit status {rc} (log: {log}):\n{tail}")
+        raise LauncherError(f"ray start failed with exit status {rc} (log: {log}):\n{tail}"
+                            f"{_ray_log_errors(args, since)}")
     return proc.pid, time.monotonic() - t0
+
+
+def _ray_log_errors(args: list[str], since: float, limit: int = 12) -> str:
+    """Error lines Ray's raylets and GCS logged since ``since`` (wall clock), for a failed start.
+
+    ``ray start`` itself only says that a raylet did not register in time; why is in the
+    session's logs, which a CI run deletes with its temporary folder.
+    """
+    temp = next((a.split("=", 1)[1] for a in args if a.startswith("--temp-dir=")), None)
+    logs = Path(temp) / "session_latest" / "logs" if temp else None
+    if logs is None or not logs.is_dir():
+        return ""
+    found: list[str] = []
+    for f in sorted(logs.glob("raylet*.*")) + sorted(logs.glob("gcs_server.*")):
+        try:
+            if f.suffix not in (".out", ".err") or f.stat().st_mtime < since - 2.0:  # coarse mtimes
+                continue
+            lines = f.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            # glog-style "[date time E pid tid]" / "F" lines, or anything a crashed raylet wrote to .err
+            if " E " in line[:40] or " F " in line[:40] or (f.suffix == ".err" and line.strip()):
+                found.append(f"{f.name}: {line[:300]}")
+    if not found:
+        return f"\n(no error lines in Ray's logs under {logs})"
+    return f"\nRay's logs ({logs}), last error lines:\n" + "\n".join(found[-limit:])
 
 
 # ------------------------------------------------------------------ client side

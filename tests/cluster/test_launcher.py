@@ -1,7 +1,10 @@
 """The raylet environment the launcher sets (no cluster needed)."""
 from __future__ import annotations
 
+import os
 from dataclasses import replace
+
+import pytest
 
 from cluster import launcher
 from cluster.procs import in_ephemeral_range
@@ -51,3 +54,28 @@ def test_a_failed_ray_start_is_retried_with_new_arguments(monkeypatch, tmp_path)
     made = iter([["--dashboard-agent-listen-port=21000"], ["--dashboard-agent-listen-port=21001"]])
     sid, _ = launcher._ray_start_retry(lambda: next(made), {}, tmp_path / "n.log")
     assert sid == 4242 and tries == [["--dashboard-agent-listen-port=21000"], ["--dashboard-agent-listen-port=21001"]]
+
+
+def test_a_failed_start_names_the_errors_ray_logged(monkeypatch, tmp_path) -> None:
+    # ray start only says the raylet did not register in time; the why is in the session's logs,
+    # which CI deletes with its temporary folder, so the launcher's error carries the error lines
+    logs = tmp_path / "ray" / "session_latest" / "logs"
+    logs.mkdir(parents=True)
+    old = logs / "raylet.out"
+    old.write_text("[2026-11-28 10:00:00,000 E 11 11] (raylet) an error of an earlier start\n")
+    os.utime(old, (1, 1))
+    fake_ray = tmp_path / "fake_ray_start.sh"  # stands in for `python -m ray.scripts.scripts start`
+    fake_ray.write_text(f"""#!/bin/sh
+echo '[2026-11-28 15:00:00,000 I 42 42] (raylet) main.cc:283: Setting cluster ID' > {logs}/raylet.1.out
+echo '[2026-11-28 15:00:01,000 E 42 42] (raylet) node_manager.cc:1: Failed to register with GCS' >> {logs}/raylet.1.out
+echo 'Exception: The current node timed out during startup.'
+exit 1
+""")
+    fake_ray.chmod(0o755)
+    monkeypatch.setattr(launcher.sys, "executable", str(fake_ray))
+    with pytest.raises(launcher.LauncherError) as info:
+        launcher._ray_start([f"--temp-dir={tmp_path / 'ray'}"], dict(os.environ), tmp_path / "node.log")
+    msg = str(info.value)
+    assert "timed out during startup" in msg
+    assert "raylet.1.out: [2026-11-28 15:00:01,000 E 42 42] (raylet) node_manager.cc:1: Failed to register" in msg
+    assert "Setting cluster ID" not in msg and "earlier start" not in msg
