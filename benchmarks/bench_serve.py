@@ -17,8 +17,8 @@ proxy and through direct ingress alike; the summary gives a verdict per ingress)
   omission: requests leave on schedule whether or not earlier ones were answered);
 * the batch endpoint >= 20,000 decisions/s: 30 calls of 1,000 tasks, 2 in flight, per
   policy, once with 60 task shapes repeated (the router's validation cache warm) and
-  once with every task different; the verdict takes the slower policy (30 calls, about
-  1.5 s each: with 12 one stall of the shared machine moved a figure by a third);
+  once with every task different; the verdict takes the slower policy (30 calls last about
+  1.5 s; over 12 calls one stall of the shared machine moved a figure by a third);
 * ``POST /v1/tasks`` with no-op tasks >= 200/s accepted and run: five rounds of 1,000
   tasks (three of 500 through the proxy), 32 in flight, each timed from its first
   request until the history counts all of them succeeded; after 1,000 warm-up tasks

@@ -99,9 +99,9 @@ def with_id(task: Task, task_id: str) -> Task:
 
 
 def _int(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
+    """``d[key]`` as an int in [lo, hi], or a TaskError wording why not (make_task tries the common
+    case, an int in range, inline before calling this)."""
     v = d[key]
-    if type(v) is int and lo <= v <= hi:  # the common case, checked first (a router validates thousands a second)
-        return v
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)) or v != int(v):
         raise TaskError(key, f"must be an integer, got {v!r}")
     if not lo <= v <= hi:
@@ -110,9 +110,9 @@ def _int(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
 
 
 def _num(d: Mapping[str, Any], key: str, lo: float, hi: float, strict_lo: bool = False) -> float:
+    """``d[key]`` as a finite float in its bounds, or a TaskError wording why not (make_task tries
+    the common case inline before calling this)."""
     v = d[key]
-    if (type(v) is float or type(v) is int) and lo < v <= hi:  # common case first (NaN fails it)
-        return float(v)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
         raise TaskError(key, f"must be a finite number, got {v!r}")
     if v < lo or (strict_lo and v == lo) or v > hi:

@@ -114,8 +114,9 @@ class RouterService:
         template = self._templates.get(key)
         if template is not None:
             return with_id(template, tid), pool
+        data["id"] = tid  # after the key: the body's fields, whatever its id
         try:
-            task = make_task({"id": tid, **data})
+            task = make_task(data)
         except TaskError as exc:
             raise task_error(exc, prefix) from None
         if len(self._templates) >= TEMPLATE_CACHE:

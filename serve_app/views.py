@@ -74,21 +74,19 @@ def decision_view(d: Decision, task: Task, spec: ClusterSpec, ms: float, policy:
                   version: int | None) -> dict[str, Any]:
     """One decision as the API returns it (``spec``: the full topology, not the live view).
 
-    One dict literal per decision: a batch builds a thousand of these per call."""
+    Dict literals, not updates: a batch builds a thousand of these per call."""
     rows, names = _node_rows(spec)
-    scores = {k: s for k, s in zip(names, d.scores.tolist()) if s == s}  # NaN: infeasible
-    conf, probs = d.confidence, d.probabilities
-    conf = None if conf is None else finite(conf)
-    probs = None if probs is None else {k: float(v) for k, v in probs.items()}
-    if d.node < 0:
-        return {"task_id": task.id, "placed": False, "scores": scores, "confidence": conf, "probabilities": probs,
-                "explanation": d.explanation, "policy": policy, "policy_version": version,
-                "decision_ms": round(ms, 4), "inferred": list(task.inferred)}
+    probs = d.probabilities
+    tail = {"scores": {k: s for k, s in zip(names, d.scores.tolist()) if s == s},  # NaN: infeasible
+            "confidence": finite(d.confidence),
+            "probabilities": None if probs is None else {k: float(v) for k, v in probs.items()},
+            "explanation": d.explanation, "policy": policy, "policy_version": version,
+            "decision_ms": round(ms, 4), "inferred": list(task.inferred)}
+    if not d.placed:
+        return {"task_id": task.id, "placed": False, **tail}
     name, pool, tier, cls = rows[d.node]
     return {"task_id": task.id, "placed": True, "node": name, "pool": pool, "tier": tier, "node_class": cls,
-            "share": _share_view_cached(d.share), "device": d.device, "queued": bool(d.queued), "scores": scores,
-            "confidence": conf, "probabilities": probs, "explanation": d.explanation, "policy": policy,
-            "policy_version": version, "decision_ms": round(ms, 4), "inferred": list(task.inferred)}
+            "share": _share_view_cached(d.share), "device": d.device, "queued": bool(d.queued), **tail}
 
 
 def result_fields(res: Any, task: Task, objective: Any | None = None) -> dict[str, Any]:
