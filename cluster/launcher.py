@@ -33,6 +33,7 @@ from typing import Callable
 
 from cluster.procs import (cmdline, free_fixed_port, free_port, port_free, port_open, session_pids,  # noqa: F401
                            stop_sessions)  # free_port: callers pick head ports with launcher.free_port()
+from cluster.ray_compat import GcsNodeTable, available_resources_per_node, refresh_auth_config
 from cluster.ray_resources import HEAD_NAME, LABEL_NODE, NodeResources, cluster_resources, head_labels
 from cluster.topology import ClusterSpec, load_cluster
 
@@ -285,7 +286,7 @@ def connect(state_dir: str | Path | None = None, address: str | None = None, **i
         os.environ[ENV_CONFIG] = st.config
     elif os.environ.get("RAY_AUTH_MODE") != "token":  # a job, or an explicit address: its own token env
         os.environ["RAY_AUTH_MODE"] = "token"
-        _refresh_ray_config()
+        refresh_auth_config()
     init_kwargs.setdefault("logging_level", logging.WARNING)
     init_kwargs.setdefault("log_to_driver", False)
     ray.init(address=address, **init_kwargs)
@@ -297,16 +298,7 @@ def _use_token(token_file: str | Path) -> None:
     os.environ["RAY_AUTH_MODE"] = "token"
     if "RAY_AUTH_TOKEN" not in os.environ:
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_file)
-    _refresh_ray_config()
-
-
-def _refresh_ray_config() -> None:
-    """Make an already imported Ray re-read ``RAY_AUTH_MODE`` and the token (as Ray's own setup does)."""
-    if "ray" in sys.modules:
-        from ray._raylet import AuthenticationTokenLoader, Config
-
-        Config.initialize("")
-        AuthenticationTokenLoader.instance().reset_cache()  # the token file may have changed too
+    refresh_auth_config()
 
 
 def _wait_registered(address: str, names: list[str], timeout_s: float, token_file: str | Path) -> str:
@@ -316,22 +308,18 @@ def _wait_registered(address: str, names: list[str], timeout_s: float, token_fil
     may be a driver of another cluster (or of this one), and starting a job here
     would leave worker processes behind.
     """
-    from ray._raylet import GcsClient
-    from ray.core.generated.gcs_pb2 import GcsNodeInfo
-
     _use_token(token_file)
-    client = GcsClient(address=address)
+    table = GcsNodeTable(address)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            infos = client.get_all_node_info(timeout=5).values()
+            nodes = table.alive(timeout_s=5)
         except Exception:  # noqa: BLE001 - the GCS may still be coming up
-            infos = []
-        alive = {n.labels.get(LABEL_NODE): n for n in infos if n.state == GcsNodeInfo.ALIVE}
+            nodes = []
+        alive = {labels.get(LABEL_NODE): ip for labels, ip in nodes}
         missing = [n for n in names if n not in alive]
         if not missing:
-            head = alive.get(HEAD_NAME)
-            return head.node_manager_address if head is not None else "127.0.0.1"
+            return alive.get(HEAD_NAME, "127.0.0.1")
         if time.monotonic() > deadline:
             raise LauncherError(f"nodes not registered after {timeout_s:.0f} s: {', '.join(missing)}")
         time.sleep(0.2)
@@ -611,8 +599,6 @@ def status(state_dir: str | Path | None = None, address: str | None = None) -> t
     was = ray.is_initialized()
     connect(state_dir, address)
     try:
-        from ray._private.state import available_resources_per_node
-
         avail = available_resources_per_node()
         rows = []
         seen = set()

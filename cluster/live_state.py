@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from cluster.ray_compat import available_resources_per_node
 from cluster.ray_resources import LABEL_NODE, LABEL_POOL, node_resources
 from cluster.state import ClusterState
 from cluster.topology import ClusterSpec, NodeSpec, node_class
@@ -52,11 +53,7 @@ def read_ray_nodes(with_available: bool = True) -> list[RayNode]:
     """Every node the GCS knows (dead ones too), with its free resources when asked and alive."""
     import ray
 
-    avail: dict = {}
-    if with_available:
-        from ray._private.state import available_resources_per_node  # DeveloperAPI
-
-        avail = available_resources_per_node()
+    avail = available_resources_per_node() if with_available else {}
     return [RayNode(n["NodeID"], bool(n["Alive"]), dict(n.get("Labels") or {}), dict(n["Resources"]),
                     dict(avail.get(n["NodeID"], {}))) for n in ray.nodes()]
 

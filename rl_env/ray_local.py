@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from cluster.ray_compat import refresh_auth_config
+
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 _NICENESS = "RAY_worker_niceness"
 
@@ -38,7 +40,7 @@ def local_ray(num_cpus: int = 2, object_store_mb: int = 512) -> Iterator[None]:
         token.chmod(0o600)
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
-        _refresh_auth_config()
+        refresh_auth_config()
     try:
         ray.init(address="local", num_cpus=num_cpus, num_gpus=0, include_dashboard=False,
                  object_store_memory=object_store_mb * 1024 * 1024, log_to_driver=False,
@@ -52,20 +54,5 @@ def local_ray(num_cpus: int = 2, object_store_mb: int = 512) -> Iterator[None]:
             else:
                 os.environ[k] = v
         if tmp is not None:
-            _refresh_auth_config()
+            refresh_auth_config()
             tmp.cleanup()
-
-
-def _refresh_auth_config() -> None:
-    """Make this process re-read the auth environment (Ray caches it at import).
-
-    Ray does the same when it enables token mode for a new local cluster; these are
-    Ray internals, hence the guard.
-    """
-    try:
-        from ray._raylet import AuthenticationTokenLoader, Config
-
-        Config.initialize("")
-        AuthenticationTokenLoader.instance().reset_cache()
-    except (ImportError, AttributeError):  # another Ray version: ray.init reads the environment
-        pass

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.procs import ephemeral_ports, in_ephemeral_range
+from cluster.ray_compat import serve_http_options
 
 log = logging.getLogger("serve_app")
 
@@ -88,24 +89,12 @@ def start(args: dict[str, Any], endpoint: Endpoint, *, state_dir: str | Path | N
                 proxy_location="HeadOnly",
                 controller_options={"runtime_env": {"env_vars": controller_env(endpoint.direct_port,
                                                                                            direct_span)}})
-    running = _http_options()
+    running = serve_http_options()
     if running and (running.get("host"), running.get("port")) != (endpoint.host, endpoint.port):
         raise RuntimeError(f"Serve is already running on this cluster at {running.get('host')}:"
                            f"{running.get('port')}; run `orchestrator serve down` first to move it")
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     return wait_healthy(endpoint.url, timeout_s)
-
-
-def _http_options() -> dict[str, Any]:
-    import ray
-    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
-
-    try:
-        ctl = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
-        opts = ray.get(ctl.get_http_config.remote(), timeout=10)
-        return {"host": opts.host, "port": opts.port}
-    except Exception:  # noqa: BLE001 - no controller yet
-        return {}
 
 
 def wait_healthy(url: str, timeout_s: float = 120.0) -> dict[str, Any]:
@@ -145,11 +134,11 @@ def status(*, state_dir: str | Path | None = None, address: str | None = None) -
     st = serve.status()
     app = st.applications.get(APP_NAME)
     if app is None:
-        return {"status": "NOT_DEPLOYED", "http": _http_options()}
+        return {"status": "NOT_DEPLOYED", "http": serve_http_options()}
     return {"status": str(app.status.value if hasattr(app.status, "value") else app.status),
             "message": app.message,
             "deployments": {name: {"status": str(getattr(d.status, "value", d.status)),
                                    "replicas": {str(getattr(k, "value", k)): v
                                                 for k, v in d.replica_states.items()}}
                             for name, d in app.deployments.items()},
-            "http": _http_options()}
+            "http": serve_http_options()}

@@ -22,6 +22,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
+from cluster.ray_compat import replica_binds_with_port_reuse
 from cluster.ray_resources import LABEL_ROLE
 from serve_app import runtime
 from serve_app.api import create_api
@@ -46,22 +47,7 @@ def _direct_ingress_reuses_its_port() -> None:
     Skipped, with a warning, if Ray's internals are not what this expects.
     """
     try:
-        import inspect
-
-        from ray.serve._private import replica as _replica
-
-        orig = _replica.start_asgi_http_server
-        if getattr(orig, "_orch_reuse", False):
-            return
-        if "enable_so_reuseport" not in inspect.signature(orig).parameters:
-            raise TypeError("start_asgi_http_server has no enable_so_reuseport parameter")
-
-        async def start_asgi_http_server(*args: Any, **kwargs: Any):
-            kwargs["enable_so_reuseport"] = True
-            return await orig(*args, **kwargs)
-
-        start_asgi_http_server._orch_reuse = True  # type: ignore[attr-defined]
-        _replica.start_asgi_http_server = start_asgi_http_server
+        replica_binds_with_port_reuse()
     except Exception as exc:  # noqa: BLE001 - a slower restart, not a broken router
         log.warning("direct ingress keeps Ray's default socket options (%s): a restarted router may "
                     "wait up to a minute for its direct port", exc)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cluster import launcher
+from cluster.ray_compat import refresh_auth_config
 from cluster.procs import free_fixed_port
 from cluster.topology import ClusterSpec, load_cluster
 from tests.conftest import CONFIGS
@@ -68,6 +69,6 @@ def real_cluster():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        launcher._refresh_ray_config()
+        refresh_auth_config()
         shutil.rmtree(state_dir, ignore_errors=True)
         assert not left, f"processes left after down: {left}"

@@ -198,24 +198,14 @@ def test_buffered_metrics_add_up_and_keep_every_observation() -> None:
     assert mem.total("orch_tasks_accepted") == 2
 
 
-def test_the_replica_binds_its_direct_port_with_address_reuse(monkeypatch) -> None:
-    """A restarted replica must bind the fixed direct port although TIME_WAIT connections sit on it."""
-    from ray.serve._private import replica
+def test_the_replica_binds_its_direct_port_with_address_reuse() -> None:
+    """A restarted replica must bind the fixed direct port although TIME_WAIT connections sit on it:
+    loading the deployment (as each replica does) applies the patch of
+    :func:`cluster.ray_compat.replica_binds_with_port_reuse`, tested there."""
+    from cluster import ray_compat
+    from serve_app import deployment  # noqa: F401
 
-    from serve_app import deployment
-    from serve_app.loadgen import run_sync  # not asyncio.run: a browser test may leave a loop running here
-
-    assert getattr(replica.start_asgi_http_server, "_orch_reuse", False)
-    seen = {}
-
-    async def fake(app, options, *, event_loop, enable_so_reuseport=False):
-        seen["reuse"] = enable_so_reuseport
-        return "started"
-
-    monkeypatch.setattr(replica, "start_asgi_http_server", fake)
-    deployment._direct_ingress_reuses_its_port()
-    assert run_sync(replica.start_asgi_http_server(None, None, event_loop=None)) == "started"
-    assert seen == {"reuse": True}
+    assert ray_compat.replica_reuses_port()
 
 
 def test_task_fields_are_what_model_dump_gives() -> None:

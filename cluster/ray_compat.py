@@ -1,0 +1,118 @@
+"""Every private Ray API the project calls, in one place. Checked against Ray 2.60.0.
+
+Ray offers no public way to do these few things, so the code reaches into
+``ray._private``, ``ray._raylet``, ``ray.core.generated`` and ``ray.serve._private``
+here and nowhere else. Ray may change any of them in a minor release (Ray is pinned
+in pyproject.toml for that reason); ``tests/cluster/test_ray_compat.py`` checks each
+symbol and signature listed in :data:`PRIVATE_APIS` and fails, naming what to
+re-check, when the installed Ray is not :data:`RAY_VERSION_CHECKED`.
+
+Imports are inside the functions: importing this module imports no Ray (nor Serve).
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Any
+
+#: The Ray release every use below was read against.
+RAY_VERSION_CHECKED = "2.60.0"
+
+#: (module, attribute) of every private Ray symbol used below; the test imports each.
+PRIVATE_APIS: tuple[tuple[str, str], ...] = (
+    ("ray._private.state", "available_resources_per_node"),
+    ("ray._raylet", "Config"),
+    ("ray._raylet", "AuthenticationTokenLoader"),
+    ("ray._raylet", "GcsClient"),
+    ("ray.core.generated.gcs_pb2", "GcsNodeInfo"),
+    ("ray.serve._private.constants", "SERVE_CONTROLLER_NAME"),
+    ("ray.serve._private.constants", "SERVE_NAMESPACE"),
+    ("ray.serve._private.controller", "ServeController"),
+    ("ray.serve._private.replica", "start_asgi_http_server"),
+)
+
+
+def available_resources_per_node() -> dict[str, dict[str, float]]:
+    """Free resources of each live node, by node id hex (a DeveloperAPI in ``ray._private.state``;
+    ``ray.available_resources()`` only gives the cluster's sum)."""
+    from ray._private.state import available_resources_per_node as per_node
+
+    return per_node()
+
+
+def refresh_auth_config() -> None:
+    """Make an already imported Ray re-read ``RAY_AUTH_MODE`` and its token (file or variable).
+
+    Ray reads them once at import and caches the token; its own ``ray start`` does the
+    same two calls when it switches a new local cluster to token mode. Before Ray is
+    imported there is nothing to refresh: the import reads the environment.
+    """
+    if "ray" not in sys.modules:
+        return
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()  # the token file may have changed too
+
+
+class GcsNodeTable:
+    """The GCS node table through a bare GCS client: no ``ray.init``, so no job and no workers.
+
+    Set the auth environment (and :func:`refresh_auth_config`) before constructing it.
+    """
+
+    def __init__(self, address: str) -> None:
+        from ray._raylet import GcsClient
+
+        self._client = GcsClient(address=address)
+
+    def alive(self, timeout_s: float = 5.0) -> list[tuple[dict[str, str], str]]:
+        """(labels, node manager address) of every alive node; raises if the GCS does not answer."""
+        from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+        infos = self._client.get_all_node_info(timeout=timeout_s).values()
+        return [(dict(n.labels), n.node_manager_address) for n in infos if n.state == GcsNodeInfo.ALIVE]
+
+
+def serve_http_options() -> dict[str, Any]:
+    """Host and port of the running Serve's HTTP proxy, from its controller; {} when none runs
+    (``serve.status()`` does not report them)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ctl = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        opts = ray.get(ctl.get_http_config.remote(), timeout=10)
+        return {"host": opts.host, "port": opts.port}
+    except Exception:  # noqa: BLE001 - no controller yet
+        return {}
+
+
+def replica_binds_with_port_reuse() -> None:
+    """Make Serve replicas bind their direct-ingress socket with SO_REUSEADDR and SO_REUSEPORT.
+
+    Wraps ``ray.serve._private.replica.start_asgi_http_server`` so that it is always
+    called with ``enable_so_reuseport=True`` (the proxy's server already is); idempotent.
+    Raises when the function is not what this expects, so the caller can say so.
+    """
+    from ray.serve._private import replica
+
+    orig = replica.start_asgi_http_server
+    if getattr(orig, "_orch_reuse", False):
+        return
+    if "enable_so_reuseport" not in inspect.signature(orig).parameters:
+        raise TypeError("start_asgi_http_server has no enable_so_reuseport parameter")
+
+    async def start_asgi_http_server(*args: Any, **kwargs: Any):
+        kwargs["enable_so_reuseport"] = True
+        return await orig(*args, **kwargs)
+
+    start_asgi_http_server._orch_reuse = True  # type: ignore[attr-defined]
+    replica.start_asgi_http_server = start_asgi_http_server
+
+
+def replica_reuses_port() -> bool:
+    """Whether :func:`replica_binds_with_port_reuse` is in effect in this process."""
+    from ray.serve._private import replica
+
+    return bool(getattr(replica.start_asgi_http_server, "_orch_reuse", False))

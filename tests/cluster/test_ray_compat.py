@@ -1,0 +1,124 @@
+"""The private Ray APIs of :mod:`cluster.ray_compat` are still what the code expects.
+
+Each test fails with a message naming what to re-read in Ray's source when Ray moves
+or changes one of them (no cluster is started here).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cluster import ray_compat
+from tests.conftest import REPO_ROOT
+
+RECHECK = ("re-read every symbol of cluster.ray_compat.PRIVATE_APIS in the new Ray's source, then update "
+           "RAY_VERSION_CHECKED")
+
+
+def test_the_installed_ray_is_the_one_the_private_calls_were_checked_against() -> None:
+    import ray
+
+    assert ray.__version__ == ray_compat.RAY_VERSION_CHECKED, (
+        f"Ray {ray.__version__} is installed, cluster/ray_compat.py was checked against "
+        f"{ray_compat.RAY_VERSION_CHECKED}: {RECHECK}")
+
+
+@pytest.mark.parametrize("module, name", ray_compat.PRIVATE_APIS, ids=lambda x: x)
+def test_every_private_symbol_still_exists(module: str, name: str) -> None:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        pytest.fail(f"{module} is gone ({exc}): {RECHECK}")
+    assert hasattr(mod, name), f"{module}.{name} is gone: {RECHECK}"
+
+
+def _params(fn) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+def test_the_private_signatures_are_the_ones_called() -> None:
+    from ray._private.state import available_resources_per_node
+    from ray._raylet import AuthenticationTokenLoader, Config, InnerGcsClient
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+    from ray.serve._private.controller import ServeController
+    from ray.serve._private.replica import start_asgi_http_server
+    from ray.serve.config import HTTPOptions
+
+    assert _params(available_resources_per_node) == [], RECHECK
+    assert _params(Config.initialize) == ["config_list"], RECHECK
+    assert callable(AuthenticationTokenLoader.instance) and callable(AuthenticationTokenLoader.reset_cache), RECHECK
+    # GcsClient forwards its calls to InnerGcsClient (it has no methods of its own to inspect)
+    assert "timeout" in _params(InnerGcsClient.get_all_node_info), RECHECK
+    fields = {f.name for f in GcsNodeInfo.DESCRIPTOR.fields}
+    assert {"labels", "node_manager_address", "state"} <= fields and isinstance(GcsNodeInfo.ALIVE, int), RECHECK
+    assert isinstance(SERVE_CONTROLLER_NAME, str) and isinstance(SERVE_NAMESPACE, str), RECHECK
+    assert _params(ServeController.get_http_config) == ["self"], RECHECK
+    assert {"host", "port"} <= set(HTTPOptions.model_fields), RECHECK
+    reuse = inspect.signature(start_asgi_http_server).parameters.get("enable_so_reuseport")
+    assert reuse is not None and reuse.kind is inspect.Parameter.KEYWORD_ONLY, RECHECK
+
+
+def test_refresh_makes_an_imported_ray_read_the_new_token_and_mode(tmp_path) -> None:
+    """Without the refresh Ray keeps the token it read first (its cache), so a process that talks to
+    two clusters would send the wrong one. Run in a child: Ray's auth cache is process-wide."""
+    (tmp_path / "a").write_text("token-a")
+    (tmp_path / "b").write_text("token-b")
+    code = textwrap.dedent(f"""
+        import os
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH={str(tmp_path / 'a')!r})
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+        import ray
+        from ray._raylet import AuthenticationTokenLoader
+        from cluster.ray_compat import refresh_auth_config
+        read = lambda: AuthenticationTokenLoader.instance().get_raw_token()
+        seen = [read()]
+        os.environ["RAY_AUTH_TOKEN_PATH"] = {str(tmp_path / 'b')!r}
+        seen.append(read())
+        refresh_auth_config()
+        seen.append(read())
+        del os.environ["RAY_AUTH_MODE"]
+        refresh_auth_config()
+        seen.append(read())
+        print(seen)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "['token-a', 'token-a', 'token-b', '']", RECHECK
+
+
+def test_the_replica_patch_passes_port_reuse_and_is_idempotent(monkeypatch) -> None:
+    from ray.serve._private import replica
+
+    from serve_app.loadgen import run_sync  # not asyncio.run: a browser test may leave a loop running here
+
+    seen = []
+
+    async def fake(app, options, *, event_loop, enable_so_reuseport=False):
+        seen.append(enable_so_reuseport)
+        return "started"
+
+    monkeypatch.setattr(replica, "start_asgi_http_server", fake)
+    assert not ray_compat.replica_reuses_port()
+    ray_compat.replica_binds_with_port_reuse()
+    ray_compat.replica_binds_with_port_reuse()  # a second call does not wrap twice
+    assert ray_compat.replica_reuses_port()
+    assert run_sync(replica.start_asgi_http_server(None, None, event_loop=None)) == "started"
+    assert seen == [True]
+
+
+def test_the_replica_patch_refuses_a_function_without_the_option(monkeypatch) -> None:
+    from ray.serve._private import replica
+
+    async def other(app, options, *, event_loop):
+        return "started"
+
+    monkeypatch.setattr(replica, "start_asgi_http_server", other)
+    with pytest.raises(TypeError, match="enable_so_reuseport"):
+        ray_compat.replica_binds_with_port_reuse()
+    assert replica.start_asgi_http_server is other
