@@ -88,8 +88,9 @@ def run_executor(live, nodes: list[int], n: int) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     import ray
 
-    from cluster.executor import remote_body, warm_workers
+    from cluster.executor import warm_workers
     from cluster.live_state import LiveState
+    from cluster.ray_backend import remote_body
 
     started = None
     st = launcher.LaunchState.load(launcher.default_state_dir())

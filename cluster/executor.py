@@ -39,9 +39,9 @@ import numpy as np
 from cluster.live_state import LiveState
 from cluster.performance import cost as task_cost
 from cluster.performance import exec_seconds
-from cluster.ray_resources import task_options
+from cluster.ray_backend import Backend, RayBackend
 from cluster.state import Allocation, Share, allocate, fits_now, release
-from cluster.task_body import BODY_DEFAULTS, hold, run
+from cluster.task_body import BODY_DEFAULTS
 
 if TYPE_CHECKING:
     from scheduler.policy import Decision, Policy
@@ -80,20 +80,6 @@ class TaskResult:
     @property
     def latency_ms(self) -> float:
         return self.queue_ms + self.network_ms + self.exec_ms
-
-
-_REMOTE: Any = None
-
-
-def remote_body() -> Any:
-    """The Ray remote function of :func:`cluster.task_body.task_body` (system retries off: the executor
-    re-places)."""
-    global _REMOTE
-    if _REMOTE is None:
-        import ray
-
-        _REMOTE = ray.remote(max_retries=0, retry_exceptions=False)(run)
-    return _REMOTE
 
 
 @dataclass
@@ -148,16 +134,19 @@ class Executor:
             finished task's GPU, and their execution time depends on the neighbours
             present at start.
         seed: seeds the network-delay draws when the caller gives none.
+        backend: submits to, waits on and reads from Ray (default :class:`RayBackend`; tests pass a fake).
     """
 
     def __init__(self, live: LiveState, *, time_compression: float = 1.0, kernel: str = "sleep",
-                 max_retries: int = 2, pipeline_depth: int = 256, seed: int = 0) -> None:
+                 max_retries: int = 2, pipeline_depth: int = 256, seed: int = 0,
+                 backend: Backend | None = None) -> None:
         if not time_compression > 0:
             raise ValueError(f"time_compression must be > 0, got {time_compression}")
         if kernel not in ("sleep", "cpu"):
             raise ValueError(f"kernel must be 'sleep' or 'cpu', got {kernel!r}")
         self.live = live
         self.state = live.state
+        self.backend: Backend = RayBackend() if backend is None else backend
         self.compression = float(time_compression)
         self.kernel = kernel
         self.max_retries = max_retries
@@ -170,7 +159,7 @@ class Executor:
         self._waiting: dict[int, _Entry] = {}  # id(queue item) -> entry, while in a node's queue
         self._inflight = 0
         self._idle = threading.Condition(live.lock)
-        self._options: dict[tuple, Any] = {}
+        self._submitters: dict[tuple, Callable[..., Any]] = {}  # (node id, task shape) -> submit function
         # Ray submissions decided under the bookkeeping lock, made outside it in the same order
         # (Ray runs one node's same-shape tasks in submission order, which pipelining relies on).
         self._outbox: deque[tuple[_Entry, int, tuple]] = deque()
@@ -326,12 +315,12 @@ class Executor:
                 i = e.node
                 node_id = self.live.node_ids[i]
                 key = (node_id, e.task.cpu_milli, e.task.mem_mib, e.share)
-                opts = self._options.get(key)
-                if opts is None:
-                    opts = self._options[key] = remote_body().options(
-                        **task_options(self.live.spec.nodes[i].name, e.task, e.share, node_id))
+                submit = self._submitters.get(key)
+                if submit is None:
+                    submit = self._submitters[key] = self.backend.submitter(
+                        self.live.spec.nodes[i].name, e.task, e.share, node_id)
                 try:
-                    ref = opts.remote(*payload)
+                    ref = submit(*payload)
                 except Exception as exc:  # noqa: BLE001 - e.g. the driver lost the cluster
                     self._events.put((e, token, exc))
                     self._wake.set()
@@ -442,10 +431,10 @@ class Executor:
             window = self._window(full)
             done: list = []
             if window:
-                ready = set(_ray_wait([w[2] for w in window], WAIT_S))
+                ready = set(self.backend.wait([w[2] for w in window], WAIT_S))
                 if ready:
                     finished = [w for w in window if w[2] in ready]
-                    outs = _ray_outcomes([w[2] for w in finished])
+                    outs = self.backend.outcomes([w[2] for w in finished])
                     done = [(w[0], w[1], out) for w, out in zip(finished, outs)]
                     self._forget(finished)
             else:
@@ -520,7 +509,7 @@ class Executor:
             for e in waiting:
                 e.qitem = None
                 if e.ref is not None:
-                    _cancel(e.ref)
+                    self.backend.cancel(e.ref)
                 self._retry(e, f"node {self.live.spec.nodes[i].name} went down while the task waited for it")
 
     def _complete(self, e: _Entry, token: int, out: Any) -> None:
@@ -583,44 +572,9 @@ WINDOW_SLACK = 8
 FULL_SCAN_S = 1.0
 
 
-def _ray_wait(refs: list, timeout: float) -> list:
-    """The finished ones of ``refs``, waiting up to ``timeout`` for a first one (GIL released)."""
-    import ray
-
-    ready, _ = ray.wait(refs, num_returns=1, timeout=timeout, fetch_local=False)
-    if ready and len(refs) > 1:
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
-    return ready
-
-
-def _ray_outcomes(refs: list) -> list:
-    """Each finished ref's value, or the exception its task ended with (one ``ray.get`` for all;
-    one per ref when some failed, so each failure reaches its own task)."""
-    import ray
-
-    try:
-        return ray.get(refs)
-    except Exception:  # noqa: BLE001 - sorted out per ref below
-        out = []
-        for ref in refs:
-            try:
-                out.append(ray.get(ref))
-            except Exception as exc:  # noqa: BLE001 - delivered as the task's outcome
-                out.append(exc)
-        return out
-
-
-def _cancel(ref: Any) -> None:
-    try:
-        import ray
-
-        ray.cancel(ref, force=False)
-    except Exception:  # noqa: BLE001 - best effort: the node is gone anyway
-        pass
-
-
 def warm_workers(live: LiveState, counts: dict[tuple[int, bool], int], *, hold_s: float = 0.3,
-                 max_rounds: int = 6, timeout_s: float | None = None) -> dict[tuple[int, bool], int]:
+                 max_rounds: int = 6, timeout_s: float | None = None,
+                 backend: Backend | None = None) -> dict[tuple[int, bool], int]:
     """Start Ray worker processes before tasks need them, so cold starts are not paid (or timed) there.
 
     ``counts[(node, gpu)]`` is how many concurrent tasks are expected on that node,
@@ -629,12 +583,10 @@ def warm_workers(live: LiveState, counts: dict[tuple[int, bool], int], *, hold_s
     run in non-GPU workers. Rounds of concurrent ``hold`` tasks run until each key
     has seen that many distinct workers. A node whose warm-up tasks fail (it died)
     is left out; ``timeout_s`` bounds the whole warm-up (the router warms while it
-    serves). Returns the distinct workers seen per key.
+    serves). Returns the distinct workers seen per key. ``backend``: as :class:`Executor`'s.
     """
-    import ray
-
+    backend = RayBackend() if backend is None else backend
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    warm = ray.remote(max_retries=0)(hold)
     seen: dict[tuple[int, bool], set[int]] = {k: set() for k, v in counts.items() if v > 0}
     failed: set[tuple[int, bool]] = set()
     for _ in range(max_rounds):
@@ -643,24 +595,16 @@ def warm_workers(live: LiveState, counts: dict[tuple[int, bool], int], *, hold_s
             node_id = live.node_ids[i]
             if want <= 0 or node_id is None or (i, gpu) in failed or len(seen[(i, gpu)]) >= want:
                 continue
-            opts = task_options(live.spec.nodes[i].name, _WarmShape(), ("slice", 1) if gpu else ("cpu", 0),
-                                node_id)
-            refs[(i, gpu)] = [warm.options(**opts).remote(hold_s) for _ in range(want)]
+            submit = backend.holder(live.spec.nodes[i].name, node_id, gpu)
+            refs[(i, gpu)] = [submit(hold_s) for _ in range(want)]
         if not refs:
             break
         for key, rs in refs.items():
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                seen[key].update(ray.get(rs, timeout=left))
-            except ray.exceptions.GetTimeoutError:
+                seen[key].update(backend.get(rs, timeout=left))
+            except TimeoutError:
                 return {k: len(v) for k, v in seen.items()}
             except Exception:  # noqa: BLE001 - e.g. the node died: warm the others
                 failed.add(key)
     return {k: len(v) for k, v in seen.items()}
-
-
-class _WarmShape:
-    """The smallest task shape (1 milli-CPU, no memory) for warm-up tasks."""
-
-    cpu_milli = 1
-    mem_mib = 0

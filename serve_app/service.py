@@ -447,7 +447,7 @@ class RouterService:
             self.live.refresh()
             counts = {(i, False): min(per_node, max(1, nd.cpu_milli // 1000))
                       for i, (nd, ok) in enumerate(zip(self.spec.nodes, self.live.usable)) if ok}
-        return sum(warm_workers(self.live, counts, timeout_s=timeout_s).values())
+        return sum(warm_workers(self.live, counts, timeout_s=timeout_s, backend=self.executor.backend).values())
 
     def executor_alive(self) -> bool:
         """Whether the executor's completion thread still runs (without it no task ever ends)."""

@@ -1,7 +1,7 @@
 """The executor's bookkeeping against a fake Ray: FIFO queues, pipelining, re-placement, no lost task.
 
-Real-Ray behaviour (placement, shares, node death) is in tests/integration; here a
-fake remote function records submissions and the test completes them by hand.
+Real-Ray behaviour (placement, shares, node death) is in tests/integration; here the
+executor gets a fake backend that records submissions, and the test completes them by hand.
 """
 from __future__ import annotations
 
@@ -23,59 +23,59 @@ class NodeDiedError(Exception):
     """Named like Ray's, which is how the executor classifies it."""
 
 
-_FINISHED = threading.Condition()
-
-
 class FakeRef:
     """A submitted task; the test finishes it (with a result tuple or an exception)."""
 
-    def __init__(self, args: tuple, opts: "FakeOpts") -> None:
+    def __init__(self, args: tuple, node: str, finished: threading.Condition) -> None:
         self.args = args
-        self.node = opts.node
+        self.node = node
         self.outcome = None
         self.done = False
+        self._finished = finished
 
     def finish(self, value=None) -> None:
         now = time.time()
         self.callback(value if value is not None else (now, 0.0, 0.0, now, self.node, (), None))
 
     def callback(self, outcome) -> None:
-        with _FINISHED:
+        with self._finished:
             self.outcome, self.done = outcome, True
-            _FINISHED.notify_all()
+            self._finished.notify_all()
 
 
-def fake_wait(refs: list, timeout: float) -> list:
-    """``ray.wait`` on fake refs: the finished ones, waiting up to ``timeout`` for one."""
-    with _FINISHED:
-        _FINISHED.wait_for(lambda: any(r.done for r in refs), timeout)
-        return [r for r in refs if r.done]
+class FakeRay:
+    """The executor's :class:`cluster.ray_backend.Backend`, faked: ``sent`` holds every submission in
+    order; nothing finishes until the test says so."""
 
+    def __init__(self) -> None:
+        self.sent: list[FakeRef] = []
+        self.cancelled: list[FakeRef] = []
+        self._finished = threading.Condition()
 
-class FakeOpts:
-    def __init__(self, sent: list, node: str) -> None:
-        self.sent, self.node = sent, node
+    def submitter(self, node_name: str, task, share, node_id: str):
+        def submit(*args) -> FakeRef:
+            ref = FakeRef(args, node_id, self._finished)
+            self.sent.append(ref)
+            return ref
 
-    def remote(self, *args):
-        ref = FakeRef(args, self)
-        self.sent.append(ref)
-        return ref
+        return submit
+
+    def wait(self, refs: list, timeout: float) -> list:
+        """``ray.wait`` on fake refs: the finished ones, waiting up to ``timeout`` for one."""
+        with self._finished:
+            self._finished.wait_for(lambda: any(r.done for r in refs), timeout)
+            return [r for r in refs if r.done]
+
+    def outcomes(self, refs: list) -> list:
+        return [r.outcome for r in refs]
+
+    def cancel(self, ref: FakeRef) -> None:
+        self.cancelled.append(ref)
 
 
 @pytest.fixture
-def fake_ray(monkeypatch):
-    sent: list[FakeRef] = []
-
-    class Remote:
-        def options(self, **kw):
-            return FakeOpts(sent, kw["node_id"])
-
-    monkeypatch.setattr(executor_mod, "remote_body", lambda: Remote())
-    monkeypatch.setattr(executor_mod, "task_options", lambda name, task, share, node_id: {"node_id": node_id})
-    monkeypatch.setattr(executor_mod, "_cancel", lambda ref: None)
-    monkeypatch.setattr(executor_mod, "_ray_wait", fake_wait)
-    monkeypatch.setattr(executor_mod, "_ray_outcomes", lambda refs: [r.outcome for r in refs])
-    return sent
+def fake_ray() -> FakeRay:
+    return FakeRay()
 
 
 @pytest.fixture
@@ -86,11 +86,11 @@ def setup(local_spec, fake_ray):
     made = []
 
     def make(**kw) -> Executor:
-        ex = Executor(live, **kw)
+        ex = Executor(live, backend=fake_ray, **kw)
         made.append(ex)
         return ex
 
-    yield live, reader, fake_ray, make
+    yield live, reader, fake_ray.sent, make
     for ex in made:
         ex.close()
 
@@ -211,6 +211,25 @@ def test_none_vanish_when_a_node_dies(setup) -> None:
     assert not live.usable[i]
 
 
+def test_a_task_pipelined_to_a_dead_node_is_cancelled_in_ray_and_re_placed(setup, fake_ray) -> None:
+    live, reader, sent, make = setup
+    ex = make()
+    policy = make_policy("cheapest-feasible")
+    i = live.index("edge-1")
+    futs = [ex.submit(task(k, cpu_milli=2000), decide(live, "edge-1", ("cpu", 0)), policy=policy)
+            for k in range(3)]
+    assert len(sent) == 3 and int(live.state.queue_len[i]) == 1  # two running, one handed to Ray behind them
+    dead_id = live.node_id(i)
+    reader.nodes = [n for n in reader.nodes if n.node_id != dead_id]
+    for ref in sent[:2]:
+        ref.finish(NodeDiedError("node died"))
+    wait_for(lambda: sum(ref.node != dead_id for ref in sent) == 3)
+    assert fake_ray.cancelled == [sent[2]]  # handed to Ray for edge-1: cancelled there, so it runs once
+    for ref in [r for r in sent if r.node != dead_id]:
+        ref.finish()
+    assert [f.result(timeout=5).status for f in futs] == ["succeeded"] * 3
+
+
 def test_without_a_policy_a_dead_node_fails_the_task_with_the_reason(setup) -> None:
     live, reader, sent, make = setup
     ex = make()
@@ -268,11 +287,11 @@ def test_no_op_tasks_carry_no_arguments(local_spec, fake_ray) -> None:
     quiet = ClusterSpec(local_spec.name, tiers, local_spec.nodes, local_spec.source, pools=local_spec.pools)
     live = LiveState(quiet, reader=Reader(ray_nodes(quiet)))
     live.refresh()
-    with Executor(live) as ex:
+    with Executor(live, backend=fake_ray) as ex:
         ex.submit(task(0, cpu_milli=1000), decide(live, "cloud-1", ("cpu", 0)))
         ex.submit(task(1, cpu_milli=1000, work=1.0), decide(live, "cloud-1", ("cpu", 0)))
-        assert fake_ray[0].args == () and fake_ray[1].args == (0.0, 1.0)
-        for ref in fake_ray:
+        assert fake_ray.sent[0].args == () and fake_ray.sent[1].args == (0.0, 1.0)
+        for ref in fake_ray.sent:
             ref.finish()
         assert ex.drain(5)
 
@@ -291,25 +310,16 @@ def test_the_same_task_object_submitted_twice_is_two_runs(setup) -> None:
     assert [f.result().queued for f in futs] == [False, True, True]
 
 
-class _WarmRay:
-    """Just enough of ``ray`` for :func:`warm_workers`: each node answers its rounds from a script."""
-
-    class exceptions:  # noqa: N801 - mirrors ray.exceptions
-        class GetTimeoutError(Exception):
-            pass
+class _WarmRay(FakeRay):
+    """The backend for :func:`warm_workers`: each node answers its rounds from a script."""
 
     def __init__(self, script: dict[str, list]) -> None:
+        super().__init__()
         self.script = script  # node id -> per round: worker pids, or an exception to raise
         self.asked: list[str] = []
 
-    def remote(self, **_kw):
-        class Fn:
-            def options(self, **opts):
-                class Call:
-                    def remote(self, hold_s):
-                        return opts["node_id"]
-                return Call()
-        return lambda fn: Fn()
+    def holder(self, node_name: str, node_id: str, gpu: bool):
+        return lambda hold_s: node_id
 
     def get(self, refs, timeout=None):
         node = refs[0]
@@ -320,25 +330,21 @@ class _WarmRay:
         return answer
 
 
-def test_warm_up_rounds_until_distinct_workers_and_leaves_a_dead_node_out(setup, monkeypatch) -> None:
+def test_warm_up_rounds_until_distinct_workers_and_leaves_a_dead_node_out(setup) -> None:
     """The router warms every node in the background: a node that dies mid-warm-up must not stop
     the others, and one whose tasks never come back must not hold the router's start-up forever."""
-    import sys
-
     live, _, _, _ = setup
     a, b, c = (live.index(n) for n in ("edge-1", "cloud-1", "gpu-ts-1"))
     ida, idb, idc = live.node_ids[a], live.node_ids[b], live.node_ids[c]
     fake = _WarmRay({ida: [[11, 11], [11, 12]],  # one worker ran both at first; two distinct next round
                      idb: [RuntimeError("node died")],
                      idc: [[31, 32]]})
-    monkeypatch.setitem(sys.modules, "ray", fake)
-    got = executor_mod.warm_workers(live, {(a, False): 2, (b, False): 2, (c, False): 2}, hold_s=0)
+    got = executor_mod.warm_workers(live, {(a, False): 2, (b, False): 2, (c, False): 2}, hold_s=0, backend=fake)
     assert got == {(a, False): 2, (b, False): 0, (c, False): 2}
     assert fake.asked.count(ida) == 2 and fake.asked.count(idb) == 1 and fake.asked.count(idc) == 1
 
-    slow = _WarmRay({ida: [[11], _WarmRay.exceptions.GetTimeoutError()], idc: [[31]]})
-    monkeypatch.setitem(sys.modules, "ray", slow)
-    got = executor_mod.warm_workers(live, {(a, False): 2, (c, False): 1}, hold_s=0, timeout_s=5)
+    slow = _WarmRay({ida: [[11], TimeoutError()], idc: [[31]]})  # Ray's GetTimeoutError is a TimeoutError
+    got = executor_mod.warm_workers(live, {(a, False): 2, (c, False): 1}, hold_s=0, timeout_s=5, backend=slow)
     assert got == {(a, False): 1, (c, False): 1}  # out of time: what was warmed so far, no error
 
 
