@@ -349,9 +349,17 @@ _REGISTRY: dict[str, PolicyFactory] = {}
 
 
 def register(name: str) -> Callable[[PolicyFactory], PolicyFactory]:
-    """Class decorator: make a policy constructible by ``name`` from YAML or the CLI."""
+    """Class decorator: make a policy constructible by ``name`` from YAML or the CLI.
+
+    A name already taken is an error: YAML and saved results name policies, and a second
+    registration would silently change what an existing name runs.
+    """
 
     def deco(factory: PolicyFactory) -> PolicyFactory:
+        taken = _REGISTRY.get(name)
+        if taken is not None:
+            raise ValueError(f"policy name {name!r} is taken by {taken.__module__}.{taken.__qualname__}; "
+                             f"register {factory.__module__}.{factory.__qualname__} under another name")
         _REGISTRY[name] = factory
         return factory
 

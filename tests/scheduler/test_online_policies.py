@@ -129,6 +129,19 @@ def test_unknown_policy_lists_known_names() -> None:
     assert "nope" in msg and all(n in msg for n in POLICIES)
 
 
+def test_a_policy_name_cannot_be_registered_twice() -> None:
+    """A second registration must not silently change what a name in a YAML file runs."""
+    from scheduler.policy import register
+
+    class Impostor:
+        def __init__(self, **_kw) -> None:
+            pass
+
+    with pytest.raises(ValueError, match="'round-robin' is taken by scheduler.policies.round_robin"):
+        register("round-robin")(Impostor)
+    assert type(make_policy("round-robin")).__module__ == "scheduler.policies.round_robin"
+
+
 def test_round_robin_cycles(local_spec) -> None:
     state = ClusterState.from_spec(local_spec)
     rr = make_policy("round-robin")
