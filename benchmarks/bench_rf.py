@@ -22,8 +22,8 @@ if str(ROOT) not in sys.path:
 from cluster.topology import load_cluster  # noqa: E402
 from scheduler.forest import FlatForest  # noqa: E402
 from scheduler.policy import make_policy  # noqa: E402
-from simulations.train_rf import (DEFAULT_MAX_DEPTH, DEFAULT_MIN_SAMPLES_LEAF, DEFAULT_TREES,  # noqa: E402
-                                  DAggerForest, Episode, Rollout, rollout)
+from simulations.train_rf import DAggerForest, Episode, Rollout, rollout  # noqa: E402
+from simulations.train_rf_args import TrainArgs  # noqa: E402
 from simulations.workloads import generate, load_workload  # noqa: E402
 
 SINGLE_TARGET_US = 50.0
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = Rollout.concat([rollout(spec, ep, oracle) for ep in held]).X
     print(f"trained on {len(est.y_):,} oracle-labelled decisions (1 DAgger round) in "
           f"{time.perf_counter() - t:.1f} s; timing on {len(rows):,} held-out decision rows")
-    ok = bench_forest(f"default forest ({DEFAULT_TREES} trees, depth <= {DEFAULT_MAX_DEPTH}, "
-                      f">= {DEFAULT_MIN_SAMPLES_LEAF} per leaf)", est.model_, rows)
+    ok = bench_forest(f"default forest ({TrainArgs.trees} trees, depth <= {TrainArgs.max_depth}, "
+                      f">= {TrainArgs.min_samples_leaf} per leaf)", est.model_, rows)
     bench_decision(spec, est.model_, held[1])
     from sklearn.ensemble import RandomForestClassifier
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from simulations.train_rf_args import add_arguments as add_rf_arguments
+
 
 def _lazy(target: str):
     def run(args: argparse.Namespace) -> int:
@@ -23,21 +25,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a learned placement policy")
     tsub = t.add_subparsers(dest="learner", required=True)
     rf = tsub.add_parser("rf", help="RandomForest imitating the one-step oracle")
-    rf.add_argument("--cluster", default="configs/cluster/local.yaml")
-    rf.add_argument("--workload", action="append", help="workload YAML (repeatable)")
-    rf.add_argument("--seeds", default="1-4", help="training seeds, e.g. 1-4")
-    rf.add_argument("--rounds", type=int, default=2, help="DAgger rounds after the first")
-    # 50 trees of depth <= 10 agree with the oracle as well as 100 unbounded ones (98.7% vs
-    # 98.5% held out) and keep one decision under 50 us on the fast path.
-    rf.add_argument("--trees", type=int, default=50)
-    rf.add_argument("--max-depth", type=int, default=10, help="0 means unbounded")
-    rf.add_argument("--min-samples-leaf", type=int, default=None)
-    rf.add_argument("--random-state", type=int, default=0)
-    rf.add_argument("--holdout-seeds", default=None, help="seeds for the held-out agreement, e.g. 901-902")
-    rf.add_argument("--teacher", default="oracle", help="registered policy to imitate (default: the oracle)")
-    rf.add_argument("--baselines", default=None, help="policies to simulate next to the trained forest")
-    rf.add_argument("--load-factor", type=float, default=None)
-    rf.add_argument("--duration-s", type=float, default=None)
+    add_rf_arguments(rf)  # every training setting, from simulations.train_rf_args.TrainArgs
     rf.add_argument("--registry", default="artifacts/policies")
     rf.set_defaults(func=_lazy("simulations.train_rf:cli"))
     rl = tsub.add_parser("rl", help="RLlib PPO through Ray Tune in the HeteroCluster-v0 env")

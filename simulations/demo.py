@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.procs import port_open
+from simulations.train_rf_args import TrainArgs
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -48,6 +49,8 @@ POLICIES = ("random,round-robin,least-loaded,cheapest-feasible,fastest-feasible,
             "gpu-packing,gpu-clustering,fgd,oracle,rf:latest,rl:latest")
 PACKING_POLICIES = "random,dot-product,gpu-clustering,gpu-packing,best-fit,fgd"
 TRACE = ROOT.parent / "shared" / "traces" / "alibaba_gpu_v2023" / "openb_pod_list_default.csv"
+#: the demo's RandomForest: the default training on 120 s windows, trained in seconds
+DEMO_RF = TrainArgs(duration_s=120.0)
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,7 @@ def up(cfg: Settings) -> int:
     if has_model("rf"):
         print("RandomForest found in the registry (`orchestrator train rf` trains a new version)")
     else:
-        run(orch("train", "rf", "--duration-s", "120"))
+        run(orch("train", "rf", *DEMO_RF.argv()))
     if cfg.train_rl or not has_model("rl"):
         run(orch("train", "rl"))
     else:

@@ -14,7 +14,7 @@ The forest goes to the model registry (``artifacts/policies/rf/<version>/``) wit
 its feature schema, training config, metrics, command and seed.
 
 The teacher is the oracle unless ``teacher`` names another registered policy
-(``DAggerForest(teacher=...)``, or ``--teacher`` once the parser has it): the
+(``DAggerForest(teacher=...)``, or ``--teacher``): the
 same pipeline then distils any placement rule into a fast, explained forest.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -41,23 +41,11 @@ from scheduler.policy import FeasibilityCache, Policy, make_policy
 from scheduler.task import Task
 from simulations.engine import OnlineSimulator, simulate
 from simulations.metrics import summary_row
+from simulations.train_rf_args import TrainArgs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WORKLOADS = ("configs/workloads/mixed.yaml", "configs/workloads/high_load.yaml")
-#: validation seeds: neither the training seeds (1-4) nor ``orchestrator evaluate``'s (101-103)
-HOLDOUT_SEEDS = (901, 902)
-BASELINES = ("oracle", "fastest-feasible", "least-loaded", "cheapest-feasible", "best-fit",
-             "gpu-packing", "round-robin", "random")
 #: the ``--registry`` default of the parser; it means the registry's own default root
 PARSER_REGISTRY_DEFAULT = "artifacts/policies"
-#: Forest size: on local.yaml (mixed + high_load, 3 DAgger rounds) 50 trees of depth <= 10 with
-#: >= 3 samples a leaf agree with the oracle as often as 100 unbounded trees (98.6-98.7% vs
-#: 98.5% held out; depth 10-16 and 50-100 trees all land within 0.2 points) at a tenth of the
-#: nodes, which keeps one decision under 50 us and a batch of 1,000 under 5 ms in
-#: :mod:`scheduler.forest`, whose cost grows with depth (about 3 us a level for one row).
-DEFAULT_TREES = 50
-DEFAULT_MAX_DEPTH = 10
-DEFAULT_MIN_SAMPLES_LEAF = 3
 
 
 @dataclass(frozen=True)
@@ -136,9 +124,9 @@ class DAggerForest:
     oracle on the states it visited).
     """
 
-    def __init__(self, n_estimators: int = DEFAULT_TREES, max_depth: int | None = DEFAULT_MAX_DEPTH,
-                 min_samples_leaf: int = DEFAULT_MIN_SAMPLES_LEAF,
-                 rounds: int = 2, random_state: int = 0, n_jobs: int = 1, teacher: str = "oracle",
+    def __init__(self, n_estimators: int = TrainArgs.trees, max_depth: int | None = TrainArgs.max_depth,
+                 min_samples_leaf: int = TrainArgs.min_samples_leaf, rounds: int = TrainArgs.rounds,
+                 random_state: int = TrainArgs.random_state, n_jobs: int = 1, teacher: str = TrainArgs.teacher,
                  progress: bool = True) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -253,77 +241,17 @@ def _path(p: str) -> Path:
     return q if q.exists() or q.is_absolute() else REPO_ROOT / q
 
 
-def _seeds(text: str, flag: str) -> list[int]:
-    from simulations.cli import UsageError
-    from simulations.packing import parse_seeds
-
-    try:
-        seeds = parse_seeds(text)
-    except ValueError:
-        seeds = []
-    if not seeds:
-        raise UsageError(f"{flag}: expected e.g. 1-4 or 1,2,5, got {text!r}")
-    return seeds
-
-
-@dataclass
-class TrainConfig:
-    """What ``train rf`` was asked to do (saved as the artifact's ``config``)."""
-
-    cluster: str
-    workloads: list[str]
-    seeds: list[int]
-    holdout_seeds: list[int]
-    rounds: int = 2
-    trees: int = DEFAULT_TREES
-    max_depth: int | None = DEFAULT_MAX_DEPTH
-    min_samples_leaf: int = DEFAULT_MIN_SAMPLES_LEAF
-    random_state: int = 0
-    load_factor: float | None = None
-    duration_s: float | None = None
-    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
-    teacher: str = "oracle"
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    from simulations.cli import UsageError
-
-    holdout = getattr(args, "holdout_seeds", None)
-    cfg = TrainConfig(
-        cluster=args.cluster, workloads=list(args.workload or DEFAULT_WORKLOADS),
-        seeds=_seeds(args.seeds, "--seeds"),
-        holdout_seeds=_seeds(holdout, "--holdout-seeds") if holdout else list(HOLDOUT_SEEDS),
-        rounds=args.rounds, trees=args.trees, max_depth=args.max_depth or None,  # 0: unbounded
-        min_samples_leaf=getattr(args, "min_samples_leaf", None) or DEFAULT_MIN_SAMPLES_LEAF,
-        random_state=args.random_state,
-        load_factor=getattr(args, "load_factor", None), duration_s=getattr(args, "duration_s", None),
-        teacher=getattr(args, "teacher", None) or "oracle")
-    if getattr(args, "baselines", None):
-        cfg.baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
-    if set(cfg.seeds) & set(cfg.holdout_seeds):
-        raise UsageError(f"held-out seeds {cfg.holdout_seeds} overlap the training seeds {cfg.seeds}")
-    if cfg.rounds < 0 or cfg.trees < 1 or (cfg.max_depth is not None and cfg.max_depth < 1):
-        raise UsageError("--rounds must be >= 0, --trees and --max-depth >= 1")
-    return cfg
-
-
-def command_line(cfg: TrainConfig, root: str | os.PathLike | None = None) -> str:
-    """The ``orchestrator train rf`` command that reproduces ``cfg`` (every setting explicit)."""
+def command_line(cfg: TrainArgs, root: str | os.PathLike | None = None) -> str:
+    """The ``orchestrator train rf`` command that reproduces ``cfg``: every setting explicit."""
     import shlex
 
-    parts = ["orchestrator", "train", "rf", "--cluster", cfg.cluster]
-    for w in cfg.workloads:
-        parts += ["--workload", w]
-    parts += ["--seeds", ",".join(map(str, cfg.seeds)), "--rounds", str(cfg.rounds), "--trees", str(cfg.trees)]
-    if cfg.max_depth is not None:
-        parts += ["--max-depth", str(cfg.max_depth)]
-    parts += ["--random-state", str(cfg.random_state)]
+    parts = ["orchestrator", "train", "rf", *cfg.argv()]
     if root is not None:
         parts += ["--registry", os.fspath(root)]
     return shlex.join(parts)
 
 
-def _episodes(cfg: TrainConfig, seeds: Sequence[int]) -> list[Episode]:
+def _episodes(cfg: TrainArgs, seeds: Sequence[int]) -> list[Episode]:
     from simulations.workloads import generate, load_workload
 
     out = []
@@ -335,7 +263,7 @@ def _episodes(cfg: TrainConfig, seeds: Sequence[int]) -> list[Episode]:
     return out
 
 
-def train(cfg: TrainConfig, root: str | os.PathLike | None = None, progress: bool = True) -> tuple[Path, dict]:
+def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool = True) -> tuple[Path, dict]:
     """Collect, fit, evaluate and register; returns the artifact folder and its metrics."""
     from cluster.alibaba import load_cluster_any
     from scheduler.objective import load_objective
@@ -413,7 +341,7 @@ def _print_report(path: Path, metrics: dict, table: pd.DataFrame, teacher: str =
 
 def cli(args: argparse.Namespace) -> int:
     """Entry point of ``orchestrator train rf`` (parser in :mod:`simulations.cli_train`)."""
-    cfg = config_from_args(args)
+    cfg = TrainArgs.from_namespace(args)
     reg = getattr(args, "registry", None)
     root = None if reg in (None, PARSER_REGISTRY_DEFAULT) else reg
     print(f"training rf on {cfg.cluster}: workloads {', '.join(cfg.workloads)}; seeds {cfg.seeds}, "

@@ -98,3 +98,60 @@ def _perfect(r: Rollout) -> FlatForest:
 
     model = RandomForestClassifier(n_estimators=1, bootstrap=False, max_features=None, random_state=0)
     return FlatForest.from_sklearn(model.fit(r.X, r.y))
+
+
+def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
+    """Every setting goes into the saved command, so rerunning it trains the very same forest,
+    even with settings away from their defaults (held-out seeds, leaf size, load, window, baselines)."""
+    import shlex
+
+    import joblib
+
+    root = tmp_path / "registry"
+    assert main(["train", "rf", "--workload", str(tiny_workload), "--seeds", "1", "--holdout-seeds", "7",
+                 "--rounds", "1", "--trees", "4", "--max-depth", "0", "--min-samples-leaf", "2",
+                 "--random-state", "5", "--load-factor", "1.5", "--duration-s", "15",
+                 "--baselines", "least-loaded", "--registry", str(root)]) == 0
+    first = reg.load("rf", "1", root=root)
+    argv = shlex.split(first.meta["command"])
+    assert argv[:3] == ["orchestrator", "train", "rf"]
+    assert main(argv[1:]) == 0  # the command writes to the same registry: version 2
+    second = reg.load("rf", "2", root=root)
+
+    assert second.meta["config"] == first.meta["config"]
+    cfg = first.meta["config"]
+    assert (cfg["holdout_seeds"], cfg["min_samples_leaf"], cfg["max_depth"], cfg["load_factor"],
+            cfg["duration_s"], cfg["baselines"]) == ([7], 2, None, 1.5, 15.0, ["least-loaded"])
+    a, b = (joblib.load(art.path / SKLEARN_FILE) for art in (first, second))
+    for ta, tb in zip(a.estimators_, b.estimators_, strict=True):
+        for attr in ("children_left", "children_right", "feature", "threshold", "value"):
+            assert np.array_equal(getattr(ta.tree_, attr), getattr(tb.tree_, attr)), attr
+    X = np.random.default_rng(1).random((256, a.n_features_in_), dtype=np.float32)
+    fa, fb = (FlatForest.load(art.path / FOREST_FILE) for art in (first, second))
+    assert np.array_equal(fa.predict_proba(X), fb.predict_proba(X))
+    assert first.meta["metrics"]["holdout_accuracy"] == second.meta["metrics"]["holdout_accuracy"]
+
+
+def test_train_args_round_trip_through_the_parser() -> None:
+    """TrainArgs.argv() parses back to an equal TrainArgs, for defaults and for settings away from
+    them (an optional setting's absence included), and each field's docstring is its flag's help."""
+    from simulations.cli import build_parser
+    from simulations.train_rf_args import TrainArgs, field_docs
+
+    parser = build_parser()
+    for args in (TrainArgs(), TrainArgs(workloads=["a.yaml"], seeds=[3, 5], max_depth=None, load_factor=0.1,
+                                        baselines=[], teacher="fastest-feasible", rounds=0)):
+        ns = parser.parse_args(["train", "rf", *args.argv()])
+        assert TrainArgs.from_namespace(ns) == args
+    assert TrainArgs.from_namespace(parser.parse_args(["train", "rf"])) == TrainArgs()
+    helps = {a.dest: a.help for a in _subparser(parser, "train", "rf")._actions}
+    assert all(helps[name].startswith(doc) for name, doc in field_docs().items())
+
+
+def _subparser(parser, *path: str):
+    import argparse
+
+    for name in path:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
