@@ -115,10 +115,6 @@ class LaunchState:
         return cls(**data)
 
 
-#: The earlier name (``cluster.state.ClusterState`` is the cluster's resource state, a different thing).
-ClusterState = LaunchState
-
-
 # ------------------------------------------------------------------ processes
 
 

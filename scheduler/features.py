@@ -29,9 +29,6 @@ FEATURE_NAMES: tuple[str, ...] = tuple(
     _TASK + _TIER + [f"{c}_{f}" for c in NODE_CLASSES for f in _PER_CLASS])
 N_FEATURES = len(FEATURE_NAMES)
 
-_KIND_INDEX = {"edge": 0, "cloud": 1, "gpu": 2}
-
-
 class _Layout:
     """Static per-cluster arrays (node class and tier-kind membership), cached on the state."""
 

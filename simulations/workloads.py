@@ -288,20 +288,3 @@ def generate(spec: WorkloadSpec, seed: int | None = None, load_factor: float | N
                           s.gpu_milli, s.gpu_count, s.mig_profile, s.gpu_models, w,
                           s.cost_sensitivity, s.description, s.kind))
     return tasks
-
-
-def offered_load(spec: WorkloadSpec, load_factor: float | None = None) -> dict[str, dict[str, float]]:
-    """Per scenario: arrivals/s and mean resources held (CPU cores, GPU devices).
-
-    A quick sizing aid (Little's law at reference speed, ignoring the network
-    hold and time-slicing slowdown); the simulator gives the real figures.
-    """
-    lf = spec.load_factor if load_factor is None else load_factor
-    out = {}
-    for s, p in zip(spec.scenarios, spec.weights()):
-        lam = spec.rate_per_s * lf * p
-        gpu = float(s.gpu_count) or s.gpu_milli / 1000 or (MIG_PROFILES[s.mig_profile][0] / 7
-                                                          if s.mig_profile else 0.0)
-        out[s.kind] = {"rate_per_s": lam, "cpu_cores": lam * s.work.expected * s.cpu_milli / 1000,
-                       "gpu_devices": lam * s.work.expected * gpu}
-    return out
