@@ -13,12 +13,13 @@ Why no policy can score below it, task by task: in the simulator a task's latenc
 its queueing (>= 0) plus that same network draw plus its execution time, and its
 execution is slowest-or-equal when it shares a device (co-location factors are at
 most 1, validated by the GPU model loader); its cost is the tier's per-task price plus
-non-negative rates times that execution time, so also lowest alone. A share other
-than ``share_for``'s holds more of the same device (a bigger slice, more whole GPUs,
-a bigger MIG instance): no faster, no cheaper. The score does not decrease when
-latency or cost grows, so the best node's score alone is at most any policy's score
-for that task. The caveat is the shared aggregation: a policy that rejects tasks it
-could place is averaged over fewer tasks (the tables show rejections beside it).
+non-negative rates times that execution time, so also lowest alone. Policies place
+with the share ``share_for`` offers (the filter step); a larger share of the same
+device (a bigger slice, more whole GPUs, a bigger MIG instance) would run no faster
+and cost more. The score does not decrease when latency or cost grows, so the best
+node's score alone is at most any policy's score for that task. The caveat is the
+shared aggregation: a policy that rejects tasks it could place is averaged over fewer
+tasks (the tables show rejections beside it).
 """
 from __future__ import annotations
 
