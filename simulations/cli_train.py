@@ -38,4 +38,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--workload", action="append", help="workload YAML (repeatable)")
     e.add_argument("--seeds", default="101-103")
     e.add_argument("--out", default="results/evaluate")
+    e.add_argument("--scale-cluster", type=int, default=None, metavar="K",
+                   help="evaluate on the cluster with every node K times (K=2 doubles each tier)")
+    e.add_argument("--drop-pool", action="append", metavar="POOL", help="remove a pool's nodes (repeatable)")
+    e.add_argument("--load-scale", type=float, default=None, metavar="X",
+                   help="multiply every workload's arrival rate (load_factor) by X")
     e.set_defaults(func=_lazy("simulations.evaluate:cli"))

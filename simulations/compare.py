@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
 from cluster.topology import ClusterSpec
 from scheduler.objective import Objective
-from scheduler.policy import make_policy
+from scheduler.policy import Policy, make_policy
 from scheduler.task import Task
 from simulations.engine import SimResult, simulate
 from simulations.fragmentation import TargetWorkload, cluster_fragmentation, typical_shapes
@@ -24,8 +24,12 @@ from simulations.metrics import summary_row
 
 def compare_policies(spec: ClusterSpec, tasks: Sequence[Task], policies: Sequence[str], *, seed: int = 0,
                      objective: Objective | None = None, out: str | Path | None = None,
-                     progress: bool = True, meta: dict | None = None) -> tuple[pd.DataFrame, dict[str, SimResult]]:
-    """Simulate every policy on ``tasks``; return the comparison table and the results."""
+                     progress: bool = True, meta: dict | None = None,
+                     make: Callable[[str], Policy] = make_policy) -> tuple[pd.DataFrame, dict[str, SimResult]]:
+    """Simulate every policy on ``tasks``; return the comparison table and the results.
+
+    ``make`` builds a policy from its name (evaluation passes one that wraps it in a timer).
+    """
     from tqdm import tqdm
 
     target = TargetWorkload(typical_shapes(tasks))
@@ -33,7 +37,7 @@ def compare_policies(spec: ClusterSpec, tasks: Sequence[Task], policies: Sequenc
     results: dict[str, SimResult] = {}
     bar = tqdm(total=len(policies) * len(tasks), unit="task", desc="simulate", disable=not progress)
     for name in policies:
-        policy = make_policy(name)
+        policy = make(name)
         bar.set_postfix_str(name)
         done = [0]
 

@@ -46,6 +46,18 @@ class SimResult:
     summary: dict = field(default_factory=dict)
 
 
+def network_draws(seed: int, n: int) -> list[float]:
+    """The uniform draw in [0, 1) of each of ``n`` tasks (arrival order) for ``seed``.
+
+    Task ``k`` placed on a node of tier ``t`` sees a network delay of
+    ``t.network_ms[0] + u[k] * (t.network_ms[1] - t.network_ms[0])`` ms, whichever
+    policy placed it: every policy meets the same draws (a paired comparison), and
+    the replay and the lower bound (:mod:`simulations.bound`) read the same ones.
+    Python floats: the per-task arithmetic stays out of numpy scalars (same values).
+    """
+    return np.random.default_rng(seed).random(n).tolist()
+
+
 @lru_cache(maxsize=None)
 def _share_text(share) -> str:
     kind, amount = share
@@ -76,8 +88,7 @@ class OnlineSimulator:
         self.state = ClusterState.from_spec(spec)
         self.policy_name = policy_name
         self.fragmentation = fragmentation
-        # Python floats: the per-task arithmetic stays out of numpy scalars (same values)
-        self._unif = np.random.default_rng(seed).random(len(self.tasks)).tolist()
+        self._unif = network_draws(seed, len(self.tasks))
         self._tiers = [spec.tiers[n.tier] for n in spec.nodes]
         self._net_range = [(t.network_ms[0], t.network_ms[1] - t.network_ms[0]) for t in self._tiers]
         self._labels = [(n.name, n.pool, n.tier) for n in spec.nodes]

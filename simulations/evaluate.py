@@ -1,22 +1,33 @@
-"""``orchestrator evaluate``: learned policies against the oracle and the heuristics, held out.
+"""``orchestrator evaluate``: every policy on held-out seeds, with the statistics a sceptic asks for.
 
 For each workload and seed it runs :func:`simulations.compare.compare_policies`
-(same tasks, same network draws for every policy) into
+(same tasks, same network draws for every policy: a paired comparison) into
 ``<out>/<workload>/seed_<n>/`` (per-task records, timelines, summary: the files
-the comparison view reads), then writes ``<out>/evaluation.csv`` (one row per
-workload, seed and policy), ``<out>/summary.csv`` (means over seeds) and
-``<out>/checks.json``: for each learned policy and workload, whether its objective
-beats every heuristic's and its SLO miss rate is no worse than the oracle's (the
-issue's quality target), with the figures.
+the comparison view reads), timing each policy's decisions
+(:class:`simulations.timing.TimedPolicy`) and computing the run's lower bound
+(:mod:`simulations.bound`). It then writes:
 
-Held out: training episodes of ``HeteroCluster-v0`` draw seeds from ``seed_range``
-(recorded in the RL artifact's meta, by default 1,000,000 and up); a requested
-seed inside that range is refused.
+* ``<out>/evaluation.csv``: one row per workload, seed and policy (objective and the
+  summary columns, the bound, the decision time, the margin to the best heuristic);
+* ``<out>/summary.csv``: per workload and policy, the mean over seeds, its 95%
+  bootstrap interval, wins and paired margin against the best heuristic, the bound
+  and the gap to it, the decision time (:mod:`simulations.evaluation_report`);
+* ``<out>/evaluation.md``: the same as Markdown tables under a header naming the
+  command, date, cluster and seeds, for the docs to include as generated;
+* ``<out>/checks.json``: per learned policy and workload, whether it beats every
+  heuristic and misses no more SLOs than the oracle.
+
+Held out: the learned policies' artifacts record their training and
+checkpoint-selection seeds (:mod:`simulations.held_out`); they are printed, and an
+evaluation seed among them is refused.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -24,45 +35,69 @@ import pandas as pd
 
 from cluster.topology import ClusterSpec
 from scheduler.objective import Objective
+from scheduler.policy import Policy, make_policy
+from simulations.bound import lower_bound
 from simulations.compare import compare_policies
+from simulations.evaluation_report import best_heuristic, is_heuristic, markdown, summarize_runs
+from simulations.held_out import LEARNED_KINDS, SeedUse, format_seeds, learned_seed_uses
+from simulations.timing import TimedPolicy
 from simulations.workloads import WorkloadSpec, generate, load_workload
 
 DEFAULT_WORKLOADS = ("configs/workloads/high_load.yaml", "configs/workloads/gpu_heavy_high.yaml")
-LEARNED = ("rl", "rl-sample", "rf")
-COLUMNS = ["objective", "slo_miss_%", "lat_p50_ms", "lat_p95_ms", "cost_task_$", "rejected"]
+LEARNED = tuple(LEARNED_KINDS)
 
-
-def is_heuristic(name: str) -> bool:
-    base = name.partition(":")[0]
-    return base not in LEARNED and base != "oracle"
+__all__ = ["evaluate", "quality_checks", "is_heuristic", "cli"]
 
 
 def evaluate(spec: ClusterSpec, workloads: Sequence[WorkloadSpec], seeds: Sequence[int],
              policies: Sequence[str], out: str | Path, *, objective: Objective | None = None,
-             progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
-    """Run every policy on every (workload, seed); return (per-run table, means, quality checks)."""
+             progress: bool = True, header: Sequence[str] | None = None,
+             ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """Run every policy on every (workload, seed); return (per-run table, per-workload summary, quality checks).
+
+    ``header``: the Markdown file's opening lines (default: one line naming the date, cluster and seeds).
+    """
     out = Path(out)
+    objective = objective or Objective()
     rows = []
     for wl in workloads:
         for seed in seeds:
             tasks = generate(wl, seed=seed)
             if progress:
                 print(f"{wl.name} seed {seed}: {len(tasks)} tasks, {len(policies)} policies", flush=True)
+            timed: dict[str, TimedPolicy] = {}
+
+            def make(name: str) -> Policy:
+                timed[name] = TimedPolicy(make_policy(name))
+                return timed[name]
+
             table, _ = compare_policies(spec, tasks, policies, seed=seed, objective=objective,
-                                        out=out / wl.name / f"seed_{seed}", progress=progress,
+                                        out=out / wl.name / f"seed_{seed}", progress=progress, make=make,
                                         meta={"workload": wl.source, "load_factor": wl.load_factor})
             t = table.reset_index()
             t.insert(0, "seed", seed)
             t.insert(0, "workload", wl.name)
+            t["bound"] = lower_bound(spec, tasks, seed=seed, objective=objective)
+            t["decision_us"] = [timed[p].us_per_decision for p in t["policy"]]
+            t["decisions"] = [timed[p].decisions for p in t["policy"]]
             rows.append(t)
     runs = pd.concat(rows, ignore_index=True)
-    cols = [c for c in COLUMNS if c in runs]
-    summary = runs.groupby(["workload", "policy"], sort=False)[cols].mean()
+    summary = summarize_runs(runs)
+    best = summary.reset_index().drop_duplicates("workload").set_index("workload")["best_heuristic"]
+    ref = runs.set_index(["workload", "seed", "policy"])["objective"]
+    runs["best_heuristic"] = runs["workload"].map(best)
+    ref_obj = [ref.get((w, s, b), float("nan")) for w, s, b in zip(runs["workload"], runs["seed"],
+                                                                   runs["best_heuristic"])]
+    runs["margin_vs_best_%"] = [100.0 * (r - o) / r for r, o in zip(ref_obj, runs["objective"])]
     checks = quality_checks(summary)
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "evaluation.csv", index=False)
     summary.to_csv(out / "summary.csv")
     (out / "checks.json").write_text(json.dumps(checks, indent=2))
+    if header is None:
+        header = [f"Evaluation of {len(policies)} policies on {spec.name} ({len(spec.nodes)} nodes), "
+                  f"seeds {format_seeds(seeds)}, {_today()}."]
+    (out / "evaluation.md").write_text(markdown(summary, header))
     return runs, summary, checks
 
 
@@ -71,14 +106,13 @@ def quality_checks(summary: pd.DataFrame) -> list[dict]:
     checks = []
     for wl, g in summary.groupby(level="workload", sort=False):
         g = g.droplevel("workload")
-        heur = [p for p in g.index if is_heuristic(p)]
+        best = best_heuristic(g["objective"])
         for p in g.index:
             if p.partition(":")[0] not in LEARNED:
                 continue
             row = {"workload": wl, "policy": p, "objective": float(g.loc[p, "objective"]),
                    "slo_miss_%": float(g.loc[p, "slo_miss_%"])}
-            if heur:
-                best = min(heur, key=lambda h: g.loc[h, "objective"])
+            if best is not None:
                 row.update(best_heuristic=best, best_heuristic_objective=float(g.loc[best, "objective"]),
                            beats_every_heuristic=bool(row["objective"] < g.loc[best, "objective"]))
             if "oracle" in g.index:
@@ -88,10 +122,13 @@ def quality_checks(summary: pd.DataFrame) -> list[dict]:
     return checks
 
 
+def _today() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _usable(policies: list[str]) -> list[str]:
     """Drop learned policies with no artifact (saying how to get one); others must exist."""
     from scheduler.model_registry import RegistryError
-    from scheduler.policy import make_policy
 
     keep = []
     for p in policies:
@@ -105,23 +142,67 @@ def _usable(policies: list[str]) -> list[str]:
     return keep
 
 
-def _training_seed_range(policies: Sequence[str]) -> tuple[int, int] | None:
-    from scheduler.model_registry import RegistryError, load_meta
+def _check_held_out(seeds: Sequence[int], uses: Sequence[SeedUse]) -> None:
+    from simulations.cli import UsageError
 
-    for p in policies:
-        base, _, version = p.partition(":")
-        if base in ("rl", "rl-sample"):
-            try:
-                r = load_meta("rl", version or "latest").get("env", {}).get("seed_range")
-            except RegistryError:
-                return None
-            return (int(r[0]), int(r[1])) if r else None
-    return None
+    for u in uses:
+        hit = u.overlap(seeds)
+        if hit:
+            raise UsageError(f"--seeds: {format_seeds(hit)} already used by {u.artifact} as {u.role} seeds "
+                             f"(meta field {u.field}); evaluate on seeds outside them")
+
+
+def _variants(args: argparse.Namespace, spec: ClusterSpec,
+              workloads: list[WorkloadSpec]) -> tuple[ClusterSpec, list[WorkloadSpec], list[str]]:
+    """Apply ``--drop-pool``, ``--scale-cluster`` and ``--load-scale``; return them and what changed."""
+    from cluster.variants import drop_pools, scale_cluster
+    from simulations.cli import UsageError
+
+    def apply(flag: str, fn, *a):
+        try:
+            return fn(*a)
+        except ValueError as e:
+            raise UsageError(f"{flag}: {e}") from None
+
+    changes = []
+    drop = getattr(args, "drop_pool", None) or []
+    if drop:
+        gone = [n.name for n in spec.nodes if n.pool in drop]
+        spec = apply("--drop-pool", drop_pools, spec, drop)
+        changes.append(f"dropped pool(s) {', '.join(drop)}: {len(gone)} node(s) removed ({', '.join(gone)})")
+    scale = getattr(args, "scale_cluster", None)
+    if scale is not None and scale != 1:
+        before = len(spec.nodes)
+        spec = apply("--scale-cluster", scale_cluster, spec, scale)
+        changes.append(f"every node x{scale} (each tier {scale}x): {before} -> {len(spec.nodes)} nodes")
+    load = getattr(args, "load_scale", None)
+    if load is not None:
+        if not (math.isfinite(load) and load > 0):
+            raise UsageError(f"--load-scale: must be a positive number, got {load}")
+        if load != 1:
+            changes.append("arrival rate x{:g}: ".format(load) + ", ".join(
+                f"{w.name} load_factor {w.load_factor:g} -> {w.load_factor * load:g}" for w in workloads))
+            workloads = [replace(w, load_factor=w.load_factor * load) for w in workloads]
+    return spec, workloads, changes
+
+
+def _command(args: argparse.Namespace, workload_paths: Sequence[str]) -> str:
+    parts = ["orchestrator evaluate", f"--policies {args.policies}", f"--cluster {args.cluster}"]
+    parts += [f"--workload {w}" for w in workload_paths]
+    parts.append(f"--seeds {args.seeds}")
+    if getattr(args, "scale_cluster", None) not in (None, 1):
+        parts.append(f"--scale-cluster {args.scale_cluster}")
+    parts += [f"--drop-pool {p}" for p in getattr(args, "drop_pool", None) or []]
+    if getattr(args, "load_scale", None) not in (None, 1):
+        parts.append(f"--load-scale {args.load_scale:g}")
+    parts.append(f"--out {args.out}")
+    return " ".join(parts)
 
 
 def cli(args: argparse.Namespace) -> int:
     """Entry point of ``orchestrator evaluate``."""
     from cluster.alibaba import load_cluster_any
+    from scheduler.objective import load_objective
     from simulations.cli import UsageError, _policies, _print_table
     from simulations.packing import parse_seeds
 
@@ -132,14 +213,28 @@ def cli(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
     except ValueError:
         raise UsageError(f"--seeds: expected e.g. 101-103 or 1,2,5, got {args.seeds!r}") from None
-    rng = _training_seed_range(policies)
-    if rng and any(rng[0] <= s < rng[1] for s in seeds):
-        raise UsageError(f"--seeds: {args.seeds} overlaps the RL policy's training seeds [{rng[0]}, {rng[1]})")
-    spec = load_cluster_any(args.cluster)
-    workloads = [load_workload(w) for w in (args.workload or DEFAULT_WORKLOADS)]
-    runs, summary, checks = evaluate(spec, workloads, seeds, policies, args.out)
-    print(f"\nmean over seeds {args.seeds} ({len(seeds)} runs per workload):")
-    _print_table(summary)
+    if not seeds:
+        raise UsageError(f"--seeds: no seed in {args.seeds!r}")
+    uses, notes = learned_seed_uses(policies)
+    _check_held_out(seeds, uses)
+    paths = list(args.workload or DEFAULT_WORKLOADS)
+    spec, workloads, changes = _variants(args, load_cluster_any(args.cluster),
+                                         [load_workload(w) for w in paths])
+    seed_lines = [f"evaluation seeds: {format_seeds(seeds)}"] + [u.describe() for u in uses] + notes
+    cluster_line = f"cluster {spec.name} ({args.cluster}, {len(spec.nodes)} nodes)"
+    print(cluster_line + "".join(f"; {c}" for c in changes))
+    print("\n".join(seed_lines), flush=True)
+    header = [f"Generated by `{_command(args, paths)}` on {_today()}: {cluster_line}"
+              + "".join(f"; {c}" for c in changes) + f"; evaluation seeds {format_seeds(seeds)}.", "",
+              "Seeds the learned policies saw, disjoint from the evaluation seeds: "
+              + ("; ".join(u.describe() for u in uses) if uses else "no learned policy in this run")
+              + "".join(f"; {n}" for n in notes) + "."]
+    runs, summary, checks = evaluate(spec, workloads, seeds, policies, args.out, objective=load_objective(),
+                                     header=header)
+    print(f"\nmean over seeds {format_seeds(seeds)} ({len(seeds)} runs per workload):")
+    cols = ["objective", "ci_low", "ci_high", "wins", "margin_pct", "gap_pct", "slo_miss_%", "rejected",
+            "decision_us"]
+    _print_table(summary[[c for c in cols if c in summary]])
     for c in checks:
         parts = []
         if "beats_every_heuristic" in c:
@@ -150,6 +245,6 @@ def cli(args: argparse.Namespace) -> int:
             parts.append(f"SLO miss {c['slo_miss_%']:.1f}% vs oracle {c['oracle_slo_miss_pct']:.1f}%: "
                          f"{'ok' if c['slo_no_worse_than_oracle'] else 'WORSE'}")
         print(f"{c['workload']} {c['policy']}: " + "; ".join(parts))
-    print(f"tables in {args.out}/ (evaluation.csv, summary.csv, checks.json); per-task records under "
-          f"{args.out}/<workload>/seed_<n>/")
+    print(f"tables in {args.out}/ (evaluation.md, evaluation.csv, summary.csv, checks.json); per-task records "
+          f"under {args.out}/<workload>/seed_<n>/")
     return 0

@@ -39,7 +39,7 @@ from cluster.topology import ClusterSpec
 from scheduler.objective import Objective
 from scheduler.policy import Policy
 from scheduler.task import Task
-from simulations.engine import RECORD_COLUMNS, SimResult, _share_text, simulate
+from simulations.engine import RECORD_COLUMNS, SimResult, _share_text, network_draws, simulate
 
 DEFAULT_CLUSTER = "configs/cluster/local.yaml"
 TIMELINE_COLUMNS_EXTRA = ["gpu_alloc_ratio", "fragmentation", "queued", "running"]
@@ -112,7 +112,7 @@ def replay(spec: ClusterSpec, tasks: Sequence[Task], policy: Policy, *, seed: in
         counts = peak_concurrency(spec, simulate(spec, tasks, policy, seed=seed).records)
         warm_workers(live, {k: min(v + 1, 8) for k, v in counts.items()})
     warm_s = time.monotonic() - t_warm
-    unif = np.random.default_rng(seed).random(len(tasks))  # the simulator's network draws
+    unif = network_draws(seed, len(tasks))  # the simulator's network draws
     policy.reset(seed)
     samples: list[tuple] = []
     pools = spec.pools
