@@ -321,18 +321,27 @@ class ScoringPolicy:
 
     def _chosen(self, task: Task, state: ClusterState, cand: Candidates, s: np.ndarray, k: int,
                 scores: np.ndarray) -> Decision:
-        """The decision for candidate ``k`` (the first top score; ``node_rank`` breaks ties)."""
-        nodes, shares, now = cand
+        """The decision for candidate ``k`` (the first top score; ``node_rank`` breaks ties).
+
+        A policy whose own rule breaks ties (or picks among the best at random) overrides
+        this and hands its pick to :meth:`_decision`.
+        """
         if self.node_rank is not None and len(s) > 1:
             top = np.flatnonzero(s == s[k])
             if len(top) > 1:
-                k = int(top[np.argmin(self.node_rank[nodes[top]])])
+                k = int(top[np.argmin(self.node_rank[cand[0][top]])])
+        return self._decision(task, state, cand, s, k, scores)
+
+    def _decision(self, task: Task, state: ClusterState, cand: Candidates, s: np.ndarray, k: int,
+                  scores: np.ndarray, reason: str | None = None) -> Decision:
+        """The :class:`Decision` placing ``task`` on candidate ``k``, explained by ``reason``."""
+        nodes, shares, now = cand
         node, share = nodes.item(k), shares[k]
         name = state.spec.nodes[node].name
         queued = not now.item(k)
         wait = " (queued: waits for capacity)" if queued else ""
-        return Decision(node, share, scores, f"{name}: {self.reason} ({s.item(k):.3g}){wait}", self.name,
-                        queued=queued, device=self.pick_device(task, state, node, share))
+        return Decision(node, share, scores, f"{name}: {reason or self.reason} ({s.item(k):.3g}){wait}",
+                        self.name, queued=queued, device=self.pick_device(task, state, node, share))
 
 
 def select_many(policy: "Policy", tasks: Sequence[Task], state: ClusterState) -> list[Decision]:

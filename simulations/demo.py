@@ -46,7 +46,7 @@ from simulations.train_rf_args import TrainArgs
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POLICIES = ("random,round-robin,least-loaded,cheapest-feasible,fastest-feasible,best-fit,dot-product,"
-            "gpu-packing,gpu-clustering,fgd,oracle,rf:latest,rl:latest")
+            "gpu-packing,gpu-clustering,fgd,ray-default,k8s-default,oracle,rf:latest,rl:latest")
 PACKING_POLICIES = "random,dot-product,gpu-clustering,gpu-packing,best-fit,fgd"
 TRACE = ROOT.parent / "shared" / "traces" / "alibaba_gpu_v2023" / "openb_pod_list_default.csv"
 #: the demo's RandomForest: the default training on 120 s windows, trained in seconds

@@ -81,8 +81,9 @@ class OnlineSimulator:
     def __init__(self, spec: ClusterSpec, tasks: Iterable[Task], *, seed: int = 0,
                  objective: Objective | None = None, timeline_points: int = 200,
                  fragmentation: Callable[[ClusterState], float] | None = None,
-                 policy_name: str = "") -> None:
+                 policy_name: str = "", horizon_s: float | None = None) -> None:
         self.spec = spec
+        self.horizon_s = horizon_s
         self.objective = objective or Objective()
         self.tasks = list(tasks)
         self.state = ClusterState.from_spec(spec)
@@ -142,9 +143,16 @@ class OnlineSimulator:
             state.queue_len[i] += 1
 
     def finish(self) -> SimResult:
-        """Run every remaining task to completion and summarise."""
-        while self._heap:
-            self._finish_one()
+        """Run the remaining tasks to the run's end (see the module docstring) and summarise."""
+        heap = self._heap
+        if self.horizon_s is None:
+            while heap:
+                self._finish_one()
+        else:
+            end = (self.tasks[-1].arrival if self.tasks else 0.0) + self.horizon_s
+            while heap and heap[0][0] <= end:
+                self._finish_one()
+            self._end_unfinished(end)
         self._sample(self.state.now)
         return self.result()
 
@@ -200,6 +208,28 @@ class OnlineSimulator:
             state.queue_len[i] -= 1
             self._start(qt, i, qs, None, t, checked=True)
 
+    def _end_unfinished(self, end: float) -> None:
+        """Record every task still running or queued at ``end`` as an unfinished miss."""
+        self.state.now = max(self.state.now, end)
+        left = [(task, i, started, self._net.pop(id(task)), ex, entry[1].share)
+                for _, _, i, task, entry, started, ex in sorted(self._heap)]
+        self._heap.clear()
+        for i, q in enumerate(self.state.queues):
+            left += [(task, i, np.nan, net_s * 1000.0, np.nan, share) for task, share, net_s in q]
+        for task, i, started, net_ms, ex, share in left:
+            running = started == started  # not NaN
+            name, pool, tier = self._labels[i]
+            waited = (end - task.arrival) * 1000.0
+            c = task_cost(self._tiers[i], task, share, ex) if running else 0.0  # a started task is billed
+            self.records.append((
+                task.id, task.kind, self.policy_name, "unfinished",
+                f"{'running' if running else 'queued'} when the run ended at {end:.1f} s", task.arrival,
+                task.priority, task.slo_ms, task.cost_sensitivity, task.gpu_need, name, pool, tier,
+                _share_text(share), not running or started > task.arrival, started, np.nan,
+                (started - task.arrival) * 1000.0 if running else waited, net_ms,
+                ex * 1000.0 if running else np.nan, waited, False, c,
+                self.objective.unfinished_score(waited, task.slo_ms, task.priority, c, task.cost_sensitivity)))
+
     def _sample(self, t: float) -> None:
         state = self.state
         load = state.load()
@@ -213,16 +243,18 @@ class OnlineSimulator:
 def simulate(spec: ClusterSpec, tasks: Iterable[Task], policy: Policy, *, seed: int = 0,
              objective: Objective | None = None, timeline_points: int = 200,
              fragmentation: Callable[[ClusterState], float] | None = None,
-             progress: Callable[[int], None] | None = None) -> SimResult:
+             progress: Callable[[int], None] | None = None, horizon_s: float | None = None) -> SimResult:
     """Run ``tasks`` (sorted by arrival) through ``policy`` on ``spec``.
 
     Args:
         seed: seeds the network-delay draws and the policy (``policy.reset(seed)``).
         fragmentation: optional measure sampled on the timeline (GPU milli).
         progress: called with the number of tasks handled, every 1,000 tasks.
+        horizon_s: end the run this long after the last arrival (None: when the last task
+            finishes); tasks unfinished then are recorded as misses (see the module docstring).
     """
     sim = OnlineSimulator(spec, tasks, seed=seed, objective=objective, timeline_points=timeline_points,
-                          fragmentation=fragmentation, policy_name=policy.name)
+                          fragmentation=fragmentation, policy_name=policy.name, horizon_s=horizon_s)
     policy.reset(seed)
     state = sim.state
     n = 0

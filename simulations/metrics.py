@@ -19,14 +19,20 @@ def summarize(records: pd.DataFrame, timeline: pd.DataFrame | None = None,
               pools: Sequence[str] = ()) -> dict:
     """Summary dict of a run (JSON-serialisable).
 
-    Keys: tasks, succeeded, rejected, failed, latency_ms {mean,p50,p95,p99},
-    slo_miss_rate, slo_miss_by_priority, cost_total, cost_per_task, objective_mean,
-    throughput_per_s, placement_mix (share of tasks per pool), utilisation (mean per
-    pool), gpu_alloc_ratio_mean, fragmentation_mean.
+    Keys: tasks, succeeded, rejected, failed, unfinished, latency_ms {mean,p50,p95,p99,
+    p999,max}, slo_miss_rate, slo_miss_by_priority, cost_total, cost_per_task,
+    objective_mean, throughput_per_s, placement_mix (share of tasks per pool),
+    utilisation (mean per pool), gpu_alloc_ratio_mean, fragmentation_mean.
+
+    Tasks still queued or running when the run ended (``unfinished``) count in the
+    objective, the latency figures (at their waiting so far, a lower bound) and the SLO
+    misses: leaving a task unfinished must not make a run look better.
     """
-    done = records[records["status"] == "succeeded"]
+    status = records["status"]
+    done = records[status == "succeeded"]
+    scored = records[(status == "succeeded") | (status == "unfinished")]
     n = len(records)
-    lat = done["latency_ms"].to_numpy(dtype=float)
+    lat = scored["latency_ms"].to_numpy(dtype=float)
     pct = (lambda q: _f(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
     # A rejected or failed task missed its SLO.
     missed = (~records["slo_met"].astype(bool))
@@ -40,15 +46,17 @@ def summarize(records: pd.DataFrame, timeline: pd.DataFrame | None = None,
     out = {
         "tasks": n,
         "succeeded": int(len(done)),
-        "rejected": int((records["status"] == "rejected").sum()),
-        "failed": int((records["status"] == "failed").sum()),
+        "rejected": int((status == "rejected").sum()),
+        "failed": int((status == "failed").sum()),
+        "unfinished": int(len(scored) - len(done)),
         "latency_ms": {"mean": _f(lat.mean()) if len(lat) else float("nan"),
-                       "p50": pct(50), "p95": pct(95), "p99": pct(99)},
+                       "p50": pct(50), "p95": pct(95), "p99": pct(99), "p999": pct(99.9),
+                       "max": _f(lat.max()) if len(lat) else float("nan")},
         "slo_miss_rate": float(missed.mean()) if n else float("nan"),
         "slo_miss_by_priority": by_prio,
-        "cost_total": float(done["cost"].sum()),
+        "cost_total": float(scored["cost"].sum()),  # a started, unfinished task is billed too
         "cost_per_task": float(done["cost"].mean()) if len(done) else float("nan"),
-        "objective_mean": _f(done["score"].mean()) if len(done) else float("nan"),
+        "objective_mean": _f(scored["score"].mean()) if len(scored) else float("nan"),
         "throughput_per_s": float(len(done) / span) if span > 0 else float("nan"),
         "placement_mix": {str(k): float(v) for k, v in mix.items()},
         "share_mix": {str(k): float(v) for k, v in (kinds / kinds.sum()).sort_index().items()},
@@ -70,10 +78,13 @@ def summary_row(policy: str, s: dict) -> dict:
         "lat_p50_ms": s["latency_ms"]["p50"],
         "lat_p95_ms": s["latency_ms"]["p95"],
         "lat_p99_ms": s["latency_ms"]["p99"],
+        "lat_p999_ms": s["latency_ms"]["p999"],
+        "lat_max_ms": s["latency_ms"]["max"],
         "slo_miss_%": 100 * s["slo_miss_rate"],
         "cost_total_$": s["cost_total"],
         "cost_task_$": s["cost_per_task"],
         "rejected": s["rejected"],
+        "unfinished": s["unfinished"],
     }
     for pool, frac in s.get("utilisation", {}).items():
         row[f"util_{pool}_%"] = 100 * frac

@@ -111,8 +111,21 @@ def _post(url: str, body: dict[str, Any], retries: int = 3) -> tuple[int, Any]:
 
 
 def record_of(task: Task, row: dict[str, Any] | None, label: str, objective: Objective,
-              fallback_reason: str = "") -> tuple:
-    """One record (simulator schema, workload time) from the router's history row of ``task``."""
+              fallback_reason: str = "", end: float | None = None) -> tuple:
+    """One record (simulator schema, workload time) from the router's history row of ``task``.
+
+    A task the router accepted but had not finished when the replay stopped waiting (at
+    workload time ``end``) is ``unfinished``: a miss charged its waiting so far, as in the
+    simulator (:meth:`Objective.unfinished_score`).
+    """
+    if row is not None and row.get("status") not in FINAL and end is not None and not fallback_reason:
+        waited = max(end - task.arrival, 0.0) * 1000.0
+        return (task.id, task.kind, label, "unfinished",
+                f"still {row.get('status')} when the replay stopped waiting", task.arrival, task.priority,
+                task.slo_ms, task.cost_sensitivity, task.gpu_need, row.get("node") or "", row.get("pool") or "",
+                row.get("tier") or "", row.get("share") or "", False, np.nan, np.nan, np.nan, np.nan, np.nan,
+                waited, False, 0.0,
+                objective.unfinished_score(waited, task.slo_ms, task.priority, 0.0, task.cost_sensitivity))
     if row is None or row.get("status") not in FINAL:
         status = "failed" if row is not None else "rejected"
         reason = fallback_reason or (f"still {row.get('status')} when the replay stopped waiting"
@@ -240,11 +253,12 @@ def replay_via_router(spec: ClusterSpec, tasks: Sequence[Task], url: str, *, lab
             rows[tid] = row
     bar.close()
     wall = time.time() - t0
+    end = origin + wall * time_compression  # workload time when the replay stopped waiting
     sampler.stop.set()
     if sample_s > 0:
         sampler.join(timeout=5)
     records = pd.DataFrame.from_records(
-        [record_of(t, rows.get(tid), label, objective, refused.get(tid, "")) for t, tid in zip(tasks, ids)],
+        [record_of(t, rows.get(tid), label, objective, refused.get(tid, ""), end) for t, tid in zip(tasks, ids)],
         columns=RECORD_COLUMNS)
     timeline = pd.DataFrame.from_records(sampler.rows, columns=["time", *[f"util_{p}" for p in spec.pools],
                                                                 *TIMELINE_COLUMNS_EXTRA])

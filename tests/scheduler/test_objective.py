@@ -43,10 +43,33 @@ def test_cheaper_is_better_all_else_equal() -> None:
     assert gap(9) > gap(5) > gap(1) > 0
 
 
-def test_faster_is_better_and_bounded() -> None:
+def test_faster_is_better() -> None:
     assert OBJ.score(100, 1000, 5, 0.01, 5) < OBJ.score(900, 1000, 5, 0.01, 5)
-    # latency term is capped so one lost task cannot dominate a whole run
-    assert OBJ.score(1e9, 1000, 5, 0.0, 5) == OBJ.score(1e7, 1000, 5, 0.0, 5)
+
+
+def test_waiting_past_the_knee_keeps_costing_but_slowly() -> None:
+    """Starving a task is never free (no cap), yet one lost task cannot swamp a run (log growth)."""
+    s = lambda ms: OBJ.score(ms, 1000, 5, 0.0, 5) - OBJ.score(1001, 1000, 5, 0.0, 5)  # noqa: E731  latency term - 1.001
+    at_knee, x100, days = s(10_000), s(100_000), s(866 * 86_400_000)
+    assert at_knee == pytest.approx(10 - 1.001)
+    assert x100 == pytest.approx(10 * (1 + np.log(10)) - 1.001)  # 33.0: more than 10x's 10, far less than 100
+    assert at_knee < x100 < days < 300  # 866 days of waiting on a 1 s SLO: about 237
+    # continuous with a continuous slope at the knee: no point where more waiting turns cheaper
+    eps = 1e-3
+    assert s(10_000 + eps) - s(10_000) == pytest.approx(s(10_000) - s(10_000 - eps), rel=1e-3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=st.floats(min_value=0.0, max_value=1e12), b=st.floats(min_value=0.0, max_value=1e12))
+def test_latency_term_is_monotone(a: float, b: float) -> None:
+    lo, hi = sorted((a, b))
+    assert OBJ.score(lo, 1000, 5, 0.0, 5) <= OBJ.score(hi, 1000, 5, 0.0, 5)
+
+
+def test_an_unfinished_task_is_a_miss_charged_its_waiting_so_far() -> None:
+    # waited less than its SLO when the run ended: still a miss
+    assert OBJ.unfinished_score(500, 1000, 5, 0.0, 5) == pytest.approx(0.5 + OBJ.slo_miss)
+    assert OBJ.unfinished_score(50_000, 1000, 5, 0.0, 5) == OBJ.score(50_000, 1000, 5, 0.0, 5)
 
 
 def test_weights_change_the_score() -> None:
@@ -54,7 +77,7 @@ def test_weights_change_the_score() -> None:
     assert no_cost.score(200, 1000, 5, 0.01, 5) == no_cost.score(200, 1000, 5, 10.0, 5)
 
 
-finite = st.floats(min_value=0.0, max_value=1e7, allow_nan=False)
+finite = st.floats(min_value=0.0, max_value=1e12, allow_nan=False)  # far past the knee too
 
 
 @settings(max_examples=60, deadline=None)
@@ -85,6 +108,7 @@ def test_partial_file_uses_defaults(tmp_path: Path) -> None:
     ("cost: fast\n", "cost"),
     ("slo_miss: true\n", "slo_miss"),
     ("cost_ref: 0\n", "cost_ref"),
+    ("latency_knee: 0\n", "latency_knee"),
     ("latency: 1\nlatency_weight: 2\n", "latency_weight"),
     ("- 1\n- 2\n", "<file>"),
     ("latency: [1\n", "<file>"),

@@ -85,15 +85,41 @@ def test_different_seed_different_network_draws(local_spec, tasks, run) -> None:
 #   s = simulate(load_cluster('configs/cluster/local.yaml'), generate(load_workload(WORKLOADS_DIR / 'mixed.yaml'),
 #   seed=7, duration_s=60), make_policy('least-loaded'), seed=7).summary; print(s)"
 GOLDEN = {"tasks": 293, "succeeded": 293, "rejected": 0, "p50": 535.202, "p99": 27446.749,
-          "slo_miss_rate": 0.3038, "cost_total": 10.0389}
+          "p999": 56829.039, "max": 64926.433, "slo_miss_rate": 0.3038, "cost_total": 10.0389,
+          "objective": 2.3942}
 
 
 def test_golden_run(run) -> None:
     s = run.summary
     got = {"tasks": s["tasks"], "succeeded": s["succeeded"], "rejected": s["rejected"],
            "p50": round(s["latency_ms"]["p50"], 3), "p99": round(s["latency_ms"]["p99"], 3),
-           "slo_miss_rate": round(s["slo_miss_rate"], 4), "cost_total": round(s["cost_total"], 4)}
+           "p999": round(s["latency_ms"]["p999"], 3), "max": round(s["latency_ms"]["max"], 3),
+           "slo_miss_rate": round(s["slo_miss_rate"], 4), "cost_total": round(s["cost_total"], 4),
+           "objective": round(s["objective_mean"], 4)}
     assert got == GOLDEN
+
+
+def test_tasks_unfinished_at_the_horizon_are_misses_charged_their_waiting(local_spec, tasks, run) -> None:
+    """A run that ends at the last arrival leaves tasks queued or running: they count, and cost."""
+    cut = simulate(local_spec, tasks, make_policy("least-loaded"), seed=7, horizon_s=0.0)
+    rec = cut.records.set_index("task_id")
+    left = rec[rec["status"] == "unfinished"]
+    assert len(left) > 0 and cut.summary["unfinished"] == len(left)
+    assert len(rec) == len(tasks) and (rec["status"] != "rejected").all()
+    end = tasks[-1].arrival
+    assert np.allclose(left["latency_ms"], (end - left["arrival"]) * 1000) and not left["slo_met"].any()
+    assert left["reason"].str.contains("when the run ended at").all()
+    assert {"queued", "running"} >= {r.split()[0] for r in left["reason"]}
+    # those that finished before the end are the drained run's records, unchanged
+    done = rec[rec["status"] == "succeeded"]
+    full = run.records.set_index("task_id").loc[done.index]
+    assert np.array_equal(done["latency_ms"], full["latency_ms"]) and np.array_equal(done["score"], full["score"])
+    # the objective and the miss rate count the unfinished tasks: ending early does not flatter a run
+    assert cut.summary["objective_mean"] == pytest.approx(rec["score"].mean())
+    assert cut.summary["slo_miss_rate"] > run.summary["slo_miss_rate"]
+    # a horizon past the last finish is the drained run
+    late = simulate(local_spec, tasks, make_policy("least-loaded"), seed=7, horizon_s=1e9)
+    pd.testing.assert_frame_equal(late.records, run.records)
 
 
 def test_a_task_nothing_can_host_is_rejected_with_a_reason(local_spec) -> None:
