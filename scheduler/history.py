@@ -27,8 +27,7 @@ from typing import Any, Iterable, Protocol
 
 import orjson
 
-STATUSES = ("accepted", "placed", "running", "succeeded", "failed", "rejected")
-FINAL = ("succeeded", "failed", "rejected")
+from cluster.vocabulary import FINAL, STATUSES
 #: columns a task row has besides its JSON blobs; updates may set any of these
 COLUMNS = (
     "status", "reason", "policy", "policy_version", "pool", "node", "tier", "share", "confidence",

@@ -11,6 +11,7 @@ from typing import Any
 
 from cluster.state import Share
 from cluster.topology import ClusterSpec, node_class
+from cluster.vocabulary import share_text
 from scheduler.policy import Decision
 from scheduler.task import Task
 
@@ -36,11 +37,6 @@ def share_view(share: Share | None) -> dict[str, Any] | None:
     else:
         text = f"MIG {amount} instance"
     return {"kind": kind, "amount": amount if kind == "mig" else int(amount), "text": text}
-
-
-def share_text(share: Share | None) -> str | None:
-    """Compact form for the history's ``share`` column: ``cpu``, ``slice:250``, ``mig:1g.10gb``."""
-    return None if share is None else (share[0] if share[0] == "cpu" else f"{share[0]}:{share[1]}")
 
 
 _ROWS: dict[int, tuple[ClusterSpec, list[tuple[str, str, str, str]], list[str]]] = {}
