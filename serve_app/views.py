@@ -11,8 +11,9 @@ from typing import Any
 
 from cluster.state import Share
 from cluster.topology import ClusterSpec, node_class
-from cluster.vocabulary import share_text
+from scheduler.objective import Objective
 from scheduler.policy import Decision
+from scheduler.record import TaskRecord
 from scheduler.task import Task
 
 
@@ -85,20 +86,21 @@ def decision_view(d: Decision, task: Task, spec: ClusterSpec, ms: float, policy:
             "share": _share_view_cached(d.share), "device": d.device, "queued": bool(d.queued), **tail}
 
 
-def result_fields(res: Any, task: Task, objective: Any | None = None) -> dict[str, Any]:
-    """History columns of a finished :class:`cluster.executor.TaskResult`."""
-    latency = finite(res.latency_ms)
+def result_fields(res: Any, task: Task, objective: Objective) -> dict[str, Any]:
+    """History columns of a finished :class:`cluster.executor.TaskResult`: its
+    :class:`~scheduler.record.TaskRecord` with None for what it has not got (SLO and score only
+    when it succeeded), plus the attempts."""
+    rec = TaskRecord.of_result(task, res, "", objective)
+    latency = finite(rec.latency_ms)
     out: dict[str, Any] = {
-        "reason": res.reason or None, "node": res.node, "pool": res.pool, "tier": res.tier,
-        "share": share_text(res.share), "queue_ms": finite(res.queue_ms), "network_ms": finite(res.network_ms),
-        "exec_ms": finite(res.exec_ms), "latency_ms": latency, "cost": finite(res.cost),
+        "reason": rec.reason or None, "node": rec.node or None, "pool": rec.pool or None, "tier": rec.tier or None,
+        "share": rec.share or None, "queue_ms": finite(rec.queue_ms), "network_ms": finite(rec.network_ms),
+        "exec_ms": finite(rec.exec_ms), "latency_ms": latency, "cost": finite(rec.cost),
         "attempts": int(res.attempts),
     }
-    if res.status == "succeeded" and latency is not None:
-        out["slo_met"] = latency <= task.slo_ms
-        if objective is not None:
-            out["score"] = finite(objective.score(latency, task.slo_ms, task.priority, res.cost,
-                                                  task.cost_sensitivity))
+    if rec.status == "succeeded" and latency is not None:
+        out["slo_met"] = rec.slo_met
+        out["score"] = finite(rec.score)
     return out
 
 
