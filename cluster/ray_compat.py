@@ -11,6 +11,7 @@ Imports are inside the functions: importing this module imports no Ray (nor Serv
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from typing import Any
@@ -103,6 +104,7 @@ def replica_binds_with_port_reuse() -> None:
     if "enable_so_reuseport" not in inspect.signature(orig).parameters:
         raise TypeError("start_asgi_http_server has no enable_so_reuseport parameter")
 
+    @functools.wraps(orig)  # keeps the original's signature visible (inspect follows __wrapped__)
     async def start_asgi_http_server(*args: Any, **kwargs: Any):
         kwargs["enable_so_reuseport"] = True
         return await orig(*args, **kwargs)

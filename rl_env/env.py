@@ -57,13 +57,11 @@ from scheduler.actions import N_ACTIONS
 from scheduler.features import N_FEATURES, FeatureBuilder, layout
 from scheduler.policy import Decision, why_infeasible
 from scheduler.task import Task
-from simulations.engine import RECORD_COLUMNS, OnlineSimulator, SimResult
+from simulations.engine import OnlineSimulator, SimResult
 from simulations.workloads import generate
 
 #: Bounds that hold every feature of any valid task (cpu up to 1,024 cores is 32).
 OBS_LOW, OBS_HIGH = -1.0, 64.0
-_SCORE = RECORD_COLUMNS.index("score")
-_ID = RECORD_COLUMNS.index("task_id")
 POLICY_NAME = "rl-env"
 
 
@@ -263,17 +261,17 @@ class HeteroClusterEnv(gym.Env):
         diff = 0.0
         for k in range(self._seen, len(records)):
             r = records[k]
-            pred = self._predicted.pop(r[_ID], None)
-            if pred is not None and r[_SCORE] != pred:
-                diff += r[_SCORE] - pred
+            pred = self._predicted.pop(r.task_id, None)
+            if pred is not None and r.score != pred:
+                diff += r.score - pred
         self._seen = len(records)
         if self._task is None:  # the last arrival is placed: run the rest to completion
             self.result = self.sim.finish()
             self._seen = len(self.sim.records)
             for r in self.sim.records:
-                pred = self._predicted.pop(r[_ID], None)
-                if pred is not None and r[_SCORE] != pred:
-                    diff += r[_SCORE] - pred
+                pred = self._predicted.pop(r.task_id, None)
+                if pred is not None and r.score != pred:
+                    diff += r.score - pred
         self.correction_total += diff
         return diff
 

@@ -23,12 +23,11 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 import orjson
 
-STATUSES = ("accepted", "placed", "running", "succeeded", "failed", "rejected")
-FINAL = ("succeeded", "failed", "rejected")
+from cluster.vocabulary import FINAL, STATUSES
 #: columns a task row has besides its JSON blobs; updates may set any of these
 COLUMNS = (
     "status", "reason", "policy", "policy_version", "pool", "node", "tier", "share", "confidence",
@@ -285,15 +284,3 @@ def open_store(url: str) -> HistoryStore:
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise HistoryError(f"unsupported history URL scheme {scheme!r}: use sqlite:///path/to/history.db")
 
-
-def records_frame(rows: Iterable[dict]):
-    """History rows as a DataFrame in the simulator's record columns (for the shared metrics)."""
-    import pandas as pd
-
-    df = pd.DataFrame(list(rows))
-    if df.empty:
-        return df
-    df = df.rename(columns={"accepted_at": "arrival", "finished_at": "finish"})
-    df["slo_met"] = df["slo_met"].fillna(False).astype(bool)
-    df["cost"] = df["cost"].fillna(0.0)
-    return df

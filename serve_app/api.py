@@ -18,7 +18,7 @@ import asyncio
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from typing import Any, Awaitable, Callable, Literal, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
@@ -32,7 +32,7 @@ from serve_app import errors
 from serve_app.auth import AdminAuth
 from serve_app.errors import ApiError, JSONResponse
 from serve_app.models import (BatchIn, BatchOut, ClusterOut, DecisionOut, ErrorOut, HealthOut, PolicyIn, PolicyOut,
-                              TaskIn, TaskOut, TaskPage)
+                              TaskIn, TaskOut, TaskPage, TaskStatus)
 from serve_app.policies import PolicyChoiceError
 from serve_app.service import RouterService
 
@@ -299,7 +299,7 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
     @api.get("/v1/tasks", response_model=TaskPage, tags=["tasks"], responses={422: _ERRORS[422]},
              summary="Tasks from the history, newest first")
     async def list_tasks(
-            status: Optional[Literal["accepted", "placed", "running", "succeeded", "failed", "rejected"]] = None,
+            status: Optional[TaskStatus] = None,
             pool: Optional[str] = Query(None, max_length=64),
             policy: Optional[str] = Query(None, max_length=64),
             since: Optional[float] = Query(None, allow_inf_nan=False, description="accepted at or after (unix s)"),

@@ -12,8 +12,9 @@ from typing import Any
 
 import requests
 
+from cluster.vocabulary import FINAL
+
 DEFAULT_URL = os.environ.get("ORCH_ROUTER_URL", "http://127.0.0.1:8000")
-FINAL = ("succeeded", "failed", "rejected")
 
 
 class RouterError(RuntimeError):

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run` puts only this folder on the path
     sys.path.insert(0, str(ROOT))
 
-from serve_app.client import DEFAULT_URL, FINAL, RouterClient, RouterError  # noqa: E402
+from cluster.vocabulary import FINAL, STATUSES  # noqa: E402
+from serve_app.client import DEFAULT_URL, RouterClient, RouterError  # noqa: E402
 from serve_app.results import (ResultSet, discover, latency_cdf, placement_mix,  # noqa: E402
                                sim_vs_real, slo_miss_by_priority, summary_table)
 
@@ -329,7 +330,7 @@ def page_admin() -> None:
     st.dataframe(pd.DataFrame(items), hide_index=True)
     st.subheader("Task history")
     c1, c2, c3 = st.columns(3)
-    status = c1.selectbox("Status", ["", "accepted", "placed", "running", "succeeded", "failed", "rejected"])
+    status = c1.selectbox("Status", ["", *STATUSES])
     pool = c2.text_input("Pool")
     policy = c3.text_input("Policy")
     try:

@@ -14,10 +14,14 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from cluster.topology import MIG_PROFILES
+from cluster.vocabulary import SHARE_KINDS, STATUSES
 from scheduler.task import MAX_CPU_MILLI, MAX_DESCRIPTION, MAX_GPUS, MAX_MEM_MIB, MAX_SLO_MS, MAX_WORK_S
 
 MigProfile = Enum("MigProfile", {p.replace(".", "_"): p for p in MIG_PROFILES}, type=str)
 StrictInt = Annotated[int, Field(strict=True)]
+#: ``Literal[STATUSES]`` is ``Literal["accepted", ...]``: the OpenAPI enum follows the vocabulary
+TaskStatus = Literal[STATUSES]  # type: ignore[valid-type]
+ShareKind = Literal[SHARE_KINDS]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -69,7 +73,7 @@ class PolicyIn(_Strict):
 
 
 class ShareOut(BaseModel):
-    kind: Literal["cpu", "slice", "whole", "mig"]
+    kind: ShareKind
     amount: int | str
     text: str
 
@@ -107,7 +111,7 @@ class TaskOut(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     task_id: str
-    status: Literal["accepted", "placed", "running", "succeeded", "failed", "rejected"]
+    status: TaskStatus
     reason: Optional[str] = None
     policy: Optional[str] = None
     pool: Optional[str] = None

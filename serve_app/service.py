@@ -35,8 +35,9 @@ from cluster.executor import Executor, warm_workers
 from cluster.live_state import LiveState, RayNode
 from cluster.state import ClusterState
 from cluster.topology import load_cluster
+from cluster.vocabulary import STATUSES, share_text
 from scheduler.features import feature_vector
-from scheduler.history import FINAL, STATUSES, HistoryStore, open_store
+from scheduler.history import HistoryStore, open_store
 from scheduler.model_registry import REGISTRY_ENV
 from scheduler.objective import load_objective
 from scheduler.policy import Decision, FeasibilityCache, select_many, why_infeasible
@@ -47,7 +48,7 @@ from serve_app.liveness import NodeWatcher
 from serve_app.metrics import RouterMetrics
 from serve_app.plan import book, scratch_copy
 from serve_app.policies import ActivePolicy, PolicyHolder, PoolPolicy, build_policy, learned_versions
-from serve_app.views import decision_view, finite, record_view, result_fields, share_text
+from serve_app.views import decision_view, finite, record_view, result_fields
 
 log = logging.getLogger("serve_app")
 
@@ -492,4 +493,4 @@ def _text(v: int | None) -> str | None:
     return None if v is None else str(v)
 
 
-__all__ = ["RouterService", "new_task_id", "FINAL"]
+__all__ = ["RouterService", "new_task_id"]

@@ -11,7 +11,9 @@ from typing import Any
 
 from cluster.state import Share
 from cluster.topology import ClusterSpec, node_class
+from scheduler.objective import Objective
 from scheduler.policy import Decision
+from scheduler.record import TaskRecord
 from scheduler.task import Task
 
 
@@ -36,11 +38,6 @@ def share_view(share: Share | None) -> dict[str, Any] | None:
     else:
         text = f"MIG {amount} instance"
     return {"kind": kind, "amount": amount if kind == "mig" else int(amount), "text": text}
-
-
-def share_text(share: Share | None) -> str | None:
-    """Compact form for the history's ``share`` column: ``cpu``, ``slice:250``, ``mig:1g.10gb``."""
-    return None if share is None else (share[0] if share[0] == "cpu" else f"{share[0]}:{share[1]}")
 
 
 _ROWS: dict[int, tuple[ClusterSpec, list[tuple[str, str, str, str]], list[str]]] = {}
@@ -89,20 +86,21 @@ def decision_view(d: Decision, task: Task, spec: ClusterSpec, ms: float, policy:
             "share": _share_view_cached(d.share), "device": d.device, "queued": bool(d.queued), **tail}
 
 
-def result_fields(res: Any, task: Task, objective: Any | None = None) -> dict[str, Any]:
-    """History columns of a finished :class:`cluster.executor.TaskResult`."""
-    latency = finite(res.latency_ms)
+def result_fields(res: Any, task: Task, objective: Objective) -> dict[str, Any]:
+    """History columns of a finished :class:`cluster.executor.TaskResult`: its
+    :class:`~scheduler.record.TaskRecord` with None for what it has not got (SLO and score only
+    when it succeeded), plus the attempts."""
+    rec = TaskRecord.of_result(task, res, "", objective)
+    latency = finite(rec.latency_ms)
     out: dict[str, Any] = {
-        "reason": res.reason or None, "node": res.node, "pool": res.pool, "tier": res.tier,
-        "share": share_text(res.share), "queue_ms": finite(res.queue_ms), "network_ms": finite(res.network_ms),
-        "exec_ms": finite(res.exec_ms), "latency_ms": latency, "cost": finite(res.cost),
+        "reason": rec.reason or None, "node": rec.node or None, "pool": rec.pool or None, "tier": rec.tier or None,
+        "share": rec.share or None, "queue_ms": finite(rec.queue_ms), "network_ms": finite(rec.network_ms),
+        "exec_ms": finite(rec.exec_ms), "latency_ms": latency, "cost": finite(rec.cost),
         "attempts": int(res.attempts),
     }
-    if res.status == "succeeded" and latency is not None:
-        out["slo_met"] = latency <= task.slo_ms
-        if objective is not None:
-            out["score"] = finite(objective.score(latency, task.slo_ms, task.priority, res.cost,
-                                                  task.cost_sensitivity))
+    if rec.status == "succeeded" and latency is not None:
+        out["slo_met"] = rec.slo_met
+        out["score"] = finite(rec.score)
     return out
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Callable, Iterable
 
 import numpy as np
@@ -26,15 +25,11 @@ from cluster.performance import cost as task_cost
 from cluster.performance import exec_seconds
 from cluster.state import ClusterState, allocate, fits_now, release
 from cluster.topology import ClusterSpec
+from cluster.vocabulary import share_text
 from scheduler.objective import Objective
 from scheduler.policy import Decision, Policy
+from scheduler.record import RECORD_COLUMNS, TaskRecord
 from scheduler.task import Task
-
-RECORD_COLUMNS = [
-    "task_id", "kind", "policy", "status", "reason", "arrival", "priority", "slo_ms",
-    "cost_sensitivity", "gpu_need", "node", "pool", "tier", "share", "queued", "start", "finish",
-    "queue_ms", "network_ms", "exec_ms", "latency_ms", "slo_met", "cost", "score",
-]
 
 
 @dataclass
@@ -56,16 +51,6 @@ def network_draws(seed: int, n: int) -> list[float]:
     Python floats: the per-task arithmetic stays out of numpy scalars (same values).
     """
     return np.random.default_rng(seed).random(n).tolist()
-
-
-@lru_cache(maxsize=None)
-def _share_text(share) -> str:
-    kind, amount = share
-    if kind == "cpu":
-        return "cpu"
-    if kind == "slice":
-        return f"slice:{int(amount) / 1000:g}"
-    return f"{kind}:{amount}"
 
 
 class OnlineSimulator:
@@ -94,7 +79,7 @@ class OnlineSimulator:
         self._net_range = [(t.network_ms[0], t.network_ms[1] - t.network_ms[0]) for t in self._tiers]
         self._labels = [(n.name, n.pool, n.tier) for n in spec.nodes]
         self._nodes = list(spec.nodes)
-        self.records: list[tuple] = []
+        self.records: list[TaskRecord] = []
         self._heap: list[tuple] = []
         self._seq = 0
         horizon = self.tasks[-1].arrival if self.tasks else 0.0
@@ -127,10 +112,7 @@ class OnlineSimulator:
         state = self.state
         i = d.node
         if i < 0:  # not placed
-            self.records.append((task.id, task.kind, self.policy_name, "rejected", d.explanation,
-                                 task.arrival, task.priority, task.slo_ms, task.cost_sensitivity,
-                                 task.gpu_need, "", "", "", "", False, np.nan, np.nan, np.nan, np.nan,
-                                 np.nan, np.nan, False, 0.0, np.nan))
+            self.records.append(TaskRecord.not_succeeded(task, self.policy_name, "rejected", d.explanation))
             return
         lo, span = self._net_range[i]
         net = self._net[id(task)] = lo + self._unif[k] * span
@@ -196,12 +178,9 @@ class OnlineSimulator:
         share = alloc.share
         name, pool, tier = self._labels[i]
         c = task_cost(self._tiers[i], task, share, ex)
-        self.records.append((
-            task.id, task.kind, self.policy_name, "succeeded", "", task.arrival, task.priority,
-            task.slo_ms, task.cost_sensitivity, task.gpu_need, name, pool, tier,
-            _share_text(share), started > task.arrival, started, t, queue_ms, net_ms, ex * 1000.0,
-            latency, latency <= task.slo_ms, c,
-            self.objective.score(latency, task.slo_ms, task.priority, c, task.cost_sensitivity)))
+        self.records.append(TaskRecord.succeeded(
+            task, self.policy_name, name, pool, tier, share_text(share), started > task.arrival, started, t,
+            queue_ms, net_ms, ex * 1000.0, latency, c, self.objective))
         q = state.queues[i]
         while q and fits_now(state, i, q[0][0], q[0][1]):
             qt, qs, _ = q.popleft()
@@ -219,16 +198,12 @@ class OnlineSimulator:
         for task, i, started, net_ms, ex, share in left:
             running = started == started  # not NaN
             name, pool, tier = self._labels[i]
-            waited = (end - task.arrival) * 1000.0
-            c = task_cost(self._tiers[i], task, share, ex) if running else 0.0  # a started task is billed
-            self.records.append((
-                task.id, task.kind, self.policy_name, "unfinished",
-                f"{'running' if running else 'queued'} when the run ended at {end:.1f} s", task.arrival,
-                task.priority, task.slo_ms, task.cost_sensitivity, task.gpu_need, name, pool, tier,
-                _share_text(share), not running or started > task.arrival, started, np.nan,
-                (started - task.arrival) * 1000.0 if running else waited, net_ms,
-                ex * 1000.0 if running else np.nan, waited, False, c,
-                self.objective.unfinished_score(waited, task.slo_ms, task.priority, c, task.cost_sensitivity)))
+            self.records.append(TaskRecord.unfinished(
+                task, self.policy_name, f"{'running' if running else 'queued'} when the run ended at {end:.1f} s",
+                end, self.objective, node=name, pool=pool, tier=tier, share=share_text(share),
+                queued=not running or started > task.arrival, start=started, network_ms=net_ms,
+                exec_ms=ex * 1000.0 if running else np.nan,
+                cost=task_cost(self._tiers[i], task, share, ex) if running else 0.0))  # a started task is billed
 
     def _sample(self, t: float) -> None:
         state = self.state

@@ -4,7 +4,7 @@ The same tasks as the simulator (same workload file, seed and network-delay
 draws) arrive at their arrival times divided by ``--time-compression``; at each
 arrival the policy decides on the live state (:class:`cluster.live_state.LiveState`)
 and the executor runs the task on the chosen node and share. Per-task records use
-the simulator's schema (:data:`simulations.engine.RECORD_COLUMNS`) in workload
+the simulator's schema (:class:`scheduler.record.TaskRecord`) in workload
 time, so :func:`simulations.metrics.summarize` and ``compare-sim-real`` treat
 both alike. Before the clock starts, Ray worker processes are warmed up on every
 node the simulator expects work on (their cold start, ~1 s each on a laptop, is
@@ -39,7 +39,8 @@ from cluster.topology import ClusterSpec
 from scheduler.objective import Objective
 from scheduler.policy import Policy
 from scheduler.task import Task
-from simulations.engine import RECORD_COLUMNS, SimResult, _share_text, network_draws, simulate
+from scheduler.record import RECORD_COLUMNS, TaskRecord
+from simulations.engine import SimResult, network_draws, simulate
 
 DEFAULT_CLUSTER = "configs/cluster/local.yaml"
 TIMELINE_COLUMNS_EXTRA = ["gpu_alloc_ratio", "fragmentation", "queued", "running"]
@@ -54,21 +55,6 @@ class ReplayResult(SimResult):
     problems: tuple[str, ...] = ()
     results: list[TaskResult] = field(default_factory=list)  # the executor's view: attempts, nodes tried
     device_mismatches: int = 0  # GPU tasks Ray ran on another device than the bookkeeping booked
-
-
-def record_of(task: Task, r: TaskResult, policy: str, objective: Objective) -> tuple:
-    """One row in the simulator's record schema from an executor result."""
-    if r.status != "succeeded":
-        return (task.id, task.kind, policy, r.status, r.reason, task.arrival, task.priority, task.slo_ms,
-                task.cost_sensitivity, task.gpu_need, r.node or "", r.pool or "", r.tier or "",
-                _share_text(r.share) if r.share else "", r.queued, np.nan, np.nan, np.nan, np.nan, np.nan,
-                np.nan, False, 0.0, np.nan)
-    lat = r.latency_ms
-    return (task.id, task.kind, policy, "succeeded", r.reason, task.arrival, task.priority, task.slo_ms,
-            task.cost_sensitivity, task.gpu_need, r.node, r.pool, r.tier, _share_text(r.share), r.queued,
-            task.arrival + r.queue_ms / 1000.0, task.arrival + lat / 1000.0, r.queue_ms, r.network_ms,
-            r.exec_ms, lat, lat <= task.slo_ms, r.cost,
-            objective.score(lat, task.slo_ms, task.priority, r.cost, task.cost_sensitivity))
 
 
 def peak_concurrency(spec: ClusterSpec, records: pd.DataFrame) -> dict[tuple[int, bool], int]:
@@ -148,8 +134,8 @@ def replay(spec: ClusterSpec, tasks: Sequence[Task], policy: Policy, *, seed: in
         bar.close()
         wall = time.time() - t0
         mismatches = ex.device_mismatches
-    records = pd.DataFrame.from_records([record_of(t, r, policy.name, objective) for t, r in zip(tasks, results)],
-                                        columns=RECORD_COLUMNS)
+    records = pd.DataFrame.from_records(
+        [TaskRecord.of_result(t, r, policy.name, objective) for t, r in zip(tasks, results)], columns=RECORD_COLUMNS)
     timeline = pd.DataFrame.from_records(samples, columns=["time", *[f"util_{p}" for p in pools],
                                                            *TIMELINE_COLUMNS_EXTRA])
     from simulations.metrics import summarize

@@ -5,7 +5,7 @@ The same tasks and arrival process as the direct replay (workload file, seed,
 which decides with its own active policy and runs the task on the cluster. The
 replay then reads each task's final history record (``GET /v1/tasks`` paged, one
 call a second) and writes records in the simulator's schema
-(:data:`simulations.engine.RECORD_COLUMNS`), in workload time, plus a timeline
+(:class:`scheduler.record.TaskRecord`), in workload time, plus a timeline
 sampled from ``GET /v1/cluster`` (every ``sample_s`` wall seconds; 0 leaves it empty).
 
 Task ids get a per-run prefix (``<run_tag>-<workload id>``) so that a second replay
@@ -29,11 +29,10 @@ import numpy as np
 import pandas as pd
 
 from cluster.topology import ClusterSpec
+from cluster.vocabulary import FINAL
 from scheduler.objective import Objective
+from scheduler.record import RECORD_COLUMNS, TaskRecord
 from scheduler.task import Task
-from simulations.engine import RECORD_COLUMNS
-
-FINAL = ("succeeded", "failed", "rejected")
 
 
 class RouterUnavailable(RuntimeError):
@@ -111,7 +110,7 @@ def _post(url: str, body: dict[str, Any], retries: int = 3) -> tuple[int, Any]:
 
 
 def record_of(task: Task, row: dict[str, Any] | None, label: str, objective: Objective,
-              fallback_reason: str = "", end: float | None = None) -> tuple:
+              fallback_reason: str = "", end: float | None = None) -> TaskRecord:
     """One record (simulator schema, workload time) from the router's history row of ``task``.
 
     A task the router accepted but had not finished when the replay stopped waiting (at
@@ -119,39 +118,28 @@ def record_of(task: Task, row: dict[str, Any] | None, label: str, objective: Obj
     simulator (:meth:`Objective.unfinished_score`).
     """
     if row is not None and row.get("status") not in FINAL and end is not None and not fallback_reason:
-        waited = max(end - task.arrival, 0.0) * 1000.0
-        return (task.id, task.kind, label, "unfinished",
-                f"still {row.get('status')} when the replay stopped waiting", task.arrival, task.priority,
-                task.slo_ms, task.cost_sensitivity, task.gpu_need, row.get("node") or "", row.get("pool") or "",
-                row.get("tier") or "", row.get("share") or "", False, np.nan, np.nan, np.nan, np.nan, np.nan,
-                waited, False, 0.0,
-                objective.unfinished_score(waited, task.slo_ms, task.priority, 0.0, task.cost_sensitivity))
+        return TaskRecord.unfinished(task, label, f"still {row.get('status')} when the replay stopped waiting",
+                                     max(end, task.arrival), objective, queued=False, **_where(row))
     if row is None or row.get("status") not in FINAL:
         status = "failed" if row is not None else "rejected"
         reason = fallback_reason or (f"still {row.get('status')} when the replay stopped waiting"
                                      if row is not None else "not accepted by the router")
-        row = row or {}
-        return (task.id, task.kind, label, status, reason, task.arrival, task.priority, task.slo_ms,
-                task.cost_sensitivity, task.gpu_need, row.get("node") or "", row.get("pool") or "",
-                row.get("tier") or "", row.get("share") or "", False, np.nan, np.nan, np.nan, np.nan, np.nan,
-                np.nan, False, 0.0, np.nan)
+        return TaskRecord.not_succeeded(task, label, status, reason, **_where(row or {}))
     decision = row.get("decision") if isinstance(row.get("decision"), dict) else {}
     queued = bool(decision.get("queued", False))
     status = row["status"]
     lat = row.get("latency_ms")
     if status != "succeeded" or lat is None:
-        return (task.id, task.kind, label, status, row.get("reason") or "", task.arrival, task.priority,
-                task.slo_ms, task.cost_sensitivity, task.gpu_need, row.get("node") or "", row.get("pool") or "",
-                row.get("tier") or "", row.get("share") or "", queued, np.nan, np.nan, np.nan, np.nan, np.nan,
-                np.nan, False, 0.0, np.nan)
-    lat = float(lat)
-    q = float(row.get("queue_ms") or 0.0)
-    cost = float(row.get("cost") or 0.0)
-    return (task.id, task.kind, label, "succeeded", row.get("reason") or "", task.arrival, task.priority,
-            task.slo_ms, task.cost_sensitivity, task.gpu_need, row.get("node") or "", row.get("pool") or "",
-            row.get("tier") or "", row.get("share") or "", queued, task.arrival + q / 1000.0,
-            task.arrival + lat / 1000.0, q, _num(row.get("network_ms")), _num(row.get("exec_ms")), lat,
-            lat <= task.slo_ms, cost, objective.score(lat, task.slo_ms, task.priority, cost, task.cost_sensitivity))
+        return TaskRecord.not_succeeded(task, label, status, row.get("reason") or "", queued=queued, **_where(row))
+    return TaskRecord.measured(task, label, reason=row.get("reason") or "", queued=queued,
+                               queue_ms=float(row.get("queue_ms") or 0.0), network_ms=_num(row.get("network_ms")),
+                               exec_ms=_num(row.get("exec_ms")), latency_ms=float(lat),
+                               cost=float(row.get("cost") or 0.0), objective=objective, **_where(row))
+
+
+def _where(row: dict[str, Any]) -> dict[str, str]:
+    """Node, pool, tier and share of a history row, "" for each it has not got."""
+    return {k: row.get(k) or "" for k in ("node", "pool", "tier", "share")}
 
 
 def _num(v: Any) -> float:

@@ -38,7 +38,6 @@ from scheduler.task import MAX_SLO_MS, MAX_WORK_S, Task, TaskError, make_task
 
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "qos",
                "creation_time", "deletion_time", "scheduled_time")
-OPTIONAL_POD_COLUMNS = ("gpu_spec", "pod_phase")
 MIN_WORK_S = 1.0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from simulations.engine import RECORD_COLUMNS
+from scheduler.record import RECORD_COLUMNS
 from simulations.replay import load_tasks, main
 from tests.conftest import CONFIGS
 
@@ -91,7 +91,7 @@ def test_router_mode_writes_a_record_per_task_in_the_simulators_schema(fake_rout
     assert main(_args(fake_router, tmp_path)) == 0
     tasks = load_tasks(WORKLOAD, seed=None, duration_s=4, load_factor=None)
     recs = pd.read_csv(tmp_path / "records_fastest-feasible.csv")
-    assert list(recs.columns) == RECORD_COLUMNS
+    assert tuple(recs.columns) == RECORD_COLUMNS
     assert list(recs["task_id"]) == [t.id for t in tasks]  # the workload's ids, as the simulator's
     refused = recs["kind"] == "fraud_scoring"
     assert refused.any()

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from cluster import launcher
+from cluster.vocabulary import FINAL
 from tests.conftest import CONFIGS, REPO_ROOT
 
 SMALL = CONFIGS / "cluster" / "test_small.yaml"
@@ -118,11 +119,11 @@ def _wait_final(router: Router, ids: list[str], timeout: float = 120) -> dict[st
             recs = {i: _call(f"{router.url}/v1/tasks/{i}")[1] for i in ids}
         except (OSError, ValueError):  # the router restarting: ask again
             recs = {i: None for i in ids}
-        if all(r and r.get("status") in ("succeeded", "failed", "rejected") for r in recs.values()):
+        if all(r and r.get("status") in FINAL for r in recs.values()):
             return recs
         if time.monotonic() > deadline:
             pending = {i: r.get("status") if r else None for i, r in recs.items()
-                       if not r or r.get("status") not in ("succeeded", "failed", "rejected")}
+                       if not r or r.get("status") not in FINAL}
             raise AssertionError(f"tasks not finished after {timeout} s: {pending}")
         time.sleep(0.5)
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from cluster.vocabulary import SHARE_KINDS, STATUSES
 from tests.learned_registry import learned_registry  # noqa: F401  (autouse: rf:latest exists)
 from tests.serve_app.router_fakes import TOKEN, make_client, make_service
 
@@ -230,6 +231,16 @@ def test_openapi_documents_every_operation(client) -> None:
     task = doc["components"]["schemas"]["TaskIn"]
     assert task["additionalProperties"] is False
     assert json.dumps(task["properties"]["priority"]).count("10") >= 1
+
+
+def test_openapi_names_the_vocabularys_statuses_and_share_kinds(client) -> None:
+    """Clients generated from the document accept every status the router writes, and no other."""
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    assert schemas["TaskOut"]["properties"]["status"]["enum"] == list(STATUSES)
+    assert schemas["ShareOut"]["properties"]["kind"]["enum"] == list(SHARE_KINDS)
+    (query,) = [p for p in doc["paths"]["/v1/tasks"]["get"]["parameters"] if p["name"] == "status"]
+    assert [s["enum"] for s in query["schema"]["anyOf"] if "enum" in s] == [list(STATUSES)]
 
 
 def test_fast_path_answers_as_fastapi_does(client) -> None:

@@ -10,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 from cluster.state import ClusterState, check_invariants
 from scheduler.policy import Decision, available_policies, make_policy
 from scheduler.task import Task, make_task
-from simulations.engine import RECORD_COLUMNS, simulate
+from scheduler.record import RECORD_COLUMNS
+from simulations.engine import simulate
 from simulations.workloads import WORKLOADS_DIR, generate, load_workload
 
 MIXED = WORKLOADS_DIR / "mixed.yaml"
@@ -29,7 +30,7 @@ def run(local_spec, tasks):
 
 def test_every_task_has_exactly_one_record(run, tasks) -> None:
     rec = run.records
-    assert list(rec.columns) == RECORD_COLUMNS
+    assert tuple(rec.columns) == RECORD_COLUMNS
     assert sorted(rec["task_id"]) == sorted(t.id for t in tasks)
     assert rec["task_id"].is_unique
     assert set(rec["status"]) <= {"succeeded", "rejected"}

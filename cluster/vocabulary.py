@@ -1,0 +1,35 @@
+"""Words every layer shares: task statuses, share kinds and the one text form of a GPU share.
+
+In ``cluster/`` because it is the lowest layer: the simulator, the live replays, the
+router, its history store and its HTTP client all import these instead of spelling
+them out, so a status or a share reads the same in records CSVs, the history, the
+API and the dashboard.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # no import at run time: the router's HTTP client needs only these words
+    from cluster.state import Share
+
+#: a task's life cycle in the router: accepted -> placed -> running -> succeeded | failed,
+#: or rejected when no placement is feasible (the simulator's records use the final three)
+STATUSES = ("accepted", "placed", "running", "succeeded", "failed", "rejected")
+#: statuses a task never leaves
+FINAL = ("succeeded", "failed", "rejected")
+#: the first element of a :data:`cluster.state.Share`
+SHARE_KINDS = ("cpu", "slice", "whole", "mig")
+
+
+@lru_cache(maxsize=None)  # a cluster has a handful of distinct shares (milli, counts, profiles)
+def share_text(share: Share | None) -> str | None:
+    """A share as records, the history and the metrics write it: ``cpu``, ``slice:250``
+    (GPU milli, as a task's ``gpu_milli``), ``whole:2``, ``mig:1g.10gb``; None for no share.
+
+    The kind is the text before the colon, so a column of these groups by kind with one split.
+    """
+    if share is None:
+        return None
+    kind, amount = share
+    return kind if kind == "cpu" else f"{kind}:{amount}"
