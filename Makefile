@@ -18,16 +18,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The whole system on this machine (simulations/demo.py): Ray cluster, learned policies,
+# The whole system on this machine (orchestrator/demo.py): Ray cluster, learned policies,
 # Serve router, a workload through the router by `ray job submit`, the simulator comparison
 # (and the FGD packing replay when the Alibaba trace is there), the Streamlit view.
 # Knobs (DEMO_DURATION, DEMO_*_PORT, DEMO_OUT ...) are in the script's docstring.
 demo: $(STAMP)
-	$(BIN)/python -m simulations.demo
+	$(BIN)/python -m orchestrator.demo
 
 # Stops exactly what `make demo` started (recorded in $DEMO_OUT/demo.json, default results/demo).
 demo-stop:
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m simulations.demo stop; else echo "no $(VENV): nothing to stop"; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m orchestrator.demo stop; else echo "no $(VENV): nothing to stop"; fi
 
 # The suite CI runs: everything but the slow full-trace reproduction.
 test: $(STAMP)

@@ -5,7 +5,7 @@ batch of 1,000 rows in at most 5 ms, with probabilities equal to sklearn's. The
 forests are trained here on oracle decisions on ``local.yaml`` (mixed +
 high_load) and timed on held-out decision rows, in blocks (fast path, then
 sklearn) so that each keeps its own caches warm. Two sizes: the training default
-of :mod:`simulations.train_rf` and a 100-tree unbounded forest for comparison.
+of :mod:`rl_env.train_rf` and a 100-tree unbounded forest for comparison.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ if str(ROOT) not in sys.path:
 from cluster.topology import load_cluster  # noqa: E402
 from scheduler.forest import FlatForest  # noqa: E402
 from scheduler.policy import make_policy  # noqa: E402
-from simulations.train_rf import DAggerForest, Episode, Rollout, rollout  # noqa: E402
-from simulations.train_rf_args import TrainArgs  # noqa: E402
+from rl_env.train_rf import DAggerForest, Episode, Rollout, rollout  # noqa: E402
+from rl_env.train_rf_args import TrainArgs  # noqa: E402
 from simulations.workloads import generate, load_workload  # noqa: E402
 
 SINGLE_TARGET_US = 50.0

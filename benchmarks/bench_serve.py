@@ -93,7 +93,7 @@ class NaiveRouter:
 def train_naive_model():
     """A 100-tree sklearn forest imitating the oracle on 60 s of mixed work (one thread, as per request)."""
     from cluster.topology import load_cluster
-    from simulations.train_rf import DAggerForest, Episode
+    from rl_env.train_rf import DAggerForest, Episode
     from simulations.workloads import generate, load_workload
 
     spec = load_cluster(CLUSTER)

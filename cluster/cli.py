@@ -58,7 +58,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     sd = f" --state-dir {args.state_dir}" if args.state_dir else ""
     print("Submit a job from this folder:")
     print(f'  eval "$(orchestrator cluster env{sd})"')
-    print(f"  ray job submit --address {st.dashboard_url} --working-dir . -- python -m simulations.replay "
+    print(f"  ray job submit --address {st.dashboard_url} --working-dir . -- python -m replays.live "
           f"--workload configs/workloads/cluster_smoke.yaml --policy cheapest-feasible --out $PWD/results/replay")
     print("Add a raylet on another host (copy the token file there first):")
     print(f"  orchestrator cluster join --address {st.head_ip}:{st.gcs_port} --node <name> --config {args.config}")

@@ -1,6 +1,6 @@
 """``orchestrator serve up|down|status|prometheus-config``: the router on the local cluster.
 
-A plugin of :mod:`simulations.cli` (``serve_app.cli:add_serve``), imported lazily so
+A plugin of :mod:`orchestrator.cli` (``serve_app.cli:add_serve``), imported lazily so
 the other sub-commands never load Ray Serve. ``up`` connects to the cluster that
 ``orchestrator cluster up`` started (its state directory), starts Serve bound to
 ``--host``/``--port`` (loopback by default) and deploys the router with the

@@ -6,23 +6,17 @@ the old policy finishes with it, and tasks in flight keep it for re-placement.
 Learned policies are pinned to a concrete registry version ("rf:latest" becomes
 "rf:4"), so the history says exactly which model decided.
 
-:class:`PoolPolicy` restricts any policy to one pool by hiding the other nodes the
-same way the live state hides a dead node (a tombstone spec), so the policy's own
-logic chooses within the pool and re-placements after a node death stay in it.
+A request naming a pool gets the active policy wrapped in
+:class:`scheduler.policies.pool.PoolPolicy`.
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
 
-from cluster.state import ClusterState
-from cluster.topology import ClusterSpec, NodeSpec
 from scheduler import model_registry
-from scheduler.policy import Decision, Policy, available_policies, make_policy, select_many
-from scheduler.task import Task
+from scheduler.policy import Policy, available_policies, make_policy
 
 #: policy kinds that load a trained model from the registry
 LEARNED = tuple(model_registry.TRAIN_COMMANDS)
@@ -94,44 +88,3 @@ class PolicyHolder:
         with self._lock:
             old, self._active = self._active, new
         return old
-
-
-def _hidden(nd: NodeSpec) -> NodeSpec:
-    """A node that can host nothing: how :mod:`cluster.live_state` hides a dead node."""
-    return dataclasses.replace(nd, cpu_milli=0, mem_mib=0, devices=())
-
-
-class PoolPolicy:
-    """``policy`` seeing only the nodes of ``pool`` (others look like dead nodes)."""
-
-    def __init__(self, policy: Policy, pool: str) -> None:
-        self.inner = policy
-        self.pool = pool
-        self.name = policy.name
-        self._cache: tuple[ClusterSpec, ClusterSpec] | None = None
-
-    def _spec(self, spec: ClusterSpec) -> ClusterSpec:
-        if self._cache is None or self._cache[0] is not spec:
-            nodes = tuple(nd if nd.pool == self.pool else _hidden(nd) for nd in spec.nodes)
-            self._cache = (spec, ClusterSpec(spec.name, spec.tiers, nodes, spec.source, pools=spec.pools))
-        return self._cache[1]
-
-    @property
-    def pure(self) -> bool:
-        return getattr(self.inner, "pure", False)
-
-    def select(self, task: Task, state: ClusterState) -> Decision:
-        return self.select_many([task], state)[0]
-
-    def select_many(self, tasks: Sequence[Task], state: ClusterState) -> list[Decision]:
-        """The inner policy's decisions on one view of ``state`` with only this pool's nodes."""
-        view = dataclasses.replace(state, spec=self._spec(state.spec))
-        view.now = state.now
-        out = select_many(self.inner, tasks, view)
-        for d in out:
-            if not d.placed:
-                d.explanation = f"in pool {self.pool}: {d.explanation}"
-        return out
-
-    def reset(self, seed: int | None = None) -> None:
-        self.inner.reset(seed)

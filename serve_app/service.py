@@ -37,7 +37,7 @@ from cluster.state import ClusterState
 from cluster.topology import load_cluster
 from cluster.vocabulary import STATUSES, share_text
 from scheduler.features import feature_vector
-from scheduler.history import HistoryStore, open_store
+from serve_app.history import HistoryStore, open_store
 from scheduler.model_registry import REGISTRY_ENV
 from scheduler.objective import load_objective
 from scheduler.policy import Decision, FeasibilityCache, select_many, why_infeasible
@@ -47,7 +47,8 @@ from serve_app.errors import ApiError, field_error, task_error
 from serve_app.liveness import NodeWatcher
 from serve_app.metrics import RouterMetrics
 from serve_app.plan import book, scratch_copy
-from serve_app.policies import ActivePolicy, PolicyHolder, PoolPolicy, build_policy, learned_versions
+from scheduler.policies.pool import PoolPolicy
+from serve_app.policies import ActivePolicy, PolicyHolder, build_policy, learned_versions
 from serve_app.views import decision_view, finite, record_view, result_fields
 
 log = logging.getLogger("serve_app")

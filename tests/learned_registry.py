@@ -23,7 +23,7 @@ def build_tiny_rf(root: Path) -> None:
     """A 5-tree forest imitating the oracle on 30 s of mixed and high-load work (about a second)."""
     from cluster.topology import load_cluster
     from scheduler.policies.rf import FOREST_FILE
-    from simulations.train_rf import DAggerForest, Episode
+    from rl_env.train_rf import DAggerForest, Episode
     from simulations.workloads import WORKLOADS_DIR, generate, load_workload
 
     spec = load_cluster(Path(__file__).resolve().parents[1] / "configs" / "cluster" / "local.yaml")

@@ -18,7 +18,7 @@ import yaml
 from cluster.k8s import render, render_yaml
 from cluster.ray_resources import label_key_error, label_value_error
 from cluster.topology import load_cluster
-from simulations.cli import main
+from orchestrator.cli import main
 from tests.conftest import CONFIGS, LOCAL_YAML
 
 CLUSTER_SPEC_FIELDS = {"suspend", "managedBy", "autoscalerOptions", "headServiceAnnotations",

@@ -25,8 +25,8 @@ from cluster.state import check_invariants
 from cluster.vocabulary import FINAL
 from scheduler.policy import Decision, make_policy
 from scheduler.task import make_task
-from simulations.cli import main
-from simulations.replay import load_tasks, replay
+from orchestrator.cli import main
+from replays.live import load_tasks, replay
 from tests.conftest import CONFIGS, LOCAL_YAML, REPO_ROOT
 from tests.integration.conftest import TEST_YAML
 
@@ -214,7 +214,7 @@ def test_fractional_shares_pack_as_configured(live: LiveState) -> None:
 
 
 def test_simulator_and_cluster_agree(real_cluster, live) -> None:
-    from simulations.sim_vs_real import compare, format_report
+    from replays.sim_vs_real import compare, format_report
 
     tasks = load_tasks(SMOKE, seed=None, duration_s=20, load_factor=None)
     cmp = compare(real_cluster.spec, tasks, "cheapest-feasible", time_compression=2.0, progress=False)
@@ -231,7 +231,7 @@ def test_ray_job_submit_runs_the_replay_end_to_end(real_cluster, tmp_path: Path)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     out = tmp_path / "replay"
     cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", real_cluster.dashboard,
-           "--working-dir", str(REPO_ROOT), "--", "python", "-m", "simulations.replay",
+           "--working-dir", str(REPO_ROOT), "--", "python", "-m", "replays.live",
            "--workload", "configs/workloads/cluster_smoke.yaml", "--policy", "round-robin",
            "--duration", "4", "--time-compression", "4", "--no-warm", "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=REPO_ROOT)

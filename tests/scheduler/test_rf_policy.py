@@ -14,7 +14,7 @@ from scheduler.policies.rf import FOREST_FILE, RandomForestPolicy, cached_node_m
 from scheduler.policy import FeasibilityCache, make_policy
 from scheduler.task import make_task
 from simulations.engine import OnlineSimulator, simulate
-from simulations.train_rf import DAggerForest, Episode
+from rl_env.train_rf import DAggerForest, Episode
 from simulations.workloads import WORKLOADS_DIR, generate, load_workload
 
 

@@ -15,7 +15,7 @@ from scheduler.policy import available_policies, make_policy
 from scheduler.task import make_task
 from simulations.bound import lower_bound, task_bounds
 from simulations.engine import simulate
-from simulations.evaluation_report import is_heuristic
+from evaluation.report import is_heuristic
 from simulations.workloads import generate, load_workload
 from tests.conftest import CONFIGS
 

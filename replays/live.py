@@ -1,4 +1,4 @@
-"""Replay a workload on the live Ray cluster: ``ray job submit ... -- python -m simulations.replay``.
+"""Replay a workload on the live Ray cluster: ``ray job submit ... -- python -m replays.live``.
 
 The same tasks as the simulator (same workload file, seed and network-delay
 draws) arrive at their arrival times divided by ``--time-compression``; at each
@@ -15,7 +15,7 @@ Inside a Ray job the cluster is the job's; run by hand it is the one
 
 With ``--router URL`` the policy is not called here: each arrival is POSTed to the
 HTTP router's ``POST /v1/tasks`` and the records come from its history
-(:mod:`simulations.replay_router`). Either way the output folder also gets a
+(:mod:`replays.router`). Either way the output folder also gets a
 ``summary.json`` index (``kind: replay``) that the Streamlit Compare page reads.
 """
 from __future__ import annotations
@@ -25,14 +25,13 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from cluster.executor import Executor, TaskResult, warm_workers
+from cluster.executor import Executor, warm_workers
 from cluster.launcher import ENV_CONFIG
 from cluster.live_state import LiveState
 from cluster.topology import ClusterSpec
@@ -40,21 +39,10 @@ from scheduler.objective import Objective
 from scheduler.policy import Policy
 from scheduler.task import Task
 from scheduler.record import RECORD_COLUMNS, TaskRecord
-from simulations.engine import SimResult, network_draws, simulate
+from replays.results import TIMELINE_COLUMNS_EXTRA, ReplayResult, write_result
+from simulations.engine import network_draws, simulate
 
 DEFAULT_CLUSTER = "configs/cluster/local.yaml"
-TIMELINE_COLUMNS_EXTRA = ["gpu_alloc_ratio", "fragmentation", "queued", "running"]
-
-
-@dataclass
-class ReplayResult(SimResult):
-    """Records, timeline and summary of a replay, plus how long it took."""
-
-    wall_s: float = 0.0
-    warm_s: float = 0.0
-    problems: tuple[str, ...] = ()
-    results: list[TaskResult] = field(default_factory=list)  # the executor's view: attempts, nodes tried
-    device_mismatches: int = 0  # GPU tasks Ray ran on another device than the bookkeeping booked
 
 
 def peak_concurrency(spec: ClusterSpec, records: pd.DataFrame) -> dict[tuple[int, bool], int]:
@@ -157,15 +145,6 @@ def _await_due(live: LiveState, t: float, compression: float, timeout_s: float =
         time.sleep(0.0005)
 
 
-def write_result(out: Path, name: str, res: SimResult, meta: dict) -> None:
-    """``records_<name>.csv``, ``timeline_<name>.csv`` and ``summary_<name>.json`` under ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    res.records.to_csv(out / f"records_{name}.csv", index=False)
-    res.timeline.to_csv(out / f"timeline_{name}.csv", index=False)
-    (out / f"summary_{name}.json").write_text(json.dumps({"meta": meta, "summary": res.summary}, indent=2,
-                                                         default=float))
-
-
 def load_tasks(workload: str | Path, *, seed: int | None, duration_s: float | None,
                load_factor: float | None) -> list[Task]:
     from simulations.workloads import generate, load_workload
@@ -175,7 +154,7 @@ def load_tasks(workload: str | Path, *, seed: int | None, duration_s: float | No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m simulations.replay", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m replays.live", description=__doc__.splitlines()[0])
     add_replay_args(p)
     return p
 
@@ -250,7 +229,7 @@ class UsageError(ValueError):
 def run_router(args: argparse.Namespace) -> int:
     """``--router``: the replay through the HTTP router."""
     from cluster.topology import load_cluster
-    from simulations.replay_router import RouterUnavailable, check_router, replay_via_router
+    from replays.router import RouterUnavailable, check_router, replay_via_router
 
     url = args.router.rstrip("/")
     try:

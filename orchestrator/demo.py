@@ -7,14 +7,14 @@ Steps (each prints what it does; a second run reuses what is already up):
    shipped RL policy (``artifacts/policies/rl``), or ``DEMO_TRAIN_RL=1`` trains one;
 3. the Serve router (``orchestrator serve up``) with the RandomForest policy;
 4. a mixed workload submitted with ``ray job submit`` that replays through the
-   router (``python -m simulations.replay --router ...``);
+   router (``python -m replays.live --router ...``);
 5. the simulator comparison of every policy (rf:latest and rl:latest included) on
    the same tasks, and the FGD packing replay on the Alibaba trace when
    ``../shared/traces`` is there;
 6. the Streamlit view, pointed at the results and the router.
 
 It ends with the URLs and how to stop everything: ``make demo-stop``
-(``python -m simulations.demo stop``; ``... simulate`` runs step 5 alone) stops exactly what this started; what was
+(``python -m orchestrator.demo stop``; ``... simulate`` runs step 5 alone) stops exactly what this started; what was
 already running before (a cluster, a router, a Streamlit) is reused and left alone.
 What it started is recorded in ``$DEMO_OUT/demo.json``.
 
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.procs import port_open
-from simulations.train_rf_args import TrainArgs
+from rl_env.train_rf_args import TrainArgs
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -122,7 +122,7 @@ def step(msg: str) -> None:
 
 def orch(*args: str) -> list[str]:
     exe = BIN / "orchestrator"
-    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "simulations.cli", *args]
+    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "orchestrator.cli", *args]
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -194,7 +194,7 @@ def write_serve_config(cfg: Settings, token_file: Path) -> Path:
         args["registry"] = os.environ["ORCH_REGISTRY"]
     data.setdefault("http_options", {})["port"] = cfg.router_port
     path = cfg.out / "serve.yaml"
-    path.write_text("# written by `make demo` (simulations/demo.py) from configs/serve.yaml\n"
+    path.write_text("# written by `make demo` (orchestrator/demo.py) from configs/serve.yaml\n"
                     + yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -262,13 +262,13 @@ def up(cfg: Settings) -> int:
     replay_out = cfg.out / "replay"
     label = cfg.policy if ":" in cfg.policy else f"{cfg.policy}:latest"  # the simulator's name for it
     run([str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
-         "python", "-m", "simulations.replay", "--workload", cfg.workload, "--router", cfg.router,
+         "python", "-m", "replays.live", "--workload", cfg.workload, "--router", cfg.router,
          "--policy", label,
          "--duration", f"{cfg.duration:g}", "--time-compression", f"{cfg.compression:g}",
          "--out", str(replay_out)], env=env)
 
     step("5/6 simulator: every policy on the same tasks; FGD packing on the Alibaba trace")
-    run([sys.executable, "-m", "simulations.demo", "simulate"])  # its own process: a clean exit status
+    run([sys.executable, "-m", "orchestrator.demo", "simulate"])  # its own process: a clean exit status
     if cfg.skip_trace:
         print("(DEMO_SKIP_TRACE=1: skipping the FGD packing replay)")
     elif not TRACE.is_file():
@@ -298,7 +298,7 @@ def simulate_all(cfg: Settings) -> None:
     """Every policy in the simulator on the tasks the replay sent (same workload, seed and duration)."""
     from cluster.topology import load_cluster
     from simulations.compare import compare_policies
-    from simulations.replay import load_tasks
+    from replays.live import load_tasks
 
     spec = load_cluster(ROOT / cfg.cluster)
     tasks = load_tasks(ROOT / cfg.workload, seed=None, duration_s=cfg.duration, load_factor=None)

@@ -1,7 +1,7 @@
 """Hold the simulator against the live cluster: same tasks, same policy, same network draws.
 
 ``orchestrator compare-sim-real --workload W --policy P`` simulates the workload,
-replays it on the running Ray cluster (:mod:`simulations.replay`) and prints,
+replays it on the running Ray cluster (:mod:`replays.live`) and prints,
 per metric, both values and the relative error. The run passes when the
 placement mix (tasks per pool) is identical and mean latency agrees within
 ``--tolerance`` (15%).
@@ -30,7 +30,8 @@ from cluster.topology import ClusterSpec
 from scheduler.objective import Objective
 from scheduler.task import Task
 from simulations.engine import SimResult, simulate
-from simulations.replay import ReplayResult, replay, write_result
+from replays.live import replay
+from replays.results import ReplayResult, write_result
 
 #: (label, path into the summary) of the metrics compared.
 METRICS: list[tuple[str, tuple[str, ...]]] = [
@@ -141,8 +142,8 @@ def cli(args: argparse.Namespace) -> int:
     from cluster.launcher import LauncherError, connect
     from cluster.topology import load_cluster
     from scheduler.policy import available_policies
-    from simulations.cli import UsageError
-    from simulations.replay import cluster_path, load_tasks
+    from orchestrator.cli import UsageError
+    from replays.live import cluster_path, load_tasks
 
     if args.policy.partition(":")[0] not in available_policies():
         raise UsageError(f"--policy: unknown policy {args.policy!r} (known: {', '.join(available_policies())})")

@@ -114,8 +114,8 @@ def cmd_policies(args: argparse.Namespace) -> int:
 #: Sub-commands that live with the package they drive: ``module:function`` where the
 #: function takes the sub-parsers object and adds its parser(s). Imported lazily, so
 #: ``orchestrator simulate`` never loads Ray or RLlib.
-PLUGINS: list[str] = ["simulations.cli_train:add_train"]
-PLUGINS += ["cluster.cli:add_cluster", "simulations.sim_vs_real:add_compare", "serve_app.cli:add_serve"]
+PLUGINS: list[str] = ["orchestrator.cli_train:add_train"]
+PLUGINS += ["cluster.cli:add_cluster", "replays.sim_vs_real:add_compare", "serve_app.cli:add_serve"]
 
 
 def add_simulate(sub: argparse._SubParsersAction) -> None:

@@ -11,9 +11,9 @@ from scheduler.features import SCHEMA_VERSION
 from scheduler.forest import FlatForest
 from scheduler.policies.rf import FOREST_FILE, SKLEARN_FILE, RandomForestPolicy
 from scheduler.policy import make_policy
-from simulations.cli import main
+from orchestrator.cli import main
 from simulations.engine import simulate
-from simulations.train_rf import Episode, Rollout, agreement_report, rollout
+from rl_env.train_rf import Episode, Rollout, agreement_report, rollout
 from simulations.workloads import WORKLOADS_DIR, generate, load_workload
 
 
@@ -135,8 +135,8 @@ def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
 def test_train_args_round_trip_through_the_parser() -> None:
     """TrainArgs.argv() parses back to an equal TrainArgs, for defaults and for settings away from
     them (an optional setting's absence included), and each field's docstring is its flag's help."""
-    from simulations.cli import build_parser
-    from simulations.train_rf_args import TrainArgs, field_docs
+    from orchestrator.cli import build_parser
+    from rl_env.train_rf_args import TrainArgs, field_docs
 
     parser = build_parser()
     for args in (TrainArgs(), TrainArgs(workloads=["a.yaml"], seeds=[3, 5], max_depth=None, load_factor=0.1,

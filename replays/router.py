@@ -1,4 +1,4 @@
-"""Replay a workload through the HTTP router: ``python -m simulations.replay --router URL``.
+"""Replay a workload through the HTTP router: ``python -m replays.live --router URL``.
 
 The same tasks and arrival process as the direct replay (workload file, seed,
 ``--time-compression``), but each arrival is a ``POST /v1/tasks`` to the router,
@@ -189,7 +189,7 @@ def replay_via_router(spec: ClusterSpec, tasks: Sequence[Task], url: str, *, lab
     from tqdm import tqdm
 
     from simulations.metrics import summarize
-    from simulations.replay import TIMELINE_COLUMNS_EXTRA, ReplayResult
+    from replays.results import TIMELINE_COLUMNS_EXTRA, ReplayResult
 
     objective = objective or Objective()
     url = url.rstrip("/")

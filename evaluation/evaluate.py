@@ -4,21 +4,21 @@ For each workload and seed it runs :func:`simulations.compare.compare_policies`
 (same tasks, same network draws for every policy: a paired comparison) into
 ``<out>/<workload>/seed_<n>/`` (per-task records, timelines, summary: the files
 the comparison view reads), timing each policy's decisions
-(:class:`simulations.timing.TimedPolicy`) and computing the run's lower bound
+(:class:`evaluation.timing.TimedPolicy`) and computing the run's lower bound
 (:mod:`simulations.bound`). It then writes:
 
 * ``<out>/evaluation.csv``: one row per workload, seed and policy (objective and the
   summary columns, the bound, the decision time, the margin to the best heuristic);
 * ``<out>/summary.csv``: per workload and policy, the mean over seeds, its 95%
   bootstrap interval, wins and paired margin against the best heuristic, the bound
-  and the gap to it, the decision time (:mod:`simulations.evaluation_report`);
+  and the gap to it, the decision time (:mod:`evaluation.report`);
 * ``<out>/evaluation.md``: the same as Markdown tables under a header naming the
   command, date, cluster and seeds, for the docs to include as generated;
 * ``<out>/checks.json``: per learned policy and workload, whether it beats every
   heuristic and misses no more SLOs than the oracle.
 
 Held out: the learned policies' artifacts record their training and
-checkpoint-selection seeds (:mod:`simulations.held_out`); they are printed, and an
+checkpoint-selection seeds (:mod:`evaluation.held_out`); they are printed, and an
 evaluation seed among them is refused.
 """
 from __future__ import annotations
@@ -38,9 +38,9 @@ from scheduler.objective import Objective
 from scheduler.policy import Policy, make_policy
 from simulations.bound import lower_bound
 from simulations.compare import compare_policies
-from simulations.evaluation_report import best_heuristic, is_heuristic, markdown, summarize_runs
-from simulations.held_out import LEARNED_KINDS, SeedUse, format_seeds, learned_seed_uses
-from simulations.timing import TimedPolicy
+from evaluation.report import best_heuristic, is_heuristic, markdown, summarize_runs
+from evaluation.held_out import LEARNED_KINDS, SeedUse, format_seeds, learned_seed_uses
+from evaluation.timing import TimedPolicy
 from simulations.workloads import WorkloadSpec, generate, load_workload
 
 DEFAULT_WORKLOADS = ("configs/workloads/high_load.yaml", "configs/workloads/gpu_heavy_high.yaml")
@@ -143,7 +143,7 @@ def _usable(policies: list[str]) -> list[str]:
 
 
 def _check_held_out(seeds: Sequence[int], uses: Sequence[SeedUse]) -> None:
-    from simulations.cli import UsageError
+    from orchestrator.cli import UsageError
 
     for u in uses:
         hit = u.overlap(seeds)
@@ -156,7 +156,7 @@ def _variants(args: argparse.Namespace, spec: ClusterSpec,
               workloads: list[WorkloadSpec]) -> tuple[ClusterSpec, list[WorkloadSpec], list[str]]:
     """Apply ``--drop-pool``, ``--scale-cluster`` and ``--load-scale``; return them and what changed."""
     from cluster.variants import drop_pools, scale_cluster
-    from simulations.cli import UsageError
+    from orchestrator.cli import UsageError
 
     def apply(flag: str, fn, *a):
         try:
@@ -203,7 +203,7 @@ def cli(args: argparse.Namespace) -> int:
     """Entry point of ``orchestrator evaluate``."""
     from cluster.alibaba import load_cluster_any
     from scheduler.objective import load_objective
-    from simulations.cli import UsageError, _policies, _print_table
+    from orchestrator.cli import UsageError, _policies, _print_table
     from simulations.packing import parse_seeds
 
     policies = _usable(_policies(args.policies))

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from simulations.cli import main
+from orchestrator.cli import main
 from simulations.workloads import WORKLOADS_DIR, generate, load_workload
 from tests.conftest import LOCAL_YAML
 

@@ -82,7 +82,7 @@ class TrainArgs:
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> "TrainArgs":
         """The parsed flags (those not given keep their defaults), checked; raises ``UsageError``."""
-        from simulations.cli import UsageError
+        from orchestrator.cli import UsageError
 
         given: dict[str, Any] = {}
         for f in fields(cls):
@@ -169,7 +169,7 @@ def _text(value: Any) -> str:
 
 
 def _seeds(text: str, flag: str) -> list[int]:
-    from simulations.cli import UsageError
+    from orchestrator.cli import UsageError
     from simulations.packing import parse_seeds
 
     try:

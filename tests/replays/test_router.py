@@ -1,4 +1,4 @@
-"""``python -m simulations.replay --router URL`` against a small fake router (no Ray, about a second).
+"""``python -m replays.live --router URL`` against a small fake router (no Ray, about a second).
 
 The fake speaks the router's HTTP API as far as the replay uses it (``/healthz``,
 ``/v1/policy``, ``POST /v1/tasks``, ``GET /v1/tasks`` paged, ``GET /v1/tasks/{id}``,
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from scheduler.record import RECORD_COLUMNS
-from simulations.replay import load_tasks, main
+from replays.live import load_tasks, main
 from tests.conftest import CONFIGS
 
 WORKLOAD = CONFIGS / "workloads" / "mixed.yaml"

@@ -98,7 +98,7 @@ def demo():
             "streamlit": f"http://127.0.0.1:{ports['DEMO_STREAMLIT_PORT']}"}
     t0 = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, "-m", "simulations.demo"], cwd=REPO_ROOT, env=env,
+        proc = subprocess.run([sys.executable, "-m", "orchestrator.demo"], cwd=REPO_ROOT, env=env,
                               capture_output=True, text=True, timeout=900)
         info["up_s"] = time.monotonic() - t0
         info["log"] = proc.stdout + proc.stderr
@@ -123,7 +123,7 @@ def _stop_and_check(info: dict) -> None:
     st = launcher.LaunchState.load(root / "ray")
     sids = info.get("sids") or ([r.sid for r in st.nodes.values()] if st else [])
     state = info.get("state") or {}
-    proc = subprocess.run([sys.executable, "-m", "simulations.demo", "stop"], cwd=REPO_ROOT, env=info["env"],
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.demo", "stop"], cwd=REPO_ROOT, env=info["env"],
                           capture_output=True, text=True, timeout=300)
     left = [p for s in sids for p in launcher.session_pids(s)]
     own = {k: state.get(k) for k in ("streamlit_pid", "router_holder_pid") if state.get(k)}
@@ -151,7 +151,7 @@ def test_the_three_urls_answer(demo) -> None:
 
 
 def test_the_replay_through_the_router_wrote_a_record_per_task(demo) -> None:
-    from simulations.replay import load_tasks
+    from replays.live import load_tasks
 
     out = demo["root"] / "out"
     tasks = load_tasks(REPO_ROOT / "configs" / "workloads" / "mixed.yaml", seed=None, duration_s=DURATION,
@@ -177,7 +177,7 @@ def test_a_second_run_reuses_what_is_running(demo) -> None:
     from cluster import launcher
 
     env = {**demo["env"], "DEMO_DURATION": "2"}
-    proc = subprocess.run([sys.executable, "-m", "simulations.demo"], cwd=REPO_ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.demo"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]

@@ -1,16 +1,16 @@
 """``orchestrator train rf|rl`` and ``orchestrator evaluate``: learned policies.
 
 Each sub-command's work lives with what it trains: the RandomForest in
-:mod:`simulations.train_rf` (it drives the simulator with the oracle as teacher),
+:mod:`rl_env.train_rf` (it drives the simulator with the oracle as teacher),
 the RLlib policy in :mod:`rl_env.train`, the held-out comparison in
-:mod:`simulations.evaluate`; they are imported only when their command runs.
+:mod:`evaluation.evaluate`; they are imported only when their command runs.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 
-from simulations.train_rf_args import add_arguments as add_rf_arguments
+from rl_env.train_rf_args import add_arguments as add_rf_arguments
 
 
 def _lazy(target: str):
@@ -25,9 +25,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a learned placement policy")
     tsub = t.add_subparsers(dest="learner", required=True)
     rf = tsub.add_parser("rf", help="RandomForest imitating the one-step oracle")
-    add_rf_arguments(rf)  # every training setting, from simulations.train_rf_args.TrainArgs
+    add_rf_arguments(rf)  # every training setting, from rl_env.train_rf_args.TrainArgs
     rf.add_argument("--registry", default="artifacts/policies")
-    rf.set_defaults(func=_lazy("simulations.train_rf:cli"))
+    rf.set_defaults(func=_lazy("rl_env.train_rf:cli"))
     rl = tsub.add_parser("rl", help="RLlib PPO through Ray Tune in the HeteroCluster-v0 env")
     rl.add_argument("--experiment", default="configs/experiments/ppo_local.yaml")
     rl.add_argument("--registry", default="artifacts/policies")
@@ -43,4 +43,4 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--drop-pool", action="append", metavar="POOL", help="remove a pool's nodes (repeatable)")
     e.add_argument("--load-scale", type=float, default=None, metavar="X",
                    help="multiply every workload's arrival rate (load_factor) by X")
-    e.set_defaults(func=_lazy("simulations.evaluate:cli"))
+    e.set_defaults(func=_lazy("evaluation.evaluate:cli"))

@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from simulations.held_out import LEARNED_KINDS
-from simulations.paired_stats import bootstrap_ci, paired_margin_pct, paired_wins
+from evaluation.held_out import LEARNED_KINDS
+from evaluation.paired_stats import bootstrap_ci, paired_margin_pct, paired_wins
 
 #: not rules of thumb: learned policies and lookahead teachers (scored against the heuristics)
 NOT_HEURISTIC = (*LEARNED_KINDS, "oracle", "rollout")

@@ -10,7 +10,7 @@ from scheduler import model_registry
 from scheduler.actions import N_ACTIONS
 from scheduler.features import N_FEATURES
 from scheduler.policy_net import NetSpec, PolicyNet, save_policy
-from simulations.evaluate import cli, evaluate, quality_checks
+from evaluation.evaluate import cli, evaluate, quality_checks
 from simulations.workloads import load_workload
 from tests.conftest import REPO_ROOT
 
@@ -60,7 +60,7 @@ def test_cli_skips_missing_learned_policies_and_refuses_training_seeds(tmp_path,
     net = PolicyNet(NetSpec(N_FEATURES, N_ACTIONS, (8,)))
     model_registry.save("rl", {"policy.pt": lambda p: save_policy(net, str(p))},
                         {"architecture": net.spec.to_dict(), "env": {"seed_range": [1000, 2000]}})
-    from simulations.cli import UsageError
+    from orchestrator.cli import UsageError
 
     args.seeds = "1500"
     with pytest.raises(UsageError, match="training seeds"):
@@ -88,7 +88,7 @@ def _rf_with_seeds(root, training: list[int], holdout: list[int]) -> None:
 
 
 def _main(*argv: str) -> int:
-    from simulations.cli import main
+    from orchestrator.cli import main
 
     return main(list(argv))
 
@@ -133,7 +133,7 @@ def test_rl_checkpoint_selection_seeds_are_refused(tmp_path, monkeypatch, capsys
 
 
 def test_bootstrap_interval_holds_the_mean_and_repeats_for_a_seed() -> None:
-    from simulations.paired_stats import bootstrap_ci
+    from evaluation.paired_stats import bootstrap_ci
 
     x = [3.1, 2.4, 3.9, 2.8, 3.3]
     lo, hi = bootstrap_ci(x, seed=5)
@@ -146,7 +146,7 @@ def test_bootstrap_interval_holds_the_mean_and_repeats_for_a_seed() -> None:
 
 
 def test_wins_margins_bound_and_timing_on_a_tiny_run(tmp_path, local_spec) -> None:
-    from simulations.paired_stats import paired_wins
+    from evaluation.paired_stats import paired_wins
 
     assert paired_wins([1.0, 2.0, 3.0], [1.5, 2.0, 2.5]) == 1  # ties are not wins
     workloads = [_tiny("high_load", tmp_path)]
@@ -218,7 +218,7 @@ def test_variants_double_every_tier_and_drop_a_pool(local_spec) -> None:
 
 
 def test_seed_uses_read_from_meta_and_unrecorded_roles_noted() -> None:
-    from simulations.held_out import seed_uses_of
+    from evaluation.held_out import seed_uses_of
 
     uses, notes = seed_uses_of("rl:3", "rl", {"env": {"seeds": [5, 6], "seed_range": [1000, 2000]}})
     assert [(u.field, u.seeds) for u in uses] == [("env.seeds", (5, 6))]  # explicit seeds replace the range

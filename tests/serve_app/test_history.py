@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.history import HistoryError, open_store
+from serve_app.history import HistoryError, open_store
 
 
 def store(tmp_path: Path):

@@ -6,9 +6,9 @@ import pandas as pd
 
 from scheduler.objective import Objective
 from scheduler.task import make_task
-from simulations.engine import RECORD_COLUMNS
+from scheduler.record import RECORD_COLUMNS
 from simulations.metrics import summarize
-from simulations.replay_router import record_of
+from replays.router import record_of
 
 OBJ = Objective()
 

@@ -41,7 +41,7 @@ from scheduler.policy import FeasibilityCache, Policy, make_policy
 from scheduler.task import Task
 from simulations.engine import OnlineSimulator, simulate
 from simulations.metrics import summary_row
-from simulations.train_rf_args import TrainArgs
+from rl_env.train_rf_args import TrainArgs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: the ``--registry`` default of the parser; it means the registry's own default root
@@ -340,7 +340,7 @@ def _print_report(path: Path, metrics: dict, table: pd.DataFrame, teacher: str =
 
 
 def cli(args: argparse.Namespace) -> int:
-    """Entry point of ``orchestrator train rf`` (parser in :mod:`simulations.cli_train`)."""
+    """Entry point of ``orchestrator train rf`` (parser in :mod:`orchestrator.cli_train`)."""
     cfg = TrainArgs.from_namespace(args)
     reg = getattr(args, "registry", None)
     root = None if reg in (None, PARSER_REGISTRY_DEFAULT) else reg
