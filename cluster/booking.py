@@ -230,8 +230,11 @@ class NodeReplay:
         t = self.wait(task, share)
         if t == math.inf:
             raise ValueError(f"task {task.id} can never fit node {self.node.name} (share {share})")
+        return t, self._start(task, share)
+
+    def _start(self, task: "Task", share: Share) -> int:
         alloc = self._last = allocate(self.row, 0, task, share, checked=True)
-        return t, sharers(self.row, 0, alloc)
+        return sharers(self.row, 0, alloc)
 
     def hold_until(self, finish_time: float) -> None:
         """The task just taken frees what it holds at ``finish_time``."""
@@ -248,7 +251,7 @@ class NodeReplay:
             t = self.wait(qt, qs)
             if qt is stop or t == math.inf:
                 return t
-            t, n = self.take(qt, qs)
+            n = self._start(qt, qs)
             self.hold_until(t + (seconds + exec_seconds(self.node, qt, qs, n)))
         return None
 

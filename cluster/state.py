@@ -207,8 +207,9 @@ class ClusterState:
 
         Its free capacity, MIG slots and totals are node ``i``'s; its queue and running
         list start empty, ``spec`` is the whole cluster's (the node's spec is
-        ``spec.nodes[i]``, not ``[0]``). Allocations of the real state free here through
-        :func:`release` with ``row=0``.
+        ``spec.nodes[i]``, not ``[0]``), and :meth:`load` is not kept up to date (a
+        replay reads free capacity only; this halves its cost). Allocations of the real
+        state free here through :func:`release` with ``row=0``.
         """
         new = object.__new__(ClusterState)
         d = new.__dict__
@@ -221,7 +222,12 @@ class ClusterState:
         d["queues"] = [deque()]
         d["holding"] = [[]]
         d["_totals"] = [self._totals[i]]
+        d["_refresh"] = _no_refresh
         return new
+
+
+def _no_refresh(i: int) -> None:
+    """:meth:`ClusterState._refresh` of a :meth:`ClusterState.row_copy`: utilisation is not kept."""
 
 
 #: per-node arrays that booking changes (everything a copy must not share)
