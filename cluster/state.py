@@ -197,7 +197,8 @@ class ClusterState:
         d.update(self.__dict__)
         for name in _CHANGING_ARRAYS:
             d[name] = d[name].copy()
-        d["mig_slots"] = [{p: s.copy() for p, s in slots.items()} if slots else {} for slots in self.mig_slots]
+        # a node without MIG devices has no slots, ever: its empty dict is never written, so shared
+        d["mig_slots"] = [{p: s.copy() for p, s in slots.items()} if slots else slots for slots in self.mig_slots]
         d["queues"] = list(map(deque, self.queues))
         d["holding"] = list(map(list.copy, self.holding))
         return new
