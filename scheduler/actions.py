@@ -9,6 +9,8 @@ picks an impossible placement.
 """
 from __future__ import annotations
 
+from typing import Iterable, Sequence
+
 import numpy as np
 
 from cluster.state import ClusterState, node_masks
@@ -26,6 +28,22 @@ def action_mask(task: Task, state: ClusterState, feasible: np.ndarray | None = N
         feasible = node_masks(state, task)[0]
     lay = layout(state)
     return np.array([float(len(m) > 0 and feasible[m].any()) for m in lay.members], dtype=np.float32)
+
+
+def least_loaded_node(nodes: Iterable[int], fits: Sequence[bool], load: Sequence[float],
+                      queue: Sequence[int]) -> int:
+    """The node :func:`resolve` picks among ``nodes`` (ascending): fits now first, then the lowest
+    utilisation plus queue, then the lowest index; -1 if there is none.
+
+    The scalar form of :func:`resolve`'s vectorised rule (plain lists: the RL env calls it per
+    step on a few nodes); tests hold the two equal.
+    """
+    best, key = -1, (True, 0.0)
+    for i in nodes:
+        k = (not fits[i], load[i] + queue[i])
+        if best < 0 or k < key:
+            best, key = i, k
+    return best
 
 
 def resolve(action: int, task: Task, state: ClusterState, policy: str,
