@@ -215,10 +215,12 @@ class ClusterState:
         new = object.__new__(ClusterState)
         d = new.__dict__
         d.update(self.__dict__)
-        for name in _ROW_ARRAYS:
+        for name in _CHANGING_ARRAYS:
             d[name] = d[name][i:i + 1].copy()
+        for name in _STATIC_ARRAYS:  # never written: views
+            d[name] = d[name][i:i + 1]
         slots = self.mig_slots[i]
-        d["mig_slots"] = [{p: s.copy() for p, s in slots.items()} if slots else {}]
+        d["mig_slots"] = [{p: s.copy() for p, s in slots.items()} if slots else slots]
         d["mig_profiles"] = [self.mig_profiles[i]]
         d["queues"] = [deque()]
         d["holding"] = [[]]
@@ -234,9 +236,8 @@ def _no_refresh(i: int) -> None:
 #: per-node arrays that booking changes (everything a copy must not share)
 _CHANGING_ARRAYS = ("cpu_free", "mem_free", "gpu_free", "gpu_tasks", "mig_free", "queue_len", "running",
                     "mig_used", "gpu_held", "util")
-#: every per-node array (a one-row copy slices them all)
-_ROW_ARRAYS = (*_CHANGING_ARRAYS, "granularity", "cpu_total", "mem_total", "gpu_total", "tier_of", "pool_of",
-               "net_mean_ms")
+#: per-node arrays nothing writes after :meth:`ClusterState.from_spec`
+_STATIC_ARRAYS = ("granularity", "cpu_total", "mem_total", "gpu_total", "tier_of", "pool_of", "net_mean_ms")
 
 
 # ---------------------------------------------------------------- feasibility
