@@ -39,8 +39,10 @@ import numpy as np
 from cluster.live_state import LiveState
 from cluster.performance import cost as task_cost
 from cluster.performance import exec_seconds
+from cluster import booking
+from cluster.booking import Held, QueueItem
 from cluster.ray_backend import Backend, RayBackend
-from cluster.state import Allocation, Share, allocate, fits_now, release
+from cluster.state import Allocation, Share
 from cluster.task_body import BODY_DEFAULTS
 
 if TYPE_CHECKING:
@@ -94,8 +96,8 @@ class _Entry:
     node: int = -1
     share: Share | None = None
     alloc: Allocation | None = None
-    hold: list | None = None  # [predicted finish, alloc] in state.holding
-    qitem: tuple | None = None  # its (task, share, hold_s) in the node's queue while it waits
+    hold: Held | None = None  # (predicted finish, alloc, exec s) in state.holding while it runs
+    qitem: QueueItem | None = None  # its (task, share, hold_s) in the node's queue while it waits
     sent: bool = False  # handed to Ray (running, or pipelined behind the node's running tasks)
     ref: Any = None
     token: int = 0  # bumped on every dispatch: completions of an earlier attempt are ignored
@@ -259,40 +261,27 @@ class Executor:
         e.tried.append(nd.name)
         lo, hi = self.live.spec.tiers[nd.tier].network_ms
         e.network_ms = lo + e.network_u * (hi - lo)
-        q = self.state.queues[i]
         self._entries[id(e)] = e
-        if not q and fits_now(self.state, i, e.task, e.share):
-            self._allocate(e)
+        # Ray picks the GPU of a fractional share itself (best fit, the allocator's rule), so the
+        # bookkeeping books the device Ray will use rather than a policy's pin (device None).
+        net_s = e.network_ms / 1000.0
+        held = booking.start_or_queue(self.state, i, e.task, e.share, self.now(), net_s,
+                                      queued_s=net_s + exec_seconds(nd, e.task, e.share))
+        if held is not None:
+            e.alloc, e.hold = held[1], held
             self._send(e)
         else:
-            e.qitem = (e.task, e.share, e.network_ms / 1000.0 + exec_seconds(nd, e.task, e.share))
+            e.qitem = self.state.queues[i][-1]
             self._waiting[id(e.qitem)] = e
-            q.append(e.qitem)
-            self.state.queue_len[i] += 1
             e.queued = True
             self._pipeline(i)
-
-    def _allocate(self, e: _Entry) -> float:
-        """Book ``e`` as started now; returns its execution time (workload seconds)."""
-        i, st = e.node, self.state
-        # Ray picks the GPU of a fractional share itself (best fit, the allocator's rule), so the
-        # bookkeeping books the device Ray will use rather than a policy's pin.
-        alloc = allocate(st, i, e.task, e.share, None)
-        e.alloc = alloc
-        sharers = int(st.gpu_tasks[i, alloc.devices[0][0]]) if e.share[0] == "slice" else 1
-        ex = exec_seconds(self.live.spec.nodes[i], e.task, e.share, sharers)
-        e.hold = [self.now() + e.network_ms / 1000.0 + ex, alloc]
-        st.holding[i].append(e.hold)
-        return ex
 
     def _send(self, e: _Entry) -> None:
         """Queue ``e`` for Ray (pinned to its node with its share); :meth:`flush` submits it."""
         i = e.node
         nd = self.live.spec.nodes[i]
-        sharers = 1
-        if e.alloc is not None and e.share[0] == "slice":
-            sharers = int(self.state.gpu_tasks[i, e.alloc.devices[0][0]])
-        ex = exec_seconds(nd, e.task, e.share, sharers)
+        # booked: the execution time with its time-slice neighbours at start; pipelined (CPU, MIG): alone
+        ex = e.hold[2] if e.hold is not None else exec_seconds(nd, e.task, e.share)
         payload: tuple = (e.network_ms / 1000.0 / self.compression, ex / self.compression, self.kernel,
                           e.share[0] in ("slice", "whole"))
         if e.fn is not None:
@@ -350,38 +339,29 @@ class Executor:
     def _unbook(self, e: _Entry) -> None:
         """Drop what the bookkeeping holds for ``e`` (an allocation, or its queue place)."""
         i = e.node
-        if e.alloc is not None:
-            release(self.state, e.alloc)
-            if e.hold in self.state.holding[i]:
-                self.state.holding[i].remove(e.hold)
+        if e.hold is not None:
+            booking.finish(self.state, e.hold)
             e.alloc = e.hold = None
         if e.qitem is not None:
             self._waiting.pop(id(e.qitem), None)
-            q = self.state.queues[i]
-            for k, item in enumerate(q):
-                if item is e.qitem:  # by identity: equal tuples of another submission of the same task may wait too
-                    del q[k]
-                    self.state.queue_len[i] -= 1
-                    if e.sent:
-                        self._sent_q[i] -= 1
-                    break
+            if booking.unqueue(self.state, i, e.qitem) and e.sent:
+                self._sent_q[i] -= 1
             e.qitem = None
 
     def _drain_queue(self, i: int) -> None:
         """Start, in FIFO order, what now fits on node ``i``; top up the pipeline."""
-        st = self.state
-        q = st.queues[i]
-        while q and self.live.usable[i] and fits_now(st, i, q[0][0], q[0][1]):
-            e = self._waiting.pop(id(q.popleft()))
-            st.queue_len[i] -= 1
+        if not self.live.usable[i]:
+            return
+        waiting = self._waiting
+        for item, held in booking.drain(self.state, i, self.now(), lambda it: waiting[id(it)].network_ms / 1000.0):
+            e = waiting.pop(id(item))
             e.qitem = None
-            self._allocate(e)
+            e.alloc, e.hold = held[1], held
             if e.sent:
                 self._sent_q[i] -= 1
             else:
                 self._send(e)
-        if self.live.usable[i]:
-            self._pipeline(i)
+        self._pipeline(i)
 
     def _retry(self, e: _Entry, why: str) -> None:
         if e.policy is None or e.attempts > self.max_retries:
@@ -502,9 +482,7 @@ class Executor:
             q = self.state.queues[i]
             if usable or not q:
                 continue
-            waiting = [self._waiting.pop(id(item)) for item in q]
-            q.clear()
-            self.state.queue_len[i] = 0
+            waiting = [self._waiting.pop(id(item)) for item in booking.clear_queue(self.state, i)]
             self._sent_q[i] = 0
             for e in waiting:
                 e.qitem = None

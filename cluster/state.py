@@ -3,7 +3,8 @@
 The state is arrays (one row per node) so that policies can score every node at
 once with numpy, plus the per-node bookkeeping the simulator needs (queues,
 running tasks). Policies only read it; :func:`allocate` and :func:`release` are
-the only writers of free capacity, and :func:`release` is idempotent.
+the only writers of free capacity, and :mod:`cluster.booking` the only caller
+that starts, queues, finishes or takes back a task (idempotently).
 
 A *share* says how a task holds a GPU on a node:
 
@@ -36,9 +37,13 @@ MIG_MILLI = {p: MIG_PROFILES[p][0] * 1000 // 7 for p in PROFILE_NAMES}
 
 
 class Allocation:
-    """What one running task holds; freed exactly once by :func:`release`."""
+    """What one running task holds; never changed after :func:`allocate` made it.
 
-    __slots__ = ("node", "cpu", "mem", "devices", "mig", "share", "active", "gpu_milli")
+    Immutable so that a state's copy may share it: whether it is still held is a
+    fact about a state (it is in that state's ``holding``), not about the object.
+    """
+
+    __slots__ = ("node", "cpu", "mem", "devices", "mig", "share", "gpu_milli")
 
     def __init__(self, node: int, cpu: int, mem: int, devices: tuple[tuple[int, int], ...],
                  mig: tuple[int, int, str] | None, share: Share) -> None:
@@ -48,7 +53,6 @@ class Allocation:
         self.devices = devices  # ((device index, milli), ...)
         self.mig = mig  # (device index, instance index, profile)
         self.share = share
-        self.active = True
         #: GPU milli held (MIG instances count their compute share)
         self.gpu_milli = (MIG_MILLI[mig[2]] if mig is not None
                           else sum(m for _, m in devices) if devices else 0)
@@ -178,6 +182,62 @@ class ClusterState:
         mem = 1.0 - self.mem_free.item(i) / mt
         gpu = self.gpu_held.item(i) / gt if gt else 0.0
         self.util[i] = max(cpu, mem, gpu)
+
+    def copy(self) -> "ClusterState":
+        """An independent copy for a forward simulation (lookahead, a batch plan).
+
+        Copies what booking changes: free capacity, the derived per-node arrays, queues,
+        running tasks (``holding``), free MIG slots and ``now``. Shares what never changes
+        (the spec, totals, and the immutable :class:`Allocation` and queue items), so
+        nothing done to the copy reaches this state, and the cost is a few numpy copies
+        plus one small list per node.
+        """
+        new = object.__new__(ClusterState)
+        d = new.__dict__
+        d.update(self.__dict__)
+        for name in _CHANGING_ARRAYS:
+            d[name] = d[name].copy()
+        # a node without MIG devices has no slots, ever: its empty dict is never written, so shared
+        d["mig_slots"] = [{p: s.copy() for p, s in slots.items()} if slots else slots for slots in self.mig_slots]
+        d["queues"] = list(map(deque, self.queues))
+        d["holding"] = list(map(list.copy, self.holding))
+        return new
+
+    def row_copy(self, i: int) -> "ClusterState":
+        """Node ``i`` alone, as a one-row state (row 0), to replay that node's queue cheaply.
+
+        Its free capacity, MIG slots and totals are node ``i``'s; its queue and running
+        list start empty, ``spec`` is the whole cluster's (the node's spec is
+        ``spec.nodes[i]``, not ``[0]``), and :meth:`load` is not kept up to date (a
+        replay reads free capacity only; this halves its cost). Allocations of the real
+        state free here through :func:`release` with ``row=0``.
+        """
+        new = object.__new__(ClusterState)
+        d = new.__dict__
+        d.update(self.__dict__)
+        for name in _CHANGING_ARRAYS:
+            d[name] = d[name][i:i + 1].copy()
+        for name in _STATIC_ARRAYS:  # never written: views
+            d[name] = d[name][i:i + 1]
+        slots = self.mig_slots[i]
+        d["mig_slots"] = [{p: s.copy() for p, s in slots.items()} if slots else slots]
+        d["mig_profiles"] = [self.mig_profiles[i]]
+        d["queues"] = [deque()]
+        d["holding"] = [[]]
+        d["_totals"] = [self._totals[i]]
+        d["_refresh"] = _no_refresh
+        return new
+
+
+def _no_refresh(i: int) -> None:
+    """:meth:`ClusterState._refresh` of a :meth:`ClusterState.row_copy`: utilisation is not kept."""
+
+
+#: per-node arrays that booking changes (everything a copy must not share)
+_CHANGING_ARRAYS = ("cpu_free", "mem_free", "gpu_free", "gpu_tasks", "mig_free", "queue_len", "running",
+                    "mig_used", "gpu_held", "util")
+#: per-node arrays nothing writes after :meth:`ClusterState.from_spec`
+_STATIC_ARRAYS = ("granularity", "cpu_total", "mem_total", "gpu_total", "tier_of", "pool_of", "net_mean_ms")
 
 
 # ---------------------------------------------------------------- feasibility
@@ -319,12 +379,13 @@ def allocate(state: ClusterState, i: int, task: "Task", share: Share,
     return alloc
 
 
-def release(state: ClusterState, alloc: Allocation) -> None:
-    """Give back what ``alloc`` holds; a second call is a no-op."""
-    if not alloc.active:
-        return
-    alloc.active = False
-    i = alloc.node
+def release(state: ClusterState, alloc: Allocation, row: int | None = None) -> None:
+    """Give back what ``alloc`` holds, once (:func:`cluster.booking.finish` is the idempotent form).
+
+    ``row``: where ``state`` keeps the node when not at ``alloc.node`` (a
+    :meth:`ClusterState.row_copy`).
+    """
+    i = alloc.node if row is None else row
     state.cpu_free[i] += alloc.cpu
     state.mem_free[i] += alloc.mem
     state.running[i] -= 1
@@ -357,12 +418,10 @@ def node_masks(state: ClusterState, task: "Task") -> tuple[np.ndarray, np.ndarra
     feasible = np.zeros(n, dtype=bool)
     fits = np.zeros(n, dtype=bool)
     shares: list = [None] * n
-    for i in range(n):
-        s = share_for(state, i, task)
-        if s is not None:
-            feasible[i] = True
-            shares[i] = s
-            fits[i] = fits_now(state, i, task, s)
+    for i, s, now in feasible_nodes(state, task):
+        feasible[i] = True
+        shares[i] = s
+        fits[i] = now
     return feasible, fits, shares
 
 

@@ -43,22 +43,25 @@ Tasks no node can host are rejected without a step (no action could change it).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from cluster.state import ClusterState, fits_free, share_for
+from cluster.state import ClusterState, fits_now_list
 from cluster.topology import NODE_CLASSES
 from rl_env.config import EnvConfig
 from rl_env.outcome import OutcomePredictor
-from scheduler.actions import N_ACTIONS
+from scheduler.actions import N_ACTIONS, least_loaded_node
 from scheduler.features import N_FEATURES, FeatureBuilder, layout
-from scheduler.policy import Decision, why_infeasible
+from scheduler.policy import MAX_SHAPES, Decision, FeasibilityCache, why_infeasible
 from scheduler.task import Task
 from simulations.engine import OnlineSimulator, SimResult
 from simulations.workloads import generate
+
+if TYPE_CHECKING:
+    from scheduler.policy import _Shape as FeasibleShape  # what FeasibilityCache.shape returns
 
 #: Bounds that hold every feature of any valid task (cpu up to 1,024 cores is 32).
 OBS_LOW, OBS_HIGH = -1.0, 64.0
@@ -66,19 +69,20 @@ POLICY_NAME = "rl-env"
 
 
 class _Shape:
-    """What is static for one task shape on this cluster: where it can go, with what share."""
+    """What the env derives once per feasibility-cache entry: per node share, class mask, class candidates."""
 
-    __slots__ = ("nodes", "shares", "share_of", "feasible", "mask", "cpu_only")
+    __slots__ = ("static", "share_of", "feasible", "mask", "in_class")
 
-    def __init__(self, task: Task, state: ClusterState) -> None:
-        n = state.n_nodes
-        self.share_of: list = [share_for(state, i, task) for i in range(n)]
-        self.nodes = [i for i in range(n) if self.share_of[i] is not None]
-        self.shares = [self.share_of[i] for i in self.nodes]
+    def __init__(self, static: FeasibleShape, state: ClusterState) -> None:
+        self.static = static
+        self.share_of: list = [None] * state.n_nodes
+        for i, s in zip(static.node_list, static.shares):
+            self.share_of[i] = s
         self.feasible = [s is not None for s in self.share_of]
         members = layout(state).members
-        self.mask = np.array([float(any(self.feasible[i] for i in m)) for m in members], dtype=np.float32)
-        self.cpu_only = all(s[0] == "cpu" for s in self.shares)
+        #: per node class, its nodes that can host the task (ascending)
+        self.in_class = [[i for i in m.tolist() if self.feasible[i]] for m in members]
+        self.mask = np.array([float(len(c) > 0) for c in self.in_class], dtype=np.float32)
 
 
 class HeteroClusterEnv(gym.Env):
@@ -101,7 +105,8 @@ class HeteroClusterEnv(gym.Env):
         self.sim: OnlineSimulator | None = None
         self.result: SimResult | None = None  # the finished episode's simulation (records, summary)
         self.episode: dict[str, Any] = {}
-        self._shapes: dict[tuple, _Shape] = {}
+        self._feasibility = FeasibilityCache()  # the policies' static filter, shared per task shape
+        self._shapes: dict[FeasibleShape, _Shape] = {}
         self._builder: FeatureBuilder | None = None
         self._seed_cursor = 0
         self._terminal_obs = {"observations": np.zeros(N_FEATURES, np.float32),
@@ -182,7 +187,6 @@ class HeteroClusterEnv(gym.Env):
         if self._builder is None:
             self._builder = FeatureBuilder(state)
         self._builder.state = state  # static layout is per cluster; keep the shape caches
-        self._members = [m.tolist() for m in layout(state).members]
         self._no_scores = np.full(state.n_nodes, np.nan)
         self._predictor = OutcomePredictor(state, self.objective)
         self._predicted: dict[str, float] = {}
@@ -198,7 +202,7 @@ class HeteroClusterEnv(gym.Env):
         sim = self.sim
         while (task := sim.next_task()) is not None:
             shape = self._shape_of(task)
-            if shape.nodes:
+            if shape.static.node_list:
                 self._task, self._shape = task, shape
                 self._fits = self._fits_now(task, shape)
                 self._obs = {"observations": self._builder.build(task, shape.feasible, self._fits),
@@ -211,48 +215,32 @@ class HeteroClusterEnv(gym.Env):
         return False
 
     def _shape_of(self, task: Task) -> _Shape:
-        key = (task.cpu_milli, task.mem_mib, task.gpu_milli, task.gpu_count, task.mig_profile, task.gpu_models)
-        shape = self._shapes.get(key)
+        static = self._feasibility.shape(task, self.sim.state)
+        shape = self._shapes.get(static)
         if shape is None:
-            shape = self._shapes[key] = _Shape(task, self.sim.state)
+            if len(self._shapes) >= MAX_SHAPES:  # the cache starts over too: drop what only it kept
+                self._shapes.clear()
+            shape = self._shapes[static] = _Shape(static, self.sim.state)
         return shape
 
     def _fits_now(self, task: Task, shape: _Shape) -> list[bool]:
         state = self.sim.state
         fits = [False] * state.n_nodes
-        if shape.cpu_only:
-            cpu, mem = state.cpu_free.tolist(), state.mem_free.tolist()
-            c, m = task.cpu_milli, task.mem_mib
-            for i in shape.nodes:
-                fits[i] = c <= cpu[i] and m <= mem[i]
-        else:
-            for i, s in zip(shape.nodes, shape.shares):
-                fits[i] = fits_free(state.cpu_free[i], state.mem_free[i], state.gpu_free[i],
-                                    state.mig_free[i], task, s)
+        st = shape.static
+        for i, ok in zip(st.node_list, fits_now_list(state, task, st.node_list, st.shares, st.cpu_only)):
+            fits[i] = ok
         return fits
 
     def _resolve_node(self, action: int, shape: _Shape) -> int:
         """The node :func:`scheduler.actions.resolve` picks for ``action``, without building its
-        explanation (tests assert the two agree): in the class, fits now first, then the
-        lowest utilisation plus queue, then the lowest index."""
+        explanation."""
         state = self.sim.state
-        load = state.util.tolist()
-        queue = state.queue_len.tolist()
-        fits, feasible = self._fits, shape.feasible
-        best, key = -1, (True, 0.0)
-        for i in self._members[action]:
-            if feasible[i]:
-                k = (not fits[i], load[i] + queue[i])
-                if best < 0 or k < key:
-                    best, key = i, k
-        return best
+        return least_loaded_node(shape.in_class[action], self._fits, state.util.tolist(), state.queue_len.tolist())
 
     def _fallback_action(self, shape: _Shape) -> int:
         """The class of the node the least-loaded rule prefers (fits now first, then load + queue)."""
         state = self.sim.state
-        load = state.util.tolist()
-        queue = state.queue_len.tolist()
-        best = min(shape.nodes, key=lambda i: (not self._fits[i], load[i] + queue[i], i))
+        best = least_loaded_node(shape.static.node_list, self._fits, state.util.tolist(), state.queue_len.tolist())
         return int(layout(state).cls[best])
 
     def _correction(self) -> float:

@@ -9,10 +9,11 @@ picks an impossible placement.
 """
 from __future__ import annotations
 
+from typing import Iterable, Sequence
+
 import numpy as np
 
-from cluster.state import ClusterState
-from cluster.state import node_masks as _node_masks
+from cluster.state import ClusterState, node_masks
 from cluster.topology import NODE_CLASSES
 from scheduler.features import layout
 from scheduler.policy import Decision
@@ -21,24 +22,35 @@ from scheduler.task import Task
 N_ACTIONS = len(NODE_CLASSES)
 
 
-def node_masks(task: Task, state: ClusterState) -> tuple[np.ndarray, np.ndarray, list]:
-    """Per node: can host (static), fits now, and the share it would hold."""
-    return _node_masks(state, task)
-
-
 def action_mask(task: Task, state: ClusterState, feasible: np.ndarray | None = None) -> np.ndarray:
     """1 for each node class with at least one node that can host ``task``."""
     if feasible is None:
-        feasible = node_masks(task, state)[0]
+        feasible = node_masks(state, task)[0]
     lay = layout(state)
     return np.array([float(len(m) > 0 and feasible[m].any()) for m in lay.members], dtype=np.float32)
+
+
+def least_loaded_node(nodes: Iterable[int], fits: Sequence[bool], load: Sequence[float],
+                      queue: Sequence[int]) -> int:
+    """The node :func:`resolve` picks among ``nodes`` (ascending): fits now first, then the lowest
+    utilisation plus queue, then the lowest index; -1 if there is none.
+
+    The scalar form of :func:`resolve`'s vectorised rule (plain lists: the RL env calls it per
+    step on a few nodes); tests hold the two equal.
+    """
+    best, key = -1, (True, 0.0)
+    for i in nodes:
+        k = (not fits[i], load[i] + queue[i])
+        if best < 0 or k < key:
+            best, key = i, k
+    return best
 
 
 def resolve(action: int, task: Task, state: ClusterState, policy: str,
             masks: tuple[np.ndarray, np.ndarray, list] | None = None,
             probabilities: np.ndarray | None = None, explanation: str = "") -> Decision:
     """Turn a node-class action into a :class:`Decision` (node -1 if the class cannot host)."""
-    feasible, fits, shares = masks if masks is not None else node_masks(task, state)
+    feasible, fits, shares = masks if masks is not None else node_masks(state, task)
     members = layout(state).members[action]
     cand = members[feasible[members]] if len(members) else members
     scores = np.full(state.n_nodes, np.nan)

@@ -10,8 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
+from cluster.booking import projected_start
 from cluster.performance import cost, exec_seconds, gpu_devices_held, speed
-from cluster.projection import projected_start
 from cluster.state import ClusterState, Share, pick_device
 from scheduler.task import Task
 

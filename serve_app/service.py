@@ -46,7 +46,7 @@ from serve_app.config import RouterConfig
 from serve_app.errors import ApiError, field_error, task_error
 from serve_app.liveness import NodeWatcher
 from serve_app.metrics import RouterMetrics
-from serve_app.plan import book, scratch_copy
+from serve_app.plan import book
 from scheduler.policies.pool import PoolPolicy
 from serve_app.policies import ActivePolicy, PolicyHolder, build_policy, learned_versions
 from serve_app.views import decision_view, finite, record_view, result_fields
@@ -162,7 +162,7 @@ class RouterService:
                     done += self._decide_together(active, chunk, state)
                     continue
                 if plan:
-                    scratch = scratch if scratch is not None else scratch_copy(state)
+                    scratch = scratch if scratch is not None else state.copy()
                     state = scratch
                 for task, pool in chunk:
                     t0 = clock()

@@ -14,7 +14,7 @@ decision; :func:`simulate` is the loop that asks a policy. The only policy call 
 """
 from __future__ import annotations
 
-import heapq
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from cluster.performance import cost as task_cost
-from cluster.performance import exec_seconds
-from cluster.state import ClusterState, allocate, fits_now, release
+from cluster import booking
+from cluster.booking import Forward, Held
+from cluster.state import ClusterState
 from cluster.topology import ClusterSpec
 from cluster.vocabulary import share_text
 from scheduler.objective import Objective
@@ -78,10 +79,8 @@ class OnlineSimulator:
         self._tiers = [spec.tiers[n.tier] for n in spec.nodes]
         self._net_range = [(t.network_ms[0], t.network_ms[1] - t.network_ms[0]) for t in self._tiers]
         self._labels = [(n.name, n.pool, n.tier) for n in spec.nodes]
-        self._nodes = list(spec.nodes)
         self.records: list[TaskRecord] = []
-        self._heap: list[tuple] = []
-        self._seq = 0
+        self._roll = Forward(self.state, self._finish_one)
         horizon = self.tasks[-1].arrival if self.tasks else 0.0
         self._sample_dt = max(horizon / max(timeline_points, 1), 1e-9)
         self._next_sample = 0.0
@@ -96,9 +95,7 @@ class OnlineSimulator:
             return None
         task = self.tasks[self._k]
         t = task.arrival
-        heap = self._heap
-        while heap and heap[0][0] <= t:
-            self._finish_one()
+        self._roll.advance(t)
         while t >= self._next_sample:
             self._sample(self._next_sample)
             self._next_sample += self._sample_dt
@@ -109,38 +106,28 @@ class OnlineSimulator:
         """Apply ``d`` for ``task`` (the task ``next_task`` returned)."""
         k = self._k
         self._k += 1
-        state = self.state
         i = d.node
         if i < 0:  # not placed
             self.records.append(TaskRecord.not_succeeded(task, self.policy_name, "rejected", d.explanation))
             return
         lo, span = self._net_range[i]
         net = self._net[id(task)] = lo + self._unif[k] * span
-        q = state.queues[i]
-        share = d.share
-        if not q and fits_now(state, i, task, share):
-            self._start(task, i, share, d.device, task.arrival, checked=True)
-        else:
-            q.append((task, share, net / 1000.0))
-            state.queue_len[i] += 1
+        self._roll.place(i, task, d.share, task.arrival, net / 1000.0, d.device)
 
     def finish(self) -> SimResult:
         """Run the remaining tasks to the run's end (see the module docstring) and summarise."""
-        heap = self._heap
         if self.horizon_s is None:
-            while heap:
-                self._finish_one()
+            self._roll.advance(math.inf)
         else:
             end = (self.tasks[-1].arrival if self.tasks else 0.0) + self.horizon_s
-            while heap and heap[0][0] <= end:
-                self._finish_one()
+            self._roll.advance(end)
             self._end_unfinished(end)
         self._sample(self.state.now)
         return self.result()
 
     @property
     def done(self) -> bool:
-        return self._k >= len(self.tasks) and not self._heap
+        return self._k >= len(self.tasks) and not self._roll.heap
 
     def result(self) -> SimResult:
         pools = self.spec.pools
@@ -153,25 +140,9 @@ class OnlineSimulator:
         return SimResult(recs, timeline, summarize(recs, timeline, pools))
 
     # ------------------------------------------------------------------ internals
-    def _start(self, task: Task, i: int, share, device: int | None, t: float,
-               checked: bool = False) -> None:
-        state = self.state
-        alloc = allocate(state, i, task, share, device, checked=checked)
-        sharers = state.gpu_tasks.item(i, alloc.devices[0][0]) if share[0] == "slice" else 1
-        ex = exec_seconds(self._nodes[i], task, share, sharers)
-        finish = t + self._net[id(task)] / 1000.0 + ex
-        entry = [finish, alloc]
-        state.holding[i].append(entry)
-        heapq.heappush(self._heap, (finish, self._seq, i, task, entry, t, ex))
-        self._seq += 1
-
-    def _finish_one(self) -> None:
-        t, _, i, task, entry, started, ex = heapq.heappop(self._heap)
-        state = self.state
-        state.now = t
-        alloc = entry[1]
-        release(state, alloc)
-        state.holding[i].remove(entry)
+    def _finish_one(self, t: float, i: int, task: Task, held: Held, started: float) -> None:
+        """Record a task that finished at ``t`` (its resources are free again)."""
+        alloc, ex = held[1], held[2]
         net_ms = self._net.pop(id(task))
         queue_ms = (started - task.arrival) * 1000.0
         latency = queue_ms + net_ms + ex * 1000.0
@@ -181,18 +152,16 @@ class OnlineSimulator:
         self.records.append(TaskRecord.succeeded(
             task, self.policy_name, name, pool, tier, share_text(share), started > task.arrival, started, t,
             queue_ms, net_ms, ex * 1000.0, latency, c, self.objective))
-        q = state.queues[i]
-        while q and fits_now(state, i, q[0][0], q[0][1]):
-            qt, qs, _ = q.popleft()
-            state.queue_len[i] -= 1
-            self._start(qt, i, qs, None, t, checked=True)
 
     def _end_unfinished(self, end: float) -> None:
         """Record every task still running or queued at ``end`` as an unfinished miss."""
         self.state.now = max(self.state.now, end)
-        left = [(task, i, started, self._net.pop(id(task)), ex, entry[1].share)
-                for _, _, i, task, entry, started, ex in sorted(self._heap)]
-        self._heap.clear()
+        heap = self._roll.heap
+        left = [(task, i, started, self._net.pop(id(task)), held[2], held[1].share)
+                for _, _, i, task, held, started in sorted(heap, key=lambda e: e[:2])]
+        for entry in heap:
+            booking.finish(self.state, entry[4])
+        heap.clear()
         for i, q in enumerate(self.state.queues):
             left += [(task, i, np.nan, net_s * 1000.0, np.nan, share) for task, share, net_s in q]
         for task, i, started, net_ms, ex, share in left:

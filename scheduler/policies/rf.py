@@ -33,7 +33,7 @@ Masks = tuple[np.ndarray, np.ndarray, list]
 
 
 def cached_node_masks(task: Task, state: ClusterState, cache: FeasibilityCache) -> Masks:
-    """:func:`scheduler.actions.node_masks` through the per-shape feasibility cache.
+    """:func:`cluster.state.node_masks` through the per-shape feasibility cache.
 
     Same result (can host, fits now, share per node) at a fraction of the cost:
     static feasibility is computed once per task shape, "fits now" vectorised.

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster.state import ClusterState
+from cluster.state import ClusterState, node_masks
 from cluster.topology import NODE_CLASSES
-from scheduler.actions import N_ACTIONS, action_mask, node_masks, resolve
+from scheduler.actions import N_ACTIONS, action_mask, resolve
 from scheduler.features import N_FEATURES, feature_vector
 from scheduler.policy import Decision, register, why_infeasible
 from scheduler.task import Task
@@ -65,7 +65,7 @@ class RLPolicy:
 
     def probabilities(self, task: Task, state: ClusterState) -> tuple[np.ndarray, tuple]:
         """Masked class probabilities for ``task`` now, and the node masks they were computed from."""
-        masks = node_masks(task, state)
+        masks = node_masks(state, task)
         mask = action_mask(task, state, masks[0])
         x = feature_vector(task, state, masks[0], masks[1])
         torch = self._torch

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cluster.projection import projected_start
+from cluster.booking import projected_start
 from cluster.state import CPU_SHARE, ClusterState, allocate
 from cluster.topology import ClusterSpec, GpuDevice, NodeSpec, TierSpec
 from scheduler.task import Task, make_task

@@ -110,10 +110,7 @@ def test_random_allocate_release_never_over_allocates(local_spec, ops) -> None:
                 assert snapshot(state) == before, "a refused allocate changed the state"
         else:
             alloc = live.pop(a % len(live))
-            release(state, alloc)
-            after = snapshot(state)
-            release(state, alloc)  # idempotent
-            assert snapshot(state) == after
+            release(state, alloc)  # once: booking.finish is the idempotent form (tests/cluster/test_booking.py)
         check_accounting(state, live)
     for alloc in live:
         release(state, alloc)

@@ -8,9 +8,10 @@ from gymnasium.utils.env_checker import check_env
 
 import rl_env  # noqa: F401  (registers HeteroCluster-v0)
 from cluster.config import ConfigError
+from cluster.state import node_masks
 from rl_env.config import EnvConfig
 from rl_env.env import HeteroClusterEnv
-from scheduler.actions import action_mask, node_masks, resolve
+from scheduler.actions import action_mask, resolve
 from scheduler.features import N_FEATURES, feature_vector
 from scheduler.policy import make_policy
 from simulations.engine import simulate
@@ -105,7 +106,7 @@ def test_observation_and_mask_equal_the_shared_modules() -> None:
         obs, _ = env.reset(seed=seed)
         while True:
             task, state = env._task, env.sim.state
-            masks = node_masks(task, state)
+            masks = node_masks(state, task)
             assert np.array_equal(obs["observations"], feature_vector(task, state, masks[0], masks[1]))
             assert np.array_equal(obs["action_mask"], action_mask(task, state, masks[0]))
             a = choose(obs)
@@ -151,7 +152,7 @@ class LastClass:
         pass
 
     def select(self, task, state):
-        masks = node_masks(task, state)
+        masks = node_masks(state, task)
         a = int(np.flatnonzero(action_mask(task, state, masks[0]))[-1])
         return resolve(a, task, state, self.name, masks)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
+from cluster.state import node_masks
 from scheduler import forest as forest_mod
-from scheduler.actions import node_masks
 from scheduler.features import N_FEATURES, feature_vector, layout
 from scheduler.forest import FlatForest, top_contributions
 from scheduler.policy import make_policy
@@ -42,7 +42,7 @@ def real_rows(local_spec):
     rows, labels = [], []
     while (task := sim.next_task()) is not None:
         d = oracle.select(task, sim.state)
-        feasible, fits, _ = node_masks(task, sim.state)
+        feasible, fits, _ = node_masks(sim.state, task)
         rows.append(feature_vector(task, sim.state, feasible, fits))
         labels.append(-1 if not d.placed else int(layout(sim.state).cls[d.node]))  # the oracle's class
         sim.place(task, d)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cluster.state import share_for
+from cluster.state import node_masks, share_for
 from cluster.topology import NODE_CLASSES
 from scheduler import model_registry as reg
-from scheduler.actions import action_mask, node_masks
+from scheduler.actions import action_mask
 from scheduler.explain import contributions_text, feature_text
 from scheduler.features import FEATURE_NAMES, feature_vector, layout
 from scheduler.policies.rf import FOREST_FILE, RandomForestPolicy, cached_node_masks
@@ -120,7 +120,7 @@ def test_cached_masks_equal_the_reference(local_spec):
     sim = OnlineSimulator(local_spec, tasks, seed=3)
     cache, oracle = FeasibilityCache(), make_policy("oracle")
     while (task := sim.next_task()) is not None:
-        ref = node_masks(task, sim.state)
+        ref = node_masks(sim.state, task)
         got = cached_node_masks(task, sim.state, cache)
         assert np.array_equal(ref[0], got[0]) and np.array_equal(ref[1], got[1]) and ref[2] == got[2]
         sim.place(task, oracle.select(task, sim.state))

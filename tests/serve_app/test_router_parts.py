@@ -11,7 +11,7 @@ from scheduler.task import make_task
 from serve_app.config import (RouterConfig, load_router_config, parse_router_config, resolve_admin_token,
                               token_sha256)
 from serve_app.errors import ApiError
-from serve_app.plan import book, scratch_copy
+from serve_app.plan import book
 from tests.conftest import CONFIGS, REPO_ROOT
 from tests.serve_app.router_fakes import SMALL, make_service
 
@@ -67,7 +67,7 @@ def test_plan_books_on_a_copy() -> None:
     spec = load_cluster(SMALL)
     live = ClusterState.from_spec(spec)
     before = live.cpu_free.copy()
-    plan = scratch_copy(live)
+    plan = live.copy()
     pol = make_policy("least-loaded")
     task = make_task({"id": "a", "cpu_milli": 2000, "mem_mib": 1024})
     nodes = []
@@ -77,7 +77,7 @@ def test_plan_books_on_a_copy() -> None:
         nodes.append(d.node)
     assert (live.cpu_free == before).all() and live.queue_len.sum() == 0  # the live state is untouched
     assert len(set(nodes)) > 1 and plan.cpu_free.sum() < before.sum()
-    plan = scratch_copy(live)
+    plan = live.copy()
     mig = make_task({"id": "m", "mig_profile": "1g.10gb", "cpu_milli": 100})
     for _ in range(3):  # the MIG node has two 1g instances: the third waits in its queue
         book(plan, mig, pol.select(mig, plan))
