@@ -35,13 +35,14 @@ import pandas as pd
 
 from cluster.topology import ClusterSpec
 from scheduler.objective import Objective
+from scheduler.policies.rollout import Future
 from scheduler.policy import Policy, make_policy
 from simulations.bound import lower_bound
 from simulations.compare import compare_policies
 from evaluation.report import best_heuristic, is_heuristic, markdown, summarize_runs
 from evaluation.held_out import LEARNED_KINDS, SeedUse, format_seeds, learned_seed_uses
 from evaluation.timing import TimedPolicy
-from simulations.workloads import WorkloadSpec, generate, load_workload
+from simulations.workloads import WorkloadSpec, future_streams, generate, load_workload
 
 DEFAULT_WORKLOADS = ("configs/workloads/high_load.yaml", "configs/workloads/gpu_heavy_high.yaml")
 LEARNED = tuple(LEARNED_KINDS)
@@ -68,7 +69,9 @@ def evaluate(spec: ClusterSpec, workloads: Sequence[WorkloadSpec], seeds: Sequen
             timed: dict[str, TimedPolicy] = {}
 
             def make(name: str) -> Policy:
-                timed[name] = TimedPolicy(make_policy(name))
+                # a lookahead samples futures from the workload's own generator, never this run's tasks
+                params = {"future": Future(future_streams(wl))} if name.partition(":")[0] == "rollout" else {}
+                timed[name] = TimedPolicy(make_policy(name, **params))
                 return timed[name]
 
             table, _ = compare_policies(spec, tasks, policies, seed=seed, objective=objective,

@@ -288,3 +288,14 @@ def generate(spec: WorkloadSpec, seed: int | None = None, load_factor: float | N
                           s.gpu_milli, s.gpu_count, s.mig_profile, s.gpu_models, w,
                           s.cost_sensitivity, s.description, s.kind))
     return tasks
+
+
+#: seeds of the streams a lookahead samples its futures from (:func:`future_streams`): far from
+#: any evaluation or training seed, so a lookahead never sees the run's actual arrivals
+FUTURE_SEED_BASE = 7_000_000_000
+
+
+def future_streams(spec: WorkloadSpec, n: int = 4, load_factor: float | None = None) -> list[list[Task]]:
+    """``n`` task streams of ``spec`` drawn with seeds of their own (:data:`FUTURE_SEED_BASE` + k):
+    what the rollout policy may assume arrives next (its :class:`scheduler.policies.rollout.Future`)."""
+    return [generate(spec, seed=FUTURE_SEED_BASE + k, load_factor=load_factor) for k in range(n)]

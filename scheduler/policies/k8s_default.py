@@ -21,13 +21,13 @@ share of the feasible ones) is not modelled: every feasible node is scored.
 When nothing fits now, kube-scheduler leaves the pod Pending and binds it to the first
 node where it fits once capacity frees up. Tasks here must wait in one node's queue, so
 the closest rule is the node expected to start it first (the simulator's own replay of
-that node's queue, :func:`cluster.projection.projected_start`).
+that node's queue, :func:`cluster.booking.projected_start`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from cluster.projection import projected_start
+from cluster.booking import projected_start
 from cluster.state import ClusterState
 from scheduler.policy import Candidates, Decision, ScoringPolicy, register
 from scheduler.task import Task
