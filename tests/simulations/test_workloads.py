@@ -278,3 +278,16 @@ def test_generate_rejects_bad_overrides(tmp_path: Path) -> None:
         generate(spec, 0, load_factor=0)
     with pytest.raises(ValueError):
         generate(spec, 0, duration_s=-1)
+
+
+def test_future_streams_are_the_workloads_own_but_never_a_runs_tasks() -> None:
+    from simulations.workloads import FUTURE_SEED_BASE, future_streams
+
+    spec = load_workload("configs/workloads/mixed.yaml")
+    a, b = future_streams(spec, n=2), future_streams(spec, n=2)
+    assert [[t.arrival for t in s] for s in a] == [[t.arrival for t in s] for s in b]  # deterministic
+    assert [t.arrival for t in a[0]] != [t.arrival for t in a[1]]
+    assert {t.kind for t in a[0]} <= {s.kind for s in spec.scenarios}
+    run = generate(spec, seed=101)
+    assert all([t.arrival for t in s] != [t.arrival for t in run] for s in a)
+    assert [t.arrival for t in a[0]] == [t.arrival for t in generate(spec, seed=FUTURE_SEED_BASE)]
