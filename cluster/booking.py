@@ -26,7 +26,7 @@ import math
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from cluster.performance import exec_seconds
-from cluster.state import Allocation, ClusterState, Share, allocate, fits_now, release
+from cluster.state import Allocation, ClusterState, NodeFree, Share, allocate, fits_now, release
 
 if TYPE_CHECKING:
     from scheduler.task import Task
@@ -190,20 +190,21 @@ class Forward:
 
 
 class NodeReplay:
-    """Node ``i`` of a state replayed alone, on a one-row copy: when would tasks appended to its
-    queue start?
+    """Node ``i`` of a state replayed alone: when would tasks appended to its queue start?
 
     Its running tasks free what they hold at their finish times (equal times in start
-    order); each task taken starts, in FIFO order, as soon as it fits. Exact for the
-    simulator (finish times there are known at start); an estimate for the live
-    cluster, where they are predictions. The state itself is never touched.
+    order); each task taken starts, in FIFO order, as soon as it fits. The accounting is
+    :class:`cluster.state.NodeFree`, the scalar form of allocate/release on a copy of the
+    node's free capacity, so the state itself is never touched. Exact for the simulator
+    (finish times there are known at start); an estimate for the live cluster, where
+    they are predictions.
     """
 
-    __slots__ = ("node", "row", "pending", "seq", "t", "_last")
+    __slots__ = ("node", "free", "pending", "seq", "t", "_last")
 
     def __init__(self, state: ClusterState, i: int) -> None:
         self.node = state.spec.nodes[i]
-        self.row = state.row_copy(i)
+        self.free = NodeFree(state, i)
         self.pending = [(h[0], k, h[1]) for k, h in enumerate(state.holding[i])]
         heapq.heapify(self.pending)
         self.seq = len(self.pending)
@@ -212,12 +213,12 @@ class NodeReplay:
 
     def wait(self, task: "Task", share: Share) -> float:
         """When ``task`` would fit, freeing running tasks in finish order until it does (inf: never)."""
-        row, pending = self.row, self.pending
-        while not fits_now(row, 0, task, share):
+        free, pending = self.free, self.pending
+        while not free.fits(task, share):
             if not pending:
                 return math.inf
             f, _, alloc = heapq.heappop(pending)
-            release(row, alloc, 0)
+            free.release(alloc)
             if f > self.t:
                 self.t = f
         return self.t
@@ -233,8 +234,8 @@ class NodeReplay:
         return t, self._start(task, share)
 
     def _start(self, task: "Task", share: Share) -> int:
-        alloc = self._last = allocate(self.row, 0, task, share, checked=True)
-        return sharers(self.row, 0, alloc)
+        alloc = self._last = self.free.allocate(task, share, checked=True)
+        return self.free.sharers(alloc)
 
     def hold_until(self, finish_time: float) -> None:
         """The task just taken frees what it holds at ``finish_time``."""

@@ -203,41 +203,10 @@ class ClusterState:
         d["holding"] = list(map(list.copy, self.holding))
         return new
 
-    def row_copy(self, i: int) -> "ClusterState":
-        """Node ``i`` alone, as a one-row state (row 0), to replay that node's queue cheaply.
-
-        Its free capacity, MIG slots and totals are node ``i``'s; its queue and running
-        list start empty, ``spec`` is the whole cluster's (the node's spec is
-        ``spec.nodes[i]``, not ``[0]``), and :meth:`load` is not kept up to date (a
-        replay reads free capacity only; this halves its cost). Allocations of the real
-        state free here through :func:`release` with ``row=0``.
-        """
-        new = object.__new__(ClusterState)
-        d = new.__dict__
-        d.update(self.__dict__)
-        for name in _CHANGING_ARRAYS:
-            d[name] = d[name][i:i + 1].copy()
-        for name in _STATIC_ARRAYS:  # never written: views
-            d[name] = d[name][i:i + 1]
-        slots = self.mig_slots[i]
-        d["mig_slots"] = [{p: s.copy() for p, s in slots.items()} if slots else slots]
-        d["mig_profiles"] = [self.mig_profiles[i]]
-        d["queues"] = [deque()]
-        d["holding"] = [[]]
-        d["_totals"] = [self._totals[i]]
-        d["_refresh"] = _no_refresh
-        return new
-
-
-def _no_refresh(i: int) -> None:
-    """:meth:`ClusterState._refresh` of a :meth:`ClusterState.row_copy`: utilisation is not kept."""
-
 
 #: per-node arrays that booking changes (everything a copy must not share)
 _CHANGING_ARRAYS = ("cpu_free", "mem_free", "gpu_free", "gpu_tasks", "mig_free", "queue_len", "running",
                     "mig_used", "gpu_held", "util")
-#: per-node arrays nothing writes after :meth:`ClusterState.from_spec`
-_STATIC_ARRAYS = ("granularity", "cpu_total", "mem_total", "gpu_total", "tier_of", "pool_of", "net_mean_ms")
 
 
 # ---------------------------------------------------------------- feasibility
@@ -293,14 +262,6 @@ def gpu_fits(share: Share, gpu_row: "Sequence[int]", mig_row: "Sequence[int]") -
     return any(g >= amount for g in gpu_row)
 
 
-def fits_free(cpu_free: int, mem_free: int, gpu_row: "Sequence[int]", mig_row: "Sequence[int]",
-              task: "Task", share: Share) -> bool:
-    """Whether ``task`` holding ``share`` fits in the given free capacity of one node."""
-    if task.cpu_milli > cpu_free or task.mem_mib > mem_free:
-        return False
-    return share[0] == "cpu" or gpu_fits(share, gpu_row, mig_row)
-
-
 def fits_now(state: ClusterState, i: int, task: "Task", share: Share) -> bool:
     """Whether ``task`` with ``share`` can start on node ``i`` with what is free now."""
     if task.cpu_milli > state.cpu_free.item(i) or task.mem_mib > state.mem_free.item(i):
@@ -328,12 +289,20 @@ def fits_now_list(state: ClusterState, task: "Task", nodes: "Sequence[int]",
             for i, s in zip(nodes, shares)]
 
 
+def best_fit(gpu_row: "Sequence[int]", milli: int) -> int | None:
+    """The device a slice of ``milli`` takes: least free that still fits, the lowest index
+    among equals (None: none fits). One node's few devices: a plain loop beats numpy."""
+    best, least = None, 10**9
+    for d, g in enumerate(gpu_row):
+        if milli <= g < least:
+            best, least = d, g
+    return best
+
+
 def pick_device(state: ClusterState, i: int, milli: int) -> int:
-    """Default device choice for a slice: best fit (least free that still fits)."""
-    row = state.gpu_free[i]
-    cand = np.where(row >= milli, row, 10**9)
-    d = int(cand.argmin())
-    if cand[d] >= 10**9:
+    """Default device choice for a slice on node ``i``: :func:`best_fit`."""
+    d = best_fit(state.gpu_free[i].tolist(), milli)
+    if d is None:
         raise ValueError(f"no device on node {i} has {milli} milli free")
     return d
 
@@ -379,13 +348,9 @@ def allocate(state: ClusterState, i: int, task: "Task", share: Share,
     return alloc
 
 
-def release(state: ClusterState, alloc: Allocation, row: int | None = None) -> None:
-    """Give back what ``alloc`` holds, once (:func:`cluster.booking.finish` is the idempotent form).
-
-    ``row``: where ``state`` keeps the node when not at ``alloc.node`` (a
-    :meth:`ClusterState.row_copy`).
-    """
-    i = alloc.node if row is None else row
+def release(state: ClusterState, alloc: Allocation) -> None:
+    """Give back what ``alloc`` holds, once (:func:`cluster.booking.finish` is the idempotent form)."""
+    i = alloc.node
     state.cpu_free[i] += alloc.cpu
     state.mem_free[i] += alloc.mem
     state.running[i] -= 1
@@ -400,6 +365,82 @@ def release(state: ClusterState, alloc: Allocation, row: int | None = None) -> N
     if alloc.gpu_milli:
         state.gpu_held[i] -= alloc.gpu_milli
     state._refresh(i)
+
+
+class NodeFree:
+    """One node's free capacity in plain Python: :func:`allocate` and :func:`release`'s scalar
+    form, for replaying one node alone (:class:`cluster.booking.NodeReplay`, the queue projection).
+
+    A projection allocates and releases up to a few hundred times on one node per call,
+    where numpy's per-element indexing costs more than the accounting itself. Same fit
+    test, same device choice, same :class:`Allocation` (MIG instance included) and the
+    same free CPU, memory, device milli, device sharers and MIG counts as the arrays'
+    row, bit for bit (``tests/test_scalar_vector.py``). The original state is never
+    touched; utilisation, GPU held and running counts are not kept (a replay reads free
+    capacity only). Allocations of the original state free here too.
+    """
+
+    __slots__ = ("node", "cpu", "mem", "gpu", "tasks", "mig", "slots")
+
+    def __init__(self, state: ClusterState, i: int) -> None:
+        self.node = i
+        self.cpu: int = state.cpu_free.item(i)
+        self.mem: int = state.mem_free.item(i)
+        self.gpu: list[int] = state.gpu_free[i].tolist()
+        self.tasks: list[int] = state.gpu_tasks[i].tolist()
+        self.mig: list[int] = state.mig_free[i].tolist()
+        slots = state.mig_slots[i]  # a node without MIG devices has none, ever: shared, never written
+        self.slots = {p: s.copy() for p, s in slots.items()} if slots else slots
+
+    def fits(self, task: "Task", share: Share) -> bool:
+        """:func:`fits_now` on this node."""
+        if task.cpu_milli > self.cpu or task.mem_mib > self.mem:
+            return False
+        return share[0] == "cpu" or gpu_fits(share, self.gpu, self.mig)
+
+    def allocate(self, task: "Task", share: Share, device: int | None = None, *,
+                 checked: bool = False) -> Allocation:
+        """:func:`allocate` on this node; raises ValueError (changing nothing) if it does not fit."""
+        if not checked and not self.fits(task, share):
+            raise ValueError(f"task {task.id} does not fit on node {self.node} now")
+        kind, amount = share
+        devices: tuple[tuple[int, int], ...] = ()
+        mig = None
+        if kind == "slice":
+            d = best_fit(self.gpu, amount) if device is None else device
+            if d is None or self.gpu[d] < amount:
+                raise ValueError(f"no room for {amount} milli on device {d} of node {self.node}")
+            self.gpu[d] -= amount
+            self.tasks[d] += 1
+            devices = ((d, amount),)
+        elif kind == "whole":
+            devices = tuple((d, 1000) for d, g in enumerate(self.gpu) if g == 1000)[:amount]
+            for d, _ in devices:
+                self.gpu[d] = 0
+                self.tasks[d] += 1
+        elif kind == "mig":
+            d, s = self.slots[amount].pop()
+            self.mig[PROFILE_INDEX[amount]] -= 1
+            mig = (d, s, amount)
+        self.cpu -= task.cpu_milli
+        self.mem -= task.mem_mib
+        return Allocation(self.node, task.cpu_milli, task.mem_mib, devices, mig, share)
+
+    def release(self, alloc: Allocation) -> None:
+        """:func:`release` on this node (of an allocation made here or in the original state)."""
+        self.cpu += alloc.cpu
+        self.mem += alloc.mem
+        for d, m in alloc.devices:
+            self.gpu[d] += m
+            self.tasks[d] -= 1
+        if alloc.mig is not None:
+            d, s, prof = alloc.mig
+            self.slots[prof].append((d, s))
+            self.mig[PROFILE_INDEX[prof]] += 1
+
+    def sharers(self, alloc: Allocation) -> int:
+        """Tasks on the time-sliced device ``alloc`` joined (itself included); 1 for other shares."""
+        return self.tasks[alloc.devices[0][0]] if alloc.share[0] == "slice" else 1
 
 
 def feasible_nodes(state: ClusterState, task: "Task") -> list[tuple[int, Share, bool]]:

@@ -134,7 +134,7 @@ def test_a_forward_roll_from_a_copy_replays_the_simulator_exactly(local_spec) ->
     assert steps == 300
 
 
-def test_row_copy_replays_one_node_without_touching_the_state(local_spec) -> None:
+def test_node_replay_replays_one_node_without_touching_the_state(local_spec) -> None:
     sim = busy_state(local_spec)
     state = sim.state
     i = int(np.argmax(state.queue_len))
