@@ -250,7 +250,7 @@ def gpu_fits(share: Share, gpu_row: "Sequence[int]", mig_row: "Sequence[int]") -
     """Whether the GPU part of ``share`` fits one node's free devices (rows: lists or arrays).
 
     The scalar definition of a GPU fit; :func:`_gpu_fits_mask` is its vectorised
-    twin over many nodes (tests check they agree).
+    twin over many nodes (equal: ``tests/test_scalar_vector.py``).
     """
     kind, amount = share
     if kind == "cpu":
@@ -273,9 +273,9 @@ def fits_now_list(state: ClusterState, task: "Task", nodes: "Sequence[int]",
                   shares: "Sequence[Share]", cpu_only: bool | None = None) -> list[bool]:
     """:func:`fits_now` for each of ``nodes`` (``shares[k]`` on ``nodes[k]``), in plain Python.
 
-    The scalar twin of :func:`fits_now_mask` for small clusters, where numpy's
-    per-call overhead costs more than a loop over a few nodes. ``cpu_only`` says
-    that every share is ``CPU_SHARE`` (worked out from ``shares`` when None).
+    The scalar twin of :func:`fits_now_mask` for small clusters, where numpy's per-call
+    overhead costs more than a loop over a few nodes (equal: ``tests/test_scalar_vector.py``).
+    ``cpu_only`` says that every share is ``CPU_SHARE`` (worked out from ``shares`` when None).
     """
     cpu = state.cpu_free.tolist()
     mem = state.mem_free.tolist()

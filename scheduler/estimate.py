@@ -62,7 +62,7 @@ def expected_lists(task: Task, state: ClusterState, nodes: np.ndarray, shares: l
 def expected_many(tasks: Sequence[Task], state: ClusterState, nodes: np.ndarray, shares: list[Share],
                   fits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`expected_lists` of several tasks against the same candidates and fits-now mask, as
-    (tasks x candidates) arrays, equal to it bit for bit (the same operations in the same order).
+    (tasks x candidates) arrays, equal to it bit for bit (the same operations in the same order; ``tests/test_scalar_vector.py``).
 
     A candidate's wait, time-slice neighbours and speed are the node's, not the task's (but for
     a MIG share's speed, and the wait where the task does not start at once), so a column is a

@@ -114,7 +114,7 @@ class FeatureBuilder:
 
     Numpy on arrays of a handful of nodes is dominated by call overhead (about 50-70
     microseconds a vector); this gives the same float32 vector, bit for bit
-    (``tests/scheduler/test_features.py`` and the RL env's tests assert it over many
+    (``tests/test_scalar_vector.py`` and the RL env's tests assert it over many
     states), with everything static cached. Static entries (tier network, class
     speed) are read from the array definition itself, so the two cannot drift. The RL
     env keeps one per cluster and points :attr:`state` at each episode's state.

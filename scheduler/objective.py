@@ -74,7 +74,7 @@ class Objective:
 
     def scores(self, latency_ms: np.ndarray, slo_ms: np.ndarray, priority: np.ndarray,
                cost: np.ndarray, cost_sensitivity: np.ndarray) -> np.ndarray:
-        """Vectorised :meth:`score` over many tasks."""
+        """Vectorised :meth:`score` over many tasks (equal to it: ``tests/test_scalar_vector.py``)."""
         ratio = latency_ms / slo_ms
         k = self.latency_knee
         term = np.where(ratio > k, k * (1.0 + np.log(np.maximum(ratio, k) / k)), ratio)

@@ -61,7 +61,8 @@ Candidates = tuple[np.ndarray, list[Share], np.ndarray]
 
 #: Up to this many statically feasible nodes, :func:`filter_nodes` tests "fits now" in plain
 #: Python and reuses cached candidate arrays: numpy's per-call overhead (about a microsecond)
-#: costs more than a loop over a handful of nodes. Above it the test is vectorised.
+#: costs more than a loop over a handful of nodes. Above it the test is vectorised (the two
+#: paths give the same candidates: ``tests/test_scalar_vector.py``).
 SCALAR_MAX_NODES = 32
 #: At most this many fits-now patterns are remembered per task shape (bounds the memory).
 MAX_PATTERNS = 4096

@@ -6,7 +6,6 @@ import pytest
 
 from cluster.state import CPU_SHARE, ClusterState, allocate
 from cluster.topology import ClusterSpec
-from scheduler import features
 from scheduler.features import FEATURE_NAMES, N_FEATURES, SCHEMA_VERSION, feature_vector
 from scheduler.task import make_task
 from tests.conftest import CONFIGS
@@ -114,37 +113,3 @@ def test_features_are_right_for_clusters_built_one_after_another(local_spec) -> 
     assert wrong == []
 
 
-def test_small_cluster_path_equals_the_array_definition_bit_for_bit(local_spec) -> None:
-    """feature_vector on small clusters goes through FeatureBuilder; it must equal _vectorised exactly,
-    over states with allocations (CPU, slices, MIG, whole GPUs), queues and tasks of every kind."""
-    import copy
-
-    from cluster.state import node_masks, share_for
-
-    rng = np.random.default_rng(5)
-    state = ClusterState.from_spec(local_spec)
-    shapes = [{"cpu_milli": 500}, {"gpu_milli": 250, "cpu_milli": 1000}, {"mig_profile": "1g.10gb"},
-              {"gpu_count": 1}, {"cpu_milli": 3000, "mem_mib": 8000}, *[{} for _ in range(3)]]
-    checked = 0
-    for k in range(300):
-        shape = shapes[k % len(shapes)]
-        task = make_task({"id": f"t{k}", "priority": int(rng.integers(1, 11)), "slo_ms": float(rng.uniform(5, 9e5)),
-                          "work": float(rng.uniform(0, 900)), **shape}, infer=False)
-        feasible, fits, _ = node_masks(state, task)
-        want = features._vectorised(task, state, np.asarray(feasible, bool), np.asarray(fits, bool))
-        assert np.array_equal(feature_vector(task, state), want), k
-        assert np.array_equal(feature_vector(task, state, feasible, fits), want), k
-        checked += 1
-        i = int(rng.integers(state.n_nodes))
-        share = share_for(state, i, task)
-        if share is not None and fits[i] and rng.random() < 0.7:
-            allocate(state, i, task, share)
-        state.queue_len[int(rng.integers(state.n_nodes))] = int(rng.integers(0, 50))
-    assert checked == 300 and features.builder(state).fast
-    # a copy of the state carries the original's builder: it must still read the copy's numbers
-    other = copy.copy(state)  # shares the cached builder, whose .state is the original
-    other.queue_len = np.zeros_like(state.queue_len)
-    task = TASKS[0]
-    feasible, fits, _ = node_masks(other, task)
-    assert np.array_equal(feature_vector(task, other), features._vectorised(task, other, feasible, fits))
-    assert not np.array_equal(feature_vector(task, other), feature_vector(task, state))

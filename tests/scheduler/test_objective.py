@@ -77,21 +77,6 @@ def test_weights_change_the_score() -> None:
     assert no_cost.score(200, 1000, 5, 0.01, 5) == no_cost.score(200, 1000, 5, 10.0, 5)
 
 
-finite = st.floats(min_value=0.0, max_value=1e12, allow_nan=False)  # far past the knee too
-
-
-@settings(max_examples=60, deadline=None)
-@given(rows=st.lists(st.tuples(finite, st.floats(min_value=1.0, max_value=1e7), st.integers(1, 10),
-                               st.floats(min_value=0.0, max_value=100.0), st.integers(1, 10)),
-                     min_size=1, max_size=30))
-def test_vectorised_scores_equal_score(rows) -> None:
-    lat, slo, prio, cost, cs = (np.array(col) for col in zip(*rows))
-    vec = OBJ.scores(lat, slo, prio, cost, cs)
-    assert vec.shape == (len(rows),)
-    for k, row in enumerate(rows):
-        assert vec[k] == pytest.approx(OBJ.score(*row), rel=1e-12, abs=1e-12)
-
-
 def write(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "objective.yaml"
     p.write_text(text)
