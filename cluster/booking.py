@@ -66,6 +66,10 @@ def enqueue(state: ClusterState, i: int, task: "Task", share: Share, seconds: fl
     item = (task, share, seconds)
     state.queues[i].append(item)
     state.queue_len[i] += 1
+    if state.replay_cache:
+        replay = state.replay_cache.get(i)
+        if replay is not None:  # the replay predicted everything before this item: extend it
+            replay.run((item,))
     return item
 
 
@@ -78,6 +82,7 @@ def start_or_queue(state: ClusterState, i: int, task: "Task", share: Share, now:
     ``queued_s``, by default ``net_s``). ``exec_s`` as in :func:`start`.
     """
     if not state.queues[i] and fits_now(state, i, task, share):
+        state.touched(i)
         return start(state, i, task, share, now, net_s, device, checked=True, exec_s=exec_s)
     enqueue(state, i, task, share, net_s if queued_s is None else queued_s)
     return None
@@ -101,6 +106,7 @@ def unqueue(state: ClusterState, i: int, item: QueueItem) -> bool:
         if x is item:  # by identity: an equal item of another submission of the same task may wait too
             del q[k]
             state.queue_len[i] -= 1
+            state.touched(i)
             return True
     return False
 
@@ -110,6 +116,7 @@ def clear_queue(state: ClusterState, i: int) -> list[QueueItem]:
     items = list(state.queues[i])
     state.queues[i].clear()
     state.queue_len[i] = 0
+    state.touched(i)
     return items
 
 
@@ -197,10 +204,12 @@ class NodeReplay:
     :class:`cluster.state.NodeFree`, the scalar form of allocate/release on a copy of the
     node's free capacity, so the state itself is never touched. Exact for the simulator
     (finish times there are known at start); an estimate for the live cluster, where
-    they are predictions.
+    they are predictions. ``starts``, when a list, records each item taken by :meth:`run`
+    as ``(item, start, execution seconds)`` (what a lookahead pays for the tasks still waiting
+    when it stops looking).
     """
 
-    __slots__ = ("node", "free", "pending", "seq", "t", "_last")
+    __slots__ = ("node", "free", "pending", "seq", "t", "_last", "starts")
 
     def __init__(self, state: ClusterState, i: int) -> None:
         self.node = state.spec.nodes[i]
@@ -210,6 +219,14 @@ class NodeReplay:
         self.seq = len(self.pending)
         self.t = state.now
         self._last: Allocation | None = None
+        self.starts: list[tuple[QueueItem, float, float]] | None = None
+
+    def clone(self) -> "NodeReplay":
+        """An independent copy (a cached replay is cloned, never advanced itself)."""
+        new = object.__new__(NodeReplay)
+        new.node, new.free, new.pending = self.node, self.free.copy(), self.pending.copy()
+        new.seq, new.t, new._last, new.starts = self.seq, self.t, self._last, None
+        return new
 
     def wait(self, task: "Task", share: Share) -> float:
         """When ``task`` would fit, freeing running tasks in finish order until it does (inf: never)."""
@@ -248,13 +265,37 @@ class NodeReplay:
         Returns when ``stop`` would start if it is among them (inf if an item can
         never fit), else None.
         """
-        for qt, qs, seconds in items:
+        starts = self.starts
+        for item in items:
+            qt, qs, seconds = item
             t = self.wait(qt, qs)
             if qt is stop or t == math.inf:
                 return t
-            n = self._start(qt, qs)
-            self.hold_until(t + (seconds + exec_seconds(self.node, qt, qs, n)))
+            ex = exec_seconds(self.node, qt, qs, self._start(qt, qs))
+            self.hold_until(t + (seconds + ex))
+            if starts is not None:
+                starts.append((item, t, ex))
         return None
+
+
+def queue_replay(state: ClusterState, i: int) -> NodeReplay:
+    """Node ``i``'s queue replayed to its end, each start recorded (:attr:`NodeReplay.starts`)."""
+    replay = NodeReplay(state, i)
+    replay.starts = []
+    replay.run(state.queues[i])
+    return replay
+
+
+def waiting_starts(state: ClusterState, i: int) -> list[tuple[QueueItem, float, float]]:
+    """``(item, start, execution seconds)`` of every task waiting on node ``i``, in queue order, as
+    its replay predicts them (exact for the simulator); the cached replay when it covers them."""
+    queue = state.queues[i]
+    replay = state.replay_cache.get(i) if state.replay_cache else None
+    if replay is not None:
+        done = replay.starts[len(replay.starts) - len(queue):] if len(replay.starts) >= len(queue) else []
+        if len(done) == len(queue) and all(d[0] is q for d, q in zip(done, queue)):
+            return done
+    return queue_replay(state, i).starts
 
 
 def projected_start(state: ClusterState, i: int, task: "Task", share: Share) -> float:
@@ -262,6 +303,16 @@ def projected_start(state: ClusterState, i: int, task: "Task", share: Share) -> 
     queue = state.queues[i]
     if not queue and fits_now(state, i, task, share):
         return state.now
+    cache = state.replay_cache
+    # The queue's replay does not depend on ``now`` while its head cannot start (every finish
+    # still to come is later), so it can be kept until the node changes; not for a task that is
+    # itself in the queue (it starts where the queue reaches it).
+    if (cache is not None and queue and not fits_now(state, i, queue[0][0], queue[0][1])
+            and all(it[0] is not task for it in queue)):
+        done = cache.get(i)
+        if done is None:
+            done = cache[i] = queue_replay(state, i)
+        return done.clone().wait(task, share)
     replay = NodeReplay(state, i)
     t = replay.run(queue, stop=task)
     return replay.wait(task, share) if t is None else t

@@ -104,6 +104,10 @@ class ClusterState:
     # derived, maintained by allocate/release
     gpu_held: np.ndarray = field(default=None)  # GPU milli held per node
     util: np.ndarray = field(default=None)  # see load()
+    #: node -> its queue replayed to the end (:func:`cluster.booking.projected_start`), kept while the
+    #: node's future is what the replay predicted; None (off) unless a lookahead turns it on for its
+    #: copy (:meth:`cache_replays`)
+    replay_cache: dict | None = None
 
     def __post_init__(self) -> None:
         if self.gpu_held is None:
@@ -175,6 +179,25 @@ class ClusterState:
         """
         return self.util
 
+    def cache_replays(self) -> None:
+        """Remember each node's queue replay (see :attr:`replay_cache`) while it stays exact.
+
+        For a state whose every change goes through :mod:`cluster.booking` and whose finish
+        times are known (a lookahead's copy of the simulator's state): there a replay predicts
+        the node's future exactly, so finishes and queue drains keep it, a task joining the
+        queue extends it, and only a task started past the queue or taken back drops it
+        (:func:`cluster.booking.start_or_queue`, :func:`~cluster.booking.unqueue`). A rollout
+        asks the projection of the same long queues thousands of times. Not for a live state,
+        whose finish times are predictions and whose free capacity is rewritten from the cluster.
+        """
+        if self.replay_cache is None:
+            self.replay_cache = {}
+
+    def touched(self, i: int) -> None:
+        """Node ``i``'s future changed in a way its replay did not predict: forget the replay."""
+        if self.replay_cache:
+            self.replay_cache.pop(i, None)
+
     def _refresh(self, i: int) -> None:
         # Python ints and floats (.item(), cached totals): this runs twice per task
         ct, mt, gt = self._totals[i]
@@ -201,6 +224,8 @@ class ClusterState:
         d["mig_slots"] = [{p: s.copy() for p, s in slots.items()} if slots else slots for slots in self.mig_slots]
         d["queues"] = list(map(deque, self.queues))
         d["holding"] = list(map(list.copy, self.holding))
+        if self.replay_cache is not None:  # replays are never written once cached: shared
+            d["replay_cache"] = dict(self.replay_cache)
         return new
 
 
@@ -391,6 +416,13 @@ class NodeFree:
         self.mig: list[int] = state.mig_free[i].tolist()
         slots = state.mig_slots[i]  # a node without MIG devices has none, ever: shared, never written
         self.slots = {p: s.copy() for p, s in slots.items()} if slots else slots
+
+    def copy(self) -> "NodeFree":
+        new = object.__new__(NodeFree)
+        new.node, new.cpu, new.mem = self.node, self.cpu, self.mem
+        new.gpu, new.tasks, new.mig = self.gpu.copy(), self.tasks.copy(), self.mig.copy()
+        new.slots = {p: s.copy() for p, s in self.slots.items()} if self.slots else self.slots
+        return new
 
     def fits(self, task: "Task", share: Share) -> bool:
         """:func:`fits_now` on this node."""

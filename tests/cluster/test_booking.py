@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from cluster import booking
 from cluster.booking import Forward
-from cluster.state import CPU_SHARE, ClusterState, check_invariants, feasible_nodes
+from cluster.state import CPU_SHARE, ClusterState, check_invariants, feasible_nodes, share_for
 from scheduler.policy import make_policy
 from scheduler.task import Task, make_task
 from simulations.engine import OnlineSimulator
@@ -193,3 +193,38 @@ def test_start_refuses_what_does_not_fit(local_spec) -> None:
     with pytest.raises(ValueError):
         booking.start(state, EDGE, task("huge", cpu_milli=5000), CPU_SHARE, 0.0, 0.0)
     assert state.running.sum() == 0 and not state.holding[EDGE]
+
+
+def test_cached_queue_replays_give_the_uncached_projection(local_spec) -> None:
+    """A lookahead's copy keeps each queue's replay across finishes, drains and new arrivals:
+    every projection along a roll must equal the one replayed from scratch (up to rounding: a
+    replay adds a queued task's network and execution before its start, the roll after)."""
+    from cluster.booking import projected_start, waiting_starts
+
+    sim = busy_state(local_spec, n=300, workload="gpu_heavy_high")
+    cached, plain = sim.state.copy(), sim.state.copy()
+    cached.cache_replays()
+    rolls = Forward(cached), Forward(plain)
+    pol = make_policy("fastest-feasible")
+    probes = [sim.tasks[k] for k in range(0, 60, 7)]
+    checked = 0
+    for t in sim.tasks[sim._k:sim._k + 250]:
+        for st, roll in zip((cached, plain), rolls):
+            roll.advance(t.arrival)
+            st.now = t.arrival
+        for p in probes:
+            for i in range(cached.n_nodes):
+                share = share_for(cached, i, p)
+                if share is not None:
+                    assert projected_start(cached, i, p, share) == pytest.approx(
+                        projected_start(plain, i, p, share), rel=1e-12, abs=1e-9)
+                    checked += 1
+        d = pol.select(t, plain)
+        if d.placed:
+            for st, roll in zip((cached, plain), rolls):
+                roll.place(d.node, t, d.share, t.arrival, 0.3, d.device)
+    for i in range(cached.n_nodes):
+        got, want = waiting_starts(cached, i), waiting_starts(plain, i)
+        assert [g[0] for g in got] == [w[0] for w in want]
+        assert [x for g in got for x in g[1:]] == pytest.approx([x for w in want for x in w[1:]], rel=1e-12)
+    assert checked > 1000 and cached.queue_len.sum() > 0

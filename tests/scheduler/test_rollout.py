@@ -94,3 +94,43 @@ def test_rollout_improves_on_its_base_under_overload(spec) -> None:
                       future=Future([generate(wl, seed=10_000 + k, duration_s=60) for k in range(2)]))
     rolled = simulate(spec, tasks, pol, seed=2).summary["objective_mean"]
     assert rolled < base
+
+
+def test_a_roll_charges_what_playing_every_task_to_its_end_would(spec) -> None:
+    """The roll stops at its last sampled arrival and pays the tasks still running or waiting from
+    their known finishes and their queues' replays: the same total as playing on to the end."""
+    from cluster.booking import Forward
+
+    sim = busy(spec, n=300)
+    task = sim.next_task()
+    pol = Rollout(samples=1)
+    wl = load_workload("configs/workloads/gpu_heavy_high.yaml")
+    future = [Task(f"f{k}", sim.state.now + f.arrival, f.priority, f.slo_ms, f.cpu_milli, f.mem_mib, f.gpu_milli,
+                   f.gpu_count, f.mig_profile, f.gpu_models, f.work, f.cost_sensitivity)
+              for k, f in enumerate(generate(wl, seed=98, duration_s=6))]
+    obj = load_objective()
+    nodes, shares = pol._feasible.static(task, sim.state)
+    for i, share in zip(nodes.tolist(), shares):
+        st = sim.state.copy()
+        total = 0.0
+
+        def paid(t, node, done, held, started):
+            nonlocal total
+            if done is not None:
+                c = cost(spec.tiers[spec.nodes[node].tier], done, held[1].share, held[2])
+                total += obj.score((held[0] - done.arrival) * 1000.0, done.slo_ms, done.priority, c,
+                                   done.cost_sensitivity)
+
+        fw = Forward(st, on_finish=paid)
+        net = (st.net_mean_ms / 1000.0).tolist()
+        fw.place(i, task, share, st.now, net[i])
+        base = make_policy("fastest-feasible")
+        for ft in future:
+            fw.advance(ft.arrival)
+            st.now = ft.arrival
+            d = base.select(ft, st)
+            if d.placed:
+                fw.place(d.node, ft, d.share, ft.arrival, net[d.node], d.device)
+        fw.advance(float("inf"))
+        assert st.queue_len.sum() == 0
+        assert pol.roll(task, sim.state, i, share, future, 0) == pytest.approx(total, rel=1e-9)
