@@ -145,18 +145,20 @@ class Rollout:
         pairs = self.candidates(task, state, base_choice)
         if not pairs:
             return Decision(-1, None, np.full(state.n_nodes, np.nan), why_infeasible(task, state), self.name)
-        if len(pairs) == 1 or (self.quiet_load > 0 and not state.queue_len.any()
-                               and max(state.util.item(i) for i, _ in pairs) < self.quiet_load):
-            if len(pairs) > 1:
-                return base_choice
-            values = [math.nan]
+        if len(pairs) > 1 and self.quiet_load > 0 and not state.queue_len.any() \
+                and max(state.util.item(i) for i, _ in pairs) < self.quiet_load:
+            base_choice.policy = self.name
+            base_choice.explanation = f"quiet cluster, {self.base.name}'s choice: {base_choice.explanation}"
+            return base_choice
+        if len(pairs) == 1:
+            values = [0.0]  # nothing to compare: not rolled out
         else:
             futures = [self.future.sample(self.rng, state.now, self.horizon_s, self.horizon_tasks)
                        for _ in range(self.samples)]
             seeds = self.rng.integers(2**32, size=self.samples).tolist()
             values = [sum(self.roll(task, state, i, share, f, s) for f, s in zip(futures, seeds)) / self.samples
                       for i, share in pairs]
-        k = min(range(len(pairs)), key=lambda j: (values[j], j))  # NaN only when alone
+        k = min(range(len(pairs)), key=lambda j: (values[j], j))
         node, share = pairs[k]
         scores = np.full(state.n_nodes, np.nan)
         for (i, _), v in zip(pairs, values):
