@@ -124,7 +124,7 @@ def _packing_page(path: str, df: pd.DataFrame, seeds: list[int], argv: list[str]
     lines += ["The paper's procedure (`simulations/packing.py`): the 1,213 GPU nodes of the Alibaba "
               "`openb` node list (6,212 GPUs, milli-shared); the pods shuffled by seed and inflated with "
               "clones to 1.3x capacity; each pod placed once or dropped, none leaves.", "",
-              "The paper's full run, 6 policies x 10 seeds (`make reproduce` runs it without `--markdown`):", "", "```",
+              "The paper's full run, 6 policies x 10 seeds (`make reproduce`; `make docs` writes this page with it):", "", "```",
               "orchestrator simulate --mode packing --trace ../shared/traces/alibaba_gpu_v2023/"
               "openb_pod_list_default.csv \\",
               "    --policies random,dot-product,gpu-clustering,gpu-packing,best-fit,fgd --seeds 42-51 --jobs 2 "

@@ -29,14 +29,14 @@ def command_line(prog: str, argv: Sequence[str] | None = None) -> str:
 
 
 def revision() -> str:
-    """The checkout's short commit, with ``+changes`` when the tree differs from it; ``unknown`` outside git."""
+    """The checkout's short commit, ``+changes`` when its code differs from it (Markdown aside); else ``unknown``."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
 
     try:
         rev = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)*.md")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return rev + ("+changes" if dirty else "")
