@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
         took = time.perf_counter() - t
         print(f"({name} took {took:.1f} s)")
         doc = (mod.__doc__ or "").strip().splitlines()[0]
-        sections += [f"## {name}", "", doc, "", f"{took:.0f} s.", "", "```", tee.kept.getvalue().strip("\n"),
+        sections += [f"## {name}", "", doc, "", f"Took {took:.0f} s.", "", "```", tee.kept.getvalue().strip("\n"),
                      "```", ""]
         if rc:
             sections += [f"**{name} exited with status {rc}**; the benchmarks after it did not run.", ""]
