@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TRACES ?= ../shared/traces/alibaba_gpu_v2023
 
-.PHONY: demo demo-stop test test-all test-router bench reproduce clean install
+.PHONY: demo demo-stop test test-all test-router bench reproduce docs clean install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,11 +43,18 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
-# The full published experiment: 6 policies x 10 seeds on the Alibaba trace.
+# The full published experiment: 6 policies x 10 seeds on the Alibaba trace (minutes).
+REPRODUCE := $(BIN)/orchestrator simulate --mode packing --trace $(TRACES)/openb_pod_list_default.csv \
+	--policies random,dot-product,gpu-clustering,gpu-packing,best-fit,fgd --seeds 42-51 --jobs 2 \
+	--out results/packing
 reproduce: $(STAMP)
-	$(BIN)/orchestrator simulate --mode packing --trace $(TRACES)/openb_pod_list_default.csv \
-		--policies random,dot-product,gpu-clustering,gpu-packing,best-fit,fgd --seeds 42-51 --jobs 2 \
-		--out results/packing
+	$(REPRODUCE)
+
+# The pages of docs/ that one machine writes in minutes, each dated and naming its command.
+# docs/sim_vs_real.md and docs/evaluation.md say the commands that write them (a Ray cluster, trained models).
+docs: $(STAMP)
+	$(BIN)/python -m benchmarks --markdown docs/performance.md copy env online packing rf
+	$(REPRODUCE) --markdown docs/fgd_reproduction.md
 
 clean:
 	rm -rf results .pytest_cache

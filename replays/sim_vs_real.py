@@ -138,48 +138,83 @@ def format_report(cmp: Comparison) -> str:
     return "\n".join(lines)
 
 
+def markdown(comparisons: Sequence[tuple[str, Comparison]], header: Sequence[str]) -> list[str]:
+    """A page of ``comparisons`` (policy, comparison): one summary row per policy, then each metric table."""
+    from orchestrator import docs_page
+
+    rows = pd.DataFrame([{"policy": p, "same node, task by task": f"{100 * c.same_node_rate:.1f}%",
+                          "mean latency error": f"{100 * c.latency_error:.1f}%",
+                          "placement mix": "identical" if c.placement_match else "different",
+                          "verdict": "pass" if c.ok else "FAIL: " + "; ".join(c.reasons)}
+                         for p, c in comparisons]).set_index("policy")
+    lines = [*header, *docs_page.table(rows), ""]
+    for p, c in comparisons:
+        lines += [f"## {p}", "", *docs_page.table(c.table, "{:,.4g}"), "",
+                  f"Replay: {c.real.wall_s:.1f} s wall, {c.real.warm_s:.1f} s worker warm-up, "
+                  f"{c.real.device_mismatches} GPU device mismatches.", ""]
+    return lines
+
+
+def _write(out: Path, policy: str, cmp: Comparison, meta: dict) -> None:
+    write_result(out, f"sim_{policy}", cmp.sim, meta)
+    write_result(out, f"real_{policy}", cmp.real, meta)
+    cmp.table.to_csv(out / "sim_vs_real.csv")
+    (out / "verdict.json").write_text(json.dumps({"ok": cmp.ok, "reasons": cmp.reasons,
+                                                  "latency_error": cmp.latency_error,
+                                                  "same_node_rate": cmp.same_node_rate}, indent=2))
+    print(f"written to {out}/")
+
+
 def cli(args: argparse.Namespace) -> int:
     from cluster.launcher import LauncherError, connect
     from cluster.topology import load_cluster
     from scheduler.policy import available_policies
+    from orchestrator import docs_page
     from orchestrator.cli import UsageError
     from replays.live import cluster_path, load_tasks
 
-    if args.policy.partition(":")[0] not in available_policies():
-        raise UsageError(f"--policy: unknown policy {args.policy!r} (known: {', '.join(available_policies())})")
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
+    for p in policies or [args.policy]:
+        if p.partition(":")[0] not in available_policies():
+            raise UsageError(f"--policy: unknown policy {p!r} (known: {', '.join(available_policies())})")
     spec = load_cluster(cluster_path(args.cluster, args.state_dir))
     tasks = load_tasks(args.workload, seed=args.seed, duration_s=args.duration, load_factor=args.load_factor)
     if not tasks:
         raise UsageError("the workload produced no tasks")
+    done: list[tuple[str, Comparison]] = []
     try:
         connect(args.state_dir, args.address)
-        print(f"{len(tasks)} tasks of {args.workload}, policy {args.policy}, cluster {spec.name}, "
-              f"time compression {args.time_compression:g}", flush=True)
-        cmp = compare(spec, tasks, args.policy, seed=args.seed or 0, time_compression=args.time_compression,
-                      tolerance=args.tolerance)
+        for policy in policies:
+            print(f"{len(tasks)} tasks of {args.workload}, policy {policy}, cluster {spec.name}, "
+                  f"time compression {args.time_compression:g}", flush=True)
+            cmp = compare(spec, tasks, policy, seed=args.seed or 0, time_compression=args.time_compression,
+                          tolerance=args.tolerance)
+            print(format_report(cmp))
+            done.append((policy, cmp))
+            if args.out:
+                meta = {"workload": args.workload, "policy": policy, "cluster": spec.name, "tasks": len(tasks),
+                        "time_compression": args.time_compression}
+                _write(Path(args.out) / (policy if len(policies) > 1 else ""), policy, cmp, meta)
     except (RuntimeError, LauncherError) as exc:
         print(f"orchestrator: error: {exc}", file=sys.stderr)
         return 1
-    print(format_report(cmp))
-    if args.out:
-        out = Path(args.out)
-        meta = {"workload": args.workload, "policy": args.policy, "cluster": spec.name, "tasks": len(tasks),
-                "time_compression": args.time_compression}
-        write_result(out, f"sim_{args.policy}", cmp.sim, meta)
-        write_result(out, f"real_{args.policy}", cmp.real, meta)
-        cmp.table.to_csv(out / "sim_vs_real.csv")
-        (out / "verdict.json").write_text(json.dumps({"ok": cmp.ok, "reasons": cmp.reasons,
-                                                      "latency_error": cmp.latency_error,
-                                                      "same_node_rate": cmp.same_node_rate}, indent=2))
-        print(f"written to {out}/")
-    return 0 if cmp.ok else 1
+    if args.markdown:
+        header = docs_page.header("Simulator against the live cluster",
+                                  docs_page.command_line("orchestrator", getattr(args, "argv", None)))
+        header += [f"{len(tasks)} tasks of `{args.workload}` on cluster {spec.name} ({len(spec.nodes)} nodes), "
+                   f"time compression {args.time_compression:g}; the same tasks, seed and network draws in the "
+                   f"simulator and on the Ray cluster. A policy passes when the placement mix (tasks per pool) "
+                   f"is identical and mean latency agrees within {100 * args.tolerance:.0f}%.", ""]
+        docs_page.write(args.markdown, markdown(done, header))
+    return 0 if all(c.ok for _, c in done) else 1
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
     """``orchestrator compare-sim-real``."""
     p = sub.add_parser("compare-sim-real", help="run a workload in the simulator and on the Ray cluster, compare")
     p.add_argument("--workload", default="configs/workloads/cluster_smoke.yaml")
-    p.add_argument("--policy", default="cheapest-feasible")
+    p.add_argument("--policy", default="cheapest-feasible",
+                   help="policy, or several comma-separated (each compared in turn; --out gets a folder per policy)")
     p.add_argument("--cluster", default=None, help="cluster YAML (default: the one `cluster up` started)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--duration", type=float, default=None, help="seconds of arrivals (default: the workload's)")
@@ -187,6 +222,8 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-compression", type=float, default=2.0)
     p.add_argument("--tolerance", type=float, default=0.15, help="allowed relative error of mean latency")
     p.add_argument("--out", default=None, help="write both runs' records and the comparison here")
+    p.add_argument("--markdown", metavar="PATH", help="also write the comparison to this dated page "
+                   "(e.g. docs/sim_vs_real.md)")
     p.add_argument("--state-dir", default=None)
     p.add_argument("--address", default=None)
     p.set_defaults(func=cli)
