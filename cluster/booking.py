@@ -230,15 +230,17 @@ class NodeReplay:
 
     def wait(self, task: "Task", share: Share) -> float:
         """When ``task`` would fit, freeing running tasks in finish order until it does (inf: never)."""
-        free, pending = self.free, self.pending
+        free, pending, t = self.free, self.pending, self.t
         while not free.fits(task, share):
             if not pending:
+                self.t = t
                 return math.inf
             f, _, alloc = heapq.heappop(pending)
             free.release(alloc)
-            if f > self.t:
-                self.t = f
-        return self.t
+            if f > t:
+                t = f
+        self.t = t
+        return t
 
     def take(self, task: "Task", share: Share) -> tuple[float, int]:
         """Start ``task`` when it fits: (its start time, tasks on its time-sliced device).
@@ -265,14 +267,16 @@ class NodeReplay:
         Returns when ``stop`` would start if it is among them (inf if an item can
         never fit), else None.
         """
-        starts = self.starts
+        free, pending, node, wait, starts = self.free, self.pending, self.node, self.wait, self.starts
         for item in items:
             qt, qs, seconds = item
-            t = self.wait(qt, qs)
+            t = wait(qt, qs)
             if qt is stop or t == math.inf:
                 return t
-            ex = exec_seconds(self.node, qt, qs, self._start(qt, qs))
-            self.hold_until(t + (seconds + ex))
+            alloc = free.allocate(qt, qs, checked=True)  # _start and hold_until, inlined: the hot loop
+            ex = exec_seconds(node, qt, qs, free.sharers(alloc))
+            heapq.heappush(pending, (t + (seconds + ex), self.seq, alloc))
+            self.seq += 1
             if starts is not None:
                 starts.append((item, t, ex))
         return None
