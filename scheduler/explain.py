@@ -67,10 +67,51 @@ def _cluster_text(name: str, v: float) -> str | None:
     return None
 
 
+def _candidate_text(name: str, v: float) -> str | None:
+    # Inverse of scheduler.features.CandidateFeatures.build (a node-level rf row).
+    if name == "fits_now":
+        return "it fits there now" if v >= 0.5 else "it does not fit there now"
+    if name in ("node_queue", "queued_tasks"):
+        return f"{'node' if name == 'node_queue' else 'cluster'} queue {math.expm1(v * 5.0):.0f}"
+    if name == "wait_slo":
+        return f"expected wait {_num(10 ** v - 1.0)}x SLO"
+    if name in ("exec_slo", "latency_slo", "network_slo"):
+        return f"expected {name.split('_')[0].replace('exec', 'execution')} {_num(10 ** v)}x SLO"
+    if name == "latency_vs_best":
+        return f"expected latency {_num(10 ** v)}x the best candidate's"
+    if name == "cost_rel":
+        return f"expected cost {_num(v)}x cost_ref"
+    if name == "cost_vs_best":
+        return f"expected cost {_num(v)} cost_ref above the cheapest"
+    if name == "one_step":
+        return f"one-step objective {_num(math.expm1(v))}"
+    if name == "one_step_vs_best":
+        return f"one-step objective {_num(math.expm1(v))} above the best"
+    if name in ("free_cpu", "free_mem", "free_gpu"):
+        return f"node free {name[5:].upper().replace('MEM', 'memory')} {v:.0%}"
+    if name == "node_load":
+        return f"node load {v:.0%}"
+    if name in ("speed", "speed_vs_best"):
+        return f"speed {_num(2 ** v)}x" + (" the fastest candidate's" if name == "speed_vs_best" else "")
+    if name == "running":
+        return f"{math.expm1(v * 5.0):.0f} tasks running there"
+    if name == "device_sharers":
+        return f"{2 ** v:.0f} tasks on its GPU slice" if v > 0 else "a GPU slice of its own"
+    if name.startswith("share_"):
+        return f"{'a' if v >= 0.5 else 'not a'} {name[6:]} share"
+    if name.startswith("tier_"):
+        return f"{'on' if v >= 0.5 else 'not on'} the {name[5:]} tier"
+    if name == "candidates":
+        return f"{2 ** (v * 10.0):.0f} candidate nodes"
+    if name == "fit_now_share":
+        return f"it fits now on {v:.0%} of them"
+    return None
+
+
 def feature_text(name: str, value: float) -> str:
     """A feature and its value as a user reads it (unscaled where the scaling is known)."""
     v = float(value)
-    return _task_text(name, v) or _cluster_text(name, v) or f"{name}={_num(v)}"
+    return _task_text(name, v) or _cluster_text(name, v) or _candidate_text(name, v) or f"{name}={_num(v)}"
 
 
 def contributions_text(items: Sequence[tuple[str, float, float]], option: str) -> str:

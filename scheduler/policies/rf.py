@@ -13,8 +13,9 @@ only the :attr:`RandomForestPolicy.max_candidates` best by a cheap rule (fits no
 first, then least loaded plus queued) are scored.
 
 The decision carries every scored node's negated predicted regret as its score,
-the share of trees that rank the chosen node first as its confidence, and the
-features that moved its predicted regret most (tree-path contributions).
+per node the share of trees that rank it first (its ``probabilities``; the chosen
+node's share is the confidence), and the features that moved its predicted
+regret most (tree-path contributions).
 """
 from __future__ import annotations
 
@@ -122,13 +123,16 @@ class RandomForestPolicy:
             node, queued = int(nodes[0]), not bool(fits[0]) or bool(state.queue_len[nodes[0]])
             scores[node] = 0.0
             why = f"{spec_nodes[node].name}: the only node that can host it" + (" (queued)" if queued else "")
-            return Decision(node, shares[0], scores, why, self.name, queued=queued, confidence=1.0)
+            return Decision(node, shares[0], scores, why, self.name, queued=queued, confidence=1.0,
+                            probabilities={spec_nodes[node].name: 1.0})
         X = candidate_features(task, state, nodes, shares, fits, self.objective)
         pred, per_tree = self.forest.predict_rows(X)
         j = int(np.argmin(pred))
         node = int(nodes[j])
         scores[nodes] = -pred
-        confidence = float((per_tree.argmin(axis=1) == j).mean())
+        votes = np.bincount(per_tree.argmin(axis=1), minlength=len(nodes)) / per_tree.shape[0]
+        confidence = float(votes[j])
+        probs = {spec_nodes[int(nodes[k])].name: float(votes[k]) for k in np.flatnonzero(votes).tolist()}
         queued = not bool(fits[j]) or bool(state.queue_len[node])
         explain = self.explain if explain is None else explain
         why = (f"{spec_nodes[node].name}: lowest predicted regret {np.expm1(pred[j]):.3g} of {len(nodes)} candidates, "
@@ -137,7 +141,8 @@ class RandomForestPolicy:
             why += self._explanation(X[j], pred, j, nodes, spec_nodes)
         if queued:
             why += " (queued: waits for capacity)"
-        return Decision(node, shares[j], scores, why, self.name, queued=queued, confidence=confidence)
+        return Decision(node, shares[j], scores, why, self.name, queued=queued, confidence=confidence,
+                        probabilities=probs)
 
     def _explanation(self, x: np.ndarray, pred: np.ndarray, j: int, nodes: np.ndarray, spec_nodes) -> str:
         """The runner-up, and the features that lowered (or raised) the chosen node's predicted regret most."""

@@ -152,3 +152,37 @@ def test_input_checks(synthetic_forest):
         flat.predict_proba_one(X[0, :5])
     with pytest.raises(ValueError, match="not fitted"):
         FlatForest.from_sklearn(RandomForestClassifier())
+
+
+@pytest.fixture(scope="module")
+def regression_forest():
+    """A regressor like the node-level rf's (bounded depth, half the features per split)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    X, y = _synthetic()
+    target = np.log1p(np.abs(X[:, 0] * X[:, 1]) + y)
+    model = RandomForestRegressor(n_estimators=20, max_depth=9, max_features=0.5, random_state=0,
+                                  n_jobs=1).fit(X, target)
+    return model, FlatForest.from_sklearn(model), X
+
+
+def test_regressor_predictions_equal_sklearn(regression_forest):
+    """A decision's few rows (predict_rows) and a batch both give sklearn's predict exactly, and the
+    per-tree values are each tree's own prediction."""
+    model, flat, X = regression_forest
+    assert flat.is_regressor and flat.value.shape[1] == 1 and len(flat.classes) == 0
+    for k in (1, 2, 6, 40):
+        rows = X[k: 2 * k]
+        pred, per_tree = flat.predict_rows(rows)
+        assert np.array_equal(pred, model.predict(rows)), k
+        assert np.array_equal(per_tree, np.stack([t.predict(rows) for t in model.estimators_]))
+    assert np.array_equal(flat.predict_proba(X[:500])[:, 0], model.predict(X[:500]))
+
+
+def test_regressor_contributions_round_trip_and_validation(regression_forest, tmp_path):
+    model, flat, X = regression_forest
+    bias, contrib = flat.explain_one(X[7], 0)
+    assert bias + contrib.sum() == pytest.approx(model.predict(X[7:8])[0], abs=1e-9)
+    flat.save(tmp_path / "r.npz")
+    back = FlatForest.load(tmp_path / "r.npz")
+    assert back.is_regressor and np.array_equal(back.predict_rows(X[:9])[0], model.predict(X[:9]))
