@@ -29,10 +29,11 @@ NONE = "none"
 class TrainArgs:
     """One ``orchestrator train rf`` run; saved as the model's ``config``.
 
-    Budget: the rollout teacher costs about 20 ms a decision on local.yaml (40-80 ms on the
-    doubled cluster) on this 2-core machine, so the episodes are 45 s windows of the four
-    workloads, two seeds, on three clusters (local, every node doubled at twice the load, the
-    MIG pool removed), one DAgger round: about 10-15 minutes. The forest is small (30 trees of
+    Budget: the rollout teacher costs about 20 ms a decision on local.yaml and 50-100 ms on
+    the doubled cluster at twice the load (more candidates, longer queues to play out) on
+    this 2-core machine, so the episodes are 30 s windows of the four workloads, two seeds,
+    on three clusters (local, every node doubled at twice the load, the MIG pool removed),
+    one DAgger round: about 15 minutes, most of it on the doubled cluster. The forest is small (30 trees of
     depth <= 8): a decision's cost grows with depth (about 3 microseconds a level for all of
     its candidates and trees at once), far less with the number of trees.
     """
@@ -62,7 +63,7 @@ class TrainArgs:
     """seed of the forest and of the teacher"""
     load_factor: float | None = None
     """multiplies each workload's arrival rate (none: the workload's own load factor)"""
-    duration_s: float | None = 45.0
+    duration_s: float | None = 30.0
     """seconds of each workload window (none: the workload's own duration)"""
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     """policies simulated next to the trained forest, comma-separated"""

@@ -9,7 +9,7 @@ undoes that scaling so that a user reads "SLO 300 ms", not
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 from cluster.topology import NODE_CLASSES
 
@@ -67,44 +67,40 @@ def _cluster_text(name: str, v: float) -> str | None:
     return None
 
 
+#: inverse of scheduler.features.CandidateFeatures.build (a node-level rf row), per feature name
+_CANDIDATE: dict[str, Callable[[float], str]] = {
+    "fits_now": lambda v: "it fits there now" if v >= 0.5 else "it does not fit there now",
+    "node_queue": lambda v: f"node queue {math.expm1(v * 5.0):.0f}",
+    "queued_tasks": lambda v: f"cluster queue {math.expm1(v * 5.0):.0f}",
+    "wait_slo": lambda v: f"expected wait {_num(10 ** v - 1.0)}x SLO",
+    "exec_slo": lambda v: f"expected execution {_num(10 ** v)}x SLO",
+    "latency_slo": lambda v: f"expected latency {_num(10 ** v)}x SLO",
+    "network_slo": lambda v: f"expected network {_num(10 ** v)}x SLO",
+    "latency_vs_best": lambda v: f"expected latency {_num(10 ** v)}x the best candidate's",
+    "cost_rel": lambda v: f"expected cost {_num(v)}x cost_ref",
+    "cost_vs_best": lambda v: f"expected cost {_num(v)} cost_ref above the cheapest",
+    "one_step": lambda v: f"one-step objective {_num(math.expm1(v))}",
+    "one_step_vs_best": lambda v: f"one-step objective {_num(math.expm1(v))} above the best",
+    "free_cpu": lambda v: f"node free CPU {v:.0%}",
+    "free_mem": lambda v: f"node free memory {v:.0%}",
+    "free_gpu": lambda v: f"node free GPU {v:.0%}",
+    "node_load": lambda v: f"node load {v:.0%}",
+    "speed": lambda v: f"speed {_num(2 ** v)}x",
+    "speed_vs_best": lambda v: f"speed {_num(2 ** v)}x the fastest candidate's",
+    "running": lambda v: f"{math.expm1(v * 5.0):.0f} tasks running there",
+    "device_sharers": lambda v: f"{2 ** v:.0f} tasks on its GPU slice" if v > 0 else "a GPU slice of its own",
+    "candidates": lambda v: f"{2 ** (v * 10.0):.0f} candidate nodes",
+    "fit_now_share": lambda v: f"it fits now on {v:.0%} of them",
+}
+
+
 def _candidate_text(name: str, v: float) -> str | None:
-    # Inverse of scheduler.features.CandidateFeatures.build (a node-level rf row).
-    if name == "fits_now":
-        return "it fits there now" if v >= 0.5 else "it does not fit there now"
-    if name in ("node_queue", "queued_tasks"):
-        return f"{'node' if name == 'node_queue' else 'cluster'} queue {math.expm1(v * 5.0):.0f}"
-    if name == "wait_slo":
-        return f"expected wait {_num(10 ** v - 1.0)}x SLO"
-    if name in ("exec_slo", "latency_slo", "network_slo"):
-        return f"expected {name.split('_')[0].replace('exec', 'execution')} {_num(10 ** v)}x SLO"
-    if name == "latency_vs_best":
-        return f"expected latency {_num(10 ** v)}x the best candidate's"
-    if name == "cost_rel":
-        return f"expected cost {_num(v)}x cost_ref"
-    if name == "cost_vs_best":
-        return f"expected cost {_num(v)} cost_ref above the cheapest"
-    if name == "one_step":
-        return f"one-step objective {_num(math.expm1(v))}"
-    if name == "one_step_vs_best":
-        return f"one-step objective {_num(math.expm1(v))} above the best"
-    if name in ("free_cpu", "free_mem", "free_gpu"):
-        return f"node free {name[5:].upper().replace('MEM', 'memory')} {v:.0%}"
-    if name == "node_load":
-        return f"node load {v:.0%}"
-    if name in ("speed", "speed_vs_best"):
-        return f"speed {_num(2 ** v)}x" + (" the fastest candidate's" if name == "speed_vs_best" else "")
-    if name == "running":
-        return f"{math.expm1(v * 5.0):.0f} tasks running there"
-    if name == "device_sharers":
-        return f"{2 ** v:.0f} tasks on its GPU slice" if v > 0 else "a GPU slice of its own"
+    if name in _CANDIDATE:
+        return _CANDIDATE[name](v)
     if name.startswith("share_"):
         return f"{'a' if v >= 0.5 else 'not a'} {name[6:]} share"
     if name.startswith("tier_"):
         return f"{'on' if v >= 0.5 else 'not on'} the {name[5:]} tier"
-    if name == "candidates":
-        return f"{2 ** (v * 10.0):.0f} candidate nodes"
-    if name == "fit_now_share":
-        return f"it fits now on {v:.0%} of them"
     return None
 
 
