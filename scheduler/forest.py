@@ -211,26 +211,35 @@ class FlatForest:
         leaves, levels = self._descend(x, out)
         return self._proba_from_leaves(leaves), out[:levels]
 
-    def predict_rows(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_rows(self, X: np.ndarray, path: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(prediction per row, per-tree values (trees, rows))`` of a few rows: one decision's candidates.
 
         The first column of :attr:`value` (a regressor's mean, a classifier's first class), equal
         to sklearn's ``predict`` for a regressor: trees added in order, then divided. All rows
         and trees descend together, level by level, stopping once every tree sits at a leaf.
+        With ``path=True`` a third item holds the node per level and (tree, row) pair, tree-major:
+        ``paths[:, j::rows]`` is row ``j``'s path for :meth:`explain_one` (no second descent).
         """
         X = self._check(X)
         k = X.shape[0]
         base, nodes = self._row_layout(k)
         flat = X.astype(np.float64).ravel()
         feat, thr, left, check = self.feature, self.threshold, self.left, self._exit_checks
+        levels = [nodes] if path else None
         for d in range(self.max_depth):
             nxt = left[nodes] + (flat[base + feat[nodes]] > thr[nodes])
+            if levels is not None:
+                levels.append(nxt)
             if check[d] and not _count_nonzero(nxt != nodes):
                 nodes = nxt
                 break
             nodes = nxt
         per_tree = self._value0[nodes].reshape(self.n_trees, k)
-        return _add_reduce(per_tree, axis=0) / self.n_trees, per_tree
+        pred = _add_reduce(per_tree, axis=0) / self.n_trees
+        if levels is not None:
+            return pred, per_tree, np.stack(levels)
+        return pred, per_tree
 
     def _row_layout(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(feature offset, root) per (tree, row) pair, tree-major, for ``k`` rows (cached per ``k``)."""

@@ -126,7 +126,8 @@ class RandomForestPolicy:
             return Decision(node, shares[0], scores, why, self.name, queued=queued, confidence=1.0,
                             probabilities={spec_nodes[node].name: 1.0})
         X = candidate_features(task, state, nodes, shares, fits, self.objective)
-        pred, per_tree = self.forest.predict_rows(X)
+        explain = self.explain if explain is None else explain
+        pred, per_tree, *paths = self.forest.predict_rows(X, explain)
         j = int(np.argmin(pred))
         node = int(nodes[j])
         scores[nodes] = -pred
@@ -134,22 +135,24 @@ class RandomForestPolicy:
         confidence = float(votes[j])
         probs = {spec_nodes[int(nodes[k])].name: float(votes[k]) for k in np.flatnonzero(votes).tolist()}
         queued = not bool(fits[j]) or bool(state.queue_len[node])
-        explain = self.explain if explain is None else explain
         why = (f"{spec_nodes[node].name}: lowest predicted regret {np.expm1(pred[j]):.3g} of {len(nodes)} candidates, "
                f"{confidence:.0%} of trees agree")
         if explain:
-            why += self._explanation(X[j], pred, j, nodes, spec_nodes)
+            why += self._explanation(X[j], pred, j, nodes, spec_nodes, paths[0][:, j::len(nodes)])
         if queued:
             why += " (queued: waits for capacity)"
         return Decision(node, shares[j], scores, why, self.name, queued=queued, confidence=confidence,
                         probabilities=probs)
 
-    def _explanation(self, x: np.ndarray, pred: np.ndarray, j: int, nodes: np.ndarray, spec_nodes) -> str:
-        """The runner-up, and the features that lowered (or raised) the chosen node's predicted regret most."""
-        order = np.argsort(pred, kind="stable")
-        second = int(order[1])
+    def _explanation(self, x: np.ndarray, pred: np.ndarray, j: int, nodes: np.ndarray, spec_nodes,
+                     path: np.ndarray) -> str:
+        """The runner-up, and the features that lowered (or raised) the chosen node's predicted regret most
+        (``path``: the chosen row's nodes per level and tree)."""
+        rest = pred.copy()
+        rest[j] = np.inf
+        second = int(np.argmin(rest))
         text = f" (next {spec_nodes[int(nodes[second])].name} {np.expm1(pred[second]):.3g})"
-        _, contrib = self.forest.explain_one(x, 0)
+        _, contrib = self.forest.explain_one(x, 0, path)
         parts = [f"{feature_text(CANDIDATE_FEATURE_NAMES[i], float(x[i]))} "
                  f"{'lowered' if c < 0 else 'raised'} it ({c:+.3g})" for i, c in top_contributions(contrib, self.top_k)]
         return text + ("; " + "; ".join(parts) if parts else "")

@@ -186,3 +186,17 @@ def test_regressor_contributions_round_trip_and_validation(regression_forest, tm
     flat.save(tmp_path / "r.npz")
     back = FlatForest.load(tmp_path / "r.npz")
     assert back.is_regressor and np.array_equal(back.predict_rows(X[:9])[0], model.predict(X[:9]))
+
+
+def test_paths_of_a_decisions_rows_are_each_rows_own(regression_forest):
+    """predict_rows(path=True) records every row's path: a row's columns equal its single-row path
+    (so the explanation needs no second descent)."""
+    _, flat, X = regression_forest
+    rows = X[20:26]
+    pred, _, paths = flat.predict_rows(rows, path=True)
+    assert np.array_equal(pred, flat.predict_rows(rows)[0])
+    for j in range(len(rows)):
+        own = flat.paths_one(rows[j])
+        mine = paths[:, j::len(rows)]
+        assert np.array_equal(mine[:len(own)], own) and (mine[len(own):] == own[-1]).all()
+        assert flat.explain_one(None, 0, mine)[1] == pytest.approx(flat.explain_one(rows[j], 0)[1])
