@@ -230,6 +230,8 @@ _NODE_STATIC = ["network_slo", "speed", "speed_vs_best", "share_cpu", "share_who
 #: on a cluster of 6 nodes or 1,213 (nothing is indexed by node or node class)
 CANDIDATE_FEATURE_NAMES: tuple[str, ...] = tuple(_TASK + _CLUSTER + _NODE + _NODE_STATIC)
 N_CANDIDATE_FEATURES = len(CANDIDATE_FEATURE_NAMES)
+_HEAD = len(_TASK) + len(_CLUSTER)  # columns shared by a decision's rows
+_STATIC = _HEAD + len(_NODE)  # first column of the static part
 _SHARE_KINDS = ("cpu", "whole", "mig", "slice")
 #: waits the queue projection calls endless (a task that can never start there) read as this many SLOs
 _NEVER_SLO = 1e6
@@ -242,6 +244,7 @@ class _Static:
     """The part of candidate rows that depends on the task's shape and the candidates only."""
 
     __slots__ = ("tails", "inv_speed", "net_ms", "cost_a", "cost_rate", "slice_pos", "node_list")
+    tails: np.ndarray
 
     def __init__(self, task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence) -> None:
         from cluster.performance import gpu_devices_held, speed
@@ -256,9 +259,9 @@ class _Static:
         self.inv_speed = [1.0 / v for v in spd]
         self.net_ms = [float(state.net_mean_ms[i]) for i in self.node_list]
         kinds = state.tier_of[nodes].tolist()
-        self.tails = [[math.log10(net / slo), math.log2(v), math.log2(v / top),
-                       *(float(s[0] == k) for k in _SHARE_KINDS), *(float(kind == k) for k in range(3))]
-                      for net, v, s, kind in zip(self.net_ms, spd, shares, kinds)]
+        self.tails = np.array([[math.log10(net / slo), math.log2(v), math.log2(v / top),
+                                *(float(s[0] == k) for k in _SHARE_KINDS), *(float(kind == k) for k in range(3))]
+                               for net, v, s, kind in zip(self.net_ms, spd, shares, kinds)])
         self.cost_a = [t.price_per_task for t in tiers]
         self.cost_rate = [task.cpu_milli / 1000.0 * t.price_cpu_second + task.mem_mib / 1024.0 * t.price_gb_second
                           + gpu_devices_held(s) * t.price_gpu_second for t, s in zip(tiers, shares)]
@@ -352,13 +355,16 @@ class CandidateFeatures:
                          (gt - held.item(i)) / gt if gt > 0 else 0.0, util.item(i),
                          math.log1p(running.item(i)) / 5.0, sharers])
         lat_min, cost_min, one_min = min(lat_l), min(cost_l), min(one_l)
-        out = []
         for j, r in enumerate(rows):
             r[4], r[5] = lat_l[j], lat_l[j] - lat_min
             r[6], r[7] = cost_l[j], cost_l[j] - cost_min
             r[8], r[9] = math.log1p(one_l[j]), math.log1p(one_l[j] - one_min)
-            out.append(head + r + st.tails[j])
-        return np.array(out, dtype=np.float32)
+        # three block assignments (each rounds float64 to float32 as np.array(..., float32) would)
+        X = np.empty((k, N_CANDIDATE_FEATURES), dtype=np.float32)
+        X[:, :_HEAD] = head
+        X[:, _HEAD:_STATIC] = rows
+        X[:, _STATIC:] = st.tails
+        return X
 
 
 def candidate_builder(state: ClusterState) -> CandidateFeatures:
