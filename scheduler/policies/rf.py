@@ -19,6 +19,7 @@ regret most (tree-path contributions).
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -135,7 +136,7 @@ class RandomForestPolicy:
         confidence = float(votes[j])
         probs = {spec_nodes[int(nodes[k])].name: float(votes[k]) for k in np.flatnonzero(votes).tolist()}
         queued = not bool(fits[j]) or bool(state.queue_len[node])
-        why = (f"{spec_nodes[node].name}: lowest predicted regret {np.expm1(pred[j]):.3g} of {len(nodes)} candidates, "
+        why = (f"{spec_nodes[node].name}: lowest predicted regret {math.expm1(pred.item(j)):.3g} of {len(nodes)} candidates, "
                f"{confidence:.0%} of trees agree")
         if explain:
             why += self._explanation(X[j], pred, j, nodes, spec_nodes, paths[0][:, j::len(nodes)])
@@ -151,7 +152,7 @@ class RandomForestPolicy:
         rest = pred.copy()
         rest[j] = np.inf
         second = int(np.argmin(rest))
-        text = f" (next {spec_nodes[int(nodes[second])].name} {np.expm1(pred[second]):.3g})"
+        text = f" (next {spec_nodes[int(nodes[second])].name} {math.expm1(pred.item(second)):.3g})"
         _, contrib = self.forest.explain_one(x, 0, path)
         parts = [f"{feature_text(CANDIDATE_FEATURE_NAMES[i], float(x[i]))} "
                  f"{'lowered' if c < 0 else 'raised'} it ({c:+.3g})" for i, c in top_contributions(contrib, self.top_k)]
