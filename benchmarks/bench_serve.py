@@ -47,6 +47,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -70,7 +72,7 @@ def _task(i: int) -> dict:
 
 
 class NaiveRouter:
-    """The baseline replica: validate, features, sklearn ``predict_proba`` on one row, per request."""
+    """The baseline replica: validate, candidate features, sklearn ``predict`` on their rows, per request."""
 
     def __init__(self, model_bytes: bytes, cluster: str) -> None:
         from cluster.state import ClusterState
@@ -80,25 +82,32 @@ class NaiveRouter:
         self.state = ClusterState.from_spec(load_cluster(cluster))
 
     async def __call__(self, request) -> dict:
-        from cluster.topology import NODE_CLASSES
-        from scheduler.features import feature_vector
+        from cluster.state import node_masks
+        from scheduler.features import candidate_features
         from scheduler.task import make_task
 
         task = make_task({"id": "naive", **(await request.json())})
-        p = self.model.predict_proba(feature_vector(task, self.state)[None, :])[0]
-        k = int(p.argmax())
-        return {"node_class": NODE_CLASSES[int(self.model.classes_[k])], "probability": float(p[k])}
+        feasible, fits, shares = node_masks(self.state, task)
+        nodes = np.flatnonzero(feasible)
+        if not len(nodes):
+            return {"node": None}
+        X = candidate_features(task, self.state, nodes, [shares[i] for i in nodes], fits[nodes])
+        regret = self.model.predict(X)
+        k = int(regret.argmin())
+        return {"node": self.state.spec.nodes[int(nodes[k])].name, "regret": float(regret[k])}
 
 
 def train_naive_model():
-    """A 100-tree sklearn forest imitating the oracle on 60 s of mixed work (one thread, as per request)."""
+    """A 100-tree sklearn forest of the one-step oracle's regrets on 60 s of mixed work (one thread, as per
+    request; the labels do not change its cost)."""
     from cluster.topology import load_cluster
     from rl_env.train_rf import DAggerForest, Episode
     from simulations.workloads import generate, load_workload
 
     spec = load_cluster(CLUSTER)
     wl = load_workload(ROOT / "configs" / "workloads" / "mixed.yaml")
-    est = DAggerForest(n_estimators=100, max_depth=None, min_samples_leaf=1, rounds=0, progress=False)
+    est = DAggerForest(n_estimators=100, max_depth=None, min_samples_leaf=1, rounds=0, teacher="oracle",
+                       progress=False)
     est.fit(spec, [Episode("mixed", generate(wl, seed=s, duration_s=60), s) for s in (1, 2)])
     return est.model_
 

@@ -1,7 +1,7 @@
 """``orchestrator train rf|rl`` and ``orchestrator evaluate``: learned policies.
 
 Each sub-command's work lives with what it trains: the RandomForest in
-:mod:`rl_env.train_rf` (it drives the simulator with the oracle as teacher),
+:mod:`rl_env.train_rf` (distilled from the rollout teacher),
 the RLlib policy in :mod:`rl_env.train`, the held-out comparison in
 :mod:`evaluation.evaluate`; they are imported only when their command runs.
 """
@@ -24,7 +24,7 @@ def _lazy(target: str):
 def add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a learned placement policy")
     tsub = t.add_subparsers(dest="learner", required=True)
-    rf = tsub.add_parser("rf", help="RandomForest imitating the one-step oracle")
+    rf = tsub.add_parser("rf", help="node-level RandomForest distilled from the rollout teacher")
     add_rf_arguments(rf)  # every training setting, from rl_env.train_rf_args.TrainArgs
     rf.add_argument("--registry", default="artifacts/policies")
     rf.set_defaults(func=_lazy("rl_env.train_rf:cli"))

@@ -3,8 +3,10 @@
 Steps (each prints what it does; a second run reuses what is already up):
 
 1. the local heterogeneous Ray cluster (``orchestrator cluster up``);
-2. the RandomForest, trained in seconds unless a model is in the registry; the
-   shipped RL policy (``artifacts/policies/rl``), or ``DEMO_TRAIN_RL=1`` trains one;
+2. the shipped learned policies: the node-level RandomForest (``artifacts/policies/rf``,
+   distilled from the rollout teacher; a checkout without it trains a small one in about
+   a minute, :data:`DEMO_RF`) and the RL policy (``artifacts/policies/rl``, or
+   ``DEMO_TRAIN_RL=1`` trains one);
 3. the Serve router (``orchestrator serve up``) with the RandomForest policy;
 4. a mixed workload submitted with ``ray job submit`` that replays through the
    router (``python -m replays.live --router ...``);
@@ -49,8 +51,9 @@ POLICIES = ("random,round-robin,least-loaded,cheapest-feasible,fastest-feasible,
             "gpu-packing,gpu-clustering,fgd,ray-default,k8s-default,oracle,rf:latest,rl:latest")
 PACKING_POLICIES = "random,dot-product,gpu-clustering,gpu-packing,best-fit,fgd"
 TRACE = ROOT.parent / "shared" / "traces" / "alibaba_gpu_v2023" / "openb_pod_list_default.csv"
-#: the demo's RandomForest: the default training on 120 s windows, trained in seconds
-DEMO_RF = TrainArgs(duration_s=120.0)
+#: the RandomForest trained when none is in the registry (the shipped one is): the cluster itself,
+#: 20 s windows, no DAgger round, about a minute of the rollout teacher
+DEMO_RF = TrainArgs(variants=["x1"], duration_s=20.0, rounds=0)
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,8 @@ def up(cfg: Settings) -> int:
 
     step("2/6 learned policies")
     if has_model("rf"):
-        print("RandomForest found in the registry (`orchestrator train rf` trains a new version)")
+        print("using the RandomForest in the registry (shipped in artifacts/policies/rf; "
+              "`orchestrator train rf` trains a new version)")
     else:
         run(orch("train", "rf", *DEMO_RF.argv()))
     if cfg.train_rl or not has_model("rl"):

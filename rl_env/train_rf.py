@@ -1,133 +1,186 @@
-"""``orchestrator train rf``: a RandomForest that imitates the one-step oracle (DAgger).
+"""``orchestrator train rf``: a node-level RandomForest distilled from the rollout teacher (DAgger).
 
-Round 0 runs the simulator with the oracle placing every task and records, at
-each decision, the shared feature vector and the oracle's choice as a node class
-(the class of the node it picked). Later rounds (DAgger, Ross et al. 2011) let
-the current forest place the tasks, so the states are the ones the forest itself
-reaches, but still label each with what the oracle would have chosen there; the
-data of all rounds is pooled and the forest refitted.
+At every decision with more than one candidate, the teacher (:mod:`scheduler.policies.rollout`,
+rolling every candidate forward over futures sampled from the workload's own generator,
+streams with seeds no run uses) values each candidate node; the label of a candidate's row
+(:func:`scheduler.features.candidate_features`) is its regret ``log1p(best value - its value)``
+(values in objective units: the objective summed over the tasks the roll plays, averaged over
+the sampled futures). The forest regresses it and the policy takes the smallest prediction.
 
-Reported: agreement with the oracle on held-out seeds (the oracle's own decisions
-and the states the forest visits), the confusion matrix, and the forest's own
-simulation results next to the heuristics on a held-out seed of each workload.
-The forest goes to the model registry (``artifacts/policies/rf/<version>/``) with
-its feature schema, training config, metrics, command and seed.
+Why log1p of the raw regret: it is monotone, so a perfect fit still picks the teacher's
+choice; a few catastrophic candidates (a queue that parks tasks for minutes) would
+otherwise dominate the squared-error splits and leave the close calls, which are most
+decisions, unresolved. It is not divided by the decision's scale: a regret is already a
+difference within one decision, and the loss it stands for is what the objective counts.
 
-The teacher is the oracle unless ``teacher`` names another registered policy
-(``DAggerForest(teacher=...)``, or ``--teacher``): the
-same pipeline then distils any placement rule into a fast, explained forest.
+Round 0: the teacher places the tasks. Later rounds (DAgger, Ross et al. 2011): the current
+forest places them, so the states are the ones the forest itself reaches, still labelled by
+the teacher; the rows of all rounds are pooled and the forest refitted. The episodes are
+windows of each workload on each cluster variant (the cluster itself, every node doubled at
+twice the load, a pool removed), so one forest learns to judge a node on clusters of any size.
+
+Reported: on held-out seeds of the cluster itself, on the states the forest visits, how often
+it picks the teacher's choice and its mean regret against fastest-feasible's (in the teacher's
+values), and the forest's simulation results next to the heuristics. The forest goes to the
+model registry (``artifacts/policies/rf/<version>/``) with its feature schema, training config,
+metrics, command and seeds.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from cluster.topology import NODE_CLASSES, ClusterSpec
+from cluster.state import fits_now_mask
+from cluster.topology import ClusterSpec
 from scheduler import model_registry
-from scheduler.actions import N_ACTIONS, action_mask
-from scheduler.features import N_FEATURES, feature_vector, layout
+from scheduler.features import N_CANDIDATE_FEATURES, candidate_features
 from scheduler.forest import FlatForest
 from scheduler.objective import Objective
 from scheduler.policies.oracle import Oracle
-from scheduler.policies.rf import FOREST_FILE, KIND, SKLEARN_FILE, RandomForestPolicy, cached_node_masks
+from scheduler.policies.rf import (FOREST_FILE, KIND, MAX_CANDIDATES, SKLEARN_FILE, RandomForestPolicy,
+                                   prefilter)
+from scheduler.policies.rollout import Future
 from scheduler.policy import FeasibilityCache, Policy, make_policy
 from scheduler.task import Task
 from simulations.engine import OnlineSimulator, simulate
 from simulations.metrics import summary_row
-from rl_env.train_rf_args import TrainArgs
+from rl_env.train_rf_args import TrainArgs, parse_variant
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: the ``--registry`` default of the parser; it means the registry's own default root
 PARSER_REGISTRY_DEFAULT = "artifacts/policies"
+#: the heuristic whose choices the held-out regret is compared with
+REFERENCE = "fastest-feasible"
 
 
 @dataclass(frozen=True)
 class Episode:
-    """One simulated workload window: its tasks and the simulation seed."""
+    """One simulated workload window: its tasks, the simulation seed, and where it runs.
+
+    ``spec``: the cluster (None: the one :meth:`DAggerForest.fit` is given); ``streams``:
+    the workload streams the rollout teacher samples its futures from.
+    """
 
     workload: str
     tasks: Sequence[Task]
     seed: int
+    spec: ClusterSpec | None = None
+    streams: Sequence[Sequence[Task]] = field(default=(), repr=False)
 
 
 @dataclass
 class Rollout:
-    """Per decision: features, the oracle's class, the classes allowed, the class taken."""
+    """Per candidate row: features, regret label (log1p), decision index; per decision: the
+    teacher's choice, the driver's, the reference heuristic's (row positions within it) and the
+    raw regret of every candidate."""
 
     X: np.ndarray
     y: np.ndarray
-    mask: np.ndarray
+    group: np.ndarray
+    regret: np.ndarray
+    teacher: np.ndarray
     taken: np.ndarray
+    reference: np.ndarray
     workload: str = ""
+
+    @property
+    def decisions(self) -> int:
+        return len(self.teacher)
 
     @staticmethod
     def concat(parts: Sequence["Rollout"]) -> "Rollout":
+        offs = np.cumsum([0] + [p.decisions for p in parts])
         return Rollout(np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts]),
-                       np.concatenate([p.mask for p in parts]), np.concatenate([p.taken for p in parts]))
+                       np.concatenate([p.group + o for p, o in zip(parts, offs)]),
+                       np.concatenate([p.regret for p in parts]), np.concatenate([p.teacher for p in parts]),
+                       np.concatenate([p.taken for p in parts]), np.concatenate([p.reference for p in parts]))
+
+    def regret_of(self, choice: np.ndarray) -> np.ndarray:
+        """Raw regret (objective units) of a choice per decision (a row position within it)."""
+        starts = np.searchsorted(self.group, np.arange(self.decisions))
+        return self.regret[starts + choice]
 
 
-def make_teacher(name: str, seed: int = 0, objective: Objective | None = None) -> Policy:
-    """The policy whose choices are the labels: the oracle (default) or any registered policy."""
+def make_teacher(name: str, seed: int = 0, objective: Objective | None = None,
+                 streams: Sequence[Sequence[Task]] = (), samples: int = TrainArgs.teacher_samples) -> Policy:
+    """The labelling policy: ``rollout`` rolling every candidate over futures from ``streams``, the
+    one-step oracle, or any registered policy (its per-node scores are the values)."""
+    if name == "rollout":
+        return make_policy("rollout", seed=seed, top_k=1 << 30, samples=samples, future=Future(streams),
+                           objective=objective)
     if name == "oracle":
         return Oracle(seed=seed, objective=objective)
     return make_policy(name, seed=seed)
 
 
 def rollout(spec: ClusterSpec, episode: Episode, teacher: Policy, driver: RandomForestPolicy | None = None,
-            objective: Objective | None = None) -> Rollout:
-    """Simulate ``episode``; label every decision with the teacher's class.
+            objective: Objective | None = None, reference: Policy | None = None) -> Rollout:
+    """Simulate ``episode``; at every decision with two or more candidates, label each candidate's row.
 
-    ``driver`` places the tasks when given (DAgger), else the teacher does. Tasks
-    that no node can ever host are placed (rejected) but not recorded.
+    ``driver`` places the tasks when given (DAgger), else the teacher does. Decisions with one
+    candidate (or none) teach nothing and are not labelled (nor asked of the teacher).
     """
     sim = OnlineSimulator(spec, episode.tasks, seed=episode.seed, objective=objective)
     teacher.reset(episode.seed)
+    reference = reference or make_policy(REFERENCE)
     state = sim.state
-    cls = layout(state).cls
-    n = len(episode.tasks)
-    X = np.empty((n, N_FEATURES), dtype=np.float32)
-    y = np.empty(n, dtype=np.int64)
-    taken = np.empty(n, dtype=np.int64)
-    mask = np.empty((n, N_ACTIONS), dtype=bool)
-    k = 0
     cache = FeasibilityCache()
+    X: list[np.ndarray] = []
+    regrets: list[np.ndarray] = []
+    who: list[tuple[int, int, int]] = []
+    sizes: list[int] = []
     while (task := sim.next_task()) is not None:
-        masks = cached_node_masks(task, state, cache)
-        best = teacher.select(task, state)
-        if not best.placed:
-            sim.place(task, best)
+        nodes, shares, groups = cache.entry(task, state)
+        if len(nodes) < 2:
+            sim.place(task, (driver or teacher).select(task, state))
             continue
-        x = feature_vector(task, state, masks[0], masks[1])
-        d = best if driver is None else driver.decide(task, state, masks, x, explain=False)
-        X[k], y[k] = x, cls[best.node]
-        mask[k] = action_mask(task, state, masks[0]) > 0
-        taken[k] = cls[d.node] if d.placed else -1
-        k += 1
+        cand = prefilter(state, nodes, shares, fits_now_mask(state, task, nodes, groups), MAX_CANDIDATES)
+        best = teacher.select(task, state)
+        values = best.scores[cand[0]]
+        ok = np.isfinite(values)
+        if ok.sum() < 2:
+            sim.place(task, best if driver is None else driver.decide(task, state, cand, explain=False))
+            continue
+        cand = (cand[0][ok], [s for s, k in zip(cand[1], ok.tolist()) if k], cand[2][ok])
+        regret = values[ok].max() - values[ok]
+        d = best if driver is None else driver.decide(task, state, cand, explain=False)
+        pos = {int(n): j for j, n in enumerate(cand[0].tolist())}
+        ref = reference.select(task, state)
+        X.append(candidate_features(task, state, cand[0], cand[1], cand[2], objective))
+        regrets.append(regret)
+        sizes.append(len(regret))
+        who.append((pos.get(best.node, -1), pos.get(d.node, -1), pos.get(ref.node, -1)))
         sim.place(task, d)
     sim.finish()
-    return Rollout(X[:k], y[:k], mask[:k], taken[:k], episode.workload)
+    w = np.array(who, dtype=np.int64).reshape(-1, 3)
+    reg = np.concatenate(regrets) if regrets else np.zeros(0)
+    return Rollout(np.concatenate(X) if X else np.zeros((0, N_CANDIDATE_FEATURES), np.float32),
+                   np.log1p(reg), np.repeat(np.arange(len(sizes)), sizes), reg, w[:, 0], w[:, 1], w[:, 2],
+                   episode.workload)
 
 
 class DAggerForest:
-    """RandomForest imitation of the oracle, sklearn-style: ``fit`` returns self.
+    """RandomForest regression of the teacher's per-candidate regret, sklearn-style: ``fit`` returns self.
 
-    Fitted attributes: ``model_`` (the sklearn forest), ``forest_`` (its flat
-    fast-path form), ``X_``/``y_`` (the pooled training data) and ``history_``
-    (per round: samples, and the agreement of the forest's own choices with the
-    oracle on the states it visited).
+    Fitted attributes: ``model_`` (the sklearn forest), ``forest_`` (its flat fast-path
+    form), ``X_``/``y_`` (the pooled training rows) and ``history_`` (per round: rows,
+    decisions, and how the driver's own choices fared against the teacher on the states
+    it visited).
     """
 
     def __init__(self, n_estimators: int = TrainArgs.trees, max_depth: int | None = TrainArgs.max_depth,
                  min_samples_leaf: int = TrainArgs.min_samples_leaf, rounds: int = TrainArgs.rounds,
                  random_state: int = TrainArgs.random_state, n_jobs: int = 1, teacher: str = TrainArgs.teacher,
-                 progress: bool = True) -> None:
+                 progress: bool = True, max_features: float = TrainArgs.max_features,
+                 teacher_samples: int = TrainArgs.teacher_samples) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
@@ -136,18 +189,26 @@ class DAggerForest:
         self.n_jobs = n_jobs
         self.teacher = teacher
         self.progress = progress
+        self.max_features = max_features
+        self.teacher_samples = teacher_samples
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("n_estimators", "max_depth", "min_samples_leaf", "rounds",
-                                              "random_state", "n_jobs", "teacher")}
+                                              "random_state", "n_jobs", "teacher", "max_features",
+                                              "teacher_samples")}
 
     def _fit_model(self, data: Rollout):
-        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.ensemble import RandomForestRegressor
 
-        model = RandomForestClassifier(n_estimators=self.n_estimators, max_depth=self.max_depth,
-                                       min_samples_leaf=self.min_samples_leaf, n_jobs=self.n_jobs,
-                                       random_state=self.random_state)
-        return model.fit(data.X, data.y)
+        model = RandomForestRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                      min_samples_leaf=self.min_samples_leaf, max_features=self.max_features,
+                                      n_jobs=self.n_jobs, random_state=self.random_state)
+        model.fit(data.X, data.y)
+        model.n_jobs = 1  # predictions tree by tree in order: the flat forest's sums, bit for bit
+        return model
+
+    def teacher_for(self, ep: Episode, objective: Objective | None) -> Policy:
+        return make_teacher(self.teacher, self.random_state, objective, ep.streams, self.teacher_samples)
 
     def fit(self, spec: ClusterSpec, episodes: Sequence[Episode], objective: Objective | None = None
             ) -> "DAggerForest":
@@ -155,24 +216,28 @@ class DAggerForest:
             raise ValueError("rounds must be >= 0 and n_estimators >= 1")
         from tqdm import tqdm
 
-        teacher = make_teacher(self.teacher, self.random_state, objective)
         self.history_: list[dict] = []
         data: Rollout | None = None
         for r in range(self.rounds + 1):
             who = self.teacher if r == 0 else "forest"
             driver = None if r == 0 else self.policy(explain=False)
+            t0 = time.perf_counter()
             bar = tqdm(episodes, desc=f"round {r}/{self.rounds} ({who} places, {self.teacher} labels)",
                        unit="episode", disable=not self.progress, leave=False)
-            new = Rollout.concat([rollout(spec, ep, teacher, driver, objective) for ep in bar])
-            if not len(new.y):
-                raise ValueError("the episodes produced no decision to learn from")
+            new = Rollout.concat([rollout(ep.spec or spec, ep, self.teacher_for(ep, objective), driver, objective)
+                                  for ep in bar])
+            if not new.decisions:
+                raise ValueError("the episodes produced no decision with two candidates to learn from")
+            label_s = time.perf_counter() - t0
             data = new if data is None else Rollout.concat([data, new])
             t0 = time.perf_counter()
             self.model_ = self._fit_model(data)
             self.forest_ = FlatForest.from_sklearn(self.model_)
-            self.history_.append({"round": r, "driver": who, "new_samples": int(len(new.y)),
-                                  "samples": int(len(data.y)), "fit_s": round(time.perf_counter() - t0, 2),
-                                  "driver_agreement": float((new.taken == new.y).mean())})
+            self.history_.append({"round": r, "driver": who, "new_decisions": new.decisions,
+                                  "new_rows": int(len(new.y)), "rows": int(len(data.y)),
+                                  "label_s": round(label_s, 1), "fit_s": round(time.perf_counter() - t0, 2),
+                                  "driver_agreement": float((new.taken == new.teacher).mean()),
+                                  "driver_regret": float(new.regret_of(new.taken).mean())})
         self.X_, self.y_ = data.X, data.y
         return self
 
@@ -181,38 +246,32 @@ class DAggerForest:
         return RandomForestPolicy(forest=self.forest_, meta={"kind": KIND}, explain=explain)
 
 
-def masked_predictions(forest: FlatForest, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The policy's choice for each row: the most probable class among those allowed."""
-    probs = np.zeros((len(X), N_ACTIONS))
-    probs[:, np.asarray(forest.classes).astype(int)] = forest.predict_proba(X)
-    return np.argmax(np.where(mask, probs, -1.0), axis=1)
+def choices(forest: FlatForest, data: Rollout) -> np.ndarray:
+    """The forest's choice per decision (row position of the lowest predicted regret)."""
+    pred = forest.predict_proba(data.X)[:, 0] if len(data.X) else np.zeros(0)
+    out = np.empty(data.decisions, dtype=np.int64)
+    starts = np.searchsorted(data.group, np.arange(data.decisions + 1))
+    for g in range(data.decisions):
+        out[g] = int(np.argmin(pred[starts[g]:starts[g + 1]]))
+    return out
 
 
-def agreement_report(forest: FlatForest, holdout: Sequence[Rollout], on_policy: Sequence[Rollout]) -> dict:
-    """Held-out agreement with the oracle, per workload and overall, and the confusion matrix.
+def regret_report(forest: FlatForest, on_policy: Sequence[Rollout]) -> dict:
+    """On the states the forest visits (held out): agreement with the teacher, and the mean regret
+    (objective units, the teacher's values) of the forest's, the reference heuristic's and the
+    teacher's own choices, overall and per workload."""
+    def one(r: Rollout) -> dict:
+        mine = choices(forest, r)
+        return {"decisions": r.decisions, "agreement": float((mine == r.teacher).mean()) if r.decisions else math.nan,
+                "regret_forest": float(r.regret_of(mine).mean()) if r.decisions else math.nan,
+                f"regret_{REFERENCE}": float(r.regret_of(r.reference).mean()) if r.decisions else math.nan}
 
-    ``holdout``: oracle-driven rollouts (the oracle's own decisions); ``on_policy``:
-    forest-driven rollouts (the states the forest reaches) of the same seeds.
-    """
-    from sklearn.metrics import confusion_matrix
-
-    all_h = Rollout.concat(holdout)
-    pred = masked_predictions(forest, all_h.X, all_h.mask)
-    by_wl: dict[str, list] = {}
-    for r in holdout:
-        p = masked_predictions(forest, r.X, r.mask)
-        by_wl.setdefault(r.workload, []).append((p == r.y))
-    on = Rollout.concat(on_policy)
-    cm = confusion_matrix(all_h.y, pred, labels=list(range(N_ACTIONS)))
-    return {
-        "holdout_decisions": int(len(all_h.y)),
-        "holdout_accuracy": float((pred == all_h.y).mean()),
-        "holdout_accuracy_by_workload": {w: float(np.concatenate(v).mean()) for w, v in by_wl.items()},
-        "on_policy_decisions": int(len(on.y)),
-        "on_policy_agreement": float((on.taken == on.y).mean()),
-        "confusion_labels": list(NODE_CLASSES),
-        "confusion_matrix": cm.tolist(),
-    }
+    by_wl: dict[str, list[Rollout]] = {}
+    for r in on_policy:
+        by_wl.setdefault(r.workload, []).append(r)
+    out = one(Rollout.concat(list(on_policy)))
+    out["by_workload"] = {w: one(Rollout.concat(v)) for w, v in by_wl.items()}
+    return out
 
 
 def simulation_table(spec: ClusterSpec, episodes: Sequence[Episode], policies: dict[str, Policy],
@@ -251,15 +310,24 @@ def command_line(cfg: TrainArgs, root: str | os.PathLike | None = None) -> str:
     return shlex.join(parts)
 
 
-def _episodes(cfg: TrainArgs, seeds: Sequence[int]) -> list[Episode]:
-    from simulations.workloads import generate, load_workload
+def _episodes(cfg: TrainArgs, spec: ClusterSpec, seeds: Sequence[int], variants: Sequence[str]) -> list[Episode]:
+    """Windows of every workload, per cluster variant and seed, with the teacher's future streams
+    (drawn at the variant's load: seeds of their own, never a training or evaluation seed)."""
+    from cluster.variants import drop_pools, scale_cluster
+    from simulations.workloads import future_streams, generate, load_workload
 
     out = []
-    for w in cfg.workloads:
-        wl = load_workload(_path(w))
-        for s in seeds:
-            out.append(Episode(wl.name, generate(wl, seed=s, load_factor=cfg.load_factor,
-                                                 duration_s=cfg.duration_s), s))
+    for v in variants:
+        factor, pools = parse_variant(v)
+        vspec = drop_pools(scale_cluster(spec, factor), list(pools)) if pools else scale_cluster(spec, factor)
+        for w in cfg.workloads:
+            wl = load_workload(_path(w))
+            load = (cfg.load_factor if cfg.load_factor is not None else wl.load_factor) * factor
+            streams = future_streams(wl, cfg.future_streams, load_factor=load) if cfg.teacher == "rollout" else ()
+            for s in seeds:
+                out.append(Episode(f"{wl.name}@{v}" if v != "x1" else wl.name,
+                                   generate(wl, seed=s, load_factor=load, duration_s=cfg.duration_s), s,
+                                   vspec, streams))
     return out
 
 
@@ -271,19 +339,20 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
     t_start = time.perf_counter()
     spec = load_cluster_any(_path(cfg.cluster))
     objective = load_objective()
-    train_eps = _episodes(cfg, cfg.seeds)
-    hold_eps = _episodes(cfg, cfg.holdout_seeds)
+    train_eps = _episodes(cfg, spec, cfg.seeds, cfg.variants)
+    hold_eps = _episodes(cfg, spec, cfg.holdout_seeds, ["x1"])
     est = DAggerForest(n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
-                       rounds=cfg.rounds, random_state=cfg.random_state, teacher=cfg.teacher, progress=progress)
+                       rounds=cfg.rounds, random_state=cfg.random_state, teacher=cfg.teacher, progress=progress,
+                       max_features=cfg.max_features, teacher_samples=cfg.teacher_samples)
     est.fit(spec, train_eps, objective)
+    train_s = time.perf_counter() - t_start
 
-    teacher = make_teacher(cfg.teacher, cfg.random_state, objective)
     policy = est.policy(explain=False)
-    holdout = [rollout(spec, ep, teacher, None, objective) for ep in hold_eps]
-    on_policy = [rollout(spec, ep, teacher, policy, objective) for ep in hold_eps]
-    metrics = agreement_report(est.forest_, holdout, on_policy)
+    on_policy = [rollout(spec, ep, est.teacher_for(ep, objective), policy, objective) for ep in hold_eps]
+    metrics: dict = {"holdout": regret_report(est.forest_, on_policy)}
     metrics["rounds"] = est.history_
-    metrics["train_decisions"] = int(len(est.y_))
+    metrics["train_rows"] = int(len(est.y_))
+    metrics["train_decisions"] = int(sum(h["new_decisions"] for h in est.history_))
 
     # The forest's own results next to the heuristics, on the first held-out seed of each workload.
     sim_eps = [ep for ep in hold_eps if ep.seed == cfg.holdout_seeds[0]]
@@ -292,19 +361,24 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
     table = simulation_table(spec, sim_eps, pols, objective, progress)
     metrics["simulation"] = {f"{w}/{p}": {k: _plain(v) for k, v in row.items()}
                              for (w, p), row in table.iterrows()}
+    metrics["fit_seconds"] = round(train_s, 1)
     metrics["train_seconds"] = round(time.perf_counter() - t_start, 1)
 
     forest, model = est.forest_, est.model_
     import joblib
     import sklearn
 
+    from simulations.workloads import FUTURE_SEED_BASE
+
     meta = {
         "config": asdict(cfg),
         "seed": cfg.random_state,
+        "seeds": {"training": cfg.seeds, "held_out": cfg.holdout_seeds,
+                  "teacher_futures": [FUTURE_SEED_BASE + k for k in range(cfg.future_streams)]},
         "metrics": metrics,
-        "model": {"n_estimators": cfg.trees, "max_depth": cfg.max_depth, "min_samples_leaf": cfg.min_samples_leaf,
-                  "n_nodes": forest.n_nodes, "depth": forest.max_depth,
-                  "classes": [NODE_CLASSES[int(c)] for c in forest.classes],
+        "model": {"kind": "RandomForestRegressor of log1p(regret)", "n_estimators": cfg.trees,
+                  "max_depth": cfg.max_depth, "min_samples_leaf": cfg.min_samples_leaf,
+                  "max_features": cfg.max_features, "n_nodes": forest.n_nodes, "depth": forest.max_depth,
                   "sklearn_version": sklearn.__version__},
         "teacher": cfg.teacher,
         "command": command_line(cfg, root),
@@ -318,20 +392,21 @@ def _plain(v):
     return v.item() if hasattr(v, "item") else v
 
 
-def _print_report(path: Path, metrics: dict, table: pd.DataFrame, teacher: str = "oracle") -> None:
+def _print_report(path: Path, metrics: dict, table: pd.DataFrame, teacher: str = "rollout") -> None:
     m, t = metrics, teacher
-    print(f"\ntraining decisions: {m['train_decisions']:,} over {len(m['rounds'])} round(s)")
+    print(f"\ntraining rows: {m['train_rows']:,} candidates of {m['train_decisions']:,} decisions "
+          f"over {len(m['rounds'])} round(s)")
     for h in m["rounds"]:
-        print(f"  round {h['round']} ({h['driver']} places): +{h['new_samples']:,} decisions, "
-              f"forest/{t} agreement on them {h['driver_agreement']:.1%}, fit {h['fit_s']} s")
-    print(f"held-out agreement with the {t}: {m['holdout_accuracy']:.2%} of {m['holdout_decisions']:,} "
-          f"{t} decisions (" + ", ".join(f"{w} {a:.2%}" for w, a in m["holdout_accuracy_by_workload"].items())
-          + f"); {m['on_policy_agreement']:.2%} on the {m['on_policy_decisions']:,} states the forest visits")
-    cm = pd.DataFrame(m["confusion_matrix"], index=[f"{t} {c}" for c in m["confusion_labels"]],
-                      columns=m["confusion_labels"])
-    cm = cm.loc[(cm.sum(axis=1) > 0).to_numpy(), (cm.sum(axis=0) > 0).to_numpy()]
-    print(f"confusion matrix (rows: {t}'s class, columns: forest's):")
-    print(cm.to_string())
+        print(f"  round {h['round']} ({h['driver']} places): +{h['new_decisions']:,} decisions "
+              f"({h['new_rows']:,} rows, labelled in {h['label_s']} s), {h['driver']} picks the {t}'s choice "
+              f"{h['driver_agreement']:.1%}, mean regret {h['driver_regret']:.3g}; fit {h['fit_s']} s")
+    ho = m["holdout"]
+    print(f"held out, on the {ho['decisions']:,} states the forest visits: it picks the {t}'s choice "
+          f"{ho['agreement']:.1%}; mean regret (objective units) forest {ho['regret_forest']:.3g}, "
+          f"{REFERENCE} {ho['regret_' + REFERENCE]:.3g}")
+    for w, r in ho["by_workload"].items():
+        print(f"  {w}: {r['decisions']:,} decisions, agreement {r['agreement']:.1%}, regret forest "
+              f"{r['regret_forest']:.3g} vs {REFERENCE} {r['regret_' + REFERENCE]:.3g}")
     cols = ["objective", "lat_p95_ms", "slo_miss_%", "cost_total_$", "rejected", "us_per_task"]
     print("\nheld-out simulation (seed {}):".format(int(table["seed"].iloc[0])))
     with pd.option_context("display.width", 200, "display.float_format", "{:,.3f}".format):
@@ -344,9 +419,9 @@ def cli(args: argparse.Namespace) -> int:
     cfg = TrainArgs.from_namespace(args)
     reg = getattr(args, "registry", None)
     root = None if reg in (None, PARSER_REGISTRY_DEFAULT) else reg
-    print(f"training rf on {cfg.cluster}: workloads {', '.join(cfg.workloads)}; seeds {cfg.seeds}, "
-          f"{cfg.rounds} DAgger round(s), {cfg.trees} trees; held-out seeds {cfg.holdout_seeds}; "
-          f"registry {model_registry.registry_root(root)}")
+    print(f"training rf on {cfg.cluster} ({', '.join(cfg.variants)}): workloads {', '.join(cfg.workloads)}; "
+          f"seeds {cfg.seeds}, {cfg.rounds} DAgger round(s), teacher {cfg.teacher}, {cfg.trees} trees; "
+          f"held-out seeds {cfg.holdout_seeds}; registry {model_registry.registry_root(root)}")
     path, out = train(cfg, root)
     _print_report(path, out["metrics"], out["table"], cfg.teacher)
     return 0

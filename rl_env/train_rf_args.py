@@ -16,10 +16,11 @@ from dataclasses import Field, dataclass, field, fields
 from functools import cache
 from typing import Any, get_type_hints
 
-DEFAULT_WORKLOADS = ("configs/workloads/mixed.yaml", "configs/workloads/high_load.yaml")
+DEFAULT_WORKLOADS = ("configs/workloads/mixed.yaml", "configs/workloads/high_load.yaml",
+                     "configs/workloads/gpu_heavy.yaml", "configs/workloads/gpu_heavy_high.yaml")
 #: the heuristics ``train rf`` simulates next to the new forest
-BASELINES = ("oracle", "fastest-feasible", "least-loaded", "cheapest-feasible", "best-fit",
-             "gpu-packing", "round-robin", "random")
+BASELINES = ("fastest-feasible", "least-loaded", "cheapest-feasible", "best-fit", "gpu-packing",
+             "gpu-clustering", "k8s-default", "ray-default", "oracle")
 #: how an optional setting's absence is written on the command line
 NONE = "none"
 
@@ -28,11 +29,13 @@ NONE = "none"
 class TrainArgs:
     """One ``orchestrator train rf`` run; saved as the model's ``config``.
 
-    Forest size: on local.yaml (mixed + high_load, 3 DAgger rounds) 50 trees of depth <= 10
-    with >= 3 samples a leaf agree with the oracle as often as 100 unbounded trees (98.6-98.7%
-    vs 98.5% held out; depth 10-16 and 50-100 trees all land within 0.2 points) at a tenth of
-    the nodes, which keeps one decision under 50 us and a batch of 1,000 under 5 ms in
-    :mod:`scheduler.forest`, whose cost grows with depth (about 3 us a level for one row).
+    Budget: the rollout teacher costs about 20 ms a decision on local.yaml and 50-100 ms on
+    the doubled cluster at twice the load (more candidates, longer queues to play out) on
+    this 2-core machine, so the episodes are 30 s windows of the four workloads, two seeds,
+    on three clusters (local, every node doubled at twice the load, the MIG pool removed),
+    one DAgger round: about 15 minutes, most of it on the doubled cluster. The forest is small (30 trees of
+    depth <= 8): a decision's cost grows with depth (about 3 microseconds a level for all of
+    its candidates and trees at once), far less with the number of trees.
     """
 
     cluster: str = "configs/cluster/local.yaml"
@@ -40,28 +43,36 @@ class TrainArgs:
     workloads: list[str] = field(default_factory=lambda: list(DEFAULT_WORKLOADS),
                                  metadata={"flag": "--workload", "repeat": True})
     """workload YAML whose windows are the training episodes (repeatable)"""
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    variants: list[str] = field(default_factory=lambda: ["x1", "x2", "no:gpu-mig"])
+    """clusters trained on: xK (every node K times, workloads at K times their load), no:POOL (a pool removed)"""
+    seeds: list[int] = field(default_factory=lambda: [1, 2])
     """training seeds, e.g. 1-4 or 1,2,5"""
     holdout_seeds: list[int] = field(default_factory=lambda: [901, 902])
-    """seeds of the held-out agreement and simulation (not orchestrator evaluate's 101-103)"""
-    rounds: int = 2
+    """seeds of the held-out regret, agreement and simulation, on the cluster itself (not orchestrator evaluate's)"""
+    rounds: int = 1
     """DAgger rounds after the first (0: plain imitation of the teacher)"""
-    trees: int = 50
+    trees: int = 30
     """trees in the forest"""
-    max_depth: int | None = 10
+    max_depth: int | None = 8
     """deepest level of a tree (0 or none: unbounded)"""
-    min_samples_leaf: int = 3
-    """fewest training decisions in a leaf"""
+    min_samples_leaf: int = 5
+    """fewest training candidates in a leaf"""
+    max_features: float = 0.5
+    """share of the features each split considers"""
     random_state: int = 0
     """seed of the forest and of the teacher"""
     load_factor: float | None = None
     """multiplies each workload's arrival rate (none: the workload's own load factor)"""
-    duration_s: float | None = None
+    duration_s: float | None = 30.0
     """seconds of each workload window (none: the workload's own duration)"""
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     """policies simulated next to the trained forest, comma-separated"""
-    teacher: str = "oracle"
-    """registered policy whose choices are the labels"""
+    teacher: str = "rollout"
+    """registered policy whose per-node scores label the candidates (regret: best score minus the candidate's)"""
+    teacher_samples: int = 4
+    """futures the rollout teacher averages per decision"""
+    future_streams: int = 4
+    """workload streams the rollout teacher samples futures from (seeds of their own, simulations.workloads.future_streams)"""
 
     def __post_init__(self) -> None:
         if self.max_depth == 0:
@@ -100,9 +111,28 @@ class TrainArgs:
         if args.rounds < 0 or args.trees < 1 or args.min_samples_leaf < 1 or (
                 args.max_depth is not None and args.max_depth < 1):
             raise UsageError("--rounds must be >= 0, --trees, --max-depth and --min-samples-leaf >= 1")
+        if not 0.0 < args.max_features <= 1.0 or args.teacher_samples < 1 or args.future_streams < 1:
+            raise UsageError("--max-features must be in (0, 1], --teacher-samples and --future-streams >= 1")
+        if not args.variants:
+            raise UsageError("--variants: at least one cluster (x1 is the cluster itself)")
+        for v in args.variants:
+            try:
+                parse_variant(v)
+            except ValueError as e:
+                raise UsageError(f"--variants: {e}") from None
         if not args.workloads:
             raise UsageError("--workload: at least one workload")
         return args
+
+
+def parse_variant(text: str) -> tuple[int, tuple[str, ...]]:
+    """``xK`` -> (K, ()); ``no:POOL[+POOL]`` -> (1, pools): the cluster variants of :attr:`TrainArgs.variants`."""
+    t = text.strip()
+    if t.startswith("x") and t[1:].isdigit() and int(t[1:]) >= 1:
+        return int(t[1:]), ()
+    if t.startswith("no:") and t[3:]:
+        return 1, tuple(p for p in t[3:].split("+") if p)
+    raise ValueError(f"expected xK (e.g. x2) or no:POOL (e.g. no:gpu-mig), got {text!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

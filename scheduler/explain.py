@@ -9,7 +9,7 @@ undoes that scaling so that a user reads "SLO 300 ms", not
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 from cluster.topology import NODE_CLASSES
 
@@ -67,10 +67,47 @@ def _cluster_text(name: str, v: float) -> str | None:
     return None
 
 
+#: inverse of scheduler.features.CandidateFeatures.build (a node-level rf row), per feature name
+_CANDIDATE: dict[str, Callable[[float], str]] = {
+    "fits_now": lambda v: "it fits there now" if v >= 0.5 else "it does not fit there now",
+    "node_queue": lambda v: f"node queue {math.expm1(v * 5.0):.0f}",
+    "queued_tasks": lambda v: f"cluster queue {math.expm1(v * 5.0):.0f}",
+    "wait_slo": lambda v: f"expected wait {_num(10 ** v - 1.0)}x SLO",
+    "exec_slo": lambda v: f"expected execution {_num(10 ** v)}x SLO",
+    "latency_slo": lambda v: f"expected latency {_num(10 ** v)}x SLO",
+    "network_slo": lambda v: f"expected network {_num(10 ** v)}x SLO",
+    "latency_vs_best": lambda v: f"expected latency {_num(10 ** v)}x the best candidate's",
+    "cost_rel": lambda v: f"expected cost {_num(v)}x cost_ref",
+    "cost_vs_best": lambda v: f"expected cost {_num(v)} cost_ref above the cheapest",
+    "one_step": lambda v: f"one-step objective {_num(math.expm1(v))}",
+    "one_step_vs_best": lambda v: f"one-step objective {_num(math.expm1(v))} above the best",
+    "free_cpu": lambda v: f"node free CPU {v:.0%}",
+    "free_mem": lambda v: f"node free memory {v:.0%}",
+    "free_gpu": lambda v: f"node free GPU {v:.0%}",
+    "node_load": lambda v: f"node load {v:.0%}",
+    "speed": lambda v: f"speed {_num(2 ** v)}x",
+    "speed_vs_best": lambda v: f"speed {_num(2 ** v)}x the fastest candidate's",
+    "running": lambda v: f"{math.expm1(v * 5.0):.0f} tasks running there",
+    "device_sharers": lambda v: f"{2 ** v:.0f} tasks on its GPU slice" if v > 0 else "a GPU slice of its own",
+    "candidates": lambda v: f"{2 ** (v * 10.0):.0f} candidate nodes",
+    "fit_now_share": lambda v: f"it fits now on {v:.0%} of them",
+}
+
+
+def _candidate_text(name: str, v: float) -> str | None:
+    if name in _CANDIDATE:
+        return _CANDIDATE[name](v)
+    if name.startswith("share_"):
+        return f"{'a' if v >= 0.5 else 'not a'} {name[6:]} share"
+    if name.startswith("tier_"):
+        return f"{'on' if v >= 0.5 else 'not on'} the {name[5:]} tier"
+    return None
+
+
 def feature_text(name: str, value: float) -> str:
     """A feature and its value as a user reads it (unscaled where the scaling is known)."""
     v = float(value)
-    return _task_text(name, v) or _cluster_text(name, v) or f"{name}={_num(v)}"
+    return _task_text(name, v) or _cluster_text(name, v) or _candidate_text(name, v) or f"{name}={_num(v)}"
 
 
 def contributions_text(items: Sequence[tuple[str, float, float]], option: str) -> str:

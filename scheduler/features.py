@@ -10,6 +10,7 @@ per node class (edge, cloud, gpu-mig, gpu-shared, gpu-whole; see
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -210,3 +211,191 @@ def _vectorised(task: Task, state: ClusterState, feasible: np.ndarray, fits: np.
     per_class[~lay.has_class] = 0.0
     out = np.concatenate([task_features(task), kind_load, lay.kind_net, per_class.ravel()])
     return out.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-candidate features: the node-level RandomForest scores every (task, node) pair with them.
+# ---------------------------------------------------------------------------------------------
+
+#: bumped whenever :data:`CANDIDATE_FEATURE_NAMES` or their scaling change (the rf stores it)
+CANDIDATE_SCHEMA_VERSION = "node-1"
+_CLUSTER = ["edge_load", "cloud_load", "gpu_load", "queued_tasks", "candidates", "fit_now_share"]
+#: what changes from decision to decision, then what depends on the task's shape and the node only
+_NODE = ["fits_now", "node_queue", "wait_slo", "exec_slo", "latency_slo", "latency_vs_best",
+         "cost_rel", "cost_vs_best", "one_step", "one_step_vs_best", "free_cpu", "free_mem", "free_gpu",
+         "node_load", "running", "device_sharers"]
+_NODE_STATIC = ["network_slo", "speed", "speed_vs_best", "share_cpu", "share_whole", "share_mig", "share_slice",
+                "tier_edge", "tier_cloud", "tier_gpu"]
+#: task features, cluster summaries, then the node's own: one row per candidate, the same layout
+#: on a cluster of 6 nodes or 1,213 (nothing is indexed by node or node class)
+CANDIDATE_FEATURE_NAMES: tuple[str, ...] = tuple(_TASK + _CLUSTER + _NODE + _NODE_STATIC)
+N_CANDIDATE_FEATURES = len(CANDIDATE_FEATURE_NAMES)
+_HEAD = len(_TASK) + len(_CLUSTER)  # columns shared by a decision's rows
+_STATIC = _HEAD + len(_NODE)  # first column of the static part
+_SHARE_KINDS = ("cpu", "whole", "mig", "slice")
+#: waits the queue projection calls endless (a task that can never start there) read as this many SLOs
+_NEVER_SLO = 1e6
+#: queue projections remembered per cluster (they are exact while the node's running and waiting
+#: tasks stay the same, so most of a busy node's are reused by the next decisions)
+MAX_PROJECTIONS = 8192
+
+
+class _Static:
+    """The part of candidate rows that depends on the task's shape and the candidates only."""
+
+    __slots__ = ("tails", "inv_speed", "net_ms", "cost_a", "cost_rate", "slice_pos", "node_list")
+    tails: np.ndarray
+
+    def __init__(self, task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence) -> None:
+        from cluster.performance import gpu_devices_held, speed
+
+        spec = state.spec
+        self.node_list = nodes.tolist()
+        nd = [spec.nodes[i] for i in self.node_list]
+        tiers = [spec.tiers[n.tier] for n in nd]
+        spd = [speed(n, task, s, 1) for n, s in zip(nd, shares)]
+        top = max(spd)
+        slo = max(task.slo_ms, 1.0)
+        self.inv_speed = [1.0 / v for v in spd]
+        self.net_ms = [float(state.net_mean_ms[i]) for i in self.node_list]
+        kinds = state.tier_of[nodes].tolist()
+        self.tails = np.array([[math.log10(net / slo), math.log2(v), math.log2(v / top),
+                                *(float(s[0] == k) for k in _SHARE_KINDS), *(float(kind == k) for k in range(3))]
+                               for net, v, s, kind in zip(self.net_ms, spd, shares, kinds)])
+        self.cost_a = [t.price_per_task for t in tiers]
+        self.cost_rate = [task.cpu_milli / 1000.0 * t.price_cpu_second + task.mem_mib / 1024.0 * t.price_gb_second
+                          + gpu_devices_held(s) * t.price_gpu_second for t, s in zip(tiers, shares)]
+        self.slice_pos = [s[0] == "slice" for s in shares]
+
+
+class CandidateFeatures:
+    """:func:`candidate_features` with what repeats cached: per task shape and candidate set the
+    static part of the rows, per node state its queue projection (one per cluster, on the state)."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.spec = state.spec
+        self.cpu_total = state.cpu_total.tolist()
+        self.mem_total = state.mem_total.tolist()
+        self.gpu_total = state.gpu_total.tolist()
+        self._kind_weight = layout(state).kind_weight
+        self._kind_has = layout(state).kind_has
+        self._static: dict[tuple, _Static] = {}
+        self._projected: dict[tuple, float] = {}
+
+    def static(self, task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence) -> _Static:
+        key = (task.priority, task.slo_ms, task.cpu_milli, task.mem_mib, task.gpu_milli, task.gpu_count,
+               task.mig_profile, task.gpu_models, task.cost_sensitivity, nodes.tobytes())
+        hit = self._static.get(key)
+        if hit is None:
+            if len(self._static) >= MAX_TASK_PARTS:
+                self._static.clear()
+            hit = self._static[key] = _Static(task, state, nodes, shares)
+        return hit
+
+    def wait_s(self, task: Task, state: ClusterState, i: int, share) -> float:
+        """Seconds until ``task`` could start on node ``i`` behind its queue (:func:`cluster.booking.projected_start`).
+
+        Remembered per node state: the running tasks' finish times and the queue's ends and length
+        (queue items are immutable and only join at the tail, so these identify it) plus the task's
+        request; an absolute start time does not change while they stay the same.
+        """
+        from cluster.booking import projected_start
+
+        q, held = state.queues[i], state.holding[i]
+        key = (i, share, task.cpu_milli, task.mem_mib, tuple([h[0] for h in held]), len(q),
+               id(q[0]) if q else 0, id(q[-1]) if q else 0)
+        t = self._projected.get(key)
+        if t is None:
+            if len(self._projected) >= MAX_PROJECTIONS:
+                self._projected.clear()
+            t = self._projected[key] = projected_start(state, i, task, share)
+        return max(t, state.now) - state.now
+
+    def build(self, task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence, fits: Sequence[bool],
+              objective) -> np.ndarray:
+        from cluster.performance import speed
+
+        st = self.static(task, state, nodes, shares)
+        slo = max(task.slo_ms, 1.0)
+        work = task.work
+        if isinstance(fits, np.ndarray):
+            fits = fits.tolist()
+        k = len(st.node_list)
+        head = builder(state).task_part(task)
+        head.extend(np.where(self._kind_has, self._kind_weight @ state.util, 1.0).tolist())
+        head.extend((math.log1p(float(state.queue_len.sum())) / 5.0, math.log2(k) / 10.0, sum(fits) / k))
+        qlen, util, running = state.queue_len, state.util, state.running
+        cpu_free, mem_free, held = state.cpu_free, state.mem_free, state.gpu_held
+        never = _NEVER_SLO * slo / 1000.0
+        rows, lat_l, cost_l, one_l = [], [], [], []
+        for j, i in enumerate(st.node_list):
+            q = qlen.item(i)
+            f = fits[j]
+            wait = 0.0 if f and not q else min(self.wait_s(task, state, i, shares[j]), never)
+            ex = work * st.inv_speed[j]
+            sharers = 0.0
+            if st.slice_pos[j]:  # a time slice joins the tasks already on its device
+                from scheduler.estimate import sharers_at_start
+
+                n_sh = sharers_at_start(state, i, shares[j])
+                if n_sh > 1:
+                    sharers = math.log2(n_sh)
+                    ex = work / speed(state.spec.nodes[i], task, shares[j], n_sh)
+            wait_ms, ex_ms = wait * 1000.0, ex * 1000.0
+            lat = wait_ms + st.net_ms[j] + ex_ms
+            cost = st.cost_a[j] + st.cost_rate[j] * ex
+            one = objective.score(lat, slo, task.priority, cost, task.cost_sensitivity)
+            gt = self.gpu_total[i]
+            lat_l.append(math.log10(lat / slo))
+            cost_l.append(cost / objective.cost_ref)
+            one_l.append(one)
+            rows.append([float(f), math.log1p(q) / 5.0, math.log10(1.0 + wait_ms / slo),
+                         math.log10(max(ex_ms, 1e-3) / slo), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                         cpu_free.item(i) / self.cpu_total[i], mem_free.item(i) / self.mem_total[i],
+                         (gt - held.item(i)) / gt if gt > 0 else 0.0, util.item(i),
+                         math.log1p(running.item(i)) / 5.0, sharers])
+        lat_min, cost_min, one_min = min(lat_l), min(cost_l), min(one_l)
+        for j, r in enumerate(rows):
+            r[4], r[5] = lat_l[j], lat_l[j] - lat_min
+            r[6], r[7] = cost_l[j], cost_l[j] - cost_min
+            r[8], r[9] = math.log1p(one_l[j]), math.log1p(one_l[j] - one_min)
+        # three block assignments (each rounds float64 to float32 as np.array(..., float32) would)
+        X = np.empty((k, N_CANDIDATE_FEATURES), dtype=np.float32)
+        X[:, :_HEAD] = head
+        X[:, _HEAD:_STATIC] = rows
+        X[:, _STATIC:] = st.tails
+        return X
+
+
+def candidate_builder(state: ClusterState) -> CandidateFeatures:
+    """The state's :class:`CandidateFeatures` (kept on the state object, as :func:`builder`)."""
+    b = getattr(state, "_candidate_builder", None)
+    if b is None or b.spec is not state.spec:
+        b = CandidateFeatures(state)
+        state._candidate_builder = b  # type: ignore[attr-defined]
+    return b
+
+
+def candidate_features(task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence,
+                       fits: "np.ndarray | Sequence[bool]", objective=None) -> np.ndarray:
+    """One row of :data:`CANDIDATE_FEATURE_NAMES` per candidate ``(nodes[j], shares[j])``: (K, F) float32.
+
+    ``fits``: whether the task fits each candidate now. Besides the task and a few cluster
+    summaries, a row holds what the simulator's own model expects of the candidate: the wait
+    (the node's queue projected, only where the task would not start at once), execution,
+    latency and cost relative to the SLO and the objective's ``cost_ref``, its one-step
+    objective, each also against the best candidate's (a forest judges rows one at a time;
+    these say how a row compares), the node's free capacity, load and running tasks, and
+    what never changes: network, speed, share and tier kind. Plain-Python loops: numpy's
+    per-call overhead dominates at a handful of candidates (callers bound K on big
+    clusters). ``objective``: the weights (default ``configs/objective.yaml``).
+    """
+    return candidate_builder(state).build(task, state, np.asarray(nodes), shares, fits,
+                                          _default_objective() if objective is None else objective)
+
+
+@functools.cache
+def _default_objective():
+    from scheduler.objective import load_objective
+
+    return load_objective()

@@ -1,4 +1,4 @@
-"""Fast inference and explanations for a fitted scikit-learn RandomForestClassifier.
+"""Fast inference and explanations for a fitted scikit-learn random forest (classifier or regressor).
 
 sklearn's own single-row ``predict_proba`` costs milliseconds (input validation,
 joblib dispatch, one Cython call per tree), far too slow on a request path. Here
@@ -16,6 +16,10 @@ all trees (and a batch of rows) at once, with no per-tree Python loop:
 The same arrays give Saabas-style tree-path contributions: along each tree's
 path, the change in a class's probability at each split is credited to the split
 feature; averaged over the trees, ``bias + contributions.sum() == probability``.
+
+A regressor is held the same way with one value column (the leaf mean) and no
+classes; :meth:`FlatForest.predict_rows` gives its predictions for a decision's
+handful of rows, equal to sklearn's ``predict`` (the same tree-by-tree sum).
 
 No pickle is needed to serve: :meth:`FlatForest.save` writes a plain ``.npz``.
 """
@@ -47,10 +51,11 @@ class FlatForest:
         feature: split feature per node (0 at leaves).
         threshold: split threshold per node (+inf at leaves: never go right).
         left: left child per node (the node itself at leaves); right is ``left + 1``.
-        value: class probabilities per node (the tree's normalised class fractions).
+        value: class probabilities per node (the tree's normalised class fractions); for a
+            regressor one column, the node's mean target.
         roots: index of each tree's root.
         depth: depth of each node (root 0).
-        classes: the model's class labels (``classes_``), in column order.
+        classes: the model's class labels (``classes_``), in column order; empty for a regressor.
         n_features: number of input features.
     """
 
@@ -66,13 +71,14 @@ class FlatForest:
     # ------------------------------------------------------------------ building
     @classmethod
     def from_sklearn(cls, model) -> "FlatForest":
-        """Flatten a fitted ``RandomForestClassifier`` (or ``ExtraTreesClassifier``), single output."""
+        """Flatten a fitted ``RandomForestClassifier``/``Regressor`` (or ExtraTrees), single output."""
         trees = getattr(model, "estimators_", None)
         if not trees:
             raise ValueError("model is not fitted (no estimators_)")
         if getattr(model, "n_outputs_", 1) != 1:
             raise ValueError("only single-output forests are supported")
-        n_classes = int(model.n_classes_)
+        regressor = not hasattr(model, "classes_")
+        n_classes = 1 if regressor else int(model.n_classes_)
         parts = []
         offset = 0
         for est in trees:
@@ -90,7 +96,7 @@ class FlatForest:
             thr = np.where(leaf, np.inf, t.threshold[order]).astype(np.float64)
             value = np.array(t.value[order, 0, :n_classes], dtype=np.float64)
             total = value.sum(axis=1)
-            if not np.allclose(total, 1.0):  # sklearn < 1.4 stored counts and normalised per call
+            if not regressor and not np.allclose(total, 1.0):  # sklearn < 1.4 stored counts and normalised per call
                 total[total == 0.0] = 1.0
                 value /= total[:, None]
             parts.append((feat, thr, left.astype(np.intp), value, depth))
@@ -103,7 +109,7 @@ class FlatForest:
             value=np.ascontiguousarray(np.concatenate([p[3] for p in parts])),
             roots=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp),
             depth=np.concatenate([p[4] for p in parts]).astype(np.int32),
-            classes=np.asarray(model.classes_),
+            classes=np.zeros(0) if regressor else np.asarray(model.classes_),
             n_features=int(model.n_features_in_),
         )
 
@@ -115,6 +121,10 @@ class FlatForest:
     @property
     def n_nodes(self) -> int:
         return len(self.feature)
+
+    @property
+    def is_regressor(self) -> bool:
+        return len(self.classes) == 0
 
     @cached_property
     def max_depth(self) -> int:
@@ -200,6 +210,52 @@ class FlatForest:
         out = np.empty((self.max_depth + 1, self.n_trees), dtype=np.intp)
         leaves, levels = self._descend(x, out)
         return self._proba_from_leaves(leaves), out[:levels]
+
+    def predict_rows(self, X: np.ndarray, path: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(prediction per row, per-tree values (trees, rows))`` of a few rows: one decision's candidates.
+
+        The first column of :attr:`value` (a regressor's mean, a classifier's first class), equal
+        to sklearn's ``predict`` for a regressor: trees added in order, then divided. All rows
+        and trees descend together, level by level, stopping once every tree sits at a leaf.
+        With ``path=True`` a third item holds the node per level and (tree, row) pair, tree-major:
+        ``paths[:, j::rows]`` is row ``j``'s path for :meth:`explain_one` (no second descent).
+        """
+        X = self._check(X)
+        k = X.shape[0]
+        base, nodes = self._row_layout(k)
+        flat = X.astype(np.float64).ravel()
+        feat, thr, left, check = self.feature, self.threshold, self.left, self._exit_checks
+        levels = [nodes] if path else None
+        for d in range(self.max_depth):
+            nxt = left[nodes] + (flat[base + feat[nodes]] > thr[nodes])
+            if levels is not None:
+                levels.append(nxt)
+            if check[d] and not _count_nonzero(nxt != nodes):
+                nodes = nxt
+                break
+            nodes = nxt
+        per_tree = self._value0[nodes].reshape(self.n_trees, k)
+        pred = _add_reduce(per_tree, axis=0) / self.n_trees
+        if levels is not None:
+            return pred, per_tree, np.stack(levels)
+        return pred, per_tree
+
+    def _row_layout(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(feature offset, root) per (tree, row) pair, tree-major, for ``k`` rows (cached per ``k``)."""
+        hit = self._layouts.get(k)
+        if hit is None:
+            base = np.tile(np.arange(k, dtype=np.intp) * self.n_features, self.n_trees)
+            hit = self._layouts[k] = (base, np.repeat(self.roots, k))
+        return hit
+
+    @cached_property
+    def _layouts(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        return {}
+
+    @cached_property
+    def _value0(self) -> np.ndarray:
+        return np.ascontiguousarray(self.value[:, 0])
 
     def _proba_from_leaves(self, leaves: np.ndarray) -> np.ndarray:
         # (trees, classes) summed over axis 0 adds row after row: the same order as sklearn.
@@ -301,7 +357,7 @@ class FlatForest:
         """Structural checks (a corrupt file must fail here, not index out of bounds later)."""
         n = self.n_nodes
         shapes_ok = (self.threshold.shape == self.left.shape == self.depth.shape == (n,)
-                     and self.value.shape == (n, len(self.classes)) and self.roots.ndim == 1)
+                     and self.value.shape == (n, max(len(self.classes), 1)) and self.roots.ndim == 1)
         if not shapes_ok or n == 0 or len(self.roots) == 0:
             raise ValueError("flat forest arrays have inconsistent shapes")
         leaf = self.left == np.arange(n)

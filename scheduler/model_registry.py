@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Union
 
-from scheduler.features import FEATURE_NAMES, SCHEMA_VERSION
+from scheduler.features import (CANDIDATE_FEATURE_NAMES, CANDIDATE_SCHEMA_VERSION, FEATURE_NAMES,
+                                SCHEMA_VERSION)
 
 REGISTRY_ENV = "ORCH_REGISTRY"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,9 @@ DEFAULT_ROOT = REPO_ROOT / "artifacts" / "policies"
 META_FILE = "meta.json"
 #: training command per kind, named in "no model" and "retrain" errors
 TRAIN_COMMANDS = {"rf": "orchestrator train rf", "rl": "orchestrator train rl"}
+#: kinds whose models read another feature layout than :func:`scheduler.features.feature_vector`'s:
+#: kind -> (schema version, feature names); the rf scores candidates (per task-and-node rows)
+KIND_SCHEMAS = {"rf": (CANDIDATE_SCHEMA_VERSION, CANDIDATE_FEATURE_NAMES)}
 
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -158,14 +162,23 @@ def _read_meta(path: Path) -> dict:
         raise RegistryError(f"unreadable {path / META_FILE}: {e}") from e
 
 
-def check_schema(meta: Mapping[str, Any], schema: str = SCHEMA_VERSION,
-                 feature_names: tuple[str, ...] | list[str] = FEATURE_NAMES) -> None:
-    """Raise :class:`SchemaMismatchError` unless ``meta`` was trained on this feature schema.
+def schema_of(kind: str) -> tuple[str, tuple[str, ...]]:
+    """(schema version, feature names) this build computes for models of ``kind``."""
+    return KIND_SCHEMAS.get(kind, (SCHEMA_VERSION, FEATURE_NAMES))
+
+
+def check_schema(meta: Mapping[str, Any], schema: str | None = None,
+                 feature_names: tuple[str, ...] | list[str] | None = None) -> None:
+    """Raise :class:`SchemaMismatchError` unless ``meta`` was trained on this feature schema
+    (default: this build's for the artifact's kind, :func:`schema_of`).
 
     Checks the schema version and, when recorded, the feature names (a changed
     layout whose version was not bumped is caught too).
     """
     kind = meta.get("kind", "?")
+    own_schema, own_names = schema_of(kind)
+    schema = own_schema if schema is None else schema
+    feature_names = own_names if feature_names is None else feature_names
     ref = f"{kind}:{meta.get('version', '?')}"
     cmd = TRAIN_COMMANDS.get(kind, f"orchestrator train {kind}")
     got = meta.get("feature_schema")
@@ -231,8 +244,9 @@ def save(kind: str, files: Mapping[str, Writer], meta: Mapping[str, Any] | None 
             if not p.is_file():
                 raise RegistryError(f"writer for {name!r} did not create the file")
         body = dict(meta or {})
-        body.setdefault("feature_schema", SCHEMA_VERSION)
-        body.setdefault("feature_names", list(FEATURE_NAMES))
+        schema, names = schema_of(kind)
+        body.setdefault("feature_schema", schema)
+        body.setdefault("feature_names", list(names))
         body.setdefault("command", _command())
         body["kind"] = kind
         body["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -20,7 +20,8 @@ from scheduler import model_registry
 
 
 def build_tiny_rf(root: Path) -> None:
-    """A 5-tree forest imitating the oracle on 30 s of mixed and high-load work (about a second)."""
+    """A 5-tree node-level forest of the one-step oracle's regret on 30 s of mixed and high-load work
+    (about a second; the rollout teacher would take a minute: tests/rl_env/test_train_rf.py runs it)."""
     from cluster.topology import load_cluster
     from scheduler.policies.rf import FOREST_FILE
     from rl_env.train_rf import DAggerForest, Episode
@@ -29,7 +30,7 @@ def build_tiny_rf(root: Path) -> None:
     spec = load_cluster(Path(__file__).resolve().parents[1] / "configs" / "cluster" / "local.yaml")
     eps = [Episode(n, generate(load_workload(WORKLOADS_DIR / f"{n}.yaml"), seed=1, duration_s=30), 1)
            for n in ("mixed", "high_load")]
-    est = DAggerForest(n_estimators=5, max_depth=8, rounds=0, progress=False).fit(spec, eps)
+    est = DAggerForest(n_estimators=5, max_depth=8, rounds=0, teacher="oracle", progress=False).fit(spec, eps)
     model_registry.save("rf", {FOREST_FILE: est.forest_.save},
                         {"config": est.get_params(), "seed": 0, "note": "tiny test model"}, root=root)
 

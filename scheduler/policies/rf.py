@@ -1,59 +1,59 @@
-"""RandomForest policy: imitates the one-step oracle at a fraction of its cost.
+"""RandomForest policy: every candidate node scored by one forest, distilled from the rollout teacher.
 
 Loads a forest trained by ``orchestrator train rf`` from the model registry
-(:mod:`scheduler.model_registry`, feature schema checked at load), and per task:
-features (:mod:`scheduler.features`) -> class probabilities through the flat
-numpy forest (:mod:`scheduler.forest`, equal to sklearn's, tens of microseconds)
--> node classes that cannot host the task masked out -> the most probable class
--> a node of that class (:func:`scheduler.actions.resolve`). The decision carries
-the class probability as its confidence, every class's probability, and the
-features that pushed the choice most (tree-path contributions).
+(:mod:`scheduler.model_registry`, feature schema checked at load). Per task, every
+statically feasible candidate (node and share) gets one row of per-candidate
+features (:func:`scheduler.features.candidate_features`: the task, a few cluster
+summaries, and what the simulator's own model expects of that node), and the flat
+numpy forest (:mod:`scheduler.forest`, equal to sklearn's) predicts each row's
+regret: how much worse than the best candidate the rollout teacher judged it, as
+``log1p`` of objective units (see :mod:`rl_env.train_rf`). The smallest wins. Nothing is indexed
+by node or node class, so one forest serves 6 nodes or 1,213; on a big cluster
+only the :attr:`RandomForestPolicy.max_candidates` best by a cheap rule (fits now
+first, then least loaded plus queued) are scored.
+
+The decision carries every scored node's negated predicted regret as its score,
+per node the share of trees that rank it first (its ``probabilities``; the chosen
+node's share is the confidence), and the features that moved its predicted
+regret most (tree-path contributions).
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
 from cluster.state import ClusterState, fits_now_mask
-from cluster.topology import NODE_CLASSES
 from scheduler import model_registry
-from scheduler.actions import N_ACTIONS, action_mask, resolve
-from scheduler.explain import contributions_text
-from scheduler.features import FEATURE_NAMES, feature_vector
+from scheduler.explain import feature_text
+from scheduler.features import CANDIDATE_FEATURE_NAMES, candidate_features
 from scheduler.forest import FlatForest, top_contributions
+from scheduler.objective import Objective, load_objective
 from scheduler.policy import Decision, FeasibilityCache, register, why_infeasible
 from scheduler.task import Task
 
 KIND = "rf"
 FOREST_FILE = "forest.npz"
 SKLEARN_FILE = "model.joblib"
+#: candidates scored at most per decision (big clusters: the best by the cheap prefilter rule)
+MAX_CANDIDATES = 64
 
-Masks = tuple[np.ndarray, np.ndarray, list]
+Candidates = tuple[np.ndarray, list, np.ndarray]
 
 
-def cached_node_masks(task: Task, state: ClusterState, cache: FeasibilityCache) -> Masks:
-    """:func:`cluster.state.node_masks` through the per-shape feasibility cache.
-
-    Same result (can host, fits now, share per node) at a fraction of the cost:
-    static feasibility is computed once per task shape, "fits now" vectorised.
-    """
-    nodes, shares, groups = cache.entry(task, state)
-    n = state.n_nodes
-    feasible = np.zeros(n, dtype=bool)
-    fits = np.zeros(n, dtype=bool)
-    per_node: list = [None] * n
-    if len(nodes):
-        feasible[nodes] = True
-        fits[nodes] = fits_now_mask(state, task, nodes, groups)
-        for i, sh in zip(nodes.tolist(), shares):
-            per_node[i] = sh
-    return feasible, fits, per_node
+def prefilter(state: ClusterState, nodes: np.ndarray, shares: list, fits: np.ndarray, k: int) -> Candidates:
+    """At most ``k`` candidates: those where the task fits now first, then the least loaded plus queued
+    (ties: the lowest index). All of them, in their order, when there are no more than ``k``."""
+    if len(nodes) <= k:
+        return nodes, shares, fits
+    keep = np.sort(np.lexsort((state.util[nodes] + state.queue_len[nodes], ~fits))[:k])
+    return nodes[keep], [shares[j] for j in keep.tolist()], fits[keep]
 
 
 @register(KIND)
 class RandomForestPolicy:
-    """Placement by a RandomForest over node classes (see the module docstring).
+    """Node-level placement by a RandomForest over per-candidate features (see the module docstring).
 
     Args:
         version: registry version (``"latest"``, 3, "3").
@@ -63,6 +63,8 @@ class RandomForestPolicy:
         top_k: features named in the explanation.
         forest: an in-memory :class:`FlatForest` instead of the registry (training, tests).
         meta: its metadata when ``forest`` is given.
+        max_candidates: candidates scored at most (see :func:`prefilter`).
+        objective: weights of the one-step estimate among the features (default ``configs/objective.yaml``).
     """
 
     pure = True  # the decision depends on the task and the state only (see ScoringPolicy.pure)
@@ -70,73 +72,88 @@ class RandomForestPolicy:
 
     def __init__(self, version: str | int = "latest", root: str | os.PathLike | None = None,
                  seed: int | None = 0, explain: bool = True, top_k: int = 3,
-                 forest: FlatForest | None = None, meta: dict | None = None) -> None:
+                 forest: FlatForest | None = None, meta: dict | None = None,
+                 max_candidates: int = MAX_CANDIDATES, objective: Objective | None = None) -> None:
         if forest is None:
             art = model_registry.load(KIND, version, root)  # raises on a schema mismatch
             forest = FlatForest.load(art.file(FOREST_FILE))
             meta = art.meta
             self.name = f"{KIND}:{art.version}"
-        if forest.n_features != len(FEATURE_NAMES):
+        if forest.n_features != len(CANDIDATE_FEATURE_NAMES) or not forest.is_regressor:
             raise model_registry.SchemaMismatchError(
-                f"rf model expects {forest.n_features} features, this build computes {len(FEATURE_NAMES)}: "
+                f"rf model is a {'regressor' if forest.is_regressor else 'classifier'} over {forest.n_features} "
+                f"features; this build scores candidates with a regressor over {len(CANDIDATE_FEATURE_NAMES)}: "
                 f"retrain with orchestrator train rf")
-        cols = np.asarray(forest.classes).astype(int)
-        if cols.min() < 0 or cols.max() >= N_ACTIONS:
-            raise ValueError(f"rf model classes {cols.tolist()} are not node-class indices 0..{N_ACTIONS - 1}")
+        if max_candidates < 1:
+            raise ValueError("max_candidates must be >= 1")
         self.forest = forest
         self.meta = dict(meta or {})
         self.explain = explain
         self.top_k = top_k
-        self._cols = cols  # forest column -> action (node class) index
-        self._col_of = {int(a): j for j, a in enumerate(cols)}
+        self.max_candidates = max_candidates
+        self.objective = objective or load_objective()
         self._feasible = FeasibilityCache()
-
-    def masks(self, task: Task, state: ClusterState) -> Masks:
-        """Per node: can host, fits now, share (see :func:`cached_node_masks`)."""
-        return cached_node_masks(task, state, self._feasible)
 
     def reset(self, seed: int | None = None) -> None:
         """Deterministic policy: nothing to re-seed."""
 
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """Model probability per node class (0 for classes never seen in training)."""
-        return self._predict(x)[0]
+    def candidates(self, task: Task, state: ClusterState) -> Candidates:
+        """The scored candidates: (nodes, shares, fits-now mask), at most :attr:`max_candidates`."""
+        nodes, shares, groups = self._feasible.entry(task, state)
+        if not len(nodes):
+            return nodes, shares, np.zeros(0, dtype=bool)
+        return prefilter(state, nodes, shares, fits_now_mask(state, task, nodes, groups), self.max_candidates)
 
-    def _predict(self, x: np.ndarray, path: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(probability per node class, leaves or, with ``path``, the nodes per level)."""
-        p, nodes = self.forest.predict_one(x, path)
-        out = np.zeros(N_ACTIONS)
-        out[self._cols] = p
-        return out, nodes
+    def regret(self, task: Task, state: ClusterState, cand: Candidates) -> tuple[np.ndarray, np.ndarray]:
+        """(features, predicted regret) per candidate."""
+        X = candidate_features(task, state, cand[0], cand[1], cand[2], self.objective)
+        return X, self.forest.predict_rows(X)[0]
 
     def select(self, task: Task, state: ClusterState) -> Decision:
         return self.decide(task, state)
 
-    def decide(self, task: Task, state: ClusterState, masks: Masks | None = None,
-               x: np.ndarray | None = None, explain: bool | None = None) -> Decision:
-        """:meth:`select` reusing masks (:meth:`masks`) and features if the caller has them."""
-        masks = self.masks(task, state) if masks is None else masks
-        feasible, fits, _ = masks
-        if not feasible.any():
-            return Decision(-1, None, np.full(state.n_nodes, np.nan), why_infeasible(task, state), self.name)
-        if x is None:
-            x = feature_vector(task, state, feasible, fits)
+    def decide(self, task: Task, state: ClusterState, cand: Candidates | None = None,
+               explain: bool | None = None) -> Decision:
+        """:meth:`select` on candidates the caller already has (:meth:`candidates`)."""
+        nodes, shares, fits = self.candidates(task, state) if cand is None else cand
+        scores = np.full(state.n_nodes, np.nan)
+        if not len(nodes):
+            return Decision(-1, None, scores, why_infeasible(task, state), self.name)
+        spec_nodes = state.spec.nodes
+        if len(nodes) == 1:
+            node, queued = int(nodes[0]), not bool(fits[0]) or bool(state.queue_len[nodes[0]])
+            scores[node] = 0.0
+            why = f"{spec_nodes[node].name}: the only node that can host it" + (" (queued)" if queued else "")
+            return Decision(node, shares[0], scores, why, self.name, queued=queued, confidence=1.0,
+                            probabilities={spec_nodes[node].name: 1.0})
+        X = candidate_features(task, state, nodes, shares, fits, self.objective)
         explain = self.explain if explain is None else explain
-        probs, path = self._predict(x, explain)
-        allowed = action_mask(task, state, feasible) > 0
-        action = int(np.argmax(np.where(allowed, probs, -1.0)))
-        text = self._explanation(x, path, action, probs) if explain else ""
-        return resolve(action, task, state, self.name, masks, probs, text)
+        pred, per_tree, *paths = self.forest.predict_rows(X, explain)
+        j = int(np.argmin(pred))
+        node = int(nodes[j])
+        scores[nodes] = -pred
+        votes = np.bincount(per_tree.argmin(axis=1), minlength=len(nodes)) / per_tree.shape[0]
+        confidence = float(votes[j])
+        probs = {spec_nodes[int(nodes[k])].name: float(votes[k]) for k in np.flatnonzero(votes).tolist()}
+        queued = not bool(fits[j]) or bool(state.queue_len[node])
+        why = (f"{spec_nodes[node].name}: lowest predicted regret {math.expm1(pred.item(j)):.3g} of {len(nodes)} candidates, "
+               f"{confidence:.0%} of trees agree")
+        if explain:
+            why += self._explanation(X[j], pred, j, nodes, spec_nodes, paths[0][:, j::len(nodes)])
+        if queued:
+            why += " (queued: waits for capacity)"
+        return Decision(node, shares[j], scores, why, self.name, queued=queued, confidence=confidence,
+                        probabilities=probs)
 
-    def _explanation(self, x: np.ndarray, path: np.ndarray, action: int, probs: np.ndarray) -> str:
-        cls = NODE_CLASSES[action]
-        head = f"rf {probs[action]:.2f} for {cls}"
-        best = int(np.argmax(probs))
-        if best != action:
-            head += f" (preferred {NODE_CLASSES[best]} {probs[best]:.2f} cannot host it)"
-        col = self._col_of.get(action)
-        if col is None:
-            return head + f"; the model never chose {cls} in training"
-        _, contrib = self.forest.explain_one(x, col, path)
-        top = [(FEATURE_NAMES[i], float(x[i]), c) for i, c in top_contributions(contrib, self.top_k)]
-        return f"{head}: {contributions_text(top, cls)}" if top else head
+    def _explanation(self, x: np.ndarray, pred: np.ndarray, j: int, nodes: np.ndarray, spec_nodes,
+                     path: np.ndarray) -> str:
+        """The runner-up, and the features that lowered (or raised) the chosen node's predicted regret most
+        (``path``: the chosen row's nodes per level and tree)."""
+        rest = pred.copy()
+        rest[j] = np.inf
+        second = int(np.argmin(rest))
+        text = f" (next {spec_nodes[int(nodes[second])].name} {math.expm1(pred.item(second)):.3g})"
+        _, contrib = self.forest.explain_one(x, 0, path)
+        parts = [f"{feature_text(CANDIDATE_FEATURE_NAMES[i], float(x[i]))} "
+                 f"{'lowered' if c < 0 else 'raised'} it ({c:+.3g})" for i, c in top_contributions(contrib, self.top_k)]
+        return text + ("; " + "; ".join(parts) if parts else "")

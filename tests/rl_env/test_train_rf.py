@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from scheduler import model_registry as reg
-from scheduler.features import SCHEMA_VERSION
+from scheduler.features import CANDIDATE_SCHEMA_VERSION
 from scheduler.forest import FlatForest
 from scheduler.policies.rf import FOREST_FILE, SKLEARN_FILE, RandomForestPolicy
 from scheduler.policy import make_policy
 from orchestrator.cli import main
 from simulations.engine import simulate
-from rl_env.train_rf import Episode, Rollout, agreement_report, rollout
+from rl_env.train_rf import Episode, Rollout, regret_report, rollout
 from simulations.workloads import WORKLOADS_DIR, generate, load_workload
 
 
@@ -26,26 +26,34 @@ def tiny_workload(tmp_path):
     return p
 
 
+#: a short run of the rollout teacher: 12 s windows, one sampled future per decision
+TINY = ["--duration-s", "12", "--teacher-samples", "1", "--future-streams", "1", "--baselines", "least-loaded"]
+
+
 def test_tiny_training_run_yields_a_loadable_policy(tiny_workload, tmp_path, local_spec, capsys, monkeypatch):
     root = tmp_path / "registry"
     rc = main(["train", "rf", "--workload", str(tiny_workload), "--seeds", "1-2", "--rounds", "1",
-               "--trees", "8", "--max-depth", "10", "--random-state", "3", "--registry", str(root)])
+               "--variants", "x1,x2", "--trees", "8", "--max-depth", "10", "--random-state", "3",
+               "--registry", str(root), *TINY])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "held-out agreement with the oracle" in out and "confusion matrix" in out
-    assert "oracle" in out and "least-loaded" in out  # heuristics side by side
+    assert "picks the rollout's choice" in out and "mean regret" in out
+    assert "rf (new)" in out and "least-loaded" in out  # heuristics side by side
 
     art = reg.load("rf", "latest", root=root)
     assert art.version == 1 and (art.path / FOREST_FILE).is_file() and (art.path / SKLEARN_FILE).is_file()
     m = art.meta
-    assert m["feature_schema"] == SCHEMA_VERSION and m["seed"] == 3 and "train rf" in m["command"]
+    assert m["feature_schema"] == CANDIDATE_SCHEMA_VERSION and m["seed"] == 3 and "train rf" in m["command"]
     assert m["config"]["trees"] == 8 and m["config"]["seeds"] == [1, 2] and m["config"]["rounds"] == 1
+    assert m["teacher"] == "rollout" and m["seeds"]["training"] == [1, 2] and m["seeds"]["held_out"] == [901, 902]
+    assert min(m["seeds"]["teacher_futures"]) > 10**6  # the teacher's futures: seeds no run uses
     met = m["metrics"]
-    assert 0.5 < met["holdout_accuracy"] <= 1.0 and met["holdout_decisions"] > 50
-    cm = np.array(met["confusion_matrix"])
-    assert cm.sum() == met["holdout_decisions"] and np.trace(cm) / cm.sum() == pytest.approx(met["holdout_accuracy"])
+    ho = met["holdout"]
+    assert ho["decisions"] > 30 and 0.0 <= ho["agreement"] <= 1.0 and ho["regret_forest"] >= 0.0
     assert [r["round"] for r in met["rounds"]] == [0, 1]
-    assert "tiny/rf (new)" in met["simulation"] and "tiny/oracle" in met["simulation"]
+    assert met["rounds"][0]["driver_agreement"] == 1.0 and met["rounds"][0]["driver_regret"] == 0.0
+    assert met["train_rows"] > 2 * met["train_decisions"]  # several candidates per decision
+    assert "tiny/rf (new)" in met["simulation"] and "tiny/least-loaded" in met["simulation"]
     json.dumps(m)  # plain JSON throughout
 
     # the saved sklearn model and the flat forest agree exactly
@@ -54,7 +62,7 @@ def test_tiny_training_run_yields_a_loadable_policy(tiny_workload, tmp_path, loc
     model = joblib.load(art.path / SKLEARN_FILE)
     flat = FlatForest.load(art.path / FOREST_FILE)
     X = np.random.default_rng(0).random((64, flat.n_features), dtype=np.float32)
-    assert np.array_equal(flat.predict_proba(X), model.predict_proba(X))
+    assert np.array_equal(flat.predict_rows(X)[0], model.predict(X))
 
     # the artifact places held-out tasks, every one on a node that can host it
     policy = RandomForestPolicy(root=root)
@@ -65,7 +73,7 @@ def test_tiny_training_run_yields_a_loadable_policy(tiny_workload, tmp_path, loc
     # a second run, into the registry ORCH_REGISTRY names (no --registry), is version 2 and "latest"
     monkeypatch.setenv(reg.REGISTRY_ENV, str(root))
     assert main(["train", "rf", "--workload", str(tiny_workload), "--seeds", "1", "--rounds", "0",
-                 "--trees", "4", "--max-depth", "0"]) == 0
+                 "--variants", "x1", "--trees", "4", "--max-depth", "0", "--teacher", "oracle", *TINY]) == 0
     assert reg.resolve("rf", root=root).name == "2"
     assert reg.load_meta("rf", root=root)["config"]["max_depth"] is None  # 0 means unbounded
 
@@ -77,26 +85,32 @@ def test_bad_seed_arguments_exit_2(tiny_workload, tmp_path, capsys):
     assert main(["train", "rf", "--workload", str(tiny_workload), "--seeds", "901",
                  "--registry", str(tmp_path)]) == 2
     assert "overlap" in capsys.readouterr().err
+    assert main(["train", "rf", "--workload", str(tiny_workload), "--variants", "x0",
+                 "--registry", str(tmp_path)]) == 2
+    assert "--variants" in capsys.readouterr().err
 
 
-def test_rollout_labels_are_the_oracles_choices(local_spec):
+def test_rollout_labels_are_the_teachers_regrets(local_spec):
+    """Every decision with two or more candidates gives one row per candidate; its label is the
+    teacher's regret (0 for the teacher's own choice), and a forest that memorised them agrees."""
     wl = load_workload(WORKLOADS_DIR / "high_load.yaml")
     ep = Episode("high_load", generate(wl, seed=9, duration_s=20), 9)
     r = rollout(local_spec, ep, make_policy("oracle"))
-    assert len(r.y) == len(ep.tasks)  # every task of this mix is feasible somewhere
-    assert np.array_equal(r.taken, r.y)  # the oracle drove
-    assert r.mask[np.arange(len(r.y)), r.y].all()  # the oracle's class can host the task
-    rep = agreement_report(_perfect(r), [r], [r])
-    assert rep["holdout_accuracy"] == 1.0 and rep["on_policy_agreement"] == 1.0
+    assert r.decisions > 50 and len(r.y) == len(r.group) == len(r.X) > 2 * r.decisions
+    assert np.array_equal(r.taken, r.teacher)  # the teacher drove
+    assert (r.regret >= 0).all() and np.array_equal(r.y, np.log1p(r.regret))
+    assert (r.regret_of(r.teacher) == 0.0).all()  # the teacher's choice has no regret
+    rep = regret_report(_perfect(r), [r])
+    assert rep["agreement"] == 1.0 and rep["regret_forest"] == 0.0 and rep["regret_fastest-feasible"] > 0.0
     both = Rollout.concat([r, r])
-    assert len(both.y) == 2 * len(r.y)
+    assert both.decisions == 2 * r.decisions and np.array_equal(both.regret_of(both.teacher), np.zeros(2 * r.decisions))
 
 
 def _perfect(r: Rollout) -> FlatForest:
-    """A forest that has memorised the rows (1-NN-like: fully grown, no bootstrap)."""
-    from sklearn.ensemble import RandomForestClassifier
+    """A forest that has memorised the rows (fully grown, no bootstrap)."""
+    from sklearn.ensemble import RandomForestRegressor
 
-    model = RandomForestClassifier(n_estimators=1, bootstrap=False, max_features=None, random_state=0)
+    model = RandomForestRegressor(n_estimators=1, bootstrap=False, max_features=None, random_state=0)
     return FlatForest.from_sklearn(model.fit(r.X, r.y))
 
 
@@ -110,7 +124,8 @@ def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
     root = tmp_path / "registry"
     assert main(["train", "rf", "--workload", str(tiny_workload), "--seeds", "1", "--holdout-seeds", "7",
                  "--rounds", "1", "--trees", "4", "--max-depth", "0", "--min-samples-leaf", "2",
-                 "--random-state", "5", "--load-factor", "1.5", "--duration-s", "15",
+                 "--random-state", "5", "--load-factor", "1.5", "--duration-s", "8", "--variants", "x1",
+                 "--teacher-samples", "2", "--future-streams", "1", "--max-features", "0.7",
                  "--baselines", "least-loaded", "--registry", str(root)]) == 0
     first = reg.load("rf", "1", root=root)
     argv = shlex.split(first.meta["command"])
@@ -121,7 +136,8 @@ def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
     assert second.meta["config"] == first.meta["config"]
     cfg = first.meta["config"]
     assert (cfg["holdout_seeds"], cfg["min_samples_leaf"], cfg["max_depth"], cfg["load_factor"],
-            cfg["duration_s"], cfg["baselines"]) == ([7], 2, None, 1.5, 15.0, ["least-loaded"])
+            cfg["duration_s"], cfg["baselines"], cfg["variants"], cfg["teacher_samples"], cfg["max_features"]
+            ) == ([7], 2, None, 1.5, 8.0, ["least-loaded"], ["x1"], 2, 0.7)
     a, b = (joblib.load(art.path / SKLEARN_FILE) for art in (first, second))
     for ta, tb in zip(a.estimators_, b.estimators_, strict=True):
         for attr in ("children_left", "children_right", "feature", "threshold", "value"):
@@ -129,7 +145,7 @@ def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
     X = np.random.default_rng(1).random((256, a.n_features_in_), dtype=np.float32)
     fa, fb = (FlatForest.load(art.path / FOREST_FILE) for art in (first, second))
     assert np.array_equal(fa.predict_proba(X), fb.predict_proba(X))
-    assert first.meta["metrics"]["holdout_accuracy"] == second.meta["metrics"]["holdout_accuracy"]
+    assert first.meta["metrics"]["holdout"] == second.meta["metrics"]["holdout"]
 
 
 def test_train_args_round_trip_through_the_parser() -> None:
@@ -140,7 +156,8 @@ def test_train_args_round_trip_through_the_parser() -> None:
 
     parser = build_parser()
     for args in (TrainArgs(), TrainArgs(workloads=["a.yaml"], seeds=[3, 5], max_depth=None, load_factor=0.1,
-                                        baselines=[], teacher="fastest-feasible", rounds=0)):
+                                        baselines=[], teacher="fastest-feasible", rounds=0, duration_s=None,
+                                        variants=["x3", "no:gpu-ts+gpu-mig"], max_features=1.0)):
         ns = parser.parse_args(["train", "rf", *args.argv()])
         assert TrainArgs.from_namespace(ns) == args
     assert TrainArgs.from_namespace(parser.parse_args(["train", "rf"])) == TrainArgs()

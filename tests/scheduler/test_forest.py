@@ -152,3 +152,51 @@ def test_input_checks(synthetic_forest):
         flat.predict_proba_one(X[0, :5])
     with pytest.raises(ValueError, match="not fitted"):
         FlatForest.from_sklearn(RandomForestClassifier())
+
+
+@pytest.fixture(scope="module")
+def regression_forest():
+    """A regressor like the node-level rf's (bounded depth, half the features per split)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    X, y = _synthetic()
+    target = np.log1p(np.abs(X[:, 0] * X[:, 1]) + y)
+    model = RandomForestRegressor(n_estimators=20, max_depth=9, max_features=0.5, random_state=0,
+                                  n_jobs=1).fit(X, target)
+    return model, FlatForest.from_sklearn(model), X
+
+
+def test_regressor_predictions_equal_sklearn(regression_forest):
+    """A decision's few rows (predict_rows) and a batch both give sklearn's predict exactly, and the
+    per-tree values are each tree's own prediction."""
+    model, flat, X = regression_forest
+    assert flat.is_regressor and flat.value.shape[1] == 1 and len(flat.classes) == 0
+    for k in (1, 2, 6, 40):
+        rows = X[k: 2 * k]
+        pred, per_tree = flat.predict_rows(rows)
+        assert np.array_equal(pred, model.predict(rows)), k
+        assert np.array_equal(per_tree, np.stack([t.predict(rows) for t in model.estimators_]))
+    assert np.array_equal(flat.predict_proba(X[:500])[:, 0], model.predict(X[:500]))
+
+
+def test_regressor_contributions_round_trip_and_validation(regression_forest, tmp_path):
+    model, flat, X = regression_forest
+    bias, contrib = flat.explain_one(X[7], 0)
+    assert bias + contrib.sum() == pytest.approx(model.predict(X[7:8])[0], abs=1e-9)
+    flat.save(tmp_path / "r.npz")
+    back = FlatForest.load(tmp_path / "r.npz")
+    assert back.is_regressor and np.array_equal(back.predict_rows(X[:9])[0], model.predict(X[:9]))
+
+
+def test_paths_of_a_decisions_rows_are_each_rows_own(regression_forest):
+    """predict_rows(path=True) records every row's path: a row's columns equal its single-row path
+    (so the explanation needs no second descent)."""
+    _, flat, X = regression_forest
+    rows = X[20:26]
+    pred, _, paths = flat.predict_rows(rows, path=True)
+    assert np.array_equal(pred, flat.predict_rows(rows)[0])
+    for j in range(len(rows)):
+        own = flat.paths_one(rows[j])
+        mine = paths[:, j::len(rows)]
+        assert np.array_equal(mine[:len(own)], own) and (mine[len(own):] == own[-1]).all()
+        assert flat.explain_one(None, 0, mine)[1] == pytest.approx(flat.explain_one(rows[j], 0)[1])

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from scheduler import model_registry as reg
-from scheduler.features import FEATURE_NAMES, SCHEMA_VERSION
+from scheduler.features import CANDIDATE_FEATURE_NAMES, CANDIDATE_SCHEMA_VERSION, FEATURE_NAMES, SCHEMA_VERSION
 
 
 def _save(root, kind="rf", payload=b"model", **meta):
@@ -26,7 +26,10 @@ def test_round_trip(tmp_path):
     assert art.file("custom.dat").read_bytes() == b"\x00\x01"
     m = art.meta
     assert m["kind"] == "rf" and m["version"] == 1 and m["seed"] == 5
-    assert m["feature_schema"] == SCHEMA_VERSION and m["feature_names"] == list(FEATURE_NAMES)
+    # each kind records the schema its models read: the rf scores candidates, the rl a class-level vector
+    assert m["feature_schema"] == CANDIDATE_SCHEMA_VERSION and m["feature_names"] == list(CANDIDATE_FEATURE_NAMES)
+    rl = reg.load("rl", root=tmp_path).meta if _save(tmp_path, kind="rl") else None
+    assert rl["feature_schema"] == SCHEMA_VERSION and rl["feature_names"] == list(FEATURE_NAMES)
     assert m["config"] == {"trees": 3} and m["metrics"] == {"accuracy": 0.97}
     assert m["command"] and m["files"] == ["custom.dat", "model.bin", "notes.txt"]
     assert dt.datetime.fromisoformat(m["created"]).tzinfo is not None
@@ -70,12 +73,12 @@ def test_schema_mismatch_rejected(tmp_path):
     path = _save(tmp_path, feature_schema="0")
     assert json.loads((path / "meta.json").read_text())["feature_schema"] == "0"
     with pytest.raises(reg.SchemaMismatchError,
-                       match=f"model rf:1 was trained on feature schema 0, this build uses {SCHEMA_VERSION}: "
+                       match=f"model rf:1 was trained on feature schema 0, this build uses {CANDIDATE_SCHEMA_VERSION}: "
                              "retrain with orchestrator train rf"):
         reg.load("rf", root=tmp_path)
     assert reg.load("rf", root=tmp_path, check=False).meta["feature_schema"] == "0"
     # same version string but a different layout (a forgotten bump) is caught too
-    _save(tmp_path, feature_names=list(FEATURE_NAMES[:-1]) + ["something_new"])
+    _save(tmp_path, feature_names=list(CANDIDATE_FEATURE_NAMES[:-1]) + ["something_new"])
     with pytest.raises(reg.SchemaMismatchError, match="something_new"):
         reg.load("rf", 2, root=tmp_path)
     with pytest.raises(reg.SchemaMismatchError, match="records no feature schema"):

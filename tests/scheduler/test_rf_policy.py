@@ -1,16 +1,15 @@
-"""The RandomForest policy: loads from the registry, masks, explains, places feasibly."""
+"""The node-level RandomForest policy: loads from the registry, scores every candidate node, explains."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cluster.state import node_masks, share_for
-from cluster.topology import NODE_CLASSES
+from cluster.state import CPU_SHARE, ClusterState, fits_now_mask, share_for
+from cluster.variants import scale_cluster
 from scheduler import model_registry as reg
-from scheduler.actions import action_mask
-from scheduler.explain import contributions_text, feature_text
-from scheduler.features import FEATURE_NAMES, feature_vector, layout
-from scheduler.policies.rf import FOREST_FILE, RandomForestPolicy, cached_node_masks
+from scheduler.explain import feature_text
+from scheduler.features import CANDIDATE_FEATURE_NAMES, FEATURE_NAMES, candidate_features
+from scheduler.policies.rf import FOREST_FILE, RandomForestPolicy, prefilter
 from scheduler.policy import FeasibilityCache, make_policy
 from scheduler.task import make_task
 from simulations.engine import OnlineSimulator, simulate
@@ -28,7 +27,9 @@ def _episodes(names=("mixed", "high_load"), seeds=(1,), duration_s=40.0):
 
 @pytest.fixture(scope="module")
 def trained(local_spec):
-    return DAggerForest(n_estimators=12, rounds=1, random_state=0, progress=False).fit(local_spec, _episodes())
+    """12 trees of the one-step oracle's regret (fast; the rollout teacher is tested in test_train_rf)."""
+    return DAggerForest(n_estimators=12, rounds=1, teacher="oracle", random_state=0,
+                        progress=False).fit(local_spec, _episodes())
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,25 @@ def test_missing_model_error_names_the_command(tmp_path):
 
 
 def test_schema_mismatch_refused_at_load(trained, tmp_path):
-    reg.save("rf", {FOREST_FILE: trained.forest_.save}, {"feature_schema": "0"}, root=tmp_path)
-    with pytest.raises(reg.SchemaMismatchError, match="trained on feature schema 0"):
+    reg.save("rf", {FOREST_FILE: trained.forest_.save}, {"feature_schema": "1"}, root=tmp_path)
+    with pytest.raises(reg.SchemaMismatchError, match="trained on feature schema 1"):
         RandomForestPolicy(root=tmp_path)
+    meta = reg.load_meta("rf", root=tmp_path)
+    assert meta["feature_schema"] == "1"
+    reg.save("rf", {FOREST_FILE: trained.forest_.save}, {}, root=tmp_path)  # the kind's own schema by default
+    assert reg.load("rf", root=tmp_path).meta["feature_names"] == list(CANDIDATE_FEATURE_NAMES)
+
+
+def test_a_class_level_forest_is_refused(tmp_path):
+    """A forest over the class-level vector (the rf before node-level scoring) cannot be served."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from scheduler.forest import FlatForest
+
+    X = np.random.default_rng(0).random((40, len(FEATURE_NAMES)), dtype=np.float32)
+    model = RandomForestClassifier(n_estimators=2, random_state=0).fit(X, np.arange(40) % 3)
+    with pytest.raises(reg.SchemaMismatchError, match="retrain with orchestrator train rf"):
+        RandomForestPolicy(forest=FlatForest.from_sklearn(model))
 
 
 def test_loads_by_name_and_version(registry, monkeypatch):
@@ -58,53 +75,63 @@ def test_loads_by_name_and_version(registry, monkeypatch):
     assert make_policy("rf").forest.n_trees == 12
 
 
-def test_decisions_are_feasible_confident_and_explained(registry, local_spec):
+def test_picks_the_lowest_predicted_regret_among_every_candidate(registry, local_spec):
+    """Node-level: every statically feasible node is scored, the argmin wins, confidence is the
+    share of trees agreeing, and the explanation names the chosen node and what moved it."""
     policy = RandomForestPolicy(root=registry)
     tasks = _episodes(("high_load",), seeds=(77,), duration_s=30)[0].tasks
     sim = OnlineSimulator(local_spec, tasks, seed=77)
-    state = sim.state
-    n = 0
+    state, cache = sim.state, FeasibilityCache()
+    explained = multi = 0
+    chosen_nodes = set()
     while (task := sim.next_task()) is not None:
         d = policy.select(task, state)
         assert d.placed, d.explanation
         assert share_for(state, d.node, task) == d.share  # the node can host it, with that share
-        chosen = NODE_CLASSES[int(layout(state).cls[d.node])]
-        assert d.confidence == pytest.approx(d.probabilities[chosen])
-        assert sum(d.probabilities.values()) == pytest.approx(1.0)
-        # the choice is the most probable class among those that can host the task
-        mask = action_mask(task, state) > 0
-        probs = np.array([d.probabilities[c] for c in NODE_CLASSES])
-        assert chosen == NODE_CLASSES[int(np.argmax(np.where(mask, probs, -1)))]
+        nodes, shares, groups = cache.entry(task, state)
+        assert np.array_equal(np.flatnonzero(~np.isnan(d.scores)), np.sort(nodes))  # every candidate scored
+        assert d.scores[d.node] == np.nanmax(d.scores)
+        assert 0.0 <= d.confidence <= 1.0 and sum(d.probabilities.values()) == pytest.approx(1.0)
+        assert d.confidence == d.probabilities.get(state.spec.nodes[d.node].name, 0.0)  # tree votes per node
         assert d.explanation.startswith(state.spec.nodes[d.node].name)
-        assert f"for {chosen}" in d.explanation
-        n += "pushed" in d.explanation
+        if len(nodes) > 1:
+            multi += 1
+            X = candidate_features(task, state, nodes, shares, fits_now_mask(state, task, nodes, groups))
+            pred = policy.forest.predict_proba(X)[:, 0]
+            assert np.allclose(-pred, d.scores[nodes]) and nodes[int(np.argmin(pred))] == d.node
+            explained += ("lowered it" in d.explanation or "raised it" in d.explanation)
+        chosen_nodes.add(d.node)
         sim.place(task, d)
-    assert n > 0
+    assert multi > 50 and explained == multi
+    assert len(chosen_nodes) >= 3  # not one class-level rule: it spreads over nodes
     assert sim.finish().summary["rejected"] == 0
 
 
 def test_infeasible_task_is_rejected_with_reason(registry, local_spec):
-    from cluster.state import ClusterState
-
     state = ClusterState.from_spec(local_spec)
     task = make_task({"id": "huge", "gpu_count": 64})
     d = RandomForestPolicy(root=registry).select(task, state)
     assert not d.placed and "no node can host" in d.explanation
 
 
-def test_masked_class_falls_back_and_says_so(trained, local_spec):
-    from cluster.state import ClusterState
+def test_runs_on_a_cluster_it_never_saw(trained, local_spec):
+    """Trained on 6 nodes, it scores the candidates of a 24-node cluster (no retraining), and with
+    max_candidates it scores only the prefilter's best, where the task fits now first."""
+    big = scale_cluster(local_spec, 4)
+    tasks = _episodes(("high_load",), seeds=(8,), duration_s=20)[0].tasks
+    res = simulate(big, tasks, trained.policy(explain=False), seed=8)
+    assert res.summary["rejected"] == 0 and res.records["node"].nunique() > 6
 
-    class Stubborn(RandomForestPolicy):
-        def _predict(self, x, path=False):  # always prefers the edge, which cannot host a GPU task
-            probs = np.array([0.9, 0.0, 0.06, 0.04, 0.0])
-            return probs, self.forest.predict_one(x, path)[1]
-
-    state = ClusterState.from_spec(local_spec)
-    task = make_task({"id": "img", "gpu_milli": 250, "cpu_milli": 2000, "mem_mib": 8192})
-    d = Stubborn(forest=trained.forest_).select(task, state)
-    assert d.placed and local_spec.nodes[d.node].pool == "gpu-mig"
-    assert "preferred edge 0.90 cannot host it" in d.explanation
+    state = ClusterState.from_spec(big)
+    cpu_task = make_task({"id": "cpu", "cpu_milli": 500, "mem_mib": 512})
+    pol = RandomForestPolicy(forest=trained.forest_, max_candidates=5)
+    d = pol.select(cpu_task, state)
+    assert d.placed and np.count_nonzero(~np.isnan(d.scores)) == 5
+    nodes = np.arange(len(big.nodes))
+    fits = np.ones(len(nodes), dtype=bool)
+    fits[:3] = False
+    kept, _, kfits = prefilter(state, nodes, [CPU_SHARE] * len(nodes), fits, 4)
+    assert kept.tolist() == [3, 4, 5, 6] and kfits.all()
 
 
 def test_simulates_end_to_end_and_is_deterministic(registry, local_spec):
@@ -115,31 +142,14 @@ def test_simulates_end_to_end_and_is_deterministic(registry, local_spec):
     assert a.records["node"].tolist() == b.records["node"].tolist()  # explanations change nothing
 
 
-def test_cached_masks_equal_the_reference(local_spec):
-    tasks = _episodes(("high_load",), seeds=(3,), duration_s=20)[0].tasks
-    sim = OnlineSimulator(local_spec, tasks, seed=3)
-    cache, oracle = FeasibilityCache(), make_policy("oracle")
-    while (task := sim.next_task()) is not None:
-        ref = node_masks(sim.state, task)
-        got = cached_node_masks(task, sim.state, cache)
-        assert np.array_equal(ref[0], got[0]) and np.array_equal(ref[1], got[1]) and ref[2] == got[2]
-        sim.place(task, oracle.select(task, sim.state))
-
-
-def test_feature_text_undoes_the_scaling(local_spec):
-    from cluster.state import ClusterState
-
-    task = make_task({"id": "t", "priority": 9, "slo_ms": 300, "cpu_milli": 500, "cost_sensitivity": 3,
-                      "gpu_milli": 250})
-    x = feature_vector(task, ClusterState.from_spec(local_spec))
-    text = {n: feature_text(n, v) for n, v in zip(FEATURE_NAMES, x)}
-    assert text["priority"] == "priority 9"
-    assert text["latency_requirement"] == "SLO 300 ms"
-    assert text["cost_sensitivity"] == "cost sensitivity 3"
-    assert text["cpu_request"] == "CPU 0.5 cores"
-    assert text["need_fraction"] == "needs a GPU fraction" and text["need_mig"] == "does not need a MIG slice"
-    assert text["edge_feasible"] == "edge cannot host it" and text["gpu-mig_fits_now"] == "gpu-mig has room now"
-    assert text["cloud_queue"] == "cloud queue 0"
-    assert feature_text("mystery", 0.25) == "mystery=0.25"
-    assert contributions_text([("priority", 0.9, 0.21), ("cloud_load", 0.5, -0.1)], "edge") == \
-        "priority 9 pushed towards edge (+0.21); cloud tier load 50% pushed away from edge (-0.10)"
+def test_candidate_feature_text_undoes_the_scaling(local_spec):
+    state = ClusterState.from_spec(local_spec)
+    task = make_task({"id": "t", "priority": 9, "slo_ms": 300, "cpu_milli": 500, "cost_sensitivity": 3})
+    nodes = np.array([0, 2])
+    X = candidate_features(task, state, nodes, [CPU_SHARE, CPU_SHARE], np.array([True, True]))
+    text = {n: feature_text(n, v) for n, v in zip(CANDIDATE_FEATURE_NAMES, X[0])}
+    assert text["priority"] == "priority 9" and text["latency_requirement"] == "SLO 300 ms"
+    assert text["fits_now"] == "it fits there now" and text["node_queue"] == "node queue 0"
+    assert text["wait_slo"] == "expected wait 0x SLO" and text["tier_edge"] == "on the edge tier"
+    assert text["network_slo"] == "expected network 0.333x SLO"  # edge: 100 ms mean against 300 ms
+    assert text["speed"] == "speed 0.6x" and text["candidates"] == "2 candidate nodes"

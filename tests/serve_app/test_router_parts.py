@@ -18,7 +18,10 @@ from tests.serve_app.router_fakes import SMALL, make_service
 
 def test_serve_yaml_carries_valid_router_args() -> None:
     cfg = load_router_config(CONFIGS / "serve.yaml")
-    assert cfg.policy == "fastest-feasible" and cfg.resume_unfinished
+    assert cfg.policy == "rf" and cfg.resume_unfinished  # the shipped RandomForest (the evaluation's best learned)
+    from scheduler import model_registry
+
+    assert model_registry.versions("rf", model_registry.DEFAULT_ROOT)  # shipped with the checkout
     assert cfg.history_path_url() == f"sqlite:///{REPO_ROOT / 'results/serve/history.db'}"
 
 
