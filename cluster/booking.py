@@ -222,7 +222,8 @@ class NodeReplay:
         self.starts: list[tuple[QueueItem, float, float]] | None = None
 
     def clone(self) -> "NodeReplay":
-        """An independent copy (a cached replay is cloned, never advanced itself)."""
+        """An independent copy: a cached replay is cloned to answer a projection (only a task joining
+        its node's queue extends the cached one itself)."""
         new = object.__new__(NodeReplay)
         new.node, new.free, new.pending = self.node, self.free.copy(), self.pending.copy()
         new.seq, new.t, new._last, new.starts = self.seq, self.t, self._last, None

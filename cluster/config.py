@@ -14,6 +14,14 @@ from typing import Any
 import yaml
 
 
+class UsageError(Exception):
+    """Bad command-line input: the commands print it as ``<prog>: error: ...`` and exit 2.
+
+    Here, the lowest layer, so that every command's checks raise the one class the entry
+    point catches (whichever module runs as ``__main__``).
+    """
+
+
 class ConfigError(ValueError):
     """A config value is missing or invalid; carries the file and the field path."""
 

@@ -184,9 +184,11 @@ class ClusterState:
 
         For a state whose every change goes through :mod:`cluster.booking` and whose finish
         times are known (a lookahead's copy of the simulator's state): there a replay predicts
-        the node's future exactly, so finishes and queue drains keep it, a task joining the
-        queue extends it, and only a task started past the queue or taken back drops it
-        (:func:`cluster.booking.start_or_queue`, :func:`~cluster.booking.unqueue`). A rollout
+        the node's future exactly, so finishes at their times and queue drains keep it, a task
+        joining the queue extends it, and a task started past the queue or taken out of it drops
+        it (:func:`cluster.booking.start_or_queue`, :func:`~cluster.booking.unqueue`). A running
+        task taken back early (:func:`~cluster.booking.finish` before its time) must be followed
+        by :meth:`touched`; lookaheads never do that. A rollout
         asks the projection of the same long queues thousands of times. Not for a live state,
         whose finish times are predictions and whose free capacity is rewritten from the cluster.
         """
@@ -224,8 +226,8 @@ class ClusterState:
         d["mig_slots"] = [{p: s.copy() for p, s in slots.items()} if slots else slots for slots in self.mig_slots]
         d["queues"] = list(map(deque, self.queues))
         d["holding"] = list(map(list.copy, self.holding))
-        if self.replay_cache is not None:  # replays are never written once cached: shared
-            d["replay_cache"] = dict(self.replay_cache)
+        if self.replay_cache is not None:  # a queue joined extends its replay in place: never shared
+            d["replay_cache"] = {}
         return new
 
 

@@ -14,10 +14,14 @@ if TYPE_CHECKING:  # no import at run time: the router's HTTP client needs only 
     from cluster.state import Share
 
 #: a task's life cycle in the router: accepted -> placed -> running -> succeeded | failed,
-#: or rejected when no placement is feasible (the simulator's records use the final three)
+#: or rejected when no placement is feasible
 STATUSES = ("accepted", "placed", "running", "succeeded", "failed", "rejected")
 #: statuses a task never leaves
 FINAL = ("succeeded", "failed", "rejected")
+#: a record's status for a task still queued or running when a run ended (a miss, charged its waiting)
+UNFINISHED = "unfinished"
+#: the statuses of a task's record (:class:`scheduler.record.TaskRecord`): the final ones, or unfinished
+RECORD_STATUSES = (*FINAL, UNFINISHED)
 #: the first element of a :data:`cluster.state.Share`
 SHARE_KINDS = ("cpu", "slice", "whole", "mig")
 

@@ -146,7 +146,7 @@ def _usable(policies: list[str]) -> list[str]:
 
 
 def _check_held_out(seeds: Sequence[int], uses: Sequence[SeedUse]) -> None:
-    from orchestrator.cli import UsageError
+    from cluster.config import UsageError
 
     for u in uses:
         hit = u.overlap(seeds)
@@ -159,7 +159,7 @@ def _variants(args: argparse.Namespace, spec: ClusterSpec,
               workloads: list[WorkloadSpec]) -> tuple[ClusterSpec, list[WorkloadSpec], list[str]]:
     """Apply ``--drop-pool``, ``--scale-cluster`` and ``--load-scale``; return them and what changed."""
     from cluster.variants import drop_pools, scale_cluster
-    from orchestrator.cli import UsageError
+    from cluster.config import UsageError
 
     def apply(flag: str, fn, *a):
         try:
@@ -206,10 +206,11 @@ def cli(args: argparse.Namespace) -> int:
     """Entry point of ``orchestrator evaluate``."""
     from cluster.alibaba import load_cluster_any
     from scheduler.objective import load_objective
-    from orchestrator.cli import UsageError, _policies, _print_table
+    from cluster.config import UsageError
+    from simulations.compare import parse_policies, print_table
     from simulations.packing import parse_seeds
 
-    policies = _usable(_policies(args.policies))
+    policies = _usable(parse_policies(args.policies))
     if not policies:
         raise UsageError("--policies: none of the policies can be built")
     try:
@@ -237,7 +238,7 @@ def cli(args: argparse.Namespace) -> int:
     print(f"\nmean over seeds {format_seeds(seeds)} ({len(seeds)} runs per workload):")
     cols = ["objective", "ci_low", "ci_high", "wins", "margin_pct", "gap_pct", "slo_miss_%", "rejected",
             "decision_us"]
-    _print_table(summary[[c for c in cols if c in summary]])
+    print_table(summary[[c for c in cols if c in summary]])
     for c in checks:
         parts = []
         if "beats_every_heuristic" in c:

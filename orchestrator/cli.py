@@ -13,34 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from cluster.config import ConfigError
+from cluster.config import ConfigError, UsageError
 from scheduler.model_registry import RegistryError
 from scheduler.task import TaskError
+from simulations.compare import parse_policies, print_table
 
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad command-line input: printed as ``orchestrator: error: ...`` with exit 2."""
-
-
-def _policies(text: str) -> list[str]:
-    from scheduler.policy import available_policies
-
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    known = available_policies()
-    for n in names:
-        if n.partition(":")[0] not in known:
-            raise UsageError(f"--policies: unknown policy {n!r} (known: {', '.join(known)})")
-    if not names:
-        raise UsageError("--policies: give at least one policy")
-    return names
-
-
-def _print_table(df: pd.DataFrame) -> None:
-    with pd.option_context("display.max_columns", 50, "display.width", 200, "display.float_format",
-                           "{:,.3f}".format):
-        print(df.to_string())
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -52,7 +30,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from scheduler.objective import load_objective
     from simulations.compare import compare_policies
 
-    policies = _policies(args.policies)
+    policies = parse_policies(args.policies)
     spec = load_cluster_any(args.cluster)
     objective = load_objective(args.objective) if args.objective else load_objective()
     if args.trace:
@@ -74,7 +52,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(f"cluster {spec.name} ({len(spec.nodes)} nodes), {len(tasks)} tasks from {source}, seed {args.seed}")
     table, _ = compare_policies(spec, tasks, policies, seed=args.seed, objective=objective, out=args.out,
                                 meta={"workload": str(source), "cluster_file": str(args.cluster)})
-    _print_table(table)
+    print_table(table)
     print(f"records and summary written to {args.out}/")
     return 0
 
@@ -93,11 +71,11 @@ def _simulate_packing(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds or str(args.seed))
     except ValueError:
         raise UsageError(f"--seeds: expected e.g. 42-51 or 1,2,5, got {args.seeds!r}") from None
-    policies = _policies(args.policies)
+    policies = parse_policies(args.policies)
     df = reproduce(pods, nodes, policies, seeds, progress=True, jobs=args.jobs)
     print(f"Unallocated GPU % when arrived GPU demand = 100% of capacity "
           f"({len(seeds)} seeds, median; published: Weng et al., ATC 2023)")
-    _print_table(df[["median", "published", "diff", "seconds"]])
+    print_table(df[["median", "published", "diff", "seconds"]])
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

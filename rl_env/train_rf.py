@@ -52,6 +52,7 @@ from scheduler.policy import FeasibilityCache, Policy, make_policy
 from scheduler.task import Task
 from simulations.engine import OnlineSimulator, simulate
 from simulations.metrics import summary_row
+from cluster.config import UsageError
 from rl_env.train_rf_args import TrainArgs, parse_variant
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -338,6 +339,10 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
 
     t_start = time.perf_counter()
     spec = load_cluster_any(_path(cfg.cluster))
+    for v in cfg.variants:
+        missing = set(parse_variant(v)[1]) - set(spec.pools)
+        if missing:
+            raise UsageError(f"--variants: {v!r}: no pool {sorted(missing)} in {cfg.cluster} (pools: {list(spec.pools)})")
     objective = load_objective()
     train_eps = _episodes(cfg, spec, cfg.seeds, cfg.variants)
     hold_eps = _episodes(cfg, spec, cfg.holdout_seeds, ["x1"])

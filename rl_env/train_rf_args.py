@@ -93,7 +93,7 @@ class TrainArgs:
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> "TrainArgs":
         """The parsed flags (those not given keep their defaults), checked; raises ``UsageError``."""
-        from orchestrator.cli import UsageError
+        from cluster.config import UsageError
 
         given: dict[str, Any] = {}
         for f in fields(cls):
@@ -122,6 +122,17 @@ class TrainArgs:
                 raise UsageError(f"--variants: {e}") from None
         if not args.workloads:
             raise UsageError("--workload: at least one workload")
+        from scheduler.policy import available_policies
+
+        known = set(available_policies())
+        if args.teacher.partition(":")[0] not in known:
+            raise UsageError(f"--teacher: unknown policy {args.teacher!r}")
+        unknown = [b for b in args.baselines if b.partition(":")[0] not in known]
+        if unknown:
+            raise UsageError(f"--baselines: unknown policies {unknown}")
+        for flag, v in (("--duration-s", args.duration_s), ("--load-factor", args.load_factor)):
+            if v is not None and not v > 0:
+                raise UsageError(f"{flag} must be > 0, got {v}")
         return args
 
 
@@ -199,7 +210,7 @@ def _text(value: Any) -> str:
 
 
 def _seeds(text: str, flag: str) -> list[int]:
-    from orchestrator.cli import UsageError
+    from cluster.config import UsageError
     from simulations.packing import parse_seeds
 
     try:

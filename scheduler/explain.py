@@ -9,7 +9,7 @@ undoes that scaling so that a user reads "SLO 300 ms", not
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 from cluster.topology import NODE_CLASSES
 
@@ -108,15 +108,3 @@ def feature_text(name: str, value: float) -> str:
     """A feature and its value as a user reads it (unscaled where the scaling is known)."""
     v = float(value)
     return _task_text(name, v) or _cluster_text(name, v) or _candidate_text(name, v) or f"{name}={_num(v)}"
-
-
-def contributions_text(items: Sequence[tuple[str, float, float]], option: str) -> str:
-    """``[(feature name, feature value, contribution)]`` to "A pushed towards X (+0.21); B ...".
-
-    A positive contribution raised the probability of ``option``, a negative one lowered it.
-    """
-    parts = []
-    for name, value, c in items:
-        way = f"towards {option}" if c > 0 else f"away from {option}"
-        parts.append(f"{feature_text(name, value)} pushed {way} ({c:+.2f})")
-    return "; ".join(parts)

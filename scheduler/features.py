@@ -304,12 +304,14 @@ class CandidateFeatures:
         q, held = state.queues[i], state.holding[i]
         key = (i, share, task.cpu_milli, task.mem_mib, tuple([h[0] for h in held]), len(q),
                id(q[0]) if q else 0, id(q[-1]) if q else 0)
-        t = self._projected.get(key)
-        if t is None:
+        hit = self._projected.get(key)
+        if hit is None:
             if len(self._projected) >= MAX_PROJECTIONS:
                 self._projected.clear()
-            t = self._projected[key] = projected_start(state, i, task, share)
-        return max(t, state.now) - state.now
+            # the entry holds the queue's end items, so their ids in the key cannot be reused meanwhile
+            hit = self._projected[key] = (projected_start(state, i, task, share), q[0] if q else None,
+                                          q[-1] if q else None)
+        return max(hit[0], state.now) - state.now
 
     def build(self, task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence, fits: Sequence[bool],
               objective) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, NamedTuple
 
-from cluster.vocabulary import share_text
+from cluster.vocabulary import UNFINISHED, share_text
 
 if TYPE_CHECKING:
     from cluster.executor import TaskResult
@@ -30,7 +30,7 @@ class TaskRecord(NamedTuple):
     task_id: str
     kind: str
     policy: str
-    status: str  #: succeeded | failed | rejected (:data:`cluster.vocabulary.FINAL`) | unfinished
+    status: str  #: one of :data:`cluster.vocabulary.RECORD_STATUSES`
     reason: str
     arrival: float
     priority: int
@@ -93,7 +93,7 @@ class TaskRecord(NamedTuple):
         charged its waiting so far (:meth:`Objective.unfinished_score`) and, once started, its cost."""
         waited = (end - task.arrival) * 1000.0
         queue_ms = (start - task.arrival) * 1000.0 if start == start else waited  # start NaN: still queued
-        return _new(cls, (task.id, task.kind, policy, "unfinished", reason, task.arrival, task.priority,
+        return _new(cls, (task.id, task.kind, policy, UNFINISHED, reason, task.arrival, task.priority,
                           task.slo_ms, task.cost_sensitivity, task.gpu_need, node, pool, tier, share, queued,
                           start, _NAN, queue_ms, network_ms, exec_ms, waited, False, cost,
                           objective.unfinished_score(waited, task.slo_ms, task.priority, cost,

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from cluster.config import UsageError
 from cluster.topology import ClusterSpec
 from scheduler.objective import Objective
 from scheduler.policy import Policy, make_policy
@@ -61,3 +62,30 @@ def compare_policies(spec: ClusterSpec, tasks: Sequence[Task], policies: Sequenc
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         table.to_csv(out / "comparison.csv")
     return table, results
+
+
+def parse_policies(text: str) -> list[str]:
+    """``--policies a,b:3``: the names, each a registered policy (a version only for learned ones);
+    raises :class:`cluster.config.UsageError` naming the flag."""
+    from scheduler.policy import available_policies
+
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    known = available_policies()
+    from scheduler.model_registry import TRAIN_COMMANDS
+
+    for n in names:
+        base, _, version = n.partition(":")
+        if base not in known:
+            raise UsageError(f"--policies: unknown policy {n!r} (known: {', '.join(known)})")
+        if version and base not in TRAIN_COMMANDS:
+            raise UsageError(f"--policies: {n!r}: only learned policies ({', '.join(TRAIN_COMMANDS)}) take a version")
+    if not names:
+        raise UsageError("--policies: give at least one policy")
+    return names
+
+
+def print_table(df: pd.DataFrame) -> None:
+    """A results table on stdout, every column, three decimals."""
+    with pd.option_context("display.max_columns", 50, "display.width", 200, "display.float_format",
+                           "{:,.3f}".format):
+        print(df.to_string())

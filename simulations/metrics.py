@@ -10,6 +10,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from cluster.vocabulary import UNFINISHED
+
 
 def _f(x: float) -> float:
     return float(x) if np.isfinite(x) else float("nan")
@@ -30,7 +32,7 @@ def summarize(records: pd.DataFrame, timeline: pd.DataFrame | None = None,
     """
     status = records["status"]
     done = records[status == "succeeded"]
-    scored = records[(status == "succeeded") | (status == "unfinished")]
+    scored = records[(status == "succeeded") | (status == UNFINISHED)]
     n = len(records)
     lat = scored["latency_ms"].to_numpy(dtype=float)
     pct = (lambda q: _f(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))

@@ -76,7 +76,10 @@ class RandomForestPolicy:
                  max_candidates: int = MAX_CANDIDATES, objective: Objective | None = None) -> None:
         if forest is None:
             art = model_registry.load(KIND, version, root)  # raises on a schema mismatch
-            forest = FlatForest.load(art.file(FOREST_FILE))
+            try:
+                forest = FlatForest.load(art.file(FOREST_FILE))
+            except (OSError, ValueError, KeyError) as e:  # a truncated or foreign file: a registry problem
+                raise model_registry.RegistryError(f"rf:{art.version}: cannot read {FOREST_FILE}: {e}") from e
             meta = art.meta
             self.name = f"{KIND}:{art.version}"
         if forest.n_features != len(CANDIDATE_FEATURE_NAMES) or not forest.is_regressor:

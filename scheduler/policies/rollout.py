@@ -114,6 +114,7 @@ class Rollout:
             raise ValueError("samples and top_k must be >= 1, horizon_s and horizon_tasks >= 0")
         self.name = "rollout"
         self.base: Policy = make_policy(base)
+        self._roll_base: Policy = make_policy(base)  # its own instance: rolls reseed it, the decisions' base keeps its state
         self.samples, self.horizon_s, self.horizon_tasks, self.top_k = samples, horizon_s, horizon_tasks, top_k
         self.quiet_load = quiet_load
         self.future = future or Future()
@@ -124,6 +125,7 @@ class Rollout:
     def reset(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
         self.base.reset(seed)
+        self._roll_base.reset(seed)
 
     # ------------------------------------------------------------------ deciding
     def candidates(self, task: Task, state: ClusterState, base_choice: Decision) -> list[tuple[int, Share]]:
@@ -198,11 +200,12 @@ class Rollout:
         fw = Forward(st, on_finish=finished)
         fw.place(i, task, share, st.now, net_s[i])
         if future:
-            self.base.reset(seed)
+            base = self._roll_base
+            base.reset(seed)
             for ft in future:
                 fw.advance(ft.arrival)
                 st.now = ft.arrival
-                d = self.base.select(ft, st)
+                d = base.select(ft, st)
                 if d.placed:
                     fw.place(d.node, ft, d.share, ft.arrival, net_s[d.node], d.device)
         # the rest is known without playing it on: running tasks finish when due, waiting ones

@@ -228,3 +228,26 @@ def test_cached_queue_replays_give_the_uncached_projection(local_spec) -> None:
         assert [g[0] for g in got] == [w[0] for w in want]
         assert [x for g in got for x in g[1:]] == pytest.approx([x for w in want for x in w[1:]], rel=1e-12)
     assert checked > 1000 and cached.queue_len.sum() > 0
+
+
+def test_a_copy_never_extends_its_originals_cached_replays(local_spec) -> None:
+    from cluster.booking import enqueue, projected_start
+
+    sim = busy_state(local_spec, n=300, workload="gpu_heavy_high")
+    state = sim.state.copy()
+    state.cache_replays()
+    probe = sim.tasks[0]
+    i = max(range(state.n_nodes), key=lambda k: state.queue_len[k])
+    share = share_for(state, i, probe)
+    assert share is not None and state.queue_len[i] > 0
+    before = projected_start(state, i, probe, share)
+    cached = state.replay_cache[i]
+    done = len(cached.starts)
+    other = state.copy()
+    assert other.replay_cache == {}
+    projected_start(other, i, probe, share)
+    for _ in range(30):
+        enqueue(other, i, probe, share, 0.1)
+    assert len(other.replay_cache[i].starts) == done + 30  # the copy's own replay grew
+    assert state.replay_cache[i] is cached and len(cached.starts) == done
+    assert projected_start(state, i, probe, share) == before
