@@ -60,17 +60,15 @@ class Objective:
               cost_sensitivity: int) -> float:
         """Score of one task (lower is better)."""
         ratio = latency_ms / slo_ms
-        k = self.latency_knee
-        return (self.latency * (ratio if ratio <= k else k * (1.0 + math.log(ratio / k)))
+        return (self.latency * self.latency_term(ratio)
                 + self.slo_miss * (priority / 5.0) * (ratio > 1.0)
                 + self.cost * (cost_sensitivity / 5.0) * cost / self.cost_ref)
 
     def unfinished_score(self, waited_ms: float, slo_ms: float, priority: int, cost: float,
                          cost_sensitivity: int) -> float:
         """Score of a task still queued or running when the run ended: a miss, whatever it waited."""
-        return (self.latency * self.latency_term(waited_ms / slo_ms)
-                + self.slo_miss * (priority / 5.0)
-                + self.cost * (cost_sensitivity / 5.0) * cost / self.cost_ref)
+        missed_anyway = self.slo_miss * (priority / 5.0) if waited_ms <= slo_ms else 0.0
+        return self.score(waited_ms, slo_ms, priority, cost, cost_sensitivity) + missed_anyway
 
     def scores(self, latency_ms: np.ndarray, slo_ms: np.ndarray, priority: np.ndarray,
                cost: np.ndarray, cost_sensitivity: np.ndarray) -> np.ndarray:
