@@ -192,15 +192,22 @@ def _ray_start_retry(make_args: Callable[[], list[str]], env: dict[str, str], lo
     return sid, time.monotonic() - t0
 
 
-def agent_port() -> int:
-    """A port for a raylet's dashboard agent, below the kernel's ephemeral range.
+#: the ports a raylet and its agents bind, each pinned by :func:`raylet_port_args`
+RAYLET_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
+                     "--runtime-env-agent-port", "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port")
 
-    Ray's default (52365) is one per host, so the first cluster on the machine takes it. A
-    port from :func:`free_port` lies in the ephemeral range, where one of the connections Ray
-    opens during ``ray start`` can take it first; the agent then logs that it failed to bind
-    and runs without its HTTP service (held on purpose: the raylet still registered).
+
+def raylet_port_args() -> list[str]:
+    """Fresh ports for every socket a raylet and its agents bind, below the kernel's ephemeral range.
+
+    Left to Ray, they are picked free in the ephemeral range and bound later (the dashboard
+    agent's default, 52365, is even one per host): with several raylets starting at once on
+    one machine, and the hundreds of connections Ray opens meanwhile, one can be taken first,
+    and the raylet dies with "bind: Address already in use" (seen as the start-up flake of
+    the emulated cluster). One block of consecutive free ports per raylet, fresh on a retry.
     """
-    return free_fixed_port(host="0.0.0.0")
+    base = free_fixed_port(span=len(RAYLET_PORT_FLAGS), host="0.0.0.0")
+    return [f"{flag}={base + k}" for k, flag in enumerate(RAYLET_PORT_FLAGS)]
 
 
 def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float = 180) -> tuple[int, float]:
@@ -336,7 +343,7 @@ def _worker_args(res: NodeResources, address: str, temp_dir: Path, object_store_
                  same_host: bool) -> list[str]:
     args = [f"--address={address}", *res.start_args(), f"--temp-dir={temp_dir}",
             f"--object-store-memory={object_store_mb * (1 << 20)}", "--disable-usage-stats",
-            f"--dashboard-agent-listen-port={agent_port()}"]
+            *raylet_port_args()]
     if same_host:
         # Raylets of one host share the session's log folder: one log monitor (the head's) is enough,
         # more would stream every line to drivers once per raylet.
@@ -417,7 +424,7 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
                  f"--object-store-memory={object_store_mb * (1 << 20)}", f"--labels={labels}",
                  f"--node-name={HEAD_NAME}", "--disable-usage-stats"]
     try:
-        sid, secs = _ray_start_retry(lambda: [*head_args, f"--dashboard-agent-listen-port={agent_port()}"], env,
+        sid, secs = _ray_start_retry(lambda: [*head_args, *raylet_port_args()], env,
                                      sdir / "logs" / f"{HEAD_NAME}.log")
         st.nodes[HEAD_NAME] = NodeRecord(HEAD_NAME, sid, secs, head_labels(), {"CPU": 0.0})
         st.save()

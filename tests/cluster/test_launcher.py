@@ -31,14 +31,16 @@ def test_an_operator_setting_wins_and_a_node_without_cpus_keeps_rays_default() -
     assert "RAY_num_workers_soft_limit" not in launcher._node_env({}, replace(res, num_cpus=0))
 
 
-def test_every_raylet_agent_port_is_fresh_and_outside_the_ephemeral_range(tmp_path) -> None:
-    # a port inside the range can be taken by one of Ray's own connections before the agent binds it
+def test_every_raylet_port_is_pinned_fresh_and_outside_the_ephemeral_range(tmp_path) -> None:
+    # a port inside the range can be taken by one of Ray's own connections before the raylet binds it
     res = cluster_resources(load_cluster(CONFIGS / "cluster" / "test_small.yaml"))[0]
     ports = []
     for _ in range(2):
         args = launcher._worker_args(res, "127.0.0.1:6379", tmp_path, 128, same_host=True)
-        ports += [int(a.split("=")[1]) for a in args if a.startswith("--dashboard-agent-listen-port=")]
-    assert len(ports) == 2 and not any(in_ephemeral_range(p) for p in ports)
+        mine = {a.split("=")[0]: int(a.split("=")[1]) for a in args if a.split("=")[0] in launcher.RAYLET_PORT_FLAGS}
+        assert set(mine) == set(launcher.RAYLET_PORT_FLAGS) and len(set(mine.values())) == len(mine)
+        ports += list(mine.values())
+    assert not any(in_ephemeral_range(p) for p in ports)
 
 
 def test_a_failed_ray_start_is_retried_with_new_arguments(monkeypatch, tmp_path) -> None:
