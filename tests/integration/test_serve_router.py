@@ -254,7 +254,7 @@ def test_prometheus_scrapes_the_router_series(router: Router, tmp_path: Path) ->
                     continue
                 try:
                     _, body, _ = _call(f"http://127.0.0.1:{port}/api/v1/query?query={name}", timeout=5)
-                except OSError:
+                except (OSError, ValueError):  # not up yet, or a plain-text 503 while it starts
                     continue
                 if body and body.get("data", {}).get("result"):
                     found[name] = body["data"]["result"]
