@@ -52,13 +52,19 @@ class _Layout:
         self.speed = np.array([nd.gpu_speed if nd.devices else nd.cpu_speed for nd in spec.nodes]) / 5.0
 
 
+def _kept(state: ClusterState, attr: str, make):
+    """``make(state)``, built once per state object and cluster spec and kept on the state as ``attr``
+    (a copy of the state carries the original's: whatever is kept reads the state it is handed)."""
+    obj = getattr(state, attr, None)
+    if obj is None or obj.spec is not state.spec:
+        obj = make(state)
+        setattr(state, attr, obj)
+    return obj
+
+
 def layout(state: ClusterState) -> _Layout:
     """The state's node-class layout, computed once per state object."""
-    lay = getattr(state, "_feature_layout", None)
-    if lay is None or lay.spec is not state.spec:
-        lay = _Layout(state)
-        state._feature_layout = lay  # type: ignore[attr-defined]
-    return lay
+    return _kept(state, "_feature_layout", _Layout)
 
 
 def _work_term(work: float) -> float:
@@ -97,11 +103,7 @@ def builder(state: ClusterState) -> "FeatureBuilder":
     """A :class:`FeatureBuilder` for the state's cluster, kept on the state object (as :func:`layout`;
     a copy of the state may carry the original's, which is why :meth:`FeatureBuilder.build` is
     handed the state)."""
-    b = getattr(state, "_feature_builder", None)
-    if b is None or b.spec is not state.spec:
-        b = FeatureBuilder(state)
-        state._feature_builder = b  # type: ignore[attr-defined]
-    return b
+    return _kept(state, "_feature_builder", FeatureBuilder)
 
 
 _INDEX = {n: i for i, n in enumerate(FEATURE_NAMES)}
@@ -371,11 +373,7 @@ class CandidateFeatures:
 
 def candidate_builder(state: ClusterState) -> CandidateFeatures:
     """The state's :class:`CandidateFeatures` (kept on the state object, as :func:`builder`)."""
-    b = getattr(state, "_candidate_builder", None)
-    if b is None or b.spec is not state.spec:
-        b = CandidateFeatures(state)
-        state._candidate_builder = b  # type: ignore[attr-defined]
-    return b
+    return _kept(state, "_candidate_builder", CandidateFeatures)
 
 
 def candidate_features(task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence,
