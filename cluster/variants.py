@@ -42,3 +42,21 @@ def drop_pools(spec: ClusterSpec, pools: list[str] | tuple[str, ...]) -> Cluster
         raise ValueError(f"dropping {', '.join(pools)} leaves {spec.name} without nodes")
     kept_pools = tuple(p for p in spec.pools if p not in pools)
     return replace(spec, name=f"{spec.name}-no-{'-'.join(pools)}", nodes=nodes, pools=kept_pools)
+
+
+def parse_variant(text: str) -> tuple[int, tuple[str, ...]]:
+    """``xK`` -> (K, ()); ``no:POOL[+POOL]`` -> (1, pools): a cluster variant as training configs name it."""
+    t = text.strip()
+    if t.startswith("x") and t[1:].isdigit() and int(t[1:]) >= 1:
+        return int(t[1:]), ()
+    if t.startswith("no:") and t[3:]:
+        return 1, tuple(p for p in t[3:].split("+") if p)
+    raise ValueError(f"expected xK (e.g. x2) or no:POOL (e.g. no:gpu-mig), got {text!r}")
+
+
+def variant(spec: ClusterSpec, text: str) -> tuple[ClusterSpec, int]:
+    """The variant ``text`` names (:func:`parse_variant`) of ``spec``, and the factor its load scales by
+    (``xK`` holds K times the nodes, so it is run at K times the load)."""
+    factor, pools = parse_variant(text)
+    scaled = scale_cluster(spec, factor)
+    return (drop_pools(scaled, list(pools)) if pools else scaled), factor

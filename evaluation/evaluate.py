@@ -52,38 +52,25 @@ __all__ = ["evaluate", "quality_checks", "is_heuristic", "cli"]
 
 def evaluate(spec: ClusterSpec, workloads: Sequence[WorkloadSpec], seeds: Sequence[int],
              policies: Sequence[str], out: str | Path, *, objective: Objective | None = None,
-             progress: bool = True, header: Sequence[str] | None = None,
+             progress: bool = True, header: Sequence[str] | None = None, jobs: int = 1,
              ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """Run every policy on every (workload, seed); return (per-run table, per-workload summary, quality checks).
 
     ``header``: the Markdown file's opening lines (default: one line naming the date, cluster and seeds).
+    ``jobs``: (workload, seed) runs at once, in processes of their own (the tables are the same;
+    decision times are then measured on a machine that many runs share).
     """
     out = Path(out)
     objective = objective or Objective()
-    rows = []
-    for wl in workloads:
-        for seed in seeds:
-            tasks = generate(wl, seed=seed)
-            if progress:
-                print(f"{wl.name} seed {seed}: {len(tasks)} tasks, {len(policies)} policies", flush=True)
-            timed: dict[str, TimedPolicy] = {}
+    work = [(spec, wl, seed, tuple(policies), objective, out, progress) for wl in workloads for seed in seeds]
+    if jobs > 1 and len(work) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-            def make(name: str) -> Policy:
-                # a lookahead samples futures from the workload's own generator, never this run's tasks
-                params = {"future": Future(future_streams(wl))} if name.partition(":")[0] == "rollout" else {}
-                timed[name] = TimedPolicy(make_policy(name, **params))
-                return timed[name]
-
-            table, _ = compare_policies(spec, tasks, policies, seed=seed, objective=objective,
-                                        out=out / wl.name / f"seed_{seed}", progress=progress, make=make,
-                                        meta={"workload": wl.source, "load_factor": wl.load_factor})
-            t = table.reset_index()
-            t.insert(0, "seed", seed)
-            t.insert(0, "workload", wl.name)
-            t["bound"] = lower_bound(spec, tasks, seed=seed, objective=objective)
-            t["decision_us"] = [timed[p].us_per_decision for p in t["policy"]]
-            t["decisions"] = [timed[p].decisions for p in t["policy"]]
-            rows.append(t)
+        with ProcessPoolExecutor(min(jobs, len(work)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(_run, *zip(*work)))
+    else:
+        rows = [_run(*w) for w in work]
     runs = pd.concat(rows, ignore_index=True)
     summary = summarize_runs(runs)
     best = summary.reset_index().drop_duplicates("workload").set_index("workload")["best_heuristic"]
@@ -102,6 +89,32 @@ def evaluate(spec: ClusterSpec, workloads: Sequence[WorkloadSpec], seeds: Sequen
                   f"seeds {format_seeds(seeds)}, {_today()}."]
     (out / "evaluation.md").write_text(markdown(summary, header))
     return runs, summary, checks
+
+
+def _run(spec: ClusterSpec, wl: WorkloadSpec, seed: int, policies: Sequence[str], objective: Objective,
+         out: Path, progress: bool) -> pd.DataFrame:
+    """One (workload, seed): every policy on the same tasks; its rows of the per-run table."""
+    tasks = generate(wl, seed=seed)
+    if progress:
+        print(f"{wl.name} seed {seed}: {len(tasks)} tasks, {len(policies)} policies", flush=True)
+    timed: dict[str, TimedPolicy] = {}
+
+    def make(name: str) -> Policy:
+        # a lookahead samples futures from the workload's own generator, never this run's tasks
+        params = {"future": Future(future_streams(wl))} if name.partition(":")[0] == "rollout" else {}
+        timed[name] = TimedPolicy(make_policy(name, **params))
+        return timed[name]
+
+    table, _ = compare_policies(spec, tasks, list(policies), seed=seed, objective=objective,
+                                out=out / wl.name / f"seed_{seed}", progress=progress, make=make,
+                                meta={"workload": wl.source, "load_factor": wl.load_factor})
+    t = table.reset_index()
+    t.insert(0, "seed", seed)
+    t.insert(0, "workload", wl.name)
+    t["bound"] = lower_bound(spec, tasks, seed=seed, objective=objective)
+    t["decision_us"] = [timed[p].us_per_decision for p in t["policy"]]
+    t["decisions"] = [timed[p].decisions for p in t["policy"]]
+    return t
 
 
 def quality_checks(summary: pd.DataFrame) -> list[dict]:
@@ -198,6 +211,8 @@ def _command(args: argparse.Namespace, workload_paths: Sequence[str]) -> str:
     parts += [f"--drop-pool {p}" for p in getattr(args, "drop_pool", None) or []]
     if getattr(args, "load_scale", None) not in (None, 1):
         parts.append(f"--load-scale {args.load_scale:g}")
+    if getattr(args, "jobs", 1) > 1:
+        parts.append(f"--jobs {args.jobs}")
     parts.append(f"--out {args.out}")
     return " ".join(parts)
 
@@ -233,8 +248,11 @@ def cli(args: argparse.Namespace) -> int:
               "Seeds the learned policies saw, disjoint from the evaluation seeds: "
               + ("; ".join(u.describe() for u in uses) if uses else "no learned policy in this run")
               + "".join(f"; {n}" for n in notes) + "."]
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1:
+        raise UsageError(f"--jobs: must be at least 1, got {jobs}")
     runs, summary, checks = evaluate(spec, workloads, seeds, policies, args.out, objective=load_objective(),
-                                     header=header)
+                                     header=header, jobs=jobs)
     print(f"\nmean over seeds {format_seeds(seeds)} ({len(seeds)} runs per workload):")
     cols = ["objective", "ci_low", "ci_high", "wins", "margin_pct", "gap_pct", "slo_miss_%", "rejected",
             "decision_us"]

@@ -43,4 +43,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--drop-pool", action="append", metavar="POOL", help="remove a pool's nodes (repeatable)")
     e.add_argument("--load-scale", type=float, default=None, metavar="X",
                    help="multiply every workload's arrival rate (load_factor) by X")
+    e.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="(workload, seed) runs at once, one process each (same tables; decision times "
+                        "then share the machine)")
     e.set_defaults(func=_lazy("evaluation.evaluate:cli"))

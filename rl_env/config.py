@@ -23,7 +23,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: lie far below, so held-out runs never replay a training episode.
 TRAIN_SEED_RANGE = (1_000_000, 2**31 - 1)
 ENV_KEYS = {"cluster", "workloads", "load_factor", "load_scale", "episode_s", "objective", "reward_scale",
-            "invalid_action_penalty", "seed_range", "seeds"}
+            "invalid_action_penalty", "seed_range", "seeds", "level", "cluster_variants", "max_candidates"}
+#: ``level``: what an action names, a node class (``HeteroCluster-v0``) or a candidate node and
+#: share (``HeteroClusterNodes-v0``)
+LEVELS = ("class", "node")
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -51,6 +54,13 @@ class EnvConfig:
         invalid_action_penalty: objective units charged for a masked action (see the env).
         seed_range: ``[low, high)`` of workload seeds drawn for training episodes.
         seeds: if given, episodes cycle through these workload seeds instead (evaluation).
+        level: ``class`` (the action is a node class) or ``node`` (a candidate node and share;
+            :class:`rl_env.node_env.NodeClusterEnv`).
+        cluster_variants: node level only: each episode draws one of these variants of
+            ``cluster`` (:func:`cluster.variants.variant`: ``x1`` the cluster itself, ``x2`` every
+            node doubled at twice the load, ``no:POOL`` a pool removed).
+        max_candidates: node level: candidates per decision (padded; the rest cut by
+            :func:`scheduler.candidates.prefilter`).
     """
 
     cluster: str = "configs/cluster/local.yaml"
@@ -63,6 +73,9 @@ class EnvConfig:
     invalid_action_penalty: float = 1.0
     seed_range: tuple[int, int] = TRAIN_SEED_RANGE
     seeds: tuple[int, ...] = ()
+    level: str = "class"
+    cluster_variants: tuple[str, ...] = ("x1",)
+    max_candidates: int = 64
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, file: str | Path | None = None,
@@ -99,6 +112,12 @@ class EnvConfig:
         episode_s = f.raw("episode_s", None)
         if episode_s is not None:
             episode_s = f.num("episode_s", min=0, strict_min=True)
+        level = f.str("level", d.level, choices=set(LEVELS))
+        variants = f.raw("cluster_variants", list(d.cluster_variants))
+        if not isinstance(variants, (list, tuple)) or not variants or not all(isinstance(v, str) for v in variants):
+            raise f.error("cluster_variants", f"must be a non-empty list like [x1, x2, no:gpu-mig], got {variants!r}")
+        if level == "class" and tuple(variants) != ("x1",):
+            raise f.error("cluster_variants", "needs level: node (a class-level policy is tied to one cluster)")
         cfg = cls(
             cluster=str(resolve_path(f.str("cluster", d.cluster))),
             workloads=tuple(str(resolve_path(w)) for w in workloads),
@@ -110,12 +129,20 @@ class EnvConfig:
             invalid_action_penalty=f.num("invalid_action_penalty", d.invalid_action_penalty, min=0),
             seed_range=(slo, shi),
             seeds=tuple(seeds),
+            level=level,
+            cluster_variants=tuple(variants),
+            max_candidates=f.int("max_candidates", d.max_candidates, min=1, max=4096),
         )
         # Fail here (with file and field) rather than in a worker on the first reset.
         try:
             cfg.load()
         except ConfigError as e:
             raise f.error("workloads" if "workload" in str(e.file) else "cluster", str(e)) from None
+        try:
+            for v in cfg.cluster_variants:
+                _variants(cfg.cluster, (v,))
+        except ValueError as e:
+            raise f.error("cluster_variants", f"{v!r}: {e}") from None
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,7 +153,12 @@ class EnvConfig:
         d["load_scale"] = list(self.load_scale)
         d["seed_range"] = list(self.seed_range)
         d["seeds"] = list(self.seeds)
+        d["cluster_variants"] = list(self.cluster_variants)
         return d
+
+    def clusters(self) -> tuple[tuple[ClusterSpec, int], ...]:
+        """Each of :attr:`cluster_variants` of the cluster, with the factor its load scales by."""
+        return _variants(self.cluster, self.cluster_variants)
 
     def load(self) -> tuple[ClusterSpec, tuple[WorkloadSpec, ...], Objective]:
         """The cluster, workloads and objective (cached per process)."""
@@ -143,6 +175,13 @@ def _pair(f: Fields, key: str, value: Any) -> tuple[Any, Any]:
 @lru_cache(maxsize=16)
 def _cluster(path: str) -> ClusterSpec:
     return load_cluster(path)
+
+
+@lru_cache(maxsize=16)
+def _variants(path: str, names: tuple[str, ...]) -> tuple[tuple[ClusterSpec, int], ...]:
+    from cluster.variants import variant
+
+    return tuple(variant(_cluster(path), v) for v in names)
 
 
 @lru_cache(maxsize=32)

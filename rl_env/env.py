@@ -50,7 +50,7 @@ import numpy as np
 from gymnasium import spaces
 
 from cluster.state import ClusterState, fits_now_list
-from cluster.topology import NODE_CLASSES
+from cluster.topology import NODE_CLASSES, ClusterSpec
 from rl_env.config import EnvConfig
 from rl_env.outcome import OutcomePredictor
 from scheduler.actions import N_ACTIONS, least_loaded_node
@@ -97,11 +97,7 @@ class HeteroClusterEnv(gym.Env):
             base = config.to_dict() if isinstance(config, EnvConfig) else dict(config or {})
             self.config = EnvConfig.from_mapping({**base, **kwargs})
         self.cluster, self.workloads, self.objective = self.config.load()
-        self.observation_space = spaces.Dict({
-            "observations": spaces.Box(OBS_LOW, OBS_HIGH, (N_FEATURES,), np.float32),
-            "action_mask": spaces.Box(0.0, 1.0, (N_ACTIONS,), np.float32),
-        })
-        self.action_space = spaces.Discrete(N_ACTIONS)
+        self.observation_space, self.action_space = self._spaces()
         self.sim: OnlineSimulator | None = None
         self.result: SimResult | None = None  # the finished episode's simulation (records, summary)
         self.episode: dict[str, Any] = {}
@@ -109,8 +105,14 @@ class HeteroClusterEnv(gym.Env):
         self._shapes: dict[FeasibleShape, _Shape] = {}
         self._builder: FeatureBuilder | None = None
         self._seed_cursor = 0
-        self._terminal_obs = {"observations": np.zeros(N_FEATURES, np.float32),
-                              "action_mask": np.ones(N_ACTIONS, np.float32)}
+        self._terminal_obs = {k: np.zeros(v.shape, np.float32) if k == "observations" else np.ones(v.shape, np.float32)
+                              for k, v in self.observation_space.spaces.items()}
+
+    def _spaces(self) -> tuple[spaces.Dict, spaces.Discrete]:
+        """(observation space, action space): features and a mask over node classes."""
+        return (spaces.Dict({"observations": spaces.Box(OBS_LOW, OBS_HIGH, (N_FEATURES,), np.float32),
+                             "action_mask": spaces.Box(0.0, 1.0, (N_ACTIONS,), np.float32)}),
+                spaces.Discrete(N_ACTIONS))
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -131,19 +133,14 @@ class HeteroClusterEnv(gym.Env):
     def step(self, action: int) -> tuple[dict, float, bool, bool, dict]:
         if self.sim is None or self._task is None:
             raise RuntimeError("call reset() before step() (and again after an episode ends)")
-        task, shape = self._task, self._shape
-        a = int(action)
-        invalid = not (0 <= a < N_ACTIONS and shape.mask[a] > 0)
-        if invalid:
-            a = self._fallback_action(shape)
-        node = self._resolve_node(a, shape)
-        decision = Decision(node, shape.share_of[node], self._no_scores, "", POLICY_NAME,
-                            queued=not self._fits[node])
+        task = self._task
+        decision, invalid = self._decision(int(action))
         outcome = self._predictor.place(self.sim, task, decision)
         self._predicted[task.id] = outcome.score
         cost = outcome.score + (self.config.invalid_action_penalty if invalid else 0.0)
         self.episode["steps"] += 1
-        info = {"score": outcome.score, "class": NODE_CLASSES[a], "invalid_action": invalid}
+        info = {"score": outcome.score, "class": NODE_CLASSES[int(layout(self.sim.state).cls[decision.node])],
+                "invalid_action": invalid}
         terminated = not self._advance()
         cost += self._correction()
         if terminated:
@@ -154,6 +151,25 @@ class HeteroClusterEnv(gym.Env):
         return obs, -self.config.reward_scale * cost, terminated, False, info
 
     # ------------------------------------------------------------------ internals
+    def _decision(self, a: int) -> tuple[Decision, bool]:
+        """The placement action ``a`` stands for, and whether ``a`` was masked (see the module doc)."""
+        shape = self._shape
+        invalid = not (0 <= a < N_ACTIONS and shape.mask[a] > 0)
+        if invalid:
+            a = self._fallback_action(shape)
+        node = self._resolve_node(a, shape)
+        return Decision(node, shape.share_of[node], self._no_scores, "", POLICY_NAME,
+                        queued=not self._fits[node]), invalid
+
+    def _observe(self, task: Task, shape: _Shape) -> dict[str, np.ndarray]:
+        """The observation of placing ``task`` now (sets what :meth:`_decision` reads)."""
+        self._fits = self._fits_now(task, shape)
+        return {"observations": self._builder.build(task, shape.feasible, self._fits), "action_mask": shape.mask}
+
+    def _episode_cluster(self, options: dict[str, Any]) -> tuple[ClusterSpec, int]:
+        """The episode's cluster and the factor its load scales by (this env: its one cluster)."""
+        return self.cluster, 1
+
     def _start_episode(self, options: dict[str, Any]) -> None:
         rng = self.np_random
         cfg = self.config
@@ -168,11 +184,13 @@ class HeteroClusterEnv(gym.Env):
         else:
             wi = int(w)
         wl = self.workloads[wi]
+        spec, factor = self._episode_cluster(options)
         lf = options.get("load_factor")
         if lf is None:
             lf = wl.load_factor if cfg.load_factor is None else float(rng.uniform(*cfg.load_factor))
             if cfg.load_scale != (1.0, 1.0):
                 lf *= float(rng.uniform(*cfg.load_scale))
+            lf *= factor
         s = options.get("seed")
         if s is None:
             if cfg.seeds:
@@ -181,10 +199,10 @@ class HeteroClusterEnv(gym.Env):
             else:
                 s = int(rng.integers(*cfg.seed_range))
         tasks = generate(wl, seed=int(s), load_factor=float(lf), duration_s=cfg.episode_s)
-        self.sim = OnlineSimulator(self.cluster, tasks, seed=int(s), objective=self.objective,
+        self.sim = OnlineSimulator(spec, tasks, seed=int(s), objective=self.objective,
                                    timeline_points=1, policy_name=POLICY_NAME)
         state = self.sim.state
-        if self._builder is None:
+        if self._builder is None or self._builder.spec is not spec:
             self._builder = FeatureBuilder(state)
         self._builder.state = state  # static layout is per cluster; keep the shape caches
         self._no_scores = np.full(state.n_nodes, np.nan)
@@ -194,7 +212,7 @@ class HeteroClusterEnv(gym.Env):
         self.result = None
         self.correction_total = 0.0
         self._task: Task | None = None
-        self.episode = {"workload": wl.name, "load_factor": float(lf), "seed": int(s),
+        self.episode = {"workload": wl.name, "load_factor": float(lf), "seed": int(s), "cluster": spec.name,
                         "tasks": len(tasks), "steps": 0, "rejected": 0}
 
     def _advance(self) -> bool:
@@ -204,9 +222,7 @@ class HeteroClusterEnv(gym.Env):
             shape = self._shape_of(task)
             if shape.static.node_list:
                 self._task, self._shape = task, shape
-                self._fits = self._fits_now(task, shape)
-                self._obs = {"observations": self._builder.build(task, shape.feasible, self._fits),
-                             "action_mask": shape.mask}
+                self._obs = self._observe(task, shape)
                 return True
             sim.place(task, Decision(-1, None, np.full(sim.state.n_nodes, np.nan),
                                      why_infeasible(task, sim.state), POLICY_NAME))

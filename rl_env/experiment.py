@@ -34,16 +34,18 @@ class Validation:
     seeds: tuple[int, ...] = (201, 202)
     load_factor: float | None = None
     every: int = 5
+    clusters: tuple[str, ...] = ("x1",)
 
     def episodes(self) -> list[dict[str, Any]]:
-        """``reset(options=...)`` of each validation episode."""
+        """``reset(options=...)`` of each validation episode (node level: on each of ``clusters``)."""
         out = []
-        for w in range(len(self.workloads)):
-            for s in self.seeds:
-                opts: dict[str, Any] = {"workload": w, "seed": s}
-                if self.load_factor is not None:
-                    opts["load_factor"] = self.load_factor
-                out.append(opts)
+        for c in self.clusters:
+            for w in range(len(self.workloads)):
+                for s in self.seeds:
+                    opts: dict[str, Any] = {"workload": w, "seed": s, "cluster": c}
+                    if self.load_factor is not None:
+                        opts["load_factor"] = self.load_factor
+                    out.append(opts)
         return out
 
 
@@ -77,7 +79,7 @@ class Experiment:
         """The env of validation episodes: the validation workloads at their own load, full windows."""
         d = self.env.to_dict()
         d.update(workloads=list(self.validation.workloads), load_factor=None, load_scale=[1.0, 1.0],
-                 episode_s=None, seeds=[])
+                 episode_s=None, seeds=[], cluster_variants=list(self.validation.clusters))
         return EnvConfig.from_mapping(d)
 
 
@@ -95,7 +97,7 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
                   "stop", "checkpoints", "storage"})
     env = EnvConfig.from_mapping(f.raw("env", {}), file, "env")
     v = f.section("validation", {})
-    v.check_keys({"workloads", "seeds", "load_factor", "every"})
+    v.check_keys({"workloads", "seeds", "load_factor", "every", "clusters"})
     vw = v.raw("workloads", list(env.workloads))
     if not isinstance(vw, list) or not vw or not all(isinstance(w, str) for w in vw):
         raise v.error("workloads", f"must be a non-empty list of workload YAML paths, got {vw!r}")
@@ -106,20 +108,27 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
     if any(lo <= s < hi for s in seeds):
         raise v.error("seeds", f"overlap the training seed range [{lo}, {hi}): validation must be held out")
     lf = v.raw("load_factor", None)
+    clusters = v.raw("clusters", ["x1"])
+    if not isinstance(clusters, list) or not clusters or not all(isinstance(c, str) for c in clusters):
+        raise v.error("clusters", f"must be a non-empty list of cluster variants like [x1, x2], got {clusters!r}")
+    if env.level == "class" and clusters != ["x1"]:
+        raise v.error("clusters", "needs env.level: node (a class-level policy is tied to one cluster)")
     validation = Validation(tuple(str(resolve_path(w)) for w in vw), tuple(seeds),
                             None if lf is None else v.num("load_factor", min=0, strict_min=True),
-                            v.int("every", 5, min=1))
+                            v.int("every", 5, min=1), tuple(clusters))
     i = f.section("init", {})
-    i.check_keys({"imitate", "steps", "epochs", "label_smoothing", "lr"})
+    i.check_keys({"imitate", "steps", "epochs", "label_smoothing", "lr", "rounds"})
     teacher = i.raw("imitate", Imitation.teacher)
     if teacher is not None:
         from scheduler.policy import available_policies
 
-        teacher = i.str("imitate", choices=set(available_policies()) - {"rl", "rf"})
+        # rf: the registry's latest forest (itself distilled from the rollout teacher)
+        teacher = i.str("imitate", choices=set(available_policies()) - {"rl", "rl-sample"})
     init = Imitation(teacher=teacher, steps=i.int("steps", Imitation.steps, min=1),
                      epochs=i.int("epochs", Imitation.epochs, min=1),
                      label_smoothing=i.num("label_smoothing", Imitation.label_smoothing, min=0, max=0.99),
-                     lr=i.num("lr", Imitation.lr, min=0, strict_min=True))
+                     lr=i.num("lr", Imitation.lr, min=0, strict_min=True),
+                     rounds=i.int("rounds", Imitation.rounds, min=1, max=20))
     m = f.section("model", {})
     m.check_keys({"hiddens", "activation"})
     hiddens = m.raw("hiddens", [64, 64])

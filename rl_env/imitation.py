@@ -9,8 +9,12 @@ heuristic (``fastest-feasible`` by default: it keeps latency-critical work on th
 edge) starts PPO past the trap; label smoothing keeps the cloned policy
 stochastic so PPO still explores (a fully confident clone barely moves).
 
-The teacher's node decision is mapped to its node class, the env's action; the
-demonstrations come from training-distribution episodes of the env itself.
+The teacher's node decision is mapped to the env's action: its node class, or at
+node level (:mod:`rl_env.node_env`) the candidate row of its node and share. The
+demonstrations come from training-distribution episodes of the env itself. The
+``rollout`` teacher (:mod:`scheduler.policies.rollout`) samples its futures from the
+episode's own workload at the episode's load (streams of seeds no run uses), as it
+does when it labels the RandomForest's data.
 """
 from __future__ import annotations
 
@@ -21,9 +25,10 @@ import numpy as np
 import torch
 
 from rl_env.config import EnvConfig
-from rl_env.env import HeteroClusterEnv
+from rl_env.node_env import make_env
+from rl_env.teacher import make_teacher
 from scheduler.features import layout
-from scheduler.policy import make_policy
+from scheduler.policy import Policy
 from scheduler.policy_net import PolicyNet
 
 
@@ -37,27 +42,58 @@ class Imitation:
     label_smoothing: float = 0.2
     lr: float = 1e-3
     batch_size: int = 256
+    #: DAgger (Ross et al. 2011): rounds after the first let the clone drive while the teacher
+    #: labels, so it learns what to do in the states its own mistakes lead to
+    rounds: int = 1
 
 
-def demonstrations(env_config: EnvConfig, teacher: str, steps: int,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``steps`` (observation, mask, teacher action) triples from the env's own episodes."""
-    env = HeteroClusterEnv(env_config)
-    policy = make_policy(teacher)
-    policy.reset(seed)
+def demonstrations(env_config: EnvConfig, teacher: str, steps: int, seed: int = 0,
+                   driver: PolicyNet | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``steps`` (observation, mask, teacher action) triples from the env's own episodes; the
+    teacher's choices are played unless a ``driver`` network is given (its greedy choices are)."""
+    env = make_env(env_config)
+    node_level = env.config.level == "node"
     obs_l, mask_l, act_l = [], [], []
     obs, _ = env.reset(seed=seed)
-    cls = layout(env.sim.state).cls
+    policy = _teacher(teacher, env, seed)
     while len(act_l) < steps:
         decision = policy.select(env._task, env.sim.state)
-        a = int(cls[decision.node])
-        obs_l.append(obs["observations"])
-        mask_l.append(obs["action_mask"])
-        act_l.append(a)
-        obs, _, terminated, _, _ = env.step(a)
+        if node_level:
+            a = env.action_of(decision.node, decision.share)
+        else:
+            a = int(layout(env.sim.state).cls[decision.node])
+        if a is not None:  # a candidate the prefilter cut is not a row to learn; the env falls back
+            obs_l.append(obs["observations"])
+            mask_l.append(obs["action_mask"])
+            act_l.append(a)
+        if driver is not None:
+            with torch.inference_mode():
+                a = int(driver.masked_logits(torch.from_numpy(obs["observations"])[None],
+                                             torch.from_numpy(obs["action_mask"])[None]).argmax(-1))
+        obs, _, terminated, _, _ = env.step(-1 if a is None else a)
         if terminated:
             obs, _ = env.reset()
+            policy = _teacher(teacher, env, seed + len(act_l))
     return np.stack(obs_l), np.stack(mask_l), np.asarray(act_l, dtype=np.int64)
+
+
+def _teacher(name: str, env, seed: int) -> Policy:
+    """The teacher for the env's current episode (the rollout teacher's futures are the episode's workload)."""
+    streams = ()
+    if name == "rollout":
+        from simulations.workloads import future_streams
+
+        ep = env.episode
+        wl = next(w for w in env.workloads if w.name == ep["workload"])
+        streams = future_streams(wl, load_factor=ep["load_factor"])
+    if name.split(":")[0] == "rf":  # the registry's forest, without the explanation it would word
+        from scheduler.policy import make_policy
+
+        policy = make_policy(name, explain=False)
+    else:
+        policy = make_teacher(name, seed, env.objective, streams)
+    policy.reset(seed)
+    return policy
 
 
 def clone(net: PolicyNet, data: tuple[np.ndarray, np.ndarray, np.ndarray], cfg: Imitation,
@@ -89,15 +125,32 @@ def clone(net: PolicyNet, data: tuple[np.ndarray, np.ndarray, np.ndarray], cfg: 
     return {"loss": loss_sum / n, "accuracy": acc / n, "samples": n}
 
 
+def imitate(net: PolicyNet, env_config: EnvConfig, cfg: Imitation, seed: int = 0) -> dict[str, float]:
+    """Clone the teacher into ``net``: ``cfg.rounds`` rounds of DAgger, the rows of all rounds pooled."""
+    data = demonstrations(env_config, cfg.teacher, cfg.steps, seed)
+    stats = clone(net, data, cfg, seed)
+    for r in range(1, cfg.rounds):
+        new = demonstrations(env_config, cfg.teacher, cfg.steps, seed + 7919 * r, driver=net)
+        # how often the clone, driving, already chose as the teacher would (before refitting)
+        stats_r = {f"round{r}_agreement": _agreement(net, new)}
+        data = tuple(np.concatenate([a, b]) for a, b in zip(data, new))
+        stats = {**stats, **stats_r, **clone(net, data, cfg, seed + r)}
+    return {**stats, "rounds": cfg.rounds}
+
+
+def _agreement(net: PolicyNet, data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
+    x, m, a = (torch.from_numpy(d) for d in data)
+    with torch.inference_mode():
+        return float((net.masked_logits(x, m).argmax(-1) == a).float().mean())
+
+
 def warm_start(algorithm: Any, env_config: EnvConfig, cfg: Imitation, seed: int = 0) -> dict[str, float]:
     """Clone the teacher into the learner's policy head and push the weights to the env runners."""
-    data = demonstrations(env_config, cfg.teacher, cfg.steps, seed)
-    stats: dict[str, float] = {}
 
     def fit(learner: Any) -> dict[str, float]:
         from ray.rllib.core import DEFAULT_MODULE_ID
 
-        return clone(learner.module[DEFAULT_MODULE_ID].pi, data, cfg, seed)
+        return imitate(learner.module[DEFAULT_MODULE_ID].pi, env_config, cfg, seed)
 
     results = algorithm.learner_group.foreach_learner(fit)
     first = next(iter(results))

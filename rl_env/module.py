@@ -9,6 +9,11 @@ serving loads without RLlib (:mod:`rl_env.export`). Policy and value nets share
 no layers: the value loss (returns of hundreds of objective units) cannot drown
 the policy gradient.
 
+Node-level observations (``observations`` of shape ``(K, F)``: one row per candidate
+node and share, :class:`rl_env.node_env.NodeClusterEnv`) get a per-row scorer
+(``PolicyNet`` at level ``node``) and a value net over the candidates' masked mean and
+max, so neither depends on the cluster's size.
+
 ``model_config``: ``hiddens`` (default ``[64, 64]``) and ``activation``
 (``tanh`` | ``relu`` | ``silu``).
 """
@@ -34,11 +39,14 @@ class MaskedPlacementModule(TorchRLModule, ValueFunctionAPI):
             raise ValueError("MaskedPlacementModule needs Dict(observations=Box, action_mask=Box) "
                              f"observations, got {space}")
         cfg = dict(self.model_config or {})
-        self.net_spec = NetSpec(in_dim=int(space["observations"].shape[0]), n_actions=int(self.action_space.n),
+        shape = space["observations"].shape
+        self.net_spec = NetSpec(in_dim=int(shape[-1]), n_actions=int(self.action_space.n),
                                 hiddens=tuple(int(h) for h in cfg.get("hiddens", (64, 64))),
-                                activation=str(cfg.get("activation", "tanh")))
+                                activation=str(cfg.get("activation", "tanh")),
+                                level="node" if len(shape) == 2 else "class")
         self.pi = PolicyNet(self.net_spec)
-        self.vf = mlp(self.net_spec.in_dim, self.net_spec.hiddens, 1, self.net_spec.activation)
+        vf_in = 2 * self.net_spec.in_dim if self.net_spec.level == "node" else self.net_spec.in_dim
+        self.vf = mlp(vf_in, self.net_spec.hiddens, 1, self.net_spec.activation)
 
     @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -51,4 +59,20 @@ class MaskedPlacementModule(TorchRLModule, ValueFunctionAPI):
 
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None):
-        return self.vf(batch[Columns.OBS]["observations"]).squeeze(-1)
+        obs = batch[Columns.OBS]
+        x = obs["observations"]
+        if self.net_spec.level == "node":
+            x = pooled(x, obs["action_mask"])
+        return self.vf(x).squeeze(-1)
+
+
+def pooled(rows: Any, mask: Any) -> Any:
+    """The candidates' mean and max per feature (padded rows left out): ``(B, K, F) -> (B, 2F)``."""
+    import torch
+
+    m = mask.unsqueeze(-1)
+    n = m.sum(-2)
+    mean = (rows * m).sum(-2) / n.clamp(min=1.0)
+    top = torch.where(m > 0, rows, torch.full_like(rows, -1e9)).amax(-2)
+    top = torch.where(n > 0, top, torch.zeros_like(top))
+    return torch.cat([mean, top], -1)

@@ -101,15 +101,15 @@ def ppo_config(exp: Experiment) -> Any:
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from rl_env.env import HeteroClusterEnv
     from rl_env.module import MaskedPlacementModule
+    from rl_env.node_env import env_class
 
     p = {k: tune.grid_search(v[1]) if isinstance(v, tuple) else v for k, v in exp.ppo.items()}
     validation = {"env": exp.validation_env().to_dict(), "episodes": exp.validation.episodes(),
                   "every": exp.validation.every}
     return (
         PPOConfig()
-        .environment(HeteroClusterEnv, env_config=exp.env.to_dict())
+        .environment(env_class(exp.env.level), env_config=exp.env.to_dict())
         .framework("torch")
         .env_runners(num_env_runners=0, num_envs_per_env_runner=exp.envs_per_runner,
                      rollout_fragment_length="auto")

@@ -44,16 +44,16 @@ from scheduler import model_registry
 from scheduler.features import N_CANDIDATE_FEATURES, candidate_features
 from scheduler.forest import FlatForest
 from scheduler.objective import Objective
-from scheduler.policies.oracle import Oracle
-from scheduler.policies.rf import (FOREST_FILE, KIND, MAX_CANDIDATES, SKLEARN_FILE, RandomForestPolicy,
-                                   prefilter)
-from scheduler.policies.rollout import Future
+from scheduler.candidates import MAX_CANDIDATES, prefilter
+from scheduler.policies.rf import FOREST_FILE, KIND, SKLEARN_FILE, RandomForestPolicy
 from scheduler.policy import FeasibilityCache, Policy, make_policy
 from scheduler.task import Task
 from simulations.engine import OnlineSimulator, simulate
 from simulations.metrics import summary_row
 from cluster.config import UsageError
-from rl_env.train_rf_args import TrainArgs, parse_variant
+from cluster.variants import parse_variant, variant
+from rl_env.teacher import make_teacher
+from rl_env.train_rf_args import TrainArgs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: the ``--registry`` default of the parser; it means the registry's own default root
@@ -108,18 +108,6 @@ class Rollout:
         """Raw regret (objective units) of a choice per decision (a row position within it)."""
         starts = np.searchsorted(self.group, np.arange(self.decisions))
         return self.regret[starts + choice]
-
-
-def make_teacher(name: str, seed: int = 0, objective: Objective | None = None,
-                 streams: Sequence[Sequence[Task]] = (), samples: int = TrainArgs.teacher_samples) -> Policy:
-    """The labelling policy: ``rollout`` rolling every candidate over futures from ``streams``, the
-    one-step oracle, or any registered policy (its per-node scores are the values)."""
-    if name == "rollout":
-        return make_policy("rollout", seed=seed, top_k=1 << 30, samples=samples, future=Future(streams),
-                           objective=objective)
-    if name == "oracle":
-        return Oracle(seed=seed, objective=objective)
-    return make_policy(name, seed=seed)
 
 
 def rollout(spec: ClusterSpec, episode: Episode, teacher: Policy, driver: RandomForestPolicy | None = None,
@@ -314,13 +302,11 @@ def command_line(cfg: TrainArgs, root: str | os.PathLike | None = None) -> str:
 def _episodes(cfg: TrainArgs, spec: ClusterSpec, seeds: Sequence[int], variants: Sequence[str]) -> list[Episode]:
     """Windows of every workload, per cluster variant and seed, with the teacher's future streams
     (drawn at the variant's load: seeds of their own, never a training or evaluation seed)."""
-    from cluster.variants import drop_pools, scale_cluster
     from simulations.workloads import future_streams, generate, load_workload
 
     out = []
     for v in variants:
-        factor, pools = parse_variant(v)
-        vspec = drop_pools(scale_cluster(spec, factor), list(pools)) if pools else scale_cluster(spec, factor)
+        vspec, factor = variant(spec, v)
         for w in cfg.workloads:
             wl = load_workload(_path(w))
             load = (cfg.load_factor if cfg.load_factor is not None else wl.load_factor) * factor

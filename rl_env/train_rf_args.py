@@ -16,6 +16,9 @@ from dataclasses import Field, dataclass, field, fields
 from functools import cache
 from typing import Any, get_type_hints
 
+from cluster.variants import parse_variant
+from rl_env.teacher import TEACHER_SAMPLES
+
 DEFAULT_WORKLOADS = ("configs/workloads/mixed.yaml", "configs/workloads/high_load.yaml",
                      "configs/workloads/gpu_heavy.yaml", "configs/workloads/gpu_heavy_high.yaml")
 #: the heuristics ``train rf`` simulates next to the new forest
@@ -69,7 +72,7 @@ class TrainArgs:
     """policies simulated next to the trained forest, comma-separated"""
     teacher: str = "rollout"
     """registered policy whose per-node scores label the candidates (regret: best score minus the candidate's)"""
-    teacher_samples: int = 4
+    teacher_samples: int = TEACHER_SAMPLES
     """futures the rollout teacher averages per decision"""
     future_streams: int = 4
     """workload streams the rollout teacher samples futures from (seeds of their own, simulations.workloads.future_streams)"""
@@ -134,16 +137,6 @@ class TrainArgs:
             if v is not None and not v > 0:
                 raise UsageError(f"{flag} must be > 0, got {v}")
         return args
-
-
-def parse_variant(text: str) -> tuple[int, tuple[str, ...]]:
-    """``xK`` -> (K, ()); ``no:POOL[+POOL]`` -> (1, pools): the cluster variants of :attr:`TrainArgs.variants`."""
-    t = text.strip()
-    if t.startswith("x") and t[1:].isdigit() and int(t[1:]) >= 1:
-        return int(t[1:]), ()
-    if t.startswith("no:") and t[3:]:
-        return 1, tuple(p for p in t[3:].split("+") if p)
-    raise ValueError(f"expected xK (e.g. x2) or no:POOL (e.g. no:gpu-mig), got {text!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,14 +14,14 @@ import numpy as np
 import torch
 
 from rl_env.config import EnvConfig
-from rl_env.env import HeteroClusterEnv
+from rl_env.node_env import make_env
 from scheduler.policy_net import PolicyNet
 
 
 def greedy_rollouts(net: PolicyNet, env_config: EnvConfig,
                     episodes: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Play ``net`` greedily on each episode (``reset`` options); mean objective and SLO miss rate."""
-    env = HeteroClusterEnv(env_config)
+    env = make_env(env_config)
     out = []
     was_training = net.training
     net.eval()

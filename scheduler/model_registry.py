@@ -162,8 +162,11 @@ def _read_meta(path: Path) -> dict:
         raise RegistryError(f"unreadable {path / META_FILE}: {e}") from e
 
 
-def schema_of(kind: str) -> tuple[str, tuple[str, ...]]:
-    """(schema version, feature names) this build computes for models of ``kind``."""
+def schema_of(kind: str, meta: Mapping[str, Any] | None = None) -> tuple[str, tuple[str, ...]]:
+    """(schema version, feature names) this build computes for models of ``kind``; a network whose
+    ``architecture`` (in ``meta``) scores candidate nodes reads the per-candidate rows."""
+    if meta is not None and (meta.get("architecture") or {}).get("level") == "node":
+        return CANDIDATE_SCHEMA_VERSION, CANDIDATE_FEATURE_NAMES
     return KIND_SCHEMAS.get(kind, (SCHEMA_VERSION, FEATURE_NAMES))
 
 
@@ -176,7 +179,7 @@ def check_schema(meta: Mapping[str, Any], schema: str | None = None,
     layout whose version was not bumped is caught too).
     """
     kind = meta.get("kind", "?")
-    own_schema, own_names = schema_of(kind)
+    own_schema, own_names = schema_of(kind, meta)
     schema = own_schema if schema is None else schema
     feature_names = own_names if feature_names is None else feature_names
     ref = f"{kind}:{meta.get('version', '?')}"
@@ -244,7 +247,7 @@ def save(kind: str, files: Mapping[str, Writer], meta: Mapping[str, Any] | None 
             if not p.is_file():
                 raise RegistryError(f"writer for {name!r} did not create the file")
         body = dict(meta or {})
-        schema, names = schema_of(kind)
+        schema, names = schema_of(kind, body)
         body.setdefault("feature_schema", schema)
         body.setdefault("feature_names", list(names))
         body.setdefault("command", _command())

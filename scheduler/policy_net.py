@@ -1,5 +1,11 @@
 """The RL placement policy's network in plain torch: what training builds and serving loads.
 
+Two levels. ``class``: one feature vector per task -> one logit per node class.
+``node``: one row of per-candidate features per (node, share) the task could use ->
+one logit per row, by the same weights for every row (Decima's per-node scoring),
+so one network places tasks on a cluster of any size; ``n_actions`` is then the
+padded number of candidates (:data:`scheduler.candidates.MAX_CANDIDATES`).
+
 The RLlib module (:mod:`rl_env.module`) holds a :class:`PolicyNet` as its policy
 head, so exporting a trained policy is copying one ``state_dict`` and a small
 architecture spec (:class:`NetSpec`); serving rebuilds the same class from the
@@ -20,6 +26,7 @@ from torch import nn
 #: RLlib's FLOAT_MIN (ray.rllib.utils.torch_utils): the masked logit floor.
 FLOAT_MIN = -3.4e38
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU}
+LEVELS = ("class", "node")
 
 
 @dataclass(frozen=True)
@@ -30,8 +37,11 @@ class NetSpec:
     n_actions: int
     hiddens: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
+    level: str = "class"
 
     def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"level {self.level!r} not in {LEVELS}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} not in {sorted(ACTIVATIONS)}")
         if self.in_dim < 1 or self.n_actions < 1 or any(h < 1 for h in self.hiddens):
@@ -46,7 +56,7 @@ class NetSpec:
     def from_dict(cls, d: Mapping[str, Any]) -> "NetSpec":
         return cls(in_dim=int(d["in_dim"]), n_actions=int(d["n_actions"]),
                    hiddens=tuple(int(h) for h in d.get("hiddens", (64, 64))),
-                   activation=str(d.get("activation", "tanh")))
+                   activation=str(d.get("activation", "tanh")), level=str(d.get("level", "class")))
 
 
 def mlp(in_dim: int, hiddens: tuple[int, ...], out_dim: int, activation: str,
@@ -66,18 +76,25 @@ def mlp(in_dim: int, hiddens: tuple[int, ...], out_dim: int, activation: str,
 
 
 class PolicyNet(nn.Module):
-    """Features -> action logits; :meth:`masked_logits` removes classes that cannot host the task."""
+    """Features -> action logits; :meth:`masked_logits` removes actions that cannot host the task.
+
+    ``class`` level: ``obs`` is ``(B, in_dim)``; ``node`` level: ``(B, K, in_dim)``, one row per
+    candidate (any ``K``; padded rows are masked).
+    """
 
     def __init__(self, spec: NetSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.body = mlp(spec.in_dim, spec.hiddens, spec.n_actions, spec.activation, out_gain=0.01)
+        self.per_row = spec.level == "node"
+        self.body = mlp(spec.in_dim, spec.hiddens, 1 if self.per_row else spec.n_actions, spec.activation,
+                        out_gain=0.01)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.body(obs)
+        out = self.body(obs)
+        return out.squeeze(-1) if self.per_row else out
 
     def masked_logits(self, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.body(obs) + torch.clamp(torch.log(mask), min=FLOAT_MIN)
+        return self.forward(obs) + torch.clamp(torch.log(mask), min=FLOAT_MIN)
 
     @torch.inference_mode()
     def act(self, obs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

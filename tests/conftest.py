@@ -50,3 +50,15 @@ def write_csv(path: Path, header: str, rows: list[str]) -> Path:
     """Write a small CSV (``header`` ends with a newline) for loader tests."""
     path.write_text(header + "".join(r + "\n" for r in rows))
     return path
+
+
+def assert_placed_feasibly(spec: ClusterSpec, tasks, records) -> None:
+    """Every task succeeded, each on a node that can host it (a share exists for it there)."""
+    from cluster.state import ClusterState, share_for
+
+    assert (records["status"] == "succeeded").all()
+    names = {n.name: i for i, n in enumerate(spec.nodes)}
+    state = ClusterState.from_spec(spec)
+    by_id = {t.id: t for t in tasks}
+    for tid, node in zip(records["task_id"], records["node"]):
+        assert share_for(state, names[node], by_id[tid]) is not None

@@ -24,8 +24,9 @@ import os
 
 import numpy as np
 
-from cluster.state import ClusterState, fits_now_mask
+from cluster.state import ClusterState
 from scheduler import model_registry
+from scheduler.candidates import MAX_CANDIDATES, Candidates, candidates
 from scheduler.explain import feature_text
 from scheduler.features import CANDIDATE_FEATURE_NAMES, candidate_features
 from scheduler.forest import FlatForest, top_contributions
@@ -36,19 +37,6 @@ from scheduler.task import Task
 KIND = "rf"
 FOREST_FILE = "forest.npz"
 SKLEARN_FILE = "model.joblib"
-#: candidates scored at most per decision (big clusters: the best by the cheap prefilter rule)
-MAX_CANDIDATES = 64
-
-Candidates = tuple[np.ndarray, list, np.ndarray]
-
-
-def prefilter(state: ClusterState, nodes: np.ndarray, shares: list, fits: np.ndarray, k: int) -> Candidates:
-    """At most ``k`` candidates: those where the task fits now first, then the least loaded plus queued
-    (ties: the lowest index). All of them, in their order, when there are no more than ``k``."""
-    if len(nodes) <= k:
-        return nodes, shares, fits
-    keep = np.sort(np.lexsort((state.util[nodes] + state.queue_len[nodes], ~fits))[:k])
-    return nodes[keep], [shares[j] for j in keep.tolist()], fits[keep]
 
 
 @register(KIND)
@@ -63,7 +51,7 @@ class RandomForestPolicy:
         top_k: features named in the explanation.
         forest: an in-memory :class:`FlatForest` instead of the registry (training, tests).
         meta: its metadata when ``forest`` is given.
-        max_candidates: candidates scored at most (see :func:`prefilter`).
+        max_candidates: candidates scored at most (see :func:`scheduler.candidates.prefilter`).
         objective: weights of the one-step estimate among the features (default ``configs/objective.yaml``).
     """
 
@@ -102,10 +90,7 @@ class RandomForestPolicy:
 
     def candidates(self, task: Task, state: ClusterState) -> Candidates:
         """The scored candidates: (nodes, shares, fits-now mask), at most :attr:`max_candidates`."""
-        nodes, shares, groups = self._feasible.entry(task, state)
-        if not len(nodes):
-            return nodes, shares, np.zeros(0, dtype=bool)
-        return prefilter(state, nodes, shares, fits_now_mask(state, task, nodes, groups), self.max_candidates)
+        return candidates(self._feasible, task, state, self.max_candidates)
 
     def regret(self, task: Task, state: ClusterState, cand: Candidates) -> tuple[np.ndarray, np.ndarray]:
         """(features, predicted regret) per candidate."""

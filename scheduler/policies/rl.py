@@ -1,5 +1,12 @@
 """``rl`` and ``rl-sample``: the PPO policy trained in ``HeteroCluster-v0``, served with plain torch.
 
+A node-level artifact (architecture ``level: node``, trained in
+``HeteroClusterNodes-v0``, :mod:`rl_env.node_env`) scores every candidate node and
+share of :func:`scheduler.candidates.candidates` with one network over the rows of
+:func:`scheduler.features.candidate_features` and takes the best (``rl``) or draws
+from the softmax (``rl-sample``): the same candidates and rows the env showed it,
+so it runs on a cluster of any size. A class-level artifact works as follows.
+
 Loads ``policy.pt`` and its architecture spec from the policy registry
 (``rl:latest`` or ``rl:<version>``; the feature schema is checked there), computes
 the shared feature vector and action mask, picks a node class that can host the
@@ -21,8 +28,9 @@ import numpy as np
 from cluster.state import ClusterState, node_masks
 from cluster.topology import NODE_CLASSES
 from scheduler.actions import N_ACTIONS, action_mask, resolve
-from scheduler.features import N_FEATURES, feature_vector
-from scheduler.policy import Decision, register, why_infeasible
+from scheduler.candidates import MAX_CANDIDATES, candidates
+from scheduler.features import N_CANDIDATE_FEATURES, N_FEATURES, candidate_features, feature_vector
+from scheduler.policy import Decision, FeasibilityCache, register, why_infeasible
 from scheduler.task import Task
 
 POLICY_FILE = "policy.pt"
@@ -41,7 +49,7 @@ class RLPolicy:
         return not self.sample
 
     def __init__(self, version: str | int = "latest", root: str | Path | None = None,
-                 seed: int | None = 0) -> None:
+                 seed: int | None = 0, max_candidates: int = MAX_CANDIDATES) -> None:
         import torch
 
         from scheduler import model_registry
@@ -51,11 +59,22 @@ class RLPolicy:
         art = model_registry.load("rl", version, root)
         self.artifact = art
         spec = NetSpec.from_dict(art.meta.get("architecture") or {})
-        if spec.in_dim != N_FEATURES or spec.n_actions != N_ACTIONS:
+        self.level = spec.level
+        if spec.level == "node":
+            if spec.in_dim != N_CANDIDATE_FEATURES:
+                raise model_registry.SchemaMismatchError(
+                    f"model {art.ref} scores rows of {spec.in_dim} features; this build's candidate rows have "
+                    f"{N_CANDIDATE_FEATURES}: retrain with orchestrator train rl")
+            from scheduler.objective import load_objective
+
+            self._feasible = FeasibilityCache()
+            self.objective = load_objective()
+        elif spec.in_dim != N_FEATURES or spec.n_actions != N_ACTIONS:
             raise model_registry.SchemaMismatchError(
                 f"model {art.ref} maps {spec.in_dim} features to {spec.n_actions} actions; this build has "
                 f"{N_FEATURES} features and {N_ACTIONS} node classes: retrain with orchestrator train rl")
         self.net = load_policy(spec, str(art.file(POLICY_FILE)))
+        self.max_candidates = max_candidates
         self.version = art.version
         self.reset(seed)
 
@@ -75,12 +94,46 @@ class RLPolicy:
         return p, masks
 
     def select(self, task: Task, state: ClusterState) -> Decision:
+        if self.level == "node":
+            return self._select_node(task, state)
         p, masks = self.probabilities(task, state)
         if not p.any():
             return Decision(-1, None, np.full(state.n_nodes, np.nan), why_infeasible(task, state), self.name)
         a = int(self._rng.choice(len(p), p=p / p.sum())) if self.sample else int(p.argmax())
         return resolve(a, task, state, self.name, masks, probabilities=p,
                        explanation=self._explain(a, p, task, state))
+
+    def _select_node(self, task: Task, state: ClusterState) -> Decision:
+        """The node-level decision: one score per candidate, the best (or a draw)."""
+        nodes, shares, fits = candidates(self._feasible, task, state, self.max_candidates)
+        scores = np.full(state.n_nodes, np.nan)
+        if not len(nodes):
+            return Decision(-1, None, scores, why_infeasible(task, state), self.name)
+        X = candidate_features(task, state, nodes, shares, fits, self.objective)
+        torch = self._torch
+        with torch.inference_mode():
+            logits = self.net(torch.from_numpy(X)[None])[0].double().numpy()
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        j = int(self._rng.choice(len(p), p=p)) if self.sample else int(np.argmax(logits))
+        node = int(nodes[j])
+        scores[nodes] = logits
+        spec_nodes = state.spec.nodes
+        queued = not bool(fits[j]) or bool(state.queue_len[node])
+        verb = "drew it with probability" if self.sample else "is"
+        why = f"{spec_nodes[node].name}: learned policy rl v{self.version} {verb} {p[j]:.0%}" + \
+              ("" if self.sample else " sure") + f" among {len(nodes)} candidates"
+        if len(nodes) > 1:
+            rest = p.copy()
+            rest[j] = -1.0
+            k = int(np.argmax(rest))
+            why += (f"; {'other' if self.sample else 'next best'} {spec_nodes[int(nodes[k])].name} {p[k]:.0%} "
+                    f"(queues: {int(state.queue_len[node])} vs {int(state.queue_len[nodes[k]])} tasks)")
+        if queued:
+            why += " (queued: waits for capacity)"
+        probs = {spec_nodes[int(nodes[i])].name: float(p[i]) for i in np.flatnonzero(p > 1e-4).tolist()}
+        return Decision(node, shares[j], scores, why, self.name, queued=queued, confidence=float(p[j]),
+                        probabilities=probs)
 
     def _explain(self, a: int, p: np.ndarray, task: Task, state: ClusterState) -> str:
         """Confidence, the runner-up, and the queues the two classes face, in words."""

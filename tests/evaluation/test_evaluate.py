@@ -36,6 +36,16 @@ def test_tables_records_and_checks(tmp_path, local_spec) -> None:
     assert checks == []  # no learned policy in the run
 
 
+def test_runs_in_parallel_processes_give_the_same_tables(tmp_path, local_spec) -> None:
+    workloads = [_tiny("high_load", tmp_path)]
+    pols = ["fastest-feasible", "least-loaded"]
+    one, _, _ = evaluate(local_spec, workloads, [101, 102], pols, tmp_path / "one", progress=False)
+    two, _, _ = evaluate(local_spec, workloads, [101, 102], pols, tmp_path / "two", progress=False, jobs=2)
+    cols = [c for c in one.columns if c != "decision_us"]
+    pd.testing.assert_frame_equal(one[cols], two[cols])
+    assert (tmp_path / "two" / "high_load" / "seed_102" / "records_least-loaded.csv").is_file()
+
+
 def test_quality_checks_compare_with_heuristics_and_oracle() -> None:
     idx = pd.MultiIndex.from_tuples([("w", "rl:latest"), ("w", "oracle"), ("w", "fastest-feasible"),
                                      ("w", "least-loaded")], names=["workload", "policy"])

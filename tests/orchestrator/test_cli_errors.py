@@ -13,6 +13,7 @@ CASES = [
     (["evaluate", "--scale-cluster", "0"], "--scale-cluster"),
     (["evaluate", "--drop-pool", "nope"], "--drop-pool"),
     (["evaluate", "--policies", "rollout:3"], "--policies"),
+    (["evaluate", "--jobs", "0", "--policies", "fastest-feasible"], "--jobs"),
     (["train", "rf", "--teacher", "nope"], "--teacher"),
     (["train", "rf", "--duration-s", "0"], "--duration-s"),
     (["train", "rf", "--baselines", "nope"], "--baselines"),

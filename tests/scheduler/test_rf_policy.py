@@ -9,7 +9,8 @@ from cluster.variants import scale_cluster
 from scheduler import model_registry as reg
 from scheduler.explain import feature_text
 from scheduler.features import CANDIDATE_FEATURE_NAMES, FEATURE_NAMES, candidate_features
-from scheduler.policies.rf import FOREST_FILE, RandomForestPolicy, prefilter
+from scheduler.candidates import prefilter
+from scheduler.policies.rf import FOREST_FILE, RandomForestPolicy
 from scheduler.policy import FeasibilityCache, make_policy
 from scheduler.task import make_task
 from simulations.engine import OnlineSimulator, simulate

@@ -1,0 +1,31 @@
+"""The teachers learned policies copy: the rollout policy over sampled futures, the oracle, or a heuristic.
+
+The RandomForest regresses a teacher's per-candidate values (:mod:`rl_env.train_rf`) and the
+node-level RL policy starts by cloning its choices (:mod:`rl_env.imitation`); both build it here.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from scheduler.objective import Objective
+from scheduler.policies.oracle import Oracle
+from scheduler.policies.rollout import Future
+from scheduler.policy import Policy, make_policy
+from scheduler.task import Task
+
+#: sampled futures per candidate of the rollout teacher
+TEACHER_SAMPLES = 4
+
+
+def make_teacher(name: str, seed: int = 0, objective: Objective | None = None,
+                 streams: Sequence[Sequence[Task]] = (), samples: int = TEACHER_SAMPLES) -> Policy:
+    """The labelling policy: ``rollout`` rolling every candidate over futures from ``streams``, the
+    one-step oracle, or any registered policy (its per-node scores are the values)."""
+    if name == "rollout":
+        return make_policy("rollout", seed=seed, top_k=1 << 30, samples=samples, future=Future(streams),
+                           objective=objective)
+    if name == "oracle":
+        return Oracle(seed=seed, objective=objective)
+    return make_policy(name, seed=seed)
+
+

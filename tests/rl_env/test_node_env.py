@@ -1,0 +1,136 @@
+"""HeteroClusterNodes-v0: candidate rows as actions, on any variant of the cluster, and the served
+node-level ``rl`` policy deciding exactly as the env it was trained in."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import rl_env  # noqa: F401  (registers HeteroClusterNodes-v0)
+from cluster.config import ConfigError
+from cluster.variants import variant
+from rl_env.config import EnvConfig
+from rl_env.export import export_policy
+from rl_env.imitation import demonstrations
+from rl_env.node_env import NodeClusterEnv, make_env
+from scheduler.features import N_CANDIDATE_FEATURES
+from scheduler.policy import make_policy
+from scheduler.policy_net import NetSpec, PolicyNet
+from simulations.engine import simulate
+from simulations.workloads import generate, load_workload
+from tests.conftest import REPO_ROOT, assert_placed_feasibly
+
+HIGH = "configs/workloads/high_load.yaml"
+GPU_HIGH = "configs/workloads/gpu_heavy_high.yaml"
+K = 16
+
+
+def node_env(**kw) -> NodeClusterEnv:
+    return make_env({"workloads": [HIGH, GPU_HIGH], "episode_s": 20, "level": "node", "max_candidates": K,
+                     "cluster_variants": ["x1", "x2", "no:gpu-mig"], **kw})
+
+
+def random_net(seed: int = 0) -> PolicyNet:
+    torch.manual_seed(seed)
+    net = PolicyNet(NetSpec(N_CANDIDATE_FEATURES, K, (16,), "tanh", "node"))
+    with torch.no_grad():  # a start far from uniform, so that argmax decisions differ between nodes
+        for p in net.parameters():
+            p.normal_(0.0, 1.0)
+    return net.eval()
+
+
+def test_passes_the_gymnasium_env_checker() -> None:
+    env = gym.make("HeteroClusterNodes-v0", config={"workloads": [HIGH], "episode_s": 10, "level": "node",
+                                                     "max_candidates": K})
+    check_env(env.unwrapped)
+
+
+def test_rows_are_the_candidates_and_rewards_sum_to_minus_the_objective() -> None:
+    env = node_env()
+    seen = set()
+    for ep in range(4):
+        obs, info = env.reset(seed=ep)
+        seen.add(info["cluster"])
+        total, steps = 0.0, 0
+        while True:
+            mask = obs["action_mask"]
+            n = int(mask.sum())
+            assert obs["observations"].shape == (K, N_CANDIDATE_FEATURES) and 1 <= n <= K
+            assert mask[:n].all() and not mask[n:].any() and not obs["observations"][n:].any()
+            assert n == len(env._cand[0])
+            obs, r, terminated, _, step_info = env.step(n - 1)
+            assert not step_info["invalid_action"]
+            total += r
+            steps += 1
+            if terminated:
+                break
+        summary = step_info["episode"]
+        assert summary["correction_total"] == pytest.approx(0.0, abs=1e-9)
+        assert total == pytest.approx(-env.config.reward_scale * summary["objective_total"], rel=1e-9)
+    assert len(seen) >= 2  # the variants are drawn per episode
+
+
+def test_a_padded_row_falls_back_and_pays_the_penalty() -> None:
+    env = node_env()
+    obs, _ = env.reset(seed=1)
+    _, _, _, _, info = env.step(K - 1 if obs["action_mask"][K - 1] == 0 else K + 5)
+    assert info["invalid_action"]
+
+
+def test_variant_can_be_pinned_and_bad_ones_are_refused() -> None:
+    env = node_env()
+    _, info = env.reset(seed=0, options={"cluster": "x2", "workload": 0, "seed": 5})
+    assert info["cluster"] == "local-x2" and info["load_factor"] == pytest.approx(2 * env.workloads[0].load_factor)
+    with pytest.raises(ValueError, match="x3"):
+        env.reset(options={"cluster": "x3"})
+    with pytest.raises(ConfigError, match="cluster_variants"):
+        EnvConfig.from_mapping({"cluster_variants": ["x2"]})  # class level: one cluster
+    with pytest.raises(ConfigError, match="cluster_variants.*no:nope"):
+        EnvConfig.from_mapping({"level": "node", "cluster_variants": ["no:nope"]})
+    with pytest.raises(ConfigError, match="level"):
+        EnvConfig.from_mapping({"level": "pods"})
+
+
+def test_served_node_policy_decides_as_the_env_did(tmp_path) -> None:
+    """The env's greedy action under a net and the registry's ``rl`` with the same weights pick the
+    same node and share at every decision, on a cluster variant (the same candidates and rows)."""
+    net = random_net()
+    export_policy(net, {"seed": 0}, tmp_path)
+    policy = make_policy("rl:latest", root=tmp_path)
+    env = node_env(cluster_variants=["x2"])
+    obs, _ = env.reset(seed=3)
+    decisions = 0
+    nodes_used = set()
+    while True:
+        with torch.inference_mode():
+            a = int(net.masked_logits(torch.from_numpy(obs["observations"])[None],
+                                      torch.from_numpy(obs["action_mask"])[None]).argmax(-1))
+        d = policy.select(env._task, env.sim.state)
+        assert (d.node, d.share) == (int(env._cand[0][a]), env._cand[1][a])
+        assert d.confidence == pytest.approx(max(d.probabilities.values()), abs=1e-6)
+        nodes_used.add(d.node)
+        decisions += 1
+        obs, _, terminated, _, _ = env.step(a)
+        if terminated:
+            break
+    assert decisions > 50 and len(nodes_used) > 2
+
+
+def test_node_policy_runs_on_a_cluster_of_another_size(tmp_path, local_spec) -> None:
+    """One trained network places every task feasibly on the cluster and on it tripled."""
+    export_policy(random_net(1), {"seed": 0}, tmp_path)
+    policy = make_policy("rl:latest", root=tmp_path)
+    tasks = generate(load_workload(REPO_ROOT / GPU_HIGH), seed=3, duration_s=15)
+    for spec in (local_spec, variant(local_spec, "x3")[0]):
+        assert_placed_feasibly(spec, tasks, simulate(spec, tasks, policy, seed=3).records)
+
+
+def test_rollout_demonstrations_are_the_teachers_node_choices() -> None:
+    cfg = EnvConfig.from_mapping({"workloads": [HIGH], "episode_s": 5, "level": "node", "max_candidates": K,
+                                  "cluster_variants": ["x2"]})
+    obs, mask, act = demonstrations(cfg, "rollout", 40, seed=0)
+    assert obs.shape == (40, K, N_CANDIDATE_FEATURES) and mask.shape == (40, K)
+    assert (mask[np.arange(40), act] == 1).all()
+    assert len(set(act.tolist())) > 1  # the teacher does not always take the first row
