@@ -28,8 +28,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     add_rf_arguments(rf)  # every training setting, from rl_env.train_rf_args.TrainArgs
     rf.add_argument("--registry", default="artifacts/policies")
     rf.set_defaults(func=_lazy("rl_env.train_rf:cli"))
-    rl = tsub.add_parser("rl", help="RLlib PPO through Ray Tune in the HeteroCluster-v0 env")
-    rl.add_argument("--experiment", default="configs/experiments/ppo_local.yaml")
+    rl = tsub.add_parser("rl", help="RLlib PPO through Ray Tune (node level: HeteroClusterNodes-v0)")
+    rl.add_argument("--experiment", default="configs/experiments/ppo_nodes.yaml")
     rl.add_argument("--registry", default="artifacts/policies")
     rl.set_defaults(func=_lazy("rl_env.train:cli"))
     e = sub.add_parser("evaluate", help="compare policies on held-out workloads and seeds")

@@ -7,7 +7,8 @@ Steps (each prints what it does; a second run reuses what is already up):
    distilled from the rollout teacher; a checkout without it trains a small one in about
    a minute, :data:`DEMO_RF`) and the RL policy (``artifacts/policies/rl``, or
    ``DEMO_TRAIN_RL=1`` trains one);
-3. the Serve router (``orchestrator serve up``) with the RandomForest policy;
+3. the Serve router (``orchestrator serve up``) with the node-level RL policy (the best
+   learned policy on docs/evaluation.md);
 4. a mixed workload submitted with ``ray job submit`` that replays through the
    router (``python -m replays.live --router ...``);
 5. the simulator comparison of every policy (rf:latest and rl:latest included) on
@@ -27,7 +28,7 @@ Environment (all optional): ``DEMO_OUT`` (results and state, default
 (8501), ``DEMO_TOKEN_FILE`` (Ray token, default ``~/.ray/auth_token``),
 ``DEMO_CLUSTER`` (topology YAML), ``DEMO_WORKLOAD`` (``configs/workloads/mixed.yaml``),
 ``DEMO_DURATION`` (seconds of workload, default 60), ``DEMO_COMPRESSION`` (workload
-seconds per wall second, default 4), ``DEMO_POLICY`` (the router's, default ``rf``),
+seconds per wall second, default 4), ``DEMO_POLICY`` (the router's, default ``rl``),
 ``DEMO_TRAIN_RL=1``, ``DEMO_SKIP_TRACE=1``, ``DEMO_PACKING_SEEDS`` (default ``42``).
 """
 from __future__ import annotations
@@ -94,7 +95,7 @@ class Settings:
             workload=e.get("DEMO_WORKLOAD", "configs/workloads/mixed.yaml"),
             duration=float(e.get("DEMO_DURATION", 60)),
             compression=float(e.get("DEMO_COMPRESSION", 4)),
-            policy=e.get("DEMO_POLICY", "rf"),
+            policy=e.get("DEMO_POLICY", "rl"),
             train_rl=e.get("DEMO_TRAIN_RL") == "1",
             skip_trace=e.get("DEMO_SKIP_TRACE") == "1",
             packing_seeds=e.get("DEMO_PACKING_SEEDS", "42"),

@@ -243,7 +243,7 @@ def train(exp: Experiment, registry: str | Path | None = None, *, verbose: int =
         "validation": {"objective": check["objective"], "slo_miss_rate": check["slo_miss_rate"],
                        "objective_at_checkpoint": best["val_objective"],
                        "episodes": _portable({"workloads": list(exp.validation.workloads)})["workloads"],
-                       "seeds": list(exp.validation.seeds)},
+                       "seeds": list(exp.validation.seeds), "clusters": list(exp.validation.clusters)},
         # the machine's 1-minute load average around the run: wall times on a shared host need it
         "training": {"wall_s": round(wall, 1), "trials": trials, "run_dir": _rel(run_dir),
                      "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],

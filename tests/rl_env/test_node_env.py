@@ -134,3 +134,12 @@ def test_rollout_demonstrations_are_the_teachers_node_choices() -> None:
     assert obs.shape == (40, K, N_CANDIDATE_FEATURES) and mask.shape == (40, K)
     assert (mask[np.arange(40), act] == 1).all()
     assert len(set(act.tolist())) > 1  # the teacher does not always take the first row
+
+
+def test_node_sampling_is_reproducible_per_seed(tmp_path, local_spec) -> None:
+    export_policy(random_net(2), {"seed": 0}, tmp_path)
+    tasks = generate(load_workload(REPO_ROOT / HIGH), seed=4, duration_s=10)
+    runs = [simulate(local_spec, tasks, make_policy("rl-sample:latest", root=tmp_path), seed=s).records
+            for s in (7, 7, 8)]
+    assert runs[0]["node"].tolist() == runs[1]["node"].tolist()
+    assert runs[0]["node"].tolist() != runs[2]["node"].tolist()

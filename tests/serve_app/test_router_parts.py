@@ -18,10 +18,12 @@ from tests.serve_app.router_fakes import SMALL, make_service
 
 def test_serve_yaml_carries_valid_router_args() -> None:
     cfg = load_router_config(CONFIGS / "serve.yaml")
-    assert cfg.policy == "rf" and cfg.resume_unfinished  # the shipped RandomForest (the evaluation's best learned)
+    assert cfg.policy == "rl" and cfg.resume_unfinished  # the shipped node-level RL (the evaluation's best learned)
     from scheduler import model_registry
+    from scheduler.policy_net import NetSpec
 
-    assert model_registry.versions("rf", model_registry.DEFAULT_ROOT)  # shipped with the checkout
+    art = model_registry.load("rl", "latest", model_registry.DEFAULT_ROOT)  # shipped with the checkout
+    assert NetSpec.from_dict(art.meta["architecture"]).level == "node"
     assert cfg.history_path_url() == f"sqlite:///{REPO_ROOT / 'results/serve/history.db'}"
 
 
