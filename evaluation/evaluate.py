@@ -17,6 +17,9 @@ the comparison view reads), timing each policy's decisions
 * ``<out>/checks.json``: per learned policy and workload, whether it beats every
   heuristic and misses no more SLOs than the oracle.
 
+``--jobs N`` runs N (workload, seed) pairs at once, each in a process of its own (spawned,
+one thread each): the same tables; decision times are then measured on a shared machine.
+
 Held out: the learned policies' artifacts record their training and
 checkpoint-selection seeds (:mod:`evaluation.held_out`); they are printed, and an
 evaluation seed among them is refused.
@@ -67,8 +70,12 @@ def evaluate(spec: ClusterSpec, workloads: Sequence[WorkloadSpec], seeds: Sequen
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(jobs, len(work)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(min(jobs, len(work)), mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_one_thread)
+        try:
             rows = list(pool.map(_run, *zip(*work)))
+        finally:  # a failed run stops the ones not started yet
+            pool.shutdown(cancel_futures=True)
     else:
         rows = [_run(*w) for w in work]
     runs = pd.concat(rows, ignore_index=True)
@@ -89,6 +96,14 @@ def evaluate(spec: ClusterSpec, workloads: Sequence[WorkloadSpec], seeds: Sequen
                   f"seeds {format_seeds(seeds)}, {_today()}."]
     (out / "evaluation.md").write_text(markdown(summary, header))
     return runs, summary, checks
+
+
+def _one_thread() -> None:
+    """A worker process decides with one thread (numerical libraries would each take every core)."""
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
 
 
 def _run(spec: ClusterSpec, wl: WorkloadSpec, seed: int, policies: Sequence[str], objective: Objective,

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from cluster.config import ConfigError, Fields
 from cluster.topology import ClusterSpec, load_cluster
+from scheduler.candidates import MAX_CANDIDATES
 from scheduler.objective import DEFAULT_OBJECTIVE, Objective, load_objective
 from simulations.workloads import WorkloadSpec, load_workload
 
@@ -75,7 +76,7 @@ class EnvConfig:
     seeds: tuple[int, ...] = ()
     level: str = "class"
     cluster_variants: tuple[str, ...] = ("x1",)
-    max_candidates: int = 64
+    max_candidates: int = MAX_CANDIDATES
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, file: str | Path | None = None,

@@ -96,6 +96,9 @@ class HeteroClusterEnv(gym.Env):
         else:
             base = config.to_dict() if isinstance(config, EnvConfig) else dict(config or {})
             self.config = EnvConfig.from_mapping({**base, **kwargs})
+        if self.config.level == "node" and type(self) is HeteroClusterEnv:
+            raise ValueError("level: node is HeteroClusterNodes-v0 (rl_env.node_env.make_env builds the env a "
+                             "config names)")
         self.cluster, self.workloads, self.objective = self.config.load()
         self.observation_space, self.action_space = self._spaces()
         self.sim: OnlineSimulator | None = None
@@ -185,12 +188,12 @@ class HeteroClusterEnv(gym.Env):
             wi = int(w)
         wl = self.workloads[wi]
         spec, factor = self._episode_cluster(options)
-        lf = options.get("load_factor")
+        lf = options.get("load_factor")  # as every draw, per the cluster itself: a variant xK runs at K times it
         if lf is None:
             lf = wl.load_factor if cfg.load_factor is None else float(rng.uniform(*cfg.load_factor))
             if cfg.load_scale != (1.0, 1.0):
                 lf *= float(rng.uniform(*cfg.load_scale))
-            lf *= factor
+        lf = float(lf) * factor
         s = options.get("seed")
         if s is None:
             if cfg.seeds:

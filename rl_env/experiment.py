@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from cluster.config import Fields, load_yaml
 from rl_env.config import EnvConfig, resolve_path
+from cluster.variants import variant
 from rl_env.imitation import Imitation
 
 #: PPO settings the experiment may set (RLlib ``PPOConfig.training`` names, ``lambda`` for ``lambda_``).
@@ -37,7 +38,8 @@ class Validation:
     clusters: tuple[str, ...] = ("x1",)
 
     def episodes(self) -> list[dict[str, Any]]:
-        """``reset(options=...)`` of each validation episode (node level: on each of ``clusters``)."""
+        """``reset(options=...)`` of each validation episode, on each of ``clusters`` (the class-level env
+        has one cluster and ignores the key)."""
         out = []
         for c in self.clusters:
             for w in range(len(self.workloads)):
@@ -113,6 +115,11 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
         raise v.error("clusters", f"must be a non-empty list of cluster variants like [x1, x2], got {clusters!r}")
     if env.level == "class" and clusters != ["x1"]:
         raise v.error("clusters", "needs env.level: node (a class-level policy is tied to one cluster)")
+    for c in clusters:
+        try:
+            variant(env.load()[0], c)
+        except ValueError as e:
+            raise v.error("clusters", f"{c!r}: {e}") from None
     validation = Validation(tuple(str(resolve_path(w)) for w in vw), tuple(seeds),
                             None if lf is None else v.num("load_factor", min=0, strict_min=True),
                             v.int("every", 5, min=1), tuple(clusters))
@@ -124,6 +131,13 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
 
         # rf: the registry's latest forest (itself distilled from the rollout teacher)
         teacher = i.str("imitate", choices=set(available_policies()) - {"rl", "rl-sample"})
+        if teacher == "rf":
+            from scheduler import model_registry
+
+            try:
+                model_registry.resolve("rf")
+            except model_registry.RegistryError as e:
+                raise i.error("imitate", f"no rf model to clone ({e}): run orchestrator train rf first") from None
     init = Imitation(teacher=teacher, steps=i.int("steps", Imitation.steps, min=1),
                      epochs=i.int("epochs", Imitation.epochs, min=1),
                      label_smoothing=i.num("label_smoothing", Imitation.label_smoothing, min=0, max=0.99),

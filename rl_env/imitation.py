@@ -1,4 +1,4 @@
-"""Warm start: imitate a heuristic's node-class choices before PPO takes over.
+"""Warm start: imitate a teacher's choices (node classes, or candidate nodes) before PPO takes over.
 
 Why: from a random start PPO falls into a trap on these clusters. Random
 placement parks batch jobs on the edge, so latency-critical tasks sent there

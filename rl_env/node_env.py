@@ -23,7 +23,7 @@ from gymnasium import spaces
 
 from cluster.topology import ClusterSpec
 from rl_env.env import POLICY_NAME, HeteroClusterEnv, _Shape
-from scheduler.candidates import candidates
+from scheduler.candidates import candidates, rank
 from scheduler.features import N_CANDIDATE_FEATURES, candidate_features
 from scheduler.policy import Decision
 from scheduler.task import Task
@@ -34,7 +34,17 @@ OBS_BOUND = 1e4
 
 
 class NodeClusterEnv(HeteroClusterEnv):
-    """Place each arriving task on one of its candidate nodes (see the module docstring)."""
+    """Place each arriving task on one of its candidate nodes (see the module docstring).
+
+    The config's ``level`` is ``node`` whatever it says (``gymnasium.make("HeteroClusterNodes-v0",
+    config=...)`` need not repeat it).
+    """
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        from rl_env.config import EnvConfig
+
+        base = config.to_dict() if isinstance(config, EnvConfig) else dict(config or {})
+        super().__init__({**base, **kwargs, "level": "node"})
 
     def _spaces(self) -> tuple[spaces.Dict, spaces.Discrete]:
         k = self.config.max_candidates
@@ -70,8 +80,7 @@ class NodeClusterEnv(HeteroClusterEnv):
         nodes, shares, fits = self._cand
         invalid = not 0 <= a < len(nodes)
         if invalid:
-            state = self.sim.state
-            a = int(np.lexsort((state.util[nodes] + state.queue_len[nodes], ~fits))[0])
+            a = int(rank(self.sim.state, nodes, fits)[0])
         return Decision(int(nodes[a]), shares[a], self._no_scores, "", POLICY_NAME, queued=not bool(fits[a])), invalid
 
     def action_of(self, node: int, share: Any) -> int | None:

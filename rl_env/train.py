@@ -236,6 +236,7 @@ def train(exp: Experiment, registry: str | Path | None = None, *, verbose: int =
     check = greedy_rollouts(net, exp.validation_env(), exp.validation.episodes())
     meta = {
         "seed": exp.seed,
+        "init": {**dataclasses.asdict(exp.init), "teacher_ref": _teacher_ref(exp.init.teacher)},
         "experiment_file": _rel(exp.source),
         "experiment": exp.raw,
         "env": _portable(exp.env.to_dict()),
@@ -255,6 +256,16 @@ def train(exp: Experiment, registry: str | Path | None = None, *, verbose: int =
           f"SLO miss {100 * check['slo_miss_rate']:.1f}%", flush=True)
     print(f"exported to {artifact} (training took {wall:.0f} s)", flush=True)
     return TrainReport(artifact, run_dir, curves, best, wall, trials)
+
+
+def _teacher_ref(teacher: str | None) -> str | None:
+    """The warm start's teacher as the trials loaded it: a learned one pinned to its registry version."""
+    if teacher is None or teacher.partition(":")[0] not in ("rf", "rl"):
+        return teacher
+    from scheduler import model_registry
+
+    kind, _, version = teacher.partition(":")
+    return f"{kind}:{model_registry.resolve(kind, version or 'latest').name}"
 
 
 def _collect(results: Any, grid: dict[str, list[Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:

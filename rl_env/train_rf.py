@@ -38,13 +38,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cluster.state import fits_now_mask
 from cluster.topology import ClusterSpec
 from scheduler import model_registry
 from scheduler.features import N_CANDIDATE_FEATURES, candidate_features
 from scheduler.forest import FlatForest
 from scheduler.objective import Objective
-from scheduler.candidates import MAX_CANDIDATES, prefilter
+from scheduler.candidates import MAX_CANDIDATES, candidates
 from scheduler.policies.rf import FOREST_FILE, KIND, SKLEARN_FILE, RandomForestPolicy
 from scheduler.policy import FeasibilityCache, Policy, make_policy
 from scheduler.task import Task
@@ -127,11 +126,11 @@ def rollout(spec: ClusterSpec, episode: Episode, teacher: Policy, driver: Random
     who: list[tuple[int, int, int]] = []
     sizes: list[int] = []
     while (task := sim.next_task()) is not None:
-        nodes, shares, groups = cache.entry(task, state)
+        nodes, _, _ = cache.entry(task, state)
         if len(nodes) < 2:
             sim.place(task, (driver or teacher).select(task, state))
             continue
-        cand = prefilter(state, nodes, shares, fits_now_mask(state, task, nodes, groups), MAX_CANDIDATES)
+        cand = candidates(cache, task, state, MAX_CANDIDATES)
         best = teacher.select(task, state)
         values = best.scores[cand[0]]
         ok = np.isfinite(values)

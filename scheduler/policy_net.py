@@ -4,7 +4,7 @@ Two levels. ``class``: one feature vector per task -> one logit per node class.
 ``node``: one row of per-candidate features per (node, share) the task could use ->
 one logit per row, by the same weights for every row (Decima's per-node scoring),
 so one network places tasks on a cluster of any size; ``n_actions`` is then the
-padded number of candidates (:data:`scheduler.candidates.MAX_CANDIDATES`).
+padded number of candidates the env showed (its ``max_candidates``).
 
 The RLlib module (:mod:`rl_env.module`) holds a :class:`PolicyNet` as its policy
 head, so exporting a trained policy is copying one ``state_dict`` and a small

@@ -1,11 +1,14 @@
-"""``rl`` and ``rl-sample``: the PPO policy trained in ``HeteroCluster-v0``, served with plain torch.
+"""``rl`` and ``rl-sample``: the PPO policy trained by ``orchestrator train rl``, served with plain torch.
 
 A node-level artifact (architecture ``level: node``, trained in
 ``HeteroClusterNodes-v0``, :mod:`rl_env.node_env`) scores every candidate node and
 share of :func:`scheduler.candidates.candidates` with one network over the rows of
 :func:`scheduler.features.candidate_features` and takes the best (``rl``) or draws
 from the softmax (``rl-sample``): the same candidates and rows the env showed it,
-so it runs on a cluster of any size. A class-level artifact works as follows.
+so it runs on a cluster of any size. It scores at most as many candidates as it was
+trained with (its ``n_actions``; the prefilter keeps the best by a cheap rule) and
+computes the rows with the objective it was trained on. A class-level artifact
+(trained in ``HeteroCluster-v0``) works as follows.
 
 Loads ``policy.pt`` and its architecture spec from the policy registry
 (``rl:latest`` or ``rl:<version>``; the feature schema is checked there), computes
@@ -49,7 +52,7 @@ class RLPolicy:
         return not self.sample
 
     def __init__(self, version: str | int = "latest", root: str | Path | None = None,
-                 seed: int | None = 0, max_candidates: int = MAX_CANDIDATES) -> None:
+                 seed: int | None = 0, max_candidates: int | None = None) -> None:
         import torch
 
         from scheduler import model_registry
@@ -65,25 +68,27 @@ class RLPolicy:
                 raise model_registry.SchemaMismatchError(
                     f"model {art.ref} scores rows of {spec.in_dim} features; this build's candidate rows have "
                     f"{N_CANDIDATE_FEATURES}: retrain with orchestrator train rl")
-            from scheduler.objective import load_objective
-
             self._feasible = FeasibilityCache()
-            self.objective = load_objective()
+            self.objective = _trained_objective(art.meta)
         elif spec.in_dim != N_FEATURES or spec.n_actions != N_ACTIONS:
             raise model_registry.SchemaMismatchError(
                 f"model {art.ref} maps {spec.in_dim} features to {spec.n_actions} actions; this build has "
                 f"{N_FEATURES} features and {N_ACTIONS} node classes: retrain with orchestrator train rl")
         self.net = load_policy(spec, str(art.file(POLICY_FILE)))
-        self.max_candidates = max_candidates
+        #: candidates scored per decision: as many as the env showed in training (node level)
+        self.max_candidates = max_candidates or (spec.n_actions if spec.level == "node" else MAX_CANDIDATES)
         self.version = art.version
         self.reset(seed)
 
     def reset(self, seed: int | None = None) -> None:
-        """Re-seed the class draws of ``rl-sample`` (``rl`` is greedy and ignores it)."""
+        """Re-seed the draws of ``rl-sample`` (``rl`` is greedy and ignores it)."""
         self._rng = np.random.default_rng(seed)
 
     def probabilities(self, task: Task, state: ClusterState) -> tuple[np.ndarray, tuple]:
-        """Masked class probabilities for ``task`` now, and the node masks they were computed from."""
+        """Masked class probabilities for ``task`` now, and the node masks they were computed from
+        (class-level artifacts; a node-level one has one probability per candidate, in its decisions)."""
+        if self.level == "node":
+            raise TypeError(f"rl v{self.version} scores candidate nodes, not node classes: use select()")
         masks = node_masks(state, task)
         mask = action_mask(task, state, masks[0])
         x = feature_vector(task, state, masks[0], masks[1])
@@ -110,9 +115,12 @@ class RLPolicy:
         if not len(nodes):
             return Decision(-1, None, scores, why_infeasible(task, state), self.name)
         X = candidate_features(task, state, nodes, shares, fits, self.objective)
+        k = len(nodes)
+        if k < self.net.spec.n_actions:  # padded as in training: the same matrix product, bit for bit (a
+            X = np.concatenate([X, np.zeros((self.net.spec.n_actions - k, X.shape[1]), X.dtype)])  # tie stays a tie)
         torch = self._torch
         with torch.inference_mode():
-            logits = self.net(torch.from_numpy(X)[None])[0].double().numpy()
+            logits = self.net(torch.from_numpy(X)[None])[0, :k].double().numpy()
         p = np.exp(logits - logits.max())
         p /= p.sum()
         j = int(self._rng.choice(len(p), p=p)) if self.sample else int(np.argmax(logits))
@@ -151,6 +159,20 @@ class RLPolicy:
         else:
             text += f"; the only class that can host {task.kind}"
         return text
+
+
+def _trained_objective(meta: dict):
+    """The objective the policy's rows were computed with in training (``meta["env"]["objective"]``,
+    relative to the repository); the default weights when the artifact names none or the file is gone."""
+    from scheduler.objective import load_objective
+
+    path = (meta.get("env") or {}).get("objective")
+    if path:
+        p = Path(path)
+        p = p if p.is_absolute() else Path(__file__).resolve().parents[2] / p
+        if p.is_file():
+            return load_objective(p)
+    return load_objective()
 
 
 @register("rl-sample")

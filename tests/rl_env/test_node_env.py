@@ -12,6 +12,8 @@ import rl_env  # noqa: F401  (registers HeteroClusterNodes-v0)
 from cluster.config import ConfigError
 from cluster.variants import variant
 from rl_env.config import EnvConfig
+from rl_env.env import HeteroClusterEnv
+from rl_env.experiment import experiment_from_mapping, load_experiment
 from rl_env.export import export_policy
 from rl_env.imitation import demonstrations
 from rl_env.node_env import NodeClusterEnv, make_env
@@ -73,10 +75,18 @@ def test_rows_are_the_candidates_and_rewards_sum_to_minus_the_objective() -> Non
 
 
 def test_a_padded_row_falls_back_and_pays_the_penalty() -> None:
-    env = node_env()
+    env = node_env(cluster_variants=["x1"])
     obs, _ = env.reset(seed=1)
-    _, _, _, _, info = env.step(K - 1 if obs["action_mask"][K - 1] == 0 else K + 5)
+    nodes, _, fits = env._cand
+    assert obs["action_mask"][K - 1] == 0 and fits.any()
+    state = env.sim.state
+    first = min((j for j in range(len(nodes)) if fits[j]),  # fits now, then least loaded plus queued
+                key=lambda j: (state.util[nodes[j]] + state.queue_len[nodes[j]], j))
+    decision, invalid = env._decision(K - 1)
+    assert invalid and decision.node == int(nodes[first])
+    _, r, _, _, info = env.step(K - 1)
     assert info["invalid_action"]
+    assert r == pytest.approx(-env.config.reward_scale * (info["score"] + env.config.invalid_action_penalty))
 
 
 def test_variant_can_be_pinned_and_bad_ones_are_refused() -> None:
@@ -91,6 +101,21 @@ def test_variant_can_be_pinned_and_bad_ones_are_refused() -> None:
         EnvConfig.from_mapping({"level": "node", "cluster_variants": ["no:nope"]})
     with pytest.raises(ConfigError, match="level"):
         EnvConfig.from_mapping({"level": "pods"})
+    with pytest.raises(ValueError, match="HeteroClusterNodes-v0"):
+        HeteroClusterEnv({"level": "node"})
+    assert gym.make("HeteroClusterNodes-v0", config={"workloads": [HIGH]}).unwrapped.config.level == "node"
+
+
+def test_experiment_files_load_and_bad_validation_clusters_are_refused() -> None:
+    nodes = load_experiment("configs/experiments/ppo_nodes.yaml")
+    assert nodes.env.level == "node" and nodes.validation_env().cluster_variants == ("x1", "x2")
+    assert {o["cluster"] for o in nodes.validation.episodes()} == {"x1", "x2"}
+    assert load_experiment("configs/experiments/ppo_local.yaml").env.level == "class"
+    base = {"env": {"level": "node", "workloads": [HIGH]}, "init": {"imitate": None}}
+    with pytest.raises(ConfigError, match="validation.clusters.*x0"):
+        experiment_from_mapping({**base, "validation": {"clusters": ["x0"]}})
+    with pytest.raises(ConfigError, match="validation.clusters.*nope"):
+        experiment_from_mapping({**base, "validation": {"clusters": ["no:nope"]}})
 
 
 def test_served_node_policy_decides_as_the_env_did(tmp_path) -> None:
@@ -116,6 +141,34 @@ def test_served_node_policy_decides_as_the_env_did(tmp_path) -> None:
         if terminated:
             break
     assert decisions > 50 and len(nodes_used) > 2
+
+
+def test_served_policy_scores_as_many_candidates_as_it_trained_on(tmp_path) -> None:
+    """On a cluster with more candidates than the env's max_candidates, the prefilter cuts the same
+    ones in serving (the network's n_actions) as in training."""
+    torch.manual_seed(4)
+    net = PolicyNet(NetSpec(N_CANDIDATE_FEATURES, 4, (16,), "tanh", "node"))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 1.0)
+    export_policy(net.eval(), {"seed": 0}, tmp_path)
+    policy = make_policy("rl:latest", root=tmp_path)
+    assert policy.max_candidates == 4
+    env = make_env({"workloads": [GPU_HIGH], "episode_s": 10, "level": "node", "max_candidates": 4,
+                    "cluster_variants": ["x3"]})
+    obs, _ = env.reset(seed=2)
+    cut = 0
+    while True:
+        with torch.inference_mode():
+            a = int(net.masked_logits(torch.from_numpy(obs["observations"])[None],
+                                      torch.from_numpy(obs["action_mask"])[None]).argmax(-1))
+        cut += len(env._feasibility.entry(env._task, env.sim.state)[0]) > 4
+        d = policy.select(env._task, env.sim.state)
+        assert (d.node, d.share) == (int(env._cand[0][a]), env._cand[1][a])
+        obs, _, terminated, _, _ = env.step(a)
+        if terminated:
+            break
+    assert cut > 10
 
 
 def test_node_policy_runs_on_a_cluster_of_another_size(tmp_path, local_spec) -> None:
