@@ -140,10 +140,9 @@ class EnvConfig:
         except ConfigError as e:
             raise f.error("workloads" if "workload" in str(e.file) else "cluster", str(e)) from None
         try:
-            for v in cfg.cluster_variants:
-                _variants(cfg.cluster, (v,))
+            check_variants(cfg.cluster, cfg.cluster_variants)
         except ValueError as e:
-            raise f.error("cluster_variants", f"{v!r}: {e}") from None
+            raise f.error("cluster_variants", str(e)) from None
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,6 +175,15 @@ def _pair(f: Fields, key: str, value: Any) -> tuple[Any, Any]:
 @lru_cache(maxsize=16)
 def _cluster(path: str) -> ClusterSpec:
     return load_cluster(path)
+
+
+def check_variants(cluster: str, names: "tuple[str, ...] | list[str]") -> None:
+    """Raise ``ValueError`` naming the first of ``names`` that is no variant of the cluster YAML ``cluster``."""
+    for v in names:
+        try:
+            _variants(cluster, (v,))
+        except ValueError as e:
+            raise ValueError(f"{v!r}: {e}") from None
 
 
 @lru_cache(maxsize=16)

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cluster.config import Fields, load_yaml
-from rl_env.config import EnvConfig, resolve_path
-from cluster.variants import variant
+from rl_env.config import EnvConfig, check_variants, resolve_path
 from rl_env.imitation import Imitation
 
 #: PPO settings the experiment may set (RLlib ``PPOConfig.training`` names, ``lambda`` for ``lambda_``).
@@ -115,11 +114,10 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
         raise v.error("clusters", f"must be a non-empty list of cluster variants like [x1, x2], got {clusters!r}")
     if env.level == "class" and clusters != ["x1"]:
         raise v.error("clusters", "needs env.level: node (a class-level policy is tied to one cluster)")
-    for c in clusters:
-        try:
-            variant(env.load()[0], c)
-        except ValueError as e:
-            raise v.error("clusters", f"{c!r}: {e}") from None
+    try:
+        check_variants(env.cluster, clusters)
+    except ValueError as e:
+        raise v.error("clusters", str(e)) from None
     validation = Validation(tuple(str(resolve_path(w)) for w in vw), tuple(seeds),
                             None if lf is None else v.num("load_factor", min=0, strict_min=True),
                             v.int("every", 5, min=1), tuple(clusters))

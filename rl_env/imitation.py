@@ -86,12 +86,7 @@ def _teacher(name: str, env, seed: int) -> Policy:
         ep = env.episode
         wl = next(w for w in env.workloads if w.name == ep["workload"])
         streams = future_streams(wl, load_factor=ep["load_factor"])
-    if name.split(":")[0] == "rf":  # the registry's forest, without the explanation it would word
-        from scheduler.policy import make_policy
-
-        policy = make_policy(name, explain=False)
-    else:
-        policy = make_teacher(name, seed, env.objective, streams)
+    policy = make_teacher(name, seed, env.objective, streams)
     policy.reset(seed)
     return policy
 

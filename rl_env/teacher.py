@@ -20,12 +20,13 @@ TEACHER_SAMPLES = 4
 def make_teacher(name: str, seed: int = 0, objective: Objective | None = None,
                  streams: Sequence[Sequence[Task]] = (), samples: int = TEACHER_SAMPLES) -> Policy:
     """The labelling policy: ``rollout`` rolling every candidate over futures from ``streams``, the
-    one-step oracle, or any registered policy (its per-node scores are the values)."""
+    one-step oracle, the registry's forest (``rf``, ``rf:N``), or any registered policy (its per-node
+    scores are the values)."""
     if name == "rollout":
         return make_policy("rollout", seed=seed, top_k=1 << 30, samples=samples, future=Future(streams),
                            objective=objective)
     if name == "oracle":
         return Oracle(seed=seed, objective=objective)
+    if name.partition(":")[0] == "rf":  # the registry's forest, without the explanation it would word
+        return make_policy(name, seed=seed, explain=False)
     return make_policy(name, seed=seed)
-
-

@@ -130,13 +130,13 @@ class RLPolicy:
         queued = not bool(fits[j]) or bool(state.queue_len[node])
         verb = "drew it with probability" if self.sample else "is"
         why = f"{spec_nodes[node].name}: learned policy rl v{self.version} {verb} {p[j]:.0%}" + \
-              ("" if self.sample else " sure") + f" among {len(nodes)} candidates"
-        if len(nodes) > 1:
+              ("" if self.sample else " sure") + f" among {k} candidates"
+        if k > 1:
             rest = p.copy()
             rest[j] = -1.0
-            k = int(np.argmax(rest))
-            why += (f"; {'other' if self.sample else 'next best'} {spec_nodes[int(nodes[k])].name} {p[k]:.0%} "
-                    f"(queues: {int(state.queue_len[node])} vs {int(state.queue_len[nodes[k]])} tasks)")
+            r = int(np.argmax(rest))
+            why += (f"; {'other' if self.sample else 'next best'} {spec_nodes[int(nodes[r])].name} {p[r]:.0%} "
+                    f"(queues: {int(state.queue_len[node])} vs {int(state.queue_len[nodes[r]])} tasks)")
         if queued:
             why += " (queued: waits for capacity)"
         probs = {spec_nodes[int(nodes[i])].name: float(p[i]) for i in np.flatnonzero(p > 1e-4).tolist()}
@@ -164,12 +164,13 @@ class RLPolicy:
 def _trained_objective(meta: dict):
     """The objective the policy's rows were computed with in training (``meta["env"]["objective"]``,
     relative to the repository); the default weights when the artifact names none or the file is gone."""
+    from scheduler.model_registry import REPO_ROOT
     from scheduler.objective import load_objective
 
     path = (meta.get("env") or {}).get("objective")
     if path:
         p = Path(path)
-        p = p if p.is_absolute() else Path(__file__).resolve().parents[2] / p
+        p = p if p.is_absolute() else REPO_ROOT / p
         if p.is_file():
             return load_objective(p)
     return load_objective()
