@@ -21,6 +21,12 @@ Ray's own retries are off (``max_retries=0``): when a node dies, its running
 tasks fail with ``NodeDiedError`` and its queued tasks are found by the liveness
 check; each is re-placed through its policy up to ``max_retries`` times, else it
 ends ``failed`` with the reason. Every submitted task's future resolves.
+
+:meth:`Executor.cancel` ends a task ``cancelled`` wherever it is: out of its node's
+queue, or stopped in Ray (force: its worker exits, so a task that never yields,
+a 30-day sleep or a user function in C, stops too); its booking is released at
+once, so the node's queue starts what now fits without waiting for Ray's report,
+which then arrives stale and is ignored.
 """
 from __future__ import annotations
 
@@ -60,7 +66,7 @@ class TaskResult:
     """Outcome of one task: where it ran, measured times (workload ms), cost, or why it failed."""
 
     task_id: str
-    status: str  # succeeded | failed | rejected
+    status: str  # succeeded | failed | rejected | cancelled
     reason: str = ""
     node: str | None = None
     pool: str | None = None
@@ -98,6 +104,7 @@ class _Entry:
     alloc: Allocation | None = None
     hold: Held | None = None  # (predicted finish, alloc, exec s) in state.holding while it runs
     qitem: QueueItem | None = None  # its (task, share, hold_s) in the node's queue while it waits
+    expect_s: float = 0.0  # expected execution seconds (alone) it adds to its node's queued work while it waits
     sent: bool = False  # handed to Ray (running, or pipelined behind the node's running tasks)
     ref: Any = None
     token: int = 0  # bumped on every dispatch: completions of an earlier attempt are ignored
@@ -159,12 +166,17 @@ class Executor:
         self._events: queue.SimpleQueue = queue.SimpleQueue()  # (entry, token, error): submissions Ray refused
         self._entries: dict[int, _Entry] = {}  # id(entry) -> entry, while queued or running
         self._waiting: dict[int, _Entry] = {}  # id(queue item) -> entry, while in a node's queue
+        # task id -> its entries from admission to resolution (one for the router, which never has an
+        # id in flight twice; the executor itself allows the same task to run again meanwhile)
+        self._by_task: dict[str, list[_Entry]] = {}
+        self._queued_s = [0.0] * len(live.spec.nodes)  # per node: expect_s of the tasks in its queue
         self._inflight = 0
         self._idle = threading.Condition(live.lock)
         self._submitters: dict[tuple, Callable[..., Any]] = {}  # (node id, task shape) -> submit function
         # Ray submissions decided under the bookkeeping lock, made outside it in the same order
         # (Ray runs one node's same-shape tasks in submission order, which pipelining relies on).
         self._outbox: deque[tuple[_Entry, int, tuple]] = deque()
+        self._stops: deque[tuple[Any, bool]] = deque()  # (ref, force) to cancel in Ray, also at flush
         self._send_lock = threading.Lock()
         self._sent_q = [0] * len(live.spec.nodes)  # per node: queued tasks already handed to Ray (a prefix)
         # per node, in submission order: (entry, token, ref, node) handed to Ray, not yet seen finished
@@ -221,8 +233,43 @@ class Executor:
         u = float(self._rng.random()) if network_u is None else float(network_u)
         e = _Entry(task, fut, policy, u, fn, tuple(args), time.time())
         self._inflight += 1
+        self._by_task.setdefault(task.id, []).append(e)
         self._dispatch(e, decision)
         return fut, e.qitem is not None
+
+    def cancel(self, task_id: str, reason: str) -> bool:
+        """End task ``task_id`` ``cancelled`` (with ``reason``) if it is in flight: taken out of its
+        node's queue, or stopped in Ray, its capacity free at once; False if it is not in flight
+        (unknown, or already ended). Takes ``live.lock`` and submits what then starts."""
+        with self.live.lock:
+            found = self.withdraw(task_id, reason)
+        self.flush()
+        return found
+
+    def withdraw(self, task_id: str, reason: str) -> bool:
+        """:meth:`cancel` for a caller that holds ``live.lock``: the Ray calls (the cancellation, and
+        the tasks that start in the freed capacity) wait for the :meth:`flush` it makes after
+        releasing the lock. Every run of ``task_id`` in flight ends (the router has at most one)."""
+        runs = self._by_task.get(task_id)
+        if not runs:
+            return False
+        for e in list(runs):
+            self._cancel(e, reason)
+        return True
+
+    def queued_by_pool(self) -> dict[str, tuple[int, float]]:
+        """Per pool (every one of the topology's): tasks waiting in its nodes' queues and their expected
+        execution seconds (workload time, each alone on its node, as :func:`exec_seconds` has it), for
+        admission control. O(nodes): the seconds are kept as tasks join and leave the queues."""
+        nodes = self.live.spec.nodes
+        out = dict.fromkeys(self.live.spec.pools, (0, 0.0))
+        with self.live.lock:
+            for i, n in enumerate(self.state.queue_len.tolist()):
+                if n:
+                    pool = nodes[i].pool
+                    c, secs = out.get(pool, (0, 0.0))
+                    out[pool] = (c + n, secs + self._queued_s[i])
+        return out
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until nothing is in flight; False on timeout."""
@@ -265,8 +312,8 @@ class Executor:
         # Ray picks the GPU of a fractional share itself (best fit, the allocator's rule), so the
         # bookkeeping books the device Ray will use rather than a policy's pin (device None).
         net_s = e.network_ms / 1000.0
-        held = booking.start_or_queue(self.state, i, e.task, e.share, self.now(), net_s,
-                                      queued_s=net_s + exec_seconds(nd, e.task, e.share))
+        ex_s = exec_seconds(nd, e.task, e.share)
+        held = booking.start_or_queue(self.state, i, e.task, e.share, self.now(), net_s, queued_s=net_s + ex_s)
         if held is not None:
             e.alloc, e.hold = held[1], held
             self._send(e)
@@ -274,6 +321,8 @@ class Executor:
             e.qitem = self.state.queues[i][-1]
             self._waiting[id(e.qitem)] = e
             e.queued = True
+            e.expect_s = ex_s
+            self._queued_s[i] += ex_s
             self._pipeline(i)
 
     def _send(self, e: _Entry) -> None:
@@ -295,8 +344,12 @@ class Executor:
         self._outbox.append((e, e.token, payload))
 
     def flush(self) -> None:
-        """Submit the outbox to Ray in order, without holding the bookkeeping lock."""
+        """Make the Ray calls decided under the bookkeeping lock, without holding it: cancellations,
+        then the outbox's submissions in order."""
         with self._send_lock:
+            while self._stops:
+                ref, force = self._stops.popleft()
+                self.backend.cancel(ref, force=force)
             while self._outbox:
                 e, token, payload = self._outbox.popleft()
                 if token != e.token:
@@ -315,6 +368,11 @@ class Executor:
                     self._wake.set()
                     continue
                 e.ref = ref
+                if token != e.token:  # cancelled (or re-placed) while it was being submitted: stop it
+                    if e.ref is ref:  # (the canceller read e.ref after bumping the token, so one of us sees it)
+                        e.ref = None
+                    self.backend.cancel(ref, force=True)
+                    continue
                 self._in_ray[i].append((e, token, ref, i))
                 self._wake.set()
 
@@ -344,8 +402,10 @@ class Executor:
             e.alloc = e.hold = None
         if e.qitem is not None:
             self._waiting.pop(id(e.qitem), None)
-            if booking.unqueue(self.state, i, e.qitem) and e.sent:
-                self._sent_q[i] -= 1
+            if booking.unqueue(self.state, i, e.qitem):
+                self._dequeued(i, e)
+                if e.sent:
+                    self._sent_q[i] -= 1
             e.qitem = None
 
     def _drain_queue(self, i: int) -> None:
@@ -356,12 +416,39 @@ class Executor:
         for item, held in booking.drain(self.state, i, self.now(), lambda it: waiting[id(it)].network_ms / 1000.0):
             e = waiting.pop(id(item))
             e.qitem = None
+            self._dequeued(i, e)
             e.alloc, e.hold = held[1], held
             if e.sent:
                 self._sent_q[i] -= 1
             else:
                 self._send(e)
         self._pipeline(i)
+
+    def _dequeued(self, i: int, e: _Entry) -> None:
+        """``e`` left node ``i``'s queue: take its seconds off the node's queued work (0 once the queue
+        is empty, so float rounding never accumulates)."""
+        self._queued_s[i] = self._queued_s[i] - e.expect_s if self.state.queues[i] else 0.0
+
+    def _cancel(self, e: _Entry, reason: str) -> None:
+        """End ``e`` ``cancelled``: release its booking, start what now fits, stop it in Ray."""
+        i, hold, now = e.node, e.hold, self.now()
+        arrival = self._wl(e.arrival_wall)
+        # booked start: the predicted finish less the execution and network seconds it was booked with
+        start = hold[0] - hold[2] - e.network_ms / 1000.0 if hold is not None else math.nan
+        nd = self.live.spec.nodes[i] if i >= 0 else None
+        self._unbook(e)
+        if nd is not None:
+            self._drain_queue(i)
+        self._resolve(e, TaskResult(
+            e.task.id, "cancelled", reason, node=nd.name if nd else None, pool=nd.pool if nd else None,
+            tier=nd.tier if nd else None, share=e.share, queued=e.queued, arrival=arrival, start=start,
+            finish=now, queue_ms=max(0.0, ((now if hold is None else start) - arrival) * 1000.0),
+            attempts=e.attempts, nodes_tried=tuple(e.tried)))
+        # After the token bump in _resolve: a flush submitting it now sees the new token, or set e.ref
+        # before, and then it is read here. Force: a running task's worker exits (a task not started
+        # yet is only dropped from Ray's queue), so nothing keeps the capacity just released.
+        if e.sent and e.ref is not None:
+            self._stops.append((e.ref, True))
 
     def _retry(self, e: _Entry, why: str) -> None:
         if e.policy is None or e.attempts > self.max_retries:
@@ -381,6 +468,11 @@ class Executor:
 
     def _resolve(self, e: _Entry, result: TaskResult) -> None:
         self._entries.pop(id(e), None)
+        runs = self._by_task.get(e.task.id)
+        if runs is not None:
+            runs[:] = [x for x in runs if x is not e]  # by identity (entries compare by value)
+            if not runs:
+                del self._by_task[e.task.id]
         e.token += 1  # whatever Ray still reports for this task is stale now
         self._inflight -= 1
         e.future.set_result(result)
@@ -484,10 +576,11 @@ class Executor:
                 continue
             waiting = [self._waiting.pop(id(item)) for item in booking.clear_queue(self.state, i)]
             self._sent_q[i] = 0
+            self._queued_s[i] = 0.0
             for e in waiting:
                 e.qitem = None
                 if e.ref is not None:
-                    self.backend.cancel(e.ref)
+                    self._stops.append((e.ref, False))  # at the caller's flush, outside the lock
                 self._retry(e, f"node {self.live.spec.nodes[i].name} went down while the task waited for it")
 
     def _complete(self, e: _Entry, token: int, out: Any) -> None:

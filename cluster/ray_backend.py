@@ -31,8 +31,9 @@ class Backend(Protocol):
     def outcomes(self, refs: list) -> list:
         """Each finished ref's value, or the exception its task ended with."""
 
-    def cancel(self, ref: Any) -> None:
-        """Best effort: stop a task that may not have started."""
+    def cancel(self, ref: Any, force: bool = False) -> None:
+        """Best effort: stop a task, dropped from Ray's queue if it has not started; a started one is
+        interrupted, or with ``force`` its worker exits."""
 
     def holder(self, node_name: str, node_id: str, gpu: bool) -> Callable[[float], Any]:
         """A function that submits one warm-up task (:func:`cluster.task_body.hold`) to the node's GPU
@@ -88,12 +89,16 @@ class RayBackend:
                     out.append(exc)
             return out
 
-    def cancel(self, ref: Any) -> None:
+    def cancel(self, ref: Any, force: bool = False) -> None:
+        """``ray.cancel``. Ray 2.60, normal tasks: a pending task is not run; a running one gets a
+        KeyboardInterrupt, or with ``force`` its worker process exits (a body that ignores or never
+        reaches the interrupt stops too, and Ray frees its resources with the worker). ``ray.get`` on
+        it then raises TaskCancelledError, or WorkerCrashedError after a forced one."""
         try:
             import ray
 
-            ray.cancel(ref, force=False)
-        except Exception:  # noqa: BLE001 - best effort: the node is gone anyway
+            ray.cancel(ref, force=force)
+        except Exception:  # noqa: BLE001 - best effort: the node may be gone, or the task finished
             pass
 
     def holder(self, node_name: str, node_id: str, gpu: bool) -> Callable[[float], Any]:

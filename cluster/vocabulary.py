@@ -14,10 +14,11 @@ if TYPE_CHECKING:  # no import at run time: the router's HTTP client needs only 
     from cluster.state import Share
 
 #: a task's life cycle in the router: accepted -> placed -> running -> succeeded | failed,
-#: or rejected when no placement is feasible
-STATUSES = ("accepted", "placed", "running", "succeeded", "failed", "rejected")
+#: rejected when no placement is feasible, or cancelled (by its owner, an admin or a deadline)
+#: from any status before a final one
+STATUSES = ("accepted", "placed", "running", "succeeded", "failed", "rejected", "cancelled")
 #: statuses a task never leaves
-FINAL = ("succeeded", "failed", "rejected")
+FINAL = ("succeeded", "failed", "rejected", "cancelled")
 #: a record's status for a task still queued or running when a run ended (a miss, charged its waiting)
 UNFINISHED = "unfinished"
 #: the statuses of a task's record (:class:`scheduler.record.TaskRecord`): the final ones, or unfinished

@@ -23,6 +23,14 @@ class NodeDiedError(Exception):
     """Named like Ray's, which is how the executor classifies it."""
 
 
+class TaskCancelledError(Exception):
+    """What ``ray.get`` raises for a task cancelled before or while it ran (named like Ray's)."""
+
+
+class WorkerCrashedError(Exception):
+    """What ``ray.get`` raises for a task whose worker a forced cancel killed (named like Ray's)."""
+
+
 class FakeRef:
     """A submitted task; the test finishes it (with a result tuple or an exception)."""
 
@@ -50,6 +58,7 @@ class FakeRay:
     def __init__(self) -> None:
         self.sent: list[FakeRef] = []
         self.cancelled: list[FakeRef] = []
+        self.forced: list[FakeRef] = []  # those of ``cancelled`` cancelled with force
         self._finished = threading.Condition()
 
     def submitter(self, node_name: str, task, share, node_id: str):
@@ -69,8 +78,10 @@ class FakeRay:
     def outcomes(self, refs: list) -> list:
         return [r.outcome for r in refs]
 
-    def cancel(self, ref: FakeRef) -> None:
+    def cancel(self, ref: FakeRef, force: bool = False) -> None:
         self.cancelled.append(ref)
+        if force:
+            self.forced.append(ref)
 
 
 @pytest.fixture
@@ -364,3 +375,161 @@ def test_a_finished_task_outside_the_watched_window_is_found_by_the_sweep(setup,
         ref.finish()
     assert [f.result(timeout=5).status for f in futs] == ["succeeded"] * 14
     assert ex.drain(5) and not any(ex._in_ray)
+
+
+# ---------------------------------------------------------------------------- cancel
+
+
+def test_cancel_a_queued_task_frees_its_place_and_the_tasks_behind_it_run(setup, fake_ray) -> None:
+    live, _, sent, make = setup
+    ex = make(pipeline_depth=0)
+    i = live.index("edge-1")  # 4 CPUs
+    d = decide(live, "edge-1", ("cpu", 0))
+    policy = make_policy("cheapest-feasible")
+    futs = [ex.submit(task(k, cpu_milli=c), d, policy=policy) for k, c in enumerate((4000, 2000, 2000))]
+    assert len(sent) == 1 and int(live.state.queue_len[i]) == 2
+    assert ex.cancel("t1", "cancelled by its owner")
+    r = futs[1].result(timeout=0)  # resolved by the call itself
+    assert (r.status, r.reason, r.node, r.pool, r.share) == ("cancelled", "cancelled by its owner", "edge-1",
+                                                             "edge", ("cpu", 0))
+    assert r.queued and r.attempts == 1 and r.queue_ms >= 0 and r.start != r.start  # never started
+    assert int(live.state.queue_len[i]) == 1 and ex.in_flight == 2
+    assert not fake_ray.cancelled  # never handed to Ray: nothing to stop there
+    sent[0].finish()
+    wait_for(lambda: len(sent) == 2)  # t2, behind the cancelled one, starts
+    sent[1].finish()
+    assert [f.result(timeout=5).status for f in futs] == ["succeeded", "cancelled", "succeeded"]
+    assert ex.drain(5) and len(sent) == 2 and int(live.state.cpu_free[i]) == 4000
+
+
+def test_cancel_a_pipelined_task_stops_it_in_ray_and_keeps_the_pipeline_in_order(setup, fake_ray) -> None:
+    live, _, sent, make = setup
+    ex = make()
+    i = live.index("edge-1")
+    futs = [ex.submit(task(k, cpu_milli=2000), decide(live, "edge-1", ("cpu", 0))) for k in range(4)]
+    assert len(sent) == 4 and ex._sent_q[i] == 2  # two running, two handed to Ray behind them
+    assert ex.cancel("t2", "deadline passed")
+    assert fake_ray.cancelled == fake_ray.forced == [sent[2]]
+    assert ex._sent_q[i] == 1 and int(live.state.queue_len[i]) == 1
+    sent[2].finish(TaskCancelledError("cancelled"))  # Ray's report of the cancel: stale, not a node failure
+    sent[0].finish()
+    wait_for(lambda: int(live.state.queue_len[i]) == 0)  # t3 booked as started, not sent again
+    assert ex._sent_q[i] == 0 and len(sent) == 4
+    sent[1].finish()
+    sent[3].finish()
+    assert [f.result(timeout=5).status for f in futs] == ["succeeded", "succeeded", "cancelled", "succeeded"]
+    assert ex.drain(5) and live.usable[i] and int(live.state.cpu_free[i]) == 4000
+
+
+@pytest.mark.parametrize("report", [TaskCancelledError("cancelled"), WorkerCrashedError("worker killed"), None],
+                         ids=["task-cancelled", "worker-crashed", "raced-result"])
+def test_cancel_a_running_task_frees_its_node_at_once_and_ignores_what_ray_reports_later(
+        setup, fake_ray, report) -> None:
+    live, _, sent, make = setup
+    ex = make(pipeline_depth=0)
+    i = live.index("edge-1")
+    d = decide(live, "edge-1", ("cpu", 0))
+    policy = make_policy("cheapest-feasible")
+    futs = [ex.submit(task(k, cpu_milli=4000, work=3600.0), d, policy=policy) for k in range(2)]
+    assert len(sent) == 1 and ex.in_flight == 2
+    assert ex.cancel("t0", "cancelled by an admin")
+    # the waiting task started in the freed capacity before cancel returned: no wait for Ray's report
+    assert len(sent) == 2 and int(live.state.queue_len[i]) == 0 and int(live.state.running[i]) == 1
+    assert fake_ray.forced == [sent[0]] and ex.in_flight == 1
+    r = futs[0].result(timeout=0)
+    assert r.status == "cancelled" and r.node == "edge-1" and not r.queued and r.attempts == 1
+    assert r.start == r.start and r.queue_ms >= 0 and r.finish >= r.start
+    sent[0].finish(report)  # stale: no re-placement, no node marked dead, no second result
+    sent[1].finish()
+    assert futs[1].result(timeout=5).status == "succeeded"
+    assert futs[0].result().status == "cancelled" and len(sent) == 2 and live.usable[i]
+    assert ex.drain(5) and ex.in_flight == 0 and int(live.state.cpu_free[i]) == 4000
+
+
+def test_cancel_unknown_finished_rejected_or_already_cancelled_is_false(setup) -> None:
+    live, _, sent, make = setup
+    ex = make()
+    assert not ex.cancel("nope", "x")
+    fut = ex.submit(task(0, cpu_milli=1000), decide(live, "cloud-1", ("cpu", 0)))
+    sent[0].finish()
+    assert fut.result(timeout=5).status == "succeeded"
+    assert not ex.cancel("t0", "too late")
+    nowhere = Decision(-1, None, np.empty(0), "no node can host it", "test")
+    assert ex.submit(task(1, cpu_milli=1000), nowhere).result(timeout=1).status == "rejected"
+    assert not ex.cancel("t1", "x")
+    fut = ex.submit(task(2, cpu_milli=1000), decide(live, "cloud-1", ("cpu", 0)))
+    assert ex.cancel("t2", "first") and not ex.cancel("t2", "second")
+    assert fut.result(timeout=0).reason == "first" and ex.drain(1) and not ex._by_task
+
+
+def test_a_cancelled_task_is_not_re_placed_when_its_node_dies(setup) -> None:
+    live, reader, sent, make = setup
+    ex = make(pipeline_depth=0)
+    policy = make_policy("cheapest-feasible")
+    i = live.index("edge-1")
+    d = decide(live, "edge-1", ("cpu", 0))
+    futs = [ex.submit(task(k, cpu_milli=4000), d, policy=policy) for k in range(3)]
+    assert ex.cancel("t1", "cancelled by its owner")  # waiting behind t0
+    dead_id = live.node_id(i)
+    reader.nodes = [n for n in reader.nodes if n.node_id != dead_id]
+    sent[0].finish(NodeDiedError("node died"))
+    # t0 (running) and t2 (stranded in the queue) are re-placed; the cancelled t1 is not
+    wait_for(lambda: sum(ref.node != dead_id for ref in sent) == 2)
+    for ref in [r for r in sent if r.node != dead_id]:
+        ref.finish()
+    assert [f.result(timeout=5).status for f in futs] == ["succeeded", "cancelled", "succeeded"]
+    assert ex.drain(5) and len(sent) == 3 and futs[1].result().attempts == 1
+
+
+def test_a_task_cancelled_while_flush_submits_it_is_stopped_in_ray(setup, fake_ray) -> None:
+    """The router cancels under the lock while another thread is inside ``flush`` submitting that very
+    task: the canceller sees no ref yet, so the flush must see the bumped token and stop it itself."""
+    live, _, sent, make = setup
+    ex = make()
+    submitter = fake_ray.submitter
+
+    def racing_submitter(*a):
+        submit = submitter(*a)
+
+        def submit_and_race(*args):
+            ref = submit(*args)
+            with live.lock:
+                assert ex.withdraw("t0", "cancelled meanwhile")
+            return ref
+
+        return submit_and_race
+
+    fake_ray.submitter = racing_submitter
+    fut = ex.submit(task(0, cpu_milli=1000), decide(live, "cloud-1", ("cpu", 0)))
+    assert fut.result(timeout=0).status == "cancelled"
+    assert fake_ray.forced == [sent[0]] and not any(ex._in_ray) and ex.drain(1)
+
+
+def test_queued_by_pool_counts_waiting_tasks_and_their_expected_seconds(setup) -> None:
+    from cluster.performance import exec_seconds
+
+    live, _, sent, make = setup
+    ex = make(pipeline_depth=0)
+    assert ex.queued_by_pool() == {p: (0, 0.0) for p in live.spec.pools}
+    edge1, edge2 = (live.spec.nodes[live.index(n)] for n in ("edge-1", "edge-2"))
+    ts = [task(0, cpu_milli=4000, work=9.0), task(1, cpu_milli=2000, work=3.0), task(2, cpu_milli=2000, work=1.5),
+          task(3, cpu_milli=4000, work=1.0), task(4, cpu_milli=4000, work=2.0)]
+    futs = [ex.submit(t, decide(live, n, ("cpu", 0)))
+            for t, n in zip(ts, ("edge-1", "edge-1", "edge-1", "edge-2", "edge-2"))]
+    assert len(sent) == 2  # t0 on edge-1, t3 on edge-2; t1, t2 and t4 wait
+    ex_s = [exec_seconds(edge1, t, ("cpu", 0)) for t in ts[:3]] + [exec_seconds(edge2, t, ("cpu", 0)) for t in ts[3:]]
+    got = ex.queued_by_pool()
+    assert got["edge"][0] == 3 and got["edge"][1] == pytest.approx(ex_s[1] + ex_s[2] + ex_s[4])
+    assert all(v == (0, 0.0) for p, v in got.items() if p != "edge")
+    assert ex.cancel("t1", "x")
+    assert ex.queued_by_pool()["edge"] == (2, pytest.approx(ex_s[2] + ex_s[4]))
+    sent[0].finish()  # t2 starts on edge-1
+    wait_for(lambda: len(sent) == 3)
+    assert ex.queued_by_pool()["edge"] == (1, pytest.approx(ex_s[4]))
+    sent[1].finish()  # t3 ends: t4 starts on edge-2
+    wait_for(lambda: len(sent) == 4)
+    assert ex.queued_by_pool()["edge"] == (0, 0.0) and ex._queued_s == [0.0] * len(live.spec.nodes)
+    for ref in sent[2:]:
+        ref.finish()
+    assert [f.result(timeout=5).status for f in futs] == ["succeeded", "cancelled", "succeeded", "succeeded",
+                                                          "succeeded"]

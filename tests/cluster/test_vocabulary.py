@@ -57,4 +57,4 @@ def test_shares_the_shipped_clusters_give_read_back_exactly(config) -> None:
 
 def test_statuses_follow_the_life_cycle_and_end_in_the_final_ones() -> None:
     assert STATUSES[:3] == ("accepted", "placed", "running")
-    assert STATUSES[3:] == FINAL == ("succeeded", "failed", "rejected")
+    assert STATUSES[3:] == FINAL == ("succeeded", "failed", "rejected", "cancelled")
