@@ -1,16 +1,20 @@
-"""The task history store: durable accepts, life cycle, filters, restart and kill safety."""
+"""The task history store: durable accepts, life cycle, filters, restart and kill safety,
+private files, retention (trimming with aggregates kept) and the durability setting."""
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from cluster.vocabulary import FINAL, STATUSES
 from serve_app.history import HistoryError, open_store
+from serve_app.retention import Retention
 
 
 def store(tmp_path: Path):
@@ -149,3 +153,160 @@ def test_accept_later_is_done_once_committed_and_many_share_a_commit(tmp_path: P
         dup.result(timeout=30)  # the same id twice fails its own future; the store goes on
     assert h.accept_later("b", {"id": "b"}).result(timeout=30) is None
     h.close()
+
+
+def test_file_and_its_wal_and_shm_are_private_even_with_umask_022(tmp_path: Path, caplog) -> None:
+    old = os.umask(0o022)
+    try:
+        h = store(tmp_path)
+        h.accept("a", {"id": "a"})
+        for name in ("h.db", "h.db-wal", "h.db-shm"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+        h.close()
+        wide = tmp_path / "old.db"  # as an older version left it
+        wide.touch()
+        wide.chmod(0o644)
+        open_store(f"sqlite:///{wide}").close()
+    finally:
+        os.umask(old)
+    assert wide.stat().st_mode & 0o777 == 0o600
+    assert "readable by others" in caplog.text
+
+
+def _finished(h, n: int, t0: float, prefix: str = "f") -> dict[str, dict]:
+    """``n`` final tasks finishing one second apart from ``t0``; their fields by id."""
+    out = {}
+    for k in range(n):
+        tid = f"{prefix}{k:04d}"
+        fields = {"pool": ("edge", "cloud", "gpu")[k % 3], "latency_ms": float(k), "cost": 0.25 * (k % 4),
+                  "slo_met": k % 5 == 0, "finished_at": t0 + k}
+        h.accept(tid, {"id": tid}, kind="fraud", policy="rf", accepted_at=t0 + k - 0.5)
+        h.update(tid, FINAL[k % len(FINAL)], **fields)
+        out[tid] = {**fields, "status": FINAL[k % len(FINAL)]}
+    return out
+
+
+def _unfinished(h, n: int) -> list[str]:
+    ids = [f"u{k}" for k in range(n)]
+    for k, tid in enumerate(ids):
+        h.accept(tid, {"id": tid}, accepted_at=1.0)  # far older than any finished task
+        if k % 3:
+            h.update(tid, ("placed", "running")[k % 2])
+    return ids
+
+
+def test_trim_to_max_rows_keeps_the_newest_and_every_unfinished_task_and_folds_the_rest(tmp_path: Path) -> None:
+    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_rows=100, every_s=3600, chunk=64))
+    done = _finished(h, 500, time.time() - 1000)
+    waiting = _unfinished(h, 12)
+    assert h.trim() == 400  # seven chunks, accepts free to go on between them
+    assert h.count() == 112 and sorted(r["task_id"] for r in h.unfinished()) == sorted(waiting)
+    kept = {r["task_id"] for r in h.query(limit=1000)} - set(waiting)
+    assert kept == {f"f{k:04d}" for k in range(400, 500)}  # the newest by finished_at
+    gone = [done[t] for t in done if t not in kept]
+    assert h.events("f0000") == [] and len(h.events("f0499")) == 2 and len(h.events(waiting[1])) == 2
+    with sqlite3.connect(tmp_path / "h.db") as c:
+        assert c.execute("SELECT COUNT(DISTINCT task_id) FROM events").fetchone()[0] == 112
+    agg = h.aggregates()
+    assert sum(a["tasks"] for a in agg) == 400
+    assert sum(a["cost_sum"] for a in agg) == pytest.approx(sum(g["cost"] for g in gone))
+    assert sum(a["latency_ms_sum"] for a in agg) == pytest.approx(sum(g["latency_ms"] for g in gone))
+    assert sum(a["slo_met"] for a in agg) == sum(g["slo_met"] for g in gone)
+    assert max(a["latency_ms_max"] for a in agg) == 399.0
+    for status in FINAL:
+        assert sum(a["tasks"] for a in h.aggregates(status=status)) == sum(g["status"] == status for g in gone)
+    assert {a["pool"] for a in agg} == {"edge", "cloud", "gpu"} and {a["kind"] for a in agg} == {"fraud"}
+    assert h.trim() == 0
+    h.close()
+
+
+def test_trim_by_age_takes_only_final_tasks_finished_before_the_bound(tmp_path: Path) -> None:
+    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_age_s=86400, every_s=3600))
+    old = _finished(h, 30, time.time() - 10 * 86400, prefix="old")
+    _finished(h, 20, time.time() - 3600, prefix="new")
+    waiting = _unfinished(h, 5)
+    assert h.trim() == 30
+    assert h.count() == 25 and len(h.unfinished()) == 5 and h.get("old0000") is None
+    day = time.strftime("%Y-%m-%d", time.gmtime(old["old0000"]["finished_at"]))
+    assert sum(a["tasks"] for a in h.aggregates(day=day)) >= 1
+    assert sum(a["tasks"] for a in h.aggregates()) == 30
+    h.close()
+    again = store(tmp_path)  # aggregates and unfinished tasks outlive a restart; no retention: no trim
+    assert sum(a["tasks"] for a in again.aggregates()) == 30
+    assert sorted(r["task_id"] for r in again.unfinished()) == sorted(waiting) and again.trim() == 0
+    again.close()
+
+
+def test_every_final_status_is_trimmed_and_no_other(tmp_path: Path) -> None:
+    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_rows=0, every_s=3600))
+    for status in STATUSES:
+        h.accept(status, {"id": status})
+        if status != "accepted":
+            h.update(status, status)
+    assert h.trim() == len(FINAL)
+    assert sorted(r["task_id"] for r in h.query()) == sorted(set(STATUSES) - set(FINAL))
+    h.close()
+
+
+def test_accepts_during_a_trim_all_commit_and_survive_it(tmp_path: Path) -> None:
+    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_rows=0, every_s=3600, chunk=50))
+    _finished(h, 2000, time.time() - 5000)
+    trimmed: list[int] = []
+    trimmer = threading.Thread(target=lambda: trimmed.append(h.trim()))
+    trimmer.start()
+    futs = [h.accept_later(f"new{k}", {"id": k}) for k in range(300)]  # queued between the chunks
+    assert all(f.result(timeout=30) is None for f in futs)
+    trimmer.join(timeout=60)
+    assert trimmed == [2000] and h.count() == 300 and len(h.unfinished()) == 300
+    h.close()
+
+
+def test_the_writer_trims_on_its_own_every_every_s(tmp_path: Path) -> None:
+    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_rows=10, every_s=0.05))
+    _finished(h, 50, time.time() - 100)
+    h.flush()
+    deadline = time.time() + 30
+    while h.count() > 10 and time.time() < deadline:
+        time.sleep(0.05)
+    assert h.count() == 10 and sum(a["tasks"] for a in h.aggregates()) == 40
+    h.close()
+
+
+def test_file_stays_bounded_while_tasks_are_written_and_trimmed(tmp_path: Path) -> None:
+    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_rows=500, every_s=3600))
+    db, wal = [], []
+    for r in range(12):
+        _finished(h, 1000, time.time() - 1000 + r, prefix=f"r{r}-")
+        h.trim()
+        db.append((tmp_path / "h.db").stat().st_size)
+        wal.append((tmp_path / "h.db-wal").stat().st_size)
+    assert h.count() == 500 and sum(a["tasks"] for a in h.aggregates()) == 11_500
+    # 12,000 tasks written, at most 1,500 present at once: freed pages are reused, the file stays
+    # near its size after the second round (unbounded, it grows by a round's size every round)
+    assert max(db[2:]) <= 1.25 * db[1], db
+    assert max(wal) <= 16 << 20, wal  # checkpoints restart the WAL; journal_size_limit cuts it back
+    h.close()
+
+
+def test_a_tightened_bound_gives_the_freed_space_back(tmp_path: Path) -> None:
+    h = store(tmp_path)
+    _finished(h, 3000, time.time() - 10_000)
+    h.close()
+    before = (tmp_path / "h.db").stat().st_size
+    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_rows=100))
+    assert h.trim() == 2900
+    h.close()  # the last connection's checkpoint moves the vacuumed pages into the file
+    assert (tmp_path / "h.db").stat().st_size < before / 4
+
+
+def test_bad_retention_and_synchronous_are_refused(tmp_path: Path) -> None:
+    for bad in ({"max_rows": -1}, {"max_age_s": 0}, {"every_s": 0}, {"chunk": 0}):
+        with pytest.raises(ValueError, match="retention"):
+            Retention(**bad)
+    with pytest.raises(HistoryError, match="synchronous"):
+        open_store(f"sqlite:///{tmp_path / 'h.db'}", synchronous="OFF")
+    for mode in ("NORMAL", "FULL"):
+        h = open_store(f"sqlite:///{tmp_path / f'{mode}.db'}", synchronous=mode)
+        h.accept("a", {"id": "a"})
+        assert h.get("a")["status"] == "accepted"
+        h.close()
