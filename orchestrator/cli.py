@@ -122,7 +122,8 @@ def cmd_policies(args: argparse.Namespace) -> int:
 #: function takes the sub-parsers object and adds its parser(s). Imported lazily, so
 #: ``orchestrator simulate`` never loads Ray or RLlib.
 PLUGINS: list[str] = ["orchestrator.cli_train:add_train"]
-PLUGINS += ["cluster.cli:add_cluster", "replays.sim_vs_real:add_compare", "serve_app.cli:add_serve"]
+PLUGINS += ["cluster.cli:add_cluster", "replays.sim_vs_real:add_compare", "serve_app.cli:add_serve",
+            "serve_app.keys_cli:add_keys"]
 
 
 def add_simulate(sub: argparse._SubParsersAction) -> None:

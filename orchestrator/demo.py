@@ -214,6 +214,19 @@ def admin_token(cfg: Settings) -> Path:
     return path
 
 
+def api_key(cfg: Settings, serve_config: Path) -> Path:
+    """A fresh API key named ``demo`` for the replay job and the Streamlit view (mode 0600 file).
+
+    Rotated on every ``make demo``: the previous one is revoked first (one active key per name),
+    so a key file left from an earlier demo never outlives its history database's key table.
+    """
+    path = cfg.out / "api_key"
+    conf = ["--config", str(serve_config)]
+    subprocess.run(orch("keys", "revoke", "demo", *conf), capture_output=True)  # none yet: exits 2, fine
+    run(orch("keys", "create", "demo", "--out", str(path), *conf))
+    return path
+
+
 # ------------------------------------------------------------------ steps
 
 def up(cfg: Settings) -> int:
@@ -264,12 +277,14 @@ def up(cfg: Settings) -> int:
         run(orch("serve", "up", "--config", str(write_serve_config(cfg, token_file)), "--port",
                  str(cfg.router_port), "--state-dir", str(cfg.ray_dir)), env=env)
 
+    key_file = api_key(cfg, write_serve_config(cfg, token_file))
+
     step("4/6 mixed workload through the router, submitted with `ray job submit`")
     replay_out = cfg.out / "replay"
     label = cfg.policy if ":" in cfg.policy else f"{cfg.policy}:latest"  # the simulator's name for it
     run([str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
          "python", "-m", "replays.live", "--workload", cfg.workload, "--router", cfg.router,
-         "--policy", label,
+         "--policy", label, "--api-key-file", str(key_file),
          "--duration", f"{cfg.duration:g}", "--time-compression", f"{cfg.compression:g}",
          "--out", str(replay_out)], env=env)
 
@@ -287,7 +302,7 @@ def up(cfg: Settings) -> int:
     if port_open("127.0.0.1", cfg.streamlit_port):
         print(f"something already listens on {cfg.streamlit}; reusing it")
     else:
-        st["streamlit_pid"] = start_streamlit(cfg, token_file, dashboard)
+        st["streamlit_pid"] = start_streamlit(cfg, token_file, key_file, dashboard)
         save_state(cfg, st)
     print(f"""
 The demo is up ({time.monotonic() - t_start:.0f} s).
@@ -295,6 +310,7 @@ The demo is up ({time.monotonic() - t_start:.0f} s).
   Router API docs   {cfg.router}/docs
   Streamlit view    {cfg.streamlit}
   Admin secret      in {token_file}
+  API key (demo)    in {key_file}
 Results in {cfg.out} (replay through the router: {replay_out}).
 Stop everything it started with `make demo-stop`.""", flush=True)
     return 0
@@ -316,9 +332,10 @@ def simulate_all(cfg: Settings) -> None:
     print(table[cols].to_string(float_format=lambda x: f"{x:,.3f}"))
 
 
-def start_streamlit(cfg: Settings, token_file: Path, dashboard: str) -> int:
+def start_streamlit(cfg: Settings, token_file: Path, key_file: Path, dashboard: str) -> int:
     log = open(cfg.out / "streamlit.log", "ab")  # noqa: SIM115 - handed to the child
     env = {**os.environ, "ORCH_RESULTS": str(cfg.out), "ORCH_ADMIN_TOKEN_FILE": str(token_file),
+           "ORCH_API_KEY_FILE": str(key_file),
            "ORCH_ROUTER_URL": cfg.router, "ORCH_RAY_DASHBOARD": dashboard}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "serve_app" / "dashboard.py"), "--server.port",

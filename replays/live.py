@@ -174,6 +174,9 @@ def add_replay_args(p: argparse.ArgumentParser) -> None:
                    help="--router: seconds between GET /v1/cluster samples for the timeline (0: none)")
     p.add_argument("--router-wait", type=float, default=600.0,
                    help="--router: seconds to wait after the last arrival for final task records")
+    p.add_argument("--api-key-file", default=None, metavar="FILE",
+                   help="--router: file holding the API key the tasks are sent with (default: $ORCH_API_KEY, "
+                        "else the file $ORCH_API_KEY_FILE names; `orchestrator keys create NAME` makes one)")
     p.add_argument("--cluster", default=None,
                    help=f"cluster YAML the Ray cluster was started from (default: ${ENV_CONFIG}, set for "
                         f"jobs by `orchestrator cluster up`, else the launcher's state, else {DEFAULT_CLUSTER})")
@@ -226,12 +229,34 @@ class UsageError(ValueError):
     """A bad flag combination or a router that does not answer: exit 2, naming the flag."""
 
 
+def router_key(path: str | None) -> str:
+    """The API key for ``--router``: ``--api-key-file``, else ``$ORCH_API_KEY``, else the file
+    ``$ORCH_API_KEY_FILE`` names (the order of :func:`serve_app.client.api_key_from_env`)."""
+    flag = "--api-key-file"
+    if path is None:
+        key = os.environ.get("ORCH_API_KEY", "").strip()
+        if key:
+            return key
+        path, flag = os.environ.get("ORCH_API_KEY_FILE"), "ORCH_API_KEY_FILE"
+    key = ""
+    if path:
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
+    if not key:
+        raise UsageError("--api-key-file: the router needs an API key to run tasks: give --api-key-file, or set "
+                         "ORCH_API_KEY (an operator creates one with `orchestrator keys create NAME`)")
+    return key
+
+
 def run_router(args: argparse.Namespace) -> int:
     """``--router``: the replay through the HTTP router."""
     from cluster.topology import load_cluster
     from replays.router import RouterUnavailable, check_router, replay_via_router
 
     url = args.router.rstrip("/")
+    key = router_key(args.api_key_file)
     try:
         active = check_router(url)
     except RouterUnavailable as exc:
@@ -248,7 +273,8 @@ def run_router(args: argparse.Namespace) -> int:
           f"time compression {args.time_compression:g}; task ids {run_tag}-<id>", flush=True)
     res = replay_via_router(spec, tasks, url, label=label, time_compression=args.time_compression,
                             run_tag=run_tag, wait_s=args.router_wait,
-                            warmup=0 if args.no_warm else args.router_warmup, sample_s=args.router_sample_s)
+                            warmup=0 if args.no_warm else args.router_warmup, sample_s=args.router_sample_s,
+                            api_key=key)
     out = Path(args.out).resolve()
     meta = {"workload": str(args.workload), "policy": label, "cluster": spec.name, "tasks": len(tasks),
             "seed": args.seed, "time_compression": args.time_compression, "wall_s": res.wall_s,

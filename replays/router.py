@@ -39,10 +39,14 @@ class RouterUnavailable(RuntimeError):
     """The router named by ``--router`` does not answer (or answers with a server error)."""
 
 
-def http(method: str, url: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
-    """(status, parsed JSON body) of one call; HTTP errors are returned, connection errors raised."""
+def http(method: str, url: str, body: Any = None, timeout: float = 30.0, key: str | None = None) -> tuple[int, Any]:
+    """(status, parsed JSON body) of one call, sent with the API ``key`` if given; HTTP errors are
+    returned, connection errors raised."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             raw = r.read()
@@ -97,12 +101,12 @@ def _detail(body: Any) -> str:
     return str(body)
 
 
-def _post(url: str, body: dict[str, Any], retries: int = 3) -> tuple[int, Any]:
+def _post(url: str, body: dict[str, Any], key: str | None, retries: int = 3) -> tuple[int, Any]:
     """POST one task; connection errors are retried with the same id (the router is idempotent per id)."""
     last: Exception | None = None
     for attempt in range(retries + 1):
         try:
-            return http("POST", f"{url}/v1/tasks", body, timeout=60.0)
+            return http("POST", f"{url}/v1/tasks", body, timeout=60.0, key=key)
         except (urllib.error.URLError, OSError) as exc:
             last = exc
             time.sleep(0.5 * (attempt + 1))
@@ -179,8 +183,8 @@ class _Sampler(threading.Thread):
 def replay_via_router(spec: ClusterSpec, tasks: Sequence[Task], url: str, *, label: str,
                       time_compression: float = 1.0, objective: Objective | None = None,
                       run_tag: str | None = None, wait_s: float = 600.0, progress: bool = True,
-                      warmup: int = 0, sample_s: float = 1.0):
-    """POST ``tasks`` to the router at their (compressed) arrival times; return a ReplayResult.
+                      warmup: int = 0, sample_s: float = 1.0, api_key: str | None = None):
+    """POST ``tasks`` to the router at their (compressed) arrival times, with ``api_key``; return a ReplayResult.
 
     ``warmup`` > 0 first sends that many of the first tasks at once (ids
     ``<run_tag>-warmup-<id>``, not recorded) and waits for them: the router's Ray
@@ -197,7 +201,8 @@ def replay_via_router(spec: ClusterSpec, tasks: Sequence[Task], url: str, *, lab
     run_tag = run_tag or time.strftime("r%Y%m%d%H%M%S")
     ids = [f"{run_tag}-{t.id}" for t in tasks]
     origin = tasks[0].arrival if tasks else 0.0
-    warm_s = warm_up(url, tasks[:warmup], f"{run_tag}-warmup", progress=progress) if warmup and tasks else 0.0
+    warm_s = (warm_up(url, tasks[:warmup], f"{run_tag}-warmup", progress=progress, key=api_key)
+              if warmup and tasks else 0.0)
     accepted_since = time.time() - 1.0
     sampler = _Sampler(url, spec.pools, origin, time_compression, sample_s)
     if sample_s > 0:
@@ -210,7 +215,7 @@ def replay_via_router(spec: ClusterSpec, tasks: Sequence[Task], url: str, *, lab
             delay = t0 + (task.arrival - origin) / time_compression - time.time()
             if delay > 0:
                 time.sleep(delay)
-            answers.append(pool.submit(_post, url, task_body(task, tid)))
+            answers.append(pool.submit(_post, url, task_body(task, tid), api_key))
         posted = [f.result() for f in answers]
     rows: dict[str, dict] = {}
     refused: dict[str, str] = {}
@@ -264,7 +269,7 @@ def _one(url: str, tid: str) -> dict | None:
 
 
 def warm_up(url: str, tasks: Sequence[Task], prefix: str, timeout_s: float = 180.0,
-            progress: bool = True) -> float:
+            progress: bool = True, key: str | None = None) -> float:
     """Send ``tasks`` at once with ``?wait=true`` and wait for them; returns the seconds it took."""
     t0 = time.time()
     if progress:
@@ -274,7 +279,7 @@ def warm_up(url: str, tasks: Sequence[Task], prefix: str, timeout_s: float = 180
     def one(task: Task) -> None:
         body = task_body(task, f"{prefix}-{task.id}")
         try:
-            http("POST", f"{url}/v1/tasks?wait=true&timeout_s={timeout_s:g}", body, timeout=timeout_s + 30)
+            http("POST", f"{url}/v1/tasks?wait=true&timeout_s={timeout_s:g}", body, timeout=timeout_s + 30, key=key)
         except (urllib.error.URLError, OSError, ValueError):
             pass
 

@@ -20,8 +20,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any, Awaitable, Callable, Optional
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Security
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,10 +30,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app import errors
-from serve_app.auth import AdminAuth
+from serve_app.auth import ANONYMOUS, AdminAuth, ClientAuth, Principal
 from serve_app.errors import ApiError, JSONResponse
-from serve_app.models import (BatchIn, BatchOut, ClusterOut, DecisionOut, ErrorOut, HealthOut, PolicyIn, PolicyOut,
-                              TaskIn, TaskOut, TaskPage, TaskStatus)
+from serve_app.keys import KeyStoreError, Quota
+from serve_app.models import (BatchIn, BatchOut, ClusterOut, DecisionOut, ErrorOut, HealthOut, KeyIn, KeyOut,
+                              PolicyIn, PolicyOut, TaskIn, TaskOut, TaskPage, TaskStatus)
 from serve_app.policies import PolicyChoiceError
 from serve_app.service import RouterService
 
@@ -47,6 +49,17 @@ _INFEASIBLE = {409: {"model": ErrorOut, "description": "no node of the cluster c
                503: {"model": ErrorOut, "description": "every node that could host it is down now (retry)"}}
 _ADMIN = {401: {"model": ErrorOut, "description": "missing or wrong bearer token"},
           403: {"model": ErrorOut, "description": "no admin token configured on the router"}}
+_KEYED = {401: {"model": ErrorOut, "description": "no API key, or an unknown or revoked one"},
+          429: {"model": ErrorOut, "description": "over the client's rate, in-flight limit or fair share, or every "
+                                                  "pool that could run it has a full queue (see Retry-After)"}}
+#: the two bearer schemes the OpenAPI document declares (both are ``Authorization: Bearer ...``)
+API_KEY = HTTPBearer(scheme_name="apiKey", auto_error=False,
+                     description="a client's API key (`orchestrator keys create NAME`); the admin token also works")
+ADMIN_TOKEN = HTTPBearer(scheme_name="adminToken", auto_error=False, description="the router's admin token")
+
+
+def _header(cred: HTTPAuthorizationCredentials | None) -> str | None:
+    return None if cred is None else f"{cred.scheme} {cred.credentials}"
 
 
 class BodyLimit:
@@ -84,7 +97,7 @@ async def _too_large(send: Send, limit: int) -> None:
     await resp({"type": "http"}, None, send)  # type: ignore[arg-type]
 
 
-Handler = Callable[[Any], Awaitable[Response]]
+Handler = Callable[[Any, Optional[str]], Awaitable[Response]]
 
 
 class FastPath:
@@ -123,7 +136,7 @@ class FastPath:
             await self.app(scope, _replay(body, receive), send)  # FastAPI words the error
             return
         try:
-            response = await handler(parsed)
+            response = await handler(parsed, _authorization(scope))
         except Exception as exc:  # noqa: BLE001 - as FastAPI's handlers would answer it
             response = errors.answer(exc) or errors.bug(exc, "POST", scope["path"])
         await response(scope, receive, send)
@@ -142,6 +155,13 @@ class FastPath:
             if name == b"content-type":
                 return route if value.split(b";", 1)[0].strip().lower() == b"application/json" else None
         return None
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return value.decode("latin-1")
+    return None
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -190,7 +210,9 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
         version=API_VERSION,
         description="Decides where AI tasks run on a heterogeneous Ray cluster (edge, cloud, GPU pools; "
                     "MIG and time-sliced GPU shares), runs them, and records every accepted task. "
-                    "Admin calls need `Authorization: Bearer <token>`.",
+                    "Work (`POST /v1/tasks`, `DELETE /v1/tasks/{id}`) needs a client's API key and admin "
+                    "calls the admin token, both as `Authorization: Bearer ...`. A request cut by a router "
+                    "crash is safe to retry with the same task id.",
     )
     errors.install(api)
     io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="router-io")
@@ -207,8 +229,26 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
             return await route_many(item)
         return get().decide([item], endpoint="route")[0]  # a plain ASGI server (tests): no batching
 
-    def admin(authorization: Optional[str] = Header(None, description="Bearer <admin token>")) -> None:
-        auth().check(authorization)
+    def admin(cred: Optional[HTTPAuthorizationCredentials] = Security(ADMIN_TOKEN)) -> None:
+        auth().check(_header(cred))
+
+    def clients() -> ClientAuth:
+        """The process's key check, built once per service and admin check."""
+        svc, a = get(), auth()
+        ca = getattr(svc, "client_auth", None)
+        if ca is None or ca.admin is not a:
+            ca = svc.client_auth = ClientAuth(a, svc.keys, svc.cfg.key_refresh_s)
+        return ca
+
+    def decider(authorization: str | None, n: int) -> None:
+        """Who asks for ``n`` decisions: a key, or anonymous when ``open_route``; charged ``n``."""
+        svc = get()
+        who = clients().principal(authorization)
+        if who is None:
+            if not svc.cfg.open_route:
+                clients().require(None, "this router's decisions")
+            who = Principal(ANONYMOUS)
+        svc.admission.charge(who, n)
 
     @api.get("/healthz", response_model=HealthOut, tags=["ops"])
     async def healthz() -> JSONResponse:
@@ -216,11 +256,12 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
 
     @api.post("/v1/route", response_model=DecisionOut, responses={**_ERRORS, **_INFEASIBLE}, tags=["placement"],
               summary="Decide where one task should run (nothing is run or reserved)")
-    async def route(body: TaskIn) -> JSONResponse:
-        return await route_task(body)
+    async def route(body: TaskIn, cred: Optional[HTTPAuthorizationCredentials] = Security(API_KEY)) -> JSONResponse:
+        return await route_task(body, _header(cred))
 
-    async def route_task(body: TaskIn) -> JSONResponse:
+    async def route_task(body: TaskIn, authorization: str | None = None) -> JSONResponse:
         svc = get()
+        decider(authorization, 1)
         _tune_batch(route_many, svc)
         item = svc.parse_task(body.fields())
         view = await route_one(item)
@@ -229,16 +270,18 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
                            headers={"Retry-After": "5"} if view["status"] == 503 else None)
         return JSONResponse(view)
 
-    @api.post("/v1/route/batch", response_model=BatchOut, responses=_ERRORS, tags=["placement"],
+    @api.post("/v1/route/batch", response_model=BatchOut, responses={**_ERRORS, **_KEYED}, tags=["placement"],
               summary="Decide for many tasks at once, in order")
-    async def route_batch(body: BatchIn) -> JSONResponse:
-        return await route_tasks(body)
+    async def route_batch(body: BatchIn,
+                          cred: Optional[HTTPAuthorizationCredentials] = Security(API_KEY)) -> JSONResponse:
+        return await route_tasks(body, _header(cred))
 
-    async def route_tasks(body: BatchIn) -> JSONResponse:
+    async def route_tasks(body: BatchIn, authorization: str | None = None) -> JSONResponse:
         svc = get()
         if len(body.tasks) > svc.cfg.max_batch:
             raise ApiError(422, f"at most {svc.cfg.max_batch} tasks per call, got {len(body.tasks)}",
                            loc=["body", "tasks"])
+        decider(authorization, len(body.tasks))
         items = [svc.parse_task(t.fields(), ("body", "tasks", i))
                  for i, t in enumerate(body.tasks)]
         t0 = time.perf_counter()
@@ -250,27 +293,32 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
                              "decision_ms": round((time.perf_counter() - t0) * 1000.0, 3)})
 
     @api.post("/v1/tasks", status_code=202, response_model=TaskOut, tags=["tasks"],
-              responses={**_ERRORS, **_INFEASIBLE,
+              responses={**_ERRORS, **_INFEASIBLE, **_KEYED,
                          200: {"model": TaskOut, "description": "finished (wait=true), or the existing record "
                                                                "of a task with this id (idempotent retry)"},
-                         409: {"model": ErrorOut, "description": "cannot ever be hosted, or a request with "
-                                                                 "this id is in progress"}},
-              summary="Accept a task, place it and run it on the cluster")
+                         409: {"model": ErrorOut, "description": "cannot ever be hosted, a request with this id "
+                                                                 "is in progress, or the id was used for another "
+                                                                 "task or by another client"}},
+              summary="Accept a task, place it and run it on the cluster (needs an API key)")
     async def create_task(body: TaskIn,
                           wait: bool = Query(False, description="answer when the task has ended"),
                           timeout_s: Optional[float] = Query(None, gt=0, le=86_400, allow_inf_nan=False,
-                                                             description="longest wait (default: router config)")
-                          ) -> JSONResponse:
-        return await run_task(body, wait, timeout_s)
+                                                             description="longest wait (default: router config)"),
+                          cred: Optional[HTTPAuthorizationCredentials] = Security(API_KEY)) -> JSONResponse:
+        return await run_task(body, _header(cred), wait, timeout_s)
 
-    async def run_task(body: TaskIn, wait: bool = False, timeout_s: float | None = None) -> JSONResponse:
+    async def run_task(body: TaskIn, authorization: str | None = None, wait: bool = False,
+                       timeout_s: float | None = None) -> JSONResponse:
         svc = get()
+        who = clients().require(authorization, "POST /v1/tasks")
+        svc.admission.charge(who, 1)
         task, pool = svc.parse_task(body.fields())
         with svc.claim(task.id):
-            existing, committed = svc.begin_accept(task, pool)  # one indexed read: cheaper than a thread hop
+            # one indexed read: cheaper than a thread hop
+            existing, committed = svc.begin_accept(task, pool, who, body.deadline_s)
             if existing is not None:
                 return JSONResponse(existing, status_code=200, headers={"Idempotent-Replay": "true"})
-            start = partial(svc.start, task, pool)
+            start = partial(svc.start, task, pool, owner=who.name)
             await _committed(committed, start)
             view, fut, status = start()
         if fut is None:
@@ -295,6 +343,41 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
         if rec is None:
             raise ApiError(404, f"no task {task_id!r} in the history")
         return JSONResponse(rec)
+
+    @api.delete("/v1/tasks/{task_id}", response_model=TaskOut, tags=["tasks"],
+                responses={401: _KEYED[401], 403: {"model": ErrorOut, "description": "another client's task"},
+                           404: {"model": ErrorOut, "description": "no such task"},
+                           409: {"model": ErrorOut, "description": "the task has already ended"}},
+                summary="Cancel a queued or running task (its owner or the admin); frees its share at once")
+    async def cancel_task(task_id: str = Path(..., min_length=1, max_length=128),
+                          cred: Optional[HTTPAuthorizationCredentials] = Security(API_KEY)) -> JSONResponse:
+        who = clients().require(_header(cred), "DELETE /v1/tasks/{id}")
+        return JSONResponse(await blocking(get().cancel, task_id, who))
+
+    @api.post("/v1/keys", status_code=201, response_model=KeyOut, responses={**_ERRORS, **_ADMIN,
+              409: {"model": ErrorOut, "description": "an active key has this name"}},
+              tags=["keys"], dependencies=[Depends(admin)],
+              summary="Create a client's API key (admin); the secret is in this answer only")
+    async def create_key(body: KeyIn) -> JSONResponse:
+        try:
+            key, secret = await blocking(get().keys.create, body.name,
+                                         Quota(body.rate_per_s, body.burst, body.max_in_flight))
+        except KeyStoreError as exc:
+            raise ApiError(409 if "exists" in exc.reason else 422, exc.reason, loc=["body", exc.field]) from None
+        return JSONResponse({**key.public(), "key": secret}, status_code=201)
+
+    @api.get("/v1/keys", response_model=list[KeyOut], responses=_ADMIN, tags=["keys"],
+             dependencies=[Depends(admin)], summary="The API keys, active and revoked, without secrets (admin)")
+    async def list_keys() -> JSONResponse:
+        return JSONResponse([k.public() for k in await blocking(get().keys.list)])
+
+    @api.delete("/v1/keys/{name}", response_model=KeyOut, responses={**_ADMIN, 404: {"model": ErrorOut}},
+                tags=["keys"], dependencies=[Depends(admin)], summary="Revoke a client's API key (admin)")
+    async def revoke_key(name: str = Path(..., min_length=1, max_length=64)) -> JSONResponse:
+        svc = get()
+        if not await blocking(svc.keys.revoke, name):
+            raise ApiError(404, f"no active key named {name!r}")
+        return JSONResponse(next(k.public() for k in svc.keys.list() if k.name == name))
 
     @api.get("/v1/tasks", response_model=TaskPage, tags=["tasks"], responses={422: _ERRORS[422]},
              summary="Tasks from the history, newest first")

@@ -3,11 +3,19 @@
 Every call returns parsed JSON or raises :class:`RouterError` with a sentence a
 person can act on ("the router at http://127.0.0.1:8000 is not answering"),
 never a stack trace.
+
+Work is sent with an API key (``api_key``, else ``$ORCH_API_KEY`` or the file named
+by ``$ORCH_API_KEY_FILE``). Calls that are safe to repeat are retried with backoff
+on a connection error, a 5xx or a 429 (after its ``Retry-After``): reads, cancels,
+and ``POST /v1/tasks``, to which :meth:`RouterClient.run` gives a task id when it
+has none, so a retry of a request cut by a router crash finds the same task
+instead of starting a second one (the router's contract, README "Serve router").
 """
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import Any
 
 import requests
@@ -15,6 +23,24 @@ import requests
 from cluster.vocabulary import FINAL
 
 DEFAULT_URL = os.environ.get("ORCH_ROUTER_URL", "http://127.0.0.1:8000")
+KEY_ENV = "ORCH_API_KEY"
+KEY_FILE_ENV = "ORCH_API_KEY_FILE"
+#: answers worth a retry of an idempotent call: the replica restarting, or admission's 429
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def api_key_from_env() -> str | None:
+    """``$ORCH_API_KEY``, else the contents of the file ``$ORCH_API_KEY_FILE``, else None."""
+    key = os.environ.get(KEY_ENV, "").strip()
+    if key:
+        return key
+    path = os.environ.get(KEY_FILE_ENV)
+    if path:
+        try:
+            return open(path).read().strip() or None
+        except OSError:
+            return None
+    return None
 
 
 class RouterError(RuntimeError):
@@ -27,18 +53,38 @@ class RouterError(RuntimeError):
 
 
 class RouterClient:
-    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30.0) -> None:
+    """``token``: the admin token (admin calls); ``api_key``: the client's key (work), default from the
+    environment; ``retries``: extra attempts of an idempotent call (backoff doubling from ``backoff_s``)."""
+
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30.0,
+                 api_key: str | None = None, retries: int = 4, backoff_s: float = 0.5) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        self.api_key = api_key if api_key is not None else api_key_from_env()
         self.timeout = timeout
+        self.retries = retries
+        self.backoff_s = backoff_s
 
-    def _call(self, method: str, path: str, *, admin: bool = False, **kwargs: Any) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}"} if (admin and self.token) else {}
-        try:
-            r = requests.request(method, self.url + path, headers=headers, timeout=self.timeout, **kwargs)
-        except requests.RequestException:
-            raise RouterError(f"the router at {self.url} is not answering; start it with "
-                              "`orchestrator serve` (or `make demo`)") from None
+    def _call(self, method: str, path: str, *, admin: bool = False, retry: bool | None = None,
+              **kwargs: Any) -> Any:
+        secret = self.token if admin else self.api_key
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        retry = method in ("GET", "DELETE") if retry is None else retry
+        attempts = 1 + (self.retries if retry else 0)
+        for attempt in range(attempts):
+            try:
+                r = requests.request(method, self.url + path, headers=headers, timeout=self.timeout, **kwargs)
+            except requests.RequestException:
+                if attempt + 1 < attempts:
+                    time.sleep(self.backoff_s * 2 ** attempt)
+                    continue
+                raise RouterError(f"the router at {self.url} is not answering; start it with "
+                                  "`orchestrator serve` (or `make demo`)") from None
+            if r.status_code in RETRY_STATUSES and attempt + 1 < attempts:
+                wait = r.headers.get("Retry-After", "")
+                time.sleep(min(30.0, float(wait)) if wait.isdigit() else self.backoff_s * 2 ** attempt)
+                continue
+            break
         try:
             body = r.json()
         except ValueError:
@@ -65,7 +111,12 @@ class RouterClient:
         params = {"wait": str(wait).lower()}
         if wait and timeout_s:
             params["timeout_s"] = f"{timeout_s:g}"
-        return self._call("POST", "/v1/tasks", params=params, json=task)
+        task = task if task.get("id") else {**task, "id": f"c-{uuid.uuid4().hex}"}  # a retry finds the same task
+        return self._call("POST", "/v1/tasks", params=params, json=task, retry=True)
+
+    def cancel(self, task_id: str) -> dict:
+        """``DELETE /v1/tasks/{id}``: cancel a queued or running task of this client's."""
+        return self._call("DELETE", f"/v1/tasks/{task_id}")
 
     def wait_final(self, task_id: str, timeout_s: float = 120.0, poll_s: float = 1.0) -> dict:
         """Poll ``GET /v1/tasks/{id}`` until the task succeeded, failed or was rejected (or the time is up)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cluster.config import ConfigError, Fields, load_yaml
+from scheduler.task import MAX_WORK_S
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HISTORY = "sqlite:///results/serve/history.db"
@@ -62,6 +63,24 @@ class RouterConfig:
         access_log: Serve's per-request access log in the replica's log file. Off by
             default: every task is in the history, and the log line cost about 6% of the
             router's CPU per ``POST /v1/tasks``.
+        open_route: ``/v1/route`` and ``/v1/route/batch`` (decisions, nothing run) answer
+            without an API key, charged to one shared anonymous quota. Work always needs a key.
+        key_refresh_s: how often the API-key table is re-read (a revoked key works until then).
+        rate_per_s / burst / key_max_in_flight: a key's quota when it was created without one.
+        anonymous_rate_per_s / anonymous_burst: the shared quota of keyless decisions.
+        max_in_flight: accepted, unfinished tasks the router holds at most (fair shares
+            between keys start at half of it: :mod:`serve_app.admission`).
+        pool_max_queued / pool_max_queued_s: a task is refused (429) when every pool that
+            could run it has this many tasks, or seconds of expected work, waiting.
+        max_work_s: the largest ``work`` (reference-device seconds) a task may ask for.
+        max_deadline_s: the longest ``deadline_s`` a task may give; ``default_deadline_s``
+            (None: no deadline) applies to tasks that give none. A task past its deadline
+            is cancelled.
+        history_max_age_s / history_max_rows: finished tasks older than this, or beyond this
+            many, are folded into daily totals and deleted (unfinished ones never are;
+            :mod:`serve_app.retention`); None keeps them all.
+        history_synchronous: SQLite's ``synchronous``: ``FULL`` (default) keeps an acknowledged
+            task through an OS crash or power cut, ``NORMAL`` through a process kill only.
     """
 
     cluster: str | None = None
@@ -85,6 +104,22 @@ class RouterConfig:
     warm_workers: int = 1
     pin_to_head: bool = True
     access_log: bool = False
+    open_route: bool = True
+    key_refresh_s: float = 2.0
+    rate_per_s: float = 200.0
+    burst: int = 2000
+    key_max_in_flight: int = 2000
+    anonymous_rate_per_s: float = 200.0
+    anonymous_burst: int = 2000
+    max_in_flight: int = 10_000
+    pool_max_queued: int = 2000
+    pool_max_queued_s: float = 86_400.0
+    max_work_s: float = 86_400.0
+    max_deadline_s: float = 30 * 86_400.0
+    default_deadline_s: float | None = None
+    history_max_age_s: float | None = 30 * 86_400.0
+    history_max_rows: int | None = 500_000
+    history_synchronous: str = "FULL"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +161,10 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
     if sha is not None and not _SHA256.match(sha):
         raise f.error("admin_token_sha256", "must be 64 lower-case hex digits (sha256sum of the token)")
     kernel = f.str("kernel", d.kernel, choices={"sleep", "cpu"})
+    max_deadline = f.num("max_deadline_s", d.max_deadline_s, min=0.0, strict_min=True)
+    default_deadline = None
+    if f.has("default_deadline_s") and f.raw("default_deadline_s") is not None:
+        default_deadline = f.num("default_deadline_s", None, min=0.0, max=max_deadline, strict_min=True)
     history = f.str("history_url", d.history_url)
     if not history.startswith("sqlite:///"):
         raise f.error("history_url", f"unsupported store {history!r}: use sqlite:///path/to/history.db")
@@ -151,6 +190,25 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
         warm_workers=int(f.num("warm_workers", d.warm_workers, min=0, max=64)),
         pin_to_head=_bool(f, "pin_to_head", d.pin_to_head),
         access_log=_bool(f, "access_log", d.access_log),
+        open_route=_bool(f, "open_route", d.open_route),
+        key_refresh_s=f.num("key_refresh_s", d.key_refresh_s, min=0.1, max=3600.0),
+        rate_per_s=f.num("rate_per_s", d.rate_per_s, min=0.0, max=1e6, strict_min=True),
+        burst=int(f.num("burst", d.burst, min=1, max=10_000_000)),
+        key_max_in_flight=int(f.num("key_max_in_flight", d.key_max_in_flight, min=1, max=10_000_000)),
+        anonymous_rate_per_s=f.num("anonymous_rate_per_s", d.anonymous_rate_per_s, min=0.0, max=1e6,
+                                   strict_min=True),
+        anonymous_burst=int(f.num("anonymous_burst", d.anonymous_burst, min=1, max=10_000_000)),
+        max_in_flight=int(f.num("max_in_flight", d.max_in_flight, min=1, max=10_000_000)),
+        pool_max_queued=int(f.num("pool_max_queued", d.pool_max_queued, min=1, max=10_000_000)),
+        pool_max_queued_s=f.num("pool_max_queued_s", d.pool_max_queued_s, min=0.0, strict_min=True),
+        max_work_s=f.num("max_work_s", d.max_work_s, min=0.0, max=MAX_WORK_S, strict_min=True),
+        max_deadline_s=max_deadline,
+        default_deadline_s=default_deadline,
+        history_max_age_s=(None if f.has("history_max_age_s") and f.raw("history_max_age_s") is None else
+                           f.num("history_max_age_s", d.history_max_age_s, min=0.0, strict_min=True)),
+        history_max_rows=(None if f.has("history_max_rows") and f.raw("history_max_rows") is None else
+                          int(f.num("history_max_rows", d.history_max_rows, min=1, max=1e9))),
+        history_synchronous=f.str("history_synchronous", d.history_synchronous, choices={"FULL", "NORMAL"}),
     )
 
 

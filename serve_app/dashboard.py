@@ -65,7 +65,9 @@ def _admin_secret() -> str | None:
 
 
 def _client() -> RouterClient:
-    return RouterClient(st.session_state.get("router_url", DEFAULT_URL), st.session_state.get("admin_token"))
+    # one retry: a page must say "router down" in a second, not after a client's full backoff
+    return RouterClient(st.session_state.get("router_url", DEFAULT_URL), st.session_state.get("admin_token"),
+                        retries=1, backoff_s=0.2)
 
 
 # ------------------------------------------------------------------ Compare

@@ -23,6 +23,8 @@ from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import aiohttp
 
+from serve_app.client import api_key_from_env
+
 RETRY_STATUSES = frozenset({502, 503, 504})
 T = TypeVar("T")
 
@@ -68,8 +70,11 @@ class LoadResult:
 
 
 def _session(concurrency: int) -> aiohttp.ClientSession:
+    """A session that sends the API key of the environment (``$ORCH_API_KEY``, ``$ORCH_API_KEY_FILE``)."""
+    key = api_key_from_env()
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency, force_close=False),
-                                 timeout=aiohttp.ClientTimeout(total=120))
+                                 timeout=aiohttp.ClientTimeout(total=120),
+                                 headers={"authorization": f"Bearer {key}"} if key else None)
 
 
 async def _one(s: aiohttp.ClientSession, method: str, url: str, body: Any, res: LoadResult,

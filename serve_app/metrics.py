@@ -11,7 +11,10 @@ custom metric names with ``ray_`` (README "Metrics and dashboards"):
 * ``ray_orch_task_latency_ms`` (histogram; pool): end-to-end latency of succeeded tasks;
 * ``ray_orch_task_cost_dollars_total`` (counter; pool): cost of finished tasks;
 * ``ray_orch_slo_misses_total`` (counter; priority): succeeded tasks over their SLO;
-* ``ray_orch_tasks_in_flight`` (gauge): tasks accepted and not yet finished.
+* ``ray_orch_tasks_in_flight`` (gauge): tasks accepted and not yet finished;
+* ``ray_orch_requests_refused_total`` (counter; reason): requests answered 429 by admission
+  control (``rate``, ``in_flight``, ``fair_share``, ``queue``), per client name deliberately
+  not: a metric label per key would let any key holder grow the exporter's series.
 
 Outside a Ray worker (unit tests, a dry run) the same calls land in an in-memory
 :class:`MemorySink`, which tests read back; nothing pretends to have exported.
@@ -44,6 +47,8 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
     "orch_task_cost_dollars": ("counter", "Cost of finished tasks (US dollars)", ("pool",), None),
     "orch_slo_misses": ("counter", "Succeeded tasks that missed their latency SLO", ("priority",), None),
     "orch_tasks_in_flight": ("gauge", "Tasks accepted and not yet finished", (), None),
+    "orch_requests_refused": ("counter", "Requests refused by admission control (429), by reason", ("reason",),
+                              None),
 }
 
 
@@ -236,6 +241,9 @@ class RouterMetrics:
             self.sink.observe("orch_task_latency_ms", latency_ms, {"pool": pool})
             if slo_met is False:
                 self.sink.inc("orch_slo_misses", 1, {"priority": str(priority)})
+
+    def refused(self, reason: str) -> None:
+        self.sink.inc("orch_requests_refused", 1, {"reason": reason})
 
     def in_flight(self, n: int) -> None:
         self.sink.set("orch_tasks_in_flight", n, {})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from cluster.topology import MIG_PROFILES
 from cluster.vocabulary import SHARE_KINDS, STATUSES
@@ -49,6 +49,10 @@ class TaskIn(_Strict):
     kind: Optional[str] = Field(None, min_length=1, max_length=64)
     pool: Optional[str] = Field(None, min_length=1, max_length=64,
                                 description="run only in this pool (the policy chooses within it)")
+    deadline_s: Optional[float] = Field(None, gt=0, le=MAX_WORK_S,
+                                        description="POST /v1/tasks: cancel the task if it has not ended this many "
+                                                    "seconds after it was accepted (at most the router's "
+                                                    "max_deadline_s; default: its default_deadline_s)")
 
     def fields(self) -> dict[str, Any]:
         """The fields given, as plain JSON values (``model_dump(exclude_none=True, mode="json")``
@@ -61,7 +65,7 @@ class TaskIn(_Strict):
 
 class BatchIn(_Strict):
     tasks: list[TaskIn] = Field(..., min_length=1)
-    plan: bool = Field(False, description="each decision takes the capacity the ones before it took "
+    plan: StrictBool = Field(False, description="each decision takes the capacity the ones before it took "
                                           "(a coherent plan; nothing is reserved on the cluster); "
                                           "false: each is decided against the same state, as if sent alone")
 
@@ -70,6 +74,28 @@ class PolicyIn(_Strict):
     policy: str = Field(..., min_length=1, max_length=64, examples=["rf", "fastest-feasible", "rl:3"])
     version: Optional[Annotated[str, Field(min_length=1, max_length=16)] | StrictInt] = Field(
         None, description="registry version of a learned policy: 'latest' or a number")
+
+
+class KeyIn(_Strict):
+    """A new API key; unset limits take the router's defaults (``rate_per_s``, ``burst``, ``key_max_in_flight``)."""
+
+    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="the client: owner of the tasks sent with the key")
+    rate_per_s: Optional[float] = Field(None, gt=0, le=1e6, description="sustained tasks per second")
+    burst: Optional[StrictInt] = Field(None, ge=1, le=10_000_000, description="tasks at once above the rate")
+    max_in_flight: Optional[StrictInt] = Field(None, ge=1, le=10_000_000,
+                                               description="accepted, unfinished tasks at most")
+
+
+class KeyOut(BaseModel):
+    name: str
+    created_at: float
+    revoked_at: Optional[float] = None
+    rate_per_s: Optional[float] = None
+    burst: Optional[int] = None
+    max_in_flight: Optional[int] = None
+    active: bool
+    key: Optional[str] = Field(None, description="the secret: returned once, when the key is created")
 
 
 class ShareOut(BaseModel):

@@ -19,6 +19,7 @@ and runs them again through the current policy (at-least-once execution), up to
 """
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import os
@@ -31,18 +32,25 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterator, Sequence
 
+import orjson
+
 from cluster.executor import Executor, warm_workers
 from cluster.live_state import LiveState, RayNode
+from cluster.ray_backend import Backend
 from cluster.state import ClusterState
 from cluster.topology import load_cluster
-from cluster.vocabulary import STATUSES, share_text
+from cluster.vocabulary import FINAL, STATUSES, share_text
 from scheduler.features import feature_vector
 from serve_app.history import HistoryStore, open_store
+from serve_app.retention import Retention
 from scheduler.model_registry import REGISTRY_ENV
 from scheduler.objective import load_objective
 from scheduler.policy import Decision, FeasibilityCache, select_many, why_infeasible
 from scheduler.task import Task, TaskError, make_task, task_key, with_id
+from serve_app.admission import Admission, Limits
+from serve_app.auth import Principal
 from serve_app.config import RouterConfig
+from serve_app.keys import KeyStore
 from serve_app.errors import ApiError, field_error, task_error
 from serve_app.liveness import NodeWatcher
 from serve_app.metrics import RouterMetrics
@@ -63,14 +71,17 @@ TEMPLATE_CACHE = 4096
 #: bulky columns left out of task listings (``GET /v1/tasks/{id}`` has them)
 _LIST_OMITS = ("features", "decision")
 #: keys of the stored task JSON that are not :class:`Task` fields
-_STORED_EXTRA = ("pool", "inferred")
+_STORED_EXTRA = ("pool", "inferred", "owner", "deadline_at")
+#: how often the router looks for tasks past their deadline
+DEADLINE_CHECK_S = 0.5
 
 
 class RouterService:
     """Decisions, task runs, history and metrics of one router process."""
 
     def __init__(self, cfg: RouterConfig, *, metrics: RouterMetrics | None = None,
-                 reader: Callable[..., list[RayNode]] | None = None, history: HistoryStore | None = None) -> None:
+                 reader: Callable[..., list[RayNode]] | None = None, history: HistoryStore | None = None,
+                 backend: Backend | None = None) -> None:
         self.cfg = cfg
         if cfg.registry:
             os.environ[REGISTRY_ENV] = cfg.registry  # learned policies resolve "latest" here
@@ -83,16 +94,28 @@ class RouterService:
         self.live = LiveState(self.spec, refresh_s=cfg.refresh_s,
                               reader=reader if reader is not None else self.watcher.reader)
         self.executor = Executor(self.live, time_compression=cfg.time_compression, kernel=cfg.kernel,
-                                 max_retries=cfg.max_retries, seed=cfg.seed)
-        self.history = history if history is not None else open_store(cfg.history_path_url())
+                                 max_retries=cfg.max_retries, seed=cfg.seed, backend=backend)
+        self.history = history if history is not None else open_store(
+            cfg.history_path_url(), synchronous=cfg.history_synchronous,  # type: ignore[arg-type]
+            retention=Retention(max_age_s=cfg.history_max_age_s, max_rows=cfg.history_max_rows))
+        self.keys = KeyStore(cfg.history_path_url()[len("sqlite:///"):])
         self.policies = PolicyHolder(build_policy(cfg.policy, seed=cfg.seed, registry=cfg.registry))
         self.metrics = metrics if metrics is not None else RouterMetrics()
+        self.admission = Admission(Limits(
+            rate_per_s=cfg.rate_per_s, burst=cfg.burst, key_max_in_flight=cfg.key_max_in_flight,
+            max_in_flight=cfg.max_in_flight, anonymous_rate_per_s=cfg.anonymous_rate_per_s,
+            anonymous_burst=cfg.anonymous_burst, pool_max_queued=cfg.pool_max_queued,
+            pool_max_queued_s=cfg.pool_max_queued_s), on_refuse=self.metrics.refused)
         self.objective = load_objective()
         self.pools = tuple(self.spec.pools)
         self._pool_policies: dict[str, tuple[ActivePolicy, PoolPolicy]] = {}
         self._templates: dict[tuple, Task] = {}
         self._claims: set[str] = set()
         self._claims_lock = threading.Lock()
+        self._cancelled: set[str] = set()  # accepted, cancelled before they reached the executor
+        self._deadlines: list[tuple[float, str]] = []  # heap of (deadline, task id)
+        self._deadline_thread: threading.Thread | None = None
+        self._closing = threading.Event()
         self.started_at = time.time()
         self.resumed = 0
 
@@ -105,6 +128,7 @@ class RouterService:
         """
         data = dict(data)  # the fields given (``TaskIn.fields()``: no None values); the caller's stays whole
         pool = data.pop("pool", None)
+        data.pop("deadline_s", None)  # the request's, not the task's (see :meth:`begin_accept`)
         if pool is not None and pool not in self.pools:
             raise field_error("pool", f"unknown pool {pool!r} (known: {', '.join(self.pools)})", prefix=prefix)
         tid = data.pop("id", None) or new_task_id()
@@ -259,46 +283,95 @@ class RouterService:
             return None
         return record_view(row, self.history.events(task_id) if events else None)
 
-    def begin_accept(self, task: Task, pool: str | None) -> tuple[dict[str, Any] | None, Future | None]:
+    def begin_accept(self, task: Task, pool: str | None, who: Principal,
+                     deadline_s: float | None = None) -> tuple[dict[str, Any] | None, Future | None]:
         """Hand ``task`` to the history: (the earlier record, None) for a retried id (idempotent
         retry), else (None, a future done once the task is committed). One primary-key read of the history
         (tens of microseconds; WAL readers never wait for the writer), so the event loop may call it.
+
+        A retried id must come from the same client with the same task, else 409 (a second
+        task under a used id would otherwise be answered with the first one's record). A new
+        task must pass admission (:mod:`serve_app.admission`: 429) and the router's bounds
+        on ``work`` and ``deadline_s`` (422).
 
         The HTTP layer awaits the future instead of parking a thread on it, so all the
         requests waiting at a moment share one commit (a pool of threads each waiting for
         its own would cap the accepted rate at threads / commit time).
         """
-        existing = self.record(task.id)
-        if existing is not None:
-            return existing, None
-        self.admit(task, pool)
-        active = self.policies.active
         stored = {**task.to_dict(), "pool": pool}
-        committed = self.history.accept_later(task.id, stored, policy=active.name,
+        row = self.history.get(task.id)
+        if row is not None:
+            self._same_task(row, stored, who)
+            return record_view(row, self.history.events(task.id)), None
+        if task.work > self.cfg.max_work_s:
+            raise field_error("work", f"at most {self.cfg.max_work_s:g} s on this router, got {task.work:g}")
+        deadline_s = self.cfg.default_deadline_s if deadline_s is None else deadline_s
+        if deadline_s is not None and deadline_s > self.cfg.max_deadline_s:
+            raise field_error("deadline_s", f"at most {self.cfg.max_deadline_s:g} s on this router, got {deadline_s:g}")
+        self.admit(task, pool)
+        self.admission.check_pools({self.spec.nodes[i].pool for i in self.hosts(task, pool)},
+                                   self.executor.queued_by_pool())
+        self.admission.enter(who)
+        now = time.time()
+        stored["owner"] = who.name
+        if deadline_s is not None:
+            stored["deadline_at"] = now + deadline_s
+        active = self.policies.active
+        committed = self.history.accept_later(task.id, stored, policy=active.name, accepted_at=now,
                                               policy_version=_text(active.version), priority=task.priority,
                                               slo_ms=task.slo_ms, kind=task.kind)
-        committed.add_done_callback(partial(self._counted, active.name))
+        committed.add_done_callback(partial(self._counted, active.name, who.name, stored.get("deadline_at"), task.id))
         return None, committed
 
-    def _counted(self, policy: str, committed: Future) -> None:
+    @staticmethod
+    def _same_task(row: dict[str, Any], stored: dict[str, Any], who: Principal) -> None:
+        """409 unless a retried id comes from the task's owner (or the admin) with the same task."""
+        old = row.get("task") or {}
+        owner = old.get("owner")
+        if not who.admin and owner is not None and owner != who.name:
+            raise ApiError(409, f"task id {row['task_id']!r} is taken by another client; choose another id",
+                           loc=["body", "id"], type="conflict")
+        new = orjson.loads(orjson.dumps(stored))
+        differ = sorted(k for k, v in new.items() if k != "inferred" and old.get(k) != v)
+        if differ:
+            raise ApiError(409, f"task id {row['task_id']!r} was used for a different task (it differs in "
+                                f"{', '.join(differ)}); a retry must resend the same body, a new task needs a new id",
+                           loc=["body", "id"], type="conflict")
+
+    def _counted(self, policy: str, owner: str, deadline_at: float | None, task_id: str, committed: Future) -> None:
         if committed.exception() is None:
             self.metrics.accepted(policy)
+            if deadline_at is not None:
+                self._watch_deadline(deadline_at, task_id)
+        else:
+            self.admission.leave(owner)
 
-    def start(self, task: Task, pool: str | None, *, attempts_before: int = 0,
+    def start(self, task: Task, pool: str | None, *, owner: str, attempts_before: int = 0,
               note: str | None = None) -> tuple[dict[str, Any], Future | None, int]:
-        """Decide and hand an accepted task to the executor: (decision view, future, HTTP status)."""
+        """Decide and hand an accepted task to the executor: (decision view, future, HTTP status).
+
+        ``owner`` (the client) is counted in flight (:meth:`Admission.enter` or ``restore``) until
+        the task ends here or in :meth:`_finished`."""
         try:
-            return self._start(task, pool, attempts_before, note)
+            out = self._start(task, pool, attempts_before, note, owner)
         except Exception as exc:  # a router bug must not leave an accepted task unfinished
+            self.admission.leave(owner)
             self.history.update(task.id, "failed", durable=True, reason=f"router error while placing: {exc!r}"[:500])
             raise
+        if out[1] is None:
+            self.admission.leave(owner)
+        return out
 
-    def _start(self, task: Task, pool: str | None, attempts_before: int,
-               note: str | None) -> tuple[dict[str, Any], Future | None, int]:
+    def _start(self, task: Task, pool: str | None, attempts_before: int, note: str | None,
+               owner: str) -> tuple[dict[str, Any], Future | None, int]:
         active = self.policies.active
         pol = self._policy_for(active, pool)
         clock = time.perf_counter
         with self.live.lock:
+            if task.id in self._cancelled:  # cancelled between its commit and now: its record says so
+                self._cancelled.discard(task.id)
+                return {"task_id": task.id, "placed": False, "explanation": "cancelled before it was placed",
+                        "status": 409, "policy": active.name}, None, 409
             state = self.live.snapshot()
             t0 = clock()
             d = pol.select(task, state)
@@ -325,12 +398,13 @@ class RouterService:
         self.history.update(task.id, "placed" if waiting else "running", reason=note, node=view["node"],
                             pool=view["pool"], tier=view["tier"], share=share_text(d.share),
                             confidence=finite(d.confidence), features=x, **common)
-        fut.add_done_callback(partial(self._finished, task, attempts_before))
+        fut.add_done_callback(partial(self._finished, task, attempts_before, owner))
         self.metrics.in_flight(self.executor.in_flight)
         return view, fut, 202
 
-    def _finished(self, task: Task, attempts_before: int, fut: Future) -> None:
+    def _finished(self, task: Task, attempts_before: int, owner: str, fut: Future) -> None:
         """Executor completion (its thread): final status, timings, cost, metrics."""
+        self.admission.leave(owner)
         try:
             res = fut.result()
             status, fields = self._final(task, res, attempts_before)
@@ -369,9 +443,15 @@ class RouterService:
             tid = row["task_id"]
             stored = dict(row.get("task") or {})
             pool = stored.pop("pool", None)
+            owner = stored.get("owner") or "admin"  # a record from before API keys
+            deadline_at = stored.get("deadline_at")
             for key in _STORED_EXTRA:
                 stored.pop(key, None)
             tried = int(row.get("attempts") or 0) + (row["status"] != "accepted")
+            if deadline_at is not None and deadline_at <= time.time():
+                self.history.update(tid, "cancelled", attempts=tried,
+                                    reason="its deadline passed while the router was down; not run again")
+                continue
             try:
                 task = make_task(stored, infer=False)
             except TaskError as exc:
@@ -383,8 +463,11 @@ class RouterService:
                                            f"not run again after {tried} attempt(s)")
                 self.metrics.finished(row.get("pool"), "failed", None, None, task.priority, None)
                 continue
+            self.admission.restore(owner)
+            if deadline_at is not None:
+                self._watch_deadline(deadline_at, tid)
             try:
-                self.start(task, pool, attempts_before=tried,
+                self.start(task, pool, owner=owner, attempts_before=tried,
                            note=f"resumed after a router restart (it was {row['status']})")
             except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others
                 log.exception("resuming task %s failed", tid)
@@ -393,6 +476,65 @@ class RouterService:
             n += 1
         self.resumed += n
         return n
+
+    def cancel(self, task_id: str, who: Principal | None, reason: str | None = None) -> dict[str, Any]:
+        """Cancel a queued or running task (its owner's or the admin's call; ``who`` None: the router
+        itself, at a deadline): its booking is released at once and its record says ``cancelled``,
+        durably before the answer, so a restarted router never runs it again.
+
+        404 for an unknown task, 403 for another client's, 409 for one that has already ended.
+        """
+        row = self.history.get(task_id)
+        if row is None:
+            raise ApiError(404, f"no task {task_id!r} in the history")
+        owner = (row.get("task") or {}).get("owner")
+        if who is not None and not who.admin and owner != who.name:
+            raise ApiError(403, f"task {task_id!r} belongs to another client; only its owner or the admin may "
+                                "cancel it")
+        by = "the router" if who is None else who.name
+        why = reason or f"cancelled by {by}"
+        with self.live.lock:  # one hold: :meth:`_start` either handed it over already, or will skip it
+            found = self.executor.withdraw(task_id, why)
+            if not found:
+                self._cancelled.add(task_id)
+        self.executor.flush()  # the Ray cancellation, outside the lock
+        if not found:
+            self.history.flush()  # an end the executor reported just now is in the history after this
+            row = self.history.get(task_id) or row
+            if row["status"] in FINAL:
+                with self.live.lock:
+                    self._cancelled.discard(task_id)
+                raise ApiError(409, f"task {task_id!r} has already ended ({row['status']})", type="conflict",
+                               extra={"status": row["status"]})
+            self.history.update(task_id, "cancelled", reason=why)
+        self.history.flush()  # durable before the answer: a restart must not resume it
+        rec = self.record(task_id)
+        assert rec is not None
+        return rec
+
+    def _watch_deadline(self, at: float, task_id: str) -> None:
+        with self._claims_lock:
+            heapq.heappush(self._deadlines, (at, task_id))
+            if self._deadline_thread is None:
+                self._deadline_thread = threading.Thread(target=self._deadline_loop, name="router-deadlines",
+                                                         daemon=True)
+                self._deadline_thread.start()
+
+    def _deadline_loop(self) -> None:
+        """Cancel tasks whose deadline passed (those that ended before it are skipped)."""
+        while not self._closing.wait(DEADLINE_CHECK_S):
+            now = time.time()
+            due = []
+            with self._claims_lock:
+                while self._deadlines and self._deadlines[0][0] <= now:
+                    due.append(heapq.heappop(self._deadlines)[1])
+            for tid in due:
+                try:
+                    self.cancel(tid, None, reason="its deadline passed")
+                except ApiError:
+                    pass  # it ended in time
+                except Exception:  # noqa: BLE001 - one failure must not stop the deadlines of others
+                    log.exception("cancelling task %s at its deadline failed", tid)
 
     def query(self, *, status: str | None, pool: str | None, policy: str | None, since: float | None,
               until: float | None, limit: int, offset: int) -> dict[str, Any]:
@@ -474,6 +616,7 @@ class RouterService:
                 "pid": os.getpid()}
 
     def close(self) -> None:
+        self._closing.set()
         if self.watcher is not None:
             self.watcher.stop()
         self.executor.close()

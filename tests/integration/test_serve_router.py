@@ -44,10 +44,16 @@ class Router:
     host_ip: str
 
 
+#: the API key the module's router made for these tests (``router`` fixture)
+KEY: dict[str, str] = {}
+
+
 def _call(url: str, method: str = "GET", body=None, headers=None, timeout: float = 60):
+    """One call; without ``headers`` it carries the tests' API key."""
     data = None if body is None else json.dumps(body).encode()
+    auth = {"Authorization": f"Bearer {KEY['key']}"} if headers is None and KEY else {}
     req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"content-type": "application/json", **(headers or {})})
+                                 headers={"content-type": "application/json", **auth, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read() or b"null"), dict(r.headers)
@@ -94,7 +100,18 @@ def router(cluster_dir: Path, tmp_path_factory) -> Router:
     _serve_cli(cluster_dir, "up", "--config", str(cfg), "--port", str(port), "--direct-port", str(direct),
                env={"ORCH_ADMIN_TOKEN": TOKEN})
     st = launcher.LaunchState.load(cluster_dir)
-    yield Router(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{direct}", history, cluster_dir, st.head_ip)
+    url = f"http://127.0.0.1:{port}"
+    status, made, _ = _call(f"{url}/v1/keys", "POST", {"name": "integration"}, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 201, made
+    KEY["key"] = made["key"]
+    before = os.environ.get("ORCH_API_KEY")
+    os.environ["ORCH_API_KEY"] = made["key"]  # the load generator's sessions send it
+    yield Router(url, f"http://127.0.0.1:{direct}", history, cluster_dir, st.head_ip)
+    KEY.clear()
+    if before is None:
+        os.environ.pop("ORCH_API_KEY", None)
+    else:
+        os.environ["ORCH_API_KEY"] = before
     _serve_cli(cluster_dir, "down", timeout=120)
 
 
@@ -170,6 +187,21 @@ def test_tasks_run_and_their_life_cycle_is_recorded(router: Router) -> None:
     _wait_final(router, ["life-2"])
     page = _call(f"{router.url}/v1/tasks?status=succeeded&pool={rec['pool']}&limit=1")[1]
     assert page["total"] >= 1 and len(page["items"]) == 1
+
+
+def test_work_needs_a_key_and_a_month_long_task_can_be_cancelled(router: Router) -> None:
+    assert _call(f"{router.url}/v1/tasks", "POST", {"cpu_milli": 100}, {})[0] == 401
+    assert _call(f"{router.url}/v1/tasks", "POST", {"cpu_milli": 100}, {"Authorization": "Bearer ork_x"})[0] == 401
+    long = {"id": "month-1", "pool": "edge", "cpu_milli": 2000, "work": 86_400.0}  # the whole edge node
+    assert _call(f"{router.url}/v1/tasks", "POST", long)[0] == 202
+    status, nxt, _ = _call(f"{router.url}/v1/tasks", "POST", {"id": "after-month", "pool": "edge",
+                                                             "cpu_milli": 2000, "work": 0.05})
+    assert status == 202 and nxt["status"] == "placed"  # waits behind the long one
+    status, out, _ = _call(f"{router.url}/v1/tasks/month-1", "DELETE")
+    assert status == 200 and out["status"] == "cancelled", out
+    done = _wait_final(router, ["after-month"], timeout=60)  # the node was freed: the next one ran
+    assert done["after-month"]["status"] == "succeeded"
+    assert _call(f"{router.url}/v1/tasks/month-1", "DELETE")[0] == 409
 
 
 def test_cluster_view(router: Router) -> None:
@@ -341,7 +373,7 @@ def test_killing_the_router_loses_no_acknowledged_task(router: Router) -> None:
 
     async def load() -> None:
         timeout = aiohttp.ClientTimeout(total=15)
-        async with aiohttp.ClientSession(timeout=timeout) as s:
+        async with aiohttp.ClientSession(timeout=timeout, headers={"Authorization": f"Bearer {KEY['key']}"}) as s:
             sem = asyncio.Semaphore(8)
 
             async def one(i):

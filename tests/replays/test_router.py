@@ -21,6 +21,7 @@ from replays.live import load_tasks, main
 from tests.conftest import CONFIGS
 
 WORKLOAD = CONFIGS / "workloads" / "mixed.yaml"
+KEY = "ork_replay-test-key"
 
 
 class FakeRouter(BaseHTTPRequestHandler):
@@ -59,6 +60,8 @@ class FakeRouter(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if self.headers.get("authorization") != f"Bearer {KEY}":
+            return self._send(401, {"detail": "POST /v1/tasks needs an API key"})
         if body["kind"] in self.refuse:
             return self._send(409, {"detail": "no node can ever host it"})
         gpu = body["gpu_milli"] or body["gpu_count"] or body.get("mig_profile")
@@ -82,8 +85,22 @@ def fake_router():
 
 
 def _args(url: str, out: Path, *extra: str) -> list[str]:
+    key = out.with_name(out.name + "-api_key")  # beside the output folder, which must stay empty on errors
+    key.write_text(KEY + "\n")
     return ["--workload", str(WORKLOAD), "--router", url, "--duration", "4", "--time-compression", "50",
-            "--cluster", str(CONFIGS / "cluster" / "local.yaml"), "--out", str(out), *extra]
+            "--cluster", str(CONFIGS / "cluster" / "local.yaml"), "--out", str(out), "--api-key-file", str(key),
+            *extra]
+
+
+def test_router_mode_needs_an_api_key(fake_router, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("ORCH_API_KEY", raising=False)
+    monkeypatch.delenv("ORCH_API_KEY_FILE", raising=False)
+    args = _args(fake_router, tmp_path)
+    assert main(args[:args.index("--api-key-file")]) == 2
+    assert "--api-key-file" in capsys.readouterr().err and not FakeRouter.tasks
+    monkeypatch.setenv("ORCH_API_KEY_FILE", str(tmp_path / "missing"))
+    assert main(args[:args.index("--api-key-file")]) == 2
+    assert "ORCH_API_KEY_FILE" in capsys.readouterr().err
 
 
 def test_router_mode_writes_a_record_per_task_in_the_simulators_schema(fake_router, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from cluster.topology import ClusterSpec, load_cluster
 from serve_app.api import create_api
 from serve_app.auth import AdminAuth
 from serve_app.config import parse_router_config, token_sha256
+from serve_app.keys import Quota
 from serve_app.metrics import MemorySink, RouterMetrics
 from serve_app.service import RouterService
 from tests.conftest import CONFIGS
@@ -40,17 +41,34 @@ class FakeRay:
         return out
 
 
-def make_service(tmp_path: Path, **args) -> tuple[RouterService, FakeRay]:
+def make_service(tmp_path: Path, backend=None, **args) -> tuple[RouterService, FakeRay]:
+    """A router service over ``test_small.yaml``; ``backend`` (e.g. the executor tests' fake Ray,
+    which runs nothing until the test finishes a task) lets tasks be accepted and run."""
     cfg = parse_router_config({"cluster": str(SMALL), "history_url": f"sqlite:///{tmp_path / 'history.db'}",
                                "refresh_s": 0.05, **args})
     ray = FakeRay(load_cluster(SMALL))
-    return RouterService(cfg, reader=ray, metrics=RouterMetrics(MemorySink())), ray
+    return RouterService(cfg, reader=ray, metrics=RouterMetrics(MemorySink()), backend=backend), ray
 
 
-def make_client(svc: RouterService, token: str | None = TOKEN):
+def api_key(svc: RouterService, name: str = "tests", **quota) -> str:
+    """A new API key of ``svc``'s router (its secret)."""
+    return svc.keys.create(name, Quota(**quota))[1]
+
+
+def make_client(svc: RouterService, token: str | None = TOKEN, key: str | None = "tests"):
+    """A test client of ``svc``'s API that sends the API key ``key`` (created here) on every call,
+    unless a call sets its own Authorization header; ``key=None`` sends none."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
     auth = AdminAuth(token_sha256(token) if token else None,
                      "no admin token is configured: set ORCH_ADMIN_TOKEN")
-    return TestClient(create_api(lambda: svc, lambda: auth))
+    headers = {}
+    if key is not None:
+        known = {k.name for k in svc.keys.list() if k.revoked_at is None}
+        secret = getattr(svc, "test_keys", {}).get(key) if key in known else None
+        if secret is None:
+            secret = api_key(svc, key)
+            svc.test_keys = {**getattr(svc, "test_keys", {}), key: secret}
+        headers["Authorization"] = f"Bearer {secret}"
+    return TestClient(create_api(lambda: svc, lambda: auth), headers=headers)

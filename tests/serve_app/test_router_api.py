@@ -286,7 +286,9 @@ def test_fast_path_hands_everything_else_over_unchanged() -> None:
         seen.append((scope["path"], body))
         await JSONResponse({"app": True})(scope, receive, send)
 
-    async def handler(task: TaskIn) -> JSONResponse:
+    async def handler(task: TaskIn, authorization: str | None) -> JSONResponse:
+        if authorization is not None:
+            return JSONResponse({"fast": task.priority, "authorization": authorization})
         if task.priority == 9:
             raise ApiError(409, "nine is taken", extra={"task_id": "t"})
         if task.priority == 8:
@@ -295,6 +297,8 @@ def test_fast_path_hands_everything_else_over_unchanged() -> None:
 
     client = TestClient(BodyLimit(FastPath(app, {"/v1/route": (TaskIn, handler)}), limit=lambda: 64))
     assert client.post("/v1/route", json={"priority": 3}).json() == {"fast": 3}
+    assert client.post("/v1/route", json={"priority": 3}, headers={"Authorization": "Bearer k"}).json() == {
+        "fast": 3, "authorization": "Bearer k"}  # the handler gets the credential
     assert not seen
     r = client.post("/v1/route", json={"priority": 9})
     assert r.status_code == 409 and r.json() == {"detail": "nine is taken", "task_id": "t"}

@@ -8,6 +8,7 @@ from cluster.state import ClusterState
 from cluster.topology import load_cluster
 from scheduler.policy import make_policy
 from scheduler.task import make_task
+from serve_app.auth import Principal
 from serve_app.config import (RouterConfig, load_router_config, parse_router_config, resolve_admin_token,
                               token_sha256)
 from serve_app.errors import ApiError
@@ -94,12 +95,21 @@ def test_accept_is_idempotent_and_concurrent_ids_conflict(tmp_path) -> None:
     svc, _ = make_service(tmp_path)
     try:
         task, pool = svc.parse_task({"id": "same", "cpu_milli": 100})
-        existing, committed = svc.begin_accept(task, pool)
+        me = Principal("alice")
+        existing, committed = svc.begin_accept(task, pool, me)
         assert existing is None
         committed.result(timeout=30)
-        again, none = svc.begin_accept(task, pool)
+        again, none = svc.begin_accept(task, pool, me)
         assert none is None
         assert again["task_id"] == "same" and again["status"] == "accepted" and again["priority"] == 5
+        other, _ = svc.parse_task({"id": "same", "cpu_milli": 200})  # same id, another task: 409 naming the field
+        with pytest.raises(ApiError) as e:
+            svc.begin_accept(other, pool, me)
+        assert e.value.status == 409 and "cpu_milli" in e.value.msg
+        with pytest.raises(ApiError) as e:  # another client's id: 409, and its record is not shown
+            svc.begin_accept(task, pool, Principal("mallory"))
+        assert e.value.status == 409 and "another client" in e.value.msg
+        assert svc.begin_accept(task, pool, Principal("admin", admin=True))[0]["task_id"] == "same"
         with svc.claim("busy"):
             with pytest.raises(ApiError) as e:
                 with svc.claim("busy"):

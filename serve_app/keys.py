@@ -1,0 +1,148 @@
+"""Per-client API keys: who may submit work, and how much.
+
+A key is ``ork_`` plus 32 random bytes (URL-safe base64), shown once when it is
+created; the store keeps only its SHA-256. The keys are 256-bit random, so a
+plain hash is as strong as a slow password hash would be (nothing to guess), and
+it costs a microsecond per request. Each key has a name (the owner of the tasks it
+submits) and a quota: a sustained rate and a burst of tasks per second (a batch
+counts each task) and a most-in-flight count. A quota field left unset takes the
+router's default from its config at the time of use.
+
+The keys live in a table of the router's SQLite history file (one file to back
+up and to keep private), written by ``orchestrator keys`` or the admin API; the
+router re-reads the table every ``key_refresh_s``, so a revoked key stops working
+within that time without a restart.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from serve_app.private import private_file
+
+PREFIX = "ork_"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    rate_per_s REAL, burst INTEGER, max_in_flight INTEGER,
+    created_at REAL NOT NULL, revoked_at REAL
+);
+"""
+
+
+class KeyStoreError(ValueError):
+    """A bad key name or quota, or a name that is taken; ``field`` names the culprit."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Limits of one client; None: the router's configured default."""
+
+    rate_per_s: float | None = None
+    burst: int | None = None
+    max_in_flight: int | None = None
+
+    def check(self) -> "Quota":
+        if self.rate_per_s is not None and not (0 < self.rate_per_s <= 1e6):
+            raise KeyStoreError("rate_per_s", f"must be in (0, 1e6] tasks per second, got {self.rate_per_s}")
+        for name in ("burst", "max_in_flight"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000_000):
+                raise KeyStoreError(name, f"must be a whole number from 1 to 10,000,000, got {v!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key as stored (never the secret itself)."""
+
+    name: str
+    sha256: str
+    quota: Quota
+    created_at: float
+    revoked_at: float | None = None
+
+    def public(self) -> dict:
+        return {"name": self.name, "created_at": self.created_at, "revoked_at": self.revoked_at,
+                "rate_per_s": self.quota.rate_per_s, "burst": self.quota.burst,
+                "max_in_flight": self.quota.max_in_flight, "active": self.revoked_at is None}
+
+
+def key_sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class KeyStore:
+    """The ``api_keys`` table of a SQLite file (the router's history, by default)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=10.0)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def create(self, name: str, quota: Quota = Quota()) -> tuple[ApiKey, str]:
+        """A new key for ``name``: (its record, the secret, shown only now). A revoked name may be
+        reused (a new secret); an active one may not (revoke it first: one key per client)."""
+        if not isinstance(name, str) or not NAME.match(name):
+            raise KeyStoreError("name", "1-64 characters: letters, digits, '.', '_' or '-', starting with a "
+                                    f"letter or digit; got {name!r}")
+        quota.check()
+        secret = PREFIX + secrets.token_urlsafe(32)
+        key = ApiKey(name, key_sha256(secret), quota, time.time())
+        conn = self._connect()
+        try:
+            with conn:
+                row = conn.execute("SELECT revoked_at FROM api_keys WHERE name = ?", (name,)).fetchone()
+                if row is not None and row["revoked_at"] is None:
+                    raise KeyStoreError("name", f"an active key named {name!r} exists; revoke it first")
+                conn.execute("INSERT OR REPLACE INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                             (name, key.sha256, quota.rate_per_s, quota.burst, quota.max_in_flight,
+                              key.created_at))
+        finally:
+            conn.close()
+        return key, secret
+
+    def revoke(self, name: str) -> bool:
+        """Revoke the active key named ``name``; False if there is none."""
+        conn = self._connect()
+        try:
+            with conn:
+                cur = conn.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                                   (time.time(), name))
+            return cur.rowcount > 0
+        finally:
+            conn.close()
+
+    def list(self) -> list[ApiKey]:
+        conn = self._connect()
+        try:
+            rows = conn.execute("SELECT * FROM api_keys ORDER BY name").fetchall()
+        finally:
+            conn.close()
+        return [ApiKey(r["name"], r["sha256"], Quota(r["rate_per_s"], r["burst"], r["max_in_flight"]),
+                       r["created_at"], r["revoked_at"]) for r in rows]
+
+    def active(self) -> dict[str, ApiKey]:
+        """Active keys by their SHA-256 (what a request's key is looked up by)."""
+        return {k.sha256: k for k in self.list() if k.revoked_at is None}
