@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any, Awaitable, Callable, Optional
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Security
+from fastapi import Depends, FastAPI, Path, Query, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from serve_app import errors
 from serve_app.auth import ANONYMOUS, AdminAuth, ClientAuth, Principal
 from serve_app.errors import ApiError, JSONResponse
+from serve_app.guard import Guard
 from serve_app.keys import KeyStoreError, Quota
 from serve_app.models import (BatchIn, BatchOut, ClusterOut, DecisionOut, ErrorOut, HealthOut, KeyIn, KeyOut,
                               PolicyIn, PolicyOut, TaskIn, TaskOut, TaskPage, TaskStatus)
@@ -62,41 +63,6 @@ def _header(cred: HTTPAuthorizationCredentials | None) -> str | None:
     return None if cred is None else f"{cred.scheme} {cred.credentials}"
 
 
-class BodyLimit:
-    """Refuse request bodies over ``limit()`` bytes with 413, before they are read whole."""
-
-    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit()
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
-                await _too_large(send, limit)
-                return
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > limit:  # FastAPI re-raises an HTTPException from here as it is
-                    raise HTTPException(413, f"request body over {limit} bytes")
-            return msg
-
-        await self.app(scope, counted, send)
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    resp = JSONResponse({"detail": f"request body over {limit} bytes (or a bad Content-Length)"}, status_code=413)
-    await resp({"type": "http"}, None, send)  # type: ignore[arg-type]
-
-
 Handler = Callable[[Any, Optional[str]], Awaitable[Response]]
 
 
@@ -125,7 +91,7 @@ class FastPath:
         model, handler = route
         try:
             body = await _read_body(receive)
-        except StarletteHTTPException as exc:  # over the size limit (BodyLimit)
+        except StarletteHTTPException as exc:  # over the size or time limit (serve_app.guard)
             await errors.answer(exc)(scope, receive, send)  # type: ignore[misc]
             return
         if body is None:
@@ -412,11 +378,19 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
             raise ApiError(422, exc.reason, loc=["body", exc.field]) from None
         return JSONResponse(info)
 
-    # every HTTP request passes here first (RouterAPI), the ones FastAPI answers too: the size
-    # limit needs no second copy inside FastAPI's middleware stack
-    api.fast = BodyLimit(FastPath(api.fastapi, {"/v1/route": (TaskIn, route_task), "/v1/route/batch": (BatchIn, route_tasks),
-                                                "/v1/tasks": (TaskIn, run_task)}),
-                         limit=lambda: get().cfg.max_body_bytes)
+    def client_of(authorization: str | None, host: str) -> str:
+        """The name a request is counted under by the guard: its key's, else anonymous by address."""
+        try:
+            who = clients().principal(authorization)
+        except ApiError:
+            who = None
+        return who.name if who is not None else f"{ANONYMOUS}@{host}"
+
+    # every HTTP request passes here first (RouterAPI), the ones FastAPI answers too: the limits
+    # need no second copy inside FastAPI's middleware stack
+    api.fast = Guard(FastPath(api.fastapi, {"/v1/route": (TaskIn, route_task), "/v1/route/batch": (BatchIn, route_tasks),
+                                            "/v1/tasks": (TaskIn, run_task)}),
+                     limits=lambda: get().guard_limits, who=client_of)
     return api
 
 

@@ -50,6 +50,10 @@ class RouterConfig:
         max_retries: re-placements of a task whose node dies.
         max_batch: most tasks in one ``/v1/route/batch`` call.
         max_body_bytes: larger request bodies get 413.
+        max_header_bytes / body_timeout_s / client_max_requests: headers larger than this get
+            431, a body not received this long after the request began 408, a client with this
+            many requests in progress 429 (:mod:`serve_app.guard`: stalled clients cannot hold
+            the router).
         batch_max_size / batch_wait_s: ``@serve.batch`` of concurrent single routes.
         wait_timeout_s: longest ``?wait=true`` on ``POST /v1/tasks``.
         refresh_s: how stale Ray's node view may get (node death shows within this).
@@ -95,6 +99,9 @@ class RouterConfig:
     max_retries: int = 2
     max_batch: int = 10_000
     max_body_bytes: int = 8 << 20
+    max_header_bytes: int = 16 << 10
+    body_timeout_s: float = 10.0
+    client_max_requests: int = 256
     batch_max_size: int = 64
     batch_wait_s: float = 0.0
     wait_timeout_s: float = 300.0
@@ -181,6 +188,9 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
         max_retries=int(f.num("max_retries", d.max_retries, min=0, max=10)),
         max_batch=int(f.num("max_batch", d.max_batch, min=1, max=1_000_000)),
         max_body_bytes=int(f.num("max_body_bytes", d.max_body_bytes, min=1024, max=1 << 30)),
+        max_header_bytes=int(f.num("max_header_bytes", d.max_header_bytes, min=1024, max=1 << 20)),
+        body_timeout_s=f.num("body_timeout_s", d.body_timeout_s, min=0.0, max=3600.0, strict_min=True),
+        client_max_requests=int(f.num("client_max_requests", d.client_max_requests, min=1, max=100_000)),
         batch_max_size=int(f.num("batch_max_size", d.batch_max_size, min=1, max=10_000)),
         batch_wait_s=f.num("batch_wait_s", d.batch_wait_s, min=0.0, max=1.0),
         wait_timeout_s=f.num("wait_timeout_s", d.wait_timeout_s, min=0.0, max=86_400.0, strict_min=True),

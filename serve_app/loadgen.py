@@ -69,9 +69,9 @@ class LoadResult:
         return sum(self.statuses.get(c, 0) for c in codes)
 
 
-def _session(concurrency: int) -> aiohttp.ClientSession:
-    """A session that sends the API key of the environment (``$ORCH_API_KEY``, ``$ORCH_API_KEY_FILE``)."""
-    key = api_key_from_env()
+def _session(concurrency: int, key: str | None = None) -> aiohttp.ClientSession:
+    """A session that sends ``key``, else the API key of the environment (``$ORCH_API_KEY``, ``$ORCH_API_KEY_FILE``)."""
+    key = key or api_key_from_env()
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency, force_close=False),
                                  timeout=aiohttp.ClientTimeout(total=120),
                                  headers={"authorization": f"Bearer {key}"} if key else None)
@@ -93,11 +93,11 @@ async def _one(s: aiohttp.ClientSession, method: str, url: str, body: Any, res: 
 
 
 async def closed_loop(url: str, bodies: Iterable[Any], *, concurrency: int = 16, method: str = "POST",
-                      keep_bodies: bool = False) -> LoadResult:
+                      keep_bodies: bool = False, key: str | None = None) -> LoadResult:
     """Send every body, ``concurrency`` at a time; returns when all are answered."""
     res = LoadResult()
     it = iter(bodies)
-    async with _session(concurrency) as s:
+    async with _session(concurrency, key) as s:
         async def worker() -> None:
             for body in it:
                 await _one(s, method, url, body, res, keep_bodies)
@@ -109,11 +109,11 @@ async def closed_loop(url: str, bodies: Iterable[Any], *, concurrency: int = 16,
 
 
 async def open_loop(url: str, make_body: Callable[[int], Any], *, rate: float, seconds: float,
-                    method: str = "POST", max_in_flight: int = 256) -> LoadResult:
+                    method: str = "POST", max_in_flight: int = 256, key: str | None = None) -> LoadResult:
     """Start one request every 1/``rate`` s for ``seconds``, answered or not."""
     res = LoadResult()
     n = int(rate * seconds)
-    async with _session(max_in_flight) as s:
+    async with _session(max_in_flight, key) as s:
         tasks = []
         t0 = time.perf_counter()
         for i in range(n):

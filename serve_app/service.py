@@ -52,6 +52,7 @@ from serve_app.auth import Principal
 from serve_app.config import RouterConfig
 from serve_app.keys import KeyStore
 from serve_app.errors import ApiError, field_error, task_error
+from serve_app.guard import Limits as GuardLimits
 from serve_app.liveness import NodeWatcher
 from serve_app.metrics import RouterMetrics
 from serve_app.plan import book
@@ -107,6 +108,8 @@ class RouterService:
             anonymous_burst=cfg.anonymous_burst, pool_max_queued=cfg.pool_max_queued,
             pool_max_queued_s=cfg.pool_max_queued_s), on_refuse=self.metrics.refused)
         self.objective = load_objective()
+        self.guard_limits = GuardLimits(cfg.max_body_bytes, cfg.max_header_bytes, cfg.body_timeout_s,
+                                        cfg.client_max_requests)
         self.pools = tuple(self.spec.pools)
         self._pool_policies: dict[str, tuple[ActivePolicy, PoolPolicy]] = {}
         self._templates: dict[tuple, Task] = {}
@@ -174,7 +177,7 @@ class RouterService:
         policies decide each task in turn.
         """
         active = self.policies.active
-        done: list[tuple[Task, str | None, Decision, float]] = []
+        done: list[tuple[Task, str | None, Decision, float, bool]] = []
         scratch: ClusterState | None = None
         clock = time.perf_counter
         pure = not plan and getattr(active.policy, "pure", False)
@@ -183,7 +186,7 @@ class RouterService:
             with self.live.lock:
                 state = self.live.snapshot()
                 if pure:
-                    done += self._decide_together(active, chunk, state)
+                    done += self._waits(self._decide_together(active, chunk, state), state)
                     continue
                 if plan:
                     scratch = scratch if scratch is not None else state.copy()
@@ -192,17 +195,20 @@ class RouterService:
                     t0 = clock()
                     d = self._policy_for(active, pool).select(task, state)
                     ms = (clock() - t0) * 1000.0
+                    waits = d.placed and bool(state.queue_len[d.node])
                     if plan:
                         book(state, task, d)
-                    done.append((task, pool, d, ms))
+                    done.append((task, pool, d, ms, waits))
         views, pools = [], Counter()
         built: dict[int, dict[str, Any]] = {}  # a shared decision's view, copied per task
-        for task, pool, d, ms in done:
+        for task, pool, d, ms, waits in done:
             base = built.get(id(d))
             if base is None:
                 v = decision_view(d, task, self.spec, ms, active.name, active.version)
                 if not d.placed:
                     v["status"], v["explanation"] = self.unplaced(task, pool, d)
+                if waits:
+                    v["queued"] = True
                 built[id(d)] = v
             else:
                 v = {**base, "task_id": task.id, "decision_ms": round(ms, 4)}
@@ -210,6 +216,15 @@ class RouterService:
             views.append(v)
         self.metrics.decisions(active.name, endpoint, pools, [x[3] for x in done])
         return views
+
+    @staticmethod
+    def _waits(done: list[tuple[Task, str | None, Decision, float]],
+               state: ClusterState) -> list[tuple[Task, str | None, Decision, float, bool]]:
+        """Each decision with whether it would wait: a task that fits its node now still waits
+        behind that node's queue (FIFO, as the executor runs it), which the policy's own
+        ``queued`` (nothing fits now) does not say."""
+        ql = state.queue_len
+        return [(t, p, d, ms, d.placed and bool(ql[d.node])) for t, p, d, ms in done]
 
     def _decide_together(self, active: ActivePolicy, chunk: Sequence[tuple[Task, str | None]],
                          state: ClusterState) -> list[tuple[Task, str | None, Decision, float]]:

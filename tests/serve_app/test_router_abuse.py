@@ -190,3 +190,19 @@ def test_openapi_declares_both_bearer_schemes(svc) -> None:
     assert doc["paths"]["/v1/tasks"]["post"]["security"] == [{"apiKey": []}]
     assert doc["paths"]["/v1/policy"]["put"]["security"] == [{"adminToken": []}]
     assert "429" in doc["paths"]["/v1/tasks"]["post"]["responses"]
+
+
+def test_route_says_queued_when_tasks_would_make_it_wait(tmp_path, backend) -> None:
+    """A task that fits its node now still waits behind that node's queue: /v1/route says so, as
+    POST /v1/tasks does."""
+    svc = _service(tmp_path, backend)
+    try:
+        c = make_client(svc)
+        assert c.post("/v1/tasks", json=SMALL).json()["status"] == "running"  # 1 of the edge node's 2 CPUs
+        assert c.post("/v1/tasks", json={**SMALL, "cpu_milli": 2000}).json()["status"] == "placed"  # waits
+        half = {**SMALL, "cpu_milli": 500}  # fits in the free CPU, but the queue is first
+        assert c.post("/v1/route", json=half).json()["queued"] is True
+        assert c.post("/v1/route/batch", json={"tasks": [half]}).json()["decisions"][0]["queued"] is True
+        assert c.post("/v1/tasks", json=half).json()["status"] == "placed"
+    finally:
+        svc.close()

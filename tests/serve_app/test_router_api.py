@@ -270,7 +270,8 @@ def test_fast_path_answers_as_fastapi_does(client) -> None:
 def test_fast_path_hands_everything_else_over_unchanged() -> None:
     from fastapi.testclient import TestClient
 
-    from serve_app.api import BodyLimit, FastPath
+    from serve_app.api import FastPath
+    from serve_app.guard import Guard, Limits
     from serve_app.errors import ApiError, JSONResponse
     from serve_app.models import TaskIn
 
@@ -295,7 +296,8 @@ def test_fast_path_hands_everything_else_over_unchanged() -> None:
             raise RuntimeError("a bug")
         return JSONResponse({"fast": task.priority})
 
-    client = TestClient(BodyLimit(FastPath(app, {"/v1/route": (TaskIn, handler)}), limit=lambda: 64))
+    client = TestClient(Guard(FastPath(app, {"/v1/route": (TaskIn, handler)}), limits=lambda: Limits(max_body_bytes=64),
+                              who=lambda auth, host: host))
     assert client.post("/v1/route", json={"priority": 3}).json() == {"fast": 3}
     assert client.post("/v1/route", json={"priority": 3}, headers={"Authorization": "Bearer k"}).json() == {
         "fast": 3, "authorization": "Bearer k"}  # the handler gets the credential
