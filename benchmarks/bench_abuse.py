@@ -45,7 +45,7 @@ PROBE_RATE = 20.0
 TASK = {"description": "real-time fraud detection", "cpu_milli": 100, "mem_mib": 64}
 
 
-def _call(url: str, method: str = "GET", body=None, auth: str | None = None) -> tuple[int, dict]:
+def call(url: str, method: str = "GET", body=None, auth: str | None = None) -> tuple[int, dict]:
     headers = {"content-type": "application/json", **({"authorization": f"Bearer {auth}"} if auth else {})}
     req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
                                  headers=headers)
@@ -56,8 +56,8 @@ def _call(url: str, method: str = "GET", body=None, auth: str | None = None) -> 
         return e.code, json.loads(e.read() or b"null")
 
 
-def _key(url: str, token: str, name: str, **quota) -> str:
-    status, out = _call(f"{url}/v1/keys", "POST", {"name": name, **quota}, token)
+def create_key(url: str, token: str, name: str, **quota) -> str:
+    status, out = call(f"{url}/v1/keys", "POST", {"name": name, **quota}, token)
     assert status == 201, out
     return out["key"]
 
@@ -111,12 +111,12 @@ def cancel_frees(ep: deploy.Endpoint, key: str) -> dict:
     """Seconds from DELETE of a day-long task holding the edge node to the end of the task queued behind it."""
     long = {"id": f"day-{secrets.token_hex(3)}", "pool": "edge", "cpu_milli": 2000, "work": 86_400.0}
     nxt = {"id": f"after-{secrets.token_hex(3)}", "pool": "edge", "cpu_milli": 2000, "work": 0.05}
-    assert _call(f"{ep.url}/v1/tasks", "POST", long, key)[0] == 202
-    status, queued = _call(f"{ep.url}/v1/tasks", "POST", nxt, key)
+    assert call(f"{ep.url}/v1/tasks", "POST", long, key)[0] == 202
+    status, queued = call(f"{ep.url}/v1/tasks", "POST", nxt, key)
     t0 = time.perf_counter()
-    code, rec = _call(f"{ep.url}/v1/tasks/{long['id']}", "DELETE", auth=key)
+    code, rec = call(f"{ep.url}/v1/tasks/{long['id']}", "DELETE", auth=key)
     while True:
-        _, after = _call(f"{ep.url}/v1/tasks/{nxt['id']}", auth=key)
+        _, after = call(f"{ep.url}/v1/tasks/{nxt['id']}", auth=key)
         if after.get("status") in ("succeeded", "failed") or time.perf_counter() - t0 > 60:
             break
         time.sleep(0.05)
@@ -134,8 +134,8 @@ def run(state_dir: Path, stalls: tuple[int, ...], seconds: float) -> int:
     deploy.start({"policy": "fastest-feasible", "history_url": f"sqlite:///{hist}", "warm_workers": 2,
                   "time_compression": 100.0}, ep, state_dir=state_dir)
     deploy.wait_healthy(ep.url)
-    probe_key = _key(ep.url, token, "probe")
-    flood_key = _key(ep.url, token, "flood", rate_per_s=50, burst=100)
+    probe_key = create_key(ep.url, token, "probe")
+    flood_key = create_key(ep.url, token, "flood", rate_per_s=50, burst=100)
     rows: list[dict] = []
     notes: dict[str, object] = {}
 
@@ -161,7 +161,7 @@ def run(state_dir: Path, stalls: tuple[int, ...], seconds: float) -> int:
 
     try:
         asyncio.run(go())
-        notes["tasks in the history after them"] = _call(f"{ep.url}/v1/tasks?limit=1", auth=probe_key)[1]["total"]
+        notes["tasks in the history after them"] = call(f"{ep.url}/v1/tasks?limit=1", auth=probe_key)[1]["total"]
         notes["cancel of a day-long task"] = cancel_frees(ep, probe_key)
     finally:
         serve.shutdown()
