@@ -43,6 +43,13 @@ from serve_app.loadgen import LoadResult, open_loop  # noqa: E402
 CLUSTER = ROOT / "configs" / "cluster" / "test_small.yaml"
 PROBE_RATE = 20.0
 TASK = {"description": "real-time fraud detection", "cpu_milli": 100, "mem_mib": 64}
+BODY_TIMEOUT_S = 10.0
+
+
+def _plan_batch(i: int) -> dict:
+    """2,000 distinct tasks to plan together (the CPU-heavy call of issue 17)."""
+    return {"plan": True, "tasks": [{"cpu_milli": 100 + (i * 2000 + k) % 3000, "mem_mib": 64 + k % 500,
+                                     "work": 0.5 + k % 7} for k in range(2000)]}
 
 
 def call(url: str, method: str = "GET", body=None, auth: str | None = None) -> tuple[int, dict]:
@@ -77,18 +84,20 @@ async def probe(ep: deploy.Endpoint, key: str, label: str, seconds: float, rows:
              _row(f"{label}: POST /v1/route, probe key, direct", route)]
 
 
-async def stall(host: str, port: int, n: int) -> tuple[list, dict]:
-    """``n`` connections that each send a POST's headers and 10 of its 100 body bytes, then stall."""
+async def stall(host: str, port: int, n: int, sources: int = 1) -> tuple[list, dict]:
+    """``n`` connections that each send a POST's headers and 10 of its 100 body bytes, then stall;
+    from ``sources`` loopback addresses (127.0.0.2, .3, ...) in turn, as clients of many hosts would."""
     head = (f"POST /v1/route HTTP/1.1\r\nHost: {host}\r\ncontent-type: application/json\r\n"
             "content-length: 100\r\n\r\n").encode() + b'{"cpu_mill'
     conns, failed = [], 0
     for start in range(0, n, 500):
-        async def one():
-            r, w = await asyncio.open_connection(host, port)
+        async def one(k: int):
+            src = None if sources == 1 else (f"127.0.{(k % sources) // 250}.{(k % sources) % 250 + 2}", 0)
+            r, w = await asyncio.open_connection(host, port, local_addr=src)
             w.write(head)
             await w.drain()
             return r, w
-        got = await asyncio.gather(*(one() for _ in range(min(500, n - start))), return_exceptions=True)
+        got = await asyncio.gather(*(one(start + k) for k in range(min(500, n - start))), return_exceptions=True)
         conns += [g for g in got if not isinstance(g, BaseException)]
         failed += sum(isinstance(g, BaseException) for g in got)
     return conns, {"opened": len(conns), "failed to open": failed}
@@ -131,8 +140,10 @@ def run(state_dir: Path, stalls: tuple[int, ...], seconds: float) -> int:
     os.environ["ORCH_ADMIN_TOKEN"] = token
     hist = Path(tempfile.mkdtemp(prefix="bench-abuse-")) / "history.db"
     ep = deploy.Endpoint("127.0.0.1", launcher.free_port(), free_fixed_port())
+    os.environ.pop("ORCH_API_KEY", None)  # each load below sends the key it names, or none
+    os.environ.pop("ORCH_API_KEY_FILE", None)
     deploy.start({"policy": "fastest-feasible", "history_url": f"sqlite:///{hist}", "warm_workers": 2,
-                  "time_compression": 100.0}, ep, state_dir=state_dir)
+                  "time_compression": 100.0, "body_timeout_s": BODY_TIMEOUT_S}, ep, state_dir=state_dir)
     deploy.wait_healthy(ep.url)
     probe_key = create_key(ep.url, token, "probe")
     flood_key = create_key(ep.url, token, "flood", rate_per_s=50, burst=100)
@@ -141,15 +152,26 @@ def run(state_dir: Path, stalls: tuple[int, ...], seconds: float) -> int:
 
     async def go() -> None:
         await probe(ep, probe_key, "unloaded", seconds, rows)
-        for n in stalls:
-            conns, opened = await stall("127.0.0.1", ep.port, n)
+        for n, sources in [(n, src) for n in stalls for src in (1, 100)]:
+            what = f"{n} stalled from {sources} address{'es' if sources > 1 else ''}"
+            conns, opened = await stall("127.0.0.1", ep.port, n, sources)
+            t0 = time.monotonic()
             await asyncio.sleep(1.0)
-            await probe(ep, probe_key, f"{n} stalled connections", seconds, rows)
-            notes[f"{n} stalled: connections"] = opened
-            notes[f"{n} stalled: answers to them"] = await answers(conns)
+            await probe(ep, probe_key, f"{what}, at once", seconds, rows)
+            notes[f"{what}: connections"] = opened
+            notes[f"{what}: answered within {seconds + 1:.0f} s"] = await answers(conns)
+            await asyncio.sleep(max(0.0, BODY_TIMEOUT_S + 1.0 - (time.monotonic() - t0)))
+            await probe(ep, probe_key, f"{what}, past the body deadline", seconds, rows)
             for _, w in conns:
                 w.close()
             await asyncio.sleep(2.0)
+        batches = asyncio.create_task(open_loop(f"{ep.direct_url}/v1/route/batch", _plan_batch, rate=2,
+                                                seconds=seconds + 1, max_in_flight=8))
+        await asyncio.sleep(0.5)
+        await probe(ep, probe_key, "anonymous plan=true batches of 2,000, 2/s", seconds, rows)
+        b = await batches
+        notes["anonymous plan=true batches (quota 200 tasks/s, burst 2,000): answers"] = dict(
+            sorted(b.statuses.items()))
         flood = asyncio.create_task(open_loop(f"{ep.direct_url}/v1/route", lambda i: TASK, rate=400,
                                               seconds=seconds + 1, key=flood_key, max_in_flight=512))
         await asyncio.sleep(0.5)

@@ -8,10 +8,11 @@ What a request must get past before the router commits work (all answered
 * **in flight** - a client's accepted, unfinished tasks stay under its
   ``max_in_flight``, and the router's under ``max_in_flight``;
 * **fair share** - once the router holds half its ``max_in_flight``, a client may
-  hold at most that half divided by the number of clients with work in flight
-  (counting itself). A flooding client stops at its share while the other half
-  stays open to everyone else: the seat-per-flow idea of Kubernetes' API Priority
-  and Fairness, without its priority levels;
+  hold at most ``max_in_flight`` divided by the number of clients with work in flight
+  (counting itself), and never more than half. A lone flooder stops at half, so the
+  other half stays open to the clients that come next, and N clients can fill the
+  router between them: the seat-per-flow idea of Kubernetes' API Priority and
+  Fairness, without its priority levels;
 * **queued work** - the pools that could host the task all hold more than
   ``pool_max_queued`` waiting tasks or ``pool_max_queued_s`` seconds of expected
   work: more would only wait.
@@ -113,7 +114,7 @@ class Admission:
                 half = lim.max_in_flight // 2
                 if total >= half:
                     clients = sum(1 for v in self.in_flight.values() if v > 0) + (mine == 0)
-                    share = max(1, half // clients)
+                    share = max(1, min(half, lim.max_in_flight // clients))
                     if mine >= share:
                         raise self._refuse("fair_share", f"the router is busy ({total} tasks in flight): {who.name} holds {mine}, "
                                        f"its fair share of {share} among {clients} clients", 5)
@@ -132,6 +133,12 @@ class Admission:
                 self.in_flight.pop(owner, None)
 
     # ------------------------------------------------------------------ queues
+    def full_pools(self, queued: Mapping[str, tuple[int, float]]) -> frozenset[str]:
+        """The pools at their queue bound (no more work should wait there)."""
+        lim = self.limits
+        return frozenset(p for p, (n, secs) in queued.items()
+                         if n >= lim.pool_max_queued or secs >= lim.pool_max_queued_s)
+
     def check_pools(self, pools: Iterable[str], queued: Mapping[str, tuple[int, float]]) -> None:
         """429 if every pool in ``pools`` (those that could host the task) is over its queue bound.
 

@@ -329,7 +329,7 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
             key, secret = await blocking(get().keys.create, body.name,
                                          Quota(body.rate_per_s, body.burst, body.max_in_flight))
         except KeyStoreError as exc:
-            raise ApiError(409 if "exists" in exc.reason else 422, exc.reason, loc=["body", exc.field]) from None
+            raise ApiError(409 if exc.conflict else 422, exc.reason, loc=["body", exc.field]) from None
         return JSONResponse({**key.public(), "key": secret}, status_code=201)
 
     @api.get("/v1/keys", response_model=list[KeyOut], responses=_ADMIN, tags=["keys"],
@@ -343,7 +343,7 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
         svc = get()
         if not await blocking(svc.keys.revoke, name):
             raise ApiError(404, f"no active key named {name!r}")
-        return JSONResponse(next(k.public() for k in svc.keys.list() if k.name == name))
+        return JSONResponse(next(k.public() for k in await blocking(svc.keys.list) if k.name == name))
 
     @api.get("/v1/tasks", response_model=TaskPage, tags=["tasks"], responses={422: _ERRORS[422]},
              summary="Tasks from the history, newest first")

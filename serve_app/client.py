@@ -66,21 +66,23 @@ class RouterClient:
         self.backoff_s = backoff_s
 
     def _call(self, method: str, path: str, *, admin: bool = False, retry: bool | None = None,
-              **kwargs: Any) -> Any:
+              timeout: float | None = None, **kwargs: Any) -> Any:
         secret = self.token if admin else self.api_key
         headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         retry = method in ("GET", "DELETE") if retry is None else retry
         attempts = 1 + (self.retries if retry else 0)
         for attempt in range(attempts):
             try:
-                r = requests.request(method, self.url + path, headers=headers, timeout=self.timeout, **kwargs)
+                r = requests.request(method, self.url + path, headers=headers, timeout=timeout or self.timeout,
+                                     **kwargs)
             except requests.RequestException:
                 if attempt + 1 < attempts:
                     time.sleep(self.backoff_s * 2 ** attempt)
                     continue
                 raise RouterError(f"the router at {self.url} is not answering; start it with "
                                   "`orchestrator serve` (or `make demo`)") from None
-            if r.status_code in RETRY_STATUSES and attempt + 1 < attempts:
+            busy = r.status_code == 409 and "Retry-After" in r.headers  # the same id in progress elsewhere
+            if (r.status_code in RETRY_STATUSES or busy) and attempt + 1 < attempts:
                 wait = r.headers.get("Retry-After", "")
                 time.sleep(min(30.0, float(wait)) if wait.isdigit() else self.backoff_s * 2 ** attempt)
                 continue
@@ -112,14 +114,21 @@ class RouterClient:
         if wait and timeout_s:
             params["timeout_s"] = f"{timeout_s:g}"
         task = task if task.get("id") else {**task, "id": f"c-{uuid.uuid4().hex}"}  # a retry finds the same task
-        return self._call("POST", "/v1/tasks", params=params, json=task, retry=True)
+        wait_s = (timeout_s or 300.0) + 30.0 if wait else None  # the router holds the answer that long
+        return self._call("POST", "/v1/tasks", params=params, json=task, retry=True, timeout=wait_s)
 
     def cancel(self, task_id: str) -> dict:
-        """``DELETE /v1/tasks/{id}``: cancel a queued or running task of this client's."""
-        return self._call("DELETE", f"/v1/tasks/{task_id}")
+        """``DELETE /v1/tasks/{id}``: cancel a queued or running task of this client's (a retry that finds
+        it cancelled by the first attempt answers its record)."""
+        try:
+            return self._call("DELETE", f"/v1/tasks/{task_id}")
+        except RouterError as exc:
+            if exc.status == 409 and isinstance(exc.body, dict) and exc.body.get("status") == "cancelled":
+                return self.task(task_id)
+            raise
 
     def wait_final(self, task_id: str, timeout_s: float = 120.0, poll_s: float = 1.0) -> dict:
-        """Poll ``GET /v1/tasks/{id}`` until the task succeeded, failed or was rejected (or the time is up)."""
+        """Poll ``GET /v1/tasks/{id}`` until the task has ended (:data:`FINAL`) or the time is up."""
         deadline = time.monotonic() + timeout_s
         while True:
             rec = self.task(task_id)

@@ -31,6 +31,7 @@ so the history shows when each step happened.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -48,6 +49,8 @@ from serve_app.retention import SCHEMA as _AGGREGATES, Retention, TrimSchedule, 
 Synchronous = Literal["NORMAL", "FULL"]
 #: bytes the WAL file is cut back to after a checkpoint (it otherwise keeps its largest size)
 _WAL_LIMIT = 16 << 20
+log = logging.getLogger("serve_app")
+
 #: columns a task row has besides its JSON blobs; updates may set any of these
 COLUMNS = (
     "status", "reason", "policy", "policy_version", "pool", "node", "tier", "share", "confidence",
@@ -243,14 +246,30 @@ class SQLiteHistory:
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
-        """Apply ``batch`` in one transaction, then settle its futures."""
+        """Apply ``batch`` in one transaction, then settle its futures.
+
+        Each write has a savepoint of its own: one that fails (an update of a task the
+        retention just trimmed) fails alone, and the others of the batch still commit.
+        """
+        failed: dict[int, Exception] = {}
         try:
             with conn:
-                for (kind, task_id, row, at), _ in batch:
-                    self._apply(conn, kind, task_id, row, at)
-            for (kind, *_), fut in batch:
+                for k, ((kind, task_id, row, at), _) in enumerate(batch):
+                    conn.execute("SAVEPOINT one")
+                    try:
+                        self._apply(conn, kind, task_id, row, at)
+                    except (HistoryError, sqlite3.IntegrityError) as exc:
+                        conn.execute("ROLLBACK TO one")
+                        failed[k] = exc
+                        if batch[k][1] is None:
+                            log.warning("history write of task %s dropped: %s", task_id, exc)
+                    conn.execute("RELEASE one")
+            for k, ((kind, *_), fut) in enumerate(batch):
                 if fut is not None and kind != "trim":
-                    fut.set_result(None)
+                    if k in failed:
+                        fut.set_exception(failed[k])
+                    else:
+                        fut.set_result(None)
         except Exception as exc:  # a failed batch must not strand its waiters
             for (kind, *_), fut in batch:
                 if fut is not None and kind != "trim" and not fut.done():
@@ -266,8 +285,14 @@ class SQLiteHistory:
                          [task_id, *row.values()])
         else:
             sets = ", ".join(f"{k} = ?" for k in row)
-            cur = conn.execute(f"UPDATE tasks SET {sets} WHERE task_id = ?", [*row.values(), task_id])
+            # a task that ended stays ended: a late 'running' (written after a cancel raced the start)
+            # never overwrites it; a final status may still replace a final one (its fields complete)
+            guard = "" if row["status"] in FINAL else f" AND status NOT IN ({', '.join('?' * len(FINAL))})"
+            args = [*row.values(), task_id, *(FINAL if guard else ())]
+            cur = conn.execute(f"UPDATE tasks SET {sets} WHERE task_id = ?{guard}", args)
             if cur.rowcount == 0:
+                if guard and conn.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task_id,)).fetchone():
+                    return  # already final: nothing to record
                 raise HistoryError(f"no task {task_id!r} in the history")
         conn.execute("INSERT INTO events (task_id, at, status, detail) VALUES (?, ?, ?, ?)",
                      (task_id, at, row["status"], row.get("reason")))

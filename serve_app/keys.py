@@ -27,6 +27,8 @@ from serve_app.private import private_file
 
 PREFIX = "ork_"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: names the router gives to the admin token's work and to keyless decisions: no key may take them
+RESERVED = ("admin", "anonymous")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -41,10 +43,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
 class KeyStoreError(ValueError):
     """A bad key name or quota, or a name that is taken; ``field`` names the culprit."""
 
-    def __init__(self, field: str, reason: str) -> None:
+    def __init__(self, field: str, reason: str, conflict: bool = False) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+        self.conflict = conflict  # taken, rather than invalid
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class KeyStore:
         if not isinstance(name, str) or not NAME.match(name):
             raise KeyStoreError("name", "1-64 characters: letters, digits, '.', '_' or '-', starting with a "
                                     f"letter or digit; got {name!r}")
+        if name.lower() in RESERVED:
+            raise KeyStoreError("name", f"{name!r} is reserved (the router's own names: {', '.join(RESERVED)})")
         quota.check()
         secret = PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(name, key_sha256(secret), quota, time.time())
@@ -115,7 +120,8 @@ class KeyStore:
             with conn:
                 row = conn.execute("SELECT revoked_at FROM api_keys WHERE name = ?", (name,)).fetchone()
                 if row is not None and row["revoked_at"] is None:
-                    raise KeyStoreError("name", f"an active key named {name!r} exists; revoke it first")
+                    raise KeyStoreError("name", f"an active key named {name!r} exists; revoke it first",
+                                        conflict=True)
                 conn.execute("INSERT OR REPLACE INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
                              (name, key.sha256, quota.rate_per_s, quota.burst, quota.max_in_flight,
                               key.created_at))

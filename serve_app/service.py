@@ -111,12 +111,14 @@ class RouterService:
         self.guard_limits = GuardLimits(cfg.max_body_bytes, cfg.max_header_bytes, cfg.body_timeout_s,
                                         cfg.client_max_requests)
         self.pools = tuple(self.spec.pools)
-        self._pool_policies: dict[str, tuple[ActivePolicy, PoolPolicy]] = {}
+        self._pool_policies: dict[str | frozenset[str], tuple[ActivePolicy, PoolPolicy]] = {}
         self._templates: dict[tuple, Task] = {}
         self._claims: set[str] = set()
         self._claims_lock = threading.Lock()
         self._cancelled: set[str] = set()  # accepted, cancelled before they reached the executor
         self._deadlines: list[tuple[float, str]] = []  # heap of (deadline, task id)
+        self._deadline_of: dict[str, float] = {}  # the tasks in the heap not yet ended
+        self._deadline_lock = threading.Lock()
         self._deadline_thread: threading.Thread | None = None
         self._closing = threading.Event()
         self.started_at = time.time()
@@ -154,7 +156,7 @@ class RouterService:
         return task, pool
 
     # ------------------------------------------------------------------ decisions
-    def _policy_for(self, active: ActivePolicy, pool: str | None):
+    def _policy_for(self, active: ActivePolicy, pool: str | frozenset[str] | None):
         if pool is None:
             return active.policy
         hit = self._pool_policies.get(pool)
@@ -332,9 +334,13 @@ class RouterService:
         if deadline_s is not None:
             stored["deadline_at"] = now + deadline_s
         active = self.policies.active
-        committed = self.history.accept_later(task.id, stored, policy=active.name, accepted_at=now,
-                                              policy_version=_text(active.version), priority=task.priority,
-                                              slo_ms=task.slo_ms, kind=task.kind)
+        try:
+            committed = self.history.accept_later(task.id, stored, policy=active.name, accepted_at=now,
+                                                  policy_version=_text(active.version), priority=task.priority,
+                                                  slo_ms=task.slo_ms, kind=task.kind)
+        except Exception:
+            self.admission.leave(who.name)
+            raise
         committed.add_done_callback(partial(self._counted, active.name, who.name, stored.get("deadline_at"), task.id))
         return None, committed
 
@@ -370,8 +376,12 @@ class RouterService:
         try:
             out = self._start(task, pool, attempts_before, note, owner)
         except Exception as exc:  # a router bug must not leave an accepted task unfinished
-            self.admission.leave(owner)
-            self.history.update(task.id, "failed", durable=True, reason=f"router error while placing: {exc!r}"[:500])
+            why = f"router error while placing: {exc!r}"[:500]
+            with self.live.lock:  # handed over already: its completion callback gives the seat back
+                handed = self.executor.withdraw(task.id, why)
+            if not handed:
+                self.admission.leave(owner)
+            self.history.update(task.id, "failed", durable=True, reason=why)
             raise
         if out[1] is None:
             self.admission.leave(owner)
@@ -380,9 +390,9 @@ class RouterService:
     def _start(self, task: Task, pool: str | None, attempts_before: int, note: str | None,
                owner: str) -> tuple[dict[str, Any], Future | None, int]:
         active = self.policies.active
-        pol = self._policy_for(active, pool)
         clock = time.perf_counter
         with self.live.lock:
+            pol = self._policy_for(active, self._with_room(pool))
             if task.id in self._cancelled:  # cancelled between its commit and now: its record says so
                 self._cancelled.discard(task.id)
                 return {"task_id": task.id, "placed": False, "explanation": "cancelled before it was placed",
@@ -398,6 +408,8 @@ class RouterService:
                 x = feature_vector(task, state)
                 # booked on the state it was decided on; started, or in the node's FIFO queue
                 fut, waiting = self.executor.admit(task, d, policy=pol)
+                # attached at once: a cancel may resolve it as soon as the lock is released
+                fut.add_done_callback(partial(self._finished, task, attempts_before, owner))
         self.executor.flush()  # Ray submission, outside the lock the completion thread needs
         view = decision_view(d, task, self.spec, ms, active.name, active.version)
         self.metrics.decisions(active.name, "tasks", {view.get("pool") or "none": 1}, [ms])
@@ -413,13 +425,26 @@ class RouterService:
         self.history.update(task.id, "placed" if waiting else "running", reason=note, node=view["node"],
                             pool=view["pool"], tier=view["tier"], share=share_text(d.share),
                             confidence=finite(d.confidence), features=x, **common)
-        fut.add_done_callback(partial(self._finished, task, attempts_before, owner))
         self.metrics.in_flight(self.executor.in_flight)
         return view, fut, 202
+
+    def _with_room(self, pool: str | None) -> str | frozenset[str] | None:
+        """Where a task may go: ``pool`` (or anywhere), less the pools whose queues are over the
+        admission bound, unless that leaves nothing (then as asked: admission let it in)."""
+        full = self.admission.full_pools(self.executor.queued_by_pool())
+        if not full:
+            return pool
+        room = frozenset([pool] if pool is not None else self.pools) - full
+        if not room:
+            return pool
+        return room if len(room) > 1 or pool is None else pool
 
     def _finished(self, task: Task, attempts_before: int, owner: str, fut: Future) -> None:
         """Executor completion (its thread): final status, timings, cost, metrics."""
         self.admission.leave(owner)
+        if self._deadline_of:
+            with self._deadline_lock:
+                self._deadline_of.pop(task.id, None)
         try:
             res = fut.result()
             status, fields = self._final(task, res, attempts_before)
@@ -528,8 +553,9 @@ class RouterService:
         return rec
 
     def _watch_deadline(self, at: float, task_id: str) -> None:
-        with self._claims_lock:
+        with self._deadline_lock:
             heapq.heappush(self._deadlines, (at, task_id))
+            self._deadline_of[task_id] = at
             if self._deadline_thread is None:
                 self._deadline_thread = threading.Thread(target=self._deadline_loop, name="router-deadlines",
                                                          daemon=True)
@@ -540,9 +566,12 @@ class RouterService:
         while not self._closing.wait(DEADLINE_CHECK_S):
             now = time.time()
             due = []
-            with self._claims_lock:
+            with self._deadline_lock:
                 while self._deadlines and self._deadlines[0][0] <= now:
-                    due.append(heapq.heappop(self._deadlines)[1])
+                    at, tid = heapq.heappop(self._deadlines)
+                    if self._deadline_of.get(tid) == at:  # not ended in time (an ended one left the map)
+                        del self._deadline_of[tid]
+                        due.append(tid)
             for tid in due:
                 try:
                     self.cancel(tid, None, reason="its deadline passed")

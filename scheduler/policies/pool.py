@@ -1,9 +1,10 @@
-"""Any policy restricted to one pool (a node filter, not a registered policy of its own).
+"""Any policy restricted to one pool, or a few (a node filter, not a registered policy of its own).
 
 The other nodes are hidden the same way the live state hides a dead node (a
 tombstone spec), so the policy's own logic chooses within the pool and
 re-placements after a node death stay in it. The router wraps its active policy in
-one per pool that requests name.
+one per pool that requests name, and in one over the pools whose queues have room
+when others are full (its admission bound).
 """
 from __future__ import annotations
 
@@ -22,17 +23,18 @@ def _hidden(nd: NodeSpec) -> NodeSpec:
 
 
 class PoolPolicy:
-    """``policy`` seeing only the nodes of ``pool`` (others look like dead nodes)."""
+    """``policy`` seeing only the nodes of ``pool`` (a name, or a set of names; others look like dead nodes)."""
 
-    def __init__(self, policy: Policy, pool: str) -> None:
+    def __init__(self, policy: Policy, pool: str | frozenset[str]) -> None:
         self.inner = policy
-        self.pool = pool
+        self.pools = frozenset([pool]) if isinstance(pool, str) else frozenset(pool)
+        self.pool = pool if isinstance(pool, str) else ", ".join(sorted(self.pools))
         self.name = policy.name
         self._cache: tuple[ClusterSpec, ClusterSpec] | None = None
 
     def _spec(self, spec: ClusterSpec) -> ClusterSpec:
         if self._cache is None or self._cache[0] is not spec:
-            nodes = tuple(nd if nd.pool == self.pool else _hidden(nd) for nd in spec.nodes)
+            nodes = tuple(nd if nd.pool in self.pools else _hidden(nd) for nd in spec.nodes)
             self._cache = (spec, ClusterSpec(spec.name, spec.tiers, nodes, spec.source, pools=spec.pools))
         return self._cache[1]
 
@@ -50,7 +52,7 @@ class PoolPolicy:
         out = select_many(self.inner, tasks, view)
         for d in out:
             if not d.placed:
-                d.explanation = f"in pool {self.pool}: {d.explanation}"
+                d.explanation = f"in pool{'s' if len(self.pools) > 1 else ''} {self.pool}: {d.explanation}"
         return out
 
     def reset(self, seed: int | None = None) -> None:

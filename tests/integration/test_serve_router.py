@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from cluster import launcher
+from cluster.network import host_address
 from cluster.vocabulary import FINAL
 from tests.conftest import CONFIGS, REPO_ROOT
 
@@ -106,7 +107,8 @@ def router(cluster_dir: Path, tmp_path_factory) -> Router:
     KEY["key"] = made["key"]
     before = os.environ.get("ORCH_API_KEY")
     os.environ["ORCH_API_KEY"] = made["key"]  # the load generator's sessions send it
-    yield Router(url, f"http://127.0.0.1:{direct}", history, cluster_dir, st.head_ip)
+    # the host's own address to probe: the cluster's node IP is loopback (cluster.network)
+    yield Router(url, f"http://127.0.0.1:{direct}", history, cluster_dir, host_address() or st.head_ip)
     KEY.clear()
     if before is None:
         os.environ.pop("ORCH_API_KEY", None)
@@ -180,8 +182,11 @@ def test_tasks_run_and_their_life_cycle_is_recorded(router: Router) -> None:
     assert [e["status"] for e in rec["events"]][0] == "accepted" and rec["events"][-1]["status"] == "succeeded"
     assert {e["status"] for e in rec["events"]} <= {"accepted", "placed", "running", "succeeded"}
     assert rec["features"] and rec["decision"]["node"] == rec["node"] and rec["slo_met"] in (True, False)
-    status, again, headers = _call(f"{router.url}/v1/tasks", "POST", {"id": "life-1", "cpu_milli": 100})
+    status, again, headers = _call(f"{router.url}/v1/tasks", "POST",
+                                   {"id": "life-1", "description": "real-time fraud detection", "work": 0.2})
     assert status == 200 and again["status"] == "succeeded" and headers.get("idempotent-replay") == "true"
+    status, other, _ = _call(f"{router.url}/v1/tasks", "POST", {"id": "life-1", "cpu_milli": 100})
+    assert status == 409 and "different task" in other["detail"][0]["msg"]  # an id is one task
     status, acc, headers = _call(f"{router.url}/v1/tasks", "POST", {"id": "life-2", "cpu_milli": 200, "work": 0.1})
     assert status == 202 and acc["status"] in ("placed", "running") and headers["location"] == "/v1/tasks/life-2"
     _wait_final(router, ["life-2"])

@@ -310,3 +310,21 @@ def test_bad_retention_and_synchronous_are_refused(tmp_path: Path) -> None:
         h.accept("a", {"id": "a"})
         assert h.get("a")["status"] == "accepted"
         h.close()
+
+
+def test_a_failed_write_fails_alone_and_an_ended_task_stays_ended(tmp_path: Path) -> None:
+    """A late update of a trimmed task must not roll back the other writes of its group commit,
+    and a late 'running' (a cancel that raced the start) must not reopen a cancelled task."""
+    h = store(tmp_path)
+    h.accept("ok", {"id": "ok"})
+    h.accept("c", {"id": "c"})
+    h.update("c", "cancelled", durable=True, reason="cancelled by its owner")
+    h.update("gone", "succeeded")  # no such task (trimmed): logged, dropped
+    late = h.accept_later("new", {"id": "new"})
+    h.update("ok", "running")
+    h.update("c", "running")  # too late: the task ended
+    late.result(timeout=10)
+    h.flush()
+    assert h.get("new")["status"] == "accepted" and h.get("ok")["status"] == "running"
+    assert h.get("c")["status"] == "cancelled" and [e["status"] for e in h.events("c")][-1] == "cancelled"
+    h.close()

@@ -24,6 +24,9 @@ def test_store_keeps_digests_one_active_key_per_name(tmp_path) -> None:
     for bad in (Quota(rate_per_s=0), Quota(burst=0), Quota(max_in_flight=True)):
         with pytest.raises(KeyStoreError):
             store.create("team-b", bad)
+    for reserved in ("admin", "Anonymous"):  # the router's own owner names: a key named so would own their tasks
+        with pytest.raises(KeyStoreError):
+            store.create(reserved)
     assert stat.S_IMODE((tmp_path / "h.db").stat().st_mode) == 0o600
 
 
