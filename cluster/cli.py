@@ -22,6 +22,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cluster import launcher
+    from cluster.network import is_loopback
     from cluster.topology import load_cluster
 
     spec = load_cluster(args.config)  # ConfigError -> exit 2, before anything starts
@@ -38,7 +39,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         res = launcher.up(args.config, state_dir=args.state_dir, port=args.port, dashboard_host=args.dashboard_host,
                           dashboard_port=args.dashboard_port, token_file=args.token_file,
                           object_store_mb=args.object_store_mb, parallel=args.parallel, nodes=nodes,
-                          progress=progress)
+                          listen=args.listen, progress=progress)
     except launcher.LauncherError as exc:
         bar.close()
         print(f"orchestrator: error: {exc}", file=sys.stderr)
@@ -53,6 +54,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         print(f"cluster {spec.name} up in {res.seconds:.1f} s: head + {len(workers)} nodes ({', '.join(workers)})")
     print(f"  GCS address   {st.head_ip}:{st.gcs_port}  (on this machine: {st.gcs_address})")
+    where = "loopback only (--listen lets other hosts join)" if is_loopback(st.listen) else st.listen
+    print(f"  listening on  {where}")
     print(f"  dashboard     {st.dashboard_url}")
     print(f"  token auth    on, token file {st.token_file}")
     sd = f" --state-dir {args.state_dir}" if args.state_dir else ""
@@ -60,8 +63,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f'  eval "$(orchestrator cluster env{sd})"')
     print(f"  ray job submit --address {st.dashboard_url} --working-dir . -- python -m replays.live "
           f"--workload configs/workloads/cluster_smoke.yaml --policy cheapest-feasible --out $PWD/results/replay")
-    print("Add a raylet on another host (copy the token file there first):")
-    print(f"  orchestrator cluster join --address {st.head_ip}:{st.gcs_port} --node <name> --config {args.config}")
+    if not is_loopback(st.listen):
+        print("Add a raylet on another host (copy the token file there first):")
+        print(f"  orchestrator cluster join --address {st.head_ip}:{st.gcs_port} --node <name> --config {args.config}")
     print(f"Stop everything it started:  orchestrator cluster down{sd}")
     return 0
 
@@ -110,7 +114,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 
     try:
         rec = launcher.join(args.address, args.node, args.config, state_dir=args.state_dir,
-                            token_file=args.token_file, object_store_mb=args.object_store_mb)
+                            token_file=args.token_file, object_store_mb=args.object_store_mb, listen=args.listen)
     except launcher.LauncherError as exc:
         print(f"orchestrator: error: {exc}", file=sys.stderr)
         return 1
@@ -121,14 +125,18 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     from cluster import launcher
+    from cluster.ray_compat import LOCAL_ONLY_ENV
 
     st = launcher.LaunchState.load(args.state_dir or launcher.default_state_dir())
     if st is None:
         print(f"orchestrator: error: no cluster recorded in {args.state_dir or launcher.default_state_dir()}",
               file=sys.stderr)
         return 1
-    for k, v in launcher.client_env(st).items():
+    env = launcher.client_env(st)
+    for k, v in env.items():
         print(f"export {k}={shlex.quote(v)}")
+    if LOCAL_ONLY_ENV[0] not in env:  # a shell set up for a loopback cluster before
+        print(f"unset {LOCAL_ONLY_ENV[0]}")
     return 0
 
 
@@ -167,7 +175,10 @@ def add_cluster(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--parallel", type=int, default=2, help="raylets started at once")
     up.add_argument("--nodes", default=None,
                     help="comma-separated nodes to start on this machine (default: all; '' for the head only, "
-                         "the rest joining from other hosts)")
+                         "the rest joining from other hosts, which needs --listen)")
+    up.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
+                    help="127.0.0.1 (default): every Ray port on loopback, one host only; this host's address "
+                         "(or 0.0.0.0: Ray picks it) for other hosts to join: Ray then listens on every interface")
     state(up)
     up.set_defaults(func=cmd_up)
 
@@ -187,6 +198,9 @@ def add_cluster(sub: argparse._SubParsersAction) -> None:
     jn.add_argument("--config", default=DEFAULT_CONFIG)
     jn.add_argument("--token-file", default=None, help="the head's token (default ~/.ray/auth_token)")
     jn.add_argument("--object-store-mb", type=int, default=100)
+    jn.add_argument("--listen", default=None, metavar="ADDRESS",
+                    help="this host's address the others reach (default: Ray picks it; loopback when the head "
+                         "is on this host's loopback)")
     state(jn)
     jn.set_defaults(func=cmd_join)
 

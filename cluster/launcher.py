@@ -11,6 +11,11 @@ raylet, agents, workers) inherits the session id, so ``down`` stops exactly
 those and nothing else on the machine: never ``ray stop``, which would also stop
 other users' clusters.
 
+Each node gets its own Ray temp dir (:func:`node_temp_dir`), and with it its own
+socket and log names: see :func:`node_temp_dir` for why. On one host every Ray
+server listens on loopback only; ``listen`` opens them to other hosts
+(:mod:`cluster.network`).
+
 Token authentication stays on: the token file (Ray's default ``~/.ray/auth_token``,
 created with mode 0600 when missing) is passed to every process through
 ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH``; :func:`connect` and
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -31,9 +37,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from cluster.network import LOOPBACK, join_listen, node_ip_args, ray_env
 from cluster.procs import (cmdline, free_fixed_port, free_port, port_free, port_open, session_pids,  # noqa: F401
                            stop_sessions)  # free_port: callers pick head ports with launcher.free_port()
-from cluster.ray_compat import GcsNodeTable, available_resources_per_node, refresh_auth_config
+from cluster.ray_compat import (LOCAL_ONLY_ENV, GcsNodeTable, available_resources_per_node, refresh_auth_config,
+                                refresh_local_only)
 from cluster.ray_resources import HEAD_NAME, LABEL_NODE, NodeResources, cluster_resources, head_labels
 from cluster.topology import ClusterSpec, load_cluster
 
@@ -88,6 +96,8 @@ class LaunchState:
     up_seconds: float = 0.0
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     joined_to: str | None = None  # set by join(): the remote head this machine joined
+    listen: str = LOOPBACK  # where this host's Ray servers listen (cluster.network)
+    retries: list[str] = field(default_factory=list)  # "node: last error line" per `ray start` tried twice
 
     @property
     def gcs_address(self) -> str:
@@ -137,8 +147,8 @@ def ensure_token(path: str | Path) -> Path:
     return p
 
 
-def _process_env(token_file: Path, config: str, state_dir: Path) -> dict[str, str]:
-    env = os.environ.copy()
+def _process_env(token_file: Path, config: str, state_dir: Path, listen: str) -> dict[str, str]:
+    env = ray_env(os.environ.copy(), listen)
     for var in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
         env.pop(var, None)
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), RAY_USAGE_STATS_ENABLED="0")
@@ -178,16 +188,18 @@ def _node_env(env: dict[str, str], res: NodeResources) -> dict[str, str]:
 
 
 def _ray_start_retry(make_args: Callable[[], list[str]], env: dict[str, str], log: Path,
-                     on_retry: Callable[[], None] | None = None) -> tuple[int, float]:
+                     on_retry: Callable[[str], None] | None = None) -> tuple[int, float]:
     """:func:`_ray_start`, once more on failure: ``ray start`` gives a raylet 30 s to register
     with the GCS, which a loaded 2-core machine can miss. ``make_args`` is called per try, so
-    the retry asks for ports of its own (the first try's may be what failed)."""
+    the retry asks for ports of its own (the first try's may be what failed). ``on_retry``
+    gets the first try's error: callers record it (``LaunchState.retries``), since a retry
+    hides a failure that the next start may not survive."""
     t0 = time.monotonic()
     try:
         sid, _ = _ray_start(make_args(), env, log)
-    except LauncherError:
+    except LauncherError as exc:
         if on_retry is not None:
-            on_retry()
+            on_retry(str(exc))
         sid, _ = _ray_start(make_args(), env, log.with_suffix(".retry.log"))
     return sid, time.monotonic() - t0
 
@@ -213,7 +225,7 @@ def raylet_port_args() -> list[str]:
 def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float = 180) -> tuple[int, float]:
     """Run ``ray start`` in a new session; return (session id, seconds). Raises LauncherError."""
     t0, since = time.monotonic(), time.time()
-    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", *args]
+    cmd = [sys.executable, "-m", "cluster.ray_start", "start", *args]  # Ray's `ray start` (see there)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
@@ -262,9 +274,10 @@ def _ray_log_errors(args: list[str], since: float, limit: int = 12) -> str:
 
 
 def client_env(state: LaunchState) -> dict[str, str]:
-    """Environment a client (driver, ``ray job submit``) needs to reach this cluster."""
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state.token_file,
-            "RAY_ADDRESS": state.gcs_address, ENV_CONFIG: state.config}
+    """Environment a client (driver, ``ray job submit``) needs to reach this cluster (a loopback
+    cluster's drivers run in Ray's local-only mode, or Ray would look for the GCS on the host's address)."""
+    return ray_env({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state.token_file,
+                    "RAY_ADDRESS": state.gcs_address, ENV_CONFIG: state.config}, state.listen)
 
 
 def connect(state_dir: str | Path | None = None, address: str | None = None, **init_kwargs) -> str:
@@ -287,6 +300,7 @@ def connect(state_dir: str | Path | None = None, address: str | None = None, **i
         address = st.gcs_address
         _use_token(st.token_file)  # this cluster's token, whatever an earlier one left in the env
         os.environ[ENV_CONFIG] = st.config
+        _use_listen(st.listen)
     elif os.environ.get("RAY_AUTH_MODE") != "token":  # a job, or an explicit address: its own token env
         os.environ["RAY_AUTH_MODE"] = "token"
         refresh_auth_config()
@@ -302,6 +316,18 @@ def _use_token(token_file: str | Path) -> None:
     if "RAY_AUTH_TOKEN" not in os.environ:
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_file)
     refresh_auth_config()
+
+
+def _use_listen(listen: str) -> None:
+    """Put this process's Ray in local-only mode for a loopback cluster, out of it otherwise
+    (before ``ray.init``; :mod:`cluster.network`)."""
+    name = LOCAL_ONLY_ENV[0]
+    value = ray_env({}, listen).get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    refresh_local_only()
 
 
 def _wait_registered(address: str, names: list[str], timeout_s: float, token_file: str | Path) -> str:
@@ -339,16 +365,47 @@ class UpResult:
     seconds: float
 
 
+def node_temp_dir(st: LaunchState, name: str) -> Path:
+    """The Ray temp dir of node ``name``: the head's is ``st.temp_dir``, each other node's a folder in it.
+
+    Ray names a node's Unix sockets (``sockets/plasma_store``, ``raylet``) and log files by
+    taking the first of ``name``, ``name.1``, ``name.2`` ... not yet on disk in the session
+    folder (``Node._make_inc_temp``); the socket appears only when the raylet binds it.
+    Raylets started together into one folder can pick the same name, and the second to
+    bind aborts with ``bind: Address already in use`` in ``plasma::PlasmaStore``: the
+    start-up flake, which hit 7 of 7 starts of test_small.yaml with two raylets at once
+    (each rescued by the retry, 30 s later). ``ray start`` in Ray 2.60 has no flag for the
+    socket names (``RayParams`` has them; the CLI does not set them) but takes a temp dir
+    per node, and a folder per node makes every name a node picks its own, whatever starts
+    at once. Starting raylets one after another would also avoid the race, but costs the
+    parallel start (test_small: 24-30 s one at a time, 16-19 s two at a time here). Each
+    raylet then runs its own log monitor over its own logs (about 80 MB each), as on
+    separate hosts. Names stay short: Unix socket paths are limited to 107 bytes.
+    """
+    if name == HEAD_NAME:
+        return Path(st.temp_dir)
+    return Path(st.temp_dir) / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+#: the longest Unix socket path Ray makes under a node's temp dir: session_<date>_<time>_<us>_<pid>/sockets/..
+_SOCKET_TAIL = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store.99")
+_UNIX_PATH_MAX = 107
+
+
+def check_socket_paths(temp_dirs: list[Path]) -> None:
+    """Raise :class:`LauncherError` before anything starts when a node's socket paths would be too
+    long for Linux (Ray would fail the node's start after the head is up)."""
+    for d in temp_dirs:
+        if len(str(d).encode()) + _SOCKET_TAIL > _UNIX_PATH_MAX:
+            raise LauncherError(f"Ray's socket paths under {d} would exceed {_UNIX_PATH_MAX} bytes; "
+                                "use a shorter --state-dir (or node names)")
+
+
 def _worker_args(res: NodeResources, address: str, temp_dir: Path, object_store_mb: int,
-                 same_host: bool) -> list[str]:
-    args = [f"--address={address}", *res.start_args(), f"--temp-dir={temp_dir}",
+                 listen: str) -> list[str]:
+    return [f"--address={address}", *res.start_args(), f"--temp-dir={temp_dir}",
             f"--object-store-memory={object_store_mb * (1 << 20)}", "--disable-usage-stats",
-            *raylet_port_args()]
-    if same_host:
-        # Raylets of one host share the session's log folder: one log monitor (the head's) is enough,
-        # more would stream every line to drivers once per raylet.
-        args.append("--include-log-monitor=False")
-    return args
+            *node_ip_args(listen), *raylet_port_args()]
 
 
 def _alive_nodes(state: LaunchState) -> set[str]:
@@ -358,15 +415,16 @@ def _alive_nodes(state: LaunchState) -> set[str]:
 def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = DEFAULT_PORT,
        dashboard_host: str = "127.0.0.1", dashboard_port: int = DEFAULT_DASHBOARD_PORT,
        token_file: str | Path | None = None, object_store_mb: int = DEFAULT_OBJECT_STORE_MB,
-       parallel: int = 2, timeout_s: float = 180, nodes: list[str] | None = None,
+       parallel: int = 2, timeout_s: float = 180, nodes: list[str] | None = None, listen: str = LOOPBACK,
        progress: Callable[[str, float], None] | None = None) -> UpResult:
     """Start the cluster of ``config`` (or start the nodes of it that are not running).
 
     The whole config is validated first (:class:`ConfigError` naming file and
     field), then the ports are checked; only then does any process start. A second
-    call with the same config reports the running cluster; with another config it
-    raises :class:`LauncherError`. ``nodes`` starts only those nodes here (the head
-    always), for clusters whose other nodes ``join`` from other hosts.
+    call with the same config reports the running cluster; with another config (or
+    another ``listen``) it raises :class:`LauncherError`. ``nodes`` starts only those
+    nodes here (the head always), for clusters whose other nodes ``join`` from other
+    hosts, which needs a ``listen`` other than loopback (:mod:`cluster.network`).
     """
     t0 = time.monotonic()
     spec: ClusterSpec = load_cluster(config)
@@ -386,9 +444,9 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
     if st is not None:
         head = st.nodes.get(HEAD_NAME)
         head_alive = head is not None and raylet_pid(head) is not None and port_open("127.0.0.1", st.gcs_port)
-        if head_alive and st.config != config_abs:
-            raise LauncherError(f"a cluster from {st.config} is running (state in {sdir}); "
-                                "run `orchestrator cluster down` first")
+        if head_alive and (st.config, st.listen) != (config_abs, listen):
+            raise LauncherError(f"a cluster from {st.config} listening on {st.listen} is running (state in "
+                                f"{sdir}); run `orchestrator cluster down` first")
         if not head_alive:
             stop_sessions([r.sid for r in st.nodes.values()], grace_s=3)
             (sdir / STATE_FILE).unlink(missing_ok=True)
@@ -404,10 +462,11 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
         st.save()
         return UpResult(st, [r.name for r in missing], True, time.monotonic() - t0)
 
+    # probed on every interface, whatever ``listen``: a port taken on any address is taken
     for what, p, host in (("--port", port, "0.0.0.0"), ("--dashboard-port", dashboard_port, dashboard_host)):
         if not port_free(p, host):
             raise LauncherError(f"{what} {p} is in use (another Ray cluster?); pick another port")
-    client_port = free_fixed_port(host="0.0.0.0")
+    client_port = free_fixed_port(span=3, host="0.0.0.0")
     sdir.mkdir(parents=True, exist_ok=True)
     os.chmod(sdir, 0o700)
     temp_dir = sdir / "ray"
@@ -415,17 +474,21 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
     token = ensure_token(token_file or default_token_file())
     st = LaunchState(config=config_abs, state_dir=str(sdir), temp_dir=str(temp_dir), token_file=str(token),
                       gcs_port=port, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
-                      client_port=client_port, started_at=time.time())
-    env = _process_env(token, config_abs, sdir)
+                      client_port=client_port, started_at=time.time(), listen=listen)
+    check_socket_paths([node_temp_dir(st, n) for n in (HEAD_NAME, *[r.name for r in plan])])
+    env = _process_env(token, config_abs, sdir, listen)
+    # The autoscaler's and the dashboard's metrics servers default to fixed ports (44217, 44227):
+    # a second cluster on the host would find them taken. Both are published in the GCS for Prometheus.
+    env.update(AUTOSCALER_METRIC_PORT=str(client_port + 1), DASHBOARD_METRIC_PORT=str(client_port + 2))
     labels = ",".join(f"{k}={v}" for k, v in head_labels().items())
     head_args = ["--head", f"--port={port}", f"--dashboard-host={dashboard_host}",
                  f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
                  f"--temp-dir={temp_dir}", "--num-cpus=0", "--num-gpus=0",
                  f"--object-store-memory={object_store_mb * (1 << 20)}", f"--labels={labels}",
-                 f"--node-name={HEAD_NAME}", "--disable-usage-stats"]
+                 f"--node-name={HEAD_NAME}", "--disable-usage-stats", *node_ip_args(listen)]
     try:
         sid, secs = _ray_start_retry(lambda: [*head_args, *raylet_port_args()], env,
-                                     sdir / "logs" / f"{HEAD_NAME}.log")
+                                     sdir / "logs" / f"{HEAD_NAME}.log", _on_retry(st, HEAD_NAME, progress))
         st.nodes[HEAD_NAME] = NodeRecord(HEAD_NAME, sid, secs, head_labels(), {"CPU": 0.0})
         st.save()
         progress(HEAD_NAME, secs)
@@ -441,20 +504,31 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
     return UpResult(st, [HEAD_NAME, *[r.name for r in plan]], False, st.up_seconds)
 
 
+def _on_retry(st: LaunchState, name: str, progress: Callable[[str, float], None]) -> Callable[[str], None]:
+    """Record a node's retried start in the state (what tests and benchmarks check) and report it."""
+    t0 = time.monotonic()
+
+    def note(error: str) -> None:
+        st.retries.append(f"{name}: {(error.strip().splitlines() or [''])[-1][:300]}")
+        progress(f"{name} (retrying)", time.monotonic() - t0)
+
+    return note
+
+
 def _start_workers(st: LaunchState, plan: list[NodeResources], object_store_mb: int, parallel: int,
                    progress: Callable[[str, float], None]) -> None:
+    """Start the raylets of ``plan``, ``parallel`` at once (safe: each has its own temp dir and ports)."""
     if not plan:
         return
-    base_env = _process_env(Path(st.token_file), st.config, Path(st.state_dir))
+    base_env = _process_env(Path(st.token_file), st.config, Path(st.state_dir), st.listen)
     address = f"127.0.0.1:{st.gcs_port}"
     logs = Path(st.state_dir) / "logs"
 
     def start(res: NodeResources) -> tuple[NodeResources, int, float]:
         env = _node_env(base_env, res)
-        t0 = time.monotonic()
-        sid, secs = _ray_start_retry(lambda: _worker_args(res, address, Path(st.temp_dir), object_store_mb,
-                                                          same_host=True), env, logs / f"{res.name}.log",
-                                     lambda: progress(f"{res.name} (retrying)", time.monotonic() - t0))
+        temp = node_temp_dir(st, res.name)
+        sid, secs = _ray_start_retry(lambda: _worker_args(res, address, temp, object_store_mb, st.listen), env,
+                                     logs / f"{res.name}.log", _on_retry(st, res.name, progress))
         return res, sid, secs
 
     errors: list[BaseException] = []
@@ -534,11 +608,13 @@ def kill_node(name: str, state_dir: str | Path | None = None, sig: int = signal.
 
 def join(address: str, node: str, config: str | Path, *, state_dir: str | Path | None = None,
          token_file: str | Path | None = None, object_store_mb: int = DEFAULT_OBJECT_STORE_MB,
-         same_host: bool = False) -> NodeRecord:
+         listen: str | None = None) -> NodeRecord:
     """Start one raylet for ``node`` of ``config`` joining the head at ``address`` (HOST:PORT).
 
     Used on another host (copy the head's token file there first, or pass
     ``token_file``); recorded in this host's state so that ``down`` stops it.
+    ``listen`` defaults to this host's cluster's, else to what ``address`` implies
+    (:func:`cluster.network.join_listen`).
     """
     spec = load_cluster(config)
     plan = {r.name: r for r in cluster_resources(spec)}
@@ -558,16 +634,19 @@ def join(address: str, node: str, config: str | Path, *, state_dir: str | Path |
         st = LaunchState(config=str(Path(config).resolve()), state_dir=str(sdir), temp_dir=str(sdir / "ray"),
                           token_file=str(token), gcs_port=int(address.rsplit(":", 1)[1]),
                           dashboard_host="", dashboard_port=0, client_port=0, joined_to=address,
-                          started_at=time.time())
+                          started_at=time.time(), listen=join_listen(address, listen))
+    elif listen is not None and listen != st.listen:
+        raise LauncherError(f"this host's nodes listen on {st.listen}; its nodes must all listen alike")
+    temp = node_temp_dir(st, node)
+    check_socket_paths([temp])
     if node in st.nodes:
         if raylet_pid(st.nodes[node]) is not None:
             raise LauncherError(f"node {node!r} is already running here")
         stop_sessions([st.nodes[node].sid], grace_s=2)  # what is left of an earlier, dead incarnation
     res = plan[node]
-    env = _node_env(_process_env(token, str(Path(config).resolve()), sdir), res)
-    sid, secs = _ray_start_retry(lambda: _worker_args(res, address, Path(st.temp_dir), object_store_mb,
-                                                      same_host=same_host or st.joined_to is None),
-                                 env, sdir / "logs" / f"{node}.log")
+    env = _node_env(_process_env(token, str(Path(config).resolve()), sdir, st.listen), res)
+    sid, secs = _ray_start_retry(lambda: _worker_args(res, address, temp, object_store_mb, st.listen),
+                                 env, sdir / "logs" / f"{node}.log", _on_retry(st, node, lambda name, s: None))
     rec = NodeRecord(node, sid, secs, res.labels, res.ray_totals())
     st.nodes[node] = rec
     st.save()

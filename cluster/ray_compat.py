@@ -21,16 +21,60 @@ RAY_VERSION_CHECKED = "2.60.0"
 
 #: (module, attribute) of every private Ray symbol used below; the test imports each.
 PRIVATE_APIS: tuple[tuple[str, str], ...] = (
+    ("ray._private.ray_constants", "ENABLE_RAY_CLUSTER"),
+    ("ray._private.ray_constants", "ENABLE_RAY_CLUSTERS_ENV_VAR"),
+    ("ray._private.ray_constants", "IS_WINDOWS_OR_OSX"),
+    ("ray._private.ray_constants", "env_bool"),
     ("ray._private.state", "available_resources_per_node"),
     ("ray._raylet", "Config"),
     ("ray._raylet", "AuthenticationTokenLoader"),
     ("ray._raylet", "GcsClient"),
     ("ray.core.generated.gcs_pb2", "GcsNodeInfo"),
+    ("ray.scripts.scripts", "main"),
+    ("ray.scripts.scripts", "ray_constants"),
     ("ray.serve._private.constants", "SERVE_CONTROLLER_NAME"),
     ("ray.serve._private.constants", "SERVE_NAMESPACE"),
     ("ray.serve._private.controller", "ServeController"),
     ("ray.serve._private.replica", "start_asgi_http_server"),
 )
+
+
+#: Ray's local-only mode, the default on macOS and Windows: every node and client takes 127.0.0.1
+#: as its IP. On Linux, without it, Ray replaces a loopback node IP and a loopback GCS address by
+#: the host's address (``ray._private.services.resolve_ip_for_localhost``), so nothing can stay
+#: on loopback. Read once, when Ray is imported (:func:`refresh_local_only`).
+LOCAL_ONLY_ENV = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def refresh_local_only() -> None:
+    """Make an already imported Ray re-read :data:`LOCAL_ONLY_ENV` (as :func:`refresh_auth_config`)."""
+    if "ray" not in sys.modules:
+        return
+    from ray._private import ray_constants
+
+    # the expression ray_constants itself evaluates at import
+    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR,
+                                                              not ray_constants.IS_WINDOWS_OR_OSX)
+
+
+def ray_cli_main() -> int:
+    """Ray's command line (``ray start ...``), able to add a node to a cluster in local-only mode.
+
+    In that mode ``ray start --address`` refuses to start ("Multi-node Ray clusters are not
+    supported on Windows and OSX"): one ``if`` in ``ray.scripts.scripts.start`` reading
+    ``ray_constants.ENABLE_RAY_CLUSTER``. That module alone gets a copy of the constants with
+    the flag on; everything else, and every process the node starts, stays local-only.
+    """
+    import types
+
+    from ray._private import ray_constants
+    from ray.scripts import scripts
+
+    view = types.ModuleType(ray_constants.__name__)
+    view.__dict__.update(vars(ray_constants))
+    view.ENABLE_RAY_CLUSTER = True
+    scripts.ray_constants = view
+    return scripts.main()
 
 
 def available_resources_per_node() -> dict[str, dict[str, float]]:

@@ -1,8 +1,9 @@
-"""The raylet environment the launcher sets (no cluster needed)."""
+"""The raylet environment, arguments and folders the launcher sets (no cluster needed)."""
 from __future__ import annotations
 
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_every_raylet_port_is_pinned_fresh_and_outside_the_ephemeral_range(tmp_p
     res = cluster_resources(load_cluster(CONFIGS / "cluster" / "test_small.yaml"))[0]
     ports = []
     for _ in range(2):
-        args = launcher._worker_args(res, "127.0.0.1:6379", tmp_path, 128, same_host=True)
+        args = launcher._worker_args(res, "127.0.0.1:6379", tmp_path, 128, "127.0.0.1")
         mine = {a.split("=")[0]: int(a.split("=")[1]) for a in args if a.split("=")[0] in launcher.RAYLET_PORT_FLAGS}
         assert set(mine) == set(launcher.RAYLET_PORT_FLAGS) and len(set(mine.values())) == len(mine)
         ports += list(mine.values())
@@ -81,3 +82,46 @@ exit 1
     assert "timed out during startup" in msg
     assert "raylet.1.out: [2026-11-28 15:00:01,000 E 42 42] (raylet) node_manager.cc:1: Failed to register" in msg
     assert "Setting cluster ID" not in msg and "earlier start" not in msg
+
+
+def _state(tmp_path, listen: str = "127.0.0.1") -> launcher.LaunchState:
+    return launcher.LaunchState(config="c.yaml", state_dir=str(tmp_path), temp_dir=str(tmp_path / "ray"),
+                                token_file="t", gcs_port=1, dashboard_host="127.0.0.1", dashboard_port=2,
+                                client_port=3, listen=listen)
+
+
+def test_every_node_has_a_temp_dir_of_its_own(tmp_path) -> None:
+    # Ray picks socket names (plasma_store, plasma_store.1 ...) free in the session folder, and two
+    # raylets starting into one folder could pick the same: a folder per node rules that out
+    st = _state(tmp_path)
+    plan = cluster_resources(load_cluster(CONFIGS / "cluster" / "local.yaml"))
+    dirs = [launcher.node_temp_dir(st, r.name) for r in plan]
+    assert launcher.node_temp_dir(st, launcher.HEAD_NAME) == tmp_path / "ray"
+    assert len(set(dirs)) == len(dirs) and all(d.parent == tmp_path / "ray" for d in dirs)
+    assert launcher.node_temp_dir(st, "../a b").parent == tmp_path / "ray"  # a name cannot leave the folder
+    args = launcher._worker_args(plan[0], "127.0.0.1:1", dirs[0], 64, st.listen)
+    assert f"--temp-dir={dirs[0]}" in args and "--include-log-monitor=False" not in args  # own logs, own monitor
+
+
+def test_a_state_dir_too_long_for_rays_socket_paths_is_refused_before_anything_starts() -> None:
+    launcher.check_socket_paths([Path("/tmp/orch-ray-1000/ray/edge-1")])
+    with pytest.raises(launcher.LauncherError, match="107 bytes"):
+        launcher.check_socket_paths([Path("/tmp") / ("x" * 60) / "ray" / "edge-1"])
+
+
+def test_a_retried_start_is_recorded_in_the_state(monkeypatch, tmp_path) -> None:
+    # a retry hides a failed start: the state keeps it so that tests can insist on none
+    logs: list[Path] = []
+
+    def fake_start(args: list[str], env: dict, log: Path) -> tuple[int, float]:
+        logs.append(log)
+        if len(logs) == 1:
+            raise launcher.LauncherError("ray start failed\nraylet.out: bind: Address already in use")
+        return 7, 0.1
+
+    monkeypatch.setattr(launcher, "_ray_start", fake_start)
+    st, seen = _state(tmp_path), []
+    sid, _ = launcher._ray_start_retry(lambda: [], {}, tmp_path / "edge-1.log",
+                                       launcher._on_retry(st, "edge-1", lambda name, s: seen.append(name)))
+    assert sid == 7 and st.retries == ["edge-1: raylet.out: bind: Address already in use"]
+    assert seen == ["edge-1 (retrying)"] and logs == [tmp_path / "edge-1.log", tmp_path / "edge-1.retry.log"]

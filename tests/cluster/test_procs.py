@@ -1,9 +1,10 @@
-"""Ports the launcher and the router pick (no cluster needed)."""
+"""Ports the launcher and the router pick, and the ones a process listens on (no cluster needed)."""
 from __future__ import annotations
 
+import os
 import socket
 
-from cluster.procs import ephemeral_ports, free_fixed_port, in_ephemeral_range
+from cluster.procs import ephemeral_ports, free_fixed_port, in_ephemeral_range, listening_sockets
 
 
 def test_fixed_ports_are_picked_outside_the_ephemeral_range() -> None:
@@ -22,3 +23,15 @@ def test_a_taken_port_is_never_picked() -> None:
     with socket.socket() as held:
         held.bind(("0.0.0.0", base))
         assert free_fixed_port(lo=base, hi=base + 2, host="0.0.0.0") == base + 1  # the only base left
+
+
+def test_listening_sockets_names_the_address_each_process_listens_on() -> None:
+    # what the exposure test reads for Ray's processes; IPv4-mapped IPv6 addresses read as IPv4
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6, socket.socket() as idle:
+        v4.bind(("127.0.0.1", 0))
+        v4.listen()
+        v6.bind(("::", 0))
+        v6.listen()
+        idle.bind(("127.0.0.1", 0))  # bound, not listening: not reported
+        mine = {(a, p) for pid, a, p in listening_sockets([os.getpid()])}
+        assert mine == {("127.0.0.1", v4.getsockname()[1]), ("::", v6.getsockname()[1])}

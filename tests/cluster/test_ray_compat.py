@@ -92,6 +92,30 @@ def test_refresh_makes_an_imported_ray_read_the_new_token_and_mode(tmp_path) -> 
     assert out.stdout.strip().splitlines()[-1] == "['token-a', 'token-a', 'token-b', '']", RECHECK
 
 
+def test_local_only_mode_keeps_loopback_and_the_cli_can_still_add_a_node() -> None:
+    """A loopback cluster rests on three things Ray 2.60 does: in local-only mode it keeps 127.0.0.1
+    (out of it, Linux gets the host's address), the mode is read at import (so a refresh), and
+    ``ray start --address`` checks it in ``ray.scripts.scripts`` alone. Run in a child: it is process-wide."""
+    name, value = ray_compat.LOCAL_ONLY_ENV
+    code = textwrap.dedent(f"""
+        import os
+        os.environ[{name!r}] = {value!r}
+        from ray._private import ray_constants, services
+        from ray.scripts import scripts
+        from cluster import ray_compat
+        seen = [ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, services.resolve_ip_for_localhost("127.0.0.1")]
+        scripts.main = lambda: (scripts.ray_constants.ENABLE_RAY_CLUSTER, ray_constants.ENABLE_RAY_CLUSTER)
+        seen.append(ray_compat.ray_cli_main())  # the CLI's check lifted, the rest of Ray still local-only
+        del os.environ[{name!r}]
+        ray_compat.refresh_local_only()
+        seen.append(ray_constants.ENABLE_RAY_CLUSTER)
+        print(seen)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == f"[{name!r}, '127.0.0.1', (True, False), True]", RECHECK
+
+
 def test_the_replica_patch_passes_port_reuse_and_is_idempotent(monkeypatch) -> None:
     from ray.serve._private import replica
 

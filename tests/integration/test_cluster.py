@@ -210,6 +210,40 @@ def test_fractional_shares_pack_as_configured(live: LiveState) -> None:
     assert max_overlap([(s, e) for s, e, _ in out]) <= 8
 
 
+def test_a_running_task_is_cancelled_and_its_node_runs_the_next_within_a_second(live: LiveState,
+                                                                               tmp_path: Path) -> None:
+    """Issue 17: a 30-day task can be cancelled and frees its node. The cancel is forced (the worker
+    exits), so a body that never yields stops too, and Ray frees its CPU for the task waiting behind."""
+    started = tmp_path / "started"
+
+    def forever(path: str) -> None:
+        open(path, "w").close()
+        time.sleep(30 * 86400)
+
+    i = live.index("edge-1")  # 2 CPUs: one 2-CPU task at a time
+    warm_workers(live, {(i, False): 2})  # the next task finds an idle worker: no cold start is timed
+    d = Decision(i, ("cpu", 0), np.empty(0), "test", "test")
+    shape = {"cpu_milli": 2000, "mem_mib": 0, "work": 0.0}
+    with Executor(live) as ex:
+        long = ex.submit(make_task({"id": "forever", **shape}, infer=False), d, fn=forever, args=(str(started),))
+        nxt = ex.submit(make_task({"id": "next", **shape}, infer=False), d)
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert time.monotonic() < deadline, "the long task never started"
+            time.sleep(0.02)
+        t_cancel = ex.now()
+        assert ex.cancel("forever", "cancelled by the test")
+        r = long.result(timeout=0)
+        assert r.status == "cancelled" and r.node == "edge-1" and r.reason == "cancelled by the test"
+        n = nxt.result(timeout=60)
+        assert n.status == "succeeded" and n.node == "edge-1", n.reason
+        print(f"next task started {n.start - t_cancel:.3f} s after the cancel")
+        assert n.start - t_cancel < 1.0
+        assert not ex.cancel("forever", "again") and ex.drain(10)
+    check_invariants(live.state)
+    assert int(live.state.running.sum()) == 0 and int(live.state.queue_len.sum()) == 0
+
+
 # ---------------------------------------------------------------------------- replay and jobs
 
 
