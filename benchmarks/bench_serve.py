@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv or [])
     if args.state_dir:
         return run(Path(args.state_dir), args.quick)
-    sdir = Path(tempfile.mkdtemp(prefix="bench-serve-ray-"))
+    sdir = Path(tempfile.mkdtemp(prefix="orch-bs-", dir="/tmp"))  # short: Unix socket paths
     print("starting a test_small cluster ...", flush=True)
     try:  # `down` also when `up` fails half-way (a loaded machine can time a raylet out)
         launcher.up(CLUSTER, state_dir=sdir, port=launcher.free_port(), dashboard_port=launcher.free_port())

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv or [])
     if args.state_dir:
         return run(Path(args.state_dir), args.minutes, args.rate, args.max_rows, args.sample_s)
-    sdir = Path(tempfile.mkdtemp(prefix="bench-soak-ray-"))
+    sdir = Path(tempfile.mkdtemp(prefix="orch-sk-", dir="/tmp"))  # short: Unix socket paths
     print("starting a test_small cluster ...", flush=True)
     try:
         launcher.up(CLUSTER, state_dir=sdir, port=launcher.free_port(), dashboard_port=launcher.free_port())

@@ -40,8 +40,8 @@ class Limits:
     burst: int = 2000
     key_max_in_flight: int = 2000
     max_in_flight: int = 10_000
-    anonymous_rate_per_s: float = 200.0
-    anonymous_burst: int = 2000
+    anonymous_rate_per_s: float = 100.0
+    anonymous_burst: int = 256
     pool_max_queued: int = 2000
     pool_max_queued_s: float = 86_400.0
 

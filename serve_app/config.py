@@ -100,7 +100,7 @@ class RouterConfig:
     max_batch: int = 10_000
     max_body_bytes: int = 8 << 20
     max_header_bytes: int = 16 << 10
-    body_timeout_s: float = 10.0
+    body_timeout_s: float = 5.0
     client_max_requests: int = 256
     batch_max_size: int = 64
     batch_wait_s: float = 0.0
@@ -116,8 +116,8 @@ class RouterConfig:
     rate_per_s: float = 200.0
     burst: int = 2000
     key_max_in_flight: int = 2000
-    anonymous_rate_per_s: float = 200.0
-    anonymous_burst: int = 2000
+    anonymous_rate_per_s: float = 100.0
+    anonymous_burst: int = 256
     max_in_flight: int = 10_000
     pool_max_queued: int = 2000
     pool_max_queued_s: float = 86_400.0

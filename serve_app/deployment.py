@@ -33,6 +33,10 @@ from serve_app.service import RouterService
 log = logging.getLogger("serve_app")
 
 HEALTH_TIMEOUT_S = 10.0
+#: requests the replica serves at once. Past it Serve queues requests, ``/healthz`` among them; a
+#: request waiting for its body costs a coroutine here, so the slots are many and each client's
+#: share of them is capped by :mod:`serve_app.guard` (``client_max_requests``, ``body_timeout_s``)
+MAX_ONGOING = 4096
 
 
 def _direct_ingress_reuses_its_port() -> None:
@@ -61,7 +65,7 @@ def _asgi():
     return create_api(runtime.service, runtime.auth)
 
 
-@serve.deployment(name="Router", num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0},
+@serve.deployment(name="Router", num_replicas=1, max_ongoing_requests=MAX_ONGOING, ray_actor_options={"num_cpus": 0},
                   health_check_period_s=5, health_check_timeout_s=30, graceful_shutdown_timeout_s=20)
 @serve.ingress(_asgi)
 class Router:

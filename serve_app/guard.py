@@ -3,7 +3,7 @@
 A slow or stalled client must not hold the router. Serve's HTTP servers (the proxy
 and the replica's direct ingress, both uvicorn) read headers without a size limit
 and bodies without a time limit, and a replica serves at most
-``max_ongoing_requests`` (1,000) at once: 1,000 connections that each sent a
+``max_ongoing_requests`` at once (1,000 then): 1,000 connections that each sent a
 ``POST``'s headers and part of its body and then stalled held all of them, and
 ``/healthz`` timed out on both ports. So here, per request:
 
@@ -40,7 +40,7 @@ UNCOUNTED = ("/healthz",)
 class Limits:
     max_body_bytes: int = 8 << 20
     max_header_bytes: int = 16 << 10
-    body_timeout_s: float = 10.0
+    body_timeout_s: float = 5.0
     client_max_requests: int = 256
 
 
