@@ -145,7 +145,7 @@ def run(state_dir: Path, stalls: tuple[int, ...], seconds: float) -> int:
     token = secrets.token_hex(16)
     os.environ["ORCH_ADMIN_TOKEN"] = token
     hist = Path(tempfile.mkdtemp(prefix="bench-abuse-")) / "history.db"
-    ep = deploy.Endpoint("127.0.0.1", launcher.free_port(), free_fixed_port())
+    ep = deploy.Endpoint("127.0.0.1", free_fixed_port(), free_fixed_port())
     os.environ.pop("ORCH_API_KEY", None)  # each load below sends the key it names, or none
     os.environ.pop("ORCH_API_KEY_FILE", None)
     deploy.start({"policy": "fastest-feasible", "history_url": f"sqlite:///{hist}", "warm_workers": 2,
@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     sdir = Path(tempfile.mkdtemp(prefix="orch-ba-", dir="/tmp"))  # short: Unix socket paths
     print("starting a test_small cluster ...", flush=True)
     try:
-        launcher.up(CLUSTER, state_dir=sdir, port=launcher.free_port(), dashboard_port=launcher.free_port())
+        # below the ephemeral range: the stalled connections' local ports linger there in TIME_WAIT
+        launcher.up(CLUSTER, state_dir=sdir, port=free_fixed_port(), dashboard_port=free_fixed_port())
         return run(sdir, stalls, args.seconds)
     finally:
         import ray
