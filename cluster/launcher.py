@@ -23,6 +23,7 @@ created with mode 0600 when missing) is passed to every process through
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -37,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cluster.network import LOOPBACK, join_listen, node_ip_args, ray_env
+from cluster.network import LOOPBACK, is_loopback, join_listen, node_ip_args, ray_env
 from cluster.procs import (cmdline, free_fixed_port, free_port, port_free, port_open, session_pids,  # noqa: F401
                            stop_sessions)  # free_port: callers pick head ports with launcher.free_port()
 from cluster.ray_compat import (LOCAL_ONLY_ENV, GcsNodeTable, available_resources_per_node, refresh_auth_config,
@@ -293,6 +294,9 @@ def connect(state_dir: str | Path | None = None, address: str | None = None, **i
     if ray.is_initialized():
         return address or os.environ.get("RAY_ADDRESS", "")
     st = LaunchState.load(state_dir or default_state_dir())
+    target = address or os.environ.get("RAY_ADDRESS") or ""
+    if target and is_loopback(target.rsplit(":", 1)[0]):
+        _use_listen(LOOPBACK)  # else Ray rewrites 127.0.0.1 to the host's address, where no GCS listens
     if address is None and not os.environ.get("RAY_ADDRESS"):
         if st is None:
             raise LauncherError(f"no cluster state in {state_dir or default_state_dir()}; run "
@@ -380,15 +384,34 @@ def node_temp_dir(st: LaunchState, name: str) -> Path:
     at once. Starting raylets one after another would also avoid the race, but costs the
     parallel start (test_small: 24-30 s one at a time, 16-19 s two at a time here). Each
     raylet then runs its own log monitor over its own logs (about 80 MB each), as on
-    separate hosts. Names stay short: Unix socket paths are limited to 107 bytes.
+    separate hosts. The folder is named by a short digest of the node's name (Unix socket
+    paths are limited to 107 bytes; a node name may have 63 characters), and
+    ``<temp dir>/nodes/<name>`` links to it for people reading logs.
     """
     if name == HEAD_NAME:
         return Path(st.temp_dir)
-    return Path(st.temp_dir) / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return Path(st.temp_dir) / ("n" + hashlib.sha1(name.encode()).hexdigest()[:6])
+
+
+def link_node_dir(st: LaunchState, name: str) -> None:
+    """``<temp dir>/nodes/<name>`` -> the node's own temp dir (:func:`node_temp_dir`), for its logs."""
+    by_name = Path(st.temp_dir) / "nodes"
+    by_name.mkdir(parents=True, exist_ok=True)
+    link = by_name / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    if not link.is_symlink():
+        link.symlink_to(node_temp_dir(st, name), target_is_directory=True)
+
+
+def _pid_digits() -> int:
+    try:
+        return len(Path("/proc/sys/kernel/pid_max").read_text().strip())
+    except OSError:
+        return 7  # Linux's largest pid_max, 4194304
 
 
 #: the longest Unix socket path Ray makes under a node's temp dir: session_<date>_<time>_<us>_<pid>/sockets/..
-_SOCKET_TAIL = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store.99")
+#: (a node alone in its folder gets ``plasma_store``; ``.1`` after a restart left the old socket behind)
+_SOCKET_TAIL = len("/session_2026-01-01_00-00-00_000000_") + _pid_digits() + len("/sockets/plasma_store.1")
 _UNIX_PATH_MAX = 107
 
 
@@ -527,6 +550,7 @@ def _start_workers(st: LaunchState, plan: list[NodeResources], object_store_mb: 
     def start(res: NodeResources) -> tuple[NodeResources, int, float]:
         env = _node_env(base_env, res)
         temp = node_temp_dir(st, res.name)
+        link_node_dir(st, res.name)
         sid, secs = _ray_start_retry(lambda: _worker_args(res, address, temp, object_store_mb, st.listen), env,
                                      logs / f"{res.name}.log", _on_retry(st, res.name, progress))
         return res, sid, secs
@@ -639,6 +663,7 @@ def join(address: str, node: str, config: str | Path, *, state_dir: str | Path |
         raise LauncherError(f"this host's nodes listen on {st.listen}; its nodes must all listen alike")
     temp = node_temp_dir(st, node)
     check_socket_paths([temp])
+    link_node_dir(st, node)
     if node in st.nodes:
         if raylet_pid(st.nodes[node]) is not None:
             raise LauncherError(f"node {node!r} is already running here")

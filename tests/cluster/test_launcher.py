@@ -105,6 +105,12 @@ def test_every_node_has_a_temp_dir_of_its_own(tmp_path) -> None:
 
 def test_a_state_dir_too_long_for_rays_socket_paths_is_refused_before_anything_starts() -> None:
     launcher.check_socket_paths([Path("/tmp/orch-ray-1000/ray/edge-1")])
+    # the state dirs the tests, the demo test and the benchmarks make (tempfile's 8 random characters),
+    # with a node name of 63 characters: every node's folder fits
+    for made in ("/tmp/orch-demo-abcdefgh/ray", "/tmp/orch-ray-bench-abcdefgh", "/tmp/orch-ray-it-abcdefgh",
+                 "/tmp/orch-ba-abcdefgh", f"/tmp/orch-ray-{4194304}"):
+        st = _state(Path(made))
+        launcher.check_socket_paths([launcher.node_temp_dir(st, "n" * 63)])
     with pytest.raises(launcher.LauncherError, match="107 bytes"):
         launcher.check_socket_paths([Path("/tmp") / ("x" * 60) / "ray" / "edge-1"])
 

@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 
 from cluster import launcher
-from cluster.ray_compat import refresh_auth_config
+from cluster.ray_compat import LOCAL_ONLY_ENV, refresh_auth_config, refresh_local_only
 from cluster.procs import free_fixed_port
 from cluster.topology import ClusterSpec, load_cluster
 from tests.conftest import CONFIGS
 
 TEST_YAML = CONFIGS / "cluster" / "test_small.yaml"
 _ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", launcher.ENV_CONFIG, launcher.ENV_STATE_DIR,
-        "ORCH_TEST_RAY_DIR")
+        "ORCH_TEST_RAY_DIR", LOCAL_ONLY_ENV[0])
 
 
 @dataclass
@@ -70,5 +70,6 @@ def real_cluster():
             else:
                 os.environ[k] = v
         refresh_auth_config()
+        refresh_local_only()
         shutil.rmtree(state_dir, ignore_errors=True)
         assert not left, f"processes left after down: {left}"

@@ -90,7 +90,8 @@ def demo():
            "DEMO_RAY_DIR": str(root / "ray"), "DEMO_TOKEN_FILE": str(root / "auth_token"),
            "ORCH_REGISTRY": str(_registry(root)), "DEMO_DURATION": str(DURATION), "DEMO_SKIP_TRACE": "1",
            "PYTHONUNBUFFERED": "1"}
-    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "ORCH_RAY_DIR", "ORCH_TEST_RAY_DIR", launcher.ENV_CONFIG):
+    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "ORCH_RAY_DIR", "ORCH_TEST_RAY_DIR", launcher.ENV_CONFIG,
+              "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
         env.pop(k, None)
     info = {"root": root, "env": env, **ports,
             "dashboard": f"http://127.0.0.1:{ports['DEMO_DASHBOARD_PORT']}",
