@@ -44,7 +44,9 @@ API_VERSION = "1.0.0"
 INLINE_BATCH = 64
 
 _ERRORS = {400: {"model": ErrorOut, "description": "malformed JSON"},
+           408: {"model": ErrorOut, "description": "the body did not arrive within body_timeout_s"},
            413: {"model": ErrorOut, "description": "request body too large"},
+           431: {"model": ErrorOut, "description": "request headers too large"},
            422: {"model": ErrorOut, "description": "a field is invalid (loc names it)"}}
 _INFEASIBLE = {409: {"model": ErrorOut, "description": "no node of the cluster can ever host the task (why)"},
                503: {"model": ErrorOut, "description": "every node that could host it is down now (retry)"}}
@@ -220,7 +222,8 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
     async def healthz() -> JSONResponse:
         return JSONResponse(await run_in_threadpool(get().health))
 
-    @api.post("/v1/route", response_model=DecisionOut, responses={**_ERRORS, **_INFEASIBLE}, tags=["placement"],
+    @api.post("/v1/route", response_model=DecisionOut, responses={**_ERRORS, **_INFEASIBLE, **_KEYED},
+              tags=["placement"],
               summary="Decide where one task should run (nothing is run or reserved)")
     async def route(body: TaskIn, cred: Optional[HTTPAuthorizationCredentials] = Security(API_KEY)) -> JSONResponse:
         return await route_task(body, _header(cred))

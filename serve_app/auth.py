@@ -77,7 +77,7 @@ class ClientAuth:
 
     The active keys are cached and re-read every ``refresh_s`` (revocation takes
     effect within it), and at most every :data:`MISS_REFRESH_S` when an unknown key
-    is presented (a key created a moment ago works at once).
+    is presented (a key created a moment ago works within half a second).
     """
 
     def __init__(self, admin: AdminAuth, store: KeyStore | None, refresh_s: float = 2.0) -> None:

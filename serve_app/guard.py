@@ -62,13 +62,17 @@ class Guard:
             await self.app(scope, receive, send)
             return
         lim = self.limits()
-        size = 0
+        size = len(scope.get("query_string", b""))
         authorization = None
         for name, value in scope.get("headers", ()):
             size += len(name) + len(value) + 4
-            if name == b"content-length" and (not value.isdigit() or int(value) > lim.max_body_bytes):
-                await _answer(send, 413, f"request body over {lim.max_body_bytes} bytes (or a bad Content-Length)")
-                return
+            if name == b"content-length":
+                if not value.isdigit():
+                    await _answer(send, 400, "Content-Length is not a number of bytes")
+                    return
+                if int(value) > lim.max_body_bytes:
+                    await _answer(send, 413, f"request body over {lim.max_body_bytes} bytes")
+                    return
             if name == b"authorization":
                 authorization = value.decode("latin-1")
         if size > lim.max_header_bytes:

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         if args.keys_command == "create":
             key, secret = store.create(args.name, Quota(args.rate, args.burst, args.max_in_flight))
             if args.out:
-                fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+                os.fchmod(fd, 0o600)  # a file that was there keeps its mode otherwise
                 with os.fdopen(fd, "w") as f:
                     f.write(secret + "\n")
                 print(f"key {key.name!r} created; its secret is in {args.out}")

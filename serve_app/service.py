@@ -480,6 +480,8 @@ class RouterService:
         """Run again what a previous router accepted but did not finish; returns how many."""
         n = 0
         for row in self.history.unfinished():
+            if (row.get("accepted_at") or 0.0) >= self.started_at:
+                continue  # accepted by this router while it resumed: already running here
             tid = row["task_id"]
             stored = dict(row.get("task") or {})
             pool = stored.pop("pool", None)

@@ -100,6 +100,9 @@ def test_oversized_headers_and_bodies_are_refused_before_the_app() -> None:
         declared = Conn([b"{}"], stall=False)
         await g(_scope(headers=[(b"content-length", b"101")]), declared.receive, declared.send)
         assert declared.status == 413
+        garbled = Conn([b"{}"], stall=False)
+        await g(_scope(headers=[(b"content-length", b"ten")]), garbled.receive, garbled.send)
+        assert garbled.status == 400
         assert not g.in_progress
 
     asyncio.run(go())

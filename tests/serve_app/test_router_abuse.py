@@ -222,3 +222,21 @@ def test_the_queue_bound_holds_for_the_pool_a_policy_would_choose(tmp_path, back
         assert codes.count(202) >= 8 and set(codes) <= {202, 429}  # the other pools took the rest
     finally:
         svc.close()
+
+
+def test_a_restart_cancels_what_passed_its_deadline_and_counts_the_rest_for_their_owner(tmp_path, backend) -> None:
+    svc = _service(tmp_path, backend)
+    h, before = svc.history, svc.started_at - 1.0
+    task = {"id": "x", "cpu_milli": 100, "mem_mib": 64, "work": 1.0, "pool": "edge"}
+    h.accept("late", {**task, "id": "late", "owner": "alice", "deadline_at": time.time() - 1}, accepted_at=before)
+    h.accept("due", {**task, "id": "due", "owner": "alice", "deadline_at": time.time() + 3600}, accepted_at=before)
+    h.flush()
+    try:
+        assert svc.resume_unfinished() == 1
+        h.flush()
+        assert h.get("late")["status"] == "cancelled" and "deadline passed" in h.get("late")["reason"]
+        assert h.get("due")["status"] == "running" and svc.admission.in_flight["alice"] == 1
+        assert make_client(svc, key=None).delete("/v1/tasks/due", headers=ADMIN).json()["status"] == "cancelled"
+        assert svc.admission.in_flight["alice"] == 0  # the seat went back with the task
+    finally:
+        svc.close()

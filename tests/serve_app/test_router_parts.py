@@ -125,15 +125,18 @@ def test_restart_gives_up_on_tasks_past_their_attempts(tmp_path) -> None:
     svc, _ = make_service(tmp_path, max_retries=1)
     h = svc.history
     t = make_task({"id": "r1", "cpu_milli": 100})
-    h.accept("r1", {**t.to_dict(), "pool": None}, policy="least-loaded", attempts=0)
+    before = svc.started_at - 1.0  # accepted by a previous router (this one's own are left alone)
+    h.accept("r1", {**t.to_dict(), "pool": None}, policy="least-loaded", attempts=0, accepted_at=before)
     h.update("r1", "running", attempts=1)
-    h.accept("bad", {"id": "bad", "priority": 99}, policy="least-loaded")
+    h.accept("bad", {"id": "bad", "priority": 99}, policy="least-loaded", accepted_at=before)
+    h.accept("mine", {**t.to_dict(), "id": "mine", "pool": None}, policy="least-loaded")
     h.flush()
     assert svc.resume_unfinished() == 0
     h.flush()
     r1, bad = h.get("r1"), h.get("bad")
     assert r1["status"] == "failed" and "restarted while the task was running" in r1["reason"]
     assert bad["status"] == "failed" and "cannot resume" in bad["reason"] and "priority" in bad["reason"]
+    assert h.get("mine")["status"] == "accepted"  # accepted by this router while it resumed: not run twice
     svc.close()
 
 
