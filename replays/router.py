@@ -278,10 +278,15 @@ def warm_up(url: str, tasks: Sequence[Task], prefix: str, timeout_s: float = 180
 
     def one(task: Task) -> None:
         body = task_body(task, f"{prefix}-{task.id}")
-        try:
-            http("POST", f"{url}/v1/tasks?wait=true&timeout_s={timeout_s:g}", body, timeout=timeout_s + 30, key=key)
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
+        for attempt in range(3):  # a dropped connection is retried with the same id, as _post does
+            try:
+                http("POST", f"{url}/v1/tasks?wait=true&timeout_s={timeout_s:g}", body, timeout=timeout_s + 30,
+                     key=key)
+                return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5 * (attempt + 1))
+            except ValueError:  # an answer that is not JSON: the warm-up is best effort
+                return
 
     with ThreadPoolExecutor(max_workers=min(32, len(tasks)), thread_name_prefix="replay-warm") as pool:
         list(pool.map(one, tasks))
