@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cluster.network import LOOPBACK, is_loopback, join_listen, node_ip_args, ray_env
+from cluster.network import ALL_INTERFACES, LOOPBACK, is_loopback, join_listen, node_ip_args, ray_env
 from cluster.procs import (cmdline, free_fixed_port, free_port, port_free, port_open, session_pids,  # noqa: F401
                            stop_sessions)  # free_port: callers pick head ports with launcher.free_port()
 from cluster.ray_compat import (LOCAL_ONLY_ENV, GcsNodeTable, available_resources_per_node, refresh_auth_config,
@@ -295,8 +295,11 @@ def connect(state_dir: str | Path | None = None, address: str | None = None, **i
         return address or os.environ.get("RAY_ADDRESS", "")
     st = LaunchState.load(state_dir or default_state_dir())
     target = address or os.environ.get("RAY_ADDRESS") or ""
-    if target and is_loopback(target.rsplit(":", 1)[0]):
-        _use_listen(LOOPBACK)  # else Ray rewrites 127.0.0.1 to the host's address, where no GCS listens
+    host = target.rsplit(":", 1)[0].strip("[]")
+    if target and target != "auto" and "://" not in target:
+        # loopback: else Ray rewrites 127.0.0.1 to the host's address, where no GCS listens;
+        # another host: out of local-only mode, whatever an earlier loopback cluster left in the env
+        _use_listen(LOOPBACK if is_loopback(host) else ALL_INTERFACES)
     if address is None and not os.environ.get("RAY_ADDRESS"):
         if st is None:
             raise LauncherError(f"no cluster state in {state_dir or default_state_dir()}; run "

@@ -254,6 +254,7 @@ class SQLiteHistory:
         failed: dict[int, Exception] = {}
         try:
             with conn:
+                conn.execute("BEGIN")  # the savepoints below nest in it: one commit for the batch
                 for k, ((kind, task_id, row, at), _) in enumerate(batch):
                     conn.execute("SAVEPOINT one")
                     try:

@@ -373,13 +373,16 @@ class RouterService:
 
         ``owner`` (the client) is counted in flight (:meth:`Admission.enter` or ``restore``) until
         the task ends here or in :meth:`_finished`."""
+        handed: list[bool] = []  # set once the executor has the task (and its callback the seat)
         try:
-            out = self._start(task, pool, attempts_before, note, owner)
+            out = self._start(task, pool, attempts_before, note, owner, handed)
         except Exception as exc:  # a router bug must not leave an accepted task unfinished
             why = f"router error while placing: {exc!r}"[:500]
-            with self.live.lock:  # handed over already: its completion callback gives the seat back
-                handed = self.executor.withdraw(task.id, why)
-            if not handed:
+            if handed:  # still running: stop it (its callback gives the seat back, now or when it ended)
+                with self.live.lock:
+                    self.executor.withdraw(task.id, why)
+                self.executor.flush()
+            else:
                 self.admission.leave(owner)
             self.history.update(task.id, "failed", durable=True, reason=why)
             raise
@@ -388,11 +391,11 @@ class RouterService:
         return out
 
     def _start(self, task: Task, pool: str | None, attempts_before: int, note: str | None,
-               owner: str) -> tuple[dict[str, Any], Future | None, int]:
+               owner: str, handed: list[bool]) -> tuple[dict[str, Any], Future | None, int]:
         active = self.policies.active
         clock = time.perf_counter
         with self.live.lock:
-            pol = self._policy_for(active, self._with_room(pool))
+            pol = self._policy_for(active, self._with_room(task, pool))
             if task.id in self._cancelled:  # cancelled between its commit and now: its record says so
                 self._cancelled.discard(task.id)
                 return {"task_id": task.id, "placed": False, "explanation": "cancelled before it was placed",
@@ -402,42 +405,45 @@ class RouterService:
             d = pol.select(task, state)
             ms = (clock() - t0) * 1000.0
             fut = None
-            x = None
-            waiting = False
+            view = decision_view(d, task, self.spec, ms, active.name, active.version)
+            common = {"policy": active.name, "policy_version": _text(active.version), "decision": view,
+                      "decision_ms": ms}
             if d.placed:
                 x = feature_vector(task, state)
                 # booked on the state it was decided on; started, or in the node's FIFO queue
                 fut, waiting = self.executor.admit(task, d, policy=pol)
-                # attached at once: a cancel may resolve it as soon as the lock is released
+                handed.append(True)
+                # Both under the lock, so neither a completion nor a cancel (each takes the lock)
+                # comes first: the callback gives the seat back whatever fails next, and the
+                # placed/running record (a queue put) is written before any final status.
                 fut.add_done_callback(partial(self._finished, task, attempts_before, owner))
+                view["queued"] = waiting
+                self.history.update(task.id, "placed" if waiting else "running", reason=note, node=view["node"],
+                                    pool=view["pool"], tier=view["tier"], share=share_text(d.share),
+                                    confidence=finite(d.confidence), features=x, **common)
         self.executor.flush()  # Ray submission, outside the lock the completion thread needs
-        view = decision_view(d, task, self.spec, ms, active.name, active.version)
         self.metrics.decisions(active.name, "tasks", {view.get("pool") or "none": 1}, [ms])
-        common = {"policy": active.name, "policy_version": _text(active.version), "decision": view,
-                  "decision_ms": ms}
         if fut is None:
             status, why = self.unplaced(task, pool, d)
             view["status"], view["explanation"] = status, why
             self.history.update(task.id, "rejected", durable=True, reason=why, attempts=attempts_before, **common)
             self.metrics.finished(None, "rejected", None, None, task.priority, None)
             return view, None, status
-        view["queued"] = waiting
-        self.history.update(task.id, "placed" if waiting else "running", reason=note, node=view["node"],
-                            pool=view["pool"], tier=view["tier"], share=share_text(d.share),
-                            confidence=finite(d.confidence), features=x, **common)
         self.metrics.in_flight(self.executor.in_flight)
         return view, fut, 202
 
-    def _with_room(self, pool: str | None) -> str | frozenset[str] | None:
-        """Where a task may go: ``pool`` (or anywhere), less the pools whose queues are over the
-        admission bound, unless that leaves nothing (then as asked: admission let it in)."""
+    def _with_room(self, task: Task, pool: str | None) -> str | frozenset[str] | None:
+        """Where a task may go: the pools that could host it (within ``pool``), less those whose
+        queues are over the admission bound, unless that leaves nothing (then as asked:
+        admission let it in, or a restart resumes it)."""
         full = self.admission.full_pools(self.executor.queued_by_pool())
         if not full:
             return pool
-        room = frozenset([pool] if pool is not None else self.pools) - full
-        if not room:
+        hosting = frozenset(self.spec.nodes[i].pool for i in self.hosts(task, pool))
+        room = hosting - full
+        if not room or room == hosting:  # every pool it could use is full, or none is
             return pool
-        return room if len(room) > 1 or pool is None else pool
+        return room
 
     def _finished(self, task: Task, attempts_before: int, owner: str, fut: Future) -> None:
         """Executor completion (its thread): final status, timings, cost, metrics."""

@@ -240,3 +240,21 @@ def test_a_restart_cancels_what_passed_its_deadline_and_counts_the_rest_for_thei
         assert svc.admission.in_flight["alice"] == 0  # the seat went back with the task
     finally:
         svc.close()
+
+
+def test_a_task_whose_only_pool_filled_after_admission_still_goes_there(tmp_path, backend) -> None:
+    """Only the MIG node hosts a 1g.10gb task: when its queue fills between admission and placement
+    (a flood, or a resume), the task waits there rather than being refused by the other pools."""
+    svc = _service(tmp_path, backend, pool_max_queued=1)
+    try:
+        c = make_client(svc)
+        mig = {"mig_profile": "1g.10gb", "cpu_milli": 100, "mem_mib": 64, "work": 1.0}
+        assert [c.post("/v1/tasks", json=mig).json()["status"] for _ in range(3)] == ["running", "running", "placed"]
+        assert c.post("/v1/tasks", json=mig).status_code == 429  # admission: its only pool is full
+        task, pool = svc.parse_task({**mig, "id": "raced"})
+        svc.history.accept("raced", {**task.to_dict(), "pool": None, "owner": "tests"})
+        svc.admission.restore("tests")
+        view, fut, status = svc.start(task, pool, owner="tests")
+        assert status == 202 and view["pool"] == "gpu-mig" and view["queued"]
+    finally:
+        svc.close()
