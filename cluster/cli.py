@@ -176,8 +176,9 @@ def add_cluster(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--nodes", default=None,
                     help="comma-separated nodes to start on this machine (default: all; '' for the head only, "
                          "the rest joining from other hosts, which needs --listen)")
-    up.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
-                    help="127.0.0.1 (default): every Ray port on loopback, one host only; this host's address "
+    up.add_argument("--listen", default=None, metavar="ADDRESS",
+                    help="127.0.0.1 (default for a new cluster; a running one keeps its own): every Ray port on "
+                         "loopback, one host only; this host's address "
                          "(or 0.0.0.0: Ray picks it) for other hosts to join: Ray then listens on every interface")
     state(up)
     up.set_defaults(func=cmd_up)

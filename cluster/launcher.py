@@ -30,6 +30,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -438,10 +439,26 @@ def _alive_nodes(state: LaunchState) -> set[str]:
     return {name for name, rec in state.nodes.items() if raylet_pid(rec) is not None}
 
 
+def checked_listen(listen: str) -> str:
+    """``listen`` as the launcher records it: loopback spelled 127.0.0.1, else 0.0.0.0 or an IPv4
+    address of this host (:class:`LauncherError` naming ``--listen`` otherwise, before anything starts)."""
+    if is_loopback(listen):
+        return LOOPBACK
+    if listen == ALL_INTERFACES:
+        return listen
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((listen, 0))
+    except (OSError, UnicodeError, ValueError):
+        raise LauncherError(f"--listen {listen}: not an IPv4 address of this host (give 127.0.0.1, 0.0.0.0 "
+                            "or one of this host's addresses)") from None
+    return listen
+
+
 def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = DEFAULT_PORT,
        dashboard_host: str = "127.0.0.1", dashboard_port: int = DEFAULT_DASHBOARD_PORT,
        token_file: str | Path | None = None, object_store_mb: int = DEFAULT_OBJECT_STORE_MB,
-       parallel: int = 2, timeout_s: float = 180, nodes: list[str] | None = None, listen: str = LOOPBACK,
+       parallel: int = 2, timeout_s: float = 180, nodes: list[str] | None = None, listen: str | None = None,
        progress: Callable[[str, float], None] | None = None) -> UpResult:
     """Start the cluster of ``config`` (or start the nodes of it that are not running).
 
@@ -450,9 +467,11 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
     call with the same config reports the running cluster; with another config (or
     another ``listen``) it raises :class:`LauncherError`. ``nodes`` starts only those
     nodes here (the head always), for clusters whose other nodes ``join`` from other
-    hosts, which needs a ``listen`` other than loopback (:mod:`cluster.network`).
+    hosts, which needs a ``listen`` other than loopback (:mod:`cluster.network`). ``listen``
+    None keeps a running cluster's, and is loopback for a new one.
     """
     t0 = time.monotonic()
+    listen = None if listen is None else checked_listen(listen)
     spec: ClusterSpec = load_cluster(config)
     plan = cluster_resources(spec)  # raises ConfigError before anything starts
     if nodes is not None:
@@ -470,7 +489,7 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
     if st is not None:
         head = st.nodes.get(HEAD_NAME)
         head_alive = head is not None and raylet_pid(head) is not None and port_open("127.0.0.1", st.gcs_port)
-        if head_alive and (st.config, st.listen) != (config_abs, listen):
+        if head_alive and (st.config != config_abs or listen not in (None, st.listen)):
             raise LauncherError(f"a cluster from {st.config} listening on {st.listen} is running (state in "
                                 f"{sdir}); run `orchestrator cluster down` first")
         if not head_alive:
@@ -488,6 +507,7 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
         st.save()
         return UpResult(st, [r.name for r in missing], True, time.monotonic() - t0)
 
+    listen = listen or LOOPBACK
     # probed on every interface, whatever ``listen``: a port taken on any address is taken
     for what, p, host in (("--port", port, "0.0.0.0"), ("--dashboard-port", dashboard_port, dashboard_host)):
         if not port_free(p, host):

@@ -131,3 +131,11 @@ def test_a_retried_start_is_recorded_in_the_state(monkeypatch, tmp_path) -> None
                                        launcher._on_retry(st, "edge-1", lambda name, s: seen.append(name)))
     assert sid == 7 and st.retries == ["edge-1: raylet.out: bind: Address already in use"]
     assert seen == ["edge-1 (retrying)"] and logs == [tmp_path / "edge-1.log", tmp_path / "edge-1.retry.log"]
+
+
+def test_listen_is_normalised_and_checked_before_anything_starts() -> None:
+    assert launcher.checked_listen("localhost") == launcher.checked_listen("127.0.0.2") == "127.0.0.1"
+    assert launcher.checked_listen("0.0.0.0") == "0.0.0.0"
+    for bad in ("foo", "::", "203.0.113.7"):  # a name, IPv6 (Ray binds IPv4 here), not this host's
+        with pytest.raises(launcher.LauncherError, match="--listen"):
+            launcher.checked_listen(bad)
