@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_abuse import create_key  # noqa: E402
 from cluster import launcher  # noqa: E402
 from cluster.procs import free_fixed_port  # noqa: E402
 from serve_app import deploy  # noqa: E402
@@ -124,14 +125,6 @@ def _put_policy(url: str, token: str, policy: str) -> None:
     req = urllib.request.Request(f"{url}/v1/policy", data=json.dumps({"policy": policy}).encode(), method="PUT",
                                  headers={"content-type": "application/json", "authorization": f"Bearer {token}"})
     urllib.request.urlopen(req, timeout=60).read()
-
-
-def _create_key(url: str, token: str) -> str:
-    body = json.dumps({"name": "bench", "rate_per_s": 1e6, "burst": 10_000_000, "max_in_flight": 10_000_000})
-    req = urllib.request.Request(f"{url}/v1/keys", data=body.encode(), method="POST",
-                                 headers={"content-type": "application/json", "authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())["key"]
 
 
 def _get(url: str) -> dict:
@@ -318,7 +311,8 @@ def run(state_dir: Path, quick: bool = False) -> int:
     naive_direct = f"http://127.0.0.1:{ep.direct_port + 1}"
     deploy.wait_healthy(ep.url)
     # the load generator's key: a quota far above what it sends, so admission control is paid, not hit
-    os.environ["ORCH_API_KEY"] = _create_key(ep.url, token)
+    os.environ["ORCH_API_KEY"] = create_key(ep.url, token, "bench", rate_per_s=1e6, burst=10_000_000,
+                                            max_in_flight=10_000_000)
     seconds = 4.0 if quick else 10.0
     rows: list[dict] = []
 

@@ -145,13 +145,8 @@ class Admission:
         ``queued[pool]`` is (tasks waiting, their expected seconds of work).
         """
         lim = self.limits
-        pools = list(pools)
-        full = []
-        for p in pools:
-            n, secs = queued.get(p, (0, 0.0))
-            if n < lim.pool_max_queued and secs < lim.pool_max_queued_s:
-                return
-            full.append(f"{p} ({n} tasks, {secs:.0f} s of work waiting)")
-        if full:
-            raise self._refuse("queue", "every pool that could run it has a full queue: " + ", ".join(full)
-                           + f" (bounds: {lim.pool_max_queued} tasks or {lim.pool_max_queued_s:g} s)", 10)
+        waiting = {p: queued.get(p, (0, 0.0)) for p in pools}
+        if waiting and len(self.full_pools(waiting)) == len(waiting):
+            full = ", ".join(f"{p} ({n} tasks, {secs:.0f} s of work waiting)" for p, (n, secs) in waiting.items())
+            raise self._refuse("queue", f"every pool that could run it has a full queue: {full} "
+                                        f"(bounds: {lim.pool_max_queued} tasks or {lim.pool_max_queued_s:g} s)", 10)

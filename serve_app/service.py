@@ -197,7 +197,7 @@ class RouterService:
                     t0 = clock()
                     d = self._policy_for(active, pool).select(task, state)
                     ms = (clock() - t0) * 1000.0
-                    waits = d.placed and bool(state.queue_len[d.node])
+                    waits = _waits_behind_queue(d, state)
                     if plan:
                         book(state, task, d)
                     done.append((task, pool, d, ms, waits))
@@ -222,11 +222,8 @@ class RouterService:
     @staticmethod
     def _waits(done: list[tuple[Task, str | None, Decision, float]],
                state: ClusterState) -> list[tuple[Task, str | None, Decision, float, bool]]:
-        """Each decision with whether it would wait: a task that fits its node now still waits
-        behind that node's queue (FIFO, as the executor runs it), which the policy's own
-        ``queued`` (nothing fits now) does not say."""
-        ql = state.queue_len
-        return [(t, p, d, ms, d.placed and bool(ql[d.node])) for t, p, d, ms in done]
+        """Each decision with :func:`_waits_behind_queue`."""
+        return [(t, p, d, ms, _waits_behind_queue(d, state)) for t, p, d, ms in done]
 
     def _decide_together(self, active: ActivePolicy, chunk: Sequence[tuple[Task, str | None]],
                          state: ClusterState) -> list[tuple[Task, str | None, Decision, float]]:
@@ -683,6 +680,12 @@ _ID_COUNTER = itertools.count(1)
 def new_task_id() -> str:
     """A server-side task id: random per process, then a counter (uuid4 per task costs 15 us here)."""
     return f"t-{_ID_PREFIX}-{next(_ID_COUNTER)}"
+
+
+def _waits_behind_queue(d: Decision, state: ClusterState) -> bool:
+    """Whether a placed task waits though it may fit its node now: behind that node's queue (FIFO,
+    as the executor runs it), which the policy's own ``queued`` (nothing fits now) does not say."""
+    return d.placed and bool(state.queue_len[d.node])
 
 
 def _text(v: int | None) -> str | None:
