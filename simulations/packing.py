@@ -39,10 +39,12 @@ from cluster.topology import ClusterSpec
 from scheduler.policies.fgd import FragmentationIndex, TargetWorkload, typical_shapes
 from scheduler.policy import make_policy
 from scheduler.task import Task
+from simulations.pod_list import read_pod_list
+from simulations.published import published_for
 
-#: Unallocated GPU % at 100% arrived demand, Weng et al. ATC'23 (default trace, median of 10 seeds).
-PUBLISHED = {"random": 13.75, "dot-product": 9.45, "gpu-clustering": 8.42, "gpu-packing": 8.20,
-             "best-fit": 7.09, "fgd": 4.77}
+#: Unallocated GPU % at 100% arrived demand, Weng et al. ATC'23, on the default trace only
+#: (other traces: :func:`simulations.published.published_for`).
+PUBLISHED = published_for("openb_pod_list_default.csv")
 PAPER_POLICIES = tuple(PUBLISHED)
 
 
@@ -54,17 +56,16 @@ def load_packing_cluster(nodes_csv: str) -> ClusterSpec:
 
 @lru_cache(maxsize=4)
 def load_packing_pods(pods_csv: str) -> tuple[Task, ...]:
-    """Every pod of a pod list as a :class:`Task` (no filtering, file order; cached per path)."""
-    df = pd.read_csv(pods_csv, usecols=["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec"],
-                     dtype={"gpu_spec": str}, keep_default_na=False)
+    """Every pod of a pod list as a :class:`Task` (no filtering, file order; cached per path).
+
+    Any upstream layout works (:mod:`simulations.pod_list`): packing needs no times,
+    and a pod without ``gpu_spec`` may use any GPU model.
+    """
     tasks = []
-    for name, cpu, mem, k, r, spec in df.itertuples(index=False, name=None):
-        k, r = int(k), int(r)
-        models = tuple(m for m in spec.split("|") if m) if spec else ()
-        frac = k == 1 and 0 < r < 1000
-        tasks.append(Task(id=str(name), cpu_milli=int(cpu), mem_mib=int(mem),
-                          gpu_milli=r if frac else 0, gpu_count=0 if (frac or k == 0) else k,
-                          gpu_models=models, kind="alibaba"))
+    for pod in read_pod_list(pods_csv).pods:
+        gpu_milli, gpu_count = pod.gpu_share
+        tasks.append(Task(id=pod.name, cpu_milli=pod.cpu_milli, mem_mib=pod.memory_mib, gpu_milli=gpu_milli,
+                          gpu_count=gpu_count, gpu_models=pod.gpu_models, kind="alibaba"))
     return tuple(tasks)
 
 
@@ -267,7 +268,8 @@ def reproduce(pods_csv: str | Path, nodes_csv: str | Path, policies: Sequence[st
     """Unallocated GPU % at ``arrived_pct``% arrived demand, per policy (rows) and seed (columns).
 
     Extra columns: ``median`` over the seeds (the paper's figure), ``published``
-    (the paper's value, NaN when it has none), ``diff`` (median - published) and
+    (the paper's value for this pod list and policy, NaN when it published none:
+    :func:`simulations.published.published_note` says which), ``diff`` (median - published) and
     ``seconds`` (mean wall time of one replay). Rows keep the order of ``policies``.
     ``jobs > 1`` runs the replays in that many processes.
     """
@@ -303,11 +305,12 @@ def reproduce(pods_csv: str | Path, nodes_csv: str | Path, policies: Sequence[st
     finally:
         if bar is not None:
             bar.close()
+    published = published_for(pods_csv)
     rows = {}
     for name in policies:
         vals = {seed: got[(name, seed)][0] for seed in seeds}
         med = float(np.median(list(vals.values())))
-        pub = PUBLISHED.get(name, float("nan"))
+        pub = published.get(name, float("nan"))
         rows[name] = {**vals, "median": med, "published": pub, "diff": med - pub,
                       "seconds": float(np.mean([got[(name, s)][1] for s in seeds]))}
     df = pd.DataFrame.from_dict(rows, orient="index")

@@ -1,9 +1,12 @@
 """Trace replay: the Alibaba GPU-sharing pod lists (cluster-trace-gpu-v2023) as tasks.
 
 Source: alibaba/clusterdata cluster-trace-gpu-v2023 (Weng et al., "Beware of
-Fragmentation", USENIX ATC 2023), files ``openb_pod_list_*.csv`` with columns
-``name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,
-creation_time,deletion_time,scheduled_time`` (times in seconds).
+Fragmentation", USENIX ATC 2023), files ``openb_pod_list_*.csv`` read by
+:func:`simulations.pod_list.read_pod_list` (the reader packing mode uses too; its
+notes give the layouts and the defaults of missing columns). The online replay
+needs the time columns ``creation_time, deletion_time, scheduled_time`` (seconds):
+a pod list without them (the ``multigpu*`` files) is refused with a
+:class:`ConfigError` that names the column; packing mode replays it.
 
 Mapping to :class:`scheduler.task.Task`:
 
@@ -18,9 +21,9 @@ Mapping to :class:`scheduler.task.Task`:
   Pods still ``Running`` at the end of the trace are censored there; we keep them.
   Pods without a scheduled time (``Pending``) or with a negative duration are
   skipped and counted in :attr:`TraceTasks.skipped`.
-* QoS -> priority, cost sensitivity and SLO. The trace has no latency targets,
-  so the SLO is a completion deadline: ``stretch * work + slack`` (clipped to the
-  7-day task maximum). LS must finish close to its run time, BE may wait an hour
+* QoS (``Burstable`` when the column or cell is empty) -> priority, cost
+  sensitivity and SLO. The trace has no latency targets, so the SLO is a
+  completion deadline: ``stretch * work + slack`` (clipped to the 7-day task maximum). LS must finish close to its run time, BE may wait an hour
   and run 3x slower:
 
   - LS:         priority 8, cost sensitivity 3, SLO 1.2 x work + 30 s, kind ``alibaba-ls``
@@ -33,11 +36,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.config import ConfigError, read_csv_rows
+from cluster.config import ConfigError
 from scheduler.task import MAX_SLO_MS, MAX_WORK_S, Task, TaskError, make_task
+from simulations.pod_list import TIME_COLUMNS, Pod, read_pod_list
 
-POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "qos",
-               "creation_time", "deletion_time", "scheduled_time")
 MIN_WORK_S = 1.0
 
 
@@ -76,22 +78,21 @@ class TraceTasks(list):
         return sum(self.skipped_reasons.values())
 
 
-def _number(path: Path, line: int, row: dict[str, str], col: str) -> float | None:
-    """A numeric cell, None when empty; garbage raises :class:`ConfigError` naming the line."""
-    text = (row.get(col) or "").strip()
-    if not text or text.lower() == "nan":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(path, f"{col} (line {line})", f"must be a number, got {text!r}") from None
-
-
-def _int(path: Path, line: int, row: dict[str, str], col: str) -> int:
-    v = _number(path, line, row, col)
-    if v is None or v != int(v) or v < 0:
-        raise ConfigError(path, f"{col} (line {line})", f"must be a non-negative integer, got {row.get(col)!r}")
-    return int(v)
+def _task_fields(path: Path, pod: Pod, work: float) -> dict:
+    """The :func:`make_task` fields of a pod that will replay (its QoS class checked here)."""
+    if pod.qos not in QOS:
+        raise ConfigError(path, f"qos (line {pod.line})", f"must be one of {sorted(QOS)}, got {pod.qos!r}")
+    qos = QOS[pod.qos]
+    gpu_milli, gpu_count = pod.gpu_share
+    fields = {"id": pod.name, "cpu_milli": pod.cpu_milli, "mem_mib": pod.memory_mib,
+              "priority": qos.priority, "cost_sensitivity": qos.cost_sensitivity,
+              "slo_ms": qos.slo_ms(work), "work": work, "kind": f"alibaba-{pod.qos.lower()}",
+              "gpu_models": pod.gpu_models}
+    if gpu_milli:
+        fields["gpu_milli"] = gpu_milli
+    elif gpu_count:
+        fields["gpu_count"] = gpu_count
+    return fields
 
 
 def load_alibaba_pods(path: str | Path, *, time_compression: float = 1.0,
@@ -107,48 +108,28 @@ def load_alibaba_pods(path: str | Path, *, time_compression: float = 1.0,
     Returns:
         A :class:`TraceTasks` (a list of tasks) whose ``skipped`` counts the rows
         left out, by reason in ``skipped_reasons`` (missing or negative times).
+
+    Raises:
+        ConfigError: a missing file, required column or time column, or a bad cell.
     """
     if not time_compression > 0:
         raise ValueError(f"time_compression must be > 0, got {time_compression}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    p = Path(path)
-    rows = read_csv_rows(p, POD_COLUMNS)
+    pods = read_pod_list(path)
+    pods.require(TIME_COLUMNS, "the online trace replay")
+    p = pods.path
     skipped: dict[str, int] = {}
     kept: list[tuple[float, dict]] = []
-    for line, row in enumerate(rows, start=2):
-        created = _number(p, line, row, "creation_time")
-        sched = _number(p, line, row, "scheduled_time")
-        deleted = _number(p, line, row, "deletion_time")
+    for pod in pods.pods:
+        created, sched, deleted = pod.creation_time, pod.scheduled_time, pod.deletion_time
         if created is None or sched is None or deleted is None:
             skipped["missing time"] = skipped.get("missing time", 0) + 1
             continue
         if deleted < sched or deleted < created or created < 0:
             skipped["negative time"] = skipped.get("negative time", 0) + 1
             continue
-        qos_name = (row["qos"] or "").strip()
-        if qos_name not in QOS:
-            raise ConfigError(p, f"qos (line {line})", f"must be one of {sorted(QOS)}, got {qos_name!r}")
-        qos = QOS[qos_name]
-        num_gpu = _int(p, line, row, "num_gpu")
-        gpu_milli = _int(p, line, row, "gpu_milli")
-        if gpu_milli > 1000:
-            raise ConfigError(p, f"gpu_milli (line {line})", f"is per GPU, must be <= 1000, got {gpu_milli}")
-        spec = (row.get("gpu_spec") or "").strip()
-        work = min(max(deleted - sched, MIN_WORK_S), MAX_WORK_S)
-        fields = {
-            "id": (row["name"] or "").strip() or f"pod-line-{line}",
-            "cpu_milli": _int(p, line, row, "cpu_milli"),
-            "mem_mib": _int(p, line, row, "memory_mib"),
-            "priority": qos.priority, "cost_sensitivity": qos.cost_sensitivity,
-            "slo_ms": qos.slo_ms(work), "work": work, "kind": f"alibaba-{qos_name.lower()}",
-            "gpu_models": tuple(m for m in spec.split("|") if m) if spec.lower() != "nan" else (),
-        }
-        if num_gpu == 1 and 0 < gpu_milli < 1000:
-            fields["gpu_milli"] = gpu_milli
-        elif num_gpu >= 1:
-            fields["gpu_count"] = num_gpu
-        kept.append((created, fields))
+        kept.append((created, _task_fields(p, pod, min(max(deleted - sched, MIN_WORK_S), MAX_WORK_S))))
     kept.sort(key=lambda cf: cf[0])  # stable: ties keep file order
     if limit is not None:
         kept = kept[:limit]
