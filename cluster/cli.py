@@ -140,18 +140,55 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_k8s(args: argparse.Namespace) -> int:
-    from cluster.k8s import render_yaml
-    from cluster.topology import load_cluster
+def _k8s_kinds(kind: str) -> list[str]:
+    from cluster.k8s_apps import KINDS
 
-    spec = load_cluster(args.config)
-    text = render_yaml(spec, name=args.name, namespace=args.namespace, image=args.image,
-                       token_secret=args.token_secret)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"RayCluster written to {args.out}")
-    else:
-        sys.stdout.write(text)
+    return list(KINDS) if kind == "all" else [kind]
+
+
+def cmd_k8s(args: argparse.Namespace) -> int:
+    """Render the chosen objects: to stdout (YAML as one multi-document stream), to one
+    ``--out FILE.yaml`` for a single manifest, else one file per object in the ``--out`` folder."""
+    from cluster.alibaba import load_cluster_any
+    from cluster.config import UsageError
+    from cluster.k8s_apps import FILE_NAMES, K8sOptions, is_trace_topology, render_text
+    from cluster.package_data import data_path
+
+    kinds = _k8s_kinds(args.kind)
+    out = Path(args.out) if args.out else None
+    single_file = out is not None and out.suffix in (".yaml", ".yml")
+    if single_file and (len(kinds) > 1 or kinds == ["dockerfile"]):
+        raise UsageError(f"--out {args.out}: a .yaml file holds one manifest; give a folder for --kind {args.kind}")
+    if out is not None and not single_file and out.is_file():
+        raise UsageError(f"--out {args.out}: is a file; give a folder (one file per object) or a .yaml file")
+    if "rayjob" in kinds and not data_path(args.workload).is_file():
+        raise UsageError(f"--workload {args.workload}: no such file")
+    spec = load_cluster_any(args.config)  # ConfigError -> exit 2
+    opts = K8sOptions(config=args.config, name=args.name, namespace=args.namespace, image=args.image,
+                      token_secret=args.token_secret, serve_config=args.serve_config,
+                      admin_secret=args.admin_secret, workload=args.workload, policy=args.policy)
+    texts = {k: render_text(k, spec, opts) for k in kinds}
+    if {"rayservice", "rayjob"} & set(kinds) and is_trace_topology(args.config):
+        print(f"orchestrator: note: {args.config} is a `from_trace:` node list: the RayService and RayJob pods "
+              "need its node list CSV (not in the image: mount it at the path the config names)", file=sys.stderr)
+    if out is None:
+        yaml_kinds = [k for k in kinds if k != "dockerfile"]
+        if not yaml_kinds:
+            sys.stdout.write(texts["dockerfile"])
+            return 0
+        sys.stdout.write("---\n".join(texts[k] for k in yaml_kinds))
+        if "dockerfile" in kinds:
+            print("(the Dockerfile is not YAML: --kind dockerfile or --out DIR writes it)", file=sys.stderr)
+        return 0
+    if single_file:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(texts[kinds[0]])
+        print(f"{kinds[0]} written to {out}")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    for k in kinds:
+        (out / FILE_NAMES[k]).write_text(texts[k])
+    print(f"wrote {', '.join(FILE_NAMES[k] for k in kinds)} to {out}")
     return 0
 
 
@@ -166,10 +203,11 @@ def add_cluster(sub: argparse._SubParsersAction) -> None:
                             "(default $ORCH_RAY_DIR or /tmp/orch-ray-<uid>)")
 
     up = csub.add_parser("up", help="start a head and one raylet per node of the config on this machine")
-    up.add_argument("--config", default=DEFAULT_CONFIG)
+    up.add_argument("--config", default=DEFAULT_CONFIG, help="topology YAML of the nodes to start")
     up.add_argument("--port", type=int, default=6380, help="GCS port of the head")
-    up.add_argument("--dashboard-host", default="127.0.0.1")
-    up.add_argument("--dashboard-port", type=int, default=8265)
+    up.add_argument("--dashboard-host", default="127.0.0.1",
+                    help="address the dashboard (and the job API) listens on")
+    up.add_argument("--dashboard-port", type=int, default=8265, help="dashboard and job API port")
     up.add_argument("--token-file", default=None, help="token file (default ~/.ray/auth_token, created if missing)")
     up.add_argument("--object-store-mb", type=int, default=100, help="object store per node (MiB)")
     up.add_argument("--parallel", type=int, default=2, help="raylets started at once")
@@ -189,16 +227,17 @@ def add_cluster(sub: argparse._SubParsersAction) -> None:
     st.set_defaults(func=cmd_status)
 
     dn = csub.add_parser("down", help="stop exactly the processes `up`/`join` started here")
-    dn.add_argument("--keep-logs", action="store_true")
+    dn.add_argument("--keep-logs", action="store_true",
+                    help="keep the logs folder in the state dir (Ray's temp dir is removed anyway)")
     state(dn)
     dn.set_defaults(func=cmd_down)
 
     jn = csub.add_parser("join", help="start this host's raylet for one node of the config")
     jn.add_argument("--address", required=True, help="the head's GCS address HOST:PORT")
     jn.add_argument("--node", required=True, help="node name in the config")
-    jn.add_argument("--config", default=DEFAULT_CONFIG)
+    jn.add_argument("--config", default=DEFAULT_CONFIG, help="topology YAML the node is in")
     jn.add_argument("--token-file", default=None, help="the head's token (default ~/.ray/auth_token)")
-    jn.add_argument("--object-store-mb", type=int, default=100)
+    jn.add_argument("--object-store-mb", type=int, default=100, help="object store of this node (MiB)")
     jn.add_argument("--listen", default=None, metavar="ADDRESS",
                     help="this host's address the others reach (default: Ray picks it; loopback when the head "
                          "is on this host's loopback)")
@@ -209,11 +248,23 @@ def add_cluster(sub: argparse._SubParsersAction) -> None:
     state(env)
     env.set_defaults(func=cmd_env)
 
-    k = csub.add_parser("k8s", help="render a KubeRay RayCluster (ray.io/v1) for the config")
-    k.add_argument("--config", default=DEFAULT_CONFIG)
-    k.add_argument("--name", default=None)
-    k.add_argument("--namespace", default=None)
-    k.add_argument("--image", default=None, help="Ray image (default rayproject/ray:<installed Ray version>)")
+    k = csub.add_parser("k8s", help="render KubeRay manifests (RayCluster, RayService, RayJob), a PodMonitor "
+                                     "and the image's Dockerfile for the config")
+    k.add_argument("--config", default=DEFAULT_CONFIG, help="topology YAML (a `from_trace:` node list too)")
+    k.add_argument("--kind", default="raycluster",
+                   choices=["raycluster", "rayservice", "rayjob", "podmonitor", "dockerfile", "all"],
+                   help="what to render")
+    k.add_argument("--out", default=None, metavar="PATH",
+                   help="a folder: one file per object (raycluster.yaml, rayservice.yaml, rayjob.yaml, "
+                        "podmonitor.yaml, Dockerfile); a .yaml file: that one manifest; default stdout")
+    k.add_argument("--name", default=None, help="name stem of the objects (default orchestrator-<cluster name>)")
+    k.add_argument("--namespace", default=None, help="namespace of the objects (default: kubectl's current one)")
+    k.add_argument("--image", default=None,
+                   help="image with this package (default ai-workload-orchestrator:<version>, from the Dockerfile)")
     k.add_argument("--token-secret", default=None, help="existing Secret with the auth token (else KubeRay makes one)")
-    k.add_argument("--out", default=None, help="write to this file instead of stdout")
+    k.add_argument("--serve-config", default="configs/serve.yaml", help="RayService: the router's Serve config")
+    k.add_argument("--admin-secret", default=None,
+                   help="RayService: Secret whose key `token` is the admin token (default <name>-router-admin)")
+    k.add_argument("--workload", default="configs/workloads/cluster_smoke.yaml", help="RayJob: workload to replay")
+    k.add_argument("--policy", default="cheapest-feasible", help="RayJob: the replay's policy")
     k.set_defaults(func=cmd_k8s)

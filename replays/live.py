@@ -252,7 +252,7 @@ def router_key(path: str | None) -> str:
 
 def run_router(args: argparse.Namespace) -> int:
     """``--router``: the replay through the HTTP router."""
-    from cluster.topology import load_cluster
+    from cluster.alibaba import load_cluster_any
     from replays.router import RouterUnavailable, check_router, replay_via_router
 
     url = args.router.rstrip("/")
@@ -266,7 +266,7 @@ def run_router(args: argparse.Namespace) -> int:
         raise UsageError(f"--policy {args.policy}: the router at {url} runs {running!r}; switch it "
                          "(PUT /v1/policy, admin) or leave --policy out")
     label = args.policy or running
-    spec = load_cluster(cluster_path(args.cluster, args.state_dir))
+    spec = load_cluster_any(cluster_path(args.cluster, args.state_dir))
     tasks = load_tasks(args.workload, seed=args.seed, duration_s=args.duration, load_factor=args.load_factor)
     run_tag = time.strftime("r%Y%m%d-%H%M%S-") + os.urandom(2).hex()  # unique per run: ids are idempotency keys
     print(f"replaying {len(tasks)} tasks of {args.workload} through the router at {url} ({running}), "
@@ -291,14 +291,14 @@ def run_router(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Replay as the command line asked; prints the summary; returns the exit status."""
     from cluster.launcher import connect
-    from cluster.topology import load_cluster
+    from cluster.alibaba import load_cluster_any
     from scheduler.policy import make_policy
 
     if args.router:
         return run_router(args)
     if not args.policy:
         raise UsageError("--policy is required (unless --router is given)")
-    spec = load_cluster(cluster_path(args.cluster, args.state_dir))
+    spec = load_cluster_any(cluster_path(args.cluster, args.state_dir))
     tasks = load_tasks(args.workload, seed=args.seed, duration_s=args.duration, load_factor=args.load_factor)
     policy = make_policy(args.policy)
     seed = args.seed if args.seed is not None else 0

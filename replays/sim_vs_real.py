@@ -167,7 +167,7 @@ def _write(out: Path, policy: str, cmp: Comparison, meta: dict) -> None:
 
 def cli(args: argparse.Namespace) -> int:
     from cluster.launcher import LauncherError, connect
-    from cluster.topology import load_cluster
+    from cluster.alibaba import load_cluster_any
     from scheduler.policy import available_policies
     from orchestrator import docs_page
     from orchestrator.cli import UsageError
@@ -177,7 +177,7 @@ def cli(args: argparse.Namespace) -> int:
     for p in policies or [args.policy]:
         if p.partition(":")[0] not in available_policies():
             raise UsageError(f"--policy: unknown policy {p!r} (known: {', '.join(available_policies())})")
-    spec = load_cluster(cluster_path(args.cluster, args.state_dir))
+    spec = load_cluster_any(cluster_path(args.cluster, args.state_dir))
     tasks = load_tasks(args.workload, seed=args.seed, duration_s=args.duration, load_factor=args.load_factor)
     if not tasks:
         raise UsageError("the workload produced no tasks")
@@ -212,18 +212,20 @@ def cli(args: argparse.Namespace) -> int:
 def add_compare(sub: argparse._SubParsersAction) -> None:
     """``orchestrator compare-sim-real``."""
     p = sub.add_parser("compare-sim-real", help="run a workload in the simulator and on the Ray cluster, compare")
-    p.add_argument("--workload", default="configs/workloads/cluster_smoke.yaml")
+    p.add_argument("--workload", default="configs/workloads/cluster_smoke.yaml", help="workload YAML")
     p.add_argument("--policy", default="cheapest-feasible",
                    help="policy, or several comma-separated (each compared in turn; --out gets a folder per policy)")
     p.add_argument("--cluster", default=None, help="cluster YAML (default: the one `cluster up` started)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="workload seed (default: the workload file's)")
     p.add_argument("--duration", type=float, default=None, help="seconds of arrivals (default: the workload's)")
-    p.add_argument("--load-factor", type=float, default=None)
-    p.add_argument("--time-compression", type=float, default=2.0)
+    p.add_argument("--load-factor", type=float, default=None,
+                   help="multiply the workload's arrival rate (default: the workload file's load_factor)")
+    p.add_argument("--time-compression", type=float, default=2.0,
+                   help="run the workload this many times faster than its timeline on the real cluster")
     p.add_argument("--tolerance", type=float, default=0.15, help="allowed relative error of mean latency")
     p.add_argument("--out", default=None, help="write both runs' records and the comparison here")
     p.add_argument("--markdown", metavar="PATH", help="also write the comparison to this dated page "
                    "(e.g. docs/sim_vs_real.md)")
-    p.add_argument("--state-dir", default=None)
-    p.add_argument("--address", default=None)
+    p.add_argument("--state-dir", default=None, help="launcher state directory (default $ORCH_RAY_DIR)")
+    p.add_argument("--address", default=None, help="Ray address instead of the state directory")
     p.set_defaults(func=cli)

@@ -38,7 +38,7 @@ from cluster.executor import Executor, warm_workers
 from cluster.live_state import LiveState, RayNode
 from cluster.ray_backend import Backend
 from cluster.state import ClusterState
-from cluster.topology import load_cluster
+from cluster.alibaba import load_cluster_any
 from cluster.vocabulary import FINAL, STATUSES, share_text
 from scheduler.features import feature_vector
 from serve_app.history import HistoryStore, open_store
@@ -86,7 +86,7 @@ class RouterService:
         self.cfg = cfg
         if cfg.registry:
             os.environ[REGISTRY_ENV] = cfg.registry  # learned policies resolve "latest" here
-        self.spec = load_cluster(cfg.cluster_path())
+        self.spec = load_cluster_any(cfg.cluster_path())
         self._static = ClusterState.from_spec(self.spec)  # the full topology, for "could it ever fit"
         self._hosts = FeasibilityCache()  # of _static, which never changes
         # In a replica the node list is read by a background thread, never on the request path
