@@ -24,10 +24,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cluster.config import ConfigError, load_yaml, read_csv_rows
+from cluster.package_data import DATA_ROOT, data_path
 from cluster.topology import ClusterSpec, GpuDevice, NodeSpec, TierSpec, load_cluster, load_gpu_models
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LOCAL_CLUSTER_FILE = REPO_ROOT / "configs" / "cluster" / "local.yaml"
+REPO_ROOT = DATA_ROOT
+LOCAL_CLUSTER_FILE = DATA_ROOT / "configs" / "cluster" / "local.yaml"
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 
 
@@ -114,7 +115,7 @@ def _resolve(rel: str, yaml_path: Path) -> Path | None:
 
 def load_cluster_any(path: str | Path) -> ClusterSpec:
     """Load a cluster YAML: a ``from_trace:`` node list, or an ordinary topology."""
-    yaml_path = Path(path)
+    yaml_path = data_path(path)
     f = load_yaml(yaml_path)
     if not f.has("from_trace"):
         return load_cluster(yaml_path)

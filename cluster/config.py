@@ -33,8 +33,10 @@ class ConfigError(ValueError):
 
 
 def load_yaml(path: str | Path) -> "Fields":
-    """Read a YAML mapping from ``path`` into a :class:`Fields` cursor."""
-    p = Path(path)
+    """Read a YAML mapping from ``path`` (as given, else the shipped file) into a :class:`Fields` cursor."""
+    from cluster.package_data import data_path
+
+    p = data_path(path)
     if not p.is_file():
         raise ConfigError(p, "<file>", "no such file")
     try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.config import ConfigError, Fields, load_yaml
+from cluster.package_data import DATA_ROOT
 
 SHARING_MODES = ("exclusive", "time-slicing", "milli", "mig")
 TIER_KINDS = ("edge", "cloud", "gpu")
@@ -127,7 +128,7 @@ class ClusterSpec:
         raise KeyError(name)
 
 
-GPU_MODELS_FILE = Path(__file__).resolve().parent.parent / "configs" / "cluster" / "gpu_models.yaml"
+GPU_MODELS_FILE = DATA_ROOT / "configs" / "cluster" / "gpu_models.yaml"
 
 
 def load_gpu_models(path: str | Path = GPU_MODELS_FILE) -> dict[str, tuple[float, float]]:

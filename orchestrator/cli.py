@@ -59,6 +59,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _simulate_packing(args: argparse.Namespace) -> int:
     from simulations.packing import parse_seeds, reproduce
+    from simulations.published import published_note
 
     if not args.trace:
         raise UsageError("--mode packing needs --trace (an Alibaba openb pod list)")
@@ -73,8 +74,8 @@ def _simulate_packing(args: argparse.Namespace) -> int:
         raise UsageError(f"--seeds: expected e.g. 42-51 or 1,2,5, got {args.seeds!r}") from None
     policies = parse_policies(args.policies)
     df = reproduce(pods, nodes, policies, seeds, progress=True, jobs=args.jobs)
-    print(f"Unallocated GPU % when arrived GPU demand = 100% of capacity "
-          f"({len(seeds)} seeds, median; published: Weng et al., ATC 2023)")
+    print(f"Unallocated GPU % when arrived GPU demand = 100% of capacity ({len(seeds)} seeds, median). "
+          + published_note(pods))
     print_table(df[["median", "published", "diff", "seconds"]])
     if args.out:
         out = Path(args.out)
@@ -82,21 +83,19 @@ def _simulate_packing(args: argparse.Namespace) -> int:
         df.to_csv(out / "packing.csv")
         print(f"per-seed table written to {out / 'packing.csv'}")
     if args.markdown:
-        _packing_page(args.markdown, df, seeds, args.argv)
+        _packing_page(args.markdown, df, seeds, args.argv, published_note(pods))
     return 0
 
 
-def _packing_page(path: str, df: pd.DataFrame, seeds: list[int], argv: list[str]) -> None:
+def _packing_page(path: str, df: pd.DataFrame, seeds: list[int], argv: list[str], note: str) -> None:
     """The reproduction as a dated page: per-seed values, the median and the paper's figure."""
     from orchestrator import docs_page
 
     lines = docs_page.header('Reproducing "Beware of Fragmentation" (FGD, ATC 2023)',
                              docs_page.command_line("orchestrator", argv))
     lines += [f"Unallocated GPU % of capacity when the arrived GPU demand reaches 100% of capacity, per "
-              f"policy and seed, and the median over the {len(seeds)} seeds (lower is better). Published: "
-              "Weng et al., \"Beware of Fragmentation: Scheduling GPU-Sharing Workloads with Fragmentation "
-              "Gradient Descent\", USENIX ATC 2023, median over seeds 42-51; diff = median - published; "
-              "seconds: mean wall time of one replay.", ""]
+              f"policy and seed, and the median over the {len(seeds)} seeds (lower is better). {note} "
+              "Seconds: mean wall time of one replay.", ""]
     per_seed = df.rename(columns={s: f"seed {s}" for s in seeds})
     lines += docs_page.table(per_seed, "{:.2f}") + [""]
     lines += ["The paper's procedure (`simulations/packing.py`): the 1,213 GPU nodes of the Alibaba "
@@ -128,21 +127,28 @@ PLUGINS += ["cluster.cli:add_cluster", "replays.sim_vs_real:add_compare", "serve
 
 def add_simulate(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("simulate", help="compare placement policies in the simulator")
-    s.add_argument("--mode", choices=["online", "packing"], default="online")
-    s.add_argument("--cluster", default="configs/cluster/local.yaml")
-    s.add_argument("--workload", default="configs/workloads/mixed.yaml")
+    s.add_argument("--mode", choices=["online", "packing"], default="online",
+                   help="online: tasks arrive and finish on a cluster (latency, cost, SLO); packing: the FGD "
+                        "paper's experiment (pods placed until the GPUs are full, unallocated GPU %%)")
+    s.add_argument("--cluster", default="configs/cluster/local.yaml",
+                   help="cluster topology YAML (a shipped name such as this one works from any directory)")
+    s.add_argument("--workload", default="configs/workloads/mixed.yaml", help="workload YAML")
     s.add_argument("--trace", help="Alibaba v2023 pod list CSV (replaces --workload)")
     s.add_argument("--nodes", help="packing mode: node list CSV (default: beside the trace)")
-    s.add_argument("--time-compression", type=float, default=1.0)
+    s.add_argument("--time-compression", type=float, default=1.0,
+                   help="trace replay: divide the trace's times by this (higher = more load)")
     s.add_argument("--limit", type=int, help="use only the first N trace tasks")
-    s.add_argument("--load-factor", type=float)
+    s.add_argument("--load-factor", type=float,
+                   help="multiply the workload's arrival rate (default: the workload file's load_factor)")
     s.add_argument("--objective", help="objective weights YAML (default configs/objective.yaml)")
-    s.add_argument("--policies", default="round-robin,least-loaded,cheapest-feasible,fastest-feasible,oracle")
+    s.add_argument("--policies", default="round-robin,least-loaded,cheapest-feasible,fastest-feasible,oracle",
+                   help="comma-separated policy names (`orchestrator policies` lists them; rf, rl, "
+                        "rf:1, rl:2 name learned ones)")
     s.add_argument("--seed", type=int, default=None,
                    help="simulation seed (default: the workload file's seed; 0 for traces)")
     s.add_argument("--seeds", help="packing mode: e.g. 42-51")
     s.add_argument("--jobs", type=int, default=1, help="packing mode: parallel processes")
-    s.add_argument("--out", default="results/latest")
+    s.add_argument("--out", default="results/latest", help="folder for the records and the summary")
     s.add_argument("--markdown", metavar="PATH",
                    help="packing mode: also write the table to this dated page (e.g. docs/fgd_reproduction.md)")
     s.set_defaults(func=cmd_simulate)
@@ -150,10 +156,41 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     pl.set_defaults(func=cmd_policies)
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help when it has a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS, [])
+        if shown and "%(default)" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """Every (sub-)command's help shows each option's default; the plugins' parsers are this class too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _ShowDefaults)
+        super().__init__(*args, **kwargs)
+
+
+def version() -> str:
+    """The installed distribution's version (``pyproject.toml``)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("ai-workload-orchestrator")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    p = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
+    p = Parser(prog="orchestrator", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     add_simulate(sub)
     for plugin in PLUGINS:

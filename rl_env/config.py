@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cluster.config import ConfigError, Fields
+from cluster.package_data import DATA_ROOT, data_path, work_path
 from cluster.topology import ClusterSpec, load_cluster
 from scheduler.candidates import MAX_CANDIDATES
 from scheduler.objective import DEFAULT_OBJECTIVE, Objective, load_objective
 from simulations.workloads import WorkloadSpec, load_workload
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = DATA_ROOT
 #: Training episodes draw workload seeds from here; evaluation seeds (e.g. 101-103)
 #: lie far below, so held-out runs never replay a training episode.
 TRAIN_SEED_RANGE = (1_000_000, 2**31 - 1)
@@ -31,11 +32,13 @@ LEVELS = ("class", "node")
 
 
 def resolve_path(path: str | Path) -> Path:
-    """``path`` as given if it exists, else relative to the repository root."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p.resolve()
-    return (REPO_ROOT / p).resolve()
+    """An input path, absolute: as given if it exists, else the shipped file (``configs/...``)."""
+    return data_path(path).resolve()
+
+
+def output_path(path: str | Path) -> Path:
+    """An output path, absolute: relative ones under the checkout (or the working directory when installed)."""
+    return work_path(path).resolve()
 
 
 @dataclass(frozen=True)

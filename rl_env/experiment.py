@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cluster.config import Fields, load_yaml
-from rl_env.config import EnvConfig, check_variants, resolve_path
+from rl_env.config import EnvConfig, check_variants, output_path, resolve_path
 from rl_env.imitation import Imitation
 
 #: PPO settings the experiment may set (RLlib ``PPOConfig.training`` names, ``lambda`` for ``lambda_``).
@@ -183,7 +183,7 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
         stop_env_steps=s.int("env_steps", 1_000_000, min=1),
         stop_time_s=s.num("time_s", 840.0, min=0, strict_min=True),
         keep_checkpoints=c.int("keep", 4, min=1),
-        storage=str(resolve_path(f.str("storage", "artifacts/runs"))),
+        storage=str(output_path(f.str("storage", "artifacts/runs"))),
         source=str(file) if file else "<mapping>",
         raw=dict(data),
     )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rl_env.config import REPO_ROOT, EnvConfig, resolve_path
+from rl_env.config import REPO_ROOT, EnvConfig, output_path
 from rl_env.experiment import Experiment, load_experiment
 
 VALIDATION_KEY = "validation"
@@ -317,5 +317,5 @@ def _portable(d: Any) -> Any:
 def cli(args: argparse.Namespace) -> int:
     """Entry point of ``orchestrator train rl``."""
     exp = load_experiment(args.experiment)
-    train(exp, registry=resolve_path(args.registry) if args.registry else None)
+    train(exp, registry=output_path(args.registry) if args.registry else None)
     return 0

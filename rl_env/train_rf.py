@@ -50,11 +50,11 @@ from scheduler.task import Task
 from simulations.engine import OnlineSimulator, simulate
 from simulations.metrics import summary_row
 from cluster.config import UsageError
+from cluster.package_data import data_path
 from cluster.variants import parse_variant, variant
 from rl_env.teacher import make_teacher
 from rl_env.train_rf_args import TrainArgs
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: the ``--registry`` default of the parser; it means the registry's own default root
 PARSER_REGISTRY_DEFAULT = "artifacts/policies"
 #: the heuristic whose choices the held-out regret is compared with
@@ -282,10 +282,6 @@ def simulation_table(spec: ClusterSpec, episodes: Sequence[Episode], policies: d
     return pd.DataFrame(rows).set_index(["workload", "policy"])
 
 
-def _path(p: str) -> Path:
-    """A config path as given, else relative to the repository (so the CLI runs from anywhere)."""
-    q = Path(p)
-    return q if q.exists() or q.is_absolute() else REPO_ROOT / q
 
 
 def command_line(cfg: TrainArgs, root: str | os.PathLike | None = None) -> str:
@@ -307,7 +303,7 @@ def _episodes(cfg: TrainArgs, spec: ClusterSpec, seeds: Sequence[int], variants:
     for v in variants:
         vspec, factor = variant(spec, v)
         for w in cfg.workloads:
-            wl = load_workload(_path(w))
+            wl = load_workload(data_path(w))
             load = (cfg.load_factor if cfg.load_factor is not None else wl.load_factor) * factor
             streams = future_streams(wl, cfg.future_streams, load_factor=load) if cfg.teacher == "rollout" else ()
             for s in seeds:
@@ -323,7 +319,7 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
     from scheduler.objective import load_objective
 
     t_start = time.perf_counter()
-    spec = load_cluster_any(_path(cfg.cluster))
+    spec = load_cluster_any(data_path(cfg.cluster))
     for v in cfg.variants:
         missing = set(parse_variant(v)[1]) - set(spec.pools)
         if missing:

@@ -3,7 +3,10 @@
 Layout: ``<root>/<kind>/<version>/`` holding the model file(s) and ``meta.json``;
 versions are 1, 2, 3 ... and ``"latest"`` is the highest. The root is, in order:
 the ``root`` argument, the ``ORCH_REGISTRY`` environment variable, then
-``<repo>/artifacts/policies``.
+``artifacts/policies`` (in the checkout, or the working directory of an installed package).
+With neither argument nor variable, reads also see the shipped models
+(:data:`cluster.package_data.SHIPPED_MODELS`, the checkout's own folder or the wheel's copy),
+and a new version is numbered above them, so ``rf:1`` names one model wherever it is read.
 
 Every artifact records the feature schema it was trained on
 (:data:`scheduler.features.SCHEMA_VERSION` and the feature names), so a model
@@ -34,12 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Union
 
+from cluster.package_data import SHIPPED_MODELS, work_path
 from scheduler.features import (CANDIDATE_FEATURE_NAMES, CANDIDATE_SCHEMA_VERSION, FEATURE_NAMES,
                                 SCHEMA_VERSION)
 
 REGISTRY_ENV = "ORCH_REGISTRY"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ROOT = REPO_ROOT / "artifacts" / "policies"
+#: where models are read and written by default (in a checkout: where the shipped ones are too)
+DEFAULT_ROOT = work_path("artifacts/policies")
 META_FILE = "meta.json"
 #: training command per kind, named in "no model" and "retrain" errors
 TRAIN_COMMANDS = {"rf": "orchestrator train rf", "rl": "orchestrator train rl"}
@@ -91,11 +95,20 @@ class Artifact:
 
 
 def registry_root(root: str | os.PathLike | None = None) -> Path:
-    """The registry root: ``root``, else ``$ORCH_REGISTRY``, else ``<repo>/artifacts/policies``."""
+    """The registry root: ``root``, else ``$ORCH_REGISTRY``, else ``artifacts/policies`` (:data:`DEFAULT_ROOT`)."""
     if root is not None:
         return Path(root)
     env = os.environ.get(REGISTRY_ENV)
-    return Path(env) if env else DEFAULT_ROOT
+    return Path(env) if env else work_path("artifacts/policies")
+
+
+def _roots(root: str | os.PathLike | None) -> list[Path]:
+    """Where reads look, in order: the root, then the shipped models unless a root was named."""
+    r = registry_root(root)
+    named = root is not None or os.environ.get(REGISTRY_ENV)
+    if named or r.resolve() == SHIPPED_MODELS.resolve():
+        return [r]
+    return [r, SHIPPED_MODELS]
 
 
 def _check_kind(kind: str) -> str:
@@ -125,29 +138,39 @@ def _missing(kind: str, root: Path, what: str = "") -> ModelNotFoundError:
                               f" (or point {REGISTRY_ENV} at a registry that has one)")
 
 
+def _complete(base: Path) -> dict[int, Path]:
+    if not base.is_dir():
+        return {}
+    return {int(p.name): p for p in base.iterdir() if p.name.isdigit() and (p / META_FILE).is_file()}
+
+
+def _found(kind: str, root: str | os.PathLike | None) -> dict[int, Path]:
+    """version -> folder over :func:`_roots` (the first root holding a version wins)."""
+    _check_kind(kind)
+    out: dict[int, Path] = {}
+    for r in reversed(_roots(root)):
+        out.update(_complete(r / kind))
+    return out
+
+
 def versions(kind: str, root: str | os.PathLike | None = None) -> list[int]:
     """Complete versions of ``kind`` (those with a ``meta.json``), ascending."""
-    base = registry_root(root) / _check_kind(kind)
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir()
-                  if p.name.isdigit() and (p / META_FILE).is_file())
+    return sorted(_found(kind, root))
 
 
 def resolve(kind: str, version: Version = "latest", root: str | os.PathLike | None = None) -> Path:
     """Folder of ``kind:version`` (``"latest"`` = highest); :class:`ModelNotFoundError` if absent."""
     r = registry_root(root)
     v = _parse_version(version)
+    found = _found(kind, root)
     if v is None:
-        vs = versions(kind, r)
-        if not vs:
+        if not found:
             raise _missing(kind, r)
-        v = vs[-1]
-    path = r / _check_kind(kind) / str(v)
-    if not (path / META_FILE).is_file():
-        have = versions(kind, r)
+        v = max(found)
+    if v not in found:
+        have = sorted(found)
         raise _missing(kind, r, f" version {v}" + (f" (have {', '.join(map(str, have))})" if have else ""))
-    return path
+    return found[v]
 
 
 def load_meta(kind: str, version: Version = "latest", root: str | os.PathLike | None = None) -> dict:
@@ -255,8 +278,9 @@ def save(kind: str, files: Mapping[str, Writer], meta: Mapping[str, Any] | None 
         body["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         body["files"] = sorted(files)
         # Claim the next number by renaming; a concurrent writer that took it makes us try the next.
+        shipped = [v for r in _roots(root)[1:] for v in _complete(r / kind)]
         for _ in range(1000):
-            v = max([0, *(int(p.name) for p in base.iterdir() if p.name.isdigit())]) + 1
+            v = max([0, *shipped, *(int(p.name) for p in base.iterdir() if p.name.isdigit())]) + 1
             body["version"] = v
             (tmp / META_FILE).write_text(json.dumps(body, indent=2, sort_keys=True, default=_json_default))
             try:

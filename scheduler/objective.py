@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from cluster.config import load_yaml
+from cluster.package_data import DATA_ROOT
 
-DEFAULT_OBJECTIVE = Path(__file__).resolve().parent.parent / "configs" / "objective.yaml"
+DEFAULT_OBJECTIVE = DATA_ROOT / "configs" / "objective.yaml"
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from serve_app.config import REPO_ROOT
+from cluster.package_data import DATA_ROOT
 
-DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "serve.yaml")
+DEFAULT_CONFIG = str(DATA_ROOT / "configs" / "serve.yaml")
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--state-dir", default=None, help="launcher state directory (default $ORCH_RAY_DIR)")
         p.add_argument("--address", default=None, help="Ray address instead of the state directory")
     prom = ssub.add_parser("prometheus-config", help="print a Prometheus config scraping the local cluster")
-    prom.add_argument("--state-dir", default=None)
+    prom.add_argument("--state-dir", default=None, help="launcher state directory (default $ORCH_RAY_DIR)")
     prom.add_argument("--out", default=None, help="write it here instead of stdout")
     s.set_defaults(func=run)
 
@@ -67,14 +67,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except PolicyChoiceError as exc:
-        print(f"orchestrator serve: error: {exc}", file=sys.stderr)
+        print(f"{ERROR}{exc}", file=sys.stderr)
         return 2
     except (LauncherError, TimeoutError, RuntimeError, OSError) as exc:
-        print(f"orchestrator serve: error: {exc}", file=sys.stderr)
+        print(f"{ERROR}{exc}", file=sys.stderr)
         return 1
 
 
 READY = "router ready:"
+ERROR = "orchestrator serve: error: "
 HOLDER = "router-holder"
 
 
@@ -116,7 +117,10 @@ def _hold_router(args: argparse.Namespace, argv: list[str]) -> int:
             if proc.poll() is None:
                 proc.kill()
             sys.stdout.write(text)
-            print(f"orchestrator serve: error: the router did not come up (log {log_path})", file=sys.stderr)
+            # the holder's own one-line error (no cluster, a port taken ...) is the reason to show
+            said = [ln.split(ERROR, 1)[1] for ln in text.splitlines() if ln.startswith(ERROR)]
+            reason = said[-1] if said else "the router did not come up"
+            print(f"{ERROR}{reason} (log {log_path})", file=sys.stderr)
             return proc.returncode or 1
         time.sleep(0.5)
 
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"orchestrator serve: error: {exc}", file=sys.stderr)
+        print(f"{ERROR}{exc}", file=sys.stderr)
         return 2
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cluster.config import ConfigError, Fields, load_yaml
+from cluster.package_data import data_path, work_path
 from scheduler.task import MAX_WORK_S
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HISTORY = "sqlite:///results/serve/history.db"
 TOKEN_ENV = "ORCH_ADMIN_TOKEN"
 TOKEN_FILE_ENV = "ORCH_ADMIN_TOKEN_FILE"
@@ -137,19 +137,15 @@ class RouterConfig:
         if not path:
             raise ConfigError(None, "cluster", "no cluster topology: set `cluster` in the router args or "
                                                "ORCH_CLUSTER_CONFIG (the launcher sets it on its nodes)")
-        return _under_repo(path)
+        return data_path(path).absolute()
 
     def history_path_url(self) -> str:
-        """``history_url`` with a relative SQLite path made absolute under the repository."""
+        """``history_url`` with a relative SQLite path made absolute (under the checkout, or the
+        working directory of an installed package)."""
         prefix = "sqlite:///"
         if self.history_url.startswith(prefix):
-            return prefix + str(_under_repo(self.history_url[len(prefix):]))
+            return prefix + str(work_path(self.history_url[len(prefix):]))
         return self.history_url
-
-
-def _under_repo(path: str) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
 
 
 _ALLOWED = {f.name for f in fields(RouterConfig)}

@@ -26,7 +26,7 @@ def add_keys(sub: argparse._SubParsersAction) -> None:
                         help="accepted, unfinished tasks at most (default: the router's key_max_in_flight)")
     create.add_argument("--out", default=None, help="write the secret to this file (mode 0600) instead of stdout")
     revoke = ksub.add_parser("revoke", help="revoke a client's key (the router refuses it within key_refresh_s)")
-    revoke.add_argument("name")
+    revoke.add_argument("name", help="the key's name (as `keys list` shows it)")
     lst = ksub.add_parser("list", help="the keys, active and revoked (never their secrets)")
     for p in (create, revoke, lst):
         p.add_argument("--config", default=DEFAULT_CONFIG, help="Serve config whose history_url holds the keys")

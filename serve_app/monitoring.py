@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 from cluster.launcher import LauncherError, LaunchState, default_state_dir
-from serve_app.config import REPO_ROOT
+from cluster.package_data import DATA_ROOT
 
-PROMETHEUS_TEMPLATE = REPO_ROOT / "configs" / "monitoring" / "prometheus.yml"
-GRAFANA_DASHBOARD = REPO_ROOT / "configs" / "monitoring" / "grafana_dashboard.json"
+PROMETHEUS_TEMPLATE = DATA_ROOT / "configs" / "monitoring" / "prometheus.yml"
+GRAFANA_DASHBOARD = DATA_ROOT / "configs" / "monitoring" / "grafana_dashboard.json"
 PLACEHOLDER = "RAY_TEMP_DIR"
 
 

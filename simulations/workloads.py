@@ -38,10 +38,11 @@ from pathlib import Path
 import numpy as np
 
 from cluster.config import ConfigError, Fields, load_yaml
+from cluster.package_data import DATA_ROOT, data_path
 from cluster.topology import MIG_PROFILES, load_gpu_models
 from scheduler.task import MAX_WORK_S, Task, TaskError, make_task
 
-WORKLOADS_DIR = Path(__file__).resolve().parent.parent / "configs" / "workloads"
+WORKLOADS_DIR = DATA_ROOT / "configs" / "workloads"
 DISTRIBUTIONS = ("lognormal", "uniform", "constant")
 
 # Task field -> the scenario field that sets it (for error messages).
@@ -203,7 +204,7 @@ def _parse_scenario(f: Fields, known_models: set[str]) -> Scenario:
 
 def load_workload(path: str | Path, *, _seen: frozenset[Path] = frozenset()) -> WorkloadSpec:
     """Load and validate a workload YAML; raises :class:`ConfigError` naming file and field."""
-    p = Path(path)
+    p = data_path(path)
     f = load_yaml(p)
     f.check_keys({"name", "description", "duration_s", "rate_per_s", "load_factor", "seed",
                   "scenarios", "scenarios_from"})

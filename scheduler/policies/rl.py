@@ -164,13 +164,12 @@ class RLPolicy:
 def _trained_objective(meta: dict):
     """The objective the policy's rows were computed with in training (``meta["env"]["objective"]``,
     relative to the repository); the default weights when the artifact names none or the file is gone."""
-    from scheduler.model_registry import REPO_ROOT
+    from cluster.package_data import data_path
     from scheduler.objective import load_objective
 
     path = (meta.get("env") or {}).get("objective")
     if path:
-        p = Path(path)
-        p = p if p.is_absolute() else REPO_ROOT / p
+        p = data_path(path)
         if p.is_file():
             return load_objective(p)
     return load_objective()

@@ -105,3 +105,26 @@ def test_failed_writer_leaves_nothing(tmp_path):
     for bad in ("meta.json", "../x", ""):
         with pytest.raises(reg.RegistryError, match="bad artifact file name"):
             reg.save("rf", {bad: b""}, root=tmp_path)
+
+
+def test_installed_package_reads_shipped_models_and_numbers_new_ones_above_them(tmp_path, monkeypatch):
+    """An installed package's default registry (``artifacts/policies`` in the working directory) also
+    sees the models the wheel ships; a model trained there never reuses a shipped number."""
+    shipped, work = tmp_path / "shipped", tmp_path / "work"
+    _save(shipped, payload=b"shipped rf")
+    _save(shipped, kind="rl")
+    monkeypatch.delenv(reg.REGISTRY_ENV, raising=False)
+    monkeypatch.setattr(reg, "SHIPPED_MODELS", shipped)
+    monkeypatch.setattr(reg, "work_path", lambda p: work / p)
+    assert reg.load("rf").file("model.bin").read_bytes() == b"shipped rf"
+    assert reg.versions("rf") == [1]
+    new = _save(None, payload=b"trained here")
+    assert new == work / "artifacts" / "policies" / "rf" / "2"
+    assert reg.load("rf").ref == "rf:2" and reg.load("rf", 1).file("model.bin").read_bytes() == b"shipped rf"
+    with pytest.raises(reg.ModelNotFoundError, match=r"version 3 \(have 1, 2\)"):
+        reg.resolve("rf", 3)
+    # a registry named by argument or environment is exactly that folder
+    assert reg.versions("rf", root=work / "artifacts" / "policies") == [2]
+    monkeypatch.setenv(reg.REGISTRY_ENV, str(tmp_path / "elsewhere"))
+    with pytest.raises(reg.ModelNotFoundError):
+        reg.load("rl")
