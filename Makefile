@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TRACES ?= ../shared/traces/alibaba_gpu_v2023
 
-.PHONY: demo demo-stop test test-all test-router bench reproduce docs clean install
+.PHONY: demo demo-stop test test-all test-router bench reproduce docs clean install system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,15 +29,20 @@ demo: $(STAMP)
 demo-stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m orchestrator.demo stop; else echo "no $(VENV): nothing to stop"; fi
 
+# Debian's Chromium, Prometheus and PostgreSQL, which tests drive for real: installed when
+# root (apt-get), else one line says how and the target stops (SKIP_SYSTEM_DEPS=1: skip their tests).
+system-deps:
+	@bash .ci/system-deps
+
 # The suite CI runs: everything but the slow full-trace reproduction.
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The Serve router's live tests (real cluster, real HTTP, Prometheus, kills).
-test-router: $(STAMP)
+test-router: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -m router_live
 
-test-all: $(STAMP)
+test-all: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -32,6 +32,41 @@ class ConfigError(ValueError):
         super().__init__(f"{self.file}: {field}: {reason}")
 
 
+class ConfigErrors(ConfigError):
+    """Every error a loader found, reported together: one fix-and-retry round, not one per field.
+    ``file``/``field``/``reason`` are the first's; ``errors`` holds them all."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = [x for e in errors for x in (e.errors if isinstance(e, ConfigErrors) else [e])]
+        first = self.errors[0]
+        self.file, self.field, self.reason = first.file, first.field, first.reason
+        ValueError.__init__(self, f"{len(self.errors)} config errors:\n" + "\n".join(f"  {e}" for e in self.errors))
+
+
+class Collector:
+    """Runs a loader's independent checks and keeps going past a bad one.
+
+    ``errs(fn, *args)`` returns ``fn(*args)``, or ``default`` after recording its
+    :class:`ConfigError`; :meth:`check` then raises them all (the one itself when alone).
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def __call__(self, fn: Any, *args: Any, default: Any = None) -> Any:
+        try:
+            return fn(*args)
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return default
+
+    def check(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise ConfigErrors(self.errors)
+
+
 def load_yaml(path: str | Path) -> "Fields":
     """Read a YAML mapping from ``path`` (as given, else the shipped file) into a :class:`Fields` cursor."""
     from cluster.package_data import data_path
@@ -66,10 +101,11 @@ class Fields:
         return ConfigError(self.file, self._name(key), reason)
 
     def check_keys(self, allowed: set[str]) -> None:
-        """Reject unknown keys: a typo must not silently become a default."""
-        for key in self.data:
-            if key not in allowed:
-                raise self.error(str(key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+        """Reject unknown keys (all of them at once): a typo must not silently become a default."""
+        bad = [self.error(str(key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+               for key in self.data if key not in allowed]
+        if bad:
+            raise bad[0] if len(bad) == 1 else ConfigErrors(bad)
 
     def has(self, key: str) -> bool:
         return key in self.data

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.config import ConfigError, Fields, load_yaml
+from cluster.config import Collector, ConfigError, Fields, load_yaml
 from cluster.package_data import DATA_ROOT
 
 SHARING_MODES = ("exclusive", "time-slicing", "milli", "mig")
@@ -226,22 +226,37 @@ def _parse_node(f: Fields, tiers: dict[str, TierSpec], models: dict[str, tuple[f
 def load_cluster(path: str | Path) -> ClusterSpec:
     """Load and validate a cluster topology YAML; raises :class:`ConfigError`."""
     f = load_yaml(path)
-    f.check_keys({"name", "tiers", "nodes", "gpu_models"})
-    models = load_gpu_models(f.raw("gpu_models")) if f.has("gpu_models") else load_gpu_models()
-    tiers = {name: _parse_tier(name, sec) for name, sec in f.mapping_sections("tiers")}
-    if not tiers:
-        raise f.error("tiers", "at least one tier is required")
-    nodes = [_parse_node(sec, tiers, models) for sec in f.sections("nodes")]
-    if not nodes:
-        raise f.error("nodes", "at least one node is required")
+    errs = Collector()  # every bad tier, node and field is reported at once
+    errs(f.check_keys, {"name", "tiers", "nodes", "gpu_models"})
+    models = errs(load_gpu_models, f.raw("gpu_models")) if f.has("gpu_models") else load_gpu_models()
+    tiers, bad_tiers = {}, set()
+    for name, sec in errs(lambda: list(f.mapping_sections("tiers")), default=[]):
+        tier = errs(_parse_tier, name, sec)
+        if tier is None:
+            bad_tiers.add(name)
+        else:
+            tiers[name] = tier
+    if not tiers and not bad_tiers:
+        errs.errors.append(f.error("tiers", "at least one tier is required"))
+    nodes = []
+    for i, sec in enumerate(errs(lambda: list(f.sections("nodes")), default=[])):
+        if models is not None and sec.data.get("tier") not in bad_tiers:  # else its tier's error says it
+            node = errs(_parse_node, sec, tiers, models)
+            if node is not None:
+                nodes.append((i, node))
+    if not nodes and not errs.errors:
+        errs.errors.append(f.error("nodes", "at least one node is required"))
     seen: set[str] = set()
-    for i, n in enumerate(nodes):
+    for i, n in nodes:
         if n.name in seen:
-            raise ConfigError(path, f"nodes[{i}].name", f"duplicate node name {n.name!r}")
+            errs.errors.append(ConfigError(path, f"nodes[{i}].name", f"duplicate node name {n.name!r}"))
         seen.add(n.name)
         if n.devices and tiers[n.tier].kind != "gpu":
-            raise ConfigError(path, f"nodes[{i}].gpus", f"GPUs on a {tiers[n.tier].kind!r} tier node")
-    return ClusterSpec(name=f.str("name", Path(path).stem), tiers=tiers, nodes=tuple(nodes), source=str(path))
+            errs.errors.append(ConfigError(path, f"nodes[{i}].gpus", f"GPUs on a {tiers[n.tier].kind!r} tier node"))
+    name = errs(f.str, "name", Path(path).stem)
+    errs.check()
+    nodes = [n for _, n in nodes]
+    return ClusterSpec(name=name, tiers=tiers, nodes=tuple(nodes), source=str(path))
 
 
 #: Node classes that every cluster maps onto, so that learned policies and their

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster.config import ConfigError, Fields, load_yaml
+from cluster.config import Collector, ConfigError, Fields, load_yaml
 from cluster.package_data import DATA_ROOT, data_path
 from cluster.topology import MIG_PROFILES, load_gpu_models
 from scheduler.task import MAX_WORK_S, Task, TaskError, make_task
@@ -206,8 +206,25 @@ def load_workload(path: str | Path, *, _seen: frozenset[Path] = frozenset()) -> 
     """Load and validate a workload YAML; raises :class:`ConfigError` naming file and field."""
     p = data_path(path)
     f = load_yaml(p)
-    f.check_keys({"name", "description", "duration_s", "rate_per_s", "load_factor", "seed",
-                  "scenarios", "scenarios_from"})
+    errs = Collector()  # every bad field and scenario is reported at once
+    errs(f.check_keys, {"name", "description", "duration_s", "rate_per_s", "load_factor", "seed",
+                        "scenarios", "scenarios_from"})
+    scenarios = errs(_load_scenarios, f, p, _seen, default=())
+    desc = f.raw("description", None)
+    if desc is not None and not isinstance(desc, str):
+        errs.errors.append(f.error("description", f"must be a string, got {desc!r}"))
+    top = {key: errs(fn) for key, fn in (
+        ("name", lambda: f.str("name", p.stem)),
+        ("duration_s", lambda: f.num("duration_s", min=0, max=30 * 24 * 3600, strict_min=True)),
+        ("rate_per_s", lambda: f.num("rate_per_s", min=0, max=1e5, strict_min=True)),
+        ("load_factor", lambda: f.num("load_factor", 1.0, min=0, max=1e3, strict_min=True)),
+        ("seed", lambda: f.int("seed", 0, min=0)))}
+    errs.check()
+    return WorkloadSpec(scenarios=scenarios, description=desc, source=str(p), **top)
+
+
+def _load_scenarios(f: Fields, p: Path, _seen: frozenset[Path]) -> tuple[Scenario, ...]:
+    """The scenarios of a workload file, its own or its ``scenarios_from`` base's; every bad one reported."""
     if f.has("scenarios") == f.has("scenarios_from"):
         raise f.error("scenarios", "give exactly one of scenarios or scenarios_from")
     if f.has("scenarios_from"):
@@ -219,25 +236,20 @@ def load_workload(path: str | Path, *, _seen: frozenset[Path] = frozenset()) -> 
         scenarios = load_workload(base, _seen=_seen | {p.resolve()}).scenarios
     else:
         models = set(load_gpu_models())
-        scenarios = tuple(_parse_scenario(s, models) for s in f.sections("scenarios"))
-        if not scenarios:
+        errs = Collector()
+        parsed = [(i, errs(_parse_scenario, s, models)) for i, s in enumerate(f.sections("scenarios"))]
+        if not parsed:
             raise f.error("scenarios", "at least one scenario is required")
         seen: set[str] = set()
-        for i, s in enumerate(scenarios):
+        for i, s in parsed:
+            if s is None:
+                continue
             if s.kind in seen:
-                raise ConfigError(p, f"scenarios[{i}].kind", f"duplicate kind {s.kind!r}")
+                errs.errors.append(ConfigError(p, f"scenarios[{i}].kind", f"duplicate kind {s.kind!r}"))
             seen.add(s.kind)
-    desc = f.raw("description", None)
-    if desc is not None and not isinstance(desc, str):
-        raise f.error("description", f"must be a string, got {desc!r}")
-    return WorkloadSpec(
-        name=f.str("name", p.stem),
-        duration_s=f.num("duration_s", min=0, max=30 * 24 * 3600, strict_min=True),
-        rate_per_s=f.num("rate_per_s", min=0, max=1e5, strict_min=True),
-        load_factor=f.num("load_factor", 1.0, min=0, max=1e3, strict_min=True),
-        seed=f.int("seed", 0, min=0),
-        scenarios=scenarios, description=desc, source=str(p),
-    )
+        errs.check()
+        scenarios = tuple(s for _, s in parsed)
+    return scenarios
 
 
 # ---------------------------------------------------------------- generation

@@ -262,3 +262,35 @@ def test_cpus_that_round_to_zero_millicores_rejected(tmp_path: Path, local_data:
     local_data["nodes"][0]["cpus"] = 0.0001
     err = load_error(write(tmp_path, local_data))
     assert err.field == "nodes[0].cpus"
+
+
+def test_every_error_of_a_cluster_file_is_reported_at_once(tmp_path: Path, local_data: dict) -> None:
+    """One fix-and-retry round: an unknown key, two bad nodes and a bad tier come back together, each
+    naming its field; a node of the bad tier is not blamed for it a second time."""
+    from cluster.config import ConfigErrors
+
+    local_data["colour"] = "blue"
+    local_data["nodes"][0]["cpus"] = -1
+    local_data["nodes"][2]["memory_gb"] = "lots"
+    local_data["tiers"]["gpu"]["price_per_task"] = "free"
+    err = load_error(write(tmp_path, local_data))
+    assert isinstance(err, ConfigErrors)
+    fields = [e.field for e in err.errors]
+    assert fields[0] == "colour" and "nodes[0].cpus" in fields and "nodes[2].memory_gb" in fields
+    assert any(f.startswith("tiers.gpu") for f in fields) and len(fields) == 4
+    assert all(str(e) in str(err) for e in err.errors) and str(err).startswith("4 config errors:")
+
+
+def test_cli_prints_every_config_error_and_exits_2(tmp_path: Path, local_data: dict) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    local_data["nodes"][0]["cpus"] = -1
+    local_data["nodes"][1]["tier"] = "nowhere"
+    path = write(tmp_path, local_data)
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "simulate", "--cluster", str(path)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{path}: nodes[0].cpus" in r.stderr and f"{path}: nodes[1].tier" in r.stderr

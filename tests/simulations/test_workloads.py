@@ -291,3 +291,21 @@ def test_future_streams_are_the_workloads_own_but_never_a_runs_tasks() -> None:
     run = generate(spec, seed=101)
     assert all([t.arrival for t in s] != [t.arrival for t in run] for s in a)
     assert [t.arrival for t in a[0]] == [t.arrival for t in generate(spec, seed=FUTURE_SEED_BASE)]
+
+
+def test_every_error_of_a_workload_file_is_reported_at_once(tmp_path) -> None:
+    import yaml
+
+    from cluster.config import ConfigErrors
+
+    data = yaml.safe_load((WORKLOADS_DIR / "mixed.yaml").read_text())
+    data["rate_per_s"] = 0
+    data["scenarios"][0]["weight"] = -1
+    data["scenarios"][1]["slo_ms"] = "soon"
+    p = tmp_path / "w.yaml"
+    p.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigErrors) as info:
+        load_workload(p)
+    fields = [e.field for e in info.value.errors]
+    assert "rate_per_s" in fields and len(fields) == 3
+    assert any(f.startswith("scenarios[0]") for f in fields) and any(f.startswith("scenarios[1]") for f in fields)
