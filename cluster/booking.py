@@ -88,6 +88,15 @@ def start_or_queue(state: ClusterState, i: int, task: "Task", share: Share, now:
     return None
 
 
+def book_predicted(state: ClusterState, i: int, task: "Task", share: Share) -> None:
+    """Take node ``i``'s ``share`` for ``task`` in a plan (a copy of the state), as the executor
+    would: started if it fits now, else queued, holding for the predicted network delay plus its
+    execution time alone (no time-slice neighbours), what the executor's queue entries carry."""
+    net_s = state.net_mean_ms[i] / 1000.0
+    ex = exec_seconds(state.spec.nodes[i], task, share)
+    start_or_queue(state, i, task, share, state.now, net_s, exec_s=ex, queued_s=net_s + ex)
+
+
 def finish(state: ClusterState, held: Held) -> bool:
     """Free what a running task holds; False, changing nothing, if it is not running (any more)."""
     alloc = held[1]

@@ -1,15 +1,17 @@
-"""``orchestrator train rf|rl`` and ``orchestrator evaluate``: learned policies.
+"""``orchestrator train rf|rl``, ``orchestrator evaluate`` and ``orchestrator policy export``: learned policies.
 
 Each sub-command's work lives with what it trains: the RandomForest in
 :mod:`rl_env.train_rf` (distilled from the rollout teacher),
 the RLlib policy in :mod:`rl_env.train`, the held-out comparison in
-:mod:`evaluation.evaluate`; they are imported only when their command runs.
+:mod:`evaluation.evaluate`, the MLflow export in :mod:`rl_env.mlflow_tracking`; they are
+imported only when their command runs.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 
+from cluster.config import UsageError
 from rl_env.train_rf_args import add_arguments as add_rf_arguments
 
 
@@ -36,7 +38,24 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     rl.add_argument("--registry", default="artifacts/policies",
                     help="model registry folder the new version is written to (relative: under the checkout, or the "
                          "working directory of an installed package)")
+    rl.add_argument("--mlflow-uri", default=None,
+                    help="MLflow tracking URI the Tune trials are logged to (default: the local store "
+                         "results/mlflow/mlflow.db, when MLflow is installed)")
+    rl.add_argument("--no-mlflow", action="store_true", help="do not log the trials to MLflow")
     rl.set_defaults(func=_lazy("rl_env.train:cli"))
+    pol = sub.add_parser("policy", help="the learned policies' registry, seen from other tools")
+    psub = pol.add_subparsers(dest="policy_command", required=True)
+    ex = psub.add_parser("export", help="register rf and rl versions in MLflow (models orchestrator-rf, "
+                                        "orchestrator-rl; aliases r<N> and champion)")
+    ex.add_argument("--mlflow", action="store_true", required=True,
+                    help="export to MLflow (the one target today; required so the command says where)")
+    ex.add_argument("--mlflow-uri", default=None,
+                    help="MLflow tracking and registry URI (default: the local store results/mlflow/mlflow.db)")
+    ex.add_argument("--models", default="rf:latest,rl:latest",
+                    help="comma-separated registry versions to register (rf:1, rl:latest ...)")
+    ex.add_argument("--serve-config", default="configs/serve.yaml",
+                    help="the router config whose policy gets the alias `champion`")
+    ex.set_defaults(func=_lazy("orchestrator.cli_train:policy_export"))
     e = sub.add_parser("evaluate", help="compare policies on held-out workloads and seeds")
     e.add_argument("--policies", default="rl:latest,rf:latest,oracle,fastest-feasible,least-loaded,cheapest-feasible",
                    help="comma-separated policy names (`orchestrator policies` lists them)")
@@ -54,3 +73,23 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    help="(workload, seed) runs at once, one process each (same tables; decision times "
                         "then share the machine)")
     e.set_defaults(func=_lazy("evaluation.evaluate:cli"))
+
+
+def policy_export(args: argparse.Namespace) -> int:
+    """``orchestrator policy export --mlflow``: each version registered, its model URI printed."""
+    from cluster.package_data import data_path
+    from rl_env.mlflow_tracking import champion_ref, default_uri, register, require
+
+    require()
+    refs = [r.strip() for r in args.models.split(",") if r.strip()]
+    if not refs:
+        raise UsageError("--models: give at least one version, e.g. rf:latest,rl:latest")
+    uri = args.mlflow_uri or default_uri()
+    serve_config = data_path(args.serve_config)
+    if not serve_config.is_file():
+        raise UsageError(f"--serve-config {args.serve_config}: no such file")
+    for r in register(refs, uri, champion=champion_ref(serve_config)):
+        print(f"{r.ref} -> MLflow model {r.name} version {r.version} "
+              f"({', '.join(f'models:/{r.name}@{a}' for a in r.aliases)})")
+    print(f"MLflow store: {uri}")
+    return 0

@@ -188,11 +188,14 @@ def _num(x: Any) -> float | str:
 # ---------------------------------------------------------------- the run
 
 
-def train(exp: Experiment, registry: str | Path | None = None, *, verbose: int = 0) -> TrainReport:
-    """Run the Tune experiment, pick the best validated checkpoint, export it; see the module doc."""
+def train(exp: Experiment, registry: str | Path | None = None, *, verbose: int = 0, mlflow: bool = False,
+          mlflow_uri: str | None = None) -> TrainReport:
+    """Run the Tune experiment, pick the best validated checkpoint, export it; see the module doc.
+    ``mlflow``: also log every trial to MLflow (``mlflow_uri``, default the local store)."""
     from ray import tune
 
     from rl_env.export import export_checkpoint, load_rl_module, to_policy_net
+    from rl_env.mlflow_tracking import tune_callbacks
     from rl_env.ray_local import local_ray
     from rl_env.validate import greedy_rollouts
 
@@ -223,7 +226,9 @@ def train(exp: Experiment, registry: str | Path | None = None, *, verbose: int =
                     num_to_keep=exp.keep_checkpoints, checkpoint_score_attribute=METRIC,
                     checkpoint_score_order="min"),
                 failure_config=tune.FailureConfig(max_failures=0),
-                callbacks=[_progress_callback(curves, grid, t0)],
+                callbacks=[_progress_callback(curves, grid, t0),
+                           *tune_callbacks(mlflow_uri, mlflow or mlflow_uri is not None,
+                                           {"experiment": exp.name, "run": run_name})],
             ),
         )
         results = tuner.fit()
@@ -317,5 +322,6 @@ def _portable(d: Any) -> Any:
 def cli(args: argparse.Namespace) -> int:
     """Entry point of ``orchestrator train rl``."""
     exp = load_experiment(args.experiment)
-    train(exp, registry=output_path(args.registry) if args.registry else None)
+    train(exp, registry=output_path(args.registry) if args.registry else None,
+          mlflow=not args.no_mlflow, mlflow_uri=args.mlflow_uri)
     return 0

@@ -30,7 +30,8 @@ def test_tiny_training_yields_a_loadable_feasible_policy(tmp_path, local_spec) -
         "stop": {"env_steps": 256},
         "storage": str(tmp_path / "runs"),
     })
-    report = train(exp, registry=tmp_path / "registry")
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    report = train(exp, registry=tmp_path / "registry", mlflow_uri=mlflow_uri)
     # two trials ran, curves kept, best checkpoint exported with its provenance
     assert len(report.trials) == 2 and all(t["error"] is None for t in report.trials)
     rows = list(csv.DictReader(report.curves.open()))
@@ -46,3 +47,12 @@ def test_tiny_training_yields_a_loadable_feasible_policy(tmp_path, local_spec) -
     tasks = generate(load_workload(REPO_ROOT / "configs/workloads/gpu_heavy_high.yaml"), seed=3, duration_s=15)
     for spec in (local_spec, variant(local_spec, "x2")[0]):
         assert_placed_feasibly(spec, tasks, simulate(spec, tasks, policy, seed=3).records)
+    # each Tune trial was logged to MLflow with its parameters and metrics
+    import mlflow
+
+    from rl_env.mlflow_tracking import EXPERIMENT
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert len(runs) == 2 and {float(r.data.params["lr"]) for r in runs} == {1e-3, 3e-4}
+    assert all(r.data.metrics for r in runs)
