@@ -9,15 +9,19 @@ Steps (each prints what it does; a second run reuses what is already up):
    ``DEMO_TRAIN_RL=1`` trains one);
 3. the Serve router (``orchestrator serve up``) with the node-level RL policy (the best
    learned policy on docs/evaluation.md);
-4. a mixed workload submitted with ``ray job submit`` that replays through the
+4. Prometheus, when ``prometheus`` is on PATH, scraping every node's metrics agent (the
+   router's ``ray_orch_*`` series included) with ``orchestrator serve prometheus-config``'s
+   config, its data in ``$DEMO_OUT/prometheus``; started before the workload so that its
+   rates cover it;
+5. a mixed workload submitted with ``ray job submit`` that replays through the
    router (``python -m replays.live --router ...``);
-5. the simulator comparison of every policy (rf:latest and rl:latest included) on
+6. the simulator comparison of every policy (rf:latest and rl:latest included) on
    the same tasks, and the FGD packing replay on the Alibaba trace when
    ``../shared/traces`` is there;
-6. the Streamlit view, pointed at the results and the router.
+7. the Streamlit view, pointed at the results, the router and Prometheus (``ORCH_PROMETHEUS_URL``).
 
 It ends with the URLs and how to stop everything: ``make demo-stop``
-(``python -m orchestrator.demo stop``; ``... simulate`` runs step 5 alone) stops exactly what this started; what was
+(``python -m orchestrator.demo stop``; ``... simulate`` runs step 6 alone) stops exactly what this started; what was
 already running before (a cluster, a router, a Streamlit) is reused and left alone.
 What it started is recorded in ``$DEMO_OUT/demo.json``.
 
@@ -25,7 +29,8 @@ Environment (all optional): ``DEMO_OUT`` (results and state, default
 ``results/demo``), ``DEMO_RAY_DIR`` (the launcher's state folder, default
 ``$ORCH_RAY_DIR`` or ``/tmp/orch-ray-<uid>``), ``DEMO_RAY_PORT`` (GCS, 6380),
 ``DEMO_DASHBOARD_PORT`` (8265), ``DEMO_ROUTER_PORT`` (8000), ``DEMO_STREAMLIT_PORT``
-(8501), ``DEMO_TOKEN_FILE`` (Ray token, default ``~/.ray/auth_token``),
+(8501), ``DEMO_PROMETHEUS_PORT`` (9090; the next free one when taken), ``DEMO_TOKEN_FILE``
+(Ray token, default ``~/.ray/auth_token``),
 ``DEMO_CLUSTER`` (topology YAML), ``DEMO_WORKLOAD`` (``configs/workloads/mixed.yaml``),
 ``DEMO_DURATION`` (seconds of workload, default 60), ``DEMO_COMPRESSION`` (workload
 seconds per wall second, default 4), ``DEMO_POLICY`` (the router's, default ``rl``),
@@ -37,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -44,7 +50,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.procs import port_open
+from cluster.procs import cmdline, port_open, stop_sessions
 from rl_env.train_rf_args import TrainArgs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +74,7 @@ class Settings:
     dashboard_port: int
     router_port: int
     streamlit_port: int
+    prometheus_port: int
     token_file: str | None
     cluster: str
     workload: str
@@ -91,6 +98,7 @@ class Settings:
             dashboard_port=int(e.get("DEMO_DASHBOARD_PORT", 8265)),
             router_port=int(e.get("DEMO_ROUTER_PORT", 8000)),
             streamlit_port=int(e.get("DEMO_STREAMLIT_PORT", 8501)),
+            prometheus_port=int(e.get("DEMO_PROMETHEUS_PORT", 9090)),
             token_file=e.get("DEMO_TOKEN_FILE") or None,
             cluster=e.get("DEMO_CLUSTER", "configs/cluster/local.yaml"),
             workload=e.get("DEMO_WORKLOAD", "configs/workloads/mixed.yaml"),
@@ -236,7 +244,7 @@ def up(cfg: Settings) -> int:
               streamlit=cfg.streamlit)
     sd = ["--state-dir", str(cfg.ray_dir)]
 
-    step("1/6 local heterogeneous Ray cluster")
+    step("1/7 local heterogeneous Ray cluster")
     if cluster_running(cfg):
         print(f"a cluster is already running (state in {cfg.ray_dir}); reusing it")
         run(orch("cluster", "up", "--config", cfg.cluster, *sd))  # restarts any node that died
@@ -254,7 +262,7 @@ def up(cfg: Settings) -> int:
     save_state(cfg, st)
     env = client_env(cfg)
 
-    step("2/6 learned policies")
+    step("2/7 learned policies")
     if has_model("rf"):
         print("using the RandomForest in the registry (shipped in artifacts/policies/rf; "
               "`orchestrator train rf` trains a new version)")
@@ -265,7 +273,7 @@ def up(cfg: Settings) -> int:
     else:
         print("using the shipped RL policy (DEMO_TRAIN_RL=1 trains one)")
 
-    step("3/6 Serve router")
+    step("3/7 Serve router")
     token_file = admin_token(cfg)
     if answers(cfg.router + "/healthz"):
         print(f"router already answering at {cfg.router}; reusing it")
@@ -279,7 +287,10 @@ def up(cfg: Settings) -> int:
 
     key_file = api_key(cfg, write_serve_config(cfg, token_file))
 
-    step("4/6 mixed workload through the router, submitted with `ray job submit`")
+    step("4/7 Prometheus scraping the cluster and the router")
+    prom = start_prometheus(cfg, st)
+
+    step("5/7 mixed workload through the router, submitted with `ray job submit`")
     replay_out = cfg.out / "replay"
     label = cfg.policy if ":" in cfg.policy else f"{cfg.policy}:latest"  # the simulator's name for it
     run([str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
@@ -288,7 +299,7 @@ def up(cfg: Settings) -> int:
          "--duration", f"{cfg.duration:g}", "--time-compression", f"{cfg.compression:g}",
          "--out", str(replay_out)], env=env)
 
-    step("5/6 simulator: every policy on the same tasks; FGD packing on the Alibaba trace")
+    step("6/7 simulator: every policy on the same tasks; FGD packing on the Alibaba trace")
     run([sys.executable, "-m", "orchestrator.demo", "simulate"])  # its own process: a clean exit status
     if cfg.skip_trace:
         print("(DEMO_SKIP_TRACE=1: skipping the FGD packing replay)")
@@ -298,17 +309,18 @@ def up(cfg: Settings) -> int:
         run(orch("simulate", "--mode", "packing", "--trace", str(TRACE), "--policies", PACKING_POLICIES,
                  "--seeds", cfg.packing_seeds, "--jobs", "2", "--out", str(cfg.out / "packing")))
 
-    step("6/6 Streamlit view")
+    step("7/7 Streamlit view")
     if port_open("127.0.0.1", cfg.streamlit_port):
         print(f"something already listens on {cfg.streamlit}; reusing it")
     else:
-        st["streamlit_pid"] = start_streamlit(cfg, token_file, key_file, dashboard)
+        st["streamlit_pid"] = start_streamlit(cfg, token_file, key_file, dashboard, prom)
         save_state(cfg, st)
     print(f"""
 The demo is up ({time.monotonic() - t_start:.0f} s).
   Ray dashboard     {dashboard}
   Router API docs   {cfg.router}/docs
   Streamlit view    {cfg.streamlit}
+  Prometheus        {prom or "not started: `prometheus` is not installed"}
   Admin secret      in {token_file}
   API key (demo)    in {key_file}
 Results in {cfg.out} (replay through the router: {replay_out}).
@@ -332,11 +344,44 @@ def simulate_all(cfg: Settings) -> None:
     print(table[cols].to_string(float_format=lambda x: f"{x:,.3f}"))
 
 
-def start_streamlit(cfg: Settings, token_file: Path, key_file: Path, dashboard: str) -> int:
+def start_prometheus(cfg: Settings, st: dict) -> str | None:
+    """Prometheus on the cluster's discovery file (its URL), recorded in ``st`` for ``demo-stop``;
+    None, said in one line, when it is not installed. One the demo started before is reused."""
+    from serve_app import monitoring
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        print("prometheus is not installed (Debian: apt-get install prometheus): the demo runs without it")
+        return None
+    pid, url = st.get("prometheus_pid"), st.get("prometheus")
+    if pid and url and "prometheus" in cmdline(int(pid)) and monitoring.prometheus_ready(url):
+        print(f"Prometheus already answering at {url}; reusing it")
+        return url
+    port = monitoring.first_free_port(cfg.prometheus_port)
+    if port is None:
+        raise RuntimeError(f"ports {cfg.prometheus_port}-{cfg.prometheus_port + 19} are all in use: "
+                           "set DEMO_PROMETHEUS_PORT to a free one")
+    if port != cfg.prometheus_port:
+        print(f"port {cfg.prometheus_port} is in use: Prometheus listens on {port} (DEMO_PROMETHEUS_PORT sets it)")
+    config, log, url = cfg.out / "prometheus.yml", cfg.out / "prometheus.log", f"http://127.0.0.1:{port}"
+    config.write_text("# written by `make demo` (orchestrator/demo.py) from configs/monitoring/prometheus.yml\n"
+                      + monitoring.prometheus_config(cfg.ray_dir))
+    proc = monitoring.start_prometheus(binary, config, cfg.out / "prometheus", port, log)
+    st.update(prometheus_pid=proc.pid, prometheus=url)  # recorded first: `demo-stop` stops a failed start
+    save_state(cfg, st)
+    monitoring.wait_ready(proc, url, log)
+    print(f"Prometheus at {url} (config {config}); Ray's agents export every few seconds")
+    return url
+
+
+def start_streamlit(cfg: Settings, token_file: Path, key_file: Path, dashboard: str,
+                    prometheus: str | None = None) -> int:
     log = open(cfg.out / "streamlit.log", "ab")  # noqa: SIM115 - handed to the child
     env = {**os.environ, "ORCH_RESULTS": str(cfg.out), "ORCH_ADMIN_TOKEN_FILE": str(token_file),
            "ORCH_API_KEY_FILE": str(key_file),
            "ORCH_ROUTER_URL": cfg.router, "ORCH_RAY_DASHBOARD": dashboard}
+    if prometheus:
+        env["ORCH_PROMETHEUS_URL"] = prometheus
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "serve_app" / "dashboard.py"), "--server.port",
          str(cfg.streamlit_port), "--server.address", "127.0.0.1", "--server.headless", "true",
@@ -358,11 +403,13 @@ def stop(cfg: Settings) -> int:
         print(f"nothing to stop: no demo state in {cfg.state_file}")
         return 0
     if st.get("streamlit_pid"):
-        from cluster.procs import stop_sessions
-
         pid = int(st["streamlit_pid"])  # a session leader (start_new_session); its command line says streamlit
         n = stop_sessions([pid], grace_s=10.0, markers=("streamlit",))
         print(f"stopped Streamlit (pid {pid})" if n else f"Streamlit (pid {pid}) was no longer running")
+    if st.get("prometheus_pid"):
+        pid = int(st["prometheus_pid"])  # a session leader too; SIGTERM lets it close its data cleanly
+        n = stop_sessions([pid], grace_s=15.0, markers=("prometheus",))
+        print(f"stopped Prometheus (pid {pid})" if n else f"Prometheus (pid {pid}) was no longer running")
     ray_dir = st.get("ray_dir", str(cfg.ray_dir))
     env = {**os.environ, "ORCH_RAY_DIR": ray_dir}
     if st.get("serve") and not st.get("cluster"):  # on a cluster the demo did not start: remove only Serve

@@ -1,20 +1,27 @@
 """The router's metrics, exported through Ray's Prometheus endpoint (``ray.util.metrics``).
 
 Every node's metrics agent serves what the processes on it record; Ray prefixes
-custom metric names with ``ray_`` (README "Metrics and dashboards"):
+custom metric names with ``ray_`` (README "Metrics and dashboards"). Names follow
+Prometheus' conventions so that PromQL and Grafana units work without a scale factor:
+times in seconds (``_seconds``), money in ``_dollars``, counters end in ``_total`` (named so
+here: Ray exports a counter under that name either way, and with ``_total`` its legacy
+OpenCensus exporter adds no deprecated gauge twin).
 
 * ``ray_orch_decisions_total`` (counter; policy, pool, endpoint): placement decisions,
   ``pool="none"`` when not placed;
-* ``ray_orch_decision_latency_ms`` (histogram; policy): time the policy took for one task;
+* ``ray_orch_decision_latency_seconds`` (histogram; policy): time the policy took for one task;
 * ``ray_orch_tasks_accepted_total`` (counter; policy): tasks accepted by ``POST /v1/tasks``;
 * ``ray_orch_tasks_finished_total`` (counter; pool, status): tasks that ended, by outcome;
-* ``ray_orch_task_latency_ms`` (histogram; pool): end-to-end latency of succeeded tasks;
+* ``ray_orch_task_latency_seconds`` (histogram; pool): end-to-end latency of succeeded tasks;
 * ``ray_orch_task_cost_dollars_total`` (counter; pool): cost of finished tasks;
 * ``ray_orch_slo_misses_total`` (counter; priority): succeeded tasks over their SLO;
 * ``ray_orch_tasks_in_flight`` (gauge): tasks accepted and not yet finished;
 * ``ray_orch_requests_refused_total`` (counter; reason): requests answered 429 by admission
   control (``rate``, ``in_flight``, ``fair_share``, ``queue``), per client name deliberately
   not: a metric label per key would let any key holder grow the exporter's series.
+
+The router measures in milliseconds (its records' ``*_ms`` fields); :class:`RouterMetrics`
+converts at this boundary, so callers and records keep their units.
 
 Outside a Ray worker (unit tests, a dry run) the same calls land in an in-memory
 :class:`MemorySink`, which tests read back; nothing pretends to have exported.
@@ -32,24 +39,40 @@ import threading
 from collections import defaultdict
 from typing import Protocol
 
-DECISION_MS_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 100]
-TASK_MS_BUCKETS = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000, 3_600_000]
+#: 10 us .. 100 ms: a heuristic decides in tens of microseconds, a forest in milliseconds
+DECISION_S_BUCKETS = [1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.1]
+#: 10 ms .. 1 h: an edge alert to a training job
+TASK_S_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600]
+
+DECISIONS = "orch_decisions_total"
+DECISION_LATENCY = "orch_decision_latency_seconds"
+ACCEPTED = "orch_tasks_accepted_total"
+FINISHED = "orch_tasks_finished_total"
+TASK_LATENCY = "orch_task_latency_seconds"
+COST = "orch_task_cost_dollars_total"
+SLO_MISSES = "orch_slo_misses_total"
+IN_FLIGHT = "orch_tasks_in_flight"
+REFUSED = "orch_requests_refused_total"
 
 #: name -> (type, description, tag keys, histogram buckets)
 SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
-    "orch_decisions": ("counter", "Placement decisions by policy, chosen pool and endpoint",
-                       ("policy", "pool", "endpoint"), None),
-    "orch_decision_latency_ms": ("histogram", "Time to decide one task (ms)", ("policy",), DECISION_MS_BUCKETS),
-    "orch_tasks_accepted": ("counter", "Tasks accepted by POST /v1/tasks", ("policy",), None),
-    "orch_tasks_finished": ("counter", "Tasks that ended, by pool and final status", ("pool", "status"), None),
-    "orch_task_latency_ms": ("histogram", "End-to-end latency of succeeded tasks (ms)", ("pool",),
-                             TASK_MS_BUCKETS),
-    "orch_task_cost_dollars": ("counter", "Cost of finished tasks (US dollars)", ("pool",), None),
-    "orch_slo_misses": ("counter", "Succeeded tasks that missed their latency SLO", ("priority",), None),
-    "orch_tasks_in_flight": ("gauge", "Tasks accepted and not yet finished", (), None),
-    "orch_requests_refused": ("counter", "Requests refused by admission control (429), by reason", ("reason",),
-                              None),
+    DECISIONS: ("counter", "Placement decisions by policy, chosen pool and endpoint", ("policy", "pool", "endpoint"),
+                None),
+    DECISION_LATENCY: ("histogram", "Time to decide one task (seconds)", ("policy",), DECISION_S_BUCKETS),
+    ACCEPTED: ("counter", "Tasks accepted by POST /v1/tasks", ("policy",), None),
+    FINISHED: ("counter", "Tasks that ended, by pool and final status", ("pool", "status"), None),
+    TASK_LATENCY: ("histogram", "End-to-end latency of succeeded tasks (seconds)", ("pool",), TASK_S_BUCKETS),
+    COST: ("counter", "Cost of finished tasks (US dollars)", ("pool",), None),
+    SLO_MISSES: ("counter", "Succeeded tasks that missed their latency SLO", ("priority",), None),
+    IN_FLIGHT: ("gauge", "Tasks accepted and not yet finished", (), None),
+    REFUSED: ("counter", "Requests refused by admission control (429), by reason", ("reason",), None),
 }
+
+
+def exported_series() -> set[str]:
+    """The series names Prometheus scrapes for :data:`SPECS` (Ray's ``ray_`` prefix, histogram suffixes)."""
+    suffixes = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+    return {f"ray_{name}{s}" for name, (kind, *_rest) in SPECS.items() for s in suffixes[kind]}
 
 
 class Sink(Protocol):
@@ -217,36 +240,37 @@ class RouterMetrics:
         self.sink = sink
 
     def decisions(self, policy: str, endpoint: str, pools: dict[str, int], ms: list[float]) -> None:
-        """One call per request: counts per chosen pool, one latency observation per decision."""
+        """One call per request: counts per chosen pool, one latency observation (in seconds) per decision."""
         for pool, n in pools.items():
-            self.sink.inc("orch_decisions", n, {"policy": policy, "pool": pool, "endpoint": endpoint})
+            self.sink.inc(DECISIONS, n, {"policy": policy, "pool": pool, "endpoint": endpoint})
         tags = {"policy": policy}
+        seconds = [x / 1000.0 for x in ms]
         many = getattr(self.sink, "observe_many", None)
         if many is not None:
-            many("orch_decision_latency_ms", ms, tags)
+            many(DECISION_LATENCY, seconds, tags)
             return
-        for x in ms:
-            self.sink.observe("orch_decision_latency_ms", x, tags)
+        for x in seconds:
+            self.sink.observe(DECISION_LATENCY, x, tags)
 
     def accepted(self, policy: str) -> None:
-        self.sink.inc("orch_tasks_accepted", 1, {"policy": policy})
+        self.sink.inc(ACCEPTED, 1, {"policy": policy})
 
     def finished(self, pool: str | None, status: str, latency_ms: float | None, cost: float | None,
                  priority: int, slo_met: bool | None) -> None:
         pool = pool or "none"
-        self.sink.inc("orch_tasks_finished", 1, {"pool": pool, "status": status})
+        self.sink.inc(FINISHED, 1, {"pool": pool, "status": status})
         if cost:
-            self.sink.inc("orch_task_cost_dollars", cost, {"pool": pool})
+            self.sink.inc(COST, cost, {"pool": pool})
         if status == "succeeded" and latency_ms is not None:
-            self.sink.observe("orch_task_latency_ms", latency_ms, {"pool": pool})
+            self.sink.observe(TASK_LATENCY, latency_ms / 1000.0, {"pool": pool})
             if slo_met is False:
-                self.sink.inc("orch_slo_misses", 1, {"priority": str(priority)})
+                self.sink.inc(SLO_MISSES, 1, {"priority": str(priority)})
 
     def refused(self, reason: str) -> None:
-        self.sink.inc("orch_requests_refused", 1, {"reason": reason})
+        self.sink.inc(REFUSED, 1, {"reason": reason})
 
     def in_flight(self, n: int) -> None:
-        self.sink.set("orch_tasks_in_flight", n, {})
+        self.sink.set(IN_FLIGHT, n, {})
 
     def close(self) -> None:
         """Flush what a buffering sink holds."""

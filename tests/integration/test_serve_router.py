@@ -280,8 +280,8 @@ def test_prometheus_scrapes_the_router_series(router: Router, tmp_path: Path) ->
         for i in range(20):  # decisions and finished tasks to report
             _call(f"{router.url}/v1/route", "POST", {"cpu_milli": 100})
         _call(f"{router.url}/v1/tasks?wait=true", "POST", {"cpu_milli": 100, "work": 0.05})
-        wanted = ["ray_orch_decisions_total", "ray_orch_decision_latency_ms_bucket", "ray_orch_tasks_accepted_total",
-                  "ray_orch_task_latency_ms_bucket", "ray_orch_task_cost_dollars_total"]
+        wanted = ["ray_orch_decisions_total", "ray_orch_decision_latency_seconds_bucket", "ray_orch_tasks_accepted_total",
+                  "ray_orch_task_latency_seconds_bucket", "ray_orch_task_cost_dollars_total"]
         found: dict[str, list] = {}
         deadline = time.monotonic() + 180  # Ray exports every few seconds; a loaded box is slower
         while time.monotonic() < deadline and len(found) < len(wanted):
@@ -302,13 +302,18 @@ def test_prometheus_scrapes_the_router_series(router: Router, tmp_path: Path) ->
         until = time.monotonic() + 60
         while time.monotonic() < until:
             counts = [_scalar(port, f"sum({name})") for name in
-                      ("ray_orch_decision_latency_ms_count", "ray_orch_decisions_total")]
+                      ("ray_orch_decision_latency_seconds_count", "ray_orch_decisions_total")]
             if counts[0] == counts[1] >= 21:
                 break
             time.sleep(2)
         assert counts[0] == counts[1] >= 21, counts
         pools = {r["metric"].get("pool") for r in found["ray_orch_decisions_total"]}
         assert pools & {"edge", "cloud", "gpu-mig", "gpu-ts"}
+        # seconds: the decision buckets end at 0.1 s (100 ms); a counter is exported once, as _total
+        les = {r["metric"].get("le") for r in found["ray_orch_decision_latency_seconds_bucket"]}
+        assert {"0.001", "0.1", "+Inf"} <= les, les
+        assert all(n.endswith("_total") for n in _names(port, "ray_orch_") if "_tasks_in_flight" not in n
+                   and not n.endswith(("_bucket", "_sum", "_count")))
         # every query of the Grafana dashboard is valid PromQL over these series
         for expr in dashboard_queries():
             q = urllib.parse.quote(expr.replace("$__rate_interval", "1m").replace("$__range", "10m")
@@ -318,6 +323,12 @@ def test_prometheus_scrapes_the_router_series(router: Router, tmp_path: Path) ->
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def _names(port: int, prefix: str) -> list[str]:
+    """The metric names Prometheus holds that start with ``prefix``."""
+    _, body, _ = _call(f"http://127.0.0.1:{port}/api/v1/label/__name__/values", timeout=10)
+    return [n for n in (body or {}).get("data", []) if n.startswith(prefix)]
 
 
 def _scalar(port: int, expr: str) -> float:

@@ -6,7 +6,8 @@ a tiny RandomForest trained in about a second so the test does not spend the dem
 30 s on it), with a 10 s workload and no trace replay. It is a separate package from
 ``tests/integration``, so that package's cluster is never up at the same time.
 While the demo is up: the three URLs answer, the replay through the router wrote a
-record per task, and (with Debian's Chromium) the Streamlit Submit page places a task
+record per task, Prometheus (Debian's ``prometheus``, when installed) has scraped the
+router's series, and (with Debian's Chromium) the Streamlit Submit page places a task
 on the live router and shows its measured result.
 """
 from __future__ import annotations
@@ -20,19 +21,22 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from cluster.procs import port_open
+from cluster.procs import all_pids, cmdline, port_open
 from tests.chromium import chromium
 from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 DURATION = 10
+PROMETHEUS = shutil.which("prometheus")
+PORTS = ("DEMO_RAY_PORT", "DEMO_DASHBOARD_PORT", "DEMO_ROUTER_PORT", "DEMO_STREAMLIT_PORT", "DEMO_PROMETHEUS_PORT")
 
 
 def _free_port() -> int:
@@ -84,8 +88,7 @@ def demo():
     from cluster import launcher
 
     root = Path(tempfile.mkdtemp(prefix="orch-demo-", dir="/tmp"))  # short: Ray's Unix socket paths
-    ports = {k: _free_port() for k in ("DEMO_RAY_PORT", "DEMO_DASHBOARD_PORT", "DEMO_ROUTER_PORT",
-                                       "DEMO_STREAMLIT_PORT")}
+    ports = {k: _free_port() for k in PORTS}
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "DEMO_OUT": str(root / "out"),
            "DEMO_RAY_DIR": str(root / "ray"), "DEMO_TOKEN_FILE": str(root / "auth_token"),
            "ORCH_REGISTRY": str(_registry(root)), "DEMO_DURATION": str(DURATION), "DEMO_SKIP_TRACE": "1",
@@ -96,7 +99,8 @@ def demo():
     info = {"root": root, "env": env, **ports,
             "dashboard": f"http://127.0.0.1:{ports['DEMO_DASHBOARD_PORT']}",
             "router": f"http://127.0.0.1:{ports['DEMO_ROUTER_PORT']}",
-            "streamlit": f"http://127.0.0.1:{ports['DEMO_STREAMLIT_PORT']}"}
+            "streamlit": f"http://127.0.0.1:{ports['DEMO_STREAMLIT_PORT']}",
+            "prometheus": f"http://127.0.0.1:{ports['DEMO_PROMETHEUS_PORT']}"}
     t0 = time.monotonic()
     try:
         proc = subprocess.run([sys.executable, "-m", "orchestrator.demo"], cwd=REPO_ROOT, env=env,
@@ -127,18 +131,34 @@ def _stop_and_check(info: dict) -> None:
     proc = subprocess.run([sys.executable, "-m", "orchestrator.demo", "stop"], cwd=REPO_ROOT, env=info["env"],
                           capture_output=True, text=True, timeout=300)
     left = [p for s in sids for p in launcher.session_pids(s)]
-    own = {k: state.get(k) for k in ("streamlit_pid", "router_holder_pid") if state.get(k)}
+    own = {k: state.get(k) for k in ("streamlit_pid", "router_holder_pid", "prometheus_pid") if state.get(k)}
     if left:  # clean up for the next tests before failing
         launcher.stop_sessions(sids, grace_s=2)
     alive = {k: pid for k, pid in own.items() if _alive(pid)}
+    alive.update({f"prometheus {pid}": pid for pid in _prometheus_pids(root)})  # recorded or not
     for pid in alive.values():
         os.killpg(pid, signal.SIGKILL)
     shutil.rmtree(root, ignore_errors=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not left, f"processes of the demo's cluster left after demo-stop: {left}"
     assert not alive, f"processes the demo started left after demo-stop: {alive}"
-    for name in ("DEMO_RAY_PORT", "DEMO_DASHBOARD_PORT", "DEMO_ROUTER_PORT", "DEMO_STREAMLIT_PORT"):
+    for name in PORTS:
         assert not port_open("127.0.0.1", info[name]), f"{name} {info[name]} still open after demo-stop"
+
+
+def _prometheus_pids(root: Path) -> list[int]:
+    """Live prometheus processes on this demo's data (its folder is on their command line)."""
+    return [pid for pid in all_pids() if "prometheus" in (c := cmdline(pid)) and str(root) in c
+            and "pytest" not in c and _alive(pid)]
+
+
+def _query(base: str, expr: str) -> list[dict]:
+    """The result of an instant PromQL query (empty when it has none, or on any error)."""
+    try:
+        with urllib.request.urlopen(f"{base}/api/v1/query?query={urllib.parse.quote(expr)}", timeout=10) as r:
+            return json.loads(r.read()).get("data", {}).get("result") or []
+    except (OSError, ValueError):
+        return []
 
 
 def test_the_three_urls_answer(demo) -> None:
@@ -149,6 +169,26 @@ def test_the_three_urls_answer(demo) -> None:
     assert "make demo-stop" in log
     st = demo["state"]
     assert st["cluster"] and st["serve"] and st["streamlit_pid"] and st["router_holder_pid"]
+    if PROMETHEUS is None:
+        assert "prometheus is not installed" in log
+
+
+def test_prometheus_scrapes_the_router(demo) -> None:
+    """The demo's Prometheus is ready, in the printed summary, and holds the router's series."""
+    if PROMETHEUS is None:
+        pytest.skip("the prometheus binary is not installed (Debian: apt-get install prometheus; .ci/run does)")
+    url, st = demo["prometheus"], demo["state"]
+    assert st["prometheus"] == url and st["prometheus_pid"] and url in demo["log"]
+    assert _answers(url + "/-/ready") == 200
+    wanted = ("ray_orch_decisions_total", "ray_orch_decision_latency_seconds_count")
+    found: dict[str, list[dict]] = {}
+    deadline = time.monotonic() + 60  # Ray's agents export every few seconds; the scrape is every 5 s
+    while time.monotonic() < deadline and len(found) < len(wanted):
+        found.update({q: r for q in wanted if q not in found and (r := _query(url, q))})
+        time.sleep(2)
+    assert set(found) == set(wanted), f"no {set(wanted) - set(found)} in Prometheus at {url}"
+    assert {r["metric"].get("pool") for r in found["ray_orch_decisions_total"]} & {"edge", "cloud", "gpu-mig",
+                                                                                     "gpu-ts"}
 
 
 def test_the_replay_through_the_router_wrote_a_record_per_task(demo) -> None:
@@ -188,6 +228,9 @@ def test_a_second_run_reuses_what_is_running(demo) -> None:
     assert sorted(r.sid for r in st.nodes.values()) == sorted(demo["sids"])  # nothing restarted
     state = json.loads((demo["root"] / "out" / "demo.json").read_text())
     assert state["streamlit_pid"] == demo["state"]["streamlit_pid"]
+    if PROMETHEUS is not None:
+        assert f"Prometheus already answering at {demo['prometheus']}" in log
+        assert state["prometheus_pid"] == demo["state"]["prometheus_pid"]
     holder = demo["root"] / "ray" / launcher.ATTACHED_DIR / "router-holder"
     assert json.loads(holder.read_text())["sid"] == demo["state"]["router_holder_pid"]  # the same router
     assert state["cluster"] and state["serve"]  # still recorded as the demo's, for demo-stop
@@ -213,3 +256,39 @@ def test_submit_page_places_a_task_on_the_live_router_and_shows_the_result(demo)
         body = page.inner_text("body")
         assert "Traceback" not in body and "Something went wrong" not in body
         assert "gpu" in body  # the LLM example needs a GPU share: a GPU pool and its share
+
+
+def test_without_prometheus_the_demo_says_so_in_one_line_and_goes_on(tmp_path, monkeypatch, capsys) -> None:
+    from orchestrator import demo as d
+
+    monkeypatch.setattr(d.shutil, "which", lambda name: None)
+    assert d.start_prometheus(d.Settings.from_env({"DEMO_OUT": str(tmp_path)}), {}) is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "prometheus is not installed" in out[0]
+
+
+def test_a_taken_prometheus_port_moves_to_the_next_free_one_and_demo_stop_ends_it(tmp_path, monkeypatch,
+                                                                                   capsys) -> None:
+    if PROMETHEUS is None:
+        pytest.skip("the prometheus binary is not installed (Debian: apt-get install prometheus; .ci/run does)")
+    from orchestrator import demo as d
+    from serve_app import monitoring
+
+    monkeypatch.setattr(monitoring, "prometheus_config", lambda state_dir: "global:\n  scrape_interval: 5s\n")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    cfg = d.Settings.from_env({"DEMO_OUT": str(tmp_path), "DEMO_PROMETHEUS_PORT": str(port)})
+    st: dict = {}
+    try:
+        url = d.start_prometheus(cfg, st)
+        assert url and url != f"http://127.0.0.1:{port}" and _answers(url + "/-/ready") == 200
+        assert f"port {port} is in use: Prometheus listens on {url.rsplit(':', 1)[1]}" in capsys.readouterr().out
+        assert (tmp_path / "prometheus").is_dir() and st["prometheus"] == url
+        assert d.start_prometheus(cfg, st) == url  # a second run reuses it
+    finally:
+        taken.close()
+        assert d.stop(cfg) == 0
+    assert "stopped Prometheus" in capsys.readouterr().out
+    assert not _alive(st["prometheus_pid"]) and not _prometheus_pids(tmp_path)

@@ -100,7 +100,7 @@ def test_a_flooding_key_gets_429_with_retry_after_and_another_key_is_served(svc)
     assert make_client(svc).post("/v1/route", json=SMALL).status_code == 200  # another key: its own bucket
     r = flood.post("/v1/route/batch", json={"tasks": [SMALL] * 4}, headers=_auth(fk))
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "tasks"]  # over the burst: never
-    assert svc.metrics.sink.values[("orch_requests_refused", (("reason", "rate"),))] == 1
+    assert svc.metrics.sink.values[("orch_requests_refused_total", (("reason", "rate"),))] == 1
 
 
 def test_fair_share_stops_the_flooder_and_keeps_room_for_others(tmp_path, backend) -> None:
@@ -191,6 +191,28 @@ def test_openapi_declares_both_bearer_schemes(svc) -> None:
     assert doc["paths"]["/v1/tasks"]["post"]["security"] == [{"apiKey": []}]
     assert doc["paths"]["/v1/policy"]["put"]["security"] == [{"adminToken": []}]
     assert "429" in doc["paths"]["/v1/tasks"]["post"]["responses"]
+
+
+#: every admin operation of the router (the admin token's, not a client key's)
+ADMIN_OPERATIONS = {("put", "/v1/policy"), ("get", "/v1/keys"), ("post", "/v1/keys"), ("delete", "/v1/keys/{name}")}
+
+
+def test_openapi_declares_the_admin_token_on_every_admin_operation_and_only_there(svc) -> None:
+    """A generated client sends the admin token exactly where the router asks for it."""
+    doc = make_client(svc).get("/openapi.json").json()
+    declared = {(m, p) for p, ops in doc["paths"].items() for m, op in ops.items()
+                if {"adminToken": []} in op.get("security", [])}
+    assert declared == ADMIN_OPERATIONS
+    for m, p in ADMIN_OPERATIONS:
+        assert doc["paths"][p][m]["security"] == [{"adminToken": []}], (m, p)
+    # and the router asks for it there: a client's key is refused by each
+    keyed = make_client(svc)  # the admin token is configured; this client sends its API key
+    body = {("put", "/v1/policy"): {"policy": "least-loaded"}, ("post", "/v1/keys"): {"name": "x"}}
+    for m, p in sorted(ADMIN_OPERATIONS):
+        r = keyed.request(m.upper(), p.replace("{name}", "tests"), json=body.get((m, p)))
+        assert r.status_code in (401, 403), (m, p, r.status_code)
+        ok = keyed.request(m.upper(), p.replace("{name}", "tests"), json=body.get((m, p)), headers=ADMIN)
+        assert ok.status_code < 300, (m, p, ok.text)
 
 
 def test_route_says_queued_when_tasks_would_make_it_wait(tmp_path, backend) -> None:

@@ -216,10 +216,10 @@ def test_metrics_count_decisions_by_policy_and_pool(svc, client) -> None:
     client.post("/v1/route/batch", json={"tasks": [{"mig_profile": "1g.10gb", "cpu_milli": 100}] * 3})
     client.post("/v1/route", json={"mig_profile": "7g.80gb"})
     sink = svc.metrics.sink
-    assert sink.total("orch_decisions", pool="edge", endpoint="route") == 1
-    assert sink.total("orch_decisions", pool="gpu-mig", endpoint="batch") == 3
-    assert sink.total("orch_decisions", pool="none") == 1
-    assert sum(len(v) for (n, _), v in sink.observations.items() if n == "orch_decision_latency_ms") == 5
+    assert sink.total("orch_decisions_total", pool="edge", endpoint="route") == 1
+    assert sink.total("orch_decisions_total", pool="gpu-mig", endpoint="batch") == 3
+    assert sink.total("orch_decisions_total", pool="none") == 1
+    assert sum(len(v) for (n, _), v in sink.observations.items() if n == "orch_decision_latency_seconds") == 5
 
 
 def test_openapi_documents_every_operation(client) -> None:

@@ -144,19 +144,40 @@ def test_grafana_dashboard_covers_the_three_views_with_router_metrics() -> None:
     import json
     import re
 
-    from serve_app.metrics import SPECS
+    from serve_app.metrics import exported_series
     from serve_app.monitoring import GRAFANA_DASHBOARD, dashboard_queries, prometheus_config
 
     doc = json.loads(GRAFANA_DASHBOARD.read_text())
     rows = [p["title"] for p in doc["panels"] if p["type"] == "row"]
     assert rows == ["Workload distribution", "Execution latency", "Cost tracking"]
-    exported = {f"ray_{n}" + s for n, (kind, *_rest) in SPECS.items()
-                for s in ({"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}[kind])}
     used = {m for q in dashboard_queries() for m in re.findall(r"ray_orch_[a-z_]+", q)}
-    assert used and used <= exported, used - exported
+    assert used and used <= exported_series(), used - exported_series()
+    for p in doc["panels"]:  # a latency panel reads a _seconds series and says so to Grafana
+        exprs = " ".join(t.get("expr", "") for t in p.get("targets", []))
+        if "latency" in exprs:
+            assert "_seconds" in exprs and p["fieldConfig"]["defaults"]["unit"] == "s", p["title"]
     assert len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
     text = prometheus_config(temp_dir="/x/ray")
     assert "- /x/ray/prom_metrics_service_discovery.json" in text
+
+
+def test_exported_metrics_use_prometheus_base_units_and_suffixes() -> None:
+    """Seconds, not milliseconds; counters end in ``_total`` (Ray exports that name as it is)."""
+    from serve_app.metrics import DECISION_S_BUCKETS, SPECS, TASK_S_BUCKETS, MemorySink, RouterMetrics
+
+    for name, (kind, desc, _keys, buckets) in SPECS.items():
+        assert "_ms" not in name and "(ms)" not in desc, name
+        assert name.endswith("_total") == (kind == "counter"), name
+        if kind == "histogram":
+            assert name.endswith("_seconds") and buckets == sorted(buckets), name
+    assert DECISION_S_BUCKETS[0] == 1e-5 and TASK_S_BUCKETS[-1] == 3600
+    sink = MemorySink()
+    m = RouterMetrics(sink)
+    m.decisions("p", "route", {"edge": 1}, [2.5])
+    m.finished("edge", "succeeded", 1500.0, 0.01, 3, False)
+    obs = {n: xs for (n, _), xs in sink.observations.items()}
+    assert obs == {"orch_decision_latency_seconds": [0.0025], "orch_task_latency_seconds": [1.5]}
+    assert sink.total("orch_slo_misses_total") == 1 and sink.total("orch_task_cost_dollars_total") == 0.01
 
 
 def test_watcher_serves_cached_nodes_and_marks_only_refusing_ports_dead() -> None:
@@ -205,15 +226,16 @@ def test_buffered_metrics_add_up_and_keep_every_observation() -> None:
     m.accepted("least-loaded")
     m.in_flight(4)
     m.in_flight(2)
-    assert mem.total("orch_decisions") == 0  # nothing reaches the target before a flush
+    assert mem.total("orch_decisions_total") == 0  # nothing reaches the target before a flush
     m.sink.flush()
-    assert mem.total("orch_decisions", pool="edge") == 4 and mem.total("orch_decisions", endpoint="batch") == 5
-    assert mem.total("orch_tasks_accepted") == 1 and mem.total("orch_tasks_in_flight") == 2
-    obs = [x for (n, _), xs in mem.observations.items() if n == "orch_decision_latency_ms" for x in xs]
-    assert sorted(obs) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    assert mem.total("orch_decisions_total", pool="edge") == 4
+    assert mem.total("orch_decisions_total", endpoint="batch") == 5
+    assert mem.total("orch_tasks_accepted_total") == 1 and mem.total("orch_tasks_in_flight") == 2
+    obs = [x for (n, _), xs in mem.observations.items() if n == "orch_decision_latency_seconds" for x in xs]
+    assert sorted(obs) == pytest.approx([1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 6e-4])  # ms in, seconds out
     m.accepted("least-loaded")
     m.close()  # flushes the rest
-    assert mem.total("orch_tasks_accepted") == 2
+    assert mem.total("orch_tasks_accepted_total") == 2
 
 
 def test_the_replica_binds_its_direct_port_with_address_reuse() -> None:
