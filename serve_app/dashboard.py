@@ -1,15 +1,16 @@
-"""Streamlit view: compare placement policies side by side, submit a task, administer the router.
+"""Streamlit view: compare placement policies side by side, submit a task, administer the router,
+watch its metrics.
 
 Run: ``streamlit run serve_app/dashboard.py --server.port 8501``. Environment:
 ``ORCH_RESULTS`` (result sets folder, default ``results``), ``ORCH_ROUTER_URL``
 (default ``http://127.0.0.1:8000``), ``ORCH_ADMIN_TOKEN`` or ``ORCH_ADMIN_TOKEN_FILE``
 (the operator's secret; without one the Admin page stays locked), ``ORCH_RAY_DASHBOARD``
-and ``ORCH_GRAFANA_URL`` (links). Every failure is shown as a sentence, never a trace.
+and ``ORCH_GRAFANA_URL`` (linked when they answer), ``ORCH_PROMETHEUS_URL`` (the Metrics
+page, default ``http://127.0.0.1:9090``). Every failure is shown as a sentence, never a trace.
+The pages live in ``dashboard_compare``, ``dashboard_admin`` and ``dashboard_metrics``.
 """
 from __future__ import annotations
 
-import hmac
-import os
 import sys
 from pathlib import Path
 
@@ -21,14 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run` puts only this folder on the path
     sys.path.insert(0, str(ROOT))
 
-from cluster.vocabulary import FINAL, STATUSES  # noqa: E402
-from serve_app.client import DEFAULT_URL, RouterClient, RouterError  # noqa: E402
-from serve_app.results import (ResultSet, discover, latency_cdf, placement_mix,  # noqa: E402
-                               sim_vs_real, slo_miss_by_priority, summary_table)
-
-RESULTS = Path(os.environ.get("ORCH_RESULTS", ROOT / "results"))
-RAY_DASHBOARD = os.environ.get("ORCH_RAY_DASHBOARD", "http://127.0.0.1:8265")
-GRAFANA = os.environ.get("ORCH_GRAFANA_URL", "http://127.0.0.1:3000")
+from cluster.vocabulary import FINAL  # noqa: E402
+from serve_app.client import DEFAULT_URL, RouterError  # noqa: E402
+from serve_app.dashboard_admin import page_admin  # noqa: E402
+from serve_app.dashboard_common import client  # noqa: E402
+from serve_app.dashboard_compare import page_compare  # noqa: E402
+from serve_app.dashboard_metrics import page_metrics  # noqa: E402
 
 EXAMPLES: dict[str, dict] = {
     "Real-time fraud detection": {"description": "real-time fraud detection on a card payment",
@@ -47,139 +46,6 @@ EXAMPLES: dict[str, dict] = {
     "Model fine-tuning": {"description": "model fine-tuning of a small transformer", "cpu_milli": 8000,
                           "mem_mib": 32768, "gpu_count": 1, "work": 60.0},
 }
-
-
-# ------------------------------------------------------------------ helpers
-
-def _download(df: pd.DataFrame, name: str) -> None:
-    st.download_button(f"Download {name} (CSV)", df.to_csv(index=False).encode(), f"{name}.csv",
-                       "text/csv", key=f"dl-{name}")
-
-
-def _admin_secret() -> str | None:
-    token = os.environ.get("ORCH_ADMIN_TOKEN")
-    path = os.environ.get("ORCH_ADMIN_TOKEN_FILE")
-    if not token and path and Path(path).is_file():
-        token = Path(path).read_text().strip()
-    return token or None
-
-
-def _client() -> RouterClient:
-    # one retry: a page must say "router down" in a second, not after a client's full backoff
-    return RouterClient(st.session_state.get("router_url", DEFAULT_URL), st.session_state.get("admin_token"),
-                        retries=1, backoff_s=0.2)
-
-
-# ------------------------------------------------------------------ Compare
-
-def page_compare() -> None:
-    st.header("Compare policies")
-    sets = discover(RESULTS)
-    if not sets:
-        st.info(f"No result sets under {RESULTS}. Run `orchestrator simulate --out {RESULTS}/run1` "
-                "or `make demo` first.")
-        return
-    online = [r for r in sets if r.kind != "packing"]
-    chosen_labels = st.multiselect("Result sets", [r.label for r in online],
-                                   default=[r.label for r in online[:1]])
-    chosen = [r for r in online if r.label in chosen_labels]
-    pairs: list[tuple[ResultSet, str]] = []
-    for rs in chosen:
-        pols = st.multiselect(f"Policies in {rs.path.name}", rs.policies, default=rs.policies,
-                              key=f"pol-{rs.path}")
-        pairs += [(rs, p) for p in pols]
-    if not pairs:
-        st.warning("Choose at least one result set and policy.")
-    else:
-        _compare_pairs(pairs)
-    _compare_sim_real(online)
-    packing = [r for r in sets if r.kind == "packing"]
-    if packing:
-        st.subheader("GPU packing (FGD reproduction)")
-        rs = packing[0]
-        df = rs.packing()
-        st.caption(f"{rs.path}: unallocated GPU % when arrived demand reaches 100% of capacity "
-                   "(Weng et al., ATC 2023)")
-        st.dataframe(df)
-        _download(df.reset_index(), "packing")
-
-
-def _compare_pairs(pairs: list[tuple[ResultSet, str]]) -> None:
-    table = summary_table(pairs)
-    st.subheader("Summary")
-    st.dataframe(table, hide_index=True)
-    _download(table, "summary")
-
-    def label(rs: ResultSet, pol: str) -> str:
-        return pol if len({r.path for r, _ in pairs}) == 1 else f"{rs.path.name}/{pol}"
-
-    recs = {label(rs, p): rs.records(p) for rs, p in pairs}
-    cdf = pd.concat([latency_cdf(r).assign(run=k) for k, r in recs.items() if not r.empty] or [pd.DataFrame()])
-    st.subheader("Latency distribution (CDF)")
-    if cdf.empty:
-        st.info("No per-task records in these result sets.")
-    else:
-        st.altair_chart(alt.Chart(cdf).mark_line().encode(
-            x=alt.X("latency_ms:Q", scale=alt.Scale(type="log"), title="end-to-end latency (ms, log)"),
-            y=alt.Y("fraction:Q", title="fraction of tasks"), color="run:N"), use_container_width=True)
-        _download(cdf, "latency_cdf")
-    c1, c2 = st.columns(2)
-    with c1:
-        st.subheader("SLO misses by priority")
-        slo = pd.concat([slo_miss_by_priority(r).assign(run=k) for k, r in recs.items() if not r.empty]
-                        or [pd.DataFrame()])
-        if not slo.empty:
-            st.altair_chart(alt.Chart(slo).mark_bar().encode(
-                x=alt.X("priority:O"), xOffset="run:N", y=alt.Y("miss_rate:Q", title="miss rate"),
-                color="run:N"), use_container_width=True)
-            _download(slo, "slo_by_priority")
-    with c2:
-        st.subheader("Cost per task")
-        cost = table[["result set", "policy", "cost per task $", "cost total $"]]
-        st.altair_chart(alt.Chart(cost).mark_bar().encode(
-            x=alt.X("policy:N"), y=alt.Y("cost per task $:Q"), color="result set:N"), use_container_width=True)
-    st.subheader("Placement mix by pool and share")
-    mix = pd.concat([placement_mix(r).assign(run=k) for k, r in recs.items() if not r.empty] or [pd.DataFrame()])
-    if not mix.empty:
-        st.altair_chart(alt.Chart(mix).mark_bar().encode(
-            x=alt.X("run:N"), y=alt.Y("fraction:Q", stack="zero"), color="pool:N",
-            tooltip=["pool", "share", "fraction"]), use_container_width=True)
-        _download(mix, "placement_mix")
-    tl = pd.concat([rs.timeline(p).assign(run=label(rs, p)) for rs, p in pairs] or [pd.DataFrame()])
-    if not tl.empty:
-        st.subheader("Utilisation over time")
-        util_cols = [c for c in tl.columns if c.startswith("util_")]
-        long = tl.melt(id_vars=["time", "run"], value_vars=util_cols, var_name="pool", value_name="utilisation")
-        long["pool"] = long["pool"].str.removeprefix("util_")
-        st.altair_chart(alt.Chart(long).mark_line().encode(
-            x="time:Q", y="utilisation:Q", color="run:N", strokeDash="pool:N"), use_container_width=True)
-        st.subheader("GPU allocation and fragmentation")
-        g1, g2 = st.columns(2)
-        with g1:
-            st.altair_chart(alt.Chart(tl).mark_line().encode(x="time:Q", y=alt.Y("gpu_alloc_ratio:Q"),
-                                                              color="run:N"), use_container_width=True)
-        with g2:
-            if tl["fragmentation"].notna().any():
-                st.altair_chart(alt.Chart(tl).mark_line().encode(
-                    x="time:Q", y=alt.Y("fragmentation:Q", title="fragmentation (milli GPU)"),
-                    color="run:N"), use_container_width=True)
-        _download(tl, "timeline")
-
-
-def _compare_sim_real(online: list[ResultSet]) -> None:
-    sims = [r for r in online if r.kind == "simulation"]
-    reals = [r for r in online if r.kind == "replay"]
-    if not sims or not reals:
-        return
-    st.subheader("Simulated vs measured on the cluster")
-    a = st.selectbox("Simulation", [r.label for r in sims])
-    b = st.selectbox("Replay", [r.label for r in reals])
-    diff = sim_vs_real(next(r for r in sims if r.label == a), next(r for r in reals if r.label == b))
-    if diff.empty:
-        st.info("These two result sets share no policy.")
-    else:
-        st.dataframe(diff, hide_index=True)
-        _download(diff, "sim_vs_real")
 
 
 # ------------------------------------------------------------------ Submit
@@ -218,10 +84,10 @@ def page_submit() -> None:
             task["gpu_count"] = int(gpu_count)
         elif gpu_kind == "MIG profile":
             task["mig_profile"] = mig
-    client = _client()
+    cl = client()
     try:
         with st.spinner("Placing ..."):
-            out = client.run(task, wait=True, timeout_s=20) if run else client.route(task)
+            out = cl.run(task, wait=True, timeout_s=20) if run else cl.route(task)
     except RouterError as exc:
         st.error(f"Could not place the task: {exc}")
         return
@@ -229,7 +95,7 @@ def page_submit() -> None:
     if run and out.get("status") not in FINAL and out.get("task_id"):
         try:  # still placed or running after the router's wait: follow it to its end
             with st.spinner(f"Task {out['task_id']} is {out.get('status')}; waiting for its result ..."):
-                rec = client.wait_final(out["task_id"], timeout_s=300)
+                rec = cl.wait_final(out["task_id"], timeout_s=300)
         except RouterError as exc:
             st.error(f"Could not read the task's result: {exc}")
             return
@@ -261,7 +127,7 @@ def _show_outcome(out: dict) -> None:
         if probs:
             st.altair_chart(alt.Chart(pd.DataFrame({"option": list(probs), "value": list(probs.values())}))
                             .mark_bar().encode(x="value:Q", y=alt.Y("option:N", sort="-x")),
-                            use_container_width=True)
+                            width="stretch")
 
 
 def _show_result(out: dict) -> None:
@@ -284,75 +150,9 @@ def _show_result(out: dict) -> None:
         st.caption(out["reason"])
 
 
-# ------------------------------------------------------------------ Admin
-
-def page_admin() -> None:
-    st.header("Admin")
-    secret = _admin_secret()
-    if secret is None:
-        st.warning("No admin secret is configured. The operator sets ORCH_ADMIN_TOKEN (or "
-                   "ORCH_ADMIN_TOKEN_FILE) for both the router and this view; there is no default.")
-        return
-    if not st.session_state.get("admin_ok"):
-        with st.form("signin"):
-            given = st.text_input("Admin secret", type="password")
-            ok = st.form_submit_button("Sign in")
-        if ok:
-            if hmac.compare_digest(given.encode(), secret.encode()):
-                st.session_state["admin_ok"] = True
-                st.session_state["admin_token"] = given
-                st.rerun()
-            else:
-                st.error("Wrong secret.")
-        return
-    st.success("Signed in.")
-    st.markdown(f"[Ray dashboard]({RAY_DASHBOARD}) · [Grafana dashboard]({GRAFANA})")
-    client = _client()
-    try:
-        pol = client.policy()
-        nodes = client.cluster()
-    except RouterError as exc:
-        st.error(f"The router is not available: {exc}")
-        return
-    st.subheader("Policy")
-    st.write(f"In use: **{pol.get('policy')}**" + (f" v{pol['version']}" if pol.get("version") else ""))
-    known = pol.get("available") or []
-    with st.form("switch"):
-        new = st.selectbox("Switch to", known or [pol.get("policy")])
-        version = st.text_input("Version (learned policies; blank = latest)")
-        go = st.form_submit_button("Switch")
-    if go:
-        try:
-            client.set_policy(new, version or None)
-            st.success(f"Now using {new}.")
-        except RouterError as exc:
-            st.error(f"Switch refused: {exc}")
-    st.subheader("Node health")
-    items = nodes.get("nodes", nodes) if isinstance(nodes, dict) else nodes
-    st.dataframe(pd.DataFrame(items), hide_index=True)
-    st.subheader("Task history")
-    c1, c2, c3 = st.columns(3)
-    status = c1.selectbox("Status", ["", *STATUSES])
-    pool = c2.text_input("Pool")
-    policy = c3.text_input("Policy")
-    try:
-        page = client.tasks(status=status or None, pool=pool or None, policy=policy or None, limit=200)
-    except RouterError as exc:
-        st.error(str(exc))
-        return
-    hist = pd.DataFrame(page.get("items", []))
-    st.caption(f"{page.get('total', len(hist))} tasks match; showing the newest {len(hist)}")
-    st.dataframe(hist, hide_index=True)
-    if not hist.empty and "cost" in hist:
-        st.subheader("Cost by pool and policy")
-        cost = hist.groupby(["pool", "policy"], dropna=False)["cost"].agg(["sum", "mean", "count"]).reset_index()
-        st.dataframe(cost, hide_index=True)
-        _download(cost, "cost_by_pool_policy")
-
-
 # ------------------------------------------------------------------ main
 
-PAGES = {"Compare": page_compare, "Submit": page_submit, "Admin": page_admin}
+PAGES = {"Compare": page_compare, "Submit": page_submit, "Admin": page_admin, "Metrics": page_metrics}
 
 
 def main() -> None:

@@ -1,9 +1,14 @@
 """A real Streamlit server and a real headless Chromium (Debian's), driven by Playwright.
 
-Nothing is mocked: the view reads a small result set that a real simulation run
-writes, and the router URL points at a closed port so the pages must show their
-"router down" sentences. Skipped, with the reason, when Chromium is not installed
-(`.ci/run` installs it).
+The view reads a comparison of the 13 heuristic policies that a real simulation run
+writes (and a real packing replay when the shared traces are present). Its router URL
+points at a closed port, so the pages must show their "router down" sentences; a test
+that needs a router types the URL of :func:`live_router` into the sidebar: the real
+FastAPI app, policies and SQLite history over a fake Ray node view
+(tests/serve_app/router_fakes.py). Prometheus is :class:`FakePrometheus`; Grafana and the
+Ray dashboard point at closed ports. Skipped, with the reason, when Chromium is not
+installed (`.ci/run` installs it). Screenshots go to ``$ORCH_SCREENSHOTS`` (default
+``results/screenshots``) and are listed at the end of the run.
 """
 from __future__ import annotations
 
@@ -11,15 +16,26 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+from tests.browser.fake_prometheus import FakePrometheus
 from tests.chromium import chromium
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, TRACES
 
 ADMIN_SECRET = "test-secret-7f3a"
+#: the 13 heuristics `make demo` compares (its learned two need trained models)
+POLICIES = ["random", "round-robin", "least-loaded", "cheapest-feasible", "fastest-feasible", "best-fit",
+            "dot-product", "gpu-packing", "gpu-clustering", "fgd", "ray-default", "k8s-default", "oracle"]
+#: the live router's policy: not the first of the registry's (alphabetical) list
+ROUTER_POLICY = "fgd"
+HISTORY_TASKS = 250
+SCREENSHOTS = Path(os.environ.get("ORCH_SCREENSHOTS", REPO_ROOT / "results" / "screenshots"))
+_SHOTS: list[Path] = []
 
 
 def _free_port() -> int:
@@ -30,7 +46,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def result_root(tmp_path_factory) -> Path:
-    """One real, small comparison run (3 policies, 60 s of the mixed workload)."""
+    """One real comparison run (13 policies, 60 s of the mixed workload), and a packing replay."""
     from cluster.topology import load_cluster
     from simulations.compare import compare_policies
     from simulations.workloads import generate, load_workload
@@ -38,16 +54,67 @@ def result_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("results")
     spec = load_cluster(REPO_ROOT / "configs" / "cluster" / "local.yaml")
     tasks = generate(load_workload(REPO_ROOT / "configs" / "workloads" / "mixed.yaml"), seed=3, duration_s=60)
-    compare_policies(spec, tasks, ["least-loaded", "fastest-feasible", "fgd"], seed=3, out=root / "small",
-                     progress=False)
+    compare_policies(spec, tasks, POLICIES, seed=3, out=root / "small", progress=False)
+    trace = TRACES / "alibaba_gpu_v2023"
+    if trace.is_dir():  # about 6 s: two policies, one seed, as `orchestrator simulate --mode packing` writes it
+        from simulations.packing import reproduce
+
+        df = reproduce(trace / "openb_pod_list_default.csv", trace / "openb_node_list_gpu_node.csv",
+                       ["random", "fgd"], seeds=[42], progress=False)
+        (root / "packing").mkdir()
+        df.to_csv(root / "packing" / "packing.csv")
     return root
 
 
 @pytest.fixture(scope="session")
-def streamlit_url(result_root: Path):
+def prometheus() -> Iterator[FakePrometheus]:
+    with FakePrometheus() as prom:
+        yield prom
+
+
+@pytest.fixture(scope="session")
+def live_router(tmp_path_factory) -> Iterator[str]:
+    """The router's HTTP API on a free port, using ``fgd``, with a history of 250 finished tasks."""
+    import uvicorn
+
+    from serve_app.api import create_api
+    from serve_app.auth import AdminAuth
+    from serve_app.config import token_sha256
+    from tests.serve_app.router_fakes import make_service
+
+    svc, _ = make_service(tmp_path_factory.mktemp("router"), policy=ROUTER_POLICY)
+    t0 = time.time() - 3600
+    pools, pols = ["edge", "cloud", "gpu-mig", "gpu-ts"], ["fgd", "least-loaded", "fastest-feasible"]
+    for i in range(HISTORY_TASKS):
+        tid = f"t{i:04d}"
+        svc.history.accept(tid, {"description": "browser test"}, policy=pols[i % 3], accepted_at=t0 + 10 * i,
+                           kind="demo", priority=5)
+        svc.history.update(tid, "succeeded", pool=pools[i % 4], node=f"{pools[i % 4]}-1", cost=0.01 * (1 + i % 4),
+                           latency_ms=100.0 + i, slo_met=i % 5 != 0)
+    svc.history.flush()
+    auth = AdminAuth(token_sha256(ADMIN_SECRET), "no admin token")
+    server = uvicorn.Server(uvicorn.Config(create_api(lambda: svc, lambda: auth), host="127.0.0.1",
+                                           port=_free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{server.config.port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    svc.close()
+
+
+@pytest.fixture(scope="session")
+def streamlit_url(result_root: Path, prometheus: FakePrometheus):
     port = _free_port()
     env = {**os.environ, "ORCH_RESULTS": str(result_root), "ORCH_ADMIN_TOKEN": ADMIN_SECRET,
-           "ORCH_ROUTER_URL": f"http://127.0.0.1:{_free_port()}"}  # nothing listens there
+           "ORCH_ROUTER_URL": f"http://127.0.0.1:{_free_port()}",  # nothing listens there
+           "ORCH_GRAFANA_URL": f"http://127.0.0.1:{_free_port()}",  # neither runs: no links to them
+           "ORCH_RAY_DASHBOARD": f"http://127.0.0.1:{_free_port()}",
+           "ORCH_PROMETHEUS_URL": prometheus.url}
+    env.pop("ORCH_ADMIN_TOKEN_FILE", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "serve_app" / "dashboard.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
@@ -87,3 +154,27 @@ def page(browser, streamlit_url):
     pg.wait_for_selector("text=AI Workload Orchestrator", timeout=60_000)
     yield pg
     ctx.close()
+
+
+def screenshot(page, name: str) -> Path:
+    """The whole page as a PNG. Streamlit scrolls its main column inside the window, so the
+    window is first made as tall as that column's content (a plain full-page shot stops at the fold)."""
+    height = page.evaluate("Math.max(...[...document.querySelectorAll('[data-testid=stMain], section.main')]"
+                           ".map(e => e.scrollHeight), document.body.scrollHeight)")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": int(height) + 40})
+    page.wait_for_timeout(1500)  # charts re-lay out to the new size
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+    _SHOTS.append(path)
+    print(f"screenshot: {path}")
+    return path
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _SHOTS:
+        terminalreporter.write_sep("-", "Streamlit view screenshots")
+        for p in _SHOTS:
+            terminalreporter.write_line(str(p))
