@@ -42,7 +42,8 @@ class RouterConfig:
         policy: initial policy (``fastest-feasible``, ``rf:latest``, ``rl:3`` ...).
         registry: model registry root for learned policies (default ``$ORCH_REGISTRY``).
         history_url: task history store (``sqlite:///path``; relative paths are
-            under the repository root, so every process resolves them the same).
+            under the repository root, so every process resolves them the same), or a
+            PostgreSQL database (``postgresql://user@host:port/db``; its API keys live there too).
         admin_token_env / admin_token_file / admin_token_sha256: where the admin
             bearer token comes from (first configured wins: sha256, file, env).
         time_compression: workload seconds per wall second for emulated task work.
@@ -169,8 +170,12 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
     if f.has("default_deadline_s") and f.raw("default_deadline_s") is not None:
         default_deadline = f.num("default_deadline_s", None, min=0.0, max=max_deadline, strict_min=True)
     history = f.str("history_url", d.history_url)
-    if not history.startswith("sqlite:///"):
-        raise f.error("history_url", f"unsupported store {history!r}: use sqlite:///path/to/history.db")
+    from serve_app.history_sql import parse_url  # SQLAlchemy, loaded only once a config is read
+
+    try:
+        parse_url(history)
+    except ValueError as exc:  # HistoryError: names the scheme and the forms; never the password
+        raise f.error("history_url", str(exc)) from None
     return RouterConfig(
         cluster=opt_str("cluster"),
         policy=f.str("policy", d.policy),

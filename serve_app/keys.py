@@ -8,36 +8,32 @@ submits) and a quota: a sustained rate and a burst of tasks per second (a batch
 counts each task) and a most-in-flight count. A quota field left unset takes the
 router's default from its config at the time of use.
 
-The keys live in a table of the router's SQLite history file (one file to back
-up and to keep private), written by ``orchestrator keys`` or the admin API; the
-router re-reads the table every ``key_refresh_s``, so a revoked key stops working
-within that time without a restart.
+The keys live in the ``api_keys`` table of the router's history database (one file
+to back up and to keep private; with a ``postgresql://`` history, that database),
+written by ``orchestrator keys`` or the admin API; the router re-reads the table every
+``key_refresh_s``, so a revoked key stops working within that time without a restart.
+The table is :data:`serve_app.history_schema.api_keys`; SQLAlchemy Core reaches either
+database (a few statements a second at most, so its cost does not matter here).
 """
 from __future__ import annotations
 
 import hashlib
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve_app.private import private_file
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from serve_app.history_schema import HistoryError, api_keys, prepare
+from serve_app.history_sql import Target, parse_url, sqlite_file
 
 PREFIX = "ork_"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: names the router gives to the admin token's work and to keyless decisions: no key may take them
 RESERVED = ("admin", "anonymous")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    name TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL UNIQUE,
-    rate_per_s REAL, burst INTEGER, max_in_flight INTEGER,
-    created_at REAL NOT NULL, revoked_at REAL
-);
-"""
 
 
 class KeyStoreError(ValueError):
@@ -89,20 +85,21 @@ def key_sha256(secret: str) -> str:
 
 
 class KeyStore:
-    """The ``api_keys`` table of a SQLite file (the router's history, by default)."""
+    """The ``api_keys`` table of the history database.
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        private_file(self.path)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+    Args:
+        where: the history's URL (``sqlite:///path``, ``postgresql://...``) or a SQLite file's path.
+    """
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10.0)
-        conn.row_factory = sqlite3.Row
-        return conn
+    def __init__(self, where: str | Path) -> None:
+        target = parse_url(where) if isinstance(where, str) and "://" in where else Target("sqlite", path=Path(where))
+        self.path = sqlite_file(target.path) if target.kind == "sqlite" else None
+        self._engine = target.engine()
+        if self.path is None:
+            try:
+                prepare(self._engine)
+            except sa_exc.OperationalError as exc:
+                raise HistoryError(f"API keys: cannot open the history database: {exc.orig}") from None
 
     def create(self, name: str, quota: Quota = Quota()) -> tuple[ApiKey, str]:
         """A new key for ``name``: (its record, the secret, shown only now). A revoked name may be
@@ -115,40 +112,36 @@ class KeyStore:
         quota.check()
         secret = PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(name, key_sha256(secret), quota, time.time())
-        conn = self._connect()
+        taken = KeyStoreError("name", f"an active key named {name!r} exists; revoke it first", conflict=True)
         try:
-            with conn:
-                row = conn.execute("SELECT revoked_at FROM api_keys WHERE name = ?", (name,)).fetchone()
-                if row is not None and row["revoked_at"] is None:
-                    raise KeyStoreError("name", f"an active key named {name!r} exists; revoke it first",
-                                        conflict=True)
-                conn.execute("INSERT OR REPLACE INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                             (name, key.sha256, quota.rate_per_s, quota.burst, quota.max_in_flight,
-                              key.created_at))
-        finally:
-            conn.close()
+            with self._engine.connect().execution_options(immediate=True) as conn, conn.begin():
+                row = conn.execute(sa.select(api_keys.c.revoked_at).where(api_keys.c.name == name)).first()
+                if row is not None and row.revoked_at is None:
+                    raise taken
+                conn.execute(api_keys.delete().where(api_keys.c.name == name))
+                conn.execute(api_keys.insert().values(
+                    name=name, sha256=key.sha256, rate_per_s=quota.rate_per_s, burst=quota.burst,
+                    max_in_flight=quota.max_in_flight, created_at=key.created_at, revoked_at=None))
+        except sa_exc.IntegrityError:  # another admin created the same name a moment ago
+            raise taken from None
         return key, secret
 
     def revoke(self, name: str) -> bool:
         """Revoke the active key named ``name``; False if there is none."""
-        conn = self._connect()
-        try:
-            with conn:
-                cur = conn.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                                   (time.time(), name))
-            return cur.rowcount > 0
-        finally:
-            conn.close()
+        with self._engine.connect().execution_options(immediate=True) as conn, conn.begin():
+            cur = conn.execute(api_keys.update().where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+                               .values(revoked_at=time.time()))
+        return cur.rowcount > 0
 
     def list(self) -> list[ApiKey]:
-        conn = self._connect()
-        try:
-            rows = conn.execute("SELECT * FROM api_keys ORDER BY name").fetchall()
-        finally:
-            conn.close()
-        return [ApiKey(r["name"], r["sha256"], Quota(r["rate_per_s"], r["burst"], r["max_in_flight"]),
-                       r["created_at"], r["revoked_at"]) for r in rows]
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(api_keys).order_by(api_keys.c.name)).all()
+        return [ApiKey(r.name, r.sha256, Quota(r.rate_per_s, r.burst, r.max_in_flight), r.created_at, r.revoked_at)
+                for r in rows]
 
     def active(self) -> dict[str, ApiKey]:
         """Active keys by their SHA-256 (what a request's key is looked up by)."""
         return {k.sha256: k for k in self.list() if k.revoked_at is None}
+
+    def close(self) -> None:
+        self._engine.dispose()

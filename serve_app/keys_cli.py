@@ -30,7 +30,8 @@ def add_keys(sub: argparse._SubParsersAction) -> None:
     lst = ksub.add_parser("list", help="the keys, active and revoked (never their secrets)")
     for p in (create, revoke, lst):
         p.add_argument("--config", default=DEFAULT_CONFIG, help="Serve config whose history_url holds the keys")
-        p.add_argument("--history", default=None, help="history URL instead (sqlite:///path/history.db)")
+        p.add_argument("--history", default=None,
+                       help="history URL instead (sqlite:///path/history.db or postgresql://user@host/db)")
     k.set_defaults(func=run)
 
 
@@ -41,11 +42,12 @@ def _store(args: argparse.Namespace):
     cfg = load_router_config(args.config)
     if args.history is not None:
         cfg = parse_router_config({**cfg.to_dict(), "history_url": args.history}, "--history")
-    return KeyStore(cfg.history_path_url()[len("sqlite:///"):])
+    return KeyStore(cfg.history_path_url())
 
 
 def run(args: argparse.Namespace) -> int:
     from cluster.config import ConfigError
+    from serve_app.history_schema import HistoryError
     from serve_app.keys import KeyStoreError, Quota
 
     try:
@@ -75,3 +77,6 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"orchestrator keys: error: {exc}", file=sys.stderr)
         return 2
+    except HistoryError as exc:  # the database cannot be opened (a server down, a file unreadable)
+        print(f"orchestrator keys: error: {exc}", file=sys.stderr)
+        return 1

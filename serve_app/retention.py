@@ -7,7 +7,10 @@ is folded into ``task_aggregates`` (one row per UTC day of ``finished_at``, pool
 policy, kind and status), so totals over all time stay answerable after the rows go.
 
 The SQL here runs on the history's one writer connection, a chunk per transaction,
-so a trim never holds the writer (and the accepts queued behind it) for long.
+so a trim never holds the writer (and the accepts queued behind it) for long. It is the
+same on SQLite and PostgreSQL but for what the :class:`~serve_app.history_sql.Backend`
+supplies (the UTC-day expression, SQLite's index hint, SQLite's vacuum, and PostgreSQL's
+lock that lets one router at a time trim a database several share).
 """
 from __future__ import annotations
 
@@ -17,8 +20,12 @@ import sqlite3
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from cluster.vocabulary import FINAL
+from serve_app.history_schema import FINAL_ARGS, FINAL_IN
+
+if TYPE_CHECKING:
+    from serve_app.history_sql import Backend
 
 log = logging.getLogger("serve_app")
 
@@ -27,30 +34,23 @@ GROUP = ("day", "pool", "policy", "kind", "status")
 #: the sums of an aggregate row
 SUMS = ("tasks", "latency_n", "latency_ms_sum", "latency_ms_max", "cost_sum", "slo_n", "slo_met")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS task_aggregates (
-    day TEXT NOT NULL, pool TEXT NOT NULL, policy TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
-    tasks INTEGER NOT NULL, latency_n INTEGER NOT NULL, latency_ms_sum REAL NOT NULL, latency_ms_max REAL,
-    cost_sum REAL NOT NULL, slo_n INTEGER NOT NULL, slo_met INTEGER NOT NULL,
-    PRIMARY KEY (day, pool, policy, kind, status)
-);
-CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at);
-"""
-
 _FOLD = """
 INSERT INTO task_aggregates (day, pool, policy, kind, status, tasks, latency_n, latency_ms_sum, latency_ms_max,
                              cost_sum, slo_n, slo_met)
-SELECT date(COALESCE(finished_at, accepted_at, 0), 'unixepoch'), COALESCE(pool, ''), COALESCE(policy, ''),
-       COALESCE(kind, ''), status, COUNT(*), COUNT(latency_ms), TOTAL(latency_ms), MAX(latency_ms),
-       TOTAL(cost), COUNT(slo_met), COALESCE(SUM(slo_met = 1), 0)
+SELECT {day}, COALESCE(pool, ''), COALESCE(policy, ''),
+       COALESCE(kind, ''), status, COUNT(*), COUNT(latency_ms), COALESCE(SUM(latency_ms), 0), MAX(latency_ms),
+       COALESCE(SUM(cost), 0), COUNT(slo_met), COUNT(CASE WHEN slo_met = 1 THEN 1 END)
 FROM tasks WHERE task_id IN (SELECT task_id FROM trim_ids) GROUP BY 1, 2, 3, 4, 5
 ON CONFLICT (day, pool, policy, kind, status) DO UPDATE SET
-    tasks = tasks + excluded.tasks, latency_n = latency_n + excluded.latency_n,
-    latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
-    latency_ms_max = CASE WHEN latency_ms_max IS NULL OR excluded.latency_ms_max > latency_ms_max
-                          THEN excluded.latency_ms_max ELSE latency_ms_max END,
-    cost_sum = cost_sum + excluded.cost_sum, slo_n = slo_n + excluded.slo_n, slo_met = slo_met + excluded.slo_met
+    tasks = task_aggregates.tasks + excluded.tasks, latency_n = task_aggregates.latency_n + excluded.latency_n,
+    latency_ms_sum = task_aggregates.latency_ms_sum + excluded.latency_ms_sum,
+    latency_ms_max = CASE WHEN task_aggregates.latency_ms_max IS NULL
+                               OR excluded.latency_ms_max > task_aggregates.latency_ms_max
+                          THEN excluded.latency_ms_max ELSE task_aggregates.latency_ms_max END,
+    cost_sum = task_aggregates.cost_sum + excluded.cost_sum, slo_n = task_aggregates.slo_n + excluded.slo_n,
+    slo_met = task_aggregates.slo_met + excluded.slo_met
 """
+_DAY_OF = "COALESCE(finished_at, accepted_at, 0)"
 
 
 @dataclass(frozen=True)
@@ -94,41 +94,37 @@ class Retention:
         return self.max_age_s is not None or self.max_rows is not None
 
 
-def count_final(conn: sqlite3.Connection) -> int:
+def count_final(db: Backend, conn: Any) -> int:
     """How many final tasks the history holds: a scan of the status index (40 ms for 600,000
     here), so once per trimming pass, not once per chunk."""
-    return conn.execute(f"SELECT COUNT(*) FROM tasks WHERE status IN ({', '.join('?' * len(FINAL))})",
-                        FINAL).fetchone()[0]
+    with db.transaction(conn):
+        return db.run(conn, f"SELECT COUNT(*) FROM tasks WHERE status IN {FINAL_IN}", FINAL_ARGS).fetchone()[0]
 
 
-def trim_chunk(conn: sqlite3.Connection, retention: Retention, final_rows: int, now: float | None = None) -> int:
+def trim_chunk(db: Backend, conn: Any, retention: Retention, final_rows: int, now: float | None = None) -> int:
     """Fold and delete up to ``retention.chunk`` final tasks beyond the bounds, in one
     transaction; the number deleted. ``final_rows``: :func:`count_final` less what this pass
     deleted so far. Fewer than a chunk deleted means the history is within its bounds."""
-    final = ", ".join("?" * len(FINAL))
     now = time.time() if now is None else now
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS trim_ids (task_id TEXT PRIMARY KEY)")
-    with conn:
-        conn.execute("DELETE FROM trim_ids")
+    # SQLite's hint (db.by_finished): walk finished_at's index oldest first and stop at the chunk,
+    # where its planner would pick the status index and sort every final task for each chunk
+    pick = f"INSERT INTO trim_ids SELECT task_id FROM tasks{db.by_finished} WHERE status IN {FINAL_IN}"
+    with db.transaction(conn):
+        db.run(conn, "CREATE TEMP TABLE IF NOT EXISTS trim_ids (task_id TEXT PRIMARY KEY)")
+        db.run(conn, "DELETE FROM trim_ids")
         left = retention.chunk
-        # INDEXED BY: walk finished_at's index oldest first and stop at the chunk, where the planner
-        # would pick the status index and sort every final task for each chunk
         if retention.max_age_s is not None:
-            left -= conn.execute(
-                f"INSERT INTO trim_ids SELECT task_id FROM tasks INDEXED BY tasks_finished "
-                f"WHERE finished_at < ? AND status IN ({final}) "
-                "ORDER BY finished_at LIMIT ?", (now - retention.max_age_s, *FINAL, left)).rowcount
+            left -= db.run(conn, f"{pick} AND finished_at < :cut ORDER BY finished_at LIMIT :n",
+                           {**FINAL_ARGS, "cut": now - retention.max_age_s, "n": left}).rowcount
         over = final_rows - (retention.chunk - left) - (retention.max_rows or 0)  # those picked by age go too
         if retention.max_rows is not None and left > 0 and over > 0:
-            conn.execute(
-                f"INSERT INTO trim_ids SELECT task_id FROM tasks INDEXED BY tasks_finished WHERE status IN "
-                f"({final}) AND task_id NOT IN (SELECT task_id FROM trim_ids) ORDER BY finished_at LIMIT ?",
-                (*FINAL, min(left, over)))
-        n = conn.execute("SELECT COUNT(*) FROM trim_ids").fetchone()[0]
+            db.run(conn, f"{pick} AND task_id NOT IN (SELECT task_id FROM trim_ids) ORDER BY finished_at LIMIT :n",
+                   {**FINAL_ARGS, "n": min(left, over)})
+        n = db.run(conn, "SELECT COUNT(*) FROM trim_ids").fetchone()[0]
         if n:
-            conn.execute(_FOLD)
-            conn.execute("DELETE FROM events WHERE task_id IN (SELECT task_id FROM trim_ids)")
-            conn.execute("DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM trim_ids)")
+            db.run(conn, _FOLD.format(day=db.day.format(_DAY_OF)))
+            db.run(conn, "DELETE FROM events WHERE task_id IN (SELECT task_id FROM trim_ids)")
+            db.run(conn, "DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM trim_ids)")
         return n
 
 
@@ -148,25 +144,24 @@ def vacuum_step(conn: sqlite3.Connection, pages: int = 2000) -> int:
     return free - conn.execute("PRAGMA freelist_count").fetchone()[0]
 
 
-def read_aggregates(conn: sqlite3.Connection, **filters: str | None) -> list[dict]:
+def read_aggregates(db: Backend, **filters: str | None) -> list[dict]:
     """Aggregate rows matching ``filters`` (equality on any of :data:`GROUP`), oldest day first;
     '' (a missing pool, policy or kind) reads back as None."""
     bad = set(filters) - set(GROUP)
     if bad:
         raise ValueError(f"unknown aggregate filter(s) {sorted(bad)}: use {', '.join(GROUP)}")
-    clauses = [(f"{k} = ?", v) for k, v in filters.items() if v is not None]
-    where = (" WHERE " + " AND ".join(c for c, _ in clauses)) if clauses else ""
-    rows = conn.execute(f"SELECT {', '.join(GROUP + SUMS)} FROM task_aggregates{where} ORDER BY "
-                        f"{', '.join(GROUP)}", [v for _, v in clauses]).fetchall()
-    return [{**dict(zip(GROUP + SUMS, r)), **{k: r[i] or None for i, k in enumerate(GROUP[1:4], 1)}}
-            for r in rows]
+    args = {k: v for k, v in filters.items() if v is not None}
+    where = (" WHERE " + " AND ".join(f"{k} = :{k}" for k in args)) if args else ""
+    rows = db.rows(f"SELECT {', '.join(GROUP + SUMS)} FROM task_aggregates{where} ORDER BY {', '.join(GROUP)}", args)
+    return [{**{k: r[k] for k in GROUP + SUMS}, **{k: r[k] or None for k in GROUP[1:4]}} for r in rows]
 
 
 class TrimSchedule:
     """The history writer's trimming schedule: a pass every ``every_s`` (or on demand), one chunk per step."""
 
-    def __init__(self, retention: Retention) -> None:
+    def __init__(self, retention: Retention, db: Backend) -> None:
         self.retention = retention
+        self.db = db
         self.waiters: list[Future] = []
         self.removed = 0
         self.final_rows = 0  # final tasks left, counted at the start of a pass
@@ -182,22 +177,30 @@ class TrimSchedule:
             return 0.0
         return None if self.due == math.inf else max(0.0, self.due - time.monotonic())
 
-    def step(self, conn: sqlite3.Connection) -> None:
+    def step(self, conn: Any) -> None:
         """Run one chunk if a pass is on or due; end the pass when a chunk comes back short."""
         if not (self.active or self.waiters or time.monotonic() >= self.due):
             return
         try:
-            if not self.active and self.retention.max_rows is not None:
-                self.final_rows = count_final(conn)
-            self.active = True
-            n = trim_chunk(conn, self.retention, self.final_rows) if self.retention.bounded else 0
+            if not self.active:
+                if not self.db.claim_trim(conn):  # another router is trimming this database: its pass does it
+                    self.finish()
+                    return
+                self.active = True
+                if self.retention.max_rows is not None:
+                    self.final_rows = count_final(self.db, conn)
+            n = trim_chunk(self.db, conn, self.retention, self.final_rows) if self.retention.bounded else 0
             self.removed += n
             self.final_rows -= n
             if n < self.retention.chunk:
-                vacuum_step(conn)
+                self.db.end_trim(conn, done=True)
                 self.finish()
         except Exception as exc:  # the writer goes on; the next pass tries again
             log.exception("trimming the task history failed")
+            try:
+                self.db.end_trim(conn, done=False)
+            except Exception:  # noqa: BLE001 - a lost connection took the claim with it
+                log.debug("ending a failed trimming pass failed too", exc_info=True)
             self.finish(exc)
 
     def finish(self, exc: BaseException | None = None) -> None:

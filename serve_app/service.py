@@ -99,7 +99,7 @@ class RouterService:
         self.history = history if history is not None else open_store(
             cfg.history_path_url(), synchronous=cfg.history_synchronous,  # type: ignore[arg-type]
             retention=Retention(max_age_s=cfg.history_max_age_s, max_rows=cfg.history_max_rows))
-        self.keys = KeyStore(cfg.history_path_url()[len("sqlite:///"):])
+        self.keys = KeyStore(cfg.history_path_url())
         self.policies = PolicyHolder(build_policy(cfg.policy, seed=cfg.seed, registry=cfg.registry))
         self.metrics = metrics if metrics is not None else RouterMetrics()
         self.admission = Admission(Limits(

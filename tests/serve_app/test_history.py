@@ -1,11 +1,14 @@
 """The task history store: durable accepts, life cycle, filters, restart and kill safety,
-private files, retention (trimming with aggregates kept) and the durability setting."""
+private files, retention (trimming with aggregates kept) and the durability setting.
+
+The tests of what a store means run on both databases (``url``: a SQLite file, and a fresh
+database on a throwaway PostgreSQL server, :mod:`tests.postgres`); those of SQLite's file
+(its mode, size, vacuum, ``synchronous``) on SQLite only."""
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -14,15 +17,33 @@ import pytest
 
 from cluster.vocabulary import FINAL, STATUSES
 from serve_app.history import HistoryError, open_store
+from serve_app.history_sql import parse_url
 from serve_app.retention import Retention
+from tests.postgres import postgres_url  # noqa: F401 - a fixture
 
 
-def store(tmp_path: Path):
-    return open_store(f"sqlite:///{tmp_path / 'h.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The history URL of each database: a SQLite file, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'h.db'}"
+    return request.getfixturevalue("postgres_url")
 
 
-def test_life_cycle_and_events(tmp_path: Path) -> None:
-    h = store(tmp_path)
+def scalar(url: str, sql: str):
+    """One value read straight from the database (not through the store)."""
+    import sqlalchemy as sa
+
+    engine = parse_url(url).engine()
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql)).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_life_cycle_and_events(url: str) -> None:
+    h = open_store(url)
     h.accept("t1", {"id": "t1", "priority": 9}, kind="fraud", priority=9, slo_ms=300.0, policy="rf")
     h.update("t1", "placed", pool="edge", node="edge-1", share="cpu", confidence=0.93,
              decision={"probabilities": {"edge": 0.93}})
@@ -36,8 +57,8 @@ def test_life_cycle_and_events(tmp_path: Path) -> None:
     h.close()
 
 
-def test_filters_and_paging(tmp_path: Path) -> None:
-    h = store(tmp_path)
+def test_filters_and_paging(url: str) -> None:
+    h = open_store(url)
     for k in range(30):
         h.accept(f"t{k:02d}", {"id": f"t{k:02d}"}, policy="rf" if k % 2 else "oracle", accepted_at=1000.0 + k)
         h.update(f"t{k:02d}", "succeeded" if k % 3 else "failed", pool="edge" if k < 10 else "cloud",
@@ -56,8 +77,8 @@ def test_filters_and_paging(tmp_path: Path) -> None:
     h.close()
 
 
-def test_bad_status_field_and_url_are_refused(tmp_path: Path) -> None:
-    h = store(tmp_path)
+def test_bad_status_field_and_url_are_refused(url: str) -> None:
+    h = open_store(url)
     h.accept("a", {"id": "a"})
     with pytest.raises(HistoryError, match="unknown status"):
         h.update("a", "exploded")
@@ -70,8 +91,8 @@ def test_bad_status_field_and_url_are_refused(tmp_path: Path) -> None:
         open_store("postgres://db/x")
 
 
-def test_duplicate_accept_is_refused(tmp_path: Path) -> None:
-    h = store(tmp_path)
+def test_duplicate_accept_is_refused(url: str) -> None:
+    h = open_store(url)
     h.accept("a", {"id": "a"})
     with pytest.raises(Exception):
         h.accept("a", {"id": "a"})
@@ -79,20 +100,20 @@ def test_duplicate_accept_is_refused(tmp_path: Path) -> None:
     h.close()
 
 
-def test_unfinished_survive_a_restart(tmp_path: Path) -> None:
-    h = store(tmp_path)
+def test_unfinished_survive_a_restart(url: str) -> None:
+    h = open_store(url)
     h.accept("done", {"id": "done"})
     h.update("done", "succeeded")
     h.accept("running", {"id": "running"})
     h.update("running", "running", durable=True)
     h.close()
-    h2 = store(tmp_path)
+    h2 = open_store(url)
     assert [r["task_id"] for r in h2.unfinished()] == ["running"]
     h2.close()
 
 
-def test_concurrent_accepts_group_commit(tmp_path: Path) -> None:
-    h = store(tmp_path)
+def test_concurrent_accepts_group_commit(url: str) -> None:
+    h = open_store(url)
     n_threads, per = 8, 50
 
     def work(t: int) -> None:
@@ -110,8 +131,8 @@ def test_concurrent_accepts_group_commit(tmp_path: Path) -> None:
     h.close()
 
 
-def _writer(path: str, acked: "mp.Queue") -> None:
-    h = open_store(f"sqlite:///{path}")
+def _writer(url: str, acked: "mp.Queue") -> None:
+    h = open_store(url)
     k = 0
     while True:
         h.accept(f"t{k}", {"id": f"t{k}"})
@@ -119,12 +140,11 @@ def _writer(path: str, acked: "mp.Queue") -> None:
         k += 1
 
 
-def test_every_acknowledged_task_survives_a_kill(tmp_path: Path) -> None:
-    """SIGKILL the writing process mid-load: every task it acknowledged is in the file."""
+def test_every_acknowledged_task_survives_a_kill(url: str) -> None:
+    """SIGKILL the writing process mid-load: every task it acknowledged is in the database."""
     ctx = mp.get_context("spawn")
     acked: mp.Queue = ctx.Queue()
-    path = str(tmp_path / "kill.db")
-    p = ctx.Process(target=_writer, args=(path, acked))
+    p = ctx.Process(target=_writer, args=(url, acked))
     p.start()
     got: list[str] = []
     deadline = time.time() + 60
@@ -135,15 +155,15 @@ def test_every_acknowledged_task_survives_a_kill(tmp_path: Path) -> None:
     while not acked.empty():
         got.append(acked.get())
     assert len(got) >= 200
-    h = open_store(f"sqlite:///{path}")
+    h = open_store(url)
     missing = [t for t in got if h.get(t) is None]
     assert missing == []
     h.close()
 
 
-def test_accept_later_is_done_once_committed_and_many_share_a_commit(tmp_path: Path) -> None:
+def test_accept_later_is_done_once_committed_and_many_share_a_commit(url: str) -> None:
     """A server awaits these futures instead of parking a thread on each: all must commit."""
-    h = store(tmp_path)
+    h = open_store(url)
     futs = [h.accept_later(f"a{k}", {"id": f"a{k}"}, policy="rf") for k in range(300)]
     for f in futs:
         assert f.result(timeout=30) is None
@@ -158,7 +178,7 @@ def test_accept_later_is_done_once_committed_and_many_share_a_commit(tmp_path: P
 def test_file_and_its_wal_and_shm_are_private_even_with_umask_022(tmp_path: Path, caplog) -> None:
     old = os.umask(0o022)
     try:
-        h = store(tmp_path)
+        h = open_store(f"sqlite:///{tmp_path / 'h.db'}")
         h.accept("a", {"id": "a"})
         for name in ("h.db", "h.db-wal", "h.db-shm"):
             assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
@@ -195,8 +215,8 @@ def _unfinished(h, n: int) -> list[str]:
     return ids
 
 
-def test_trim_to_max_rows_keeps_the_newest_and_every_unfinished_task_and_folds_the_rest(tmp_path: Path) -> None:
-    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_rows=100, every_s=3600, chunk=64))
+def test_trim_to_max_rows_keeps_the_newest_and_every_unfinished_task_and_folds_the_rest(url: str) -> None:
+    h = open_store(url, retention=Retention(max_rows=100, every_s=3600, chunk=64))
     done = _finished(h, 500, time.time() - 1000)
     waiting = _unfinished(h, 12)
     assert h.trim() == 400  # seven chunks, accepts free to go on between them
@@ -205,8 +225,7 @@ def test_trim_to_max_rows_keeps_the_newest_and_every_unfinished_task_and_folds_t
     assert kept == {f"f{k:04d}" for k in range(400, 500)}  # the newest by finished_at
     gone = [done[t] for t in done if t not in kept]
     assert h.events("f0000") == [] and len(h.events("f0499")) == 2 and len(h.events(waiting[1])) == 2
-    with sqlite3.connect(tmp_path / "h.db") as c:
-        assert c.execute("SELECT COUNT(DISTINCT task_id) FROM events").fetchone()[0] == 112
+    assert scalar(url, "SELECT COUNT(DISTINCT task_id) FROM events") == 112
     agg = h.aggregates()
     assert sum(a["tasks"] for a in agg) == 400
     assert sum(a["cost_sum"] for a in agg) == pytest.approx(sum(g["cost"] for g in gone))
@@ -220,8 +239,8 @@ def test_trim_to_max_rows_keeps_the_newest_and_every_unfinished_task_and_folds_t
     h.close()
 
 
-def test_trim_by_age_takes_only_final_tasks_finished_before_the_bound(tmp_path: Path) -> None:
-    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_age_s=86400, every_s=3600))
+def test_trim_by_age_takes_only_final_tasks_finished_before_the_bound(url: str) -> None:
+    h = open_store(url, retention=Retention(max_age_s=86400, every_s=3600))
     old = _finished(h, 30, time.time() - 10 * 86400, prefix="old")
     _finished(h, 20, time.time() - 3600, prefix="new")
     waiting = _unfinished(h, 5)
@@ -231,14 +250,14 @@ def test_trim_by_age_takes_only_final_tasks_finished_before_the_bound(tmp_path: 
     assert sum(a["tasks"] for a in h.aggregates(day=day)) >= 1
     assert sum(a["tasks"] for a in h.aggregates()) == 30
     h.close()
-    again = store(tmp_path)  # aggregates and unfinished tasks outlive a restart; no retention: no trim
+    again = open_store(url)  # aggregates and unfinished tasks outlive a restart; no retention: no trim
     assert sum(a["tasks"] for a in again.aggregates()) == 30
     assert sorted(r["task_id"] for r in again.unfinished()) == sorted(waiting) and again.trim() == 0
     again.close()
 
 
-def test_every_final_status_is_trimmed_and_no_other(tmp_path: Path) -> None:
-    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_rows=0, every_s=3600))
+def test_every_final_status_is_trimmed_and_no_other(url: str) -> None:
+    h = open_store(url, retention=Retention(max_rows=0, every_s=3600))
     for status in STATUSES:
         h.accept(status, {"id": status})
         if status != "accepted":
@@ -248,8 +267,8 @@ def test_every_final_status_is_trimmed_and_no_other(tmp_path: Path) -> None:
     h.close()
 
 
-def test_accepts_during_a_trim_all_commit_and_survive_it(tmp_path: Path) -> None:
-    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_rows=0, every_s=3600, chunk=50))
+def test_accepts_during_a_trim_all_commit_and_survive_it(url: str) -> None:
+    h = open_store(url, retention=Retention(max_rows=0, every_s=3600, chunk=50))
     _finished(h, 2000, time.time() - 5000)
     trimmed: list[int] = []
     trimmer = threading.Thread(target=lambda: trimmed.append(h.trim()))
@@ -261,8 +280,8 @@ def test_accepts_during_a_trim_all_commit_and_survive_it(tmp_path: Path) -> None
     h.close()
 
 
-def test_the_writer_trims_on_its_own_every_every_s(tmp_path: Path) -> None:
-    h = open_store(f"sqlite:///{tmp_path / 'h.db'}", retention=Retention(max_rows=10, every_s=0.05))
+def test_the_writer_trims_on_its_own_every_every_s(url: str) -> None:
+    h = open_store(url, retention=Retention(max_rows=10, every_s=0.05))
     _finished(h, 50, time.time() - 100)
     h.flush()
     deadline = time.time() + 30
@@ -289,7 +308,7 @@ def test_file_stays_bounded_while_tasks_are_written_and_trimmed(tmp_path: Path) 
 
 
 def test_a_tightened_bound_gives_the_freed_space_back(tmp_path: Path) -> None:
-    h = store(tmp_path)
+    h = open_store(f"sqlite:///{tmp_path / 'h.db'}")
     _finished(h, 3000, time.time() - 10_000)
     h.close()
     before = (tmp_path / "h.db").stat().st_size
@@ -312,10 +331,10 @@ def test_bad_retention_and_synchronous_are_refused(tmp_path: Path) -> None:
         h.close()
 
 
-def test_a_failed_write_fails_alone_and_an_ended_task_stays_ended(tmp_path: Path) -> None:
+def test_a_failed_write_fails_alone_and_an_ended_task_stays_ended(url: str) -> None:
     """A late update of a trimmed task must not roll back the other writes of its group commit,
     and a late 'running' (a cancel that raced the start) must not reopen a cancelled task."""
-    h = store(tmp_path)
+    h = open_store(url)
     h.accept("ok", {"id": "ok"})
     h.accept("c", {"id": "c"})
     h.update("c", "cancelled", durable=True, reason="cancelled by its owner")

@@ -7,6 +7,7 @@ import pytest
 
 from orchestrator.cli import main
 from serve_app.keys import KeyStore, KeyStoreError, Quota, key_sha256
+from tests.postgres import postgres_url  # noqa: F401 - a fixture
 
 
 def test_store_keeps_digests_one_active_key_per_name(tmp_path) -> None:
@@ -44,3 +45,26 @@ def test_admin_command_creates_to_a_private_file_and_names_bad_input(tmp_path, c
     assert main(["keys", "list", *hist]) == 0
     assert '"burst": 10' in capsys.readouterr().out
     assert main(["keys", "revoke", "ci", *hist]) == 0
+
+
+def test_with_a_postgresql_history_the_keys_live_in_that_database(postgres_url) -> None:
+    import sqlalchemy as sa
+
+    from serve_app.history import open_store
+    from serve_app.history_sql import parse_url
+
+    h = open_store(postgres_url)  # the history and its keys: one database, either opening it first
+    store = KeyStore(postgres_url)
+    key, secret = store.create("team-a", Quota(burst=7))
+    with pytest.raises(KeyStoreError) as e:
+        KeyStore(postgres_url).create("team-a")
+    assert e.value.conflict
+    assert KeyStore(postgres_url).active()[key.sha256].quota.burst == 7  # another process sees it
+    engine = parse_url(postgres_url).engine()
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(sa.text("SELECT * FROM api_keys"))]
+    engine.dispose()
+    assert len(rows) == 1 and rows[0][1] == key_sha256(secret) and secret not in repr(rows)
+    assert store.revoke("team-a") and not store.active()
+    store.close()
+    h.close()
