@@ -9,29 +9,36 @@ uploads. An editable install reads everything in place and copies nothing.
 """
 from __future__ import annotations
 
-import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
-_SHIPPED_LINE = re.compile(r"^!artifacts/policies/([a-z][a-z0-9_-]*/[0-9]+)/?$")
+sys.path.insert(0, str(HERE))
+from cluster.package_data import shipped_refs  # noqa: E402 - the one parser of the shipped list
 
 
-def shipped_models() -> list[str]:
-    """``kind/version`` of each shipped model, from ``.gitignore``'s re-include lines."""
-    lines = (HERE / ".gitignore").read_text().splitlines()
-    return [m.group(1) for m in map(_SHIPPED_LINE.match, (ln.strip() for ln in lines)) if m]
+def _tracked(files: list[Path]) -> list[Path]:
+    """In a git checkout, only the files git tracks (a local, uncommitted config stays out)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "configs", "artifacts/policies"], cwd=HERE,
+                             capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):  # an sdist, or no git: what is there
+        return files
+    tracked = {HERE / p for p in out.decode().split("\0") if p}
+    return [p for p in files if p in tracked]
 
 
 def data_files() -> list[Path]:
     """Every file the wheel ships as data, relative to the repository root."""
     out = [p for p in (HERE / "configs").rglob("*") if p.is_file()]
-    for ref in shipped_models():
+    for ref in shipped_refs(HERE):
         out += [p for p in (HERE / "artifacts" / "policies" / ref).rglob("*") if p.is_file()]
-    return [p.relative_to(HERE) for p in sorted(out) if "__pycache__" not in p.parts]
+    return [p.relative_to(HERE) for p in sorted(_tracked(out)) if "__pycache__" not in p.parts]
 
 
 class BuildWithData(build_py):

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from cluster.package_data import data_path
+
 
 class UsageError(Exception):
     """Bad command-line input: the commands print it as ``<prog>: error: ...`` and exit 2.
@@ -69,8 +71,6 @@ class Collector:
 
 def load_yaml(path: str | Path) -> "Fields":
     """Read a YAML mapping from ``path`` (as given, else the shipped file) into a :class:`Fields` cursor."""
-    from cluster.package_data import data_path
-
     p = data_path(path)
     if not p.is_file():
         raise ConfigError(p, "<file>", "no such file")

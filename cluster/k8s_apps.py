@@ -19,10 +19,11 @@ from typing import Any
 
 import yaml
 
-from cluster.config import ConfigError, load_yaml
+from cluster.config import load_yaml
 from cluster.k8s import (API_VERSION, MAX_CLUSTER_NAME, PART_OF, base_name, metadata, object_name, render,
                          render_yaml)
 from cluster.k8s_image import APP_DIR, dockerfile, image_path
+from cluster.serve_config import is_router, router_apps
 from cluster.topology import ClusterSpec
 
 KINDS = ("raycluster", "rayservice", "rayjob", "podmonitor", "dockerfile")
@@ -58,20 +59,15 @@ def _cluster_spec(spec: ClusterSpec, opts: K8sOptions) -> dict[str, Any]:
                   token_secret=opts.token_secret, cluster_config=image_path(opts.config))
 
 
-def _is_router(app: Any) -> bool:
-    return isinstance(app, dict) and str(app.get("import_path", "")).startswith("serve_app")
-
-
 def serve_config(opts: K8sOptions) -> dict[str, Any]:
     """``opts.serve_config`` with what changes inside a pod; raises ConfigError naming the file."""
     f = load_yaml(opts.serve_config)
+    router_apps(f)  # a ConfigError naming the file when there is none
     data = copy.deepcopy(dict(f.data))
-    apps = data.get("applications")
-    if not isinstance(apps, list) or not any(_is_router(a) for a in apps):
-        raise ConfigError(f.file, "applications", "no application with import_path serve_app:...")
+    apps = data["applications"]
     # the RayService's Serve service reaches the proxy through the pod's address
     data["http_options"] = {**(data.get("http_options") or {}), "host": "0.0.0.0"}
-    for app in filter(_is_router, apps):
+    for app in filter(is_router, apps):
         args = dict(app.get("args") or {})
         args["cluster"] = image_path(opts.config)
         history = str(args.get("history_url", SQLITE + "results/serve/history.db"))
@@ -86,7 +82,7 @@ def _admin_env(serve: dict[str, Any], secret: str) -> list[dict[str, Any]]:
     """The admin token variable(s) the router reads, from ``secret`` (key ``token``; optional:
     without it the router starts and refuses admin calls)."""
     names = {str((a.get("args") or {}).get("admin_token_env", "ORCH_ADMIN_TOKEN"))
-             for a in serve["applications"] if _is_router(a)}
+             for a in serve["applications"] if is_router(a)}
     return [{"name": n, "valueFrom": {"secretKeyRef": {"name": secret, "key": "token", "optional": True}}}
             for n in sorted(names)]
 

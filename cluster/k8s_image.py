@@ -15,19 +15,17 @@ import sys
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
-from cluster.package_data import DATA_ROOT
+from cluster.config import UsageError
+from cluster.package_data import DATA_ROOT, shipped_refs
 
 PACKAGE = "ai-workload-orchestrator"
 #: where the Dockerfile puts the checkout (``rayproject/ray`` runs as user ``ray``, home /home/ray)
 APP_DIR = PurePosixPath("/home/ray/orchestrator")
 #: ``rayproject/ray``'s user and group (ray:users)
 IMAGE_OWNER = "1000:100"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: top-level files the build needs, copied when the checkout has them (setup.py reads
 #: .gitignore for the list of shipped models)
 BUILD_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "LICENSE", ".gitignore")
-#: folders beside the packages: configs and the shipped learned policies
-DATA_DIRS = ("configs", "artifacts/policies")
 
 
 def ray_version() -> str:
@@ -64,11 +62,10 @@ def image_path(path: str | Path) -> str:
     """
     p = Path(path).expanduser()
     full = (p if p.is_absolute() else Path.cwd() / p).resolve()
-    for root in (REPO_ROOT, DATA_ROOT):
-        try:
-            return str(APP_DIR / full.relative_to(root.resolve()).as_posix())
-        except ValueError:
-            continue
+    try:
+        return str(APP_DIR / full.relative_to(DATA_ROOT.resolve()).as_posix())
+    except ValueError:
+        pass
     if not p.is_absolute() and ".." not in p.parts:
         return str(APP_DIR / p.as_posix())
     return str(p)
@@ -82,15 +79,19 @@ def _packages(root: Path) -> list[str]:
     return [n for n in names if (root / n / "__init__.py").is_file()]
 
 
-def dockerfile(root: Path = REPO_ROOT) -> str:
+def dockerfile(root: Path = DATA_ROOT) -> str:
     """The image's Dockerfile, to build from the checkout's root.
 
-    It copies the build files, the packages and :data:`DATA_DIRS` one by one rather
-    than ``COPY . .``: the context's ``.venv``, ``results`` and ``.git`` (gigabytes)
-    stay out without a ``.dockerignore``.
+    It copies the build files, the packages, ``configs/`` and the shipped models one by one
+    rather than ``COPY . .``: the context's ``.venv``, ``results``, ``.git`` (gigabytes) and
+    locally trained models stay out without a ``.dockerignore``. The wheel ``pip install .``
+    builds carries the configs and shipped models, so the image needs no registry setting.
     """
+    if not (root / "pyproject.toml").is_file():
+        raise UsageError("--kind dockerfile: render it from a checkout (the image is built from the checkout's "
+                         "files; an installed package has none)")
     files = [f for f in BUILD_FILES if (root / f).is_file()]
-    dirs = _packages(root) + [d for d in DATA_DIRS if (root / d).is_dir()]
+    dirs = _packages(root) + ["configs"] + [f"artifacts/policies/{ref}" for ref in shipped_refs(root)]
     lines = [
         "# The orchestrator's image for KubeRay, rendered by `orchestrator cluster k8s --kind dockerfile`.",
         f"# Ray {ray_version()} (the version pyproject.toml pins) and this package; the RayCluster, RayService",
@@ -103,6 +104,5 @@ def dockerfile(root: Path = REPO_ROOT) -> str:
         f"COPY --chown={IMAGE_OWNER} {' '.join(files)} ./",
         *[f"COPY --chown={IMAGE_OWNER} {d} {d}/" for d in dirs],
         "RUN pip install --no-cache-dir . && mkdir -p results",
-        f"ENV ORCH_REGISTRY={APP_DIR}/artifacts/policies",
     ]
     return "\n".join(lines) + "\n"

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Callable
 
 from cluster.network import ALL_INTERFACES, LOOPBACK, is_loopback, join_listen, node_ip_args, ray_env
+from cluster.package_data import data_path
 from cluster.procs import (cmdline, free_fixed_port, free_port, port_free, port_open, session_pids,  # noqa: F401
                            stop_sessions)  # free_port: callers pick head ports with launcher.free_port()
 from cluster.ray_compat import (LOCAL_ONLY_ENV, GcsNodeTable, available_resources_per_node, refresh_auth_config,
@@ -481,7 +482,7 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
 
             raise ConfigError(config, "--nodes", f"not in the config: {', '.join(unknown)}")
         plan = [r for r in plan if r.name in nodes]
-    config_abs = str(Path(config).resolve())
+    config_abs = str(data_path(config).resolve())
     sdir = Path(state_dir or default_state_dir()).resolve()
     progress = progress or (lambda name, s: None)
 
@@ -678,7 +679,7 @@ def join(address: str, node: str, config: str | Path, *, state_dir: str | Path |
     (sdir / "logs").mkdir(exist_ok=True)
     st = LaunchState.load(sdir)
     if st is None:
-        st = LaunchState(config=str(Path(config).resolve()), state_dir=str(sdir), temp_dir=str(sdir / "ray"),
+        st = LaunchState(config=str(data_path(config).resolve()), state_dir=str(sdir), temp_dir=str(sdir / "ray"),
                           token_file=str(token), gcs_port=int(address.rsplit(":", 1)[1]),
                           dashboard_host="", dashboard_port=0, client_port=0, joined_to=address,
                           started_at=time.time(), listen=join_listen(address, listen))
@@ -692,7 +693,7 @@ def join(address: str, node: str, config: str | Path, *, state_dir: str | Path |
             raise LauncherError(f"node {node!r} is already running here")
         stop_sessions([st.nodes[node].sid], grace_s=2)  # what is left of an earlier, dead incarnation
     res = plan[node]
-    env = _node_env(_process_env(token, str(Path(config).resolve()), sdir, st.listen), res)
+    env = _node_env(_process_env(token, str(data_path(config).resolve()), sdir, st.listen), res)
     sid, secs = _ray_start_retry(lambda: _worker_args(res, address, temp, object_store_mb, st.listen),
                                  env, sdir / "logs" / f"{node}.log", _on_retry(st, node, lambda name, s: None))
     rec = NodeRecord(node, sid, secs, res.labels, res.ray_totals())

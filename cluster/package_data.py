@@ -8,6 +8,7 @@ that exists as given always wins: a user's own config is never shadowed by a shi
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 _PACKAGED = Path(__file__).resolve().parent / "_data"
@@ -17,6 +18,17 @@ INSTALLED = _PACKAGED.is_dir()
 DATA_ROOT = _PACKAGED if INSTALLED else Path(__file__).resolve().parent.parent
 #: the shipped learned policies (a registry root: ``<kind>/<version>/``)
 SHIPPED_MODELS = DATA_ROOT / "artifacts" / "policies"
+
+
+_SHIPPED_LINE = re.compile(r"^!artifacts/policies/([a-z][a-z0-9_-]*/[0-9]+)/?$")
+
+
+def shipped_refs(repo_root: Path) -> list[str]:
+    """``kind/version`` of each shipped model: the checkout's ``.gitignore`` re-include lines
+    (``!artifacts/policies/rl/2``), the one list of what git tracks, Ray job uploads carry, the
+    wheel (``setup.py``) and the image (``cluster k8s --kind dockerfile``) ship."""
+    lines = (repo_root / ".gitignore").read_text().splitlines()
+    return [m.group(1) for m in map(_SHIPPED_LINE.match, (ln.strip() for ln in lines)) if m]
 
 
 def data_path(path: str | os.PathLike) -> Path:

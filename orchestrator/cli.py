@@ -161,7 +161,8 @@ class _ShowDefaults(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        shown = action.default not in (None, False, argparse.SUPPRESS, [])
+        d = action.default
+        shown = not (d is None or d is False or d is argparse.SUPPRESS or d == [])
         if shown and "%(default)" not in text and action.option_strings:
             text += " (default: %(default)s)"
         return text

@@ -38,10 +38,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     rl.add_argument("--registry", default="artifacts/policies",
                     help="model registry folder the new version is written to (relative: under the checkout, or the "
                          "working directory of an installed package)")
-    rl.add_argument("--mlflow-uri", default=None,
-                    help="MLflow tracking URI the Tune trials are logged to (default: the local store "
-                         "results/mlflow/mlflow.db, when MLflow is installed)")
-    rl.add_argument("--no-mlflow", action="store_true", help="do not log the trials to MLflow")
+    track = rl.add_mutually_exclusive_group()
+    track.add_argument("--mlflow-uri", default=None,
+                       help="MLflow tracking URI the Tune trials are logged to (default: the local store "
+                            "results/mlflow/mlflow.db, when MLflow is installed)")
+    track.add_argument("--no-mlflow", action="store_true", help="do not log the trials to MLflow")
     rl.set_defaults(func=_lazy("rl_env.train:cli"))
     pol = sub.add_parser("policy", help="the learned policies' registry, seen from other tools")
     psub = pol.add_subparsers(dest="policy_command", required=True)
@@ -88,7 +89,14 @@ def policy_export(args: argparse.Namespace) -> int:
     serve_config = data_path(args.serve_config)
     if not serve_config.is_file():
         raise UsageError(f"--serve-config {args.serve_config}: no such file")
-    for r in register(refs, uri, champion=champion_ref(serve_config)):
+    try:
+        done = register(refs, uri, champion=champion_ref(serve_config))
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow's own errors (a bad URI, a server down) as one line
+        raise UsageError(f"--mlflow-uri {uri}: MLflow could not register there: {type(exc).__name__}: {exc}") \
+            from None
+    for r in done:
         print(f"{r.ref} -> MLflow model {r.name} version {r.version} "
               f"({', '.join(f'models:/{r.name}@{a}' for a in r.aliases)})")
     print(f"MLflow store: {uri}")

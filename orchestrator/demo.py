@@ -198,8 +198,12 @@ def write_serve_config(cfg: Settings, token_file: Path) -> Path:
     """configs/serve.yaml with the demo's router args: policy, history, admin token, compression."""
     import yaml
 
-    data = yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
-    app = next(a for a in data["applications"] if str(a.get("import_path", "")).startswith("serve_app"))
+    from cluster.config import load_yaml
+    from cluster.serve_config import router_apps
+
+    f = load_yaml(ROOT / "configs" / "serve.yaml")
+    data = f.data
+    app = router_apps(f)[0]
     args = app.setdefault("args", {})
     args.update(policy=cfg.policy, history_url=f"sqlite:///{cfg.out / 'history.db'}",
                 admin_token_file=str(token_file), time_compression=cfg.compression)
@@ -347,7 +351,7 @@ def simulate_all(cfg: Settings) -> None:
 def start_prometheus(cfg: Settings, st: dict) -> str | None:
     """Prometheus on the cluster's discovery file (its URL), recorded in ``st`` for ``demo-stop``;
     None, said in one line, when it is not installed. One the demo started before is reused."""
-    from serve_app import monitoring
+    from cluster import monitoring
 
     binary = shutil.which("prometheus")
     if binary is None:

@@ -30,10 +30,10 @@ class PlacementModel(mlflow.pyfunc.PythonModel):
         meta = json.loads((folder / "meta.json").read_text())
         kind, version = meta["kind"], int(meta["version"])
         # the policies load from a registry: give them a one-version registry holding this folder
-        self._root = tempfile.mkdtemp(prefix="orch-mlflow-")
-        (Path(self._root) / kind).mkdir()
-        (Path(self._root) / kind / str(version)).symlink_to(folder.resolve())
-        self.policy = make_policy(f"{kind}:{version}", root=self._root)
+        self._root = tempfile.TemporaryDirectory(prefix="orch-mlflow-")  # removed with the model
+        (Path(self._root.name) / kind).mkdir()
+        (Path(self._root.name) / kind / str(version)).symlink_to(folder.resolve())
+        self.policy = make_policy(f"{kind}:{version}", root=self._root.name)
         cluster = (meta.get("env") or {}).get("cluster") or (meta.get("config") or {}).get("cluster") \
             or "configs/cluster/local.yaml"
         self.spec = load_cluster_any(data_path(cluster))

@@ -147,13 +147,10 @@ def _requirement() -> str:
 
 def champion_ref(serve_config: str | Path) -> str | None:
     """The ``kind:version`` the router's config serves (``policy: rl`` is the latest rl), if learned."""
-    import yaml
-
+    from cluster.serve_config import router_args
     from scheduler import model_registry
 
-    data = yaml.safe_load(Path(serve_config).read_text()) or {}
-    apps = data.get("applications") or [{}]
-    policy = str(((apps[0] or {}).get("args") or {}).get("policy", ""))
+    policy = str(router_args(serve_config).get("policy", ""))
     kind, _, version = policy.partition(":")
     if kind not in MODEL_NAMES:
         return None

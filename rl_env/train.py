@@ -322,6 +322,10 @@ def _portable(d: Any) -> Any:
 def cli(args: argparse.Namespace) -> int:
     """Entry point of ``orchestrator train rl``."""
     exp = load_experiment(args.experiment)
-    train(exp, registry=output_path(args.registry) if args.registry else None,
+    from rl_env.train_rf import PARSER_REGISTRY_DEFAULT
+
+    # the parser's default means the registry's own (which honours $ORCH_REGISTRY and the shipped models)
+    registry = None if args.registry in (None, PARSER_REGISTRY_DEFAULT) else output_path(args.registry)
+    train(exp, registry=registry,
           mlflow=not args.no_mlflow, mlflow_uri=args.mlflow_uri)
     return 0

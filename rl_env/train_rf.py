@@ -282,8 +282,6 @@ def simulation_table(spec: ClusterSpec, episodes: Sequence[Episode], policies: d
     return pd.DataFrame(rows).set_index(["workload", "policy"])
 
 
-
-
 def command_line(cfg: TrainArgs, root: str | os.PathLike | None = None) -> str:
     """The ``orchestrator train rf`` command that reproduces ``cfg``: every setting explicit."""
     import shlex

@@ -105,7 +105,8 @@ def registry_root(root: str | os.PathLike | None = None) -> Path:
 def _roots(root: str | os.PathLike | None) -> list[Path]:
     """Where reads look, in order: the root, then the shipped models unless a root was named."""
     r = registry_root(root)
-    named = root is not None or os.environ.get(REGISTRY_ENV)
+    default = work_path("artifacts/policies").resolve()
+    named = (root is not None and r.resolve() != default) or os.environ.get(REGISTRY_ENV)
     if named or r.resolve() == SHIPPED_MODELS.resolve():
         return [r]
     return [r, SHIPPED_MODELS]

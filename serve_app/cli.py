@@ -161,6 +161,7 @@ def _hold(args: argparse.Namespace, where: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from serve_app import deploy
+    from serve_app.config import parse_router_config
 
     if args.serve_command == "up" and not args.hold:
         _serve_options(args.config)  # a bad config exits 2 here, before anything starts
@@ -171,6 +172,14 @@ def _run(args: argparse.Namespace) -> int:
                            ("admin_token_file", args.admin_token_file)):
             if value is not None:
                 router_args[key] = value
+        # paths as this command resolves them: the replica's working directory is Ray's, not ours
+        cfg = parse_router_config(router_args, args.config)
+        router_args["history_url"] = cfg.history_path_url()
+        if cfg.cluster:
+            router_args["cluster"] = str(cfg.cluster_path())
+        for key in ("admin_token_file", "registry"):
+            if router_args.get(key):
+                router_args[key] = str(Path(router_args[key]).expanduser().absolute())
         ep = deploy.Endpoint(args.host or http.get("host") or deploy.DEFAULT_HOST,
                              args.port or int(http.get("port") or deploy.DEFAULT_PORT), args.direct_port)
         print(f"deploying the router ({router_args['policy']}) on {ep.url} ...", flush=True)
@@ -191,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.serve_command == "status":
         print(json.dumps(deploy.status(state_dir=args.state_dir, address=args.address), indent=2))
         return 0
-    from serve_app.monitoring import prometheus_config
+    from cluster.monitoring import prometheus_config
 
     text = prometheus_config(args.state_dir)
     if args.out:

@@ -9,10 +9,10 @@ import pandas as pd
 import requests
 import streamlit as st
 
+from cluster.package_data import work_path
 from serve_app.client import DEFAULT_URL, RouterClient
 from serve_app.dashboard_tables import styled
 
-ROOT = Path(__file__).resolve().parents[1]
 RAY_DASHBOARD = os.environ.get("ORCH_RAY_DASHBOARD", "http://127.0.0.1:8265")
 GRAFANA = os.environ.get("ORCH_GRAFANA_URL", "http://127.0.0.1:3000")
 TOKEN_ENV = "ORCH_ADMIN_TOKEN"
@@ -20,8 +20,9 @@ TOKEN_FILE_ENV = "ORCH_ADMIN_TOKEN_FILE"
 
 
 def results_dir() -> Path:
-    """``$ORCH_RESULTS`` (read on each run of a page), default ``results``."""
-    return Path(os.environ.get("ORCH_RESULTS", ROOT / "results"))
+    """``$ORCH_RESULTS`` (read on each run of a page), default ``results`` (in the checkout, or the
+    working directory of an installed package)."""
+    return Path(os.environ.get("ORCH_RESULTS") or work_path("results"))
 
 
 def download(df: pd.DataFrame, name: str) -> None:

@@ -111,14 +111,18 @@ def history_view(rows: pd.DataFrame) -> pd.DataFrame:
 
 def fetch_all(page: Callable[[int, int], dict], limit: int = 1000, cap: int = 100_000) -> tuple[list[dict], int]:
     """Every row a paged endpoint holds (``page(offset, limit)`` answers ``items``, ``total`` and
-    ``next_offset``), newest first, up to ``cap`` rows; returns (rows, total)."""
+    ``next_offset``), newest first, up to ``cap`` rows; returns (rows, total). Tasks accepted while
+    it pages shift the offsets: a row seen twice is kept once (by ``task_id``)."""
     rows: list[dict] = []
+    seen: set[str] = set()
     offset: int | None = 0
     total = 0
     while offset is not None and len(rows) < cap:
         got = page(offset, min(limit, cap - len(rows)))
         items = got.get("items", [])
-        rows += items
+        fresh = [r for r in items if r.get("task_id") not in seen]
+        seen.update(r.get("task_id") for r in fresh)
+        rows += fresh
         total = int(got.get("total", len(rows)))
         offset = got.get("next_offset")
         if not items:

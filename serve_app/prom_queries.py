@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import requests
 
+from cluster.monitoring import prometheus_ready
+
 URL_ENV = "ORCH_PROMETHEUS_URL"
 DEFAULT_URL = "http://127.0.0.1:9090"
 #: points per chart: enough for a smooth line, few enough for one small JSON answer
@@ -75,11 +77,7 @@ class PromClient:
 
     def probe(self, timeout: float = 0.5) -> bool:
         """True when a Prometheus answers at :attr:`url` (its readiness endpoint)."""
-        try:
-            r = requests.get(self.url + "/-/ready", timeout=timeout)
-        except requests.RequestException:
-            return False
-        return r.status_code == 200
+        return prometheus_ready(self.url, timeout)
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> pd.DataFrame:
         """``/api/v1/query_range`` as a long table: ``time`` (datetime, UTC), ``labels`` (dict), ``value``."""
@@ -98,6 +96,7 @@ class PromClient:
                 for s in body.get("data", {}).get("result", []) for t, v in s.get("values", [])]
         df = pd.DataFrame(rows, columns=["time", "labels", "value"])
         df["time"] = pd.to_datetime(df["time"], unit="s", utc=True)
+        df["value"] = df["value"].astype(float)  # no samples (a counter never incremented) would be object
         return df
 
     def panel(self, panel: Panel, span_s: float, now: float | None = None) -> pd.DataFrame:

@@ -33,6 +33,7 @@ is per GPU so at most 1000, times are numbers; a bad cell names file, column and
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,9 +102,12 @@ def _number(path: Path, line: int, row: dict[str, str | None], col: str) -> floa
     if not text:
         return None
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
         raise ConfigError(path, f"{col} (line {line})", f"must be a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise ConfigError(path, f"{col} (line {line})", f"must be a finite number, got {text!r}")
+    return v
 
 
 def _count(path: Path, line: int, row: dict[str, str | None], col: str) -> int:
@@ -136,7 +140,7 @@ def read_pod_list(path: str | Path) -> PodList:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(p, "<file>", "no such file")
-    with p.open(newline="") as fh:
+    with p.open(newline="", encoding="utf-8-sig") as fh:  # a byte-order mark must not hide `name`
         reader = csv.DictReader(fh)
         columns = tuple(c.strip() for c in reader.fieldnames or ())
         reader.fieldnames = list(columns)

@@ -23,8 +23,8 @@ Mapping to :class:`scheduler.task.Task`:
   skipped and counted in :attr:`TraceTasks.skipped`.
 * QoS (``Burstable`` when the column or cell is empty) -> priority, cost
   sensitivity and SLO. The trace has no latency targets, so the SLO is a
-  completion deadline: ``stretch * work + slack`` (clipped to the 7-day task maximum). LS must finish close to its run time, BE may wait an hour
-  and run 3x slower:
+  completion deadline: ``stretch * work + slack`` (clipped to the 7-day task maximum).
+  LS must finish close to its run time, BE may wait an hour and run 3x slower:
 
   - LS:         priority 8, cost sensitivity 3, SLO 1.2 x work + 30 s, kind ``alibaba-ls``
   - Guaranteed: priority 7, cost sensitivity 4, SLO 1.5 x work + 120 s

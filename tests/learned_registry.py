@@ -72,7 +72,7 @@ def learned_registry(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("learned-registry")
     for build in BUILDERS.values():
         build(root)
-    shipped = model_registry.DEFAULT_ROOT
+    shipped = model_registry.SHIPPED_MODELS
     if shipped.is_dir():
         for kind in shipped.iterdir():
             if kind.is_dir() and kind.name not in BUILDERS and _has_versions(kind.name, shipped):

@@ -38,10 +38,13 @@ def _text(v: float) -> str:
 
 
 class FakePrometheus:
-    """``with FakePrometheus() as prom:`` serves on ``prom.url``; ``prom.queries`` lists what it was asked."""
+    """``with FakePrometheus() as prom:`` serves on ``prom.url``; ``prom.queries`` lists what it was asked.
+    A query naming one of ``empty`` gets no series (a counter never incremented, as a healthy
+    router's SLO misses are until the first miss)."""
 
-    def __init__(self) -> None:
+    def __init__(self, empty: tuple[str, ...] = ()) -> None:
         self.queries: list[dict[str, str]] = []
+        self.empty = empty
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -59,7 +62,8 @@ class FakePrometheus:
                 if "bad(" in q.get("query", ""):
                     body = {"status": "error", "errorType": "bad_data", "error": "parse error: unknown function"}
                     return self._send(400, json.dumps(body).encode())
-                res = series(q["query"], float(q["start"]), float(q["end"]), float(q["step"]))
+                res = [] if any(e in q["query"] for e in owner.empty) else series(
+                    q["query"], float(q["start"]), float(q["end"]), float(q["step"]))
                 self._send(200, json.dumps({"status": "success",
                                             "data": {"resultType": "matrix", "result": res}}).encode())
 

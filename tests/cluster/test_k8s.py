@@ -19,7 +19,9 @@ import yaml
 
 from cluster.k8s import render, render_yaml
 from cluster.k8s_apps import FILE_NAMES, KINDS, MAX_APP_NAME, K8sOptions, render_object, render_text
+from cluster.config import UsageError
 from cluster.k8s_image import APP_DIR, dockerfile, ray_version
+from cluster.package_data import shipped_refs
 from cluster.ray_resources import label_key_error, label_value_error
 from cluster.topology import load_cluster
 from orchestrator.cli import main
@@ -413,12 +415,20 @@ def test_dockerfile_builds_the_package_on_the_pinned_ray_image() -> None:
     assert any(ln.startswith("RUN pip install --no-cache-dir .") for ln in lines)
     copied = [tok for ln in lines if ln.startswith("COPY ") for tok in ln.split()[2:-1]]
     assert all((REPO_ROOT / c).exists() for c in copied), copied
-    assert {"pyproject.toml", "README.md", "configs", "artifacts/policies"} <= set(copied)
+    assert {"pyproject.toml", "README.md", "configs", "artifacts/policies/rl/2"} <= set(copied)
+    tracked = {f"artifacts/policies/{r}" for r in shipped_refs(REPO_ROOT)}
+    assert {c for c in copied if c.startswith("artifacts/")} == tracked  # never a locally trained model
+    assert "ORCH_REGISTRY" not in text  # the wheel built in the image carries the shipped models
     include = re.search(r"^include\s*=\s*\[(.*?)\]", (REPO_ROOT / "pyproject.toml").read_text(), re.M | re.S)
     packages = set(re.findall(r'"([A-Za-z0-9_]+)\*?"', include.group(1)))
     assert packages <= set(copied)  # every package pip installs is in the image
     pip = next(i for i, ln in enumerate(lines) if ln.startswith("RUN pip"))
     assert pip > max(i for i, ln in enumerate(lines) if ln.startswith("COPY"))
+
+
+def test_dockerfile_outside_a_checkout_is_a_usage_error(tmp_path) -> None:
+    with pytest.raises(UsageError, match="--kind dockerfile"):
+        dockerfile(tmp_path)
 
 
 def test_long_names_stay_within_kuberay_limits(local_spec) -> None:

@@ -268,7 +268,7 @@ def test_prometheus_scrapes_the_router_series(router: Router, tmp_path: Path) ->
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("the prometheus binary is not installed (Debian: apt-get install prometheus; .ci/run does)")
-    from serve_app.monitoring import dashboard_queries, prometheus_config
+    from cluster.monitoring import dashboard_queries, prometheus_config
 
     cfg = tmp_path / "prometheus.yml"
     cfg.write_text(prometheus_config(router.state_dir))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.package_data import shipped_refs
 from orchestrator.cli import build_parser
 from tests.conftest import REPO_ROOT
 
@@ -50,11 +51,7 @@ def test_version_flag_prints_the_distribution_version():
 
 
 def _shipped_refs() -> list[str]:
-    spec = importlib.util.spec_from_file_location("orch_setup_under_test", REPO_ROOT / "setup.py")
-    text = (REPO_ROOT / "setup.py").read_text()
-    assert spec is not None and "shipped_models" in text
-    lines = (REPO_ROOT / ".gitignore").read_text().splitlines()
-    return [ln[len("!artifacts/policies/"):].rstrip("/") for ln in lines if ln.startswith("!artifacts/policies/")]
+    return shipped_refs(REPO_ROOT)
 
 
 def test_the_shipped_models_are_the_ones_git_tracks():

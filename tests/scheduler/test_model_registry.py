@@ -123,8 +123,11 @@ def test_installed_package_reads_shipped_models_and_numbers_new_ones_above_them(
     assert reg.load("rf").ref == "rf:2" and reg.load("rf", 1).file("model.bin").read_bytes() == b"shipped rf"
     with pytest.raises(reg.ModelNotFoundError, match=r"version 3 \(have 1, 2\)"):
         reg.resolve("rf", 3)
-    # a registry named by argument or environment is exactly that folder
-    assert reg.versions("rf", root=work / "artifacts" / "policies") == [2]
+    # naming the default folder (`--registry artifacts/policies`) is the default: shipped ones seen, numbered above
+    assert reg.versions("rf", root=work / "artifacts" / "policies") == [1, 2]
+    assert _save(work / "artifacts" / "policies") == work / "artifacts" / "policies" / "rf" / "3"
+    # a registry named by argument (another folder) or environment is exactly that folder
+    assert reg.versions("rf", root=tmp_path / "other") == []
     monkeypatch.setenv(reg.REGISTRY_ENV, str(tmp_path / "elsewhere"))
     with pytest.raises(reg.ModelNotFoundError):
         reg.load("rl")

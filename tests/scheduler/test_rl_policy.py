@@ -126,7 +126,7 @@ def test_serving_imports_neither_rllib_nor_ray(tmp_path) -> None:
 
 def test_shipped_pretrained_artifact_loads_if_present(local_spec) -> None:
     """The artifact in artifacts/policies/rl (what `make demo` uses) loads and places tasks."""
-    shipped = model_registry.DEFAULT_ROOT  # not $ORCH_REGISTRY: the session fixture points that elsewhere
+    shipped = model_registry.SHIPPED_MODELS  # not $ORCH_REGISTRY: the session fixture points that elsewhere
     try:
         has = bool(model_registry.versions("rl", shipped))
     except model_registry.RegistryError:

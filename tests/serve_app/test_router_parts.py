@@ -23,7 +23,7 @@ def test_serve_yaml_carries_valid_router_args() -> None:
     from scheduler import model_registry
     from scheduler.policy_net import NetSpec
 
-    art = model_registry.load("rl", "latest", model_registry.DEFAULT_ROOT)  # shipped with the checkout
+    art = model_registry.load("rl", "latest", model_registry.SHIPPED_MODELS)  # shipped with the checkout
     assert NetSpec.from_dict(art.meta["architecture"]).level == "node"
     assert cfg.history_path_url() == f"sqlite:///{REPO_ROOT / 'results/serve/history.db'}"
 
@@ -145,7 +145,7 @@ def test_grafana_dashboard_covers_the_three_views_with_router_metrics() -> None:
     import re
 
     from serve_app.metrics import exported_series
-    from serve_app.monitoring import GRAFANA_DASHBOARD, dashboard_queries, prometheus_config
+    from cluster.monitoring import GRAFANA_DASHBOARD, dashboard_queries, prometheus_config
 
     doc = json.loads(GRAFANA_DASHBOARD.read_text())
     rows = [p["title"] for p in doc["panels"] if p["type"] == "row"]

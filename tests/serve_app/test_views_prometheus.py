@@ -62,6 +62,12 @@ def test_queries_sent_and_answers_parsed() -> None:
             cl.query_range("bad(", now - 60, now, 1)
 
 
+def test_a_series_with_no_samples_is_an_empty_panel_not_an_error() -> None:
+    with FakePrometheus(empty=("slo_misses",)) as prom:
+        slo = PromClient(prom.url).panel(PANELS["SLO misses"], 300, now=1_800_000_000.0)
+    assert slo.empty and list(slo.columns) == ["time", "value", "series"]
+
+
 def test_nothing_listening_is_a_sentence() -> None:
     cl = PromClient(_closed_port_url())
     assert cl.probe() is False

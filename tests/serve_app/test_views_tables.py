@@ -74,6 +74,19 @@ def test_fetch_all_pages_through_the_history_and_names_its_window() -> None:
     assert cost[cost["pool"] == "(none)"].iloc[0]["tasks"] == 1250  # never placed: no pool, no cost
 
 
+def test_fetch_all_counts_a_row_once_when_new_tasks_shift_the_pages() -> None:
+    rows = [{"task_id": f"t{i}"} for i in range(2000)]
+
+    def page(offset: int, limit: int) -> dict:
+        if offset:  # a task accepted after the first page: every older row moves one place down
+            rows.insert(0, {"task_id": f"new{offset}"})
+        nxt = offset + limit
+        return {"items": rows[offset:nxt], "total": len(rows), "next_offset": nxt if nxt < len(rows) else None}
+
+    got, _ = fetch_all(page)
+    assert len({r["task_id"] for r in got}) == len(got)
+
+
 def test_a_colour_per_run_the_same_in_every_chart() -> None:
     runs = [f"policy-{i}" for i in range(30)]
     scale = run_colours(runs)

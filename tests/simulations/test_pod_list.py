@@ -153,3 +153,13 @@ def test_cli_subprocess_missing_column_no_traceback(tmp_path: Path) -> None:
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "memory_mib" in r.stderr and str(pods) in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_infinite_cell_is_a_clear_error_and_a_byte_order_mark_is_ignored(tmp_path: Path) -> None:
+    header = "name,cpu_milli,memory_mib,num_gpu,gpu_milli\n"
+    bad = write_csv(tmp_path / "inf.csv", header, ["p1,inf,100,0,0"])
+    with pytest.raises(ConfigError, match=r"cpu_milli \(line 2\).*finite"):
+        read_pod_list(bad)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufeff".encode() + (header + "p1,1000,100,0,0\n").encode())
+    assert [p.name for p in read_pod_list(bom).pods] == ["p1"]

@@ -9,8 +9,8 @@ import urllib.request
 from pathlib import Path
 
 from cluster.launcher import LauncherError, LaunchState, default_state_dir
-from cluster.procs import port_free
 from cluster.package_data import DATA_ROOT
+from cluster.procs import port_free
 
 PROMETHEUS_TEMPLATE = DATA_ROOT / "configs" / "monitoring" / "prometheus.yml"
 GRAFANA_DASHBOARD = DATA_ROOT / "configs" / "monitoring" / "grafana_dashboard.json"
