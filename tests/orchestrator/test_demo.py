@@ -272,7 +272,7 @@ def test_a_taken_prometheus_port_moves_to_the_next_free_one_and_demo_stop_ends_i
     if PROMETHEUS is None:
         pytest.skip("the prometheus binary is not installed (Debian: apt-get install prometheus; .ci/run does)")
     from orchestrator import demo as d
-    from serve_app import monitoring
+    from cluster import monitoring
 
     monkeypatch.setattr(monitoring, "prometheus_config", lambda state_dir: "global:\n  scrape_interval: 5s\n")
     taken = socket.socket()
