@@ -87,12 +87,27 @@ _MISSING = object()
 
 
 class Fields:
-    """Typed, path-aware access to one mapping of a config file."""
+    """Typed, path-aware access to one mapping of a config file.
 
-    def __init__(self, data: Mapping[str, Any], file: str | Path | None, path: str) -> None:
+    With a :class:`Collector` (``collect``), a bad or missing value is recorded there and a
+    stand-in (the default, else a value of the asked type) comes back, so a loader reads on and
+    reports every bad field at once when it calls ``collect.check()``.
+    """
+
+    def __init__(self, data: Mapping[str, Any], file: str | Path | None, path: str,
+                 collect: "Collector | None" = None) -> None:
         self.data = data
         self.file = file
         self.path = path
+        self.collect = collect
+
+    def fail(self, key: str, reason: str, stand_in: Any) -> Any:
+        """Raise the error for ``key``, or record it and return ``stand_in`` when collecting."""
+        err = self.error(key, reason)
+        if self.collect is None:
+            raise err
+        self.collect.errors.append(err)
+        return stand_in
 
     def _name(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -117,43 +132,61 @@ class Fields:
             return default
         return self.data[key]
 
+    def _value(self, key: str, default: Any, stand_in: Any) -> tuple[Any, bool]:
+        """(the value or default, True) or (a stand-in, False) once a missing field is reported."""
+        if key not in self.data and default is _MISSING:
+            return self.fail(key, "required field is missing", stand_in), False
+        return self.data.get(key, default), True
+
     def str(self, key: str, default: Any = _MISSING, choices: set[str] | None = None) -> str:
-        value = self.raw(key, default)
+        fallback = default if isinstance(default, str) and default else min(choices) if choices else "?"
+        value, ok = self._value(key, default, fallback)
+        if not ok:
+            return value
         if not isinstance(value, str) or not value:
-            raise self.error(key, f"must be a non-empty string, got {value!r}")
+            return self.fail(key, f"must be a non-empty string, got {value!r}", fallback)
         if choices is not None and value not in choices:
-            raise self.error(key, f"must be one of {sorted(choices)}, got {value!r}")
+            return self.fail(key, f"must be one of {sorted(choices)}, got {value!r}", fallback)
         return value
 
     def num(self, key: str, default: Any = _MISSING, *, min: float | None = None,
             max: float | None = None, strict_min: bool = False) -> float:
-        value = self.raw(key, default)
+        ok_default = isinstance(default, (int, float)) and not isinstance(default, bool)
+        fallback = (float(default) if ok_default else float(min) + (1 if strict_min else 0) if min is not None
+                    else float(max) if max is not None else 0.0)
+        value, ok = self._value(key, default, fallback)
+        if not ok:
+            return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(key, f"must be a number, got {value!r}")
+            return self.fail(key, f"must be a number, got {value!r}", fallback)
         if value != value or value in (float("inf"), float("-inf")):
-            raise self.error(key, f"must be a finite number, got {value}")
+            return self.fail(key, f"must be a finite number, got {value}", fallback)
         if min is not None and (value <= min if strict_min else value < min):
-            raise self.error(key, f"must be {'>' if strict_min else '>='} {min}, got {value}")
+            return self.fail(key, f"must be {'>' if strict_min else '>='} {min}, got {value}", fallback)
         if max is not None and value > max:
-            raise self.error(key, f"must be <= {max}, got {value}")
+            return self.fail(key, f"must be <= {max}, got {value}", fallback)
         return float(value)
 
     def int(self, key: str, default: Any = _MISSING, *, min: int | None = None,
             max: int | None = None) -> int:
-        value = self.raw(key, default)
+        ok_default = isinstance(default, int) and not isinstance(default, bool)
+        fallback = default if ok_default else (min if min is not None else 0)
+        value, ok = self._value(key, default, fallback)
+        if not ok:
+            return value
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"must be an integer, got {value!r}")
+            return self.fail(key, f"must be an integer, got {value!r}", fallback)
         if min is not None and value < min:
-            raise self.error(key, f"must be >= {min}, got {value}")
+            return self.fail(key, f"must be >= {min}, got {value}", fallback)
         if max is not None and value > max:
-            raise self.error(key, f"must be <= {max}, got {value}")
+            return self.fail(key, f"must be <= {max}, got {value}", fallback)
         return value
 
     def section(self, key: str, default: Any = _MISSING) -> "Fields":
         value = self.raw(key, default)
         if not isinstance(value, Mapping):
             raise self.error(key, f"must be a mapping, got {type(value).__name__}")
-        return Fields(value, self.file, self._name(key))
+        return Fields(value, self.file, self._name(key), self.collect)
 
     def items(self, key: str, default: Any = _MISSING) -> Iterator[tuple[int, Any, str]]:
         """Yield (index, value, dotted name) for a list field."""
@@ -168,7 +201,7 @@ class Fields:
         for _, item, name in self.items(key, default):
             if not isinstance(item, Mapping):
                 raise ConfigError(self.file, name, f"must be a mapping, got {type(item).__name__}")
-            yield Fields(item, self.file, name)
+            yield Fields(item, self.file, name, self.collect)
 
     def mapping_sections(self, key: str) -> Iterator[tuple[str, "Fields"]]:
         """Yield (name, cursor) for a mapping of mappings (e.g. ``tiers:``)."""
@@ -176,7 +209,7 @@ class Fields:
         for name, item in sec.data.items():
             if not isinstance(item, Mapping):
                 raise sec.error(str(name), f"must be a mapping, got {type(item).__name__}")
-            yield str(name), Fields(item, self.file, sec._name(str(name)))
+            yield str(name), Fields(item, self.file, sec._name(str(name)), self.collect)
 
 
 def read_csv_rows(path: str | Path, required: tuple[str, ...]) -> list[dict[str, str]]:

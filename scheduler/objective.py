@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster.config import load_yaml
+from cluster.config import Collector, load_yaml
 from cluster.package_data import DATA_ROOT
 
 DEFAULT_OBJECTIVE = DATA_ROOT / "configs" / "objective.yaml"
@@ -85,11 +85,14 @@ class Objective:
 def load_objective(path: str | Path = DEFAULT_OBJECTIVE) -> Objective:
     """Load weights through the validating loader (errors name file and field)."""
     f = load_yaml(path)
-    f.check_keys({"latency", "slo_miss", "cost", "cost_ref", "latency_knee"})
-    return Objective(
+    f.collect = errs = Collector()  # every bad weight at once
+    errs(f.check_keys, {"latency", "slo_miss", "cost", "cost_ref", "latency_knee"})
+    objective = Objective(
         latency=f.num("latency", 1.0, min=0),
         slo_miss=f.num("slo_miss", 2.0, min=0),
         cost=f.num("cost", 1.0, min=0),
         cost_ref=f.num("cost_ref", 0.05, min=0, strict_min=True),
         latency_knee=f.num("latency_knee", 10.0, min=0, strict_min=True),
     )
+    errs.check()
+    return objective

@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from cluster.config import ConfigError, Fields, load_yaml
+from cluster.config import Collector, ConfigError, Fields, load_yaml
 from cluster.package_data import data_path, work_path
+from cluster.serve_config import router_apps
 from scheduler.task import MAX_WORK_S
 
 DEFAULT_HISTORY = "sqlite:///results/serve/history.db"
@@ -153,9 +154,10 @@ _ALLOWED = {f.name for f in fields(RouterConfig)}
 
 
 def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | None = None) -> RouterConfig:
-    """Validate a mapping of router args; unknown keys and bad values name the field."""
-    f = Fields(dict(data or {}), file=source or "<router args>", path="")
-    f.check_keys(_ALLOWED)
+    """Validate a mapping of router args; unknown keys and bad values name the field, all at once."""
+    errs = Collector()
+    f = Fields(dict(data or {}), file=source or "<router args>", path="", collect=errs)
+    errs(f.check_keys, _ALLOWED)
     d = RouterConfig()
 
     def opt_str(key: str) -> str | None:
@@ -163,7 +165,7 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
 
     sha = opt_str("admin_token_sha256")
     if sha is not None and not _SHA256.match(sha):
-        raise f.error("admin_token_sha256", "must be 64 lower-case hex digits (sha256sum of the token)")
+        sha = f.fail("admin_token_sha256", "must be 64 lower-case hex digits (sha256sum of the token)", None)
     kernel = f.str("kernel", d.kernel, choices={"sleep", "cpu"})
     max_deadline = f.num("max_deadline_s", d.max_deadline_s, min=0.0, strict_min=True)
     default_deadline = None
@@ -175,8 +177,8 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
     try:
         parse_url(history)
     except ValueError as exc:  # HistoryError: names the scheme and the forms; never the password
-        raise f.error("history_url", str(exc)) from None
-    return RouterConfig(
+        f.fail("history_url", str(exc), None)
+    cfg = RouterConfig(
         cluster=opt_str("cluster"),
         policy=f.str("policy", d.policy),
         registry=opt_str("registry"),
@@ -221,6 +223,8 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
                           int(f.num("history_max_rows", d.history_max_rows, min=1, max=1e9))),
         history_synchronous=f.str("history_synchronous", d.history_synchronous, choices={"FULL", "NORMAL"}),
     )
+    errs.check()
+    return cfg
 
 
 def _bool(f: Fields, key: str, default: bool) -> bool:
@@ -228,7 +232,7 @@ def _bool(f: Fields, key: str, default: bool) -> bool:
     if isinstance(v, str) and v.lower() in ("true", "false", "1", "0", "yes", "no"):
         return v.lower() in ("true", "1", "yes")  # `serve run ... key=value` passes strings
     if not isinstance(v, bool):
-        raise f.error(key, f"must be true or false, got {v!r}")
+        return f.fail(key, f"must be true or false, got {v!r}", default)
     return v
 
 
@@ -236,12 +240,8 @@ def load_router_config(path: str | Path) -> RouterConfig:
     """Router args from a YAML file: either the args mapping itself or a Serve config
     whose first application using ``serve_app`` carries them under ``args``."""
     f = load_yaml(path)
-    apps = f.data.get("applications")
-    if isinstance(apps, list):
-        for app in apps:
-            if isinstance(app, Mapping) and str(app.get("import_path", "")).startswith("serve_app"):
-                return parse_router_config(app.get("args") or {}, path)
-        raise ConfigError(path, "applications", "no application with import_path serve_app:...")
+    if "applications" in f.data:
+        return parse_router_config(router_apps(f)[0].get("args") or {}, path)
     return parse_router_config(f.data, path)
 
 

@@ -44,6 +44,27 @@ def test_bad_router_args_name_the_field(args, field) -> None:
     assert e.value.field == field
 
 
+def test_every_bad_router_arg_is_reported_at_once() -> None:
+    from cluster.config import ConfigErrors
+
+    with pytest.raises(ConfigErrors) as e:
+        parse_router_config({"polcy": "x", "kernel": "gpu", "max_batch": 0, "access_log": 1.5,
+                             "history_url": "postgresql://u:hunter2@db"}, "serve.yaml")
+    assert sorted(x.field for x in e.value.errors) == ["access_log", "history_url", "kernel", "max_batch", "polcy"]
+    assert "hunter2" not in str(e.value) and str(e.value).startswith("5 config errors:")
+
+
+def test_every_bad_objective_weight_is_reported_at_once(tmp_path) -> None:
+    from cluster.config import ConfigErrors
+    from scheduler.objective import load_objective
+
+    bad = tmp_path / "objective.yaml"
+    bad.write_text("latency: -1\ncost_ref: 0\nlatenc: 2\n")
+    with pytest.raises(ConfigErrors) as e:
+        load_objective(bad)
+    assert sorted(x.field for x in e.value.errors) == ["cost_ref", "latenc", "latency"]
+
+
 def test_serve_access_log_is_off_unless_asked(monkeypatch) -> None:
     """Every task is in the history; Serve's per-request log line is opt-in (its cost is the router's)."""
     from serve_app.deployment import build_app
