@@ -122,7 +122,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
 #: ``orchestrator simulate`` never loads Ray or RLlib.
 PLUGINS: list[str] = ["orchestrator.cli_train:add_train"]
 PLUGINS += ["cluster.cli:add_cluster", "replays.sim_vs_real:add_compare", "serve_app.cli:add_serve",
-            "serve_app.keys_cli:add_keys"]
+            "serve_app.keys_cli:add_keys", "capacity.cli:add_capacity"]
 
 
 def add_simulate(sub: argparse._SubParsersAction) -> None:

@@ -54,6 +54,8 @@ def header(title: str, command: str, *, now: _dt.datetime | None = None) -> list
 
 
 def _cell(x: object, floatfmt: str) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
     if isinstance(x, (float, np.floating)):
         return "" if not np.isfinite(x) else floatfmt.format(x)
     return str(x).replace("|", "\\|")

@@ -27,6 +27,12 @@ seconds, ``sigma`` the log-space spread), ``uniform`` (``low``..``high``) and
 ``constant`` (``mean``). Instead of ``scenarios`` a file may give
 ``scenarios_from: other.yaml`` (relative to itself) to reuse another mix at a
 different rate, so that "the same mix at 2.5x" cannot drift from the original.
+
+An optional ``rate_profile:`` section makes the rate vary over time (daily and weekly
+seasonality, trend, bursts, noise; :mod:`simulations.rate_profile`): arrivals are then a
+non-homogeneous Poisson process drawn by thinning. Without it a file generates exactly
+as before. :func:`draw` gives the stream as arrays (no task objects), for multi-day
+workloads of millions of arrivals.
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ from cluster.config import Collector, ConfigError, Fields, load_yaml
 from cluster.package_data import DATA_ROOT, data_path
 from cluster.topology import MIG_PROFILES, load_gpu_models
 from scheduler.task import MAX_WORK_S, Task, TaskError, make_task
+from simulations.rate_profile import RateProfile, parse_rate_profile
 
 WORKLOADS_DIR = DATA_ROOT / "configs" / "workloads"
 DISTRIBUTIONS = ("lognormal", "uniform", "constant")
@@ -108,6 +115,7 @@ class WorkloadSpec:
     scenarios: tuple[Scenario, ...]
     description: str | None = None
     source: str = "<built>"
+    rate_profile: RateProfile | None = None
 
     @property
     def effective_rate(self) -> float:
@@ -208,7 +216,7 @@ def load_workload(path: str | Path, *, _seen: frozenset[Path] = frozenset()) -> 
     f = load_yaml(p)
     errs = Collector()  # every bad field and scenario is reported at once
     errs(f.check_keys, {"name", "description", "duration_s", "rate_per_s", "load_factor", "seed",
-                        "scenarios", "scenarios_from"})
+                        "scenarios", "scenarios_from", "rate_profile"})
     scenarios = errs(_load_scenarios, f, p, _seen, default=())
     desc = f.raw("description", None)
     if desc is not None and not isinstance(desc, str):
@@ -218,7 +226,8 @@ def load_workload(path: str | Path, *, _seen: frozenset[Path] = frozenset()) -> 
         ("duration_s", lambda: f.num("duration_s", min=0, max=30 * 24 * 3600, strict_min=True)),
         ("rate_per_s", lambda: f.num("rate_per_s", min=0, max=1e5, strict_min=True)),
         ("load_factor", lambda: f.num("load_factor", 1.0, min=0, max=1e3, strict_min=True)),
-        ("seed", lambda: f.int("seed", 0, min=0)))}
+        ("seed", lambda: f.int("seed", 0, min=0)),
+        ("rate_profile", lambda: parse_rate_profile(f.section("rate_profile")) if f.has("rate_profile") else None))}
     errs.check()
     return WorkloadSpec(scenarios=scenarios, description=desc, source=str(p), **top)
 
@@ -270,6 +279,38 @@ def poisson_arrivals(rng: np.random.Generator, rate: float, duration: float) -> 
     return times[times < duration]
 
 
+@dataclass(frozen=True)
+class Drawn:
+    """A task stream as arrays (arrival order): what :func:`generate` turns into tasks."""
+
+    arrivals: np.ndarray  #: seconds since t = 0
+    which: np.ndarray     #: index into ``spec.scenarios``
+    work: np.ndarray      #: seconds on the reference device
+
+
+def draw(spec: WorkloadSpec, seed: int | None = None, load_factor: float | None = None, *,
+         duration_s: float | None = None) -> Drawn:
+    """The arrays of :func:`generate`'s stream (same arguments, same random draws), without task objects."""
+    lf = spec.load_factor if load_factor is None else float(load_factor)
+    duration = spec.duration_s if duration_s is None else float(duration_s)
+    if not lf > 0 or not duration > 0:
+        raise ValueError(f"load_factor and duration_s must be > 0, got {lf}, {duration}")
+    rng = np.random.default_rng(spec.seed if seed is None else seed)
+    if spec.rate_profile is None:
+        arrivals = poisson_arrivals(rng, spec.rate_per_s * lf, duration)
+    else:  # thinning: candidates at the rate's bound, each kept with probability m(t) / bound
+        real = spec.rate_profile.realise(rng, duration)
+        arrivals = spec.rate_profile.thin(rng, real, poisson_arrivals(rng, spec.rate_per_s * lf * real.bound,
+                                                                      duration))
+    n = len(arrivals)
+    which = rng.choice(len(spec.scenarios), size=n, p=spec.weights())
+    work = np.empty(n)
+    for j, sc in enumerate(spec.scenarios):
+        idx = np.flatnonzero(which == j)
+        work[idx] = sc.work.sample(rng, len(idx))
+    return Drawn(arrivals, which, work)
+
+
 def generate(spec: WorkloadSpec, seed: int | None = None, load_factor: float | None = None, *,
              duration_s: float | None = None) -> list[Task]:
     """Draw the task stream of ``spec``, sorted by arrival; the same seed gives the same tasks.
@@ -282,18 +323,8 @@ def generate(spec: WorkloadSpec, seed: int | None = None, load_factor: float | N
 
     Task ids are ``<kind>-<n>`` with ``n`` the task's position in arrival order.
     """
-    lf = spec.load_factor if load_factor is None else float(load_factor)
-    duration = spec.duration_s if duration_s is None else float(duration_s)
-    if not lf > 0 or not duration > 0:
-        raise ValueError(f"load_factor and duration_s must be > 0, got {lf}, {duration}")
-    rng = np.random.default_rng(spec.seed if seed is None else seed)
-    arrivals = poisson_arrivals(rng, spec.rate_per_s * lf, duration)
-    n = len(arrivals)
-    which = rng.choice(len(spec.scenarios), size=n, p=spec.weights())
-    work = np.empty(n)
-    for j, sc in enumerate(spec.scenarios):
-        idx = np.flatnonzero(which == j)
-        work[idx] = sc.work.sample(rng, len(idx))
+    d = draw(spec, seed, load_factor, duration_s=duration_s)
+    arrivals, which, work = d.arrivals, d.which, d.work
     tasks: list[Task] = []
     for i, (a, j, w) in enumerate(zip(arrivals.tolist(), which.tolist(), work.tolist())):
         s = spec.scenarios[j]  # validated at load time, so construct directly (fast)

@@ -1,0 +1,16 @@
+"""Capacity planning: demand series, forecasts and their backtests (issue 20, items 1 and 2).
+
+Why a package of its own: forecasting demand is a concern above the simulator. It reads
+workload files and traces through ``simulations`` and task records as plain dicts (the
+router's history rows, so ``serve_app`` is never imported); nothing below imports it.
+
+* :mod:`capacity.series`: the one demand table (arrivals and resource-seconds per interval,
+  kind, pool and GPU share) and its forecasting views;
+* :mod:`capacity.sources`: that table from a workload file, the Alibaba trace, the Azure LLM
+  trace or history records;
+* :mod:`capacity.models`, :mod:`capacity.forecast`, :mod:`capacity.backtest`: statsforecast and
+  LightGBM (mlforecast) forecasts with prediction intervals, beside the seasonal-naive baseline,
+  and rolling-origin backtests (:mod:`capacity.metrics`);
+* :mod:`capacity.cli`: ``orchestrator capacity forecast|backtest``; :mod:`capacity.page` its
+  dated Markdown page (:mod:`capacity.report` lays out the backtest page).
+"""

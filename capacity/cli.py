@@ -1,0 +1,261 @@
+"""``orchestrator capacity forecast|backtest``: demand series of a workload, trace or history, forecast.
+
+``forecast`` fits every model on all the data and writes the next horizon with prediction
+intervals; ``backtest`` scores the models from rolling origins (MAE, MAPE, MASE, interval
+coverage) beside the seasonal-naive baseline. Several sources may be given at once; each keeps
+its own interval and horizons unless ``--interval`` / ``--horizons`` say otherwise. Bad flags
+raise :class:`UsageError` (exit 2, naming the flag); a bad file a :class:`ConfigError` (exit 2).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from capacity.series import GROUPINGS, DemandSeries, parse_interval
+from cluster.config import ConfigError, UsageError
+
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """A source kind's resolution, horizons and test span when the flags leave them out."""
+
+    interval: str
+    horizons: str
+    test_span: str
+
+
+SOURCES = {"workload": Defaults("1h", "1h,1D", "7D"), "trace": Defaults("1D", "1D,7D", "28D"),
+           "azure": Defaults("10s", "1min,5min", "20min"), "records": Defaults("1h", "1h,1D", "7D")}
+
+
+def _load_records(path: str) -> list[dict]:
+    """History rows as JSON lines or one JSON array (what a ``--history URL`` will fetch)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(p, "<file>", "no such file")
+    text = p.read_text().strip()
+    try:
+        rows = json.loads(text) if text.startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
+    except json.JSONDecodeError as exc:
+        raise ConfigError(p, "<file>", f"not JSON lines or a JSON array: {exc}") from None
+    return rows
+
+
+def load_source(kind: str, path: str, args: argparse.Namespace, interval: pd.Timedelta) -> DemandSeries:
+    from capacity import sources
+
+    if kind == "workload":
+        duration = parse_interval(args.duration, "--duration").total_seconds() if args.duration else None
+        return sources.from_workload(path, interval=interval, seed=args.seed, load_factor=args.load_factor,
+                                     duration_s=duration)
+    if kind == "trace":
+        return sources.from_alibaba(path, interval=interval)
+    if kind == "azure":
+        return sources.from_azure(path, interval=interval)
+    try:
+        return sources.from_history(_load_records(path), interval=interval, source=path)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(path, "<records>", f"not task records as the history stores them: {exc!r}") from None
+
+
+def _steps(text: str, interval: pd.Timedelta, flag: str) -> int:
+    td = parse_interval(text, flag)
+    if td % interval != pd.Timedelta(0):
+        raise UsageError(f"{flag}: {text} is not a whole number of intervals of {interval}")
+    return int(td // interval)
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise UsageError(f"--levels: expected integers such as 80,95, got {text!r}") from None
+    if not levels or not all(0 < lv < 100 for lv in levels):
+        raise UsageError(f"--levels: each level is a percentage in (0, 100), got {text!r}")
+    return levels
+
+
+@dataclass(frozen=True)
+class Job:
+    """One source, resolved: its label, demand, series to forecast, interval and horizons (steps)."""
+
+    label: str
+    demand: DemandSeries
+    series: pd.DataFrame
+    horizons: tuple[int, ...]
+    test_span: int
+
+
+def jobs(args: argparse.Namespace) -> list[Job]:
+    """Check every flag before any data is read; then load each source."""
+    given = [(k, getattr(args, k)) for k in SOURCES if getattr(args, k)]
+    if not given:
+        raise UsageError("give a source: --workload FILE, --trace FILE, --azure PATH or --records FILE")
+    groupings = [g.strip() for g in args.series.split(",") if g.strip()]
+    bad = [g for g in groupings if g not in GROUPINGS]
+    if bad or not groupings:
+        raise UsageError(f"--series: unknown grouping {bad[0] if bad else args.series!r} (known: {', '.join(GROUPINGS)})")
+    if args.load_factor is not None and not args.load_factor > 0:
+        raise UsageError(f"--load-factor: must be > 0, got {args.load_factor}")
+    if getattr(args, "max_windows", 1) < 1:
+        raise UsageError(f"--max-windows: must be >= 1, got {args.max_windows}")
+    plans = []
+    for kind, path in given:
+        d = SOURCES[kind]
+        interval = parse_interval(args.interval or d.interval)
+        horizons = tuple(_steps(h, interval, "--horizons") for h in (args.horizons or d.horizons).split(",") if h.strip())
+        if not horizons or min(horizons) < 1:
+            raise UsageError(f"--horizons: at least one horizon of one interval or more, got {args.horizons!r}")
+        span = _steps(getattr(args, "test_span", None) or d.test_span, interval, "--test-span")
+        if hasattr(args, "test_span") and span < max(horizons):
+            raise UsageError(f"--test-span: shorter than the longest horizon ({span} < {max(horizons)} intervals)")
+        plans.append((kind, path, interval, horizons, span))
+    out = []
+    for kind, path, interval, horizons, span in plans:
+        demand = load_source(kind, path, args, interval)
+        label = f"{kind}:{Path(path).stem}"
+        out.append(Job(label, demand, demand.series(groupings), horizons, span))
+    return out
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from capacity import page
+    from capacity.backtest import backtest
+    from capacity.forecast import parse_models
+
+    models, levels = parse_models(args.models), _levels(args.levels)
+    t_start = time.perf_counter()
+    work = jobs(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=sum(len(j.horizons) for j in work) * len(models), desc="backtest", unit="fit", file=sys.stderr)
+    results = []
+    try:
+        for job in work:
+            bar.set_postfix_str(job.label)
+            bt = backtest(job.series, job.demand.interval, job.horizons, test_span=job.test_span, models=models,
+                          levels=levels, max_windows=args.max_windows, progress=lambda _: bar.update(1))
+            job.demand.frame.to_csv(out / f"demand_{_slug(job.label)}.csv", index=False)
+            results.append((job, bt))
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t_start
+    pd.concat([bt.table.assign(source=j.label) for j, bt in results]).to_csv(out / "backtest.csv")
+    pd.concat([bt.cv.assign(source=j.label) for j, bt in results]).to_csv(out / "backtest_forecasts.csv", index=False)
+    pd.concat([bt.best().assign(source=j.label) for j, bt in results]).to_csv(out / "backtest_best.csv")
+    for job, bt in results:
+        print(f"\n{job.label}: {job.demand.n_intervals} intervals of {job.demand.interval}, "
+              f"{job.series['unique_id'].nunique()} series")
+        print(page.error_table(bt.table, models).round(3).to_string())
+    print(f"\nbacktest tables written to {out}/ ({seconds:.0f} s)")
+    if args.markdown:
+        from capacity.report import backtest_page
+
+        page.write(args.markdown, backtest_page(results, models, levels, _command(args), seconds))
+    return 0
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from capacity import page
+    from capacity.forecast import forecast, parse_models
+
+    models, levels = parse_models(args.models), _levels(args.levels)
+    work = jobs(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for job in tqdm(work, desc="forecast", unit="source", file=sys.stderr):
+        fc = forecast(job.series, job.demand.interval, max(job.horizons), models, levels)
+        frames.append(fc.frame.assign(source=job.label))
+        job.demand.frame.to_csv(out / f"demand_{_slug(job.label)}.csv", index=False)
+    allfc = pd.concat(frames, ignore_index=True)
+    allfc.to_csv(out / "forecast.csv", index=False)
+    hi = f"hi_{max(levels)}"
+    summary = allfc.groupby(["source", "unique_id", "model"]).agg(start=("ds", "min"), end=("ds", "max"),
+                                                                  mean_total=("mean", "sum"), peak_mean=("mean", "max"),
+                                                                  **{f"peak_{hi}": (hi, "max")})
+    print(summary.round({c: 1 for c in summary.columns if c not in ("start", "end")}).to_string())
+    print(f"forecasts written to {out / 'forecast.csv'}")
+    if args.markdown:
+        lines = page.header("Capacity: demand forecast", _command(args))
+        lines += [f"Forecasts of each series over its horizon, with the {max(levels)}% upper bound "
+                  f"(rows of `{out / 'forecast.csv'}`).", ""] + page.table(summary, "{:,.1f}")
+        page.write(args.markdown, lines)
+    return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    return " ".join(["orchestrator", *(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:]))])
+
+
+def _common(p: argparse.ArgumentParser, backtest: bool) -> None:
+    src = p.add_argument_group("sources (one or more)")
+    src.add_argument("--workload", metavar="FILE", help="workload YAML (e.g. configs/workloads/weekly_mixed.yaml)")
+    src.add_argument("--trace", metavar="FILE", help="Alibaba openb pod list CSV (series by creation_time)")
+    src.add_argument("--azure", metavar="PATH", help="Azure LLM inference 2023 CSV, or its folder for both services")
+    src.add_argument("--records", metavar="FILE", help="history task records: JSON lines or a JSON array of rows")
+    p.add_argument("--interval", help="series resolution such as 1h, 1D, 10s (default per source: workload and "
+                                      "records 1h, trace 1D, azure 10s)")
+    p.add_argument("--horizons", help="comma-separated horizons, whole numbers of intervals (default per source: "
+                                      "1h,1D; 1D,7D; 1min,5min)" + ("" if backtest else "; the longest is forecast"))
+    if backtest:
+        p.add_argument("--test-span", help="backtest origins fill this last span of the data (default per source: "
+                                           "7D; 28D; 20min)")
+        p.add_argument("--max-windows", type=int, default=72, help="most origins per horizon")
+    p.add_argument("--models", default="snaive,ets,mstl,lgbm",
+                   help="comma-separated: snaive, ets, mstl, lgbm (the seasonal-naive baseline always runs)")
+    p.add_argument("--levels", default="80,95", help="prediction interval levels, percent")
+    p.add_argument("--series", default="totals,kinds,shares",
+                   help="which series: totals (each metric), kinds (arrivals per kind), pools (arrivals per "
+                        "pool), shares (GPU-seconds per share)")
+    p.add_argument("--seed", type=int, help="workload seed (default: the file's)")
+    p.add_argument("--load-factor", type=float, help="workload rate multiplier (default: the file's)")
+    p.add_argument("--duration", help="workload span to draw, e.g. 7D (default: the file's duration_s)")
+    p.add_argument("--out", default="results/capacity", help="folder for the CSVs")
+    p.add_argument("--markdown", metavar="PATH", help="also write a dated page (e.g. docs/capacity.md)")
+
+
+def add_capacity(sub: argparse._SubParsersAction) -> None:
+    cap = sub.add_parser("capacity", help="demand series, forecasts with intervals and their backtests")
+    csub = cap.add_subparsers(dest="capacity_command", required=True)
+    f = csub.add_parser("forecast", help="forecast each demand series with prediction intervals")
+    _common(f, backtest=False)
+    f.set_defaults(func=cmd_forecast)
+    b = csub.add_parser("backtest", help="rolling-origin backtest: MAE, MAPE, MASE and interval coverage per model")
+    _common(b, backtest=True)
+    b.set_defaults(func=cmd_backtest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m capacity.cli capacity backtest ...``: the same parser and exit codes as ``orchestrator``."""
+    parser = argparse.ArgumentParser(prog="orchestrator")
+    add_capacity(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return args.func(args)
+    except (UsageError, ConfigError) as exc:
+        print(f"orchestrator: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
