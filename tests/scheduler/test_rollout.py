@@ -134,3 +134,19 @@ def test_a_roll_charges_what_playing_every_task_to_its_end_would(spec) -> None:
         fw.advance(float("inf"))
         assert st.queue_len.sum() == 0
         assert pol.roll(task, sim.state, i, share, future, 0) == pytest.approx(total, rel=1e-9)
+
+
+def test_several_bases_do_as_well_as_the_best_of_them(spec) -> None:
+    """On the light smoke mix the cheap base is right and the fast one is not: rolled out with both,
+    each candidate valued by the better base, rollout matches or beats the better of the two."""
+    wl = load_workload("configs/workloads/cluster_smoke.yaml")
+    tasks = generate(wl, seed=103)
+    bases = {b: simulate(spec, tasks, make_policy(b), seed=103).summary["objective_mean"]
+             for b in ("fastest-feasible", "cheapest-feasible")}
+    pol = make_policy("rollout", base="fastest-feasible,cheapest-feasible", samples=2,
+                      future=Future([generate(wl, seed=10_000 + k) for k in range(2)]))
+    assert [b.name for b in pol.bases] == ["fastest-feasible", "cheapest-feasible"]
+    rolled = simulate(spec, tasks, pol, seed=103).summary["objective_mean"]
+    assert rolled <= min(bases.values()) < max(bases.values())
+    with pytest.raises(ValueError, match="base"):
+        make_policy("rollout", base=" , ")
