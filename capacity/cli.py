@@ -116,7 +116,7 @@ def jobs(args: argparse.Namespace) -> list[Job]:
         horizons = tuple(_steps(h, interval, "--horizons") for h in (args.horizons or d.horizons).split(",") if h.strip())
         if not horizons or min(horizons) < 1:
             raise UsageError(f"--horizons: at least one horizon of one interval or more, got {args.horizons!r}")
-        span = _steps(getattr(args, "test_span", None) or d.test_span, interval, "--test-span")
+        span = _steps(args.test_span or d.test_span, interval, "--test-span") if hasattr(args, "test_span") else 0
         if hasattr(args, "test_span") and span < max(horizons):
             raise UsageError(f"--test-span: shorter than the longest horizon ({span} < {max(horizons)} intervals)")
         plans.append((kind, path, interval, horizons, span))
@@ -132,7 +132,18 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
 
 
+def _require_forecasters() -> None:
+    """The forecasting libraries are an extra: without them, one line that says how to get them."""
+    import importlib.util
+
+    missing = [m for m in ("statsforecast", "mlforecast", "lightgbm") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"capacity: {', '.join(missing)} not installed "
+                         "(pip install 'ai-workload-orchestrator[capacity]')")
+
+
 def cmd_backtest(args: argparse.Namespace) -> int:
+    _require_forecasters()
     from tqdm import tqdm
 
     from capacity import page
@@ -172,6 +183,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
+    _require_forecasters()
     from tqdm import tqdm
 
     from capacity import page

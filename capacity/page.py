@@ -23,7 +23,7 @@ def error_table(t: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
             out[f"{m} MAPE %"] = wide[("mape", m)]
             out[f"{m} MASE"] = wide[("mase", m)]
     mase = wide["mase"]
-    out["best"] = mase.idxmin(axis=1)
+    out["best"] = mase.apply(lambda r: r.idxmin() if r.notna().any() else None, axis=1)  # flat history: no MASE
     base = mase["snaive"] if "snaive" in mase.columns else None
     out["beats snaive"] = (mase.min(axis=1) < base) if base is not None else False
     return out

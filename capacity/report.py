@@ -20,11 +20,20 @@ ABOUT = {
 }
 
 
+def _beats(table: pd.DataFrame) -> pd.Series:
+    """Per model but seasonal naive: whether its MASE beats the baseline's, per (series, horizon)."""
+    t = table["mase"].unstack("model")
+    if "snaive" not in t:
+        return pd.Series(dtype=bool, name="model")
+    return pd.concat({m: t[m] < t["snaive"] for m in t.columns if m != "snaive"}, names=["model"])
+
+
 def _targets(results: Sequence[tuple]) -> list[str]:
     lines = ["## Targets of issue 20", ""]
     synth = [(j, bt) for j, bt in results if j.label.startswith("workload:")]
     lines += [f"**MAPE at most {MAPE_TARGET:.0f}% at the one-hour horizon on the synthetic multi-day series** "
-              "(best model by MAPE per series):", ""]
+              "(the best model by MAPE per series, chosen in hindsight on the windows it is scored on: an "
+              "optimistic figure; every model's own errors are in the tables below):", ""]
     rows = []
     for job, bt in synth:
         t = bt.table.reset_index()
@@ -42,8 +51,11 @@ def _targets(results: Sequence[tuple]) -> list[str]:
         lines += ["No synthetic source with a 1h horizon in this run.", ""]
     best = pd.concat([bt.best().assign(source=j.label) for j, bt in results])
     beaten = best["beats_snaive"].fillna(False).astype(bool)
-    lines += ["**Better than seasonal naive by MASE on every series**: the best model beats the baseline on "
-              f"{int(beaten.sum())} of {len(best)} (series, horizon) pairs."]
+    per_model = pd.concat([_beats(bt.table) for _, bt in results]).groupby("model").agg(["sum", "size"])
+    lines += ["**Better than seasonal naive by MASE on every series**: the best model in hindsight beats the "
+              f"baseline on {int(beaten.sum())} of {len(best)} (series, horizon) pairs; each model alone (no "
+              "choosing): " + ", ".join(f"{m} {int(r['sum'])} of {int(r['size'])}" for m, r in per_model.iterrows())
+              + "."]
     missed = best[~beaten].reset_index()
     if len(missed):
         lines += [" Not on:", ""]

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from cluster.config import Collector, ConfigError, Fields, load_yaml
 from cluster.package_data import data_path, work_path
-from cluster.serve_config import router_apps
+from cluster.serve_config import router_args
 from scheduler.task import MAX_WORK_S
 
 DEFAULT_HISTORY = "sqlite:///results/serve/history.db"
@@ -163,14 +163,17 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
     def opt_str(key: str) -> str | None:
         return f.str(key) if f.has(key) and f.raw(key) is not None else getattr(d, key)
 
+    before = len(errs.errors)
     sha = opt_str("admin_token_sha256")
-    if sha is not None and not _SHA256.match(sha):
+    if sha is not None and len(errs.errors) == before and not _SHA256.match(sha):
         sha = f.fail("admin_token_sha256", "must be 64 lower-case hex digits (sha256sum of the token)", None)
     kernel = f.str("kernel", d.kernel, choices={"sleep", "cpu"})
+    before = len(errs.errors)
     max_deadline = f.num("max_deadline_s", d.max_deadline_s, min=0.0, strict_min=True)
+    bound = max_deadline if len(errs.errors) == before else None  # a bad bound is its own error, not this one's
     default_deadline = None
     if f.has("default_deadline_s") and f.raw("default_deadline_s") is not None:
-        default_deadline = f.num("default_deadline_s", None, min=0.0, max=max_deadline, strict_min=True)
+        default_deadline = f.num("default_deadline_s", None, min=0.0, max=bound, strict_min=True)
     history = f.str("history_url", d.history_url)
     from serve_app.history_sql import parse_url  # SQLAlchemy, loaded only once a config is read
 
@@ -241,7 +244,7 @@ def load_router_config(path: str | Path) -> RouterConfig:
     whose first application using ``serve_app`` carries them under ``args``."""
     f = load_yaml(path)
     if "applications" in f.data:
-        return parse_router_config(router_apps(f)[0].get("args") or {}, path)
+        return parse_router_config(router_args(path), path)
     return parse_router_config(f.data, path)
 
 

@@ -55,7 +55,10 @@ class Target:
     def engine(self) -> sa.Engine:
         """A SQLAlchemy engine on it: PostgreSQL through psycopg 3; SQLite with real transactions."""
         if self.kind == "postgresql":
-            return sa.create_engine(self.url, pool_pre_ping=True, hide_parameters=True)
+            # an accept is acknowledged at its commit: the commit must be durable whatever the
+            # database's or role's default (synchronous_commit=off would lose the last ones in a crash)
+            return sa.create_engine(self.url, pool_pre_ping=True, hide_parameters=True,
+                                    connect_args={"options": "-c synchronous_commit=on"})
         eng = sa.create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 10.0})
 
         @sa.event.listens_for(eng, "connect")

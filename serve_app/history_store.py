@@ -100,6 +100,7 @@ class SQLHistory:
         self._batch_max = batch_max
         self._q: queue.Queue = queue.Queue()
         self._closed = False
+        self._closing = threading.Lock()
         self._writer = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._writer.start()
 
@@ -134,10 +135,11 @@ class SQLHistory:
 
     def _submit(self, op: tuple, wait: bool) -> Future | None:
         """Queue a write for the writer thread; with ``wait``, a future done at its commit."""
-        if self._closed:
-            raise HistoryError("history store is closed")
         fut: Future | None = Future() if wait else None
-        self._q.put((op, fut))
+        with self._closing:  # never after close's sentinel: the writer would not see it, a waiter never wake
+            if self._closed:
+                raise HistoryError("history store is closed")
+            self._q.put((op, fut))
         return fut
 
     def _run(self) -> None:
@@ -292,6 +294,9 @@ class SQLHistory:
         if self._closed:
             return
         self.flush()
-        self._closed = True
-        self._q.put(None)
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._q.put(None)
         self._writer.join(timeout=10)

@@ -1,7 +1,6 @@
 """Metrics on hand-made examples, the seasonal-naive MASE of 1.0, and a short backtest and forecast."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +45,10 @@ def test_seasonal_naive_scores_mase_one_and_mape_by_hand() -> None:
     assert list(t.index.get_level_values("horizon")) == ["1h", "1d"]
 
 
-def test_a_backtest_on_a_short_synthetic_series_runs_in_seconds(tmp_path: Path) -> None:
+def test_a_backtest_of_every_model_on_a_short_synthetic_series(tmp_path: Path) -> None:
     demand = from_workload(write_workload(tmp_path, days=5, rate=0.05, profile=DAILY))
     series = demand.series(["totals"])
-    t0 = time.perf_counter()
     bt = backtest(series, demand.interval, [1, 6], test_span=12, models=parse_models("ets,mstl,lgbm"), max_windows=4)
-    took = time.perf_counter() - t0
-    assert took < 30, took  # about 8 s here (2 shared cores)
     t = bt.table
     assert set(t.index.get_level_values("model")) == {"snaive", "ets", "mstl", "lgbm"}
     assert set(t.index.get_level_values("horizon")) == {"1h", "6h"}
@@ -87,3 +83,14 @@ def test_models_and_horizon_labels() -> None:
     assert horizon_label(24, pd.Timedelta("1h")) == "1d"
     assert horizon_label(6, pd.Timedelta("10s")) == "1min"
     assert horizon_label(7, pd.Timedelta("1D")) == "7d"
+
+
+def test_a_series_without_a_mase_scale_has_no_best_model_rather_than_an_error() -> None:
+    """A series flat before its first cutoff (a kind that appears late) has no MASE for any model."""
+    from capacity.page import error_table
+
+    idx = pd.MultiIndex.from_product([["late", "steady"], ["1h"], ["snaive", "mstl"]],
+                                     names=["unique_id", "horizon", "model"])
+    t = pd.DataFrame({"mape": [50.0, 40.0, 10.0, 8.0], "mase": [np.nan, np.nan, 1.0, 0.7]}, index=idx)
+    out = error_table(t, ["snaive", "mstl"])
+    assert pd.isna(out.loc[("late", "1h"), "best"]) and out.loc[("steady", "1h"), "best"] == "mstl"
