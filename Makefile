@@ -8,12 +8,14 @@ TRACES ?= ../shared/traces/alibaba_gpu_v2023
 
 .PHONY: demo demo-stop test test-all test-router bench reproduce docs clean install system-deps
 
+# --no-compile: pip byte-compiles every file it installs (Ray, torch, MLflow ...: 8.7 min of a clean
+# install here, against 35 s without); Python compiles what is imported, once, on first use.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-compile --upgrade pip
 	# torch first and pinned: the local CPU wheel, not the CUDA build from the registry
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-compile torch==2.13.0
+	$(BIN)/python -m pip install -q --no-compile -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
