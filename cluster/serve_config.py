@@ -25,9 +25,10 @@ def router_apps(f: Fields) -> list[dict[str, Any]]:
     return found
 
 
-def router_args(path: str | Path) -> dict[str, Any]:
-    """The first router application's ``args`` (a copy)."""
-    args = router_apps(load_yaml(path))[0].get("args") or {}
+def router_args(source: str | Path | Fields) -> dict[str, Any]:
+    """The first router application's ``args`` (a copy), from a Serve config file or one already loaded."""
+    f = source if isinstance(source, Fields) else load_yaml(source)
+    args = router_apps(f)[0].get("args") or {}
     if not isinstance(args, dict):
-        raise ConfigError(path, "applications.args", f"must be a mapping, got {type(args).__name__}")
+        raise ConfigError(f.file, "applications.args", f"must be a mapping, got {type(args).__name__}")
     return dict(args)

@@ -244,7 +244,7 @@ def load_router_config(path: str | Path) -> RouterConfig:
     whose first application using ``serve_app`` carries them under ``args``."""
     f = load_yaml(path)
     if "applications" in f.data:
-        return parse_router_config(router_args(path), path)
+        return parse_router_config(router_args(f), path)
     return parse_router_config(f.data, path)
 
 

@@ -141,16 +141,16 @@ class Rollout:
             b.reset(seed)
 
     # ------------------------------------------------------------------ deciding
-    def candidates(self, task: Task, state: ClusterState, base_choice: Decision,
-                   others: Sequence[Decision] = ()) -> list[tuple[int, Share]]:
-        """Statically feasible (node, share) pairs, at most ``top_k`` by expected latency plus the bases'."""
+    def candidates(self, task: Task, state: ClusterState, base_choice: Decision) -> list[tuple[int, Share]]:
+        """Statically feasible (node, share) pairs, at most ``top_k`` by expected latency plus the bases'
+        choices (the other bases are asked only when there are more than ``top_k`` to prune)."""
         nodes, shares = self._feasible.static(task, state)
         pairs = list(zip(nodes.tolist(), shares))
         if len(pairs) > self.top_k:
             lat, _ = expected_lists(task, state, nodes, shares)
             order = sorted(range(len(pairs)), key=lat.__getitem__)[: self.top_k]
             kept = [pairs[k] for k in order]
-            for d in (base_choice, *others):
+            for d in (base_choice, *(b.select(task, state) for b in self.bases[1:])):
                 if d.placed and (d.node, d.share) not in kept:
                     kept.append((d.node, d.share))
             pairs = kept
@@ -159,7 +159,7 @@ class Rollout:
     def select(self, task: Task, state: ClusterState) -> Decision:
         self.future.observe(task)
         base_choice = self.base.select(task, state)
-        pairs = self.candidates(task, state, base_choice, [b.select(task, state) for b in self.bases[1:]])
+        pairs = self.candidates(task, state, base_choice)
         if not pairs:
             return Decision(-1, None, np.full(state.n_nodes, np.nan), why_infeasible(task, state), self.name)
         if len(pairs) > 1 and self.quiet_load > 0 and not state.queue_len.any() \
