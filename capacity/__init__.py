@@ -1,4 +1,4 @@
-"""Capacity planning: demand series, forecasts and their backtests (issue 20, items 1 and 2).
+"""Capacity planning: demand series, forecasts and their backtests, recommendations by simulation.
 
 Why a package of its own: forecasting demand is a concern above the simulator. It reads
 workload files and traces through ``simulations`` and task records as plain dicts (the
@@ -11,6 +11,8 @@ router's history rows, so ``serve_app`` is never imported); nothing below import
 * :mod:`capacity.models`, :mod:`capacity.forecast`, :mod:`capacity.backtest`: statsforecast and
   LightGBM (mlforecast) forecasts with prediction intervals, beside the seasonal-naive baseline,
   and rolling-origin backtests (:mod:`capacity.metrics`);
-* :mod:`capacity.cli`: ``orchestrator capacity forecast|backtest``; :mod:`capacity.page` its
+* :mod:`capacity.recommend`: the cheapest node counts and MIG layouts meeting an SLO-miss target at
+  the forecast's peak, found by what-if runs of the simulator under the active policy;
+* :mod:`capacity.cli`: ``orchestrator capacity forecast|backtest|recommend``; :mod:`capacity.page` its
   dated Markdown page (:mod:`capacity.report` lays out the backtest page).
 """

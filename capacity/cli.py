@@ -1,9 +1,10 @@
-"""``orchestrator capacity forecast|backtest``: demand series of a workload, trace or history, forecast.
+"""``orchestrator capacity forecast|backtest|recommend``: demand series of a workload, trace or history, forecast, planned for.
 
 ``forecast`` fits every model on all the data and writes the next horizon with prediction
 intervals; ``backtest`` scores the models from rolling origins (MAE, MAPE, MASE, interval
 coverage) beside the seasonal-naive baseline. Several sources may be given at once; each keeps
-its own interval and horizons unless ``--interval`` / ``--horizons`` say otherwise. Bad flags
+its own interval and horizons unless ``--interval`` / ``--horizons`` say otherwise. ``recommend``
+searches node counts and MIG layouts by simulation (:mod:`capacity.recommend`). Bad flags
 raise :class:`UsageError` (exit 2, naming the flag); a bad file a :class:`ConfigError` (exit 2).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from capacity.series import GROUPINGS, DemandSeries, parse_interval
 from cluster.config import ConfigError, UsageError
@@ -214,6 +216,101 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from capacity import recommend as rec
+
+    spec, wl, policy, seeds = _recommend_inputs(args)
+    trough = None
+    if args.forecast:
+        try:
+            fc = pd.read_csv(args.forecast)
+            peak, trough = rec.plan_rates(fc, args.level, args.model, args.forecast_source)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"--forecast: {args.forecast}: {exc}") from None
+        where = f"the {args.level}% upper bound of {args.model}'s forecast at its peak ({args.forecast})"
+    else:
+        peak = args.rate or wl.effective_rate
+        where = "--rate" if args.rate else f"the workload's rate ({wl.name})"
+    print(f"planning for {peak:.2f} arrivals/s ({where}), {wl.name}'s mix, policy {policy}, SLO misses <= "
+          f"{args.slo_miss:g}%, seeds {','.join(map(str, seeds))}, {args.window:g} s windows", file=sys.stderr)
+    window = args.window
+    over = [p for p, n in rec.current_shape(spec).counts if n > args.max_nodes]
+    if over:
+        raise UsageError(f"--max-nodes: pools {', '.join(over)} of {spec.name} already hold more than {args.max_nodes}")
+    high = rec.recommend(spec, rec.demand_streams(wl, peak, window, seeds), policy, args.slo_miss / 100.0,
+                         args.max_nodes, not args.no_layouts)
+    low = None
+    if trough is not None and 0 < trough < peak:
+        low = rec.recommend(spec, rec.demand_streams(wl, trough, window, seeds), policy, args.slo_miss / 100.0,
+                            args.max_nodes, not args.no_layouts)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cluster.yaml").write_text(rec.cluster_yaml(high.spec))
+    (out / "cluster.diff").write_text(rec.cluster_diff(spec, high.spec))
+    groups = rec.replica_bounds(low.spec if low else high.spec, high.spec)
+    (out / "worker_groups.yaml").write_text(yaml.safe_dump(groups, sort_keys=False))
+    (out / "request_resources.json").write_text(json.dumps({"bundles": rec.autoscaler_bundles(high.spec)}, indent=1))
+    tried = pd.DataFrame([rec.what_if_row(w) for w in high.tried])
+    tried.to_csv(out / "whatifs.csv", index=False)
+    table = rec.summary_table(high, low, peak, trough)
+    print(table.to_string())
+    if not high.feasible:
+        print(f"no cluster within --max-nodes {args.max_nodes} per pool met {args.slo_miss:g}% misses: "
+              f"the one with the fewest misses is written", file=sys.stderr)
+    print(f"{len(high.tried)} what-if clusters in {high.search_s:.1f} s; written to {out}: cluster.yaml, "
+          f"cluster.diff, worker_groups.yaml, request_resources.json, whatifs.csv")
+    if args.markdown:
+        from capacity import page
+
+        lines = page.header("Capacity: recommendation by simulation", _command(args))
+        lines += [f"Planning for {peak:.2f} arrivals/s ({where}) with {wl.name}'s mix on {spec.name}; policy "
+                  f"{policy}; target: SLO misses at most {args.slo_miss:g}%; seeds {','.join(map(str, seeds))}, "
+                  f"{window:g} s windows. {len(high.tried)} what-if clusters in {high.search_s:.1f} s.", ""]
+        lines += page.table(table, "{:,.3f}") + ["", "```diff", rec.cluster_diff(spec, high.spec).rstrip(), "```"]
+        page.write(args.markdown, lines)
+    return 0
+
+
+def _recommend_inputs(args: argparse.Namespace):
+    from cluster.alibaba import load_cluster_any
+    from cluster.package_data import data_path
+    from simulations.packing import parse_seeds
+    from simulations.workloads import load_workload
+
+    if args.rate is not None and not args.rate > 0:
+        raise UsageError(f"--rate: must be > 0 arrivals/s, got {args.rate}")
+    if args.rate is not None and args.forecast:
+        raise UsageError("--rate and --forecast: give one")
+    if not 0 <= args.slo_miss < 100:
+        raise UsageError(f"--slo-miss: a percentage in [0, 100), got {args.slo_miss}")
+    if not args.window > 0:
+        raise UsageError(f"--window: must be > 0 seconds, got {args.window}")
+    if args.max_nodes < 1:
+        raise UsageError(f"--max-nodes: must be >= 1, got {args.max_nodes}")
+    if not 0 < args.level < 100:
+        raise UsageError(f"--level: a percentage in (0, 100), got {args.level}")
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        raise UsageError(f"--seeds: {exc}") from None
+    from scheduler.policy import available_policies
+
+    policy = args.policy or _router_policy()
+    if policy.partition(":")[0] not in set(available_policies()):
+        raise UsageError(f"--policy: unknown policy {policy!r} (orchestrator policies lists them)")
+    spec = load_cluster_any(data_path(args.cluster))
+    wl = load_workload(data_path(args.workload))
+    return spec, wl, policy, seeds
+
+
+def _router_policy() -> str:
+    """The policy the router places with by default (``configs/serve.yaml``): what the plan must hold under."""
+    from cluster.package_data import data_path
+    from cluster.serve_config import router_args
+
+    return str(router_args(data_path("configs/serve.yaml")).get("policy", "fastest-feasible"))
+
+
 def _command(args: argparse.Namespace) -> str:
     return " ".join(["orchestrator", *(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:]))])
 
@@ -245,6 +342,25 @@ def _common(p: argparse.ArgumentParser, backtest: bool) -> None:
     p.add_argument("--markdown", metavar="PATH", help="also write a dated page (e.g. docs/capacity.md)")
 
 
+def _recommend_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", default="configs/cluster/local.yaml", help="cluster topology YAML to start from")
+    p.add_argument("--workload", default="configs/workloads/gpu_heavy.yaml", help="workload YAML whose task mix is planned for")
+    p.add_argument("--rate", type=float, help="arrivals per second to plan for (default: the workload's own rate)")
+    p.add_argument("--forecast", metavar="CSV", help="plan for the peak of a `capacity forecast` table (forecast.csv): "
+                                                    "its total-arrivals upper bound; the trough sets minReplicas")
+    p.add_argument("--forecast-source", help="which source of the forecast table, when it holds several")
+    p.add_argument("--level", type=int, default=95, help="upper-bound level of --forecast, percent")
+    p.add_argument("--model", default="mstl", help="forecast model whose bound is planned for")
+    p.add_argument("--slo-miss", type=float, default=5.0, help="most SLO misses allowed, percent of tasks")
+    p.add_argument("--policy", help="placement policy of the what-if runs (default: the router's, configs/serve.yaml)")
+    p.add_argument("--seeds", default="1,2", help="what-if seeds, e.g. 1,2 or 1-3 (misses are averaged)")
+    p.add_argument("--window", type=float, default=300.0, help="seconds of arrivals per what-if run")
+    p.add_argument("--max-nodes", type=int, default=8, help="most nodes per pool")
+    p.add_argument("--no-layouts", action="store_true", help="keep the MIG layouts as they are")
+    p.add_argument("--out", default="results/capacity/recommend", help="folder for the recommended cluster and tables")
+    p.add_argument("--markdown", metavar="PATH", help="also write a dated page")
+
+
 def add_capacity(sub: argparse._SubParsersAction) -> None:
     cap = sub.add_parser("capacity", help="demand series, forecasts with intervals and their backtests")
     csub = cap.add_subparsers(dest="capacity_command", required=True)
@@ -254,6 +370,10 @@ def add_capacity(sub: argparse._SubParsersAction) -> None:
     b = csub.add_parser("backtest", help="rolling-origin backtest: MAE, MAPE, MASE and interval coverage per model")
     _common(b, backtest=True)
     b.set_defaults(func=cmd_backtest)
+    r = csub.add_parser("recommend", help="the cheapest cluster (node counts, MIG layouts) meeting an SLO-miss target, "
+                                          "by simulation")
+    _recommend_flags(r)
+    r.set_defaults(func=cmd_recommend)
 
 
 def main(argv: list[str] | None = None) -> int:

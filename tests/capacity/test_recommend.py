@@ -1,0 +1,151 @@
+"""Recommendations by simulation: the cluster a user is handed meets the target at the least cost found."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from capacity import recommend as rec
+from capacity.cli import main
+from cluster.topology import MIG_COMPUTE_SLICES, MIG_PROFILES, load_cluster, validate_mig_layout
+from simulations.workloads import load_workload
+
+LOCAL = "configs/cluster/local.yaml"
+GPU_HEAVY = "configs/workloads/gpu_heavy.yaml"
+
+
+@pytest.fixture(scope="module")
+def local():
+    return load_cluster(LOCAL)
+
+
+def test_the_written_cluster_reads_back_equal(local, tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(rec.cluster_yaml(local))
+    again = load_cluster(p)
+    assert again.nodes == local.nodes and again.tiers == local.tiers
+
+
+def test_build_grows_by_copies_and_drops_empty_pools(local) -> None:
+    shape = rec.current_shape(local).with_count("cloud", 4).with_count("edge", 0)
+    built = rec.build(local, shape)
+    clouds = [n for n in built.nodes if n.pool == "cloud"]
+    assert [n.name for n in clouds] == ["cloud-1", "cloud-2", "cloud-add1", "cloud-add2"]
+    assert {(n.cpu_milli, n.mem_mib) for n in clouds} == {(16000, 65536)}
+    assert "edge" not in built.pools and not any(n.pool == "edge" for n in built.nodes)
+    assert len({n.name for n in built.nodes}) == len(built.nodes)
+
+
+def test_node_cost_counts_cores_memory_and_gpus(local) -> None:
+    cloud = local.node("cloud-1")
+    t = local.tiers["cloud"]
+    assert rec.node_cost_per_hour(local, cloud) == pytest.approx(3600 * (16 * t.price_cpu_second + 64 * t.price_gb_second))
+    gpu = local.node("gpu-ts-1")
+    g = local.tiers["gpu"]
+    assert rec.node_cost_per_hour(local, gpu) == pytest.approx(
+        3600 * (32 * g.price_cpu_second + 256 * g.price_gb_second + 2 * g.price_gpu_second))
+
+
+def test_mig_layouts_are_valid_full_and_cover_the_shipped_one() -> None:
+    lays = rec.mig_layouts(["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb"], 2)
+    assert lays and len(set(lays)) == len(lays)
+    for node in lays:
+        assert len(node) == 2
+        for dev in node:
+            assert validate_mig_layout(list(dev)) is None
+            # full: no further instance of these profiles fits
+            assert all(validate_mig_layout([*dev, p]) is not None for p in ("1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb"))
+    devices = {dev for node in lays for dev in node}
+    assert ("3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb") in devices and ("4g.40gb", "2g.20gb", "1g.10gb") in devices
+    assert all(sum(MIG_PROFILES[p][0] for p in d) <= MIG_COMPUTE_SLICES for d in devices)
+
+
+def test_usable_profiles_are_those_placement_would_pick() -> None:
+    tasks = rec.demand_streams(load_workload(GPU_HEAVY), 4.0, 60.0, [1])[0]
+    # 1g and 3g by name; a quarter GPU fits 2g (2/7), a half GPU 4g (4/7)
+    assert rec.usable_profiles(tasks) == ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb"]
+
+
+def test_an_overloaded_cluster_is_grown_until_it_meets_the_target(local) -> None:
+    streams = rec.demand_streams(load_workload(GPU_HEAVY), 8.0, 60.0, [1])
+    r = rec.recommend(local, streams, "fastest-feasible", target_miss=0.05, max_nodes=4)
+    assert not r.current.meets and r.feasible and r.best.meets and r.best.slo_miss <= 0.05
+    # the answer is what a fresh what-if of the recommended cluster says
+    again = rec.what_if(local, r.best.shape, streams, "fastest-feasible", 0.05)
+    assert again.slo_miss == pytest.approx(r.best.slo_miss) and again.cost_per_hour == pytest.approx(r.best.cost_per_hour)
+    # nothing cheaper that was tried meets the target
+    assert all(not w.meets for w in r.tried if w.cost_per_hour < r.best.cost_per_hour - 1e-9)
+    assert r.search_s > 0 and len(r.tried) > 5
+
+
+def test_an_idle_cluster_is_shrunk_and_never_costs_more(local) -> None:
+    streams = rec.demand_streams(load_workload("configs/workloads/cluster_smoke.yaml"), 0.5, 60.0, [1])
+    r = rec.recommend(local, streams, "fastest-feasible", target_miss=0.05, layouts=False)
+    assert r.current.meets and r.best.meets
+    assert r.best.cost_per_hour < r.current.cost_per_hour and r.saving_per_hour > 0
+
+
+def test_unreachable_targets_say_so_and_give_the_fewest_misses(local) -> None:
+    streams = rec.demand_streams(load_workload(GPU_HEAVY), 40.0, 30.0, [1])
+    r = rec.recommend(local, streams, "fastest-feasible", target_miss=0.0, max_nodes=2, layouts=False)
+    assert not r.feasible and r.best.slo_miss == min(w.slo_miss for w in r.tried)
+
+
+def test_replica_bounds_and_autoscaler_bundles(local) -> None:
+    big = rec.build(local, rec.current_shape(local).with_count("cloud", 3))
+    groups = {g["groupName"]: g for g in rec.replica_bounds(local, big)}
+    assert groups["cloud"] == {"groupName": "cloud", "minReplicas": 2, "maxReplicas": 3, "replicas": 3}
+    bundles = rec.autoscaler_bundles(big)
+    assert len(bundles) == len(big.nodes) and bundles[0]["CPU"] == 4.0
+    assert any(k.startswith("mig_") for b in bundles for k in b) and any(b.get("GPU") == 2.0 for b in bundles)
+
+
+def test_plan_rates_read_the_forecast_peak_and_trough() -> None:
+    ds = pd.date_range("2026-01-01", periods=3, freq="1h")
+    frame = pd.DataFrame({"unique_id": "arrivals", "metric": "arrivals", "by": "*", "group": "*", "ds": ds,
+                          "model": "mstl", "mean": [3600.0, 7200.0, 1800.0], "hi_95": [5400.0, 10800.0, 3600.0]})
+    peak, trough = rec.plan_rates(frame, 95, "mstl")
+    assert peak == pytest.approx(3.0) and trough == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="model 'ets'"):
+        rec.plan_rates(frame, 95, "ets")
+    with pytest.raises(ValueError, match="80% upper bound"):
+        rec.plan_rates(frame, 80, "mstl")
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--rate", "0"], "--rate"),
+    (["--slo-miss", "120"], "--slo-miss"),
+    (["--window", "-5"], "--window"),
+    (["--max-nodes", "0"], "--max-nodes"),
+    (["--policy", "magic"], "--policy"),
+    (["--seeds", "x"], "--seeds"),
+    (["--rate", "2", "--forecast", "f.csv"], "--forecast"),
+    (["--forecast", "missing.csv"], "missing.csv"),
+    (["--workload", "missing.yaml"], "missing.yaml"),
+    (["--max-nodes", "1"], "--max-nodes"),
+])
+def test_bad_flags_exit_2_naming_the_flag(argv: list[str], flag: str, tmp_path: Path, capsys) -> None:
+    assert main(["capacity", "recommend", *argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "orchestrator: error:" in err and flag in err
+
+
+def test_recommend_end_to_end_writes_what_a_user_applies(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["capacity", "recommend", "--workload", GPU_HEAVY, "--rate", "6", "--window", "60", "--seeds", "1",
+                 "--policy", "fastest-feasible", "--max-nodes", "3", "--out", str(out),
+                 "--markdown", str(tmp_path / "rec.md")]) == 0
+    printed = capsys.readouterr().out
+    assert "recommended for the peak" in printed and "what-if clusters in" in printed
+    recommended = load_cluster(out / "cluster.yaml")  # a cluster file `cluster up` would take
+    assert recommended.nodes
+    assert (out / "cluster.diff").read_text().startswith("--- local (now)")
+    groups = yaml.safe_load((out / "worker_groups.yaml").read_text())
+    assert all(g["minReplicas"] <= g["maxReplicas"] for g in groups)
+    assert len(json.loads((out / "request_resources.json").read_text())["bundles"]) == len(recommended.nodes)
+    tried = pd.read_csv(out / "whatifs.csv")
+    assert {"cost_per_hour", "slo_miss_pct", "meets"} <= set(tried.columns)
+    assert "```diff" in (tmp_path / "rec.md").read_text()
