@@ -271,6 +271,53 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from capacity import strategies as st
+
+    if args.model != "snaive":
+        _require_forecasters()
+    args.rate, args.forecast = None, None
+    spec, wl, policy, seeds = _recommend_inputs(args)
+    step = parse_interval(args.step, "--step")
+    if pd.Timedelta("1h") % step != pd.Timedelta(0):
+        raise UsageError(f"--step: must divide an hour (e.g. 5min, 10min, 1h), got {args.step}")
+    if args.days < 1 or args.history_days < 2:
+        raise UsageError(f"--days must be >= 1 and --history-days >= 2, got {args.days}, {args.history_days}")
+    if args.load_factor is not None and not args.load_factor > 0:
+        raise UsageError(f"--load-factor: must be > 0, got {args.load_factor}")
+    print(f"{', '.join(st.STRATEGIES)} over the last {args.days} of {args.history_days + args.days} days of "
+          f"{wl.name}; policy {policy}; SLO misses <= {args.slo_miss:g}%; {args.step} steps; node start delays "
+          f"{st.Delays().cpu_s:g} s (CPU), {st.Delays().gpu_s:g} s (GPU)", file=sys.stderr)
+    res = st.compare(spec, wl, policy, args.slo_miss / 100.0, days=args.days, history_days=args.history_days, step=step,
+                     model=args.model, level=args.level, seed=seeds[0], load_factor=args.load_factor,
+                     window_s=args.window, max_nodes=args.max_nodes,
+                     progress=lambda m: print(m, file=sys.stderr) if args.verbose else None)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"strategy": n, "start": s.start, "rate": s.rate, **{f"nodes_{p}": c for p, c in s.counts},
+             "cost_$": s.cost, "tasks": s.tasks, "missed": s.missed, "idle_$": s.idle_cost}
+            for n, steps in res.steps.items() for s in steps]
+    pd.DataFrame(rows).to_csv(out / "strategy_steps.csv", index=False)
+    table = res.summary
+    table.to_csv(out / "strategies.csv")
+    checks = st.target_lines(table)
+    print(table.round(2).to_string())
+    print("\n".join(checks))
+    took = ", ".join(f"{k} {v:.0f} s" for k, v in res.seconds.items())
+    print(f"{len(res.plans)} planned rates; took {took}; written to {out}")
+    if args.markdown:
+        from capacity import page
+
+        lines = page.header("Capacity: scaling strategies compared", _command(args))
+        lines += [f"The last {args.days} days of {args.history_days + args.days} days of {wl.name} on {spec.name}, "
+                  f"in {args.step} steps; policy {policy}; every plan keeps SLO misses at most {args.slo_miss:g}% in its "
+                  f"what-if runs; node start delays {st.Delays().cpu_s:g} s for CPU nodes and {st.Delays().gpu_s:g} s "
+                  f"for GPU nodes (billed while they boot). {st.CAVEAT} Took {took}.", ""]
+        lines += page.table(table, "{:,.2f}") + [""] + [f"- {c}" for c in checks]
+        page.write(args.markdown, lines)
+    return 0
+
+
 def _recommend_inputs(args: argparse.Namespace):
     from cluster.alibaba import load_cluster_any
     from cluster.package_data import data_path
@@ -342,6 +389,15 @@ def _common(p: argparse.ArgumentParser, backtest: bool) -> None:
     p.add_argument("--markdown", metavar="PATH", help="also write a dated page (e.g. docs/capacity.md)")
 
 
+def _plan_flags(p: argparse.ArgumentParser, seeds: str, seeds_help: str, window: float) -> None:
+    """The what-if flags that recommend and strategies share."""
+    p.add_argument("--slo-miss", type=float, default=5.0, help="most SLO misses a plan allows, percent of tasks")
+    p.add_argument("--policy", help="placement policy of the what-if runs (default: the router's, configs/serve.yaml)")
+    p.add_argument("--seeds", default=seeds, help=seeds_help)
+    p.add_argument("--window", type=float, default=window, help="seconds of arrivals per what-if run")
+    p.add_argument("--max-nodes", type=int, default=8, help="most nodes per pool")
+
+
 def _recommend_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", default="configs/cluster/local.yaml", help="cluster topology YAML to start from")
     p.add_argument("--workload", default="configs/workloads/gpu_heavy.yaml", help="workload YAML whose task mix is planned for")
@@ -351,14 +407,26 @@ def _recommend_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--forecast-source", help="which source of the forecast table, when it holds several")
     p.add_argument("--level", type=int, default=95, help="upper-bound level of --forecast, percent")
     p.add_argument("--model", default="mstl", help="forecast model whose bound is planned for")
-    p.add_argument("--slo-miss", type=float, default=5.0, help="most SLO misses allowed, percent of tasks")
-    p.add_argument("--policy", help="placement policy of the what-if runs (default: the router's, configs/serve.yaml)")
-    p.add_argument("--seeds", default="1,2", help="what-if seeds, e.g. 1,2 or 1-3 (misses are averaged)")
-    p.add_argument("--window", type=float, default=300.0, help="seconds of arrivals per what-if run")
-    p.add_argument("--max-nodes", type=int, default=8, help="most nodes per pool")
+    _plan_flags(p, "1,2", "what-if seeds, e.g. 1,2 or 1-3 (misses are averaged)", 300.0)
     p.add_argument("--no-layouts", action="store_true", help="keep the MIG layouts as they are")
     p.add_argument("--out", default="results/capacity/recommend", help="folder for the recommended cluster and tables")
     p.add_argument("--markdown", metavar="PATH", help="also write a dated page")
+
+
+def _strategy_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", default="configs/cluster/local.yaml", help="cluster topology YAML whose pools scale")
+    p.add_argument("--workload", default="configs/workloads/weekly_mixed.yaml",
+                   help="workload YAML with a rate profile: its multi-day stream is the demand")
+    p.add_argument("--load-factor", type=float, help="workload rate multiplier (default: the file's)")
+    p.add_argument("--days", type=int, default=3, help="days backtested (the last ones)")
+    p.add_argument("--history-days", type=int, default=14, help="days before them: the history plans and forecasts read")
+    p.add_argument("--step", default="10min", help="scaling step; must divide an hour")
+    p.add_argument("--model", default="mstl", help="forecast model of the forecast strategy (snaive needs no library)")
+    p.add_argument("--level", type=int, default=95, help="upper-bound level the forecast strategy plans for, percent")
+    _plan_flags(p, "1", "workload and what-if seed (the first is used)", 120.0)
+    p.add_argument("--out", default="results/capacity/strategies", help="folder for the per-step and summary CSVs")
+    p.add_argument("--markdown", metavar="PATH", help="also write a dated page")
+    p.add_argument("--verbose", action="store_true", help="print each plan as it is searched")
 
 
 def add_capacity(sub: argparse._SubParsersAction) -> None:
@@ -374,6 +442,10 @@ def add_capacity(sub: argparse._SubParsersAction) -> None:
                                           "by simulation")
     _recommend_flags(r)
     r.set_defaults(func=cmd_recommend)
+    s = csub.add_parser("strategies", help="static peak, reactive and forecast-driven scaling compared over days: "
+                                           "cost, SLO misses, slack")
+    _strategy_flags(s)
+    s.set_defaults(func=cmd_strategies)
 
 
 def main(argv: list[str] | None = None) -> int:

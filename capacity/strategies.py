@@ -1,0 +1,321 @@
+"""Scaling strategies compared over a multi-day demand series: static peak, reactive, forecast-driven.
+
+Why piecewise what-ifs: the simulator's cluster has a fixed set of nodes, so a day of scaling is
+cut into steps (10 minutes by default). Each step's nodes are judged by a what-if run of the
+step's arrival rate (a stationary window of the workload's mix, :func:`capacity.recommend.what_if`
+style): queues do not carry from one step to the next, which flatters every strategy alike
+(stated in the report). Node start delays are real, though: a node asked for is billed from the
+moment it is asked for and serves only once it is up (:class:`Delays`).
+
+* **static**: the cluster :func:`capacity.recommend.recommend` finds for the highest hourly rate of
+  the history before the backtest, kept all the time;
+* **reactive**: as Ray's autoscaler does it: a step whose tasks waited adds a node to the pool
+  where they waited longest (up after the start delay); a node that ran nothing for
+  ``idle_steps`` steps is removed;
+* **forecast**: each day at midnight the hourly arrivals are forecast (MSTL with daily and weekly
+  seasonality, from statsforecast; the seasonal-naive baseline when the library is missing), and
+  each hour gets the cluster recommended for its upper bound, asked for early enough to be up when
+  the hour starts.
+
+Per strategy: cost, SLO misses (share of tasks), and slack: the share of paid capacity that sat
+idle (one minus the cost-weighted utilisation of each pool), Autopilot's measure.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from capacity.recommend import Shape, build, current_shape, demand_streams, node_cost_per_hour, recommend, templates
+from cluster.topology import ClusterSpec
+
+STRATEGIES = ("static", "reactive", "forecast")
+CAVEAT = ("Each step is a what-if run of its own rate from an empty cluster: queues do not carry from step "
+          "to step, which flatters every strategy alike.")
+#: planned-for rates are rounded up to a geometric grid from RATE_FLOOR (arrivals/s) in steps of
+#: RATE_STEP (one search per grid point: at most 10% of capacity planned beyond the rate)
+RATE_FLOOR = 0.25
+RATE_STEP = 1.1
+#: judged rates are rounded to this share of themselves (what-ifs are reused within it)
+JUDGE_ROUND = 0.02
+
+
+@dataclass(frozen=True)
+class Delays:
+    """Seconds from asking for a node until it serves: cloud CPU nodes 1-2 min, GPU nodes 3-5 min
+    (the upper ends are used: a plan must hold when boots are slow)."""
+
+    cpu_s: float = 120.0
+    gpu_s: float = 300.0
+
+    def of(self, spec: ClusterSpec, pool: str) -> float:
+        return self.gpu_s if templates(spec)[pool].devices else self.cpu_s
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of one strategy: what was up, what it cost, how its tasks fared."""
+
+    start: pd.Timestamp
+    rate: float
+    counts: tuple[tuple[str, int], ...]
+    cost: float  #: dollars over the step, nodes starting included
+    tasks: float
+    missed: float
+    idle_cost: float  #: dollars of paid capacity that sat idle
+
+
+@dataclass
+class Judged:
+    """A what-if of one step: misses, per-pool utilisation, where tasks queued, which nodes ran nothing."""
+
+    miss: float
+    util: dict[str, float]
+    queued_ms: dict[str, float]
+    idle: dict[str, int]
+
+
+class Backtest:
+    """The strategies over ``rates`` (arrivals/s per step, indexed by the step's start)."""
+
+    def __init__(self, spec: ClusterSpec, workload, policy: str, target_miss: float, *, window_s: float = 120.0,
+                 seed: int = 1, max_nodes: int = 8, delays: Delays = Delays(), idle_steps: int = 1,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.spec, self.workload, self.policy, self.target = spec, workload, policy, target_miss
+        self.window_s, self.seed, self.max_nodes, self.delays, self.idle_steps = window_s, seed, max_nodes, delays, idle_steps
+        self.cost = {p: node_cost_per_hour(spec, n) for p, n in templates(spec).items()}
+        self.layouts = current_shape(spec).layouts
+        self._plans: dict[float, Shape] = {}
+        self._judged: dict[tuple, Judged] = {}
+        self.progress = progress
+
+    # ------------------------------------------------------------------ the two caches
+    def plan(self, rate: float) -> Shape:
+        """The cheapest shape meeting the target at ``rate`` rounded up to :data:`RATE_GRID`."""
+        k = max(0, math.ceil(math.log(max(rate, 1e-9) / RATE_FLOOR) / math.log(RATE_STEP) - 1e-9))
+        r = round(RATE_FLOOR * RATE_STEP ** k, 6)
+        if r not in self._plans:
+            streams = demand_streams(self.workload, r, self.window_s, [self.seed])
+            self._plans[r] = recommend(self.spec, streams, self.policy, self.target, self.max_nodes, layouts=False).best.shape
+            if self.progress:
+                self.progress(f"plan for {r:.2f}/s: {dict(self._plans[r].counts)}")
+        return self._plans[r]
+
+    def judge(self, counts: tuple[tuple[str, int], ...], rate: float) -> Judged:
+        from scheduler.policy import make_policy
+        from simulations.engine import simulate
+
+        r = _rounded(rate)
+        key = (counts, r)
+        hit = self._judged.get(key)
+        if hit is not None:
+            return hit
+        if r <= 0 or sum(n for _, n in counts) == 0:
+            hit = Judged(0.0 if r <= 0 else 1.0, {}, {}, {p: n for p, n in counts})
+        else:
+            cluster = build(self.spec, Shape(counts, self.layouts))
+            tasks = demand_streams(self.workload, r, self.window_s, [self.seed])[0]
+            res = simulate(cluster, tasks, make_policy(self.policy, seed=self.seed), seed=self.seed,
+                           timeline_points=50, horizon_s=60.0)
+            rec = res.records
+            ran = set(rec["node"].dropna().astype(str))
+            idle = {}
+            for n in cluster.nodes:
+                idle[n.pool] = idle.get(n.pool, 0) + (n.name not in ran)
+            hit = Judged(res.summary["slo_miss_rate"], res.summary.get("utilisation", {}),
+                         rec.groupby("pool")["queue_ms"].sum().to_dict(), idle)
+        self._judged[key] = hit
+        return hit
+
+    # ------------------------------------------------------------------ the strategies
+    def run(self, name: str, rates: pd.Series, history: pd.Series, forecast_rates: pd.Series | None = None) -> list[Step]:
+        step_s = _step_seconds(rates)
+        if name == "static":
+            shape = self.plan(float(history.resample("1h").mean().max()))
+            return [self._step(t, r, shape.counts, {}, step_s) for t, r in rates.items()]
+        if name == "forecast":
+            if forecast_rates is None:
+                raise ValueError("the forecast strategy needs forecast_rates")
+            return self._forecast(rates, forecast_rates, step_s)
+        if name == "reactive":
+            return self._reactive(rates, step_s)
+        raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
+
+    def _forecast(self, rates: pd.Series, hourly_upper: pd.Series, step_s: float) -> list[Step]:
+        out, prev = [], None
+        for t, r in rates.items():
+            hour = t.floor("1h")
+            if hour not in hourly_upper.index:
+                raise ValueError(f"no forecast for {hour}")
+            planned = float(hourly_upper[hour])
+            counts = self.plan(planned).counts
+            if prev is not None and prev != counts and self._cost(prev) <= self._cost(counts) \
+                    and self.judge(prev, planned).miss <= self.target:
+                counts = prev  # what is up already holds the plan's rate at no more cost: no boots
+            # nodes the next plan adds are asked for a start delay ahead, so they serve from its first step
+            started = _added(prev, counts) if prev is not None else {}
+            out.append(self._step(t, r, counts, started, step_s))
+            prev = counts
+        return out
+
+    def _reactive(self, rates: pd.Series, step_s: float) -> list[Step]:
+        first = float(rates.iloc[0])
+        up = dict(self.plan(first).counts)
+        pending: list[tuple[float, str]] = []  # (seconds until up, pool)
+        idle_for: dict[str, int] = {p: 0 for p in up}
+        out = []
+        for t, r in rates.items():
+            started: dict[str, int] = {}
+            ready = [p for s, p in pending if s <= 0]
+            pending = [(s, p) for s, p in pending if s > 0]
+            for p in ready:
+                up[p] += 1
+            counts = tuple(up.items())
+            j = self.judge(counts, r)
+            # bill the nodes booting during this step for the part of it they boot in
+            boot = {}
+            for s, p in pending:
+                boot[p] = boot.get(p, 0.0) + min(s, step_s) / step_s
+            out.append(self._step(t, r, counts, started, step_s, judged=j, booting=boot))
+            pending = [(s - step_s, p) for s, p in pending]
+            if j.miss > self.target and j.queued_ms:
+                pool = max(j.queued_ms, key=j.queued_ms.get)
+                if j.queued_ms[pool] > 0 and up[pool] + sum(1 for _, p in pending if p == pool) < self.max_nodes \
+                        and not any(p == pool for _, p in pending):
+                    pending.append((self.delays.of(self.spec, pool), pool))
+            for p, n_idle in j.idle.items():
+                idle_for[p] = idle_for.get(p, 0) + 1 if n_idle > 0 else 0
+                if idle_for[p] >= self.idle_steps and up.get(p, 0) > 0 and sum(up.values()) > 1:
+                    up[p] -= 1
+                    idle_for[p] = 0
+        return out
+
+    def _cost(self, counts: tuple[tuple[str, int], ...]) -> float:
+        return sum(self.cost[p] * n for p, n in counts)
+
+    def _step(self, t: pd.Timestamp, rate: float, counts: tuple[tuple[str, int], ...], started: dict[str, int],
+              step_s: float, judged: Judged | None = None, booting: dict[str, float] | None = None) -> Step:
+        j = judged or self.judge(counts, rate)
+        hours = step_s / 3600.0
+        cost = sum(self.cost[p] * n for p, n in counts) * hours
+        cost += sum(self.cost[p] * n * self.delays.of(self.spec, p) / 3600.0 for p, n in started.items())
+        cost += sum(self.cost[p] * f * hours for p, f in (booting or {}).items())
+        idle = sum(self.cost[p] * n * (1.0 - min(1.0, j.util.get(p, 0.0))) for p, n in counts) * hours
+        tasks = rate * step_s
+        if self.progress and t.minute == 0 and t.hour == 0:
+            self.progress(f"{t:%Y-%m-%d}: {dict(counts)}")
+        return Step(t, rate, counts, cost, tasks, j.miss * tasks, idle)
+
+
+def _rounded(rate: float) -> float:
+    if rate <= 0:
+        return 0.0
+    k = round(math.log(rate) / math.log1p(JUDGE_ROUND))
+    return float(f"{(1 + JUDGE_ROUND) ** k:.4g}")
+
+
+def _added(before: tuple[tuple[str, int], ...], after: tuple[tuple[str, int], ...]) -> dict[str, int]:
+    b = dict(before)
+    return {p: n - b.get(p, 0) for p, n in after if n > b.get(p, 0)}
+
+
+def _step_seconds(rates: pd.Series) -> float:
+    if len(rates) < 2:
+        raise ValueError("a backtest needs at least two steps")
+    return float((rates.index[1] - rates.index[0]) / pd.Timedelta(seconds=1))
+
+
+def summarize(steps: Sequence[Step]) -> dict:
+    """Cost, SLO misses (% of tasks), slack (% of paid capacity idle) and node-hours of one strategy."""
+    cost = sum(s.cost for s in steps)
+    tasks = sum(s.tasks for s in steps)
+    return {"cost_$": cost, "slo_miss_%": 100.0 * sum(s.missed for s in steps) / tasks if tasks else float("nan"),
+            "slack_%": 100.0 * sum(s.idle_cost for s in steps) / cost if cost else float("nan"),
+            "mean_nodes": float(np.mean([sum(n for _, n in s.counts) for s in steps])),
+            "max_nodes": int(max(sum(n for _, n in s.counts) for s in steps))}
+
+
+def hourly_upper_forecast(history: pd.Series, days: int, level: int = 95, model: str = "mstl") -> pd.Series:
+    """Arrivals/s forecast hour by hour for ``days`` days, refitted at each midnight on the hourly history
+    up to it (``history``: arrivals/s per step before and during the backtest, only the past of each
+    origin is used). The ``level`` % upper bound of ``model`` (``snaive`` needs no library)."""
+    from capacity.forecast import forecast
+
+    hourly = history.resample("1h").mean()
+    out = []
+    start = hourly.index[-1].floor("1D") - pd.Timedelta(days=days - 1) if days else hourly.index[-1]
+    for d in range(days):
+        origin = start + pd.Timedelta(days=d)
+        past = hourly[hourly.index < origin]
+        series = pd.DataFrame({"unique_id": "arrivals", "ds": past.index, "y": past.to_numpy() * 3600.0})
+        fc = forecast(series, pd.Timedelta("1h"), 24, (model,), (level,)).frame
+        part = fc[fc["model"] == model]
+        out.append(pd.Series(part[f"hi_{level}"].clip(lower=0).to_numpy() / 3600.0, index=pd.to_datetime(part["ds"])))
+    return pd.concat(out)
+
+
+@dataclass
+class Result:
+    """Every strategy's steps and summary, and how long each part took."""
+
+    steps: dict[str, list[Step]] = field(default_factory=dict)
+    summary: pd.DataFrame | None = None
+    plans: dict[float, Shape] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def series_rates(workload, days_total: float, step: pd.Timedelta, seed: int | None = None,
+                 load_factor: float | None = None) -> pd.Series:
+    """Arrivals/s per step of the workload's own stream (its rate profile included) over ``days_total`` days."""
+    from capacity.sources import from_workload
+
+    d = from_workload(workload, interval=step, seed=seed, duration_s=days_total * 86400.0, load_factor=load_factor)
+    tot = d.totals()["arrivals"]
+    return tot / step.total_seconds()
+
+
+def compare(spec: ClusterSpec, workload, policy: str, target_miss: float, *, days: int = 3, history_days: int = 14,
+            step: pd.Timedelta = pd.Timedelta("10min"), model: str = "mstl", level: int = 95, seed: int | None = None,
+            load_factor: float | None = None, progress: Callable[[str], None] | None = None, **kwargs) -> Result:
+    """The three strategies over the last ``days`` days of ``history_days + days`` days of the workload."""
+    import time
+
+    if days < 1 or history_days < 1:
+        raise ValueError(f"days and history_days must be >= 1, got {days}, {history_days}")
+    rates = series_rates(workload, history_days + days, step, seed, load_factor)
+    cut = rates.index[0] + pd.Timedelta(days=history_days)
+    history, test = rates[rates.index < cut], rates[rates.index >= cut]
+    bt = Backtest(spec, workload, policy, target_miss, progress=progress, **kwargs)
+    res = Result()
+    t0 = time.perf_counter()
+    upper = hourly_upper_forecast(rates, days, level, model)
+    res.seconds["forecasting"] = time.perf_counter() - t0
+    for name in STRATEGIES:
+        t0 = time.perf_counter()
+        res.steps[name] = bt.run(name, test, history, upper)
+        res.seconds[name] = time.perf_counter() - t0
+    res.summary = pd.DataFrame({n: summarize(s) for n, s in res.steps.items()}).T
+    res.plans = dict(bt._plans)
+    return res
+
+
+def target_lines(table: pd.DataFrame) -> list[str]:
+    """Issue 20's targets for forecast-driven scaling, each with its measured figure."""
+    f, s, r = table.loc["forecast"], table.loc["static"], table.loc["reactive"]
+    saving = 100.0 * (1.0 - f["cost_$"] / s["cost_$"]) if s["cost_$"] else float("nan")
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    return [
+        f"forecast vs static peak: {saving:.1f}% cheaper (target >= 30%: {met(saving >= 30)}); SLO misses "
+        f"{f['slo_miss_%']:.2f}% vs {s['slo_miss_%']:.2f}% (target no worse: {met(f['slo_miss_%'] <= s['slo_miss_%'])})",
+        f"forecast vs reactive: SLO misses {f['slo_miss_%']:.2f}% vs {r['slo_miss_%']:.2f}% (target fewer: "
+        f"{met(f['slo_miss_%'] < r['slo_miss_%'])}); cost ${f['cost_$']:,.2f} vs ${r['cost_$']:,.2f} (target no more: "
+        f"{met(f['cost_$'] <= r['cost_$'])})",
+        f"forecast slack {f['slack_%']:.1f}% (target <= 25%: {met(f['slack_%'] <= 25)}); static {s['slack_%']:.1f}%, "
+        f"reactive {r['slack_%']:.1f}%",
+    ]

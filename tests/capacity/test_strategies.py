@@ -1,0 +1,94 @@
+"""Scaling strategies over days: each bills what it keeps up, boots included, and is judged by simulation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from capacity import strategies as st
+from capacity.cli import main
+from cluster.topology import load_cluster
+from simulations.workloads import load_workload
+
+LOCAL = "configs/cluster/local.yaml"
+WEEKLY = "configs/workloads/weekly_mixed.yaml"
+
+
+@pytest.fixture(scope="module")
+def backtest():
+    return st.Backtest(load_cluster(LOCAL), load_workload(WEEKLY), "fastest-feasible", 0.05, window_s=30.0)
+
+
+def test_plans_round_up_so_the_planned_rate_is_never_below_the_asked(backtest) -> None:
+    a = backtest.plan(1.0)
+    assert max(backtest._plans) >= 1.0
+    assert backtest.plan(1.0) == a and len(backtest._plans) == 1  # cached per grid point
+
+
+def test_static_keeps_the_history_peak_plan_and_bills_every_hour(backtest) -> None:
+    idx = pd.date_range("2026-01-10", periods=6, freq="10min")
+    rates = pd.Series([0.5, 1.0, 0.8, 0.6, 0.4, 0.3], index=idx)
+    history = pd.Series([2.0] * 6 + [0.5] * 6, index=pd.date_range("2026-01-09", periods=12, freq="10min"))
+    steps = backtest.run("static", rates, history)
+    shape = backtest.plan(2.0)
+    assert all(s.counts == shape.counts for s in steps)
+    hourly = sum(backtest.cost[p] * n for p, n in shape.counts)
+    assert sum(s.cost for s in steps) == pytest.approx(hourly)  # six 10-minute steps: one hour
+    assert sum(s.tasks for s in steps) == pytest.approx(sum(rates) * 600)
+
+
+def test_forecast_bills_the_boot_of_nodes_it_adds_before_the_hour(backtest) -> None:
+    idx = pd.date_range("2026-01-10", periods=12, freq="10min")
+    rates = pd.Series([0.3] * 6 + [3.0] * 6, index=idx)
+    upper = pd.Series([0.3, 3.0], index=pd.date_range("2026-01-10", periods=2, freq="1h"))
+    steps = backtest.run("forecast", rates, rates, upper)
+    low, high = backtest.plan(0.3).counts, backtest.plan(3.0).counts
+    assert steps[0].counts == low and steps[6].counts == high
+    added = st._added(low, high)
+    boot = sum(backtest.cost[p] * n * backtest.delays.of(backtest.spec, p) / 3600 for p, n in added.items())
+    run = sum(backtest.cost[p] * n for p, n in high) / 6
+    assert steps[6].cost == pytest.approx(run + boot)
+
+
+def test_reactive_adds_where_tasks_waited_and_only_after_the_boot(backtest) -> None:
+    idx = pd.date_range("2026-01-10", periods=8, freq="10min")
+    rates = pd.Series([0.3] + [6.0] * 7, index=idx)
+    steps = backtest.run("reactive", rates, rates)
+    nodes = [sum(n for _, n in s.counts) for s in steps]
+    assert steps[1].missed / steps[1].tasks > 0.05  # step 1 is overloaded with what step 0 kept up
+    assert max(nodes[2:]) > nodes[1]  # so a node was asked for, and it served from a later step
+    assert all(s.cost > 0 for s in steps)
+
+
+def test_summary_and_targets_name_each_figure() -> None:
+    t = pd.DataFrame({"cost_$": [100.0, 80.0, 60.0], "slo_miss_%": [1.0, 3.0, 1.0], "slack_%": [60.0, 40.0, 20.0],
+                      "mean_nodes": [5, 4, 3], "max_nodes": [5, 6, 5]}, index=["static", "reactive", "forecast"])
+    lines = st.target_lines(t)
+    assert "40.0% cheaper (target >= 30%: met)" in lines[0] and "no worse: met" in lines[0]
+    assert "fewer: met" in lines[1] and "no more: met" in lines[1]
+    assert "slack 20.0% (target <= 25%: met)" in lines[2]
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--step", "7min"], "--step"),
+    (["--days", "0"], "--days"),
+    (["--load-factor", "0"], "--load-factor"),
+    (["--policy", "magic"], "--policy"),
+])
+def test_bad_flags_exit_2_naming_the_flag(argv: list[str], flag: str, tmp_path: Path, capsys) -> None:
+    assert main(["capacity", "strategies", "--model", "snaive", *argv, "--out", str(tmp_path)]) == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_strategies_end_to_end(tmp_path: Path, capsys) -> None:
+    assert main(["capacity", "strategies", "--days", "1", "--history-days", "2", "--step", "30min", "--model", "snaive",
+                 "--policy", "fastest-feasible", "--window", "20", "--out", str(tmp_path / "o"),
+                 "--markdown", str(tmp_path / "s.md")]) == 0
+    out = capsys.readouterr().out
+    assert "forecast vs static peak" in out
+    table = pd.read_csv(tmp_path / "o" / "strategies.csv", index_col=0)
+    assert list(table.index) == list(st.STRATEGIES) and (table["cost_$"] > 0).all()
+    steps = pd.read_csv(tmp_path / "o" / "strategy_steps.csv")
+    assert len(steps) == 3 * 48
+    assert "queues do not carry" in (tmp_path / "s.md").read_text()
