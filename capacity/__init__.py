@@ -13,6 +13,7 @@ router's history rows, so ``serve_app`` is never imported); nothing below import
   and rolling-origin backtests (:mod:`capacity.metrics`);
 * :mod:`capacity.recommend`: the cheapest node counts and MIG layouts meeting an SLO-miss target at
   the forecast's peak, found by what-if runs of the simulator under the active policy;
-* :mod:`capacity.cli`: ``orchestrator capacity forecast|backtest|recommend``; :mod:`capacity.page` its
+* :mod:`capacity.strategies`: static peak, reactive and forecast-driven scaling compared over days;
+* :mod:`capacity.cli`: ``orchestrator capacity forecast|backtest|recommend|strategies``; :mod:`capacity.page` its
   dated Markdown page (:mod:`capacity.report` lays out the backtest page).
 """

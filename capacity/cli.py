@@ -1,10 +1,11 @@
-"""``orchestrator capacity forecast|backtest|recommend``: demand series of a workload, trace or history, forecast, planned for.
+"""``orchestrator capacity forecast|backtest|recommend|strategies``: demand forecast, planned for, scaled.
 
 ``forecast`` fits every model on all the data and writes the next horizon with prediction
 intervals; ``backtest`` scores the models from rolling origins (MAE, MAPE, MASE, interval
 coverage) beside the seasonal-naive baseline. Several sources may be given at once; each keeps
 its own interval and horizons unless ``--interval`` / ``--horizons`` say otherwise. ``recommend``
-searches node counts and MIG layouts by simulation (:mod:`capacity.recommend`). Bad flags
+searches node counts and MIG layouts by simulation (:mod:`capacity.recommend`); ``strategies``
+compares scaling strategies over days (:mod:`capacity.strategies`). Bad flags
 raise :class:`UsageError` (exit 2, naming the flag); a bad file a :class:`ConfigError` (exit 2).
 """
 from __future__ import annotations
@@ -234,15 +235,14 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     print(f"planning for {peak:.2f} arrivals/s ({where}), {wl.name}'s mix, policy {policy}, SLO misses <= "
           f"{args.slo_miss:g}%, seeds {','.join(map(str, seeds))}, {args.window:g} s windows", file=sys.stderr)
     window = args.window
-    over = [p for p, n in rec.current_shape(spec).counts if n > args.max_nodes]
-    if over:
-        raise UsageError(f"--max-nodes: pools {', '.join(over)} of {spec.name} already hold more than {args.max_nodes}")
+    if not peak > 0:
+        raise UsageError(f"--forecast: the rate to plan for is {peak:g} arrivals/s: nothing to plan for")
     high = rec.recommend(spec, rec.demand_streams(wl, peak, window, seeds), policy, args.slo_miss / 100.0,
-                         args.max_nodes, not args.no_layouts)
+                         args.max_nodes, not args.no_layouts, seeds=seeds)
     low = None
     if trough is not None and 0 < trough < peak:
         low = rec.recommend(spec, rec.demand_streams(wl, trough, window, seeds), policy, args.slo_miss / 100.0,
-                            args.max_nodes, not args.no_layouts)
+                            args.max_nodes, not args.no_layouts, seeds=seeds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cluster.yaml").write_text(rec.cluster_yaml(high.spec))
@@ -255,8 +255,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     table = rec.summary_table(high, low, peak, trough)
     print(table.to_string())
     if not high.feasible:
-        print(f"no cluster within --max-nodes {args.max_nodes} per pool met {args.slo_miss:g}% misses: "
-              f"the one with the fewest misses is written", file=sys.stderr)
+        print(f"the search found no cluster within --max-nodes {args.max_nodes} per pool that met {args.slo_miss:g}% "
+              f"misses: the one with the fewest misses is written", file=sys.stderr)
     print(f"{len(high.tried)} what-if clusters in {high.search_s:.1f} s; written to {out}: cluster.yaml, "
           f"cluster.diff, worker_groups.yaml, request_resources.json, whatifs.csv")
     if args.markdown:
@@ -274,17 +274,26 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def cmd_strategies(args: argparse.Namespace) -> int:
     from capacity import strategies as st
 
-    if args.model != "snaive":
-        _require_forecasters()
+    from capacity.forecast import parse_models
+
     args.rate, args.forecast = None, None
     spec, wl, policy, seeds = _recommend_inputs(args)
     step = parse_interval(args.step, "--step")
     if pd.Timedelta("1h") % step != pd.Timedelta(0):
         raise UsageError(f"--step: must divide an hour (e.g. 5min, 10min, 1h), got {args.step}")
-    if args.days < 1 or args.history_days < 2:
-        raise UsageError(f"--days must be >= 1 and --history-days >= 2, got {args.days}, {args.history_days}")
+    if args.days < 1:
+        raise UsageError(f"--days: must be >= 1, got {args.days}")
+    if args.history_days < 2:
+        raise UsageError(f"--history-days: at least 2 days of history to forecast from, got {args.history_days}")
     if args.load_factor is not None and not args.load_factor > 0:
         raise UsageError(f"--load-factor: must be > 0, got {args.load_factor}")
+    try:
+        known = parse_models(args.model)
+    except UsageError:
+        known = ()
+    if args.model not in known:
+        raise UsageError(f"--model: one of snaive, ets, mstl, lgbm, got {args.model!r}")
+    _require_forecasters()
     print(f"{', '.join(st.STRATEGIES)} over the last {args.days} of {args.history_days + args.days} days of "
           f"{wl.name}; policy {policy}; SLO misses <= {args.slo_miss:g}%; {args.step} steps; node start delays "
           f"{st.Delays().cpu_s:g} s (CPU), {st.Delays().gpu_s:g} s (GPU)", file=sys.stderr)
@@ -342,11 +351,22 @@ def _recommend_inputs(args: argparse.Namespace):
         raise UsageError(f"--seeds: {exc}") from None
     from scheduler.policy import available_policies
 
+    from scheduler.policy import make_policy
+
     policy = args.policy or _router_policy()
     if policy.partition(":")[0] not in set(available_policies()):
         raise UsageError(f"--policy: unknown policy {policy!r} (orchestrator policies lists them)")
+    try:
+        make_policy(policy)  # a learned one's registry version, or a name the factory refuses
+    except Exception as exc:  # noqa: BLE001 - whatever the factory raises, the flag is what the user fixes
+        raise UsageError(f"--policy: {policy}: {exc}") from None
     spec = load_cluster_any(data_path(args.cluster))
     wl = load_workload(data_path(args.workload))
+    from capacity.recommend import current_shape
+
+    over = [p for p, n in current_shape(spec).counts if n > args.max_nodes]
+    if over:
+        raise UsageError(f"--max-nodes: pools {', '.join(over)} of {spec.name} already hold more than {args.max_nodes}")
     return spec, wl, policy, seeds
 
 
@@ -421,7 +441,7 @@ def _strategy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=3, help="days backtested (the last ones)")
     p.add_argument("--history-days", type=int, default=14, help="days before them: the history plans and forecasts read")
     p.add_argument("--step", default="10min", help="scaling step; must divide an hour")
-    p.add_argument("--model", default="mstl", help="forecast model of the forecast strategy (snaive needs no library)")
+    p.add_argument("--model", default="mstl", help="forecast model of the forecast strategy: snaive, ets, mstl or lgbm")
     p.add_argument("--level", type=int, default=95, help="upper-bound level the forecast strategy plans for, percent")
     _plan_flags(p, "1", "workload and what-if seed (the first is used)", 120.0)
     p.add_argument("--out", default="results/capacity/strategies", help="folder for the per-step and summary CSVs")

@@ -37,6 +37,8 @@ from scheduler.task import Task
 DRAIN_S = 60.0
 #: layouts kept from the screening at the current counts for the full shrink search
 LAYOUTS_SHRUNK = 3
+#: most per-node layouts screened: beyond it (nodes of many GPUs) every GPU of a node gets the same layout
+MAX_LAYOUTS = 100
 
 Layout = tuple[tuple[str, ...], ...]  # per GPU of a node, its MIG instances
 
@@ -100,6 +102,7 @@ def node_cost_per_hour(spec: ClusterSpec, node: NodeSpec) -> float:
 
 
 def cluster_cost_per_hour(spec: ClusterSpec) -> float:
+    """Dollars an hour for every node of ``spec``."""
     return sum(node_cost_per_hour(spec, n) for n in spec.nodes)
 
 
@@ -112,38 +115,53 @@ def templates(spec: ClusterSpec) -> dict[str, NodeSpec]:
 
 
 def is_mig(node: NodeSpec) -> bool:
+    """Every GPU of the node is split into MIG instances (its layout is something to search)."""
     return bool(node.devices) and all(d.sharing == "mig" for d in node.devices)
 
 
 def current_shape(spec: ClusterSpec) -> Shape:
+    """``spec`` as a shape: its node count per pool and, per MIG pool, its first node's layout."""
     counts: dict[str, int] = {}
     for n in spec.nodes:
         counts[n.pool] = counts.get(n.pool, 0) + 1
-    lays = tuple((p, tuple(d.mig_instances for d in t.devices)) for p, t in templates(spec).items() if is_mig(t))
+    lays = tuple((p, _layout_of(t)) for p, t in templates(spec).items() if is_mig(t))
     return Shape(tuple(counts.items()), lays)
+
+
+def _layout_of(node: NodeSpec) -> Layout:
+    return tuple(d.mig_instances for d in node.devices)
 
 
 def build(spec: ClusterSpec, shape: Shape) -> ClusterSpec:
     """``spec`` with each pool holding ``shape``'s count of nodes.
 
-    A pool keeps its own nodes up to the count (in file order, with the shape's MIG layout) and
-    grows by copies of its first node named ``<pool>-add<k>``; a pool at 0 is left out.
+    A pool keeps its own nodes up to the count, in file order, and grows by copies of its first
+    node named ``<pool>-add<k>``, listed after its last own node; a pool at 0 is left out. A MIG
+    pool whose shape layout differs from its first node's gets that layout on every node;
+    otherwise each node keeps its own (so the shape of ``spec`` itself builds ``spec``).
     """
     tmpl = templates(spec)
-    lays = dict(shape.layouts)
-    nodes: list[NodeSpec] = []
+    now = dict(current_shape(spec).layouts)
+    lays = {p: lay for p, lay in shape.layouts if lay != now.get(p)}
+    want = dict(shape.counts)
     names = {n.name for n in spec.nodes}
-    for pool, n in shape.counts:
-        own = [nd for nd in spec.nodes if nd.pool == pool][:n]
-        k = 0
-        while len(own) < n:
-            k += 1
-            name = f"{pool}-add{k}"
-            if name not in names:
-                own.append(replace(tmpl[pool], name=name))
-        if pool in lays:
-            own = [_with_layout(nd, lays[pool]) for nd in own]
-        nodes += own
+    kept: dict[str, int] = {}
+    last = {n.pool: i for i, n in enumerate(spec.nodes)}
+    nodes: list[NodeSpec] = []
+    for i, nd in enumerate(spec.nodes):
+        p = nd.pool
+        if kept.get(p, 0) < want.get(p, 0):
+            kept[p] = kept.get(p, 0) + 1
+            nodes.append(_with_layout(nd, lays[p]) if p in lays else nd)
+        if i == last[p]:
+            k = 0
+            while kept.get(p, 0) < want.get(p, 0):
+                k += 1
+                name = f"{p}-add{k}"
+                if name not in names:
+                    kept[p] = kept.get(p, 0) + 1
+                    nodes.append(_with_layout(replace(tmpl[p], name=name), lays[p]) if p in lays
+                                 else replace(tmpl[p], name=name))
     if not nodes:
         raise ValueError("a cluster needs at least one node")
     return replace(spec, nodes=tuple(nodes), pools=tuple(p for p, n in shape.counts if n > 0))
@@ -157,7 +175,8 @@ def _with_layout(node: NodeSpec, layout: Layout) -> NodeSpec:
 def mig_layouts(profiles: Sequence[str], gpus: int) -> list[Layout]:
     """Per-node layouts: for each of ``gpus`` devices a valid layout of ``profiles`` that no further
     instance fits into (a free slice would be capacity paid for and never offered), as unordered
-    combinations (device order does not change what a node holds)."""
+    combinations (device order does not change what a node holds); when those would be more than
+    :data:`MAX_LAYOUTS`, one layout for every device of the node."""
     profs = sorted(set(profiles), key=lambda p: MIG_PROFILES[p])
     if not profs:
         return []
@@ -175,22 +194,31 @@ def mig_layouts(profiles: Sequence[str], gpus: int) -> list[Layout]:
 
     extend((), 0)
     ordered = sorted(singles)
+    if math.comb(len(ordered) + gpus - 1, gpus) > MAX_LAYOUTS:
+        return [(lay,) * gpus for lay in ordered]
     return [tuple(c) for c in itertools.combinations_with_replacement(ordered, gpus)]
 
 
-def usable_profiles(tasks: Sequence[Task]) -> list[str]:
-    """The MIG profiles some task can run on: those asked for by name, and the smallest that holds
-    each fractional GPU request (as placement picks it)."""
+def usable_profiles(tasks: Sequence[Task], spec: ClusterSpec, pool: str) -> list[str]:
+    """The MIG profiles some task can run on, on a node of ``pool``: placement's own rule
+    (:func:`cluster.state.share_for`, GPU model and size included) asked of a probe node that offers
+    every profile, so each task names the smallest instance it fits."""
+    from cluster.state import ClusterState, share_for
+
+    node = templates(spec)[pool]
+    dev = node.devices[0]
+    probe = replace(node, devices=(GpuDevice(dev.model, "mig", dev.granularity, tuple(MIG_PROFILES)),))
+    state = ClusterState.from_spec(replace(spec, nodes=(probe,), pools=(pool,)))
     out: set[str] = set()
-    by_size = sorted(MIG_PROFILES, key=lambda p: MIG_PROFILES[p])
-    for t in {(t.mig_profile, t.gpu_milli, t.gpu_count) for t in tasks}:
-        profile, milli, count = t
-        if profile:
-            out.add(profile)
-        elif milli and count <= 1 and milli < 1000:
-            fit = next((p for p in by_size if mig_fraction(p) >= milli / 1000.0 - 1e-9), None)
-            if fit:
-                out.add(fit)
+    seen: set[tuple] = set()
+    for t in tasks:
+        key = (t.cpu_milli, t.mem_mib, t.gpu_milli, t.gpu_count, t.mig_profile, t.gpu_models)
+        if key in seen:
+            continue
+        seen.add(key)
+        share = share_for(state, 0, t)
+        if share is not None and share[0] == "mig":
+            out.add(str(share[1]))
     return sorted(out, key=lambda p: MIG_PROFILES[p])
 
 
@@ -198,30 +226,44 @@ def usable_profiles(tasks: Sequence[Task]) -> list[str]:
 # What-if runs and the search
 # ---------------------------------------------------------------------------------------------
 
-def what_if(spec: ClusterSpec, shape: Shape, streams: Sequence[Sequence[Task]], policy: str,
-            target_miss: float, objective=None) -> WhatIf:
-    """Simulate ``streams`` (one per seed) on ``spec`` reshaped to ``shape`` under ``policy``."""
+def simulate_shape(spec: ClusterSpec, shape: Shape, tasks: Sequence[Task], policy: str, seed: int,
+                   objective=None, timeline_points: int = 2):
+    """One what-if run: ``tasks`` on ``spec`` reshaped to ``shape`` under ``policy``; tasks still
+    unfinished :data:`DRAIN_S` after the last arrival count as misses."""
     from scheduler.policy import make_policy
     from simulations.engine import simulate
 
-    cluster = build(spec, shape)
+    return simulate(build(spec, shape), tasks, make_policy(policy, seed=seed), seed=seed, objective=objective,
+                    timeline_points=timeline_points, horizon_s=DRAIN_S)
+
+
+def what_if(spec: ClusterSpec, shape: Shape, streams: Sequence[Sequence[Task]], policy: str,
+            target_miss: float, objective=None, seeds: Sequence[int] | None = None) -> WhatIf:
+    """Simulate ``streams`` (one per seed of ``seeds``, default 0, 1, ...) on ``spec`` reshaped to ``shape``."""
+    seeds = list(range(len(streams))) if seeds is None else list(seeds)
     miss, obj = [], []
-    for seed, tasks in enumerate(streams):
-        s = simulate(cluster, tasks, make_policy(policy, seed=seed), seed=seed, objective=objective,
-                     timeline_points=2, horizon_s=DRAIN_S).summary
+    for seed, tasks in zip(seeds, streams):
+        s = simulate_shape(spec, shape, tasks, policy, seed, objective).summary
         miss.append(s["slo_miss_rate"])
         obj.append(s["objective_mean"])
     m = sum(miss) / len(miss)
+    cluster = build(spec, shape)
     return WhatIf(shape, cluster_cost_per_hour(cluster), m, sum(obj) / len(obj), len(cluster.nodes),
                   sum(len(n.devices) for n in cluster.nodes), m <= target_miss)
+
+
+def _cheapest(whatifs) -> WhatIf | None:
+    ok = [w for w in whatifs if w.meets]
+    return min(ok, key=lambda w: (w.cost_per_hour, w.slo_miss, w.objective)) if ok else None
 
 
 class Search:
     """The grow, shrink and layout steps over one demand, remembering every what-if."""
 
     def __init__(self, spec: ClusterSpec, streams: Sequence[Sequence[Task]], policy: str, target_miss: float,
-                 max_nodes: int, objective=None, progress: Callable[[WhatIf], None] | None = None) -> None:
-        self.spec, self.streams, self.policy = spec, streams, policy
+                 max_nodes: int, objective=None, progress: Callable[[WhatIf], None] | None = None,
+                 seeds: Sequence[int] | None = None) -> None:
+        self.spec, self.streams, self.policy, self.seeds = spec, streams, policy, seeds
         self.target, self.max_nodes, self.objective = target_miss, max_nodes, objective
         self.tmpl = templates(spec)
         self.cost = {p: node_cost_per_hour(spec, n) for p, n in self.tmpl.items()}
@@ -231,7 +273,8 @@ class Search:
     def judge(self, shape: Shape) -> WhatIf:
         hit = self.seen.get(shape)
         if hit is None:
-            hit = self.seen[shape] = what_if(self.spec, shape, self.streams, self.policy, self.target, self.objective)
+            hit = self.seen[shape] = what_if(self.spec, shape, self.streams, self.policy, self.target, self.objective,
+                                                     self.seeds)
             if self.progress:
                 self.progress(hit)
         return hit
@@ -267,9 +310,9 @@ class Search:
                 return cur
             cur = min(options, key=lambda w: (w.cost_per_hour, w.slo_miss))
 
-    def layouts(self, cur: WhatIf, profiles: Sequence[str]) -> WhatIf:
+    def layouts(self, cur: WhatIf, profiles: Sequence[str], pools: Sequence[str]) -> WhatIf:
         best = cur
-        for pool, _ in cur.shape.layouts:
+        for pool in pools:
             gpus = len(self.tmpl[pool].devices)
             options = [lay for lay in mig_layouts(profiles, gpus) if lay != dict(best.shape.layouts)[pool]]
             # screen every layout at the counts found so far, then search counts for the best few
@@ -284,28 +327,31 @@ class Search:
 
 def recommend(spec: ClusterSpec, streams: Sequence[Sequence[Task]], policy: str = "fastest-feasible",
               target_miss: float = 0.05, max_nodes: int = 8, layouts: bool = True, objective=None,
-              progress: Callable[[WhatIf], None] | None = None) -> Recommendation:
-    """The cheapest cluster shape that keeps SLO misses of ``streams`` at most ``target_miss`` (see the
-    module docstring); ``max_nodes`` bounds each pool."""
+              progress: Callable[[WhatIf], None] | None = None, seeds: Sequence[int] | None = None) -> Recommendation:
+    """The cheapest cluster shape found that keeps SLO misses of ``streams`` (drawn with ``seeds``) at
+    most ``target_miss`` (see the module docstring); ``max_nodes`` bounds each pool. The search is
+    greedy, not exhaustive: the answer is the cheapest meeting the target among the shapes it tried."""
     if not streams or not any(streams):
         raise ValueError("no tasks to plan for")
     if not 0.0 <= target_miss < 1.0:
         raise ValueError(f"target_miss must be in [0, 1), got {target_miss}")
     t0 = time.perf_counter()
-    s = Search(spec, streams, policy, target_miss, max_nodes, objective, progress)
+    s = Search(spec, streams, policy, target_miss, max_nodes, objective, progress, seeds)
     start = current_shape(spec)
     too_many = [p for p, n in start.counts if n > max_nodes]
     if too_many:
         raise ValueError(f"pools {too_many} already hold more than max_nodes={max_nodes} nodes")
     current = s.judge(start)
     best = s.shrink(s.grow(start))
-    shipped = best if best.meets else None
-    if layouts and start.layouts:
-        profiles = usable_profiles([t for st in streams for t in st])
-        best = s.layouts(best, profiles) if best.meets else best
-    feasible = best.meets
-    if not feasible:  # nothing within the bounds met the target: the fewest misses, then the cheapest
-        best = min(s.seen.values(), key=lambda w: (w.slo_miss, w.cost_per_hour))
+    shipped = _cheapest(s.seen.values())  # before any layout is tried: the best with the layouts as they are
+    if layouts and start.layouts and best.meets:
+        for pool, _ in start.layouts:
+            profiles = usable_profiles([t for st in streams for t in st], spec, pool)
+            best = s.layouts(best, profiles, [pool])
+    meeting = _cheapest(s.seen.values())  # the greedy path may have passed a cheaper one than it ended on
+    feasible = meeting is not None
+    # nothing within the bounds met the target: the fewest misses, then the cheapest
+    best = meeting if feasible else min(s.seen.values(), key=lambda w: (w.slo_miss, w.cost_per_hour))
     return Recommendation(current, best, build(spec, best.shape), list(s.seen.values()),
                           time.perf_counter() - t0, feasible, shipped)
 

@@ -12,10 +12,10 @@ moment it is asked for and serves only once it is up (:class:`Delays`).
 * **reactive**: as Ray's autoscaler does it: a step whose tasks waited adds a node to the pool
   where they waited longest (up after the start delay); a node that ran nothing for
   ``idle_steps`` steps is removed;
-* **forecast**: each day at midnight the hourly arrivals are forecast (MSTL with daily and weekly
-  seasonality, from statsforecast; the seasonal-naive baseline when the library is missing), and
+* **forecast**: each day of the backtest, at the hour it starts, the hourly arrivals are forecast
+  (MSTL with daily and weekly seasonality by default, from statsforecast), and
   each hour gets the cluster recommended for its upper bound, asked for early enough to be up when
-  the hour starts.
+  the hour starts (the statsforecast models need the ``capacity`` extra, seasonal naive included).
 
 Per strategy: cost, SLO misses (share of tasks), and slack: the share of paid capacity that sat
 idle (one minus the cost-weighted utilisation of each pool), Autopilot's measure.
@@ -29,12 +29,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from capacity.recommend import Shape, build, current_shape, demand_streams, node_cost_per_hour, recommend, templates
+from capacity.recommend import (Shape, build, current_shape, demand_streams, node_cost_per_hour, recommend,
+                                simulate_shape, templates)
 from cluster.topology import ClusterSpec
 
 STRATEGIES = ("static", "reactive", "forecast")
 CAVEAT = ("Each step is a what-if run of its own rate from an empty cluster: queues do not carry from step "
-          "to step, which flatters every strategy alike.")
+          "to step, which flatters every strategy alike. The reactive strategy decides at step boundaries, so a node "
+          "it asks for serves from the first boundary after its boot (up to one step later than Ray's autoscaler "
+          "would; a shorter --step narrows this), billed from the moment it is asked for; the forecast strategy "
+          "asks a boot ahead, so its nodes serve on time.")
 #: planned-for rates are rounded up to a geometric grid from RATE_FLOOR (arrivals/s) in steps of
 #: RATE_STEP (one search per grid point: at most 10% of capacity planned beyond the rate)
 RATE_FLOOR = 0.25
@@ -94,7 +98,8 @@ class Backtest:
 
     # ------------------------------------------------------------------ the two caches
     def plan(self, rate: float) -> Shape:
-        """The cheapest shape meeting the target at ``rate`` rounded up to :data:`RATE_GRID`."""
+        """The cheapest shape found meeting the target at ``rate`` rounded up to the grid
+        (:data:`RATE_FLOOR` times a power of :data:`RATE_STEP`)."""
         k = max(0, math.ceil(math.log(max(rate, 1e-9) / RATE_FLOOR) / math.log(RATE_STEP) - 1e-9))
         r = round(RATE_FLOOR * RATE_STEP ** k, 6)
         if r not in self._plans:
@@ -105,9 +110,7 @@ class Backtest:
         return self._plans[r]
 
     def judge(self, counts: tuple[tuple[str, int], ...], rate: float) -> Judged:
-        from scheduler.policy import make_policy
-        from simulations.engine import simulate
-
+        """The what-if of ``counts`` at ``rate`` (rounded to :data:`JUDGE_ROUND` of itself, and remembered)."""
         r = _rounded(rate)
         key = (counts, r)
         hit = self._judged.get(key)
@@ -116,12 +119,12 @@ class Backtest:
         if r <= 0 or sum(n for _, n in counts) == 0:
             hit = Judged(0.0 if r <= 0 else 1.0, {}, {}, {p: n for p, n in counts})
         else:
-            cluster = build(self.spec, Shape(counts, self.layouts))
+            shape = Shape(counts, self.layouts)
             tasks = demand_streams(self.workload, r, self.window_s, [self.seed])[0]
-            res = simulate(cluster, tasks, make_policy(self.policy, seed=self.seed), seed=self.seed,
-                           timeline_points=50, horizon_s=60.0)
+            res = simulate_shape(self.spec, shape, tasks, self.policy, self.seed, timeline_points=50)
             rec = res.records
-            ran = set(rec["node"].dropna().astype(str))
+            ran = set(rec.loc[rec["start"].notna(), "node"].astype(str))  # a task started there
+            cluster = build(self.spec, shape)
             idle = {}
             for n in cluster.nodes:
                 idle[n.pool] = idle.get(n.pool, 0) + (n.name not in ran)
@@ -168,23 +171,21 @@ class Backtest:
         idle_for: dict[str, int] = {p: 0 for p in up}
         out = []
         for t, r in rates.items():
-            started: dict[str, int] = {}
             ready = [p for s, p in pending if s <= 0]
             pending = [(s, p) for s, p in pending if s > 0]
             for p in ready:
                 up[p] += 1
             counts = tuple(up.items())
             j = self.judge(counts, r)
-            # bill the nodes booting during this step for the part of it they boot in
-            boot = {}
-            for s, p in pending:
-                boot[p] = boot.get(p, 0.0) + min(s, step_s) / step_s
-            out.append(self._step(t, r, counts, started, step_s, judged=j, booting=boot))
+            # a node asked for exists (and is billed) from then on; it serves from the first step after its boot
+            boot: dict[str, float] = {}
+            for _, p in pending:
+                boot[p] = boot.get(p, 0.0) + 1.0
+            out.append(self._step(t, r, counts, {}, step_s, judged=j, booting=boot))
             pending = [(s - step_s, p) for s, p in pending]
             if j.miss > self.target and j.queued_ms:
                 pool = max(j.queued_ms, key=j.queued_ms.get)
-                if j.queued_ms[pool] > 0 and up[pool] + sum(1 for _, p in pending if p == pool) < self.max_nodes \
-                        and not any(p == pool for _, p in pending):
+                if j.queued_ms[pool] > 0 and up[pool] < self.max_nodes and not any(p == pool for _, p in pending):
                     pending.append((self.delays.of(self.spec, pool), pool))
             for p, n_idle in j.idle.items():
                 idle_for[p] = idle_for.get(p, 0) + 1 if n_idle > 0 else 0
@@ -200,10 +201,12 @@ class Backtest:
               step_s: float, judged: Judged | None = None, booting: dict[str, float] | None = None) -> Step:
         j = judged or self.judge(counts, rate)
         hours = step_s / 3600.0
-        cost = sum(self.cost[p] * n for p, n in counts) * hours
-        cost += sum(self.cost[p] * n * self.delays.of(self.spec, p) / 3600.0 for p, n in started.items())
-        cost += sum(self.cost[p] * f * hours for p, f in (booting or {}).items())
-        idle = sum(self.cost[p] * n * (1.0 - min(1.0, j.util.get(p, 0.0))) for p, n in counts) * hours
+        serving = sum(self.cost[p] * n for p, n in counts) * hours
+        boots = sum(self.cost[p] * n * self.delays.of(self.spec, p) / 3600.0 for p, n in started.items())
+        boots += sum(self.cost[p] * f * hours for p, f in (booting or {}).items())
+        cost = serving + boots
+        # paid for and idle: the unused part of what serves, and every booting node
+        idle = sum(self.cost[p] * n * (1.0 - min(1.0, j.util.get(p, 0.0))) for p, n in counts) * hours + boots
         tasks = rate * step_s
         if self.progress and t.minute == 0 and t.hour == 0:
             self.progress(f"{t:%Y-%m-%d}: {dict(counts)}")
@@ -238,23 +241,24 @@ def summarize(steps: Sequence[Step]) -> dict:
             "max_nodes": int(max(sum(n for _, n in s.counts) for s in steps))}
 
 
-def hourly_upper_forecast(history: pd.Series, days: int, level: int = 95, model: str = "mstl") -> pd.Series:
-    """Arrivals/s forecast hour by hour for ``days`` days, refitted at each midnight on the hourly history
-    up to it (``history``: arrivals/s per step before and during the backtest, only the past of each
-    origin is used). The ``level`` % upper bound of ``model`` (``snaive`` needs no library)."""
+def hourly_upper_forecast(rates: pd.Series, start: pd.Timestamp, days: int, level: int = 95,
+                          model: str = "mstl") -> pd.Series:
+    """Arrivals/s forecast hour by hour for ``days`` days from ``start`` (floored to the hour), refitted
+    each day on the hourly history before that day's origin (``rates``: arrivals/s per step; only the
+    past of each origin is read). The ``level`` % upper bound of ``model``."""
     from capacity.forecast import forecast
 
-    hourly = history.resample("1h").mean()
+    hourly = rates.resample("1h").mean()
     out = []
-    start = hourly.index[-1].floor("1D") - pd.Timedelta(days=days - 1) if days else hourly.index[-1]
     for d in range(days):
-        origin = start + pd.Timedelta(days=d)
+        origin = start.floor("1h") + pd.Timedelta(days=d)
         past = hourly[hourly.index < origin]
         series = pd.DataFrame({"unique_id": "arrivals", "ds": past.index, "y": past.to_numpy() * 3600.0})
-        fc = forecast(series, pd.Timedelta("1h"), 24, (model,), (level,)).frame
+        fc = forecast(series, pd.Timedelta("1h"), 25, (model,), (level,)).frame  # 25: a start between hours
         part = fc[fc["model"] == model]
         out.append(pd.Series(part[f"hi_{level}"].clip(lower=0).to_numpy() / 3600.0, index=pd.to_datetime(part["ds"])))
-    return pd.concat(out)
+    joined = pd.concat(out)
+    return joined[~joined.index.duplicated(keep="last")]  # an hour in two forecasts: the fresher
 
 
 @dataclass
@@ -291,7 +295,7 @@ def compare(spec: ClusterSpec, workload, policy: str, target_miss: float, *, day
     bt = Backtest(spec, workload, policy, target_miss, progress=progress, **kwargs)
     res = Result()
     t0 = time.perf_counter()
-    upper = hourly_upper_forecast(rates, days, level, model)
+    upper = hourly_upper_forecast(rates, test.index[0], days, level, model)
     res.seconds["forecasting"] = time.perf_counter() - t0
     for name in STRATEGIES:
         t0 = time.perf_counter()

@@ -39,6 +39,19 @@ def test_build_grows_by_copies_and_drops_empty_pools(local) -> None:
     assert len({n.name for n in built.nodes}) == len(built.nodes)
 
 
+def test_a_pool_of_nodes_with_different_layouts_builds_back_as_it_is(local) -> None:
+    from dataclasses import replace
+
+    from cluster.topology import GpuDevice
+
+    mig = local.node("gpu-mig-1")
+    other = replace(mig, name="gpu-mig-2", devices=tuple(GpuDevice("A100", "mig", 1000, ("3g.40gb", "3g.40gb"))
+                                                         for _ in mig.devices))
+    spec = replace(local, nodes=(*local.nodes[:5], other, local.nodes[5]))
+    assert rec.build(spec, rec.current_shape(spec)).nodes == spec.nodes
+    assert rec.cluster_diff(spec, rec.build(spec, rec.current_shape(spec))) == ""
+
+
 def test_node_cost_counts_cores_memory_and_gpus(local) -> None:
     cloud = local.node("cloud-1")
     t = local.tiers["cloud"]
@@ -63,10 +76,15 @@ def test_mig_layouts_are_valid_full_and_cover_the_shipped_one() -> None:
     assert all(sum(MIG_PROFILES[p][0] for p in d) <= MIG_COMPUTE_SLICES for d in devices)
 
 
-def test_usable_profiles_are_those_placement_would_pick() -> None:
-    tasks = rec.demand_streams(load_workload(GPU_HEAVY), 4.0, 60.0, [1])[0]
-    # 1g and 3g by name; a quarter GPU fits 2g (2/7), a half GPU 4g (4/7)
-    assert rec.usable_profiles(tasks) == ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb"]
+def test_usable_profiles_are_those_placement_would_pick(local) -> None:
+    tasks = rec.demand_streams(load_workload(GPU_HEAVY), 4.0, 600.0, [1])[0]
+    assert any(t.kind == "fine_tuning" for t in tasks)
+    # 1g and 3g by name; a quarter GPU fits 2g (2/7), a half GPU 4g (4/7), a whole one (fine-tuning) 7g
+    assert rec.usable_profiles(tasks, local, "gpu-mig") == ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"]
+    # a task tied to another GPU model never lands on the A100s
+    v100 = [t for t in tasks if t.gpu_milli == 250][0]
+    from dataclasses import replace
+    assert rec.usable_profiles([replace(v100, gpu_models=("V100",))], local, "gpu-mig") == []
 
 
 def test_an_overloaded_cluster_is_grown_until_it_meets_the_target(local) -> None:
@@ -79,6 +97,9 @@ def test_an_overloaded_cluster_is_grown_until_it_meets_the_target(local) -> None
     # nothing cheaper that was tried meets the target
     assert all(not w.meets for w in r.tried if w.cost_per_hour < r.best.cost_per_hour - 1e-9)
     assert r.search_s > 0 and len(r.tried) > 5
+    # the MIG layouts were searched too: the answer is never dearer than the best with the layouts as shipped
+    assert len({w.shape.layouts for w in r.tried}) > 1
+    assert r.shipped_layout_best is not None and r.best.cost_per_hour <= r.shipped_layout_best.cost_per_hour
 
 
 def test_an_idle_cluster_is_shrunk_and_never_costs_more(local) -> None:

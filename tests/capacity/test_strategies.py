@@ -20,10 +20,12 @@ def backtest():
     return st.Backtest(load_cluster(LOCAL), load_workload(WEEKLY), "fastest-feasible", 0.05, window_s=30.0)
 
 
-def test_plans_round_up_so_the_planned_rate_is_never_below_the_asked(backtest) -> None:
-    a = backtest.plan(1.0)
-    assert max(backtest._plans) >= 1.0
-    assert backtest.plan(1.0) == a and len(backtest._plans) == 1  # cached per grid point
+def test_plans_round_up_so_the_planned_rate_is_never_below_the_asked() -> None:
+    bt = st.Backtest(load_cluster(LOCAL), load_workload(WEEKLY), "fastest-feasible", 0.05, window_s=30.0)
+    a = bt.plan(1.0)
+    (grid,) = bt._plans
+    assert 1.0 <= grid < 1.0 * st.RATE_STEP and bt._plans[grid] == a
+    assert bt.plan(grid * 0.999) == a and len(bt._plans) == 1  # one search per grid point
 
 
 def test_static_keeps_the_history_peak_plan_and_bills_every_hour(backtest) -> None:
@@ -51,14 +53,19 @@ def test_forecast_bills_the_boot_of_nodes_it_adds_before_the_hour(backtest) -> N
     assert steps[6].cost == pytest.approx(run + boot)
 
 
-def test_reactive_adds_where_tasks_waited_and_only_after_the_boot(backtest) -> None:
-    idx = pd.date_range("2026-01-10", periods=8, freq="10min")
-    rates = pd.Series([0.3] + [6.0] * 7, index=idx)
+def test_reactive_adds_where_tasks_waited_serves_after_the_boot_and_bills_it_from_the_ask(backtest) -> None:
+    idx = pd.date_range("2026-01-10", periods=4, freq="10min")
+    rates = pd.Series([0.3, 6.0, 6.0, 6.0], index=idx)
     steps = backtest.run("reactive", rates, rates)
-    nodes = [sum(n for _, n in s.counts) for s in steps]
-    assert steps[1].missed / steps[1].tasks > 0.05  # step 1 is overloaded with what step 0 kept up
-    assert max(nodes[2:]) > nodes[1]  # so a node was asked for, and it served from a later step
-    assert all(s.cost > 0 for s in steps)
+    j1 = backtest.judge(steps[1].counts, 6.0)
+    assert j1.miss > 0.05  # step 1 is overloaded with what step 0 kept up, so a node is asked for ...
+    pool = max(j1.queued_ms, key=j1.queued_ms.get)  # ... where its tasks waited longest
+    up1, up2 = dict(steps[1].counts), dict(steps[2].counts)
+    # asked for at the end of step 1, booting through step 2 (billed, not serving), serving from step 3
+    assert up2.get(pool, 0) <= up1.get(pool, 0)
+    assert dict(steps[3].counts)[pool] == up2[pool] + 1
+    serving = sum(backtest.cost[p] * n for p, n in steps[2].counts) / 6
+    assert steps[2].cost == pytest.approx(serving + backtest.cost[pool] / 6)
 
 
 def test_summary_and_targets_name_each_figure() -> None:
@@ -73,12 +80,17 @@ def test_summary_and_targets_name_each_figure() -> None:
 @pytest.mark.parametrize("argv, flag", [
     (["--step", "7min"], "--step"),
     (["--days", "0"], "--days"),
+    (["--history-days", "1"], "--history-days"),
     (["--load-factor", "0"], "--load-factor"),
     (["--policy", "magic"], "--policy"),
+    (["--policy", "fastest-feasible:3"], "--policy"),
+    (["--model", "bogus"], "--model"),
+    (["--max-nodes", "1"], "--max-nodes"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(argv: list[str], flag: str, tmp_path: Path, capsys) -> None:
-    assert main(["capacity", "strategies", "--model", "snaive", *argv, "--out", str(tmp_path)]) == 2
-    assert flag in capsys.readouterr().err
+    assert main(["capacity", "strategies", *argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "orchestrator: error:" in err and flag in err
 
 
 def test_strategies_end_to_end(tmp_path: Path, capsys) -> None:
@@ -92,3 +104,15 @@ def test_strategies_end_to_end(tmp_path: Path, capsys) -> None:
     steps = pd.read_csv(tmp_path / "o" / "strategy_steps.csv")
     assert len(steps) == 3 * 48
     assert "queues do not carry" in (tmp_path / "s.md").read_text()
+
+
+def test_a_series_that_starts_between_hours_is_forecast_from_its_own_start(tmp_path: Path, capsys) -> None:
+    from tests.capacity.conftest import DAILY, write_workload
+
+    w = write_workload(tmp_path, days=4, rate=0.3, profile=DAILY.replace("rate_profile:\n",
+                                                                        "rate_profile:\n  start: '2026-01-05T06:30:00'\n"))
+    assert main(["capacity", "strategies", "--workload", str(w), "--days", "1", "--history-days", "3", "--step",
+                 "30min", "--model", "snaive", "--policy", "fastest-feasible", "--window", "20",
+                 "--out", str(tmp_path / "o")]) == 0
+    steps = pd.read_csv(tmp_path / "o" / "strategy_steps.csv", parse_dates=["start"])
+    assert steps["start"].min() == pd.Timestamp("2026-01-08T06:30:00")
