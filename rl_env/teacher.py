@@ -9,25 +9,26 @@ from typing import Sequence
 
 from scheduler.objective import Objective
 from scheduler.policies.oracle import Oracle
-from scheduler.policies.rollout import Future
+from scheduler.policies.rollout import HORIZON_TASKS, Future
 from scheduler.policy import Policy, make_policy
 from scheduler.task import Task
 
 #: sampled futures per candidate of the rollout teacher
 TEACHER_SAMPLES = 4
-#: the teacher's base: one heuristic, as the shipped rf:1 was distilled (the policy ``rollout``
-#: now rolls three; a teacher of three labels three times slower)
+#: the teacher's base: one heuristic, as the shipped forests were distilled (the policy ``rollout``
+#: rolls three; a teacher of three labels three times slower)
 TEACHER_BASE = "fastest-feasible"
 
 
 def make_teacher(name: str, seed: int = 0, objective: Objective | None = None,
-                 streams: Sequence[Sequence[Task]] = (), samples: int = TEACHER_SAMPLES) -> Policy:
+                 streams: Sequence[Sequence[Task]] = (), samples: int = TEACHER_SAMPLES,
+                 horizon_tasks: int = HORIZON_TASKS) -> Policy:
     """The labelling policy: ``rollout`` rolling every candidate over futures from ``streams``, the
     one-step oracle, the registry's forest (``rf``, ``rf:N``), or any registered policy (its per-node
     scores are the values)."""
     if name == "rollout":
         return make_policy("rollout", seed=seed, top_k=1 << 30, samples=samples, future=Future(streams),
-                           objective=objective, base=TEACHER_BASE)
+                           objective=objective, base=TEACHER_BASE, horizon_tasks=horizon_tasks)
     if name == "oracle":
         return Oracle(seed=seed, objective=objective)
     if name.partition(":")[0] == "rf":  # the registry's forest, without the explanation it would word

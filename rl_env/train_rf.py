@@ -168,7 +168,8 @@ class DAggerForest:
                  min_samples_leaf: int = TrainArgs.min_samples_leaf, rounds: int = TrainArgs.rounds,
                  random_state: int = TrainArgs.random_state, n_jobs: int = 1, teacher: str = TrainArgs.teacher,
                  progress: bool = True, max_features: float = TrainArgs.max_features,
-                 teacher_samples: int = TrainArgs.teacher_samples) -> None:
+                 teacher_samples: int = TrainArgs.teacher_samples,
+                 teacher_horizon: int = TrainArgs.teacher_horizon) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
@@ -179,11 +180,12 @@ class DAggerForest:
         self.progress = progress
         self.max_features = max_features
         self.teacher_samples = teacher_samples
+        self.teacher_horizon = teacher_horizon
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("n_estimators", "max_depth", "min_samples_leaf", "rounds",
                                               "random_state", "n_jobs", "teacher", "max_features",
-                                              "teacher_samples")}
+                                              "teacher_samples", "teacher_horizon")}
 
     def _fit_model(self, data: Rollout):
         from sklearn.ensemble import RandomForestRegressor
@@ -196,7 +198,8 @@ class DAggerForest:
         return model
 
     def teacher_for(self, ep: Episode, objective: Objective | None) -> Policy:
-        return make_teacher(self.teacher, self.random_state, objective, ep.streams, self.teacher_samples)
+        return make_teacher(self.teacher, self.random_state, objective, ep.streams, self.teacher_samples,
+                            self.teacher_horizon)
 
     def fit(self, spec: ClusterSpec, episodes: Sequence[Episode], objective: Objective | None = None
             ) -> "DAggerForest":
@@ -327,7 +330,8 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
     hold_eps = _episodes(cfg, spec, cfg.holdout_seeds, ["x1"])
     est = DAggerForest(n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
                        rounds=cfg.rounds, random_state=cfg.random_state, teacher=cfg.teacher, progress=progress,
-                       max_features=cfg.max_features, teacher_samples=cfg.teacher_samples)
+                       max_features=cfg.max_features, teacher_samples=cfg.teacher_samples,
+                       teacher_horizon=cfg.teacher_horizon)
     est.fit(spec, train_eps, objective)
     train_s = time.perf_counter() - t_start
 

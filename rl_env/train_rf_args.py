@@ -18,6 +18,7 @@ from typing import Any, get_type_hints
 
 from cluster.variants import parse_variant
 from rl_env.teacher import TEACHER_SAMPLES
+from scheduler.policies.rollout import HORIZON_TASKS
 
 DEFAULT_WORKLOADS = ("configs/workloads/mixed.yaml", "configs/workloads/high_load.yaml",
                      "configs/workloads/gpu_heavy.yaml", "configs/workloads/gpu_heavy_high.yaml")
@@ -32,13 +33,15 @@ NONE = "none"
 class TrainArgs:
     """One ``orchestrator train rf`` run; saved as the model's ``config``.
 
-    Budget: the rollout teacher costs about 20 ms a decision on local.yaml and 50-100 ms on
-    the doubled cluster at twice the load (more candidates, longer queues to play out) on
-    this 2-core machine, so the episodes are 30 s windows of the four workloads, two seeds,
-    on three clusters (local, every node doubled at twice the load, the MIG pool removed),
-    one DAgger round: about 15 minutes, most of it on the doubled cluster. The forest is small (30 trees of
-    depth <= 8): a decision's cost grows with depth (about 3 microseconds a level for all of
-    its candidates and trees at once), far less with the number of trees.
+    Budget: the rollout teacher rolls each candidate over 120 sampled arrivals (its horizon), about
+    0.1 s a decision on local.yaml and several times that on the doubled cluster at twice the load
+    (more candidates, longer queues to play out) on this 2-core machine, so the episodes are 30 s
+    windows of the four workloads, two seeds, on three clusters (local, every node doubled at twice
+    the load, the MIG pool removed), one DAgger round: 41 minutes for rf:2 on a machine shared with
+    an evaluation (18 for rf:1, whose teacher looked 40 arrivals ahead), most of it on the doubled
+    cluster. The forest is small (30 trees of depth <= 8): a decision's cost grows with depth
+    (about 3 microseconds a level for all of its candidates and trees at once), far less with the
+    number of trees.
     """
 
     cluster: str = "configs/cluster/local.yaml"
@@ -74,6 +77,8 @@ class TrainArgs:
     """registered policy whose per-node scores label the candidates (regret: best score minus the candidate's)"""
     teacher_samples: int = TEACHER_SAMPLES
     """futures the rollout teacher averages per decision"""
+    teacher_horizon: int = HORIZON_TASKS
+    """sampled arrivals per future the rollout teacher rolls forward (its horizon)"""
     future_streams: int = 4
     """workload streams the rollout teacher samples futures from (seeds of their own, simulations.workloads.future_streams)"""
 
@@ -114,8 +119,10 @@ class TrainArgs:
         if args.rounds < 0 or args.trees < 1 or args.min_samples_leaf < 1 or (
                 args.max_depth is not None and args.max_depth < 1):
             raise UsageError("--rounds must be >= 0, --trees, --max-depth and --min-samples-leaf >= 1")
-        if not 0.0 < args.max_features <= 1.0 or args.teacher_samples < 1 or args.future_streams < 1:
-            raise UsageError("--max-features must be in (0, 1], --teacher-samples and --future-streams >= 1")
+        if not 0.0 < args.max_features <= 1.0 or args.teacher_samples < 1 or args.future_streams < 1 \
+                or args.teacher_horizon < 1:
+            raise UsageError("--max-features must be in (0, 1], --teacher-samples, --teacher-horizon and "
+                             "--future-streams >= 1")
         if not args.variants:
             raise UsageError("--variants: at least one cluster (x1 is the cluster itself)")
         for v in args.variants:

@@ -26,8 +26,9 @@ def tiny_workload(tmp_path):
     return p
 
 
-#: a short run of the rollout teacher: 12 s windows, one sampled future per decision
-TINY = ["--duration-s", "12", "--teacher-samples", "1", "--future-streams", "1", "--baselines", "least-loaded"]
+#: a short run of the rollout teacher: 12 s windows, one sampled future of 40 arrivals per decision
+TINY = ["--duration-s", "12", "--teacher-samples", "1", "--teacher-horizon", "40", "--future-streams", "1",
+        "--baselines", "least-loaded"]
 
 
 def test_tiny_training_run_yields_a_loadable_policy(tiny_workload, tmp_path, local_spec, capsys, monkeypatch):
@@ -125,8 +126,8 @@ def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
     assert main(["train", "rf", "--workload", str(tiny_workload), "--seeds", "1", "--holdout-seeds", "7",
                  "--rounds", "1", "--trees", "4", "--max-depth", "0", "--min-samples-leaf", "2",
                  "--random-state", "5", "--load-factor", "1.5", "--duration-s", "8", "--variants", "x1",
-                 "--teacher-samples", "2", "--future-streams", "1", "--max-features", "0.7",
-                 "--baselines", "least-loaded", "--registry", str(root)]) == 0
+                 "--teacher-samples", "2", "--teacher-horizon", "30", "--future-streams", "1",
+                 "--max-features", "0.7", "--baselines", "least-loaded", "--registry", str(root)]) == 0
     first = reg.load("rf", "1", root=root)
     argv = shlex.split(first.meta["command"])
     assert argv[:3] == ["orchestrator", "train", "rf"]
@@ -136,8 +137,8 @@ def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
     assert second.meta["config"] == first.meta["config"]
     cfg = first.meta["config"]
     assert (cfg["holdout_seeds"], cfg["min_samples_leaf"], cfg["max_depth"], cfg["load_factor"],
-            cfg["duration_s"], cfg["baselines"], cfg["variants"], cfg["teacher_samples"], cfg["max_features"]
-            ) == ([7], 2, None, 1.5, 8.0, ["least-loaded"], ["x1"], 2, 0.7)
+            cfg["duration_s"], cfg["baselines"], cfg["variants"], cfg["teacher_samples"], cfg["max_features"],
+            cfg["teacher_horizon"]) == ([7], 2, None, 1.5, 8.0, ["least-loaded"], ["x1"], 2, 0.7, 30)
     a, b = (joblib.load(art.path / SKLEARN_FILE) for art in (first, second))
     for ta, tb in zip(a.estimators_, b.estimators_, strict=True):
         for attr in ("children_left", "children_right", "feature", "threshold", "value"):
@@ -157,7 +158,8 @@ def test_train_args_round_trip_through_the_parser() -> None:
     parser = build_parser()
     for args in (TrainArgs(), TrainArgs(workloads=["a.yaml"], seeds=[3, 5], max_depth=None, load_factor=0.1,
                                         baselines=[], teacher="fastest-feasible", rounds=0, duration_s=None,
-                                        variants=["x3", "no:gpu-ts+gpu-mig"], max_features=1.0)):
+                                        variants=["x3", "no:gpu-ts+gpu-mig"], max_features=1.0,
+                                        teacher_horizon=25)):
         ns = parser.parse_args(["train", "rf", *args.argv()])
         assert TrainArgs.from_namespace(ns) == args
     assert TrainArgs.from_namespace(parser.parse_args(["train", "rf"])) == TrainArgs()
