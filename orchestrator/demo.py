@@ -60,8 +60,8 @@ POLICIES = ("random,round-robin,least-loaded,cheapest-feasible,fastest-feasible,
 PACKING_POLICIES = "random,dot-product,gpu-clustering,gpu-packing,best-fit,fgd"
 TRACE = ROOT.parent / "shared" / "traces" / "alibaba_gpu_v2023" / "openb_pod_list_default.csv"
 #: the RandomForest trained when none is in the registry (the shipped one is): the cluster itself,
-#: 20 s windows, no DAgger round, about a minute of the rollout teacher
-DEMO_RF = TrainArgs(variants=["x1"], duration_s=20.0, rounds=0)
+#: 20 s windows, no DAgger round, the rollout teacher looking 40 arrivals ahead: about a minute
+DEMO_RF = TrainArgs(variants=["x1"], duration_s=20.0, rounds=0, teacher_horizon=40, teacher_horizon_s=30.0)
 
 
 @dataclass(frozen=True)

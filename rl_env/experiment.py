@@ -122,25 +122,30 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
                             None if lf is None else v.num("load_factor", min=0, strict_min=True),
                             v.int("every", 5, min=1), tuple(clusters))
     i = f.section("init", {})
-    i.check_keys({"imitate", "steps", "epochs", "label_smoothing", "lr", "rounds"})
+    i.check_keys({"imitate", "steps", "epochs", "label_smoothing", "lr", "rounds", "horizon"})
     teacher = i.raw("imitate", Imitation.teacher)
     if teacher is not None:
         from scheduler.policy import available_policies
 
-        # rf: the registry's latest forest (itself distilled from the rollout teacher)
-        teacher = i.str("imitate", choices=set(available_policies()) - {"rl", "rl-sample"})
-        if teacher == "rf":
+        # rf (or rf:N, pinned): a registry forest (itself distilled from the rollout teacher)
+        teacher = i.str("imitate")
+        if teacher.partition(":")[0] not in set(available_policies()) - {"rl", "rl-sample"} or (
+                ":" in teacher and teacher.partition(":")[0] != "rf"):
+            raise i.error("imitate", f"a heuristic, rollout, oracle, rf or rf:N, got {teacher!r}")
+        if teacher.partition(":")[0] == "rf":
             from scheduler import model_registry
 
             try:
-                model_registry.resolve("rf")
+                kind, _, version = teacher.partition(":")
+                model_registry.resolve(kind, version or "latest")
             except model_registry.RegistryError as e:
                 raise i.error("imitate", f"no rf model to clone ({e}): run orchestrator train rf first") from None
     init = Imitation(teacher=teacher, steps=i.int("steps", Imitation.steps, min=1),
                      epochs=i.int("epochs", Imitation.epochs, min=1),
                      label_smoothing=i.num("label_smoothing", Imitation.label_smoothing, min=0, max=0.99),
                      lr=i.num("lr", Imitation.lr, min=0, strict_min=True),
-                     rounds=i.int("rounds", Imitation.rounds, min=1, max=20))
+                     rounds=i.int("rounds", Imitation.rounds, min=1, max=20),
+                     horizon=i.int("horizon", Imitation.horizon, min=1))
     m = f.section("model", {})
     m.check_keys({"hiddens", "activation"})
     hiddens = m.raw("hiddens", [64, 64])

@@ -27,6 +27,7 @@ import torch
 from rl_env.config import EnvConfig
 from rl_env.node_env import make_env
 from rl_env.teacher import make_teacher
+from scheduler.policies.rollout import HORIZON_TASKS
 from scheduler.features import layout
 from scheduler.policy import Policy
 from scheduler.policy_net import PolicyNet
@@ -45,17 +46,20 @@ class Imitation:
     #: DAgger (Ross et al. 2011): rounds after the first let the clone drive while the teacher
     #: labels, so it learns what to do in the states its own mistakes lead to
     rounds: int = 1
+    #: the rollout teacher's horizon (sampled arrivals per future), when ``teacher`` is rollout
+    horizon: int = HORIZON_TASKS
 
 
 def demonstrations(env_config: EnvConfig, teacher: str, steps: int, seed: int = 0,
-                   driver: PolicyNet | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   driver: PolicyNet | None = None,
+                   horizon: int = HORIZON_TASKS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``steps`` (observation, mask, teacher action) triples from the env's own episodes; the
     teacher's choices are played unless a ``driver`` network is given (its greedy choices are)."""
     env = make_env(env_config)
     node_level = env.config.level == "node"
     obs_l, mask_l, act_l = [], [], []
     obs, _ = env.reset(seed=seed)
-    policy = _teacher(teacher, env, seed)
+    policy = _teacher(teacher, env, seed, horizon)
     while len(act_l) < steps:
         decision = policy.select(env._task, env.sim.state)
         if node_level:
@@ -73,11 +77,11 @@ def demonstrations(env_config: EnvConfig, teacher: str, steps: int, seed: int = 
         obs, _, terminated, _, _ = env.step(-1 if a is None else a)
         if terminated:
             obs, _ = env.reset()
-            policy = _teacher(teacher, env, seed + len(act_l))
+            policy = _teacher(teacher, env, seed + len(act_l), horizon)
     return np.stack(obs_l), np.stack(mask_l), np.asarray(act_l, dtype=np.int64)
 
 
-def _teacher(name: str, env, seed: int) -> Policy:
+def _teacher(name: str, env, seed: int, horizon: int = HORIZON_TASKS) -> Policy:
     """The teacher for the env's current episode (the rollout teacher's futures are the episode's workload)."""
     streams = ()
     if name == "rollout":
@@ -86,7 +90,7 @@ def _teacher(name: str, env, seed: int) -> Policy:
         ep = env.episode
         wl = next(w for w in env.workloads if w.name == ep["workload"])
         streams = future_streams(wl, load_factor=ep["load_factor"])
-    policy = make_teacher(name, seed, env.objective, streams)
+    policy = make_teacher(name, seed, env.objective, streams, horizon_tasks=horizon)
     policy.reset(seed)
     return policy
 
@@ -122,10 +126,10 @@ def clone(net: PolicyNet, data: tuple[np.ndarray, np.ndarray, np.ndarray], cfg: 
 
 def imitate(net: PolicyNet, env_config: EnvConfig, cfg: Imitation, seed: int = 0) -> dict[str, float]:
     """Clone the teacher into ``net``: ``cfg.rounds`` rounds of DAgger, the rows of all rounds pooled."""
-    data = demonstrations(env_config, cfg.teacher, cfg.steps, seed)
+    data = demonstrations(env_config, cfg.teacher, cfg.steps, seed, horizon=cfg.horizon)
     stats = clone(net, data, cfg, seed)
     for r in range(1, cfg.rounds):
-        new = demonstrations(env_config, cfg.teacher, cfg.steps, seed + 7919 * r, driver=net)
+        new = demonstrations(env_config, cfg.teacher, cfg.steps, seed + 7919 * r, driver=net, horizon=cfg.horizon)
         # how often the clone, driving, already chose as the teacher would (before refitting)
         stats_r = {f"round{r}_agreement": _agreement(net, new)}
         data = tuple(np.concatenate([a, b]) for a, b in zip(data, new))

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from scheduler.objective import Objective
 from scheduler.policies.oracle import Oracle
-from scheduler.policies.rollout import HORIZON_TASKS, Future
+from scheduler.policies.rollout import HORIZON_S, HORIZON_TASKS, Future
 from scheduler.policy import Policy, make_policy
 from scheduler.task import Task
 
@@ -22,13 +22,14 @@ TEACHER_BASE = "fastest-feasible"
 
 def make_teacher(name: str, seed: int = 0, objective: Objective | None = None,
                  streams: Sequence[Sequence[Task]] = (), samples: int = TEACHER_SAMPLES,
-                 horizon_tasks: int = HORIZON_TASKS) -> Policy:
+                 horizon_tasks: int = HORIZON_TASKS, horizon_s: float = HORIZON_S) -> Policy:
     """The labelling policy: ``rollout`` rolling every candidate over futures from ``streams``, the
     one-step oracle, the registry's forest (``rf``, ``rf:N``), or any registered policy (its per-node
     scores are the values)."""
     if name == "rollout":
         return make_policy("rollout", seed=seed, top_k=1 << 30, samples=samples, future=Future(streams),
-                           objective=objective, base=TEACHER_BASE, horizon_tasks=horizon_tasks)
+                           objective=objective, base=TEACHER_BASE, horizon_tasks=horizon_tasks,
+                           horizon_s=horizon_s)
     if name == "oracle":
         return Oracle(seed=seed, objective=objective)
     if name.partition(":")[0] == "rf":  # the registry's forest, without the explanation it would word

@@ -169,7 +169,8 @@ class DAggerForest:
                  random_state: int = TrainArgs.random_state, n_jobs: int = 1, teacher: str = TrainArgs.teacher,
                  progress: bool = True, max_features: float = TrainArgs.max_features,
                  teacher_samples: int = TrainArgs.teacher_samples,
-                 teacher_horizon: int = TrainArgs.teacher_horizon) -> None:
+                 teacher_horizon: int = TrainArgs.teacher_horizon,
+                 teacher_horizon_s: float = TrainArgs.teacher_horizon_s) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
@@ -181,11 +182,12 @@ class DAggerForest:
         self.max_features = max_features
         self.teacher_samples = teacher_samples
         self.teacher_horizon = teacher_horizon
+        self.teacher_horizon_s = teacher_horizon_s
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("n_estimators", "max_depth", "min_samples_leaf", "rounds",
                                               "random_state", "n_jobs", "teacher", "max_features",
-                                              "teacher_samples", "teacher_horizon")}
+                                              "teacher_samples", "teacher_horizon", "teacher_horizon_s")}
 
     def _fit_model(self, data: Rollout):
         from sklearn.ensemble import RandomForestRegressor
@@ -199,7 +201,7 @@ class DAggerForest:
 
     def teacher_for(self, ep: Episode, objective: Objective | None) -> Policy:
         return make_teacher(self.teacher, self.random_state, objective, ep.streams, self.teacher_samples,
-                            self.teacher_horizon)
+                            self.teacher_horizon, self.teacher_horizon_s)
 
     def fit(self, spec: ClusterSpec, episodes: Sequence[Episode], objective: Objective | None = None
             ) -> "DAggerForest":
@@ -331,7 +333,7 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
     est = DAggerForest(n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
                        rounds=cfg.rounds, random_state=cfg.random_state, teacher=cfg.teacher, progress=progress,
                        max_features=cfg.max_features, teacher_samples=cfg.teacher_samples,
-                       teacher_horizon=cfg.teacher_horizon)
+                       teacher_horizon=cfg.teacher_horizon, teacher_horizon_s=cfg.teacher_horizon_s)
     est.fit(spec, train_eps, objective)
     train_s = time.perf_counter() - t_start
 

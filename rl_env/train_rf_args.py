@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 
 from cluster.variants import parse_variant
 from rl_env.teacher import TEACHER_SAMPLES
-from scheduler.policies.rollout import HORIZON_TASKS
+from scheduler.policies.rollout import HORIZON_S, HORIZON_TASKS
 
 DEFAULT_WORKLOADS = ("configs/workloads/mixed.yaml", "configs/workloads/high_load.yaml",
                      "configs/workloads/gpu_heavy.yaml", "configs/workloads/gpu_heavy_high.yaml")
@@ -79,6 +79,8 @@ class TrainArgs:
     """futures the rollout teacher averages per decision"""
     teacher_horizon: int = HORIZON_TASKS
     """sampled arrivals per future the rollout teacher rolls forward (its horizon)"""
+    teacher_horizon_s: float = HORIZON_S
+    """seconds the rollout teacher's sampled arrivals may span at most"""
     future_streams: int = 4
     """workload streams the rollout teacher samples futures from (seeds of their own, simulations.workloads.future_streams)"""
 
@@ -120,9 +122,9 @@ class TrainArgs:
                 args.max_depth is not None and args.max_depth < 1):
             raise UsageError("--rounds must be >= 0, --trees, --max-depth and --min-samples-leaf >= 1")
         if not 0.0 < args.max_features <= 1.0 or args.teacher_samples < 1 or args.future_streams < 1 \
-                or args.teacher_horizon < 1:
+                or args.teacher_horizon < 1 or not args.teacher_horizon_s > 0:
             raise UsageError("--max-features must be in (0, 1], --teacher-samples, --teacher-horizon and "
-                             "--future-streams >= 1")
+                             "--future-streams >= 1, --teacher-horizon-s > 0")
         if not args.variants:
             raise UsageError("--variants: at least one cluster (x1 is the cluster itself)")
         for v in args.variants:

@@ -49,8 +49,9 @@ DEFAULT_BASE = "fastest-feasible,cheapest-feasible,best-fit"
 #: how far a roll looks ahead: sampled arrivals per future (and the seconds they may span). A roll
 #: must see the queues a choice creates: at 40 arrivals (5 s at gpu_heavy_high's 8/s) rollout put
 #: imaging tasks on the MIG slices that the MIG-only tasks needed, and the queue they built behind
-#: them fell outside the roll; at 120 it kept those slices free (chosen on gpu_heavy_high seed 110,
-#: outside the seeds of the rollout evaluation in docs/evaluation.md)
+#: them fell outside the roll; at 120 it kept those slices free (chosen on gpu_heavy_high seed 110:
+#: outside the rollout sections' seeds 101-103, inside the learned policies' 101-110, where
+#: docs/evaluation.md gives rf:2's margin without it too)
 HORIZON_TASKS = 120
 HORIZON_S = 60.0
 _AFTER_ARRIVAL = attrgetter("priority", "slo_ms", "cpu_milli", "mem_mib", "gpu_milli", "gpu_count",

@@ -116,6 +116,13 @@ def test_experiment_files_load_and_bad_validation_clusters_are_refused() -> None
         experiment_from_mapping({**base, "validation": {"clusters": ["x0"]}})
     with pytest.raises(ConfigError, match="validation.clusters.*nope"):
         experiment_from_mapping({**base, "validation": {"clusters": ["no:nope"]}})
+    # the shipped experiment pins the forest rl:2 was cloned from; a version of a heuristic is refused
+    assert nodes.init.teacher == "rf:1"
+    pinned = experiment_from_mapping({**base, "init": {"imitate": "rollout", "horizon": 40}})
+    assert (pinned.init.teacher, pinned.init.horizon) == ("rollout", 40)
+    for bad in ("fastest-feasible:2", "rl", "rf:99"):
+        with pytest.raises(ConfigError, match="imitate"):
+            experiment_from_mapping({**base, "init": {"imitate": bad}})
 
 
 def test_served_node_policy_decides_as_the_env_did(tmp_path) -> None:
@@ -183,7 +190,7 @@ def test_node_policy_runs_on_a_cluster_of_another_size(tmp_path, local_spec) -> 
 def test_rollout_demonstrations_are_the_teachers_node_choices() -> None:
     cfg = EnvConfig.from_mapping({"workloads": [HIGH], "episode_s": 5, "level": "node", "max_candidates": K,
                                   "cluster_variants": ["x2"]})
-    obs, mask, act = demonstrations(cfg, "rollout", 40, seed=0)
+    obs, mask, act = demonstrations(cfg, "rollout", 40, seed=0, horizon=40)
     assert obs.shape == (40, K, N_CANDIDATE_FEATURES) and mask.shape == (40, K)
     assert (mask[np.arange(40), act] == 1).all()
     assert len(set(act.tolist())) > 1  # the teacher does not always take the first row

@@ -174,3 +174,14 @@ def _subparser(parser, *path: str):
         action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         parser = action.choices[name]
     return parser
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_each_shipped_forest_names_the_command_that_reproduces_it(version: str) -> None:
+    """The saved command is the one its config writes (teacher horizon included), so it reruns the same training."""
+    from rl_env.train_rf import command_line
+    from rl_env.train_rf_args import TrainArgs
+
+    art = reg.load("rf", version)
+    assert art.meta["command"] == command_line(TrainArgs(**art.meta["config"]))
+    assert art.meta["config"]["teacher_horizon"] == {"1": 40, "2": 120}[version]
