@@ -226,14 +226,14 @@ def usable_profiles(tasks: Sequence[Task], spec: ClusterSpec, pool: str) -> list
 # What-if runs and the search
 # ---------------------------------------------------------------------------------------------
 
-def simulate_shape(spec: ClusterSpec, shape: Shape, tasks: Sequence[Task], policy: str, seed: int,
-                   objective=None, timeline_points: int = 2):
-    """One what-if run: ``tasks`` on ``spec`` reshaped to ``shape`` under ``policy``; tasks still
+def simulate_on(cluster: ClusterSpec, tasks: Sequence[Task], policy: str, seed: int, objective=None,
+                timeline_points: int = 2):
+    """One what-if run: ``tasks`` on ``cluster`` (a :func:`build`) under ``policy``; tasks still
     unfinished :data:`DRAIN_S` after the last arrival count as misses."""
     from scheduler.policy import make_policy
     from simulations.engine import simulate
 
-    return simulate(build(spec, shape), tasks, make_policy(policy, seed=seed), seed=seed, objective=objective,
+    return simulate(cluster, tasks, make_policy(policy, seed=seed), seed=seed, objective=objective,
                     timeline_points=timeline_points, horizon_s=DRAIN_S)
 
 
@@ -241,13 +241,13 @@ def what_if(spec: ClusterSpec, shape: Shape, streams: Sequence[Sequence[Task]], 
             target_miss: float, objective=None, seeds: Sequence[int] | None = None) -> WhatIf:
     """Simulate ``streams`` (one per seed of ``seeds``, default 0, 1, ...) on ``spec`` reshaped to ``shape``."""
     seeds = list(range(len(streams))) if seeds is None else list(seeds)
+    cluster = build(spec, shape)
     miss, obj = [], []
     for seed, tasks in zip(seeds, streams):
-        s = simulate_shape(spec, shape, tasks, policy, seed, objective).summary
+        s = simulate_on(cluster, tasks, policy, seed, objective).summary
         miss.append(s["slo_miss_rate"])
         obj.append(s["objective_mean"])
     m = sum(miss) / len(miss)
-    cluster = build(spec, shape)
     return WhatIf(shape, cluster_cost_per_hour(cluster), m, sum(obj) / len(obj), len(cluster.nodes),
                   sum(len(n.devices) for n in cluster.nodes), m <= target_miss)
 
@@ -279,11 +279,11 @@ class Search:
                 self.progress(hit)
         return hit
 
-    def grow(self, shape: Shape, pools: Sequence[str] | None = None) -> WhatIf:
+    def grow(self, shape: Shape) -> WhatIf:
         cur = self.judge(shape)
         while not cur.meets:
             options = []
-            for p in pools or [p for p, _ in shape.counts]:
+            for p, _ in shape.counts:
                 if cur.shape.count(p) < self.max_nodes:
                     w = self.judge(cur.shape.with_count(p, cur.shape.count(p) + 1))
                     options.append(((cur.slo_miss - w.slo_miss) / self.cost[p] if self.cost[p] > 0 else math.inf, w))
@@ -297,11 +297,10 @@ class Search:
             cur = w
         return cur
 
-    def shrink(self, cur: WhatIf, pools: Sequence[str] | None = None) -> WhatIf:
+    def shrink(self, cur: WhatIf) -> WhatIf:
         while True:
             options = []
-            for p in pools or [p for p, _ in cur.shape.counts]:
-                n = cur.shape.count(p)
+            for p, n in cur.shape.counts:
                 if n > 0 and sum(c for _, c in cur.shape.counts) > 1:
                     w = self.judge(cur.shape.with_count(p, n - 1))
                     if w.meets:

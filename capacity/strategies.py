@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from capacity.recommend import (Shape, build, current_shape, demand_streams, node_cost_per_hour, recommend,
-                                simulate_shape, templates)
+                                simulate_on, templates)
 from cluster.topology import ClusterSpec
 
 STRATEGIES = ("static", "reactive", "forecast")
@@ -119,12 +119,11 @@ class Backtest:
         if r <= 0 or sum(n for _, n in counts) == 0:
             hit = Judged(0.0 if r <= 0 else 1.0, {}, {}, {p: n for p, n in counts})
         else:
-            shape = Shape(counts, self.layouts)
+            cluster = build(self.spec, Shape(counts, self.layouts))
             tasks = demand_streams(self.workload, r, self.window_s, [self.seed])[0]
-            res = simulate_shape(self.spec, shape, tasks, self.policy, self.seed, timeline_points=50)
+            res = simulate_on(cluster, tasks, self.policy, self.seed, timeline_points=50)
             rec = res.records
             ran = set(rec.loc[rec["start"].notna(), "node"].astype(str))  # a task started there
-            cluster = build(self.spec, shape)
             idle = {}
             for n in cluster.nodes:
                 idle[n.pool] = idle.get(n.pool, 0) + (n.name not in ran)
@@ -201,7 +200,7 @@ class Backtest:
               step_s: float, judged: Judged | None = None, booting: dict[str, float] | None = None) -> Step:
         j = judged or self.judge(counts, rate)
         hours = step_s / 3600.0
-        serving = sum(self.cost[p] * n for p, n in counts) * hours
+        serving = self._cost(counts) * hours
         boots = sum(self.cost[p] * n * self.delays.of(self.spec, p) / 3600.0 for p, n in started.items())
         boots += sum(self.cost[p] * f * hours for p, f in (booting or {}).items())
         cost = serving + boots
