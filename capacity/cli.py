@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from capacity.models import require_forecasters
 from capacity.series import GROUPINGS, DemandSeries, parse_interval
 from cluster.config import ConfigError, UsageError
 
@@ -135,18 +136,8 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
 
 
-def _require_forecasters() -> None:
-    """The forecasting libraries are an extra: without them, one line that says how to get them."""
-    import importlib.util
-
-    missing = [m for m in ("statsforecast", "mlforecast", "lightgbm") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UsageError(f"capacity: {', '.join(missing)} not installed "
-                         "(pip install 'ai-workload-orchestrator[capacity]')")
-
-
 def cmd_backtest(args: argparse.Namespace) -> int:
-    _require_forecasters()
+    require_forecasters()
     from tqdm import tqdm
 
     from capacity import page
@@ -186,7 +177,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
-    _require_forecasters()
+    require_forecasters()
     from tqdm import tqdm
 
     from capacity import page
@@ -250,6 +241,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     groups = rec.replica_bounds(low.spec if low else high.spec, high.spec)
     (out / "worker_groups.yaml").write_text(yaml.safe_dump(groups, sort_keys=False))
     (out / "request_resources.json").write_text(json.dumps({"bundles": rec.autoscaler_bundles(high.spec)}, indent=1))
+    from capacity.live import RECOMMENDATION_FILE, recommendation_document
+
+    doc = recommendation_document(high, low, peak, trough, cluster=str(args.cluster), workload=str(args.workload),
+                                  policy=policy, slo_miss_pct=args.slo_miss, seeds=seeds, window_s=window,
+                                  diff=rec.cluster_diff(spec, high.spec), worker_groups=groups,
+                                  bundles=rec.autoscaler_bundles(high.spec), command=_command(args))
+    (out / RECOMMENDATION_FILE).write_text(json.dumps(doc, indent=1))
     tried = pd.DataFrame([rec.what_if_row(w) for w in high.tried])
     tried.to_csv(out / "whatifs.csv", index=False)
     table = rec.summary_table(high, low, peak, trough)
@@ -258,7 +256,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         print(f"the search found no cluster within --max-nodes {args.max_nodes} per pool that met {args.slo_miss:g}% "
               f"misses: the one with the fewest misses is written", file=sys.stderr)
     print(f"{len(high.tried)} what-if clusters in {high.search_s:.1f} s; written to {out}: cluster.yaml, "
-          f"cluster.diff, worker_groups.yaml, request_resources.json, whatifs.csv")
+          f"cluster.diff, worker_groups.yaml, request_resources.json, recommendation.json, whatifs.csv")
     if args.markdown:
         from capacity import page
 
@@ -293,7 +291,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         known = ()
     if args.model not in known:
         raise UsageError(f"--model: one of snaive, ets, mstl, lgbm, got {args.model!r}")
-    _require_forecasters()
+    require_forecasters()
     print(f"{', '.join(st.STRATEGIES)} over the last {args.days} of {args.history_days + args.days} days of "
           f"{wl.name}; policy {policy}; SLO misses <= {args.slo_miss:g}%; {args.step} steps; node start delays "
           f"{st.Delays().cpu_s:g} s (CPU), {st.Delays().gpu_s:g} s (GPU)", file=sys.stderr)

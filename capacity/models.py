@@ -14,11 +14,14 @@ of both.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from dataclasses import dataclass
 
 import pandas as pd
+
+from cluster.config import UsageError
 
 os.environ.setdefault("NIXTLA_ID_AS_COL", "1")      # statsforecast: ids as a column, no warning
 os.environ.setdefault("NIXTLA_NUMBA_CACHE", "1")    # compile statsforecast's numba code once, on disk
@@ -29,6 +32,14 @@ for _category in (DeprecationWarning, FutureWarning):
 MODELS = ("snaive", "ets", "mstl", "lgbm")
 STATS = ("snaive", "ets", "mstl")
 DAY = pd.Timedelta("1D")
+
+
+def require_forecasters() -> None:
+    """The forecasting libraries are an extra: without them, one line that says how to get them."""
+    missing = [m for m in ("statsforecast", "mlforecast", "lightgbm") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"capacity: {', '.join(missing)} not installed "
+                         "(pip install 'ai-workload-orchestrator[capacity]')")
 
 
 @dataclass(frozen=True)

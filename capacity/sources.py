@@ -156,14 +156,16 @@ def _record_row(rec: Mapping[str, Any]) -> tuple[float, str, str, str, float, fl
 
 
 def from_history(records: Iterable[Mapping[str, Any]], *, interval: pd.Timedelta = pd.Timedelta("1h"),
-                 source: str = "history") -> DemandSeries:
+                 source: str = "history", until: float | None = None) -> DemandSeries:
     """Task records as the router's history stores them (plain dicts, e.g. its ``query`` rows).
 
     Read: ``accepted_at`` (epoch seconds: the arrival), ``kind``, ``pool`` (``any`` while unplaced),
     ``share`` (what was booked; the task's own need when none), ``exec_ms`` (the measured run time;
     the task's ``work`` when none) and the task's ``cpu_milli``, ``mem_mib``, ``gpu_milli``,
     ``gpu_count``, ``mig_profile`` (in ``task``, a dict or its JSON text, or in the record itself).
-    Every accepted task counts, rejected ones too: unmet demand is demand.
+    Every accepted task counts, rejected ones too: unmet demand is demand. ``until`` (epoch
+    seconds) extends the series with empty intervals up to the one holding it: a quiet last
+    hour is demand too.
     """
     rows = [_record_row(r) for r in records]
     if not rows:
@@ -172,4 +174,9 @@ def from_history(records: Iterable[Mapping[str, Any]], *, interval: pd.Timedelta
     start = pd.Timestamp(float(at.min()), unit="s").floor(interval)
     keys = {"kind": kind.astype(object), "pool": pool.astype(object), "share": share.astype(object)}
     values = {"cpu_s": cpu * run, "mem_gb_s": mem * run, "gpu_s": gpu * run}
-    return bin_demand(at - start.timestamp(), keys, values, start=start, interval=interval, source=source)
+    n = None
+    if until is not None:
+        n = max(int(np.floor((until - start.timestamp()) / interval.total_seconds())) + 1, 1)
+        n = max(n, int(np.floor((at.max() - start.timestamp()) / interval.total_seconds())) + 1)
+    return bin_demand(at - start.timestamp(), keys, values, start=start, interval=interval, source=source,
+                      n_intervals=n)

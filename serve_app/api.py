@@ -18,7 +18,7 @@ import asyncio
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Literal, Optional
 
 from fastapi import Depends, FastAPI, Path, Query, Security
 from fastapi.concurrency import run_in_threadpool
@@ -29,13 +29,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from capacity.forecast import parse_models
+from capacity.live import DEFAULT_MODELS, MAX_HORIZON
+from cluster.config import UsageError
 from serve_app import errors
 from serve_app.auth import ANONYMOUS, AdminAuth, ClientAuth, Principal
 from serve_app.errors import ApiError, JSONResponse
 from serve_app.guard import Guard
 from serve_app.keys import KeyStoreError, Quota
-from serve_app.models import (BatchIn, BatchOut, ClusterOut, DecisionOut, ErrorOut, HealthOut, KeyIn, KeyOut,
-                              PolicyIn, PolicyOut, TaskIn, TaskOut, TaskPage, TaskStatus)
+from serve_app.models import (BatchIn, BatchOut, ClusterOut, DecisionOut, ErrorOut, ForecastOut, HealthOut, KeyIn,
+                              KeyOut, PolicyIn, PolicyOut, RecommendationOut, TaskIn, TaskOut, TaskPage, TaskStatus)
 from serve_app.policies import PolicyChoiceError
 from serve_app.service import RouterService
 
@@ -380,6 +383,29 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
         except PolicyChoiceError as exc:
             raise ApiError(422, exc.reason, loc=["body", exc.field]) from None
         return JSONResponse(info)
+
+    @api.get("/v1/capacity/forecast", response_model=ForecastOut, tags=["capacity"],
+             responses={409: {"model": ErrorOut, "description": "too little history to forecast from"},
+                        422: _ERRORS[422], 429: {"model": ErrorOut, "description": "another forecast is computing "
+                                                                                  "(see Retry-After)"}},
+             summary="Forecast of this router's demand from its history, with intervals, beside the actuals")
+    async def capacity_forecast(
+            interval: Literal["15min", "1h", "1D"] = Query("1h", description="series resolution"),
+            horizon: int = Query(24, ge=1, le=MAX_HORIZON, description="intervals ahead"),
+            models: str = Query(",".join(DEFAULT_MODELS), max_length=64,
+                                description="comma-separated: snaive, ets, mstl, lgbm (snaive always runs)")
+    ) -> JSONResponse:
+        try:
+            chosen = parse_models(models)
+        except UsageError as exc:
+            raise ApiError(422, str(exc).removeprefix("--models: "), loc=["query", "models"]) from None
+        return JSONResponse(await blocking(get().capacity.forecast, interval, horizon, chosen))
+
+    @api.get("/v1/capacity/recommendation", response_model=RecommendationOut, tags=["capacity"],
+             responses={404: {"model": ErrorOut, "description": "no recommendation written yet (the command to run)"}},
+             summary="The latest cluster recommendation by simulation (`orchestrator capacity recommend`)")
+    async def capacity_recommendation() -> JSONResponse:
+        return JSONResponse(await blocking(get().capacity.recommendation))
 
     def client_of(authorization: str | None, host: str) -> str:
         """The name a request is counted under by the guard: its key's, else anonymous by address."""

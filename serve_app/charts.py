@@ -121,3 +121,32 @@ def prom_chart(df: pd.DataFrame, unit: str, legend: str) -> alt.Chart:
         color=alt.Color("series:N", title=legend, scale=alt.Scale(range=PALETTE)),
         tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), "series", alt.Tooltip("value:Q", format=".4g")],
     ).properties(height=220, usermeta=SVG)
+
+
+def forecast_frame(series: dict, model: str, level: int) -> pd.DataFrame:
+    """One series of ``GET /v1/capacity/forecast`` as long rows: ``ds, part, value, lo, hi`` where
+    ``part`` is ``actual``, ``forecast`` (``model``'s, with its ``level`` % band) or ``backtest``
+    (``model``'s forecast from ``horizon`` intervals back, beside the actuals it is scored on)."""
+    rows = [{"ds": p["ds"], "part": "actual", "value": p["y"], "lo": None, "hi": None} for p in series["actual"]]
+    for part in ("backtest", "forecast"):
+        for p in (series.get(part) or {}).get(model, []):
+            rows.append({"ds": p["ds"], "part": part, "value": p["mean"], "lo": p.get(f"lo_{level}"),
+                         "hi": p.get(f"hi_{level}")})
+    df = pd.DataFrame(rows, columns=["ds", "part", "value", "lo", "hi"])
+    df["ds"] = pd.to_datetime(df["ds"], utc=True)
+    return df
+
+
+def forecast_chart(df: pd.DataFrame, unit: str, level: int) -> alt.LayerChart:
+    """Actuals, the forecast and the backtest as lines, each forecast in its ``level`` % band."""
+    parts = alt.Scale(domain=["actual", "backtest", "forecast"], range=["#333333", "#f58518", "#4c78a8"])
+    base = alt.Chart(df).encode(x=alt.X("ds:T", title="interval start (UTC)"))
+    band = base.transform_filter("datum.part != 'actual'").mark_area(opacity=0.2, interpolate="step-after").encode(
+        y=alt.Y("lo:Q", title=unit), y2="hi:Q", color=alt.Color("part:N", scale=parts, title=None))
+    line = base.mark_line(interpolate="step-after").encode(
+        y=alt.Y("value:Q", title=unit), color=alt.Color("part:N", scale=parts, title=None),
+        strokeDash=alt.condition("datum.part == 'backtest'", alt.value([5, 3]), alt.value([1, 0])),
+        tooltip=["ds:T", "part:N", alt.Tooltip("value:Q", format=",.2f"), alt.Tooltip("lo:Q", format=",.2f"),
+                 alt.Tooltip("hi:Q", format=",.2f")])
+    return alt.layer(band, line).properties(height=320, usermeta=SVG,
+                                            title=f"shaded: the {level}% prediction interval")

@@ -148,6 +148,14 @@ class RouterClient:
     def policy(self) -> dict:
         return self._call("GET", "/v1/policy")
 
+    def capacity_forecast(self, interval: str = "1h", horizon: int = 24, models: str = "snaive,ets") -> dict:
+        """``GET /v1/capacity/forecast``: the history's demand forecast beside its actuals (seconds to fit)."""
+        return self._call("GET", "/v1/capacity/forecast", timeout=max(self.timeout, 120.0),
+                          params={"interval": interval, "horizon": horizon, "models": models})
+
+    def capacity_recommendation(self) -> dict:
+        return self._call("GET", "/v1/capacity/recommendation")
+
     def set_policy(self, policy: str, version: str | None = None) -> dict:
         body: dict[str, Any] = {"policy": policy}
         if version:

@@ -85,6 +85,11 @@ class RouterConfig:
         history_max_age_s / history_max_rows: finished tasks older than this, or beyond this
             many, are folded into daily totals and deleted (unfinished ones never are;
             :mod:`serve_app.retention`); None keeps them all.
+        capacity_dir: where ``orchestrator capacity recommend --out`` writes the recommendation
+            ``GET /v1/capacity/recommendation`` serves (relative: under the checkout, or the
+            working directory of an installed package).
+        capacity_cache_s / capacity_max_rows: how long a ``GET /v1/capacity/forecast`` answer is
+            kept, and the most (newest) history rows one reads.
         history_synchronous: SQLite's ``synchronous``: ``FULL`` (default) keeps an acknowledged
             task through an OS crash or power cut, ``NORMAL`` through a process kill only.
     """
@@ -129,6 +134,9 @@ class RouterConfig:
     history_max_age_s: float | None = 30 * 86_400.0
     history_max_rows: int | None = 500_000
     history_synchronous: str = "FULL"
+    capacity_dir: str = "results/capacity/recommend"
+    capacity_cache_s: float = 300.0
+    capacity_max_rows: int = 200_000
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -225,6 +233,9 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
         history_max_rows=(None if f.has("history_max_rows") and f.raw("history_max_rows") is None else
                           int(f.num("history_max_rows", d.history_max_rows, min=1, max=1e9))),
         history_synchronous=f.str("history_synchronous", d.history_synchronous, choices={"FULL", "NORMAL"}),
+        capacity_dir=f.str("capacity_dir", d.capacity_dir),
+        capacity_cache_s=f.num("capacity_cache_s", d.capacity_cache_s, min=0.0, max=86_400.0),
+        capacity_max_rows=int(f.num("capacity_max_rows", d.capacity_max_rows, min=1, max=10_000_000)),
     )
     errs.check()
     return cfg

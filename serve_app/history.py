@@ -69,6 +69,9 @@ class HistoryStore(Protocol):
               since: float | None = None, until: float | None = None, search: str | None = None,
               limit: int = 100, offset: int = 0) -> list[dict]: ...
 
+    def demand_rows(self, since: float, limit: int) -> list[dict]:
+        """The newest ``limit`` tasks accepted since ``since``: arrival, kind, pool, share, run time, task."""
+
     def count(self, **filters: Any) -> int: ...
 
     def events(self, task_id: str) -> list[dict]: ...

@@ -267,6 +267,13 @@ class SQLHistory:
                             {**args, "limit": int(limit), "offset": int(offset)})
         return [_decode(r) for r in rows]
 
+    def demand_rows(self, since: float, limit: int) -> list[dict]:
+        """The newest ``limit`` tasks accepted at or after ``since``, with only what a demand series reads
+        (:func:`capacity.sources.from_history`): the capacity forecast's input, never every column."""
+        rows = self.db.rows("SELECT accepted_at, kind, pool, share, exec_ms, task FROM tasks WHERE accepted_at >= :since "
+                            "ORDER BY accepted_at DESC LIMIT :limit", {"since": since, "limit": int(limit)})
+        return [_decode(r) for r in rows]
+
     def count(self, **filters: Any) -> int:
         where, args = self._where(**filters)
         return int(self.db.rows(f"SELECT COUNT(*) AS n FROM tasks{where}", args)[0]["n"])

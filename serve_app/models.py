@@ -193,6 +193,38 @@ class PolicyOut(BaseModel):
     learned: dict[str, list[int]]
 
 
+class ForecastOut(BaseModel):
+    """:func:`capacity.live.history_forecast`'s document: per series ``actual`` points, ``forecast``
+    and (with history enough) ``backtest`` points per model, and each model's backtest ``errors``."""
+
+    interval: str
+    horizon: int
+    models: list[str]
+    levels: list[int]
+    generated_at: str
+    forecast_from: str
+    history: dict[str, Any]
+    backtest: Optional[dict[str, Any]] = None
+    series: list[dict[str, Any]]
+    seconds: float
+    cached: bool
+
+
+class RecommendationOut(BaseModel):
+    """What ``orchestrator capacity recommend`` wrote (:func:`capacity.live.recommendation_document`)."""
+
+    model_config = ConfigDict(extra="allow")
+    created_at: str
+    age_s: float
+    command: str
+    policy: str
+    feasible: bool
+    now: dict[str, Any]
+    recommended: dict[str, Any]
+    saving_per_hour: Optional[float] = None
+    cluster_diff: str
+
+
 class ErrorItem(BaseModel):
     loc: list[str | int]
     msg: str

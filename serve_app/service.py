@@ -48,6 +48,7 @@ from scheduler.objective import load_objective
 from scheduler.policy import Decision, FeasibilityCache, select_many, why_infeasible
 from scheduler.task import Task, TaskError, make_task, task_key, with_id
 from serve_app.admission import Admission, Limits
+from serve_app.capacity import CapacityViews
 from serve_app.auth import Principal
 from serve_app.config import RouterConfig
 from serve_app.keys import KeyStore
@@ -100,6 +101,8 @@ class RouterService:
             cfg.history_path_url(), synchronous=cfg.history_synchronous,  # type: ignore[arg-type]
             retention=Retention(max_age_s=cfg.history_max_age_s, max_rows=cfg.history_max_rows))
         self.keys = KeyStore(cfg.history_path_url())
+        self.capacity = CapacityViews(self.history, cfg.capacity_dir, cache_s=cfg.capacity_cache_s,
+                                      max_rows=cfg.capacity_max_rows)
         self.policies = PolicyHolder(build_policy(cfg.policy, seed=cfg.seed, registry=cfg.registry))
         self.metrics = metrics if metrics is not None else RouterMetrics()
         self.admission = Admission(Limits(

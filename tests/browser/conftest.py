@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -72,14 +73,34 @@ def prometheus() -> Iterator[FakePrometheus]:
         yield prom
 
 
-@pytest.fixture(scope="session")
-def live_router(tmp_path_factory) -> Iterator[str]:
-    """The router's HTTP API on a free port, using ``fgd``, with a history of 250 finished tasks."""
+@contextmanager
+def _serving(svc) -> Iterator[str]:
+    """``svc``'s real FastAPI app under uvicorn on a free port, with the browser tests' admin secret."""
     import uvicorn
 
     from serve_app.api import create_api
     from serve_app.auth import AdminAuth
     from serve_app.config import token_sha256
+
+    auth = AdminAuth(token_sha256(ADMIN_SECRET), "no admin token")
+    server = uvicorn.Server(uvicorn.Config(create_api(lambda: svc, lambda: auth), host="127.0.0.1",
+                                           port=_free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        svc.close()
+
+
+@pytest.fixture(scope="session")
+def live_router(tmp_path_factory) -> Iterator[str]:
+    """The router's HTTP API on a free port, using ``fgd``, with a history of 250 finished tasks."""
     from tests.serve_app.router_fakes import make_service
 
     svc, _ = make_service(tmp_path_factory.mktemp("router"), policy=ROUTER_POLICY)
@@ -92,18 +113,25 @@ def live_router(tmp_path_factory) -> Iterator[str]:
         svc.history.update(tid, "succeeded", pool=pools[i % 4], node=f"{pools[i % 4]}-1", cost=0.01 * (1 + i % 4),
                            latency_ms=100.0 + i, slo_met=i % 5 != 0)
     svc.history.flush()
-    auth = AdminAuth(token_sha256(ADMIN_SECRET), "no admin token")
-    server = uvicorn.Server(uvicorn.Config(create_api(lambda: svc, lambda: auth), host="127.0.0.1",
-                                           port=_free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    svc.close()
+    with _serving(svc) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def capacity_router(tmp_path_factory) -> Iterator[str]:
+    """A router whose history holds four days of tasks with a daily cycle, and whose ``capacity_dir``
+    holds a real ``capacity recommend`` result (gpu_heavy at 6/s, fastest-feasible, one 60 s seed)."""
+    from capacity.cli import main as capacity_main
+    from tests.serve_app.router_fakes import fill_demand, make_service
+
+    root = tmp_path_factory.mktemp("capacity-router")
+    assert capacity_main(["capacity", "recommend", "--workload", "configs/workloads/gpu_heavy.yaml", "--rate", "6",
+                          "--window", "60", "--seeds", "1", "--policy", "fastest-feasible", "--max-nodes", "3",
+                          "--out", str(root / "recommend")]) == 0
+    svc, _ = make_service(root, capacity_dir=str(root / "recommend"))
+    fill_demand(svc, days=4, per_hour=6.0)
+    with _serving(svc) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

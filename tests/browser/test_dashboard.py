@@ -13,7 +13,8 @@ from tests.browser.conftest import ADMIN_SECRET, HISTORY_TASKS, POLICIES, ROUTER
 pytestmark = pytest.mark.browser
 
 
-HEADINGS = {"Compare": "Compare policies", "Submit": "Submit a task", "Admin": "Admin", "Metrics": "Router metrics"}
+HEADINGS = {"Compare": "Compare policies", "Submit": "Submit a task", "Admin": "Admin", "Metrics": "Router metrics",
+            "Capacity": "Capacity"}
 
 #: per st.table: its column headings, the first cell of each row, and any clipping or inner scrolling
 TABLES_JS = """() => [...document.querySelectorAll('[data-testid=stTable]')].map(t => {
@@ -200,3 +201,33 @@ def test_metrics_draws_the_router_series_from_prometheus(page, prometheus) -> No
     asked = " ".join(q["query"] for q in prometheus.queries)
     assert "ray_orch_decision_latency_seconds_bucket" in asked and "ray_orch_decisions_total" in asked
     screenshot(page, "metrics")
+
+
+def test_capacity_with_the_router_down_says_so(page) -> None:
+    go(page, "Capacity")
+    page.wait_for_selector("text=No forecast: the router at", timeout=30_000)
+    page.wait_for_selector("text=No recommendation: the router at", timeout=30_000)
+    no_errors(page)
+
+
+def test_capacity_draws_the_forecast_against_actuals_and_the_recommendation(page, capacity_router: str) -> None:
+    go(page, "Capacity")
+    url = page.get_by_label("Router URL")
+    url.fill(capacity_router)
+    url.press("Enter")
+    # four days of hours: the forecast, its backtest against what arrived, and the errors of both models
+    page.wait_for_selector("text=Backtest: each model forecast the last 24 whole intervals", timeout=90_000)
+    page.wait_for_selector("text=Suggested MIG layouts", timeout=30_000)
+    no_errors(page)
+    body = page.inner_text("body")
+    metrics = page.evaluate("[...document.querySelectorAll('[data-testid=stMetricLabel]')].map(e => e.textContent)")
+    assert {"Cost now ($/h)", "Recommended ($/h)", "SLO misses, recommended"} <= {m.strip() for m in metrics}
+    assert "--- local (now)" in body  # the cluster diff
+    tables = tables_fit(page)
+    errors = next(t for t in tables if "MASE" in t["heads"])
+    assert set(errors["first"]) == {"snaive", "ets"} and "95% coverage" in errors["heads"]
+    assert any(t["first"][:2] == ["now", "recommended"] for t in tables)
+    chart = next(c for c in page.evaluate(CHARTS_JS) if c["labels"] == ["actual", "backtest", "forecast"])
+    assert not chart["wide"] and chart["svg"] <= chart["box"] + 1
+    assert len(chart["lines"]) == 3 and all(step_segments_only(d) for d in chart["lines"])
+    screenshot(page, "capacity")

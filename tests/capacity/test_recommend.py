@@ -170,3 +170,14 @@ def test_recommend_end_to_end_writes_what_a_user_applies(tmp_path: Path, capsys)
     tried = pd.read_csv(out / "whatifs.csv")
     assert {"cost_per_hour", "slo_miss_pct", "meets"} <= set(tried.columns)
     assert "```diff" in (tmp_path / "rec.md").read_text()
+    # the document the router serves (GET /v1/capacity/recommendation) says the same
+    from capacity.live import read_recommendation
+
+    doc = read_recommendation(out)
+    if doc["feasible"]:  # the cheapest what-if that met the target
+        assert doc["recommended"]["cost_per_hour"] == pytest.approx(tried[tried["meets"]]["cost_per_hour"].min())
+    assert doc["policy"] == "fastest-feasible" and doc["cluster_diff"] == (out / "cluster.diff").read_text()
+    assert doc["saving_per_hour"] == pytest.approx(doc["now"]["cost_per_hour"] - doc["recommended"]["cost_per_hour"],
+                                                   abs=1e-4)
+    assert doc["request_resources"] == json.loads((out / "request_resources.json").read_text())["bundles"]
+    assert 0 <= doc["age_s"] < 600

@@ -7,6 +7,7 @@ the real ones. Nothing here runs a Ray task: tests that need one are under
 """
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -72,3 +73,24 @@ def make_client(svc: RouterService, token: str | None = TOKEN, key: str | None =
             svc.test_keys = {**getattr(svc, "test_keys", {}), key: secret}
         headers["Authorization"] = f"Bearer {secret}"
     return TestClient(create_api(lambda: svc, lambda: auth), headers=headers)
+
+
+def fill_demand(svc: RouterService, days: int, per_hour: float, now: float | None = None, seed: int = 7) -> int:
+    """``days`` of finished tasks before ``now`` with a daily cycle around ``per_hour`` (busier by day),
+    two kinds; the history a capacity forecast reads. Returns how many."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    hour = 3600.0
+    now = time.time() if now is None else now
+    n = 0
+    for h in range(days * 24):
+        start = (now // hour - days * 24 + h) * hour
+        for k in range(rng.poisson(per_hour * (1 + 0.6 * np.sin(2 * np.pi * (h % 24) / 24)))):
+            kind = "fraud_scoring" if k % 3 else "llm_inference"
+            svc.history.accept(f"d-{h}-{k}", {"kind": kind, "cpu_milli": 500, "mem_mib": 512, "work": 0.05},
+                               kind=kind, status="succeeded", pool="edge", share="cpu", exec_ms=50.0,
+                               accepted_at=start + rng.uniform(0, hour))
+            n += 1
+    svc.history.flush()
+    return n
