@@ -247,7 +247,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                                   policy=policy, slo_miss_pct=args.slo_miss, seeds=seeds, window_s=window,
                                   diff=rec.cluster_diff(spec, high.spec), worker_groups=groups,
                                   bundles=rec.autoscaler_bundles(high.spec), command=_command(args))
-    (out / RECOMMENDATION_FILE).write_text(json.dumps(doc, indent=1))
+    tmp = out / f".{RECOMMENDATION_FILE}.tmp"  # a router reading it never sees half a file
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(out / RECOMMENDATION_FILE)
     tried = pd.DataFrame([rec.what_if_row(w) for w in high.tried])
     tried.to_csv(out / "whatifs.csv", index=False)
     table = rec.summary_table(high, low, peak, trough)

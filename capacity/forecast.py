@@ -72,5 +72,8 @@ def forecast(series: pd.DataFrame, interval: pd.Timedelta, h: int, models: Seque
         fc = lgbm_forecaster(setup)
         fc.fit(series, prediction_intervals=intervals(setup))
         parts.append(long_predictions(fc.predict(h, level=list(levels)), ["lgbm"], levels))
+    if not parts:
+        raise ValueError(f"none of {', '.join(models)} applies: MSTL needs a day or a week of intervals that fits "
+                         f"the {n} intervals held twice")
     frame = describe(pd.concat(parts, ignore_index=True).sort_values(["unique_id", "model", "ds"], ignore_index=True))
     return Forecast(frame, interval, tuple(levels))

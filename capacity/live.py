@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from capacity.series import GROUPINGS, parse_interval
+from cluster.config import UsageError
 
 #: the resolutions a router forecast may ask for (bounded: each one is a fit of every series)
 INTERVALS = ("15min", "1h", "1D")
@@ -74,38 +75,55 @@ def history_forecast(records: Iterable[Mapping[str, Any]], *, interval: str = "1
     demand = from_history(rows, interval=step, until=now)
     current = pd.Timestamp(now, unit="s").floor(step)  # the interval in progress: the forecast's first step
     whole = demand.series([g for g in groupings if g in GROUPINGS])
-    whole = whole[whole["ds"] < current]
+    # the oldest interval may be partly covered (the router started, retention trimmed or the row cap
+    # cut within it): it is left out, as is the one in progress
+    whole = whole[(whole["ds"] < current) & (whole["ds"] > whole["ds"].min())]
     n = int(whole["ds"].nunique())
     if n < MIN_INTERVALS:
         raise NotEnoughHistory(f"the history holds {n} whole interval(s) of {interval} (tasks from "
-                               f"{_iso(demand.frame['ds'].min())}); a forecast needs at least {MIN_INTERVALS}: "
-                               "wait, or ask for a shorter interval")
+                               f"{_iso(demand.frame['ds'].min())}, the first one partly covered); a forecast needs "
+                               f"at least {MIN_INTERVALS}: wait, or ask for a shorter interval")
+    counted = int(whole.loc[whole["unique_id"] == "arrivals", "y"].sum())
     whole = whole[whole.groupby("unique_id")["y"].transform(lambda y: bool((y != 0).any())).astype(bool)]
-    fc = forecast(whole, step, horizon, models, levels).frame
+    if whole.empty:
+        raise NotEnoughHistory(f"no task arrived in the {n} whole intervals of {interval} held: nothing to forecast")
+    needs = horizon + max(8, 2 * horizon)  # capacity.backtest.plan's shortest training span, plus the window
     bands = ["mean", *(f"{s}_{lv}" for lv in levels for s in ("lo", "hi"))]
-    bt = None
-    if n >= horizon + max(8, 2 * horizon):
-        bt = backtest(whole, step, (horizon,), test_span=horizon, models=models, levels=levels, max_windows=1)
+    fcs, bts, skipped = [], [], {}
+    for m in models:  # one at a time: a model the history is too short for is skipped, with the reason
+        try:
+            fcs.append(forecast(whole, step, horizon, (m,), levels).frame)
+            if n >= needs:
+                bts.append(backtest(whole, step, (horizon,), test_span=horizon, models=(m,), levels=levels,
+                                    max_windows=1))
+        except (ValueError, UsageError) as exc:
+            skipped[m] = f"{exc}".splitlines()[0][:200]
+    if not fcs:
+        raise NotEnoughHistory(f"no model could forecast {horizon} intervals of {interval} from {n} whole "
+                               f"intervals: {skipped}")
+    fc = pd.concat(fcs, ignore_index=True)
+    cv = pd.concat([b.cv for b in bts], ignore_index=True) if bts else None
+    table = pd.concat([b.table for b in bts]) if bts else None
     series = []
     for uid, actual in whole.groupby("unique_id", sort=False):
         f = fc[fc["unique_id"] == uid]
         entry: dict[str, Any] = {"id": uid, "metric": f["metric"].iloc[0], "by": f["by"].iloc[0],
                                  "group": f["group"].iloc[0], "actual": _points(actual, ["y"]),
                                  "forecast": {m: _points(g, bands) for m, g in f.groupby("model", sort=False)}}
-        if bt is not None:
-            cv = bt.cv[bt.cv["unique_id"] == uid]
-            entry["backtest"] = {m: _points(g, ["y", *bands]) for m, g in cv.groupby("model", sort=False)}
-            t = bt.table.xs(uid, level="unique_id").reset_index()
+        if table is not None:
+            entry["backtest"] = {m: _points(g, ["y", *bands])
+                                 for m, g in cv[cv["unique_id"] == uid].groupby("model", sort=False)}
+            t = table.xs(uid, level="unique_id").reset_index()
             entry["errors"] = [{"model": r["model"], **{k: _num(r.get(k)) for k in
                                 ("mae", "mape", "mase", *(f"cov_{lv}" for lv in levels))}} for _, r in t.iterrows()]
         series.append(entry)
     first = pd.Timestamp(min(float(r["accepted_at"]) for r in rows), unit="s")
-    return {"interval": interval, "horizon": horizon, "models": list(models), "levels": list(levels),
-            "generated_at": _iso(pd.Timestamp(now, unit="s")), "forecast_from": _iso(current),
-            "history": {"tasks": len(rows), "first_accepted": _iso(first), "whole_intervals": n,
-                        "truncated": truncated},
-            "backtest": None if bt is None else {"origin": _iso(current - horizon * step), "horizon": horizon},
-            "series": series}
+    return {"interval": interval, "horizon": horizon, "models": list(fc["model"].unique()), "skipped": skipped,
+            "levels": list(levels), "generated_at": _iso(pd.Timestamp(now, unit="s")), "forecast_from": _iso(current),
+            "history": {"tasks": len(rows), "tasks_counted": counted, "first_accepted": _iso(first),
+                        "whole_intervals": n, "truncated": truncated},
+            "backtest": None if table is None else {"origin": _iso(current - horizon * step), "horizon": horizon},
+            "backtest_needs": needs, "series": series}
 
 
 def recommendation_document(high, low, peak: float, trough: float | None, *, cluster: str, workload: str,
@@ -122,7 +140,8 @@ def recommendation_document(high, low, peak: float, trough: float | None, *, clu
             "window_s": window_s, "peak_rate_per_s": _num(peak), "trough_rate_per_s": _num(trough),
             "feasible": high.feasible, "now": row(high.current), "recommended": row(high.best),
             "saving_per_hour": _num(high.saving_per_hour),
-            "recommended_mig_layouts_as_now": None if high.shipped_layout_best is None else row(high.shipped_layout_best),
+            "recommended_mig_layouts_as_now": (None if high.shipped_layout_best in (None, high.best)
+                                               else row(high.shipped_layout_best)),
             "trough": None if low is None else row(low.best),
             "what_ifs": len(high.tried), "search_s": _num(high.search_s),
             "cluster_diff": diff, "worker_groups": worker_groups, "request_resources": bundles}
@@ -134,10 +153,17 @@ def read_recommendation(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no recommendation at {path}: run `orchestrator capacity recommend --out {folder}` "
                                 "(the router serves the latest one written there)")
-    doc = json.loads(path.read_text())
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
     missing = [k for k in ("created_at", "command", "policy", "feasible", "now", "recommended", "cluster_diff")
                if not isinstance(doc, dict) or k not in doc]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}: not written by `capacity recommend`")
-    doc["age_s"] = round(time.time() - pd.Timestamp(doc["created_at"]).timestamp(), 1)
+    try:
+        created = pd.Timestamp(doc["created_at"]).timestamp()
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: created_at is not a time: {doc['created_at']!r}") from None
+    doc["age_s"] = round(time.time() - created, 1)
     return doc

@@ -30,7 +30,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from capacity.forecast import parse_models
-from capacity.live import DEFAULT_MODELS, MAX_HORIZON
+from capacity.live import DEFAULT_MODELS, INTERVALS, MAX_HORIZON
 from cluster.config import UsageError
 from serve_app import errors
 from serve_app.auth import ANONYMOUS, AdminAuth, ClientAuth, Principal
@@ -390,7 +390,7 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
                                                                                   "(see Retry-After)"}},
              summary="Forecast of this router's demand from its history, with intervals, beside the actuals")
     async def capacity_forecast(
-            interval: Literal["15min", "1h", "1D"] = Query("1h", description="series resolution"),
+            interval: Literal[INTERVALS] = Query("1h", description="series resolution"),
             horizon: int = Query(24, ge=1, le=MAX_HORIZON, description="intervals ahead"),
             models: str = Query(",".join(DEFAULT_MODELS), max_length=64,
                                 description="comma-separated: snaive, ets, mstl, lgbm (snaive always runs)")

@@ -12,13 +12,14 @@ import pandas as pd
 import streamlit as st
 import yaml
 
+from capacity.live import INTERVALS, MAX_HORIZON
+from capacity.models import MODELS
 from serve_app.charts import forecast_chart, forecast_frame
 from serve_app.client import RouterError
 from serve_app.dashboard_common import client, table
 
 UNITS = {"arrivals": "tasks per interval", "cpu_s": "CPU core-seconds", "mem_gb_s": "memory GB-seconds",
          "gpu_s": "GPU-seconds (whole-device equivalents)"}
-MODELS = ["snaive", "ets", "mstl", "lgbm"]
 
 
 def page_capacity() -> None:
@@ -31,8 +32,8 @@ def page_capacity() -> None:
 def _forecast() -> None:
     st.subheader("Demand forecast")
     c1, c2, c3 = st.columns(3)
-    interval = c1.selectbox("Interval", ["1h", "15min", "1D"])
-    horizon = int(c2.number_input("Horizon (intervals)", 1, 168, 24))
+    interval = c1.selectbox("Interval", sorted(INTERVALS, key=lambda i: i != "1h"))
+    horizon = int(c2.number_input("Horizon (intervals)", 1, MAX_HORIZON, 24))
     models = c3.multiselect("Models", MODELS, default=["snaive", "ets"],
                             help="snaive (the seasonal-naive baseline) always runs; mstl and lgbm take longer")
     try:
@@ -45,10 +46,9 @@ def _forecast() -> None:
     st.caption(f"From {hist['tasks']:,} tasks accepted since {hist['first_accepted'][:16]} UTC "
                f"({hist['whole_intervals']} whole intervals{'; only the newest rows were read' if hist['truncated'] else ''}); "
                f"fitted in {doc['seconds']:.1f} s{' (kept from an earlier request)' if doc['cached'] else ''}.")
+    if doc.get("skipped"):
+        st.caption("Not fitted: " + "; ".join(f"{m} ({why})" for m, why in doc["skipped"].items()))
     ids = [s["id"] for s in doc["series"]]
-    if not ids:
-        st.info("Every series of the history is zero: nothing to forecast.")
-        return
     c1, c2, c3 = st.columns(3)
     sid = c1.selectbox("Series", ids, help="arrivals, cpu_s, mem_gb_s, gpu_s in total; arrivals/kind=... per kind")
     series = next(s for s in doc["series"] if s["id"] == sid)
@@ -64,7 +64,7 @@ def _forecast() -> None:
         table(err)
     else:
         st.caption(f"Too little history to backtest {doc['horizon']} intervals: predictions against actuals appear "
-                   f"once it holds {doc['horizon'] + max(8, 2 * doc['horizon'])} whole intervals.")
+                   f"once it holds {doc['backtest_needs']} whole intervals.")
 
 
 def _recommendation() -> None:
@@ -75,13 +75,14 @@ def _recommendation() -> None:
         st.info(f"No recommendation: {exc}")
         return
     now, best = rec["now"], rec["recommended"]
+    saving = rec.get("saving_per_hour")
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Cost now ($/h)", f"{now['cost_per_hour']:,.2f}")
-    m2.metric("Recommended ($/h)", f"{best['cost_per_hour']:,.2f}", delta=f"{-rec['saving_per_hour']:,.2f}",
-              delta_color="inverse")
-    m3.metric("SLO misses, recommended", f"{best['slo_miss_pct']:.2f}%",
+    m1.metric("Cost now ($/h)", _fmt(now.get("cost_per_hour"), ",.2f"))
+    m2.metric("Recommended ($/h)", _fmt(best.get("cost_per_hour"), ",.2f"),
+              delta=None if saving is None else f"{-saving:,.2f}", delta_color="inverse")
+    m3.metric("SLO misses, recommended", _fmt(best.get("slo_miss_pct"), ".2f", "%"),
               help=f"target: at most {rec.get('slo_miss_target_pct')}% in the what-if runs")
-    m4.metric("SLO misses now", f"{now['slo_miss_pct']:.2f}%")
+    m4.metric("SLO misses now", _fmt(now.get("slo_miss_pct"), ".2f", "%"))
     if not rec["feasible"]:
         st.warning("No cluster within the search's bounds met the SLO target: this is the one with the fewest misses.")
     st.caption(f"For {rec.get('peak_rate_per_s')} arrivals/s of {rec.get('workload')} under {rec['policy']}, "
@@ -102,6 +103,10 @@ def _recommendation() -> None:
         st.code(yaml.safe_dump(rec.get("worker_groups") or [], sort_keys=False), language="yaml")
         st.caption("`ray.autoscaler.sdk.request_resources(bundles=...)` ahead of the peak:")
         st.code(json.dumps({"bundles": rec.get("request_resources")}, indent=1), language="json")
+
+
+def _fmt(x: float | None, spec: str, unit: str = "") -> str:
+    return "n/a" if x is None else f"{x:{spec}}{unit}"
 
 
 def _row(name: str, w: dict) -> dict:

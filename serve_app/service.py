@@ -48,7 +48,7 @@ from scheduler.objective import load_objective
 from scheduler.policy import Decision, FeasibilityCache, select_many, why_infeasible
 from scheduler.task import Task, TaskError, make_task, task_key, with_id
 from serve_app.admission import Admission, Limits
-from serve_app.capacity import CapacityViews
+from serve_app.capacity_views import CapacityViews
 from serve_app.auth import Principal
 from serve_app.config import RouterConfig
 from serve_app.keys import KeyStore

@@ -220,8 +220,9 @@ def test_capacity_draws_the_forecast_against_actuals_and_the_recommendation(page
     page.wait_for_selector("text=Suggested MIG layouts", timeout=30_000)
     no_errors(page)
     body = page.inner_text("body")
-    metrics = page.evaluate("[...document.querySelectorAll('[data-testid=stMetricLabel]')].map(e => e.textContent)")
-    assert {"Cost now ($/h)", "Recommended ($/h)", "SLO misses, recommended"} <= {m.strip() for m in metrics}
+    labels = "[...document.querySelectorAll('[data-testid=stMetricLabel]')].map(e => e.textContent.trim())"
+    page.wait_for_function(f"{labels}.includes('Recommended ($/h)')", timeout=30_000)
+    assert {"Cost now ($/h)", "Recommended ($/h)", "SLO misses, recommended"} <= set(page.evaluate(labels))
     assert "--- local (now)" in body  # the cluster diff
     tables = tables_fit(page)
     errors = next(t for t in tables if "MASE" in t["heads"])

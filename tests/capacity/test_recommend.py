@@ -174,8 +174,8 @@ def test_recommend_end_to_end_writes_what_a_user_applies(tmp_path: Path, capsys)
     from capacity.live import read_recommendation
 
     doc = read_recommendation(out)
-    if doc["feasible"]:  # the cheapest what-if that met the target
-        assert doc["recommended"]["cost_per_hour"] == pytest.approx(tried[tried["meets"]]["cost_per_hour"].min())
+    assert doc["feasible"]  # so the recommendation is the cheapest what-if that met the target
+    assert doc["recommended"]["cost_per_hour"] == pytest.approx(tried[tried["meets"]]["cost_per_hour"].min())
     assert doc["policy"] == "fastest-feasible" and doc["cluster_diff"] == (out / "cluster.diff").read_text()
     assert doc["saving_per_hour"] == pytest.approx(doc["now"]["cost_per_hour"] - doc["recommended"]["cost_per_hour"],
                                                    abs=1e-4)

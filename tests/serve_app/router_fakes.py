@@ -75,22 +75,24 @@ def make_client(svc: RouterService, token: str | None = TOKEN, key: str | None =
     return TestClient(create_api(lambda: svc, lambda: auth), headers=headers)
 
 
-def fill_demand(svc: RouterService, days: int, per_hour: float, now: float | None = None, seed: int = 7) -> int:
-    """``days`` of finished tasks before ``now`` with a daily cycle around ``per_hour`` (busier by day),
-    two kinds; the history a capacity forecast reads. Returns how many."""
+def fill_demand(svc: RouterService, days: int, per_hour: float, now: float | None = None, seed: int = 7,
+                quiet_hours: int = 0) -> list[float]:
+    """``days`` of whole hours of finished CPU tasks before ``now``'s hour, with a daily cycle around
+    ``per_hour`` (busier by day), two kinds, none in the last ``quiet_hours``: the history a capacity
+    forecast reads. Returns their arrival times."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     hour = 3600.0
     now = time.time() if now is None else now
-    n = 0
-    for h in range(days * 24):
+    times = []
+    for h in range(days * 24 - quiet_hours):
         start = (now // hour - days * 24 + h) * hour
         for k in range(rng.poisson(per_hour * (1 + 0.6 * np.sin(2 * np.pi * (h % 24) / 24)))):
             kind = "fraud_scoring" if k % 3 else "llm_inference"
+            at = start + rng.uniform(0, hour)
             svc.history.accept(f"d-{h}-{k}", {"kind": kind, "cpu_milli": 500, "mem_mib": 512, "work": 0.05},
-                               kind=kind, status="succeeded", pool="edge", share="cpu", exec_ms=50.0,
-                               accepted_at=start + rng.uniform(0, hour))
-            n += 1
+                               kind=kind, status="succeeded", pool="edge", share="cpu", exec_ms=50.0, accepted_at=at)
+            times.append(at)
     svc.history.flush()
-    return n
+    return times

@@ -23,19 +23,28 @@ def svc(tmp_path):
 
 def test_forecast_of_the_history_beside_its_actuals(svc) -> None:
     now = time.time()
-    n = fill_demand(svc, DAYS, 12.0, now)
+    times = fill_demand(svc, DAYS, 12.0, now, quiet_hours=2)
+    svc.history.accept("in-progress", {"kind": "fraud_scoring"}, kind="fraud_scoring", status="running",
+                       accepted_at=now - 1)  # in the hour in progress: not an actual yet
+    svc.history.flush()
     client = make_client(svc, key=None)  # a read: no key needed
     r = client.get("/v1/capacity/forecast", params={"interval": "1h", "horizon": 12})
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert doc["history"]["tasks"] == n and not doc["history"]["truncated"] and not doc["cached"]
+    assert doc["history"]["tasks"] == len(times) + 1 and not doc["history"]["truncated"] and not doc["cached"]
     by_id = {s["id"]: s for s in doc["series"]}
     assert {"arrivals", "arrivals/kind=fraud_scoring", "arrivals/kind=llm_inference"} <= set(by_id)
+    assert "gpu_s" not in by_id  # no GPU task arrived: an all-zero series is not forecast
     total = by_id["arrivals"]
-    # actuals are whole hours only, and they add up to the tasks accepted before the hour in progress
-    assert len(total["actual"]) == doc["history"]["whole_intervals"] >= DAYS * 24 - 1
-    assert sum(p["y"] for p in total["actual"]) == n
+    # actuals: whole hours after the oldest (which may be partly covered) and before the one in progress
+    hour = 3600.0
+    first_whole = (min(times) // hour + 1) * hour
+    expected = sum(1 for t in times if t >= first_whole)
+    assert len(total["actual"]) == doc["history"]["whole_intervals"] == DAYS * 24 - 1
+    assert sum(p["y"] for p in total["actual"]) == expected == doc["history"]["tasks_counted"]
+    assert [p["y"] for p in total["actual"][-2:]] == [0, 0]  # the quiet last two hours are demand too
     assert total["actual"][-1]["ds"] < doc["forecast_from"] == total["forecast"]["ets"][0]["ds"]
+    assert doc["models"] == ["snaive", "ets"] and doc["skipped"] == {}
     for model in ("snaive", "ets"):
         pts = total["forecast"][model]
         assert len(pts) == 12 and all(p["lo_95"] <= p["lo_80"] <= p["mean"] <= p["hi_80"] <= p["hi_95"] for p in pts)
@@ -47,6 +56,20 @@ def test_forecast_of_the_history_beside_its_actuals(svc) -> None:
     assert [p["y"] for p in bt] == [p["y"] for p in total["actual"][-12:]]
     again = client.get("/v1/capacity/forecast", params={"interval": "1h", "horizon": 12}).json()
     assert again["cached"] and again["series"] == doc["series"]
+
+
+def test_a_model_the_history_is_too_short_for_is_skipped_with_the_reason(tmp_path) -> None:
+    svc, _ = make_service(tmp_path, capacity_max_rows=50)
+    try:
+        fill_demand(svc, 1, 12.0)
+        r = make_client(svc, key=None).get("/v1/capacity/forecast", params={"horizon": 24, "models": "lgbm,mstl"})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["models"] == ["snaive"] and set(doc["skipped"]) == {"lgbm", "mstl"}
+        assert doc["history"]["truncated"] and doc["history"]["tasks"] == 50  # the newest 50 rows only
+        assert doc["backtest"] is None and doc["backtest_needs"] == 72
+    finally:
+        svc.close()
 
 
 @pytest.mark.parametrize("params, field", [
@@ -84,10 +107,12 @@ def test_recommendation_is_the_one_the_command_wrote(svc, tmp_path) -> None:
                           "--window", "60", "--seeds", "1", "--policy", "fastest-feasible", "--max-nodes", "3",
                           "--out", str(folder)]) == 0
     doc = client.get("/v1/capacity/recommendation").json()
-    assert doc["policy"] == "fastest-feasible" and doc["cluster_diff"] == (folder / "cluster.diff").read_text()
+    assert doc["feasible"] and doc["policy"] == "fastest-feasible"
+    assert doc["cluster_diff"] == (folder / "cluster.diff").read_text()
     assert doc["saving_per_hour"] == pytest.approx(doc["now"]["cost_per_hour"] - doc["recommended"]["cost_per_hour"],
                                                    abs=1e-4)
     assert doc["worker_groups"] and doc["request_resources"] and doc["age_s"] >= 0
-    (folder / "recommendation.json").write_text(json.dumps({"created_at": "not a time"}))
-    r = client.get("/v1/capacity/recommendation")
-    assert r.status_code == 503 and "cannot be read" in r.json()["detail"]
+    for broken in ({"created_at": "not a time"}, {**doc, "created_at": "not a time"}, {**doc, "created_at": [1]}):
+        (folder / "recommendation.json").write_text(json.dumps(broken))
+        r = client.get("/v1/capacity/recommendation")
+        assert r.status_code == 503 and "cannot be read" in r.json()["detail"], r.text

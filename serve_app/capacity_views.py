@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from cluster.package_data import work_path
 from serve_app.errors import ApiError
 from serve_app.history import HistoryStore
 
 #: how far back a forecast of each resolution reads the history (the store's retention may hold less)
+#: (``1D`` reaches past the default 30-day retention: it sees what the history keeps)
 LOOKBACK_S = {"15min": 7 * 86_400.0, "1h": 28 * 86_400.0, "1D": 365 * 86_400.0}
 
 
@@ -36,7 +39,7 @@ class CapacityViews:
     def forecast(self, interval: str, horizon: int, models: tuple[str, ...]) -> dict[str, Any]:
         """The forecast document of :func:`capacity.live.history_forecast`; 409 with too little history,
         429 while another forecast is being computed."""
-        from capacity.live import NotEnoughHistory, history_forecast
+        from capacity.live import history_forecast
         from capacity.models import require_forecasters
         from cluster.config import UsageError
 
@@ -44,7 +47,9 @@ class CapacityViews:
             require_forecasters()
         except UsageError as exc:
             raise ApiError(503, f"this router cannot forecast: {str(exc).removeprefix('capacity: ')}") from None
-        key = (interval, horizon, models)
+        step = pd.Timedelta(interval).total_seconds()
+        # an answer is good until its TTL or the end of the interval in progress, whichever is first
+        key = (interval, horizon, models, time.time() // step)
         hit = self._cache.get(key)
         if hit is not None and time.time() - hit[0] < self.cache_s:
             return {**hit[1], "cached": True}
@@ -52,14 +57,15 @@ class CapacityViews:
             busy = max(1, int(time.time() - self._running_since))
             raise ApiError(429, f"a capacity forecast has been computing for {busy} s; one is computed at a time: "
                                 "retry shortly", headers={"Retry-After": "5"})
+        self._running_since = now = time.time()
         try:
-            self._running_since = now = time.time()
-            rows = self.history.demand_rows(now - LOOKBACK_S[interval], self.max_rows + 1)
+            since = now // step * step - LOOKBACK_S[interval]  # on an interval's start: no partial first interval
+            rows = self.history.demand_rows(since, self.max_rows + 1)
             truncated = len(rows) > self.max_rows
             try:
                 doc = history_forecast(rows[:self.max_rows], interval=interval, horizon=horizon, models=models,
                                        now=now, truncated=truncated)
-            except NotEnoughHistory as exc:
+            except ValueError as exc:  # NotEnoughHistory, or a fit the history cannot support
                 raise ApiError(409, str(exc)) from None
             doc["seconds"] = round(time.time() - now, 3)
             self._cache = {k: v for k, v in self._cache.items() if time.time() - v[0] < self.cache_s}
@@ -76,5 +82,5 @@ class CapacityViews:
             return read_recommendation(self.folder)
         except FileNotFoundError as exc:
             raise ApiError(404, str(exc)) from None
-        except (ValueError, KeyError) as exc:  # a half-written or hand-edited file: say which
+        except (ValueError, KeyError, TypeError) as exc:  # a hand-edited or foreign file: say which
             raise ApiError(503, f"the recommendation in {self.folder} cannot be read: {exc}") from None
