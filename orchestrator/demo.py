@@ -16,8 +16,9 @@ Steps (each prints what it does; a second run reuses what is already up):
 5. a mixed workload submitted with ``ray job submit`` that replays through the
    router (``python -m replays.live --router ...``);
 6. the simulator comparison of every policy (rf:latest and rl:latest included) on
-   the same tasks, and the FGD packing replay on the Alibaba trace when
-   ``../shared/traces`` is there;
+   the same tasks, the FGD packing replay on the Alibaba trace when
+   ``../shared/traces`` is there, and a capacity recommendation for the workload's rate
+   (``orchestrator capacity recommend`` into the router's ``capacity_dir``);
 7. the Streamlit view, pointed at the results, the router and Prometheus (``ORCH_PROMETHEUS_URL``).
 
 It ends with the URLs and how to stop everything: ``make demo-stop``
@@ -206,7 +207,8 @@ def write_serve_config(cfg: Settings, token_file: Path) -> Path:
     app = router_apps(f)[0]
     args = app.setdefault("args", {})
     args.update(policy=cfg.policy, history_url=f"sqlite:///{cfg.out / 'history.db'}",
-                admin_token_file=str(token_file), time_compression=cfg.compression)
+                admin_token_file=str(token_file), time_compression=cfg.compression,
+                capacity_dir=str(cfg.out / "capacity"))
     if os.environ.get("ORCH_REGISTRY"):
         args["registry"] = os.environ["ORCH_REGISTRY"]
     data.setdefault("http_options", {})["port"] = cfg.router_port
@@ -312,6 +314,12 @@ def up(cfg: Settings) -> int:
     else:
         run(orch("simulate", "--mode", "packing", "--trace", str(TRACE), "--policies", PACKING_POLICIES,
                  "--seeds", cfg.packing_seeds, "--jobs", "2", "--out", str(cfg.out / "packing")))
+
+    # the Capacity page's recommendation: fastest-feasible's what-ifs take seconds, the router's rl's minutes
+    print("capacity recommendation for the workload's rate (what-ifs under fastest-feasible, for speed; "
+          "`orchestrator capacity recommend` plans under the router's policy)", flush=True)
+    run(orch("capacity", "recommend", "--cluster", cfg.cluster, "--workload", cfg.workload, "--policy",
+             "fastest-feasible", "--window", "60", "--seeds", "1", "--out", str(cfg.out / "capacity")))
 
     step("7/7 Streamlit view")
     if port_open("127.0.0.1", cfg.streamlit_port):

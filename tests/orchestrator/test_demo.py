@@ -213,6 +213,14 @@ def test_the_replay_through_the_router_wrote_a_record_per_task(demo) -> None:
     assert "ray job submit" in demo["log"]
 
 
+def test_the_router_serves_the_demo_s_capacity_recommendation(demo) -> None:
+    with urllib.request.urlopen(f"{demo['router']}/v1/capacity/recommendation", timeout=10) as r:
+        rec = json.loads(r.read())
+    assert rec["policy"] == "fastest-feasible" and rec["workload"].endswith("mixed.yaml")
+    assert rec["recommended"]["cost_per_hour"] > 0 and rec["what_ifs"] > 0
+    assert _answers(f"{demo['router']}/v1/capacity/forecast?interval=1D") == 409  # minutes of history only
+
+
 def test_a_second_run_reuses_what_is_running(demo) -> None:
     """Last of the cheap checks: it replays 2 s of workload again over the first run's records."""
     from cluster import launcher
