@@ -218,12 +218,14 @@ def test_capacity_draws_the_forecast_against_actuals_and_the_recommendation(page
     # four days of hours: the forecast, its backtest against what arrived, and the errors of both models
     page.wait_for_selector("text=Backtest: each model forecast the last 24 whole intervals", timeout=90_000)
     page.wait_for_selector("text=Suggested MIG layouts", timeout=30_000)
-    no_errors(page)
-    body = page.inner_text("body")
+    # Streamlit and Vega fill some elements in after the text around them: wait for each one read below
+    page.wait_for_function("document.body.innerText.includes('--- local (now)')", timeout=30_000)  # the diff
     labels = "[...document.querySelectorAll('[data-testid=stMetricLabel]')].map(e => e.textContent.trim())"
     page.wait_for_function(f"{labels}.includes('Recommended ($/h)')", timeout=30_000)
+    page.wait_for_function("[...document.querySelectorAll('.vega-embed .role-legend-label text')]"
+                           ".map(x => x.textContent).join(',').includes('actual,backtest,forecast')", timeout=30_000)
+    no_errors(page)
     assert {"Cost now ($/h)", "Recommended ($/h)", "SLO misses, recommended"} <= set(page.evaluate(labels))
-    assert "--- local (now)" in body  # the cluster diff
     tables = tables_fit(page)
     errors = next(t for t in tables if "MASE" in t["heads"])
     assert set(errors["first"]) == {"snaive", "ets"} and "95% coverage" in errors["heads"]
