@@ -37,7 +37,8 @@ class NotEnoughHistory(ValueError):
 
 
 def _iso(ts: pd.Timestamp) -> str:
-    return pd.Timestamp(ts).tz_localize("UTC").isoformat() if pd.Timestamp(ts).tzinfo is None else ts.isoformat()
+    t = pd.Timestamp(ts)
+    return (t.tz_localize("UTC") if t.tzinfo is None else t).isoformat()
 
 
 def _num(x: Any) -> float | None:

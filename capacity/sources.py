@@ -175,8 +175,7 @@ def from_history(records: Iterable[Mapping[str, Any]], *, interval: pd.Timedelta
     keys = {"kind": kind.astype(object), "pool": pool.astype(object), "share": share.astype(object)}
     values = {"cpu_s": cpu * run, "mem_gb_s": mem * run, "gpu_s": gpu * run}
     n = None
-    if until is not None:
-        n = max(int(np.floor((until - start.timestamp()) / interval.total_seconds())) + 1, 1)
-        n = max(n, int(np.floor((at.max() - start.timestamp()) / interval.total_seconds())) + 1)
+    if until is not None:  # through the interval holding ``until`` (or the last task, if later)
+        n = int(np.floor((max(until, at.max()) - start.timestamp()) / interval.total_seconds())) + 1
     return bin_demand(at - start.timestamp(), keys, values, start=start, interval=interval, source=source,
                       n_intervals=n)

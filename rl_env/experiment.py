@@ -129,14 +129,13 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
 
         # rf (or rf:N, pinned): a registry forest (itself distilled from the rollout teacher)
         teacher = i.str("imitate")
-        if teacher.partition(":")[0] not in set(available_policies()) - {"rl", "rl-sample"} or (
-                ":" in teacher and teacher.partition(":")[0] != "rf"):
+        kind, pinned, version = teacher.partition(":")
+        if kind not in set(available_policies()) - {"rl", "rl-sample"} or (pinned and kind != "rf"):
             raise i.error("imitate", f"a heuristic, rollout, oracle, rf or rf:N, got {teacher!r}")
-        if teacher.partition(":")[0] == "rf":
+        if kind == "rf":
             from scheduler import model_registry
 
             try:
-                kind, _, version = teacher.partition(":")
                 model_registry.resolve(kind, version or "latest")
             except model_registry.RegistryError as e:
                 raise i.error("imitate", f"no rf model to clone ({e}): run orchestrator train rf first") from None

@@ -43,16 +43,16 @@ class CapacityViews:
         from capacity.models import require_forecasters
         from cluster.config import UsageError
 
-        try:
-            require_forecasters()
-        except UsageError as exc:
-            raise ApiError(503, f"this router cannot forecast: {str(exc).removeprefix('capacity: ')}") from None
         step = pd.Timedelta(interval).total_seconds()
         # an answer is good until its TTL or the end of the interval in progress, whichever is first
         key = (interval, horizon, models, time.time() // step)
         hit = self._cache.get(key)
         if hit is not None and time.time() - hit[0] < self.cache_s:
             return {**hit[1], "cached": True}
+        try:
+            require_forecasters()
+        except UsageError as exc:
+            raise ApiError(503, f"this router cannot forecast: {str(exc).removeprefix('capacity: ')}") from None
         if not self._slot.acquire(blocking=False):
             busy = max(1, int(time.time() - self._running_since))
             raise ApiError(429, f"a capacity forecast has been computing for {busy} s; one is computed at a time: "

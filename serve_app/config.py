@@ -85,13 +85,13 @@ class RouterConfig:
         history_max_age_s / history_max_rows: finished tasks older than this, or beyond this
             many, are folded into daily totals and deleted (unfinished ones never are;
             :mod:`serve_app.retention`); None keeps them all.
+        history_synchronous: SQLite's ``synchronous``: ``FULL`` (default) keeps an acknowledged
+            task through an OS crash or power cut, ``NORMAL`` through a process kill only.
         capacity_dir: where ``orchestrator capacity recommend --out`` writes the recommendation
             ``GET /v1/capacity/recommendation`` serves (relative: under the checkout, or the
             working directory of an installed package).
         capacity_cache_s / capacity_max_rows: how long a ``GET /v1/capacity/forecast`` answer is
             kept, and the most (newest) history rows one reads.
-        history_synchronous: SQLite's ``synchronous``: ``FULL`` (default) keeps an acknowledged
-            task through an OS crash or power cut, ``NORMAL`` through a process kill only.
     """
 
     cluster: str | None = None

@@ -200,11 +200,13 @@ class ForecastOut(BaseModel):
     interval: str
     horizon: int
     models: list[str]
+    skipped: dict[str, str]
     levels: list[int]
     generated_at: str
     forecast_from: str
     history: dict[str, Any]
     backtest: Optional[dict[str, Any]] = None
+    backtest_needs: int
     series: list[dict[str, Any]]
     seconds: float
     cached: bool
