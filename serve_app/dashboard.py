@@ -91,7 +91,9 @@ def page_submit() -> None:
         with st.spinner("Placing ..."):
             out = cl.run(task, wait=True, timeout_s=20) if run else cl.route(task)
     except RouterError as exc:
-        st.error(f"Could not place the task: {exc}")
+        hint = (" Type your API key in the sidebar (an admin makes one with `orchestrator keys create NAME`)."
+                if exc.status == 401 else "")
+        st.error(f"Could not place the task: {exc}{hint}")
         return
     _show_outcome(out)
     if run and out.get("status") not in FINAL and out.get("task_id"):
@@ -164,6 +166,9 @@ def main() -> None:
     page = st.sidebar.radio("Page", list(PAGES))
     st.session_state.setdefault("router_url", DEFAULT_URL)
     st.sidebar.text_input("Router URL", key="router_url")
+    st.sidebar.text_input("API key", key="api_key", type="password",
+                          help="The key work is sent with (orchestrator keys create NAME). Empty: the key this "
+                               "view was started with ($ORCH_API_KEY or $ORCH_API_KEY_FILE), if any.")
     try:
         PAGES[page]()
     except Exception as exc:  # the last line of defence: a sentence, not a traceback

@@ -54,9 +54,11 @@ def admin_secret() -> tuple[str | None, str]:
 
 
 def client() -> RouterClient:
+    """The router at the sidebar's URL, with the admin token signed in with and the sidebar's API key
+    (empty: the view's own, ``$ORCH_API_KEY`` or ``$ORCH_API_KEY_FILE``)."""
     # one retry: a page must say "router down" in a second, not after a client's full backoff
     return RouterClient(st.session_state.get("router_url", DEFAULT_URL), st.session_state.get("admin_token"),
-                        retries=1, backoff_s=0.2)
+                        api_key=(st.session_state.get("api_key") or "").strip() or None, retries=1, backoff_s=0.2)
 
 
 @st.cache_data(ttl=30, show_spinner=False)

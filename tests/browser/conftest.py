@@ -118,6 +118,17 @@ def live_router(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def keyed_router(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """A router whose decisions too need an API key (``open_route: false``), and a key of it."""
+    from tests.serve_app.router_fakes import api_key, make_service
+
+    svc, _ = make_service(tmp_path_factory.mktemp("keyed-router"), open_route=False)
+    secret = api_key(svc, "browser")
+    with _serving(svc) as url:
+        yield url, secret
+
+
+@pytest.fixture(scope="session")
 def capacity_router(tmp_path_factory) -> Iterator[str]:
     """A router whose history holds four days of tasks with a daily cycle, and whose ``capacity_dir``
     holds a real ``capacity recommend`` result (gpu_heavy at 6/s, fastest-feasible, one 60 s seed)."""

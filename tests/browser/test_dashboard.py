@@ -129,6 +129,27 @@ def test_submit_with_the_router_down_says_so(page) -> None:
     screenshot(page, "submit")
 
 
+def test_submit_sends_the_api_key_typed_in_the_sidebar(page, keyed_router) -> None:
+    """Without a key the router refuses and the page says where to type one; with the key typed in
+    the sidebar the same request is placed. The key is never shown."""
+    url, secret = keyed_router
+    box = page.get_by_label("Router URL")
+    box.fill(url)
+    box.press("Enter")
+    go(page, "Submit")
+    page.get_by_text("Run it on the cluster (otherwise only decide where)").click()  # decide only
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_selector("text=Type your API key in the sidebar", timeout=30_000)
+    key = page.get_by_role("textbox", name="API key")
+    key.fill(secret)
+    key.press("Enter")
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_selector("text=Placed on", timeout=30_000)
+    no_errors(page)
+    assert secret not in page.inner_text("body")
+    assert key.get_attribute("type") == "password"
+
+
 def sign_in(page) -> None:
     go(page, "Admin")
     page.get_by_label("Admin secret").fill(ADMIN_SECRET)
