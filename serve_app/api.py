@@ -37,8 +37,9 @@ from serve_app.auth import ANONYMOUS, AdminAuth, ClientAuth, Principal
 from serve_app.errors import ApiError, JSONResponse
 from serve_app.guard import Guard
 from serve_app.keys import KeyStoreError, Quota
-from serve_app.models import (BatchIn, BatchOut, ClusterOut, DecisionOut, ErrorOut, ForecastOut, HealthOut, KeyIn,
-                              KeyOut, PolicyIn, PolicyOut, RecommendationOut, TaskIn, TaskOut, TaskPage, TaskStatus)
+from serve_app.models import (AggregateOut, BatchIn, BatchOut, ClusterOut, DecisionOut, ErrorOut, ForecastOut,
+                              HealthOut, KeyIn, KeyOut, PolicyIn, PolicyOut, RecommendationOut, TaskIn, TaskOut,
+                              TaskPage, TaskStatus)
 from serve_app.policies import PolicyChoiceError
 from serve_app.service import RouterService
 
@@ -364,6 +365,18 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
         page = await blocking(lambda: svc.query(status=status, pool=pool, policy=policy, since=since, until=until,
                                                 limit=limit, offset=offset))
         return JSONResponse(page)
+
+    @api.get("/v1/history/aggregates", response_model=list[AggregateOut], tags=["tasks"],
+             responses={**_ADMIN, 422: _ERRORS[422]}, dependencies=[Depends(admin)],
+             summary="Daily totals of the tasks retention trimmed from the history, oldest day first (admin)")
+    async def history_aggregates(
+            day: Optional[str] = Query(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="UTC day, YYYY-MM-DD"),
+            pool: Optional[str] = Query(None, max_length=64), policy: Optional[str] = Query(None, max_length=64),
+            kind: Optional[str] = Query(None, max_length=64),
+            status: Optional[TaskStatus] = None) -> JSONResponse:
+        svc = get()
+        return JSONResponse(await blocking(lambda: svc.history.aggregates(day=day, pool=pool, policy=policy,
+                                                                          kind=kind, status=status)))
 
     @api.get("/v1/cluster", response_model=ClusterOut, tags=["cluster"],
              summary="Node health: tier, load, free shares, network latency, alive")

@@ -142,6 +142,11 @@ class RouterClient:
     def tasks(self, **filters: Any) -> dict:
         return self._call("GET", "/v1/tasks", params={k: v for k, v in filters.items() if v not in (None, "")})
 
+    def aggregates(self, **filters: Any) -> list[dict]:
+        """Daily totals of the tasks retention trimmed (admin; filters: day, pool, policy, kind, status)."""
+        return self._call("GET", "/v1/history/aggregates", admin=True,
+                          params={k: v for k, v in filters.items() if v not in (None, "")})
+
     def cluster(self) -> Any:
         return self._call("GET", "/v1/cluster")
 

@@ -98,6 +98,23 @@ class KeyOut(BaseModel):
     key: Optional[str] = Field(None, description="the secret: returned once, when the key is created")
 
 
+class AggregateOut(BaseModel):
+    """Daily totals of trimmed tasks (one UTC day of ``finished_at``, pool, policy, kind, status)."""
+
+    day: str
+    pool: Optional[str] = None
+    policy: Optional[str] = None
+    kind: Optional[str] = None
+    status: str
+    tasks: int
+    latency_n: int = Field(description="tasks with a latency (latency_ms_sum / latency_n is their mean)")
+    latency_ms_sum: float
+    latency_ms_max: Optional[float] = None
+    cost_sum: float
+    slo_n: int = Field(description="tasks with an SLO verdict")
+    slo_met: int
+
+
 class ShareOut(BaseModel):
     kind: ShareKind
     amount: int | str

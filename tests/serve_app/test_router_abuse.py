@@ -194,7 +194,8 @@ def test_openapi_declares_both_bearer_schemes(svc) -> None:
 
 
 #: every admin operation of the router (the admin token's, not a client key's)
-ADMIN_OPERATIONS = {("put", "/v1/policy"), ("get", "/v1/keys"), ("post", "/v1/keys"), ("delete", "/v1/keys/{name}")}
+ADMIN_OPERATIONS = {("put", "/v1/policy"), ("get", "/v1/keys"), ("post", "/v1/keys"), ("delete", "/v1/keys/{name}"),
+                    ("get", "/v1/history/aggregates")}
 
 
 def test_openapi_declares_the_admin_token_on_every_admin_operation_and_only_there(svc) -> None:

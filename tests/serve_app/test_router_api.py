@@ -318,3 +318,28 @@ def test_fast_path_hands_everything_else_over_unchanged() -> None:
     r = client.post("/v1/route", content=iter([b'{"description": "', b"x" * 100, b'"}']),
                     headers={"content-type": "application/json"})  # chunked, no length: counted as read
     assert r.status_code == 413 and "64 bytes" in r.json()["detail"]
+
+
+def test_trimmed_tasks_stay_countable_through_the_aggregates_call(tmp_path) -> None:
+    """Retention deletes old final tasks; their daily totals are read back over HTTP (admin only),
+    filtered by day or status, and a malformed filter names its field."""
+    svc, _ = make_service(tmp_path, history_max_rows=5)
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    for i in range(12):
+        svc.history.accept(f"a{i}", {"description": "x"}, policy="fgd", accepted_at=time.time(), kind="demo")
+        svc.history.update(f"a{i}", "succeeded" if i % 3 else "failed", pool="edge", cost=0.5, latency_ms=100.0,
+                           slo_met=True)
+    svc.history.flush()
+    assert svc.history.trim() == 7
+    client = make_client(svc)
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/v1/history/aggregates").status_code == 401  # an API key is not the admin
+    rows = client.get("/v1/history/aggregates", headers=admin).json()
+    assert sum(r["tasks"] for r in rows) == 7 and {r["day"] for r in rows} == {day}
+    assert {r["status"] for r in rows} <= {"succeeded", "failed"}
+    ok = client.get(f"/v1/history/aggregates?day={day}&status=succeeded", headers=admin).json()
+    assert sum(r["tasks"] for r in ok) == sum(r["tasks"] for r in rows if r["status"] == "succeeded")
+    assert all(r["pool"] == "edge" and r["policy"] == "fgd" and r["cost_sum"] == 0.5 * r["tasks"] for r in ok)
+    bad = client.get("/v1/history/aggregates?day=yesterday", headers=admin)
+    assert bad.status_code == 422 and "day" in json.dumps(bad.json())
+    assert client.get("/v1/tasks?limit=1000").json()["total"] == 5
