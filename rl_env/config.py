@@ -25,7 +25,8 @@ REPO_ROOT = DATA_ROOT
 #: lie far below, so held-out runs never replay a training episode.
 TRAIN_SEED_RANGE = (1_000_000, 2**31 - 1)
 ENV_KEYS = {"cluster", "workloads", "load_factor", "load_scale", "episode_s", "objective", "reward_scale",
-            "invalid_action_penalty", "seed_range", "seeds", "level", "cluster_variants", "max_candidates"}
+            "invalid_action_penalty", "seed_range", "seeds", "level", "cluster_variants", "max_candidates",
+            "warmup_s"}
 #: ``level``: what an action names, a node class (``HeteroCluster-v0``) or a candidate node and
 #: share (``HeteroClusterNodes-v0``)
 LEVELS = ("class", "node")
@@ -65,6 +66,10 @@ class EnvConfig:
             node doubled at twice the load, ``no:POOL`` a pool removed).
         max_candidates: node level: candidates per decision (padded; the rest cut by
             :func:`scheduler.candidates.prefilter`).
+        warmup_s: each episode's window follows a warm-up drawn uniformly from ``[0, warmup_s]``
+            seconds of the same workload draw, placed by :data:`rl_env.env.WARMUP_POLICY` (no step,
+            no reward): the agent meets clusters where long jobs run and queues stand, as in a
+            run's later minutes, as well as empty ones.
     """
 
     cluster: str = "configs/cluster/local.yaml"
@@ -80,6 +85,7 @@ class EnvConfig:
     level: str = "class"
     cluster_variants: tuple[str, ...] = ("x1",)
     max_candidates: int = MAX_CANDIDATES
+    warmup_s: float = 0.0
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, file: str | Path | None = None,
@@ -136,6 +142,7 @@ class EnvConfig:
             level=level,
             cluster_variants=tuple(variants),
             max_candidates=f.int("max_candidates", d.max_candidates, min=1, max=4096),
+            warmup_s=f.num("warmup_s", d.warmup_s, min=0),
         )
         # Fail here (with file and field) rather than in a worker on the first reset.
         try:

@@ -36,9 +36,11 @@ zero), so with ``reward_scale`` 1 the undiscounted episode return is exactly
 minus the sum of the objective over the episode's placed tasks (minus penalties).
 
 Episodes: one workload draw of ``episode_s`` seconds (default: the workload's
-window) from an empty cluster, the workload, load factor and seed drawn per
-episode from the env's RNG (``reset(seed=...)`` makes it reproducible); training
-seeds come from ``seed_range``, far from the small seeds used for evaluation.
+window) after a warm-up drawn uniformly from ``[0, warmup_s]`` seconds of the same
+draw that :data:`WARMUP_POLICY` places (no steps, no reward; 0: an empty cluster),
+the workload, load factor and seed drawn per episode from the env's RNG
+(``reset(seed=...)`` makes it reproducible); training seeds come from ``seed_range``,
+far from the small seeds used for evaluation.
 Tasks no node can host are rejected without a step (no action could change it).
 """
 from __future__ import annotations
@@ -66,6 +68,8 @@ if TYPE_CHECKING:
 #: Bounds that hold every feature of any valid task (cpu up to 1,024 cores is 32).
 OBS_LOW, OBS_HIGH = -1.0, 64.0
 POLICY_NAME = "rl-env"
+#: places the tasks of an episode's warm-up (``EnvConfig.warmup_s``)
+WARMUP_POLICY = "fastest-feasible"
 
 
 class _Shape:
@@ -108,6 +112,8 @@ class HeteroClusterEnv(gym.Env):
         self._shapes: dict[FeasibleShape, _Shape] = {}
         self._builder: FeatureBuilder | None = None
         self._seed_cursor = 0
+        self._warm = None  # the warm-up's policy, made on the first episode that has one
+        self._label_from = -np.inf
         self._terminal_obs = {k: np.zeros(v.shape, np.float32) if k == "observations" else np.ones(v.shape, np.float32)
                               for k, v in self.observation_space.spaces.items()}
 
@@ -201,7 +207,14 @@ class HeteroClusterEnv(gym.Env):
                 self._seed_cursor += 1
             else:
                 s = int(rng.integers(*cfg.seed_range))
-        tasks = generate(wl, seed=int(s), load_factor=float(lf), duration_s=cfg.episode_s)
+        warm = float(rng.uniform(0.0, cfg.warmup_s)) if cfg.warmup_s > 0 else 0.0
+        duration = None if cfg.episode_s is None else warm + cfg.episode_s
+        tasks = generate(wl, seed=int(s), load_factor=float(lf), duration_s=duration)
+        self._label_from = (tasks[0].arrival + warm) if tasks and warm > 0 else -np.inf
+        if warm > 0 and self._warm is None:
+            from scheduler.policy import make_policy
+
+            self._warm = make_policy(WARMUP_POLICY)
         self.sim = OnlineSimulator(spec, tasks, seed=int(s), objective=self.objective,
                                    timeline_points=1, policy_name=POLICY_NAME)
         state = self.sim.state
@@ -216,12 +229,16 @@ class HeteroClusterEnv(gym.Env):
         self.correction_total = 0.0
         self._task: Task | None = None
         self.episode = {"workload": wl.name, "load_factor": float(lf), "seed": int(s), "cluster": spec.name,
-                        "tasks": len(tasks), "steps": 0, "rejected": 0}
+                        "tasks": len(tasks), "steps": 0, "rejected": 0, "warmup_tasks": 0}
 
     def _advance(self) -> bool:
         """Move to the next task some node can host; False when the episode's arrivals are done."""
         sim = self.sim
         while (task := sim.next_task()) is not None:
+            if task.arrival < self._label_from:
+                sim.place(task, self._warm.select(task, sim.state))
+                self.episode["warmup_tasks"] += 1
+                continue
             shape = self._shape_of(task)
             if shape.static.node_list:
                 self._task, self._shape = task, shape
@@ -283,7 +300,14 @@ class HeteroClusterEnv(gym.Env):
         return diff
 
     def _summary(self) -> dict[str, Any]:
-        s = self.result.summary
+        """The episode's figures over the tasks the agent placed (the warm-up's are not its doing)."""
+        recs = self.result.records
+        if self.episode.get("warmup_tasks"):
+            from simulations.metrics import summarize
+
+            recs = recs[recs["arrival"] >= self._label_from]
+            s = summarize(recs)
+        else:
+            s = self.result.summary
         return {**self.episode, "objective_mean": s["objective_mean"], "slo_miss_rate": s["slo_miss_rate"],
-                "objective_total": float(self.result.records["score"].sum()),
-                "correction_total": self.correction_total}
+                "objective_total": float(recs["score"].sum()), "correction_total": self.correction_total}

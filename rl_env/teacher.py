@@ -22,13 +22,15 @@ TEACHER_BASE = "fastest-feasible"
 
 def make_teacher(name: str, seed: int = 0, objective: Objective | None = None,
                  streams: Sequence[Sequence[Task]] = (), samples: int = TEACHER_SAMPLES,
-                 horizon_tasks: int = HORIZON_TASKS, horizon_s: float = HORIZON_S) -> Policy:
-    """The labelling policy: ``rollout`` rolling every candidate over futures from ``streams``, the
-    one-step oracle, the registry's forest (``rf``, ``rf:N``), or any registered policy (its per-node
-    scores are the values)."""
+                 horizon_tasks: int = HORIZON_TASKS, horizon_s: float = HORIZON_S,
+                 base: str = TEACHER_BASE) -> Policy:
+    """The labelling policy: ``rollout`` rolling every candidate over futures from ``streams`` with
+    the ``base`` heuristics (comma-separated; each candidate valued by the best), the one-step
+    oracle, the registry's forest (``rf``, ``rf:N``), or any registered policy (its per-node scores
+    are the values)."""
     if name == "rollout":
         return make_policy("rollout", seed=seed, top_k=1 << 30, samples=samples, future=Future(streams),
-                           objective=objective, base=TEACHER_BASE, horizon_tasks=horizon_tasks,
+                           objective=objective, base=base, horizon_tasks=horizon_tasks,
                            horizon_s=horizon_s)
     if name == "oracle":
         return Oracle(seed=seed, objective=objective)

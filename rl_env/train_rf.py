@@ -31,7 +31,7 @@ import argparse
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -66,7 +66,8 @@ class Episode:
     """One simulated workload window: its tasks, the simulation seed, and where it runs.
 
     ``spec``: the cluster (None: the one :meth:`DAggerForest.fit` is given); ``streams``:
-    the workload streams the rollout teacher samples its futures from.
+    the workload streams the rollout teacher samples its futures from; ``label_from``: tasks
+    arriving earlier only warm the cluster up (placed, not labelled).
     """
 
     workload: str
@@ -74,6 +75,7 @@ class Episode:
     seed: int
     spec: ClusterSpec | None = None
     streams: Sequence[Sequence[Task]] = field(default=(), repr=False)
+    label_from: float = 0.0
 
 
 @dataclass
@@ -114,11 +116,14 @@ def rollout(spec: ClusterSpec, episode: Episode, teacher: Policy, driver: Random
     """Simulate ``episode``; at every decision with two or more candidates, label each candidate's row.
 
     ``driver`` places the tasks when given (DAgger), else the teacher does. Decisions with one
-    candidate (or none) teach nothing and are not labelled (nor asked of the teacher).
+    candidate (or none) teach nothing and are not labelled (nor asked of the teacher). Tasks
+    arriving before ``episode.label_from`` are placed by the driver, or by the reference heuristic
+    in the teacher's round (the teacher's seconds per decision go to the labelled window).
     """
     sim = OnlineSimulator(spec, episode.tasks, seed=episode.seed, objective=objective)
     teacher.reset(episode.seed)
     reference = reference or make_policy(REFERENCE)
+    warm = driver or reference
     state = sim.state
     cache = FeasibilityCache()
     X: list[np.ndarray] = []
@@ -126,6 +131,9 @@ def rollout(spec: ClusterSpec, episode: Episode, teacher: Policy, driver: Random
     who: list[tuple[int, int, int]] = []
     sizes: list[int] = []
     while (task := sim.next_task()) is not None:
+        if task.arrival < episode.label_from:
+            sim.place(task, warm.select(task, state))
+            continue
         nodes, _, _ = cache.entry(task, state)
         if len(nodes) < 2:
             sim.place(task, (driver or teacher).select(task, state))
@@ -170,7 +178,8 @@ class DAggerForest:
                  progress: bool = True, max_features: float = TrainArgs.max_features,
                  teacher_samples: int = TrainArgs.teacher_samples,
                  teacher_horizon: int = TrainArgs.teacher_horizon,
-                 teacher_horizon_s: float = TrainArgs.teacher_horizon_s) -> None:
+                 teacher_horizon_s: float = TrainArgs.teacher_horizon_s,
+                 teacher_base: str = TrainArgs.teacher_base) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
@@ -183,11 +192,13 @@ class DAggerForest:
         self.teacher_samples = teacher_samples
         self.teacher_horizon = teacher_horizon
         self.teacher_horizon_s = teacher_horizon_s
+        self.teacher_base = teacher_base
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("n_estimators", "max_depth", "min_samples_leaf", "rounds",
                                               "random_state", "n_jobs", "teacher", "max_features",
-                                              "teacher_samples", "teacher_horizon", "teacher_horizon_s")}
+                                              "teacher_samples", "teacher_horizon", "teacher_horizon_s",
+                                              "teacher_base")}
 
     def _fit_model(self, data: Rollout):
         from sklearn.ensemble import RandomForestRegressor
@@ -201,7 +212,7 @@ class DAggerForest:
 
     def teacher_for(self, ep: Episode, objective: Objective | None) -> Policy:
         return make_teacher(self.teacher, self.random_state, objective, ep.streams, self.teacher_samples,
-                            self.teacher_horizon, self.teacher_horizon_s)
+                            self.teacher_horizon, self.teacher_horizon_s, self.teacher_base)
 
     def fit(self, spec: ClusterSpec, episodes: Sequence[Episode], objective: Objective | None = None
             ) -> "DAggerForest":
@@ -299,7 +310,9 @@ def command_line(cfg: TrainArgs, root: str | os.PathLike | None = None) -> str:
 
 def _episodes(cfg: TrainArgs, spec: ClusterSpec, seeds: Sequence[int], variants: Sequence[str]) -> list[Episode]:
     """Windows of every workload, per cluster variant and seed, with the teacher's future streams
-    (drawn at the variant's load: seeds of their own, never a training or evaluation seed)."""
+    (drawn at the variant's load: seeds of their own, never a training or evaluation seed); each
+    labelled window follows a warm-up of the same workload that fills the cluster first
+    (``cfg.warmup_s``, cycled over the seeds)."""
     from simulations.workloads import future_streams, generate, load_workload
 
     out = []
@@ -309,10 +322,13 @@ def _episodes(cfg: TrainArgs, spec: ClusterSpec, seeds: Sequence[int], variants:
             wl = load_workload(data_path(w))
             load = (cfg.load_factor if cfg.load_factor is not None else wl.load_factor) * factor
             streams = future_streams(wl, cfg.future_streams, load_factor=load) if cfg.teacher == "rollout" else ()
-            for s in seeds:
-                out.append(Episode(f"{wl.name}@{v}" if v != "x1" else wl.name,
-                                   generate(wl, seed=s, load_factor=load, duration_s=cfg.duration_s), s,
-                                   vspec, streams))
+            for k, s in enumerate(seeds):
+                warm = cfg.warmup_s[k % len(cfg.warmup_s)]
+                tasks = generate(wl, seed=s, load_factor=load,
+                                 duration_s=None if cfg.duration_s is None else warm + cfg.duration_s)
+                start = tasks[0].arrival if tasks else 0.0
+                out.append(Episode(f"{wl.name}@{v}" if v != "x1" else wl.name, tasks, s, vspec, streams,
+                                   label_from=start + warm))
     return out
 
 
@@ -333,7 +349,8 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
     est = DAggerForest(n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
                        rounds=cfg.rounds, random_state=cfg.random_state, teacher=cfg.teacher, progress=progress,
                        max_features=cfg.max_features, teacher_samples=cfg.teacher_samples,
-                       teacher_horizon=cfg.teacher_horizon, teacher_horizon_s=cfg.teacher_horizon_s)
+                       teacher_horizon=cfg.teacher_horizon, teacher_horizon_s=cfg.teacher_horizon_s,
+                       teacher_base=cfg.teacher_base)
     est.fit(spec, train_eps, objective)
     train_s = time.perf_counter() - t_start
 
@@ -344,8 +361,9 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
     metrics["train_rows"] = int(len(est.y_))
     metrics["train_decisions"] = int(sum(h["new_decisions"] for h in est.history_))
 
-    # The forest's own results next to the heuristics, on the first held-out seed of each workload.
-    sim_eps = [ep for ep in hold_eps if ep.seed == cfg.holdout_seeds[0]]
+    # The forest's own results next to the heuristics, on the first held-out seed of each workload,
+    # over the workload's whole duration (the states a 30 s window never reaches included).
+    sim_eps = _episodes(replace(cfg, duration_s=None, warmup_s=[0.0]), spec, cfg.holdout_seeds[:1], ["x1"])
     pols: dict[str, Policy] = {"rf (new)": est.policy(explain=True)}
     pols.update({b: make_policy(b) for b in cfg.baselines})
     table = simulation_table(spec, sim_eps, pols, objective, progress)

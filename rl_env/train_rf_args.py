@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any, get_type_hints
 
 from cluster.variants import parse_variant
-from rl_env.teacher import TEACHER_SAMPLES
+from rl_env.teacher import TEACHER_BASE, TEACHER_SAMPLES
 from scheduler.policies.rollout import HORIZON_S, HORIZON_TASKS
 
 DEFAULT_WORKLOADS = ("configs/workloads/mixed.yaml", "configs/workloads/high_load.yaml",
@@ -70,11 +70,15 @@ class TrainArgs:
     load_factor: float | None = None
     """multiplies each workload's arrival rate (none: the workload's own load factor)"""
     duration_s: float | None = 30.0
-    """seconds of each workload window (none: the workload's own duration)"""
+    """seconds of each labelled workload window (none: the workload's own duration)"""
+    warmup_s: list[float] = field(default_factory=lambda: [60.0])
+    """seconds of the workload placed before each window, unlabelled (by the driver, or fastest-feasible in the teacher's round), so long jobs and queues are already there as in a run's later minutes; several, comma-separated, are cycled over the seeds (0: an empty cluster)"""
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     """policies simulated next to the trained forest, comma-separated"""
     teacher: str = "rollout"
     """registered policy whose per-node scores label the candidates (regret: best score minus the candidate's)"""
+    teacher_base: str = TEACHER_BASE
+    """heuristics the rollout teacher places the sampled future tasks with, comma-separated (each candidate valued by the best of their rolls; each one more costs a labelling pass)"""
     teacher_samples: int = TEACHER_SAMPLES
     """futures the rollout teacher averages per decision"""
     teacher_horizon: int = HORIZON_TASKS
@@ -112,6 +116,8 @@ class TrainArgs:
             value = getattr(ns, f.name)
             if _hint(f) == list[int]:
                 value = _seeds(value, _flag(f))
+            elif _hint(f) == list[float]:
+                value = _seconds(value, _flag(f))
             elif _hint(f) == list[str] and not f.metadata.get("repeat"):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             given[f.name] = value
@@ -139,12 +145,16 @@ class TrainArgs:
         known = set(available_policies())
         if args.teacher.partition(":")[0] not in known:
             raise UsageError(f"--teacher: unknown policy {args.teacher!r}")
+        bases = [b.strip() for b in args.teacher_base.split(",") if b.strip()]
+        if not bases or any(b not in known for b in bases):
+            raise UsageError(f"--teacher-base: registered heuristics, comma-separated, got {args.teacher_base!r}")
         unknown = [b for b in args.baselines if b.partition(":")[0] not in known]
         if unknown:
             raise UsageError(f"--baselines: unknown policies {unknown}")
         for flag, v in (("--duration-s", args.duration_s), ("--load-factor", args.load_factor)):
             if v is not None and not v > 0:
                 raise UsageError(f"{flag} must be > 0, got {v}")
+
         return args
 
 
@@ -223,3 +233,15 @@ def _seeds(text: str, flag: str) -> list[int]:
         raise UsageError(f"{flag}: expected e.g. 1-4 or 1,2,5, got {text!r}")
     return seeds
 
+
+def _seconds(text: str, flag: str) -> list[float]:
+    """``0,60``: one or more durations in seconds, each >= 0."""
+    from cluster.config import UsageError
+
+    try:
+        out = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        out = []
+    if not out or not all(v >= 0 and v < float("inf") for v in out):
+        raise UsageError(f"{flag}: expected seconds >= 0, comma-separated (e.g. 0,60), got {text!r}")
+    return out

@@ -203,3 +203,26 @@ def test_node_sampling_is_reproducible_per_seed(tmp_path, local_spec) -> None:
             for s in (7, 7, 8)]
     assert runs[0]["node"].tolist() == runs[1]["node"].tolist()
     assert runs[0]["node"].tolist() != runs[2]["node"].tolist()
+
+
+def test_a_warm_up_fills_the_cluster_before_the_first_step_and_is_not_rewarded() -> None:
+    """With warmup_s, fastest-feasible places the first seconds of the draw (no step); the agent starts
+    on a cluster with work on it, and its return is still minus the objective of the tasks it placed."""
+    env = node_env(cluster_variants=["x1"], warmup_s=30)
+    obs, info = env.reset(seed=4)
+    state = env.sim.state
+    assert info["warmup_tasks"] > 0 and info["steps"] == 0
+    assert state.running.sum() + state.queue_len.sum() > 0  # the first decision meets a busy cluster
+    assert env._task.arrival >= env._label_from
+    total, steps = 0.0, 0
+    while True:
+        obs, r, terminated, _, step_info = env.step(0)
+        total, steps = total + r, steps + 1
+        if terminated:
+            break
+    ep = step_info["episode"]
+    assert steps + ep["warmup_tasks"] + ep["rejected"] == ep["tasks"]
+    assert total == pytest.approx(-env.config.reward_scale * ep["objective_total"], rel=1e-9)
+    assert ep["objective_total"] < float(env.result.records["score"].sum())  # the warm-up's tasks left out
+    with pytest.raises(ConfigError, match="warmup_s"):
+        node_env(warmup_s=-1)

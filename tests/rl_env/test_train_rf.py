@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from scheduler import model_registry as reg
-from scheduler.features import CANDIDATE_SCHEMA_VERSION
+from scheduler.features import CANDIDATE_FEATURE_NAMES, CANDIDATE_SCHEMA_VERSION
 from scheduler.forest import FlatForest
 from scheduler.policies.rf import FOREST_FILE, SKLEARN_FILE, RandomForestPolicy
 from scheduler.policy import make_policy
@@ -89,6 +89,9 @@ def test_bad_seed_arguments_exit_2(tiny_workload, tmp_path, capsys):
     assert main(["train", "rf", "--workload", str(tiny_workload), "--variants", "x0",
                  "--registry", str(tmp_path)]) == 2
     assert "--variants" in capsys.readouterr().err
+    for flag, value in (("--warmup-s", "-5"), ("--warmup-s", "0,soon"), ("--teacher-base", "best-fit,nope")):
+        assert main(["train", "rf", "--workload", str(tiny_workload), flag, value, "--registry", str(tmp_path)]) == 2
+        assert flag in capsys.readouterr().err
 
 
 def test_rollout_labels_are_the_teachers_regrets(local_spec):
@@ -105,6 +108,20 @@ def test_rollout_labels_are_the_teachers_regrets(local_spec):
     assert rep["agreement"] == 1.0 and rep["regret_forest"] == 0.0 and rep["regret_fastest-feasible"] > 0.0
     both = Rollout.concat([r, r])
     assert both.decisions == 2 * r.decisions and np.array_equal(both.regret_of(both.teacher), np.zeros(2 * r.decisions))
+
+
+def test_a_warm_up_is_placed_but_not_labelled(local_spec):
+    """Tasks before ``label_from`` warm the cluster up (fastest-feasible places them in the teacher's
+    round): no row comes from them, and the labelled decisions meet the queues they left."""
+    wl = load_workload(WORKLOADS_DIR / "high_load.yaml")
+    tasks = generate(wl, seed=9, duration_s=20)
+    cold = rollout(local_spec, Episode("high_load", [t for t in tasks if t.arrival >= 10.0], 9), make_policy("oracle"))
+    warm = rollout(local_spec, Episode("high_load", tasks, 9, label_from=10.0), make_policy("oracle"))
+    assert 0 < warm.decisions <= len([t for t in tasks if t.arrival >= 10.0])
+    # the same tasks are labelled; on the warm cluster their candidates' rows differ (load, queues)
+    assert abs(warm.decisions - cold.decisions) <= 0.2 * cold.decisions
+    loads = CANDIDATE_FEATURE_NAMES.index("node_load")
+    assert warm.X[:, loads].mean() > cold.X[:, loads].mean()
 
 
 def _perfect(r: Rollout) -> FlatForest:
@@ -159,7 +176,8 @@ def test_train_args_round_trip_through_the_parser() -> None:
     for args in (TrainArgs(), TrainArgs(workloads=["a.yaml"], seeds=[3, 5], max_depth=None, load_factor=0.1,
                                         baselines=[], teacher="fastest-feasible", rounds=0, duration_s=None,
                                         variants=["x3", "no:gpu-ts+gpu-mig"], max_features=1.0,
-                                        teacher_horizon=25)):
+                                        teacher_horizon=25, warmup_s=[0.0, 45.5],
+                                        teacher_base="fastest-feasible,best-fit")):
         ns = parser.parse_args(["train", "rf", *args.argv()])
         assert TrainArgs.from_namespace(ns) == args
     assert TrainArgs.from_namespace(parser.parse_args(["train", "rf"])) == TrainArgs()
@@ -184,4 +202,4 @@ def test_each_shipped_forest_names_the_command_that_reproduces_it(version: str) 
 
     art = reg.load("rf", version)
     assert art.meta["command"] == command_line(TrainArgs(**art.meta["config"]))
-    assert art.meta["config"]["teacher_horizon"] == {"1": 40, "2": 120}[version]
+    assert art.meta["config"]["teacher_horizon"] == {"1": 40, "2": 120, "3": 120}[version]
