@@ -7,7 +7,7 @@ Steps (each prints what it does; a second run reuses what is already up):
    distilled from the rollout teacher; a checkout without it trains a small one in about
    a minute, :data:`DEMO_RF`) and the RL policy (``artifacts/policies/rl``, or
    ``DEMO_TRAIN_RL=1`` trains one);
-3. the Serve router (``orchestrator serve up``) with the node-level RL policy (the best
+3. the Serve router (``orchestrator serve up``) with the node-level RandomForest (the best
    learned policy on docs/evaluation.md);
 4. Prometheus, when ``prometheus`` is on PATH, scraping every node's metrics agent (the
    router's ``ray_orch_*`` series included) with ``orchestrator serve prometheus-config``'s
@@ -34,7 +34,7 @@ Environment (all optional): ``DEMO_OUT`` (results and state, default
 (Ray token, default ``~/.ray/auth_token``),
 ``DEMO_CLUSTER`` (topology YAML), ``DEMO_WORKLOAD`` (``configs/workloads/mixed.yaml``),
 ``DEMO_DURATION`` (seconds of workload, default 60), ``DEMO_COMPRESSION`` (workload
-seconds per wall second, default 4), ``DEMO_POLICY`` (the router's, default ``rl``),
+seconds per wall second, default 4), ``DEMO_POLICY`` (the router's, default ``rf``),
 ``DEMO_TRAIN_RL=1`` (trains ``configs/experiments/ppo_nodes.yaml``: about 32 minutes on 2 cores),
 ``DEMO_SKIP_TRACE=1``, ``DEMO_PACKING_SEEDS`` (default ``42``).
 """
@@ -61,8 +61,10 @@ POLICIES = ("random,round-robin,least-loaded,cheapest-feasible,fastest-feasible,
 PACKING_POLICIES = "random,dot-product,gpu-clustering,gpu-packing,best-fit,fgd"
 TRACE = ROOT.parent / "shared" / "traces" / "alibaba_gpu_v2023" / "openb_pod_list_default.csv"
 #: the RandomForest trained when none is in the registry (the shipped one is): the cluster itself,
-#: 20 s windows, no DAgger round, the rollout teacher looking 40 arrivals ahead: about a minute
-DEMO_RF = TrainArgs(variants=["x1"], duration_s=20.0, rounds=0, teacher_horizon=40, teacher_horizon_s=30.0)
+#: 20 s windows from an empty cluster, no DAgger round, the rollout teacher rolling fastest-feasible
+#: 40 arrivals ahead: about a minute
+DEMO_RF = TrainArgs(variants=["x1"], duration_s=20.0, warmup_s=[0.0], rounds=0, teacher_base="fastest-feasible",
+                    teacher_samples=4, teacher_horizon=40, teacher_horizon_s=30.0)
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Settings:
             workload=e.get("DEMO_WORKLOAD", "configs/workloads/mixed.yaml"),
             duration=float(e.get("DEMO_DURATION", 60)),
             compression=float(e.get("DEMO_COMPRESSION", 4)),
-            policy=e.get("DEMO_POLICY", "rl"),
+            policy=e.get("DEMO_POLICY", "rf"),
             train_rl=e.get("DEMO_TRAIN_RL") == "1",
             skip_trace=e.get("DEMO_SKIP_TRACE") == "1",
             packing_seeds=e.get("DEMO_PACKING_SEEDS", "42"),

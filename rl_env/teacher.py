@@ -15,8 +15,8 @@ from scheduler.task import Task
 
 #: sampled futures per candidate of the rollout teacher
 TEACHER_SAMPLES = 4
-#: the teacher's base: one heuristic, as the shipped forests were distilled (the policy ``rollout``
-#: rolls three; a teacher of three labels three times slower)
+#: the default teacher's base: one heuristic, as rf:1 and rf:2 were distilled (the policy ``rollout``
+#: rolls three, and ``train rf`` two by default, ``--teacher-base``: each base is one more labelling pass)
 TEACHER_BASE = "fastest-feasible"
 
 

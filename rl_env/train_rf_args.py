@@ -17,7 +17,6 @@ from functools import cache
 from typing import Any, get_type_hints
 
 from cluster.variants import parse_variant
-from rl_env.teacher import TEACHER_BASE, TEACHER_SAMPLES
 from scheduler.policies.rollout import HORIZON_S, HORIZON_TASKS
 
 DEFAULT_WORKLOADS = ("configs/workloads/mixed.yaml", "configs/workloads/high_load.yaml",
@@ -33,13 +32,15 @@ NONE = "none"
 class TrainArgs:
     """One ``orchestrator train rf`` run; saved as the model's ``config``.
 
-    Budget: the rollout teacher rolls each candidate over 120 sampled arrivals (its horizon), about
-    0.1 s a decision on local.yaml and several times that on the doubled cluster at twice the load
-    (more candidates, longer queues to play out) on this 2-core machine, so the episodes are 30 s
-    windows of the four workloads, two seeds, on three clusters (local, every node doubled at twice
-    the load, the MIG pool removed), one DAgger round: 41 minutes for rf:2 on a machine shared with
-    an evaluation (18 for rf:1, whose teacher looked 40 arrivals ahead), most of it on the doubled
-    cluster. The forest is small (30 trees of depth <= 8): a decision's cost grows with depth
+    Budget: the rollout teacher rolls each candidate over 120 sampled arrivals (its horizon) with two
+    bases (fastest-feasible, and best-fit, which keeps the MIG slices free for MIG-only work under
+    GPU-heavy load) over three futures, several tenths of a second a decision on this 2-core machine
+    (more on the doubled cluster at twice the load: more candidates, longer queues to play out), so
+    the episodes are 30 s windows, each after a minute of the workload that fills the cluster, of
+    the four workloads, two seeds, on three clusters (local, every node doubled at twice the load,
+    the MIG pool removed), one DAgger round: 36 minutes for rf:5 on a machine shared with other
+    training (rf:2, one base, four futures, windows from an empty cluster: 41; rf:1, 40 arrivals
+    ahead: 18), most of it on the doubled cluster. The forest is small (30 trees of depth <= 8): a decision's cost grows with depth
     (about 3 microseconds a level for all of its candidates and trees at once), far less with the
     number of trees.
     """
@@ -77,9 +78,9 @@ class TrainArgs:
     """policies simulated next to the trained forest, comma-separated"""
     teacher: str = "rollout"
     """registered policy whose per-node scores label the candidates (regret: best score minus the candidate's)"""
-    teacher_base: str = TEACHER_BASE
+    teacher_base: str = "fastest-feasible,best-fit"
     """heuristics the rollout teacher places the sampled future tasks with, comma-separated (each candidate valued by the best of their rolls; each one more costs a labelling pass)"""
-    teacher_samples: int = TEACHER_SAMPLES
+    teacher_samples: int = 3
     """futures the rollout teacher averages per decision"""
     teacher_horizon: int = HORIZON_TASKS
     """sampled arrivals per future the rollout teacher rolls forward (its horizon)"""

@@ -197,14 +197,14 @@ def test_the_replay_through_the_router_wrote_a_record_per_task(demo) -> None:
     out = demo["root"] / "out"
     tasks = load_tasks(REPO_ROOT / "configs" / "workloads" / "mixed.yaml", seed=None, duration_s=DURATION,
                        load_factor=None)
-    recs = pd.read_csv(out / "replay" / "records_rl:latest.csv")  # the router's default: the shipped rl
+    recs = pd.read_csv(out / "replay" / "records_rf:latest.csv")  # the router's default: the registry's rf
     assert len(recs) == len(tasks) > 0
     assert set(recs["task_id"]) == {t.id for t in tasks}
     assert (recs["status"] == "succeeded").mean() >= 0.9, recs["status"].value_counts().to_dict()
     assert recs.loc[recs["status"] == "succeeded", "latency_ms"].gt(0).all()
     index = json.loads((out / "replay" / "summary.json").read_text())
-    assert index["meta"]["kind"] == "replay" and "rl:latest" in index["policies"]
-    meta = json.loads((out / "replay" / "summary_rl:latest.json").read_text())["meta"]
+    assert index["meta"]["kind"] == "replay" and "rf:latest" in index["policies"]
+    meta = json.loads((out / "replay" / "summary_rf:latest.json").read_text())["meta"]
     # every record is in the router's history under the run's id prefix
     with urllib.request.urlopen(f"{demo['router']}/v1/tasks/{meta['run_tag']}-{tasks[0].id}", timeout=10) as r:
         assert json.loads(r.read())["status"] in ("succeeded", "failed")

@@ -55,7 +55,7 @@ def test_shipped_versions_register_with_aliases_and_load_as_placers(store, tmp_p
 
 
 def test_champion_is_the_routers_configured_policy():
-    assert champion_ref(REPO_ROOT / "configs" / "serve.yaml") == model_registry.load("rl", "latest").ref
+    assert champion_ref(REPO_ROOT / "configs" / "serve.yaml") == model_registry.load("rf", "latest").ref
 
 
 def test_export_cli_refuses_what_it_cannot_register(store):

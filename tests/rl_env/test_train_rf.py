@@ -194,7 +194,7 @@ def _subparser(parser, *path: str):
     return parser
 
 
-@pytest.mark.parametrize("version", ["1", "2"])
+@pytest.mark.parametrize("version", ["1", "2", "5"])
 def test_each_shipped_forest_names_the_command_that_reproduces_it(version: str) -> None:
     """The saved command is the one its config writes (teacher horizon included), so it reruns the same training."""
     from rl_env.train_rf import command_line
@@ -202,4 +202,4 @@ def test_each_shipped_forest_names_the_command_that_reproduces_it(version: str) 
 
     art = reg.load("rf", version)
     assert art.meta["command"] == command_line(TrainArgs(**art.meta["config"]))
-    assert art.meta["config"]["teacher_horizon"] == {"1": 40, "2": 120, "3": 120}[version]
+    assert art.meta["config"]["teacher_horizon"] == {"1": 40, "2": 120, "5": 120}[version]

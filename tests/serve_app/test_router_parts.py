@@ -19,12 +19,12 @@ from tests.serve_app.router_fakes import SMALL, make_service
 
 def test_serve_yaml_carries_valid_router_args() -> None:
     cfg = load_router_config(CONFIGS / "serve.yaml")
-    assert cfg.policy == "rl" and cfg.resume_unfinished  # the shipped node-level RL (the evaluation's best learned)
+    assert cfg.policy == "rf" and cfg.resume_unfinished  # the shipped node-level forest (the evaluation's best learned)
     from scheduler import model_registry
-    from scheduler.policy_net import NetSpec
+    from scheduler.features import CANDIDATE_SCHEMA_VERSION
 
-    art = model_registry.load("rl", "latest", model_registry.SHIPPED_MODELS)  # shipped with the checkout
-    assert NetSpec.from_dict(art.meta["architecture"]).level == "node"
+    art = model_registry.load("rf", "latest", model_registry.SHIPPED_MODELS)  # shipped with the checkout
+    assert art.meta["feature_schema"] == CANDIDATE_SCHEMA_VERSION and "evaluation" in art.meta
     assert cfg.history_path_url() == f"sqlite:///{REPO_ROOT / 'results/serve/history.db'}"
 
 
