@@ -317,7 +317,7 @@ def up(cfg: Settings) -> int:
         run(orch("simulate", "--mode", "packing", "--trace", str(TRACE), "--policies", PACKING_POLICIES,
                  "--seeds", cfg.packing_seeds, "--jobs", "2", "--out", str(cfg.out / "packing")))
 
-    # the Capacity page's recommendation: fastest-feasible's what-ifs take seconds, the router's rl's minutes
+    # the Capacity page's recommendation: fastest-feasible's what-ifs take seconds, a learned policy's minutes
     print("capacity recommendation for the workload's rate (what-ifs under fastest-feasible, for speed; "
           "`orchestrator capacity recommend` plans under the router's policy)", flush=True)
     cap = run(orch("capacity", "recommend", "--cluster", cfg.cluster, "--workload", cfg.workload, "--policy",

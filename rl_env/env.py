@@ -208,7 +208,8 @@ class HeteroClusterEnv(gym.Env):
             else:
                 s = int(rng.integers(*cfg.seed_range))
         warm = float(rng.uniform(0.0, cfg.warmup_s)) if cfg.warmup_s > 0 else 0.0
-        duration = None if cfg.episode_s is None else warm + cfg.episode_s
+        window = wl.duration_s if cfg.episode_s is None else cfg.episode_s
+        duration = cfg.episode_s if warm == 0 else warm + window
         tasks = generate(wl, seed=int(s), load_factor=float(lf), duration_s=duration)
         self._label_from = (tasks[0].arrival + warm) if tasks and warm > 0 else -np.inf
         if warm > 0 and self._warm is None:

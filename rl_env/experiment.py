@@ -77,10 +77,11 @@ class Experiment:
         return {k: v[1] for k, v in self.ppo.items() if isinstance(v, tuple) and v[0] == "grid"}
 
     def validation_env(self) -> EnvConfig:
-        """The env of validation episodes: the validation workloads at their own load, full windows."""
+        """The env of validation episodes: the validation workloads at their own load, full windows
+        from an empty cluster (no warm-up: every task scored, the same episodes each pass)."""
         d = self.env.to_dict()
         d.update(workloads=list(self.validation.workloads), load_factor=None, load_scale=[1.0, 1.0],
-                 episode_s=None, seeds=[], cluster_variants=list(self.validation.clusters))
+                 episode_s=None, seeds=[], cluster_variants=list(self.validation.clusters), warmup_s=0.0)
         return EnvConfig.from_mapping(d)
 
 

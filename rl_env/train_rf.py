@@ -324,8 +324,8 @@ def _episodes(cfg: TrainArgs, spec: ClusterSpec, seeds: Sequence[int], variants:
             streams = future_streams(wl, cfg.future_streams, load_factor=load) if cfg.teacher == "rollout" else ()
             for k, s in enumerate(seeds):
                 warm = cfg.warmup_s[k % len(cfg.warmup_s)]
-                tasks = generate(wl, seed=s, load_factor=load,
-                                 duration_s=None if cfg.duration_s is None else warm + cfg.duration_s)
+                window = wl.duration_s if cfg.duration_s is None else cfg.duration_s
+                tasks = generate(wl, seed=s, load_factor=load, duration_s=cfg.duration_s if warm == 0 else warm + window)
                 start = tasks[0].arrival if tasks else 0.0
                 out.append(Episode(f"{wl.name}@{v}" if v != "x1" else wl.name, tasks, s, vspec, streams,
                                    label_from=start + warm))

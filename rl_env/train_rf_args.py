@@ -24,6 +24,8 @@ DEFAULT_WORKLOADS = ("configs/workloads/mixed.yaml", "configs/workloads/high_loa
 #: the heuristics ``train rf`` simulates next to the new forest
 BASELINES = ("fastest-feasible", "least-loaded", "cheapest-feasible", "best-fit", "gpu-packing",
              "gpu-clustering", "k8s-default", "ray-default", "oracle")
+#: policies that cannot be a rollout base: lookahead or learned ones would roll rolls (or a model) per step
+NOT_BASES = frozenset({"rollout", "oracle", "rf", "rl", "rl-sample"})
 #: how an optional setting's absence is written on the command line
 NONE = "none"
 
@@ -38,7 +40,7 @@ class TrainArgs:
     (more on the doubled cluster at twice the load: more candidates, longer queues to play out), so
     the episodes are 30 s windows, each after a minute of the workload that fills the cluster, of
     the four workloads, two seeds, on three clusters (local, every node doubled at twice the load,
-    the MIG pool removed), one DAgger round: 36 minutes for rf:5 on a machine shared with other
+    the MIG pool removed), one DAgger round: 34 minutes for rf:5 on a machine shared with other
     training (rf:2, one base, four futures, windows from an empty cluster: 41; rf:1, 40 arrivals
     ahead: 18), most of it on the doubled cluster. The forest is small (30 trees of depth <= 8): a decision's cost grows with depth
     (about 3 microseconds a level for all of its candidates and trees at once), far less with the
@@ -147,8 +149,10 @@ class TrainArgs:
         if args.teacher.partition(":")[0] not in known:
             raise UsageError(f"--teacher: unknown policy {args.teacher!r}")
         bases = [b.strip() for b in args.teacher_base.split(",") if b.strip()]
-        if not bases or any(b not in known for b in bases):
-            raise UsageError(f"--teacher-base: registered heuristics, comma-separated, got {args.teacher_base!r}")
+        bad = [b for b in bases if b not in known or b in NOT_BASES]
+        if not bases or bad:
+            raise UsageError(f"--teacher-base: heuristics, comma-separated (not {', '.join(sorted(NOT_BASES))}); "
+                             f"unknown or not a heuristic: {', '.join(bad) or '(none given)'}")
         unknown = [b for b in args.baselines if b.partition(":")[0] not in known]
         if unknown:
             raise UsageError(f"--baselines: unknown policies {unknown}")

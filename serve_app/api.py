@@ -15,6 +15,7 @@ request, and every body that fails validation, is FastAPI's as before.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -370,13 +371,13 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
              responses={**_ADMIN, 422: _ERRORS[422]}, dependencies=[Depends(admin)],
              summary="Daily totals of the tasks retention trimmed from the history, oldest day first (admin)")
     async def history_aggregates(
-            day: Optional[str] = Query(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="UTC day, YYYY-MM-DD"),
+            day: Optional[datetime.date] = Query(None, description="UTC day, YYYY-MM-DD"),
             pool: Optional[str] = Query(None, max_length=64), policy: Optional[str] = Query(None, max_length=64),
             kind: Optional[str] = Query(None, max_length=64),
             status: Optional[TaskStatus] = None) -> JSONResponse:
         svc = get()
-        return JSONResponse(await blocking(lambda: svc.history.aggregates(day=day, pool=pool, policy=policy,
-                                                                          kind=kind, status=status)))
+        return JSONResponse(await blocking(lambda: svc.history.aggregates(
+            day=None if day is None else day.isoformat(), pool=pool, policy=policy, kind=kind, status=status)))
 
     @api.get("/v1/cluster", response_model=ClusterOut, tags=["cluster"],
              summary="Node health: tier, load, free shares, network latency, alive")

@@ -226,3 +226,12 @@ def test_a_warm_up_fills_the_cluster_before_the_first_step_and_is_not_rewarded()
     assert ep["objective_total"] < float(env.result.records["score"].sum())  # the warm-up's tasks left out
     with pytest.raises(ConfigError, match="warmup_s"):
         node_env(warmup_s=-1)
+    # with no window length the warm-up comes before the workload's whole duration, not inside it
+    whole = node_env(cluster_variants=["x1"], warmup_s=30, episode_s=None)
+    _, info = whole.reset(seed=4)
+    assert max(t.arrival for t in whole.sim.tasks) > whole._label_from + 0.9 * whole.workloads[0].duration_s
+    # validation scores whole windows from an empty cluster whatever the training episodes do
+    exp = experiment_from_mapping({**load_experiment(REPO_ROOT / "configs/experiments/ppo_nodes.yaml").raw,
+                                   "env": {**load_experiment(REPO_ROOT / "configs/experiments/ppo_nodes.yaml").raw["env"],
+                                           "warmup_s": 60}})
+    assert exp.env.warmup_s == 60 and exp.validation_env().warmup_s == 0.0

@@ -89,7 +89,8 @@ def test_bad_seed_arguments_exit_2(tiny_workload, tmp_path, capsys):
     assert main(["train", "rf", "--workload", str(tiny_workload), "--variants", "x0",
                  "--registry", str(tmp_path)]) == 2
     assert "--variants" in capsys.readouterr().err
-    for flag, value in (("--warmup-s", "-5"), ("--warmup-s", "0,soon"), ("--teacher-base", "best-fit,nope")):
+    for flag, value in (("--warmup-s", "-5"), ("--warmup-s", "0,soon"), ("--teacher-base", "best-fit,nope"),
+                        ("--teacher-base", "rollout")):
         assert main(["train", "rf", "--workload", str(tiny_workload), flag, value, "--registry", str(tmp_path)]) == 2
         assert flag in capsys.readouterr().err
 

@@ -340,6 +340,7 @@ def test_trimmed_tasks_stay_countable_through_the_aggregates_call(tmp_path) -> N
     ok = client.get(f"/v1/history/aggregates?day={day}&status=succeeded", headers=admin).json()
     assert sum(r["tasks"] for r in ok) == sum(r["tasks"] for r in rows if r["status"] == "succeeded")
     assert all(r["pool"] == "edge" and r["policy"] == "fgd" and r["cost_sum"] == 0.5 * r["tasks"] for r in ok)
-    bad = client.get("/v1/history/aggregates?day=yesterday", headers=admin)
-    assert bad.status_code == 422 and "day" in json.dumps(bad.json())
+    for day in ("yesterday", "2026-13-45"):
+        bad = client.get(f"/v1/history/aggregates?day={day}", headers=admin)
+        assert bad.status_code == 422 and "day" in json.dumps(bad.json())
     assert client.get("/v1/tasks?limit=1000").json()["total"] == 5
