@@ -60,7 +60,7 @@ from scheduler.features import N_FEATURES, FeatureBuilder, layout
 from scheduler.policy import MAX_SHAPES, Decision, FeasibilityCache, why_infeasible
 from scheduler.task import Task
 from simulations.engine import OnlineSimulator, SimResult
-from simulations.workloads import generate
+from simulations.workloads import generate_warm
 
 if TYPE_CHECKING:
     from scheduler.policy import _Shape as FeasibleShape  # what FeasibilityCache.shape returns
@@ -208,10 +208,7 @@ class HeteroClusterEnv(gym.Env):
             else:
                 s = int(rng.integers(*cfg.seed_range))
         warm = float(rng.uniform(0.0, cfg.warmup_s)) if cfg.warmup_s > 0 else 0.0
-        window = wl.duration_s if cfg.episode_s is None else cfg.episode_s
-        duration = cfg.episode_s if warm == 0 else warm + window
-        tasks = generate(wl, seed=int(s), load_factor=float(lf), duration_s=duration)
-        self._label_from = (tasks[0].arrival + warm) if tasks and warm > 0 else -np.inf
+        tasks, self._label_from = generate_warm(wl, int(s), float(lf), cfg.episode_s, warm)
         if warm > 0 and self._warm is None:
             from scheduler.policy import make_policy
 

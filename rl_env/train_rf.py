@@ -75,7 +75,7 @@ class Episode:
     seed: int
     spec: ClusterSpec | None = None
     streams: Sequence[Sequence[Task]] = field(default=(), repr=False)
-    label_from: float = 0.0
+    label_from: float = -math.inf
 
 
 @dataclass
@@ -313,7 +313,7 @@ def _episodes(cfg: TrainArgs, spec: ClusterSpec, seeds: Sequence[int], variants:
     (drawn at the variant's load: seeds of their own, never a training or evaluation seed); each
     labelled window follows a warm-up of the same workload that fills the cluster first
     (``cfg.warmup_s``, cycled over the seeds)."""
-    from simulations.workloads import future_streams, generate, load_workload
+    from simulations.workloads import future_streams, generate_warm, load_workload
 
     out = []
     for v in variants:
@@ -323,12 +323,9 @@ def _episodes(cfg: TrainArgs, spec: ClusterSpec, seeds: Sequence[int], variants:
             load = (cfg.load_factor if cfg.load_factor is not None else wl.load_factor) * factor
             streams = future_streams(wl, cfg.future_streams, load_factor=load) if cfg.teacher == "rollout" else ()
             for k, s in enumerate(seeds):
-                warm = cfg.warmup_s[k % len(cfg.warmup_s)]
-                window = wl.duration_s if cfg.duration_s is None else cfg.duration_s
-                tasks = generate(wl, seed=s, load_factor=load, duration_s=cfg.duration_s if warm == 0 else warm + window)
-                start = tasks[0].arrival if tasks else 0.0
+                tasks, label_from = generate_warm(wl, s, load, cfg.duration_s, cfg.warmup_s[k % len(cfg.warmup_s)])
                 out.append(Episode(f"{wl.name}@{v}" if v != "x1" else wl.name, tasks, s, vspec, streams,
-                                   label_from=start + warm))
+                                   label_from=label_from))
     return out
 
 

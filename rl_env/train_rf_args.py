@@ -42,9 +42,9 @@ class TrainArgs:
     the four workloads, two seeds, on three clusters (local, every node doubled at twice the load,
     the MIG pool removed), one DAgger round: 34 minutes for rf:5 on a machine shared with other
     training (rf:2, one base, four futures, windows from an empty cluster: 41; rf:1, 40 arrivals
-    ahead: 18), most of it on the doubled cluster. The forest is small (30 trees of depth <= 8): a decision's cost grows with depth
-    (about 3 microseconds a level for all of its candidates and trees at once), far less with the
-    number of trees.
+    ahead: 18), most of it on the doubled cluster. The forest is small (30 trees of depth <= 8): a
+    decision's cost grows with depth (about 3 microseconds a level for all of its candidates and
+    trees at once), far less with the number of trees.
     """
 
     cluster: str = "configs/cluster/local.yaml"
@@ -159,7 +159,6 @@ class TrainArgs:
         for flag, v in (("--duration-s", args.duration_s), ("--load-factor", args.load_factor)):
             if v is not None and not v > 0:
                 raise UsageError(f"{flag} must be > 0, got {v}")
-
         return args
 
 

@@ -140,12 +140,11 @@ class RouterClient:
         return self._call("GET", f"/v1/tasks/{task_id}")
 
     def tasks(self, **filters: Any) -> dict:
-        return self._call("GET", "/v1/tasks", params={k: v for k, v in filters.items() if v not in (None, "")})
+        return self._call("GET", "/v1/tasks", params=_given(filters))
 
     def aggregates(self, **filters: Any) -> list[dict]:
         """Daily totals of the tasks retention trimmed (admin; filters: day, pool, policy, kind, status)."""
-        return self._call("GET", "/v1/history/aggregates", admin=True,
-                          params={k: v for k, v in filters.items() if v not in (None, "")})
+        return self._call("GET", "/v1/history/aggregates", admin=True, params=_given(filters))
 
     def cluster(self) -> Any:
         return self._call("GET", "/v1/cluster")
@@ -166,3 +165,8 @@ class RouterClient:
         if version:
             body["version"] = version
         return self._call("PUT", "/v1/policy", admin=True, json=body)
+
+
+def _given(filters: dict[str, Any]) -> dict[str, Any]:
+    """The query filters that were set (None and "" mean no filter)."""
+    return {k: v for k, v in filters.items() if v not in (None, "")}

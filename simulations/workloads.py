@@ -334,6 +334,19 @@ def generate(spec: WorkloadSpec, seed: int | None = None, load_factor: float | N
     return tasks
 
 
+def generate_warm(spec: WorkloadSpec, seed: int | None, load_factor: float | None, duration_s: float | None,
+                  warmup_s: float) -> tuple[list[Task], float]:
+    """:func:`generate` with ``warmup_s`` seconds of the same draw before the ``duration_s`` window
+    (None: the workload's own duration), and the arrival time the window starts at: the tasks
+    before it only fill the cluster (training episodes that do not always start empty). Without a
+    warm-up the draw is :func:`generate`'s and the window starts at ``-inf``."""
+    if warmup_s <= 0:
+        return generate(spec, seed, load_factor, duration_s=duration_s), -math.inf
+    window = spec.duration_s if duration_s is None else duration_s
+    tasks = generate(spec, seed, load_factor, duration_s=warmup_s + window)
+    return tasks, (tasks[0].arrival if tasks else 0.0) + warmup_s
+
+
 #: seeds of the streams a lookahead samples its futures from (:func:`future_streams`): far from
 #: any evaluation or training seed, so a lookahead never sees the run's actual arrivals
 FUTURE_SEED_BASE = 7_000_000_000
