@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from cluster.config import ConfigError, Fields
 from cluster.package_data import DATA_ROOT, data_path, work_path
 from cluster.topology import ClusterSpec, load_cluster
-from scheduler.candidates import MAX_CANDIDATES
+from scheduler.candidates import DEFAULT_PREFILTER, MAX_CANDIDATES, PREFILTERS
 from scheduler.objective import DEFAULT_OBJECTIVE, Objective, load_objective
 from simulations.workloads import WorkloadSpec, load_workload
 
@@ -26,7 +26,7 @@ REPO_ROOT = DATA_ROOT
 TRAIN_SEED_RANGE = (1_000_000, 2**31 - 1)
 ENV_KEYS = {"cluster", "workloads", "load_factor", "load_scale", "episode_s", "objective", "reward_scale",
             "invalid_action_penalty", "seed_range", "seeds", "level", "cluster_variants", "max_candidates",
-            "warmup_s"}
+            "warmup_s", "prefilter"}
 #: ``level``: what an action names, a node class (``HeteroCluster-v0``) or a candidate node and
 #: share (``HeteroClusterNodes-v0``)
 LEVELS = ("class", "node")
@@ -66,6 +66,8 @@ class EnvConfig:
             node doubled at twice the load, ``no:POOL`` a pool removed).
         max_candidates: node level: candidates per decision (padded; the rest cut by
             :func:`scheduler.candidates.prefilter`).
+        prefilter: node level: the rule that cuts them (:data:`scheduler.candidates.PREFILTERS`);
+            the policy serves with its env's rule (an artifact without one: ``spread``).
         warmup_s: each episode's window follows a warm-up drawn uniformly from ``[0, warmup_s]``
             seconds of the same workload draw, placed by :data:`rl_env.env.WARMUP_POLICY` (no step,
             no reward): the agent meets clusters where long jobs run and queues stand, as in a
@@ -86,6 +88,7 @@ class EnvConfig:
     cluster_variants: tuple[str, ...] = ("x1",)
     max_candidates: int = MAX_CANDIDATES
     warmup_s: float = 0.0
+    prefilter: str = DEFAULT_PREFILTER
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, file: str | Path | None = None,
@@ -143,6 +146,7 @@ class EnvConfig:
             cluster_variants=tuple(variants),
             max_candidates=f.int("max_candidates", d.max_candidates, min=1, max=4096),
             warmup_s=f.num("warmup_s", d.warmup_s, min=0),
+            prefilter=f.str("prefilter", d.prefilter, choices=set(PREFILTERS)),
         )
         # Fail here (with file and field) rather than in a worker on the first reset.
         try:

@@ -68,7 +68,7 @@ class NodeClusterEnv(HeteroClusterEnv):
     def _observe(self, task: Task, shape: _Shape) -> dict[str, np.ndarray]:
         state = self.sim.state
         k = self.config.max_candidates
-        self._cand = cand = candidates(self._feasibility, task, state, k)
+        self._cand = cand = candidates(self._feasibility, task, state, k, self.config.prefilter)
         n = len(cand[0])
         rows = np.zeros((k, N_CANDIDATE_FEATURES), np.float32)
         rows[:n] = candidate_features(task, state, cand[0], cand[1], cand[2], self.objective)

@@ -50,6 +50,7 @@ class _Layout:
         self.kind_net = [float(state.net_mean_ms[m].mean()) / 1000 if len(m) else 0.0
                          for m in self.kind_members]
         self.speed = np.array([nd.gpu_speed if nd.devices else nd.cpu_speed for nd in spec.nodes]) / 5.0
+        self.cpu_speed = np.array([nd.cpu_speed for nd in spec.nodes]) / 5.0  # what a task on a CPU share gets
 
 
 def _kept(state: ClusterState, attr: str, make):

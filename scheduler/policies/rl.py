@@ -77,6 +77,8 @@ class RLPolicy:
         self.net = load_policy(spec, str(art.file(POLICY_FILE)))
         #: candidates scored per decision: as many as the env showed in training (node level)
         self.max_candidates = max_candidates or (spec.n_actions if spec.level == "node" else MAX_CANDIDATES)
+        #: and cut by its env's rule (artifacts older than the choice: ``spread``, which they were evaluated with)
+        self.prefilter = (art.meta.get("env") or {}).get("prefilter", "spread")
         self.version = art.version
         self.reset(seed)
 
@@ -110,7 +112,7 @@ class RLPolicy:
 
     def _select_node(self, task: Task, state: ClusterState) -> Decision:
         """The node-level decision: one score per candidate, the best (or a draw)."""
-        nodes, shares, fits = candidates(self._feasible, task, state, self.max_candidates)
+        nodes, shares, fits = candidates(self._feasible, task, state, self.max_candidates, self.prefilter)
         scores = np.full(state.n_nodes, np.nan)
         if not len(nodes):
             return Decision(-1, None, scores, why_infeasible(task, state), self.name)

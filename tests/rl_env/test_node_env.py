@@ -101,6 +101,8 @@ def test_variant_can_be_pinned_and_bad_ones_are_refused() -> None:
         EnvConfig.from_mapping({"level": "node", "cluster_variants": ["no:nope"]})
     with pytest.raises(ConfigError, match="level"):
         EnvConfig.from_mapping({"level": "pods"})
+    with pytest.raises(ConfigError, match="prefilter"):
+        EnvConfig.from_mapping({"level": "node", "prefilter": "best"})
     with pytest.raises(ValueError, match="HeteroClusterNodes-v0"):
         HeteroClusterEnv({"level": "node"})
     assert gym.make("HeteroClusterNodes-v0", config={"workloads": [HIGH]}).unwrapped.config.level == "node"
@@ -150,19 +152,22 @@ def test_served_node_policy_decides_as_the_env_did(tmp_path) -> None:
     assert decisions > 50 and len(nodes_used) > 2
 
 
-def test_served_policy_scores_as_many_candidates_as_it_trained_on(tmp_path) -> None:
+@pytest.mark.parametrize("rule", ["mixed", "spread"])
+def test_served_policy_scores_as_many_candidates_as_it_trained_on(tmp_path, rule) -> None:
     """On a cluster with more candidates than the env's max_candidates, the prefilter cuts the same
-    ones in serving (the network's n_actions) as in training."""
+    ones in serving (the network's n_actions, the env's rule) as in training."""
     torch.manual_seed(4)
     net = PolicyNet(NetSpec(N_CANDIDATE_FEATURES, 4, (16,), "tanh", "node"))
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 1.0)
-    export_policy(net.eval(), {"seed": 0}, tmp_path)
-    policy = make_policy("rl:latest", root=tmp_path)
-    assert policy.max_candidates == 4
     env = make_env({"workloads": [GPU_HIGH], "episode_s": 10, "level": "node", "max_candidates": 4,
-                    "cluster_variants": ["x3"]})
+                    "cluster_variants": ["x3"], "prefilter": rule})
+    export_policy(net.eval(), {"seed": 0, "env": env.config.to_dict()}, tmp_path)
+    policy = make_policy("rl:latest", root=tmp_path)
+    assert policy.max_candidates == 4 and policy.prefilter == rule
+    export_policy(net.eval(), {"seed": 0}, tmp_path / "older")  # trained before the rule was a choice
+    assert make_policy("rl:latest", root=tmp_path / "older").prefilter == "spread"
     obs, _ = env.reset(seed=2)
     cut = 0
     while True:

@@ -201,6 +201,6 @@ def test_each_shipped_forest_names_the_command_that_reproduces_it(version: str) 
     from rl_env.train_rf import command_line
     from rl_env.train_rf_args import TrainArgs
 
-    art = reg.load("rf", version)
+    art = reg.load("rf", version, root=reg.SHIPPED_MODELS)  # not $ORCH_REGISTRY: a session fixture may point it elsewhere
     assert art.meta["command"] == command_line(TrainArgs(**art.meta["config"]))
     assert art.meta["config"]["teacher_horizon"] == {"1": 40, "2": 120, "5": 120}[version]

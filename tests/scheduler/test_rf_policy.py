@@ -131,7 +131,7 @@ def test_runs_on_a_cluster_it_never_saw(trained, local_spec):
     nodes = np.arange(len(big.nodes))
     fits = np.ones(len(nodes), dtype=bool)
     fits[:3] = False
-    kept, _, kfits = prefilter(state, nodes, [CPU_SHARE] * len(nodes), fits, 4)
+    kept, _, kfits = prefilter(state, nodes, [CPU_SHARE] * len(nodes), fits, 4, "spread")
     assert kept.tolist() == [3, 4, 5, 6] and kfits.all()
 
 
