@@ -14,7 +14,7 @@ The executor keeps the simulator's semantics on a real cluster:
   ``kernel="cpu"`` burns CPU for that time instead of sleeping; a user function
   replaces the emulated work and is timed for real;
 * measured queue, network and execution times are reported in workload time
-  (wall time x ``time_compression``), with the cost from
+  (wall time x ``time_compression``; a user function's execution as measured), with the cost from
   :func:`cluster.performance.cost` on the measured execution time.
 
 Ray's own retries are off (``max_retries=0``): when a node dies, its running
@@ -620,7 +620,7 @@ class Executor:
         self._unbook(e)  # a pipelined task can finish before the bookkeeping saw it start
         self._drain_queue(i)
         c = self.compression
-        ex_ms = exec_s * 1000.0 * c
+        ex_ms = exec_s * 1000.0 * (1.0 if e.fn is not None else c)  # a function's work is real, not compressed
         res = TaskResult(
             e.task.id, "succeeded", node=nd.name, pool=nd.pool, tier=nd.tier, share=share,
             device=int(gpu_ids[0]) if gpu_ids else None, queued=e.queued,

@@ -7,12 +7,16 @@ API and the dashboard.
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # no import at run time: the router's HTTP client needs only these words
     from cluster.state import Share
 
+#: how a task names real work: ``package.module:function``, identifiers only (no path, no attribute
+#: after the colon); the router runs only those of its allow-list (serve_app.entry_points)
+ENTRY_POINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 #: a task's life cycle in the router: accepted -> placed -> running -> succeeded | failed,
 #: rejected when no placement is feasible, or cancelled (by its owner, an admin or a deadline)
 #: from any status before a final one

@@ -14,7 +14,9 @@ Steps (each prints what it does; a second run reuses what is already up):
    config, its data in ``$DEMO_OUT/prometheus``; started before the workload so that its
    rates cover it;
 5. a mixed workload submitted with ``ray job submit`` that replays through the
-   router (``python -m replays.live --router ...``);
+   router (``python -m replays.live --router ...``), then real code the same way
+   (``configs/workloads/real_mix.yaml``: the example functions of
+   ``orchestrator/examples/real_work.py`` run on the nodes the router chose);
 6. the simulator comparison of every policy (rf:latest and rl:latest included) on
    the same tasks, the FGD packing replay on the Alibaba trace when
    ``../shared/traces`` is there, and a capacity recommendation for the workload's rate
@@ -36,7 +38,9 @@ Environment (all optional): ``DEMO_OUT`` (results and state, default
 ``DEMO_DURATION`` (seconds of workload, default 60), ``DEMO_COMPRESSION`` (workload
 seconds per wall second, default 4), ``DEMO_POLICY`` (the router's, default ``rf``),
 ``DEMO_TRAIN_RL=1`` (trains ``configs/experiments/ppo_nodes.yaml``: about 32 minutes on 2 cores),
-``DEMO_SKIP_TRACE=1``, ``DEMO_PACKING_SEEDS`` (default ``42``).
+``DEMO_SKIP_TRACE=1``, ``DEMO_PACKING_SEEDS`` (default ``42``), ``DEMO_REAL_DURATION`` (seconds of
+``configs/workloads/real_mix.yaml``, real code through the router after the mixed workload; default 20,
+0 skips it).
 """
 from __future__ import annotations
 
@@ -56,6 +60,8 @@ from rl_env.train_rf_args import TrainArgs
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+#: the real example workloads (orchestrator/examples/real_work.py) among emulated tasks
+REAL_WORKLOAD = "configs/workloads/real_mix.yaml"
 POLICIES = ("random,round-robin,least-loaded,cheapest-feasible,fastest-feasible,best-fit,dot-product,"
             "gpu-packing,gpu-clustering,fgd,ray-default,k8s-default,oracle,rf:latest,rl:latest")
 PACKING_POLICIES = "random,dot-product,gpu-clustering,gpu-packing,best-fit,fgd"
@@ -87,6 +93,7 @@ class Settings:
     train_rl: bool
     skip_trace: bool
     packing_seeds: str
+    real_duration: float
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -111,6 +118,7 @@ class Settings:
             train_rl=e.get("DEMO_TRAIN_RL") == "1",
             skip_trace=e.get("DEMO_SKIP_TRACE") == "1",
             packing_seeds=e.get("DEMO_PACKING_SEEDS", "42"),
+            real_duration=float(e.get("DEMO_REAL_DURATION", 20)),
         )
 
     @property
@@ -306,6 +314,14 @@ def up(cfg: Settings) -> int:
          "--policy", label, "--api-key-file", str(key_file),
          "--duration", f"{cfg.duration:g}", "--time-compression", f"{cfg.compression:g}",
          "--out", str(replay_out)], env=env)
+    if cfg.real_duration > 0:
+        print(f"real code through the same router: {REAL_WORKLOAD} (a CNN classifying images, a fraud model "
+              "scoring transactions, a pandas ETL, among emulated tasks)", flush=True)
+        run([str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
+             "python", "-m", "replays.live", "--workload", REAL_WORKLOAD, "--router", cfg.router,
+             "--policy", label, "--api-key-file", str(key_file), "--router-warmup", "8",
+             "--duration", f"{cfg.real_duration:g}", "--time-compression", f"{cfg.compression:g}",
+             "--out", str(cfg.out / "replay_real")], env=env)
 
     step("6/7 simulator: every policy on the same tasks; FGD packing on the Alibaba trace; a capacity recommendation")
     run([sys.executable, "-m", "orchestrator.demo", "simulate"])  # its own process: a clean exit status

@@ -254,6 +254,7 @@ def run_router(args: argparse.Namespace) -> int:
     """``--router``: the replay through the HTTP router."""
     from cluster.alibaba import load_cluster_any
     from replays.router import RouterUnavailable, check_router, replay_via_router
+    from simulations.workloads import load_workload
 
     url = args.router.rstrip("/")
     key = router_key(args.api_key_file)
@@ -271,10 +272,14 @@ def run_router(args: argparse.Namespace) -> int:
     run_tag = time.strftime("r%Y%m%d-%H%M%S-") + os.urandom(2).hex()  # unique per run: ids are idempotency keys
     print(f"replaying {len(tasks)} tasks of {args.workload} through the router at {url} ({running}), "
           f"time compression {args.time_compression:g}; task ids {run_tag}-<id>", flush=True)
+    real_work = load_workload(args.workload).real_work()
+    if real_work:
+        names = "; ".join(f"{kind} runs {w['entry_point']}" for kind, w in real_work.items())
+        print(f"real work (the router must list these in its entry_points): {names}", flush=True)
     res = replay_via_router(spec, tasks, url, label=label, time_compression=args.time_compression,
                             run_tag=run_tag, wait_s=args.router_wait,
                             warmup=0 if args.no_warm else args.router_warmup, sample_s=args.router_sample_s,
-                            api_key=key)
+                            api_key=key, real_work=real_work)
     out = Path(args.out).resolve()
     meta = {"workload": str(args.workload), "policy": label, "cluster": spec.name, "tasks": len(tasks),
             "seed": args.seed, "time_compression": args.time_compression, "wall_s": res.wall_s,
@@ -293,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
     from cluster.launcher import connect
     from cluster.alibaba import load_cluster_any
     from scheduler.policy import make_policy
+    from simulations.workloads import load_workload
 
     if args.router:
         return run_router(args)
@@ -302,6 +308,9 @@ def run(args: argparse.Namespace) -> int:
     tasks = load_tasks(args.workload, seed=args.seed, duration_s=args.duration, load_factor=args.load_factor)
     policy = make_policy(args.policy)
     seed = args.seed if args.seed is not None else 0
+    if load_workload(args.workload).real_work():
+        print("note: this workload names real work (entry_point); the direct replay emulates it by work_s, "
+              "--router runs it", file=sys.stderr)
     connect(args.state_dir, args.address)
     print(f"replaying {len(tasks)} tasks of {args.workload} with {args.policy} on {spec.name} "
           f"({len(spec.nodes)} nodes), time compression {args.time_compression:g}", flush=True)

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,8 +75,9 @@ def check_router(url: str, timeout: float = 10.0) -> dict[str, Any]:
                                 "`orchestrator serve up` (or `make demo`)") from None
 
 
-def task_body(task: Task, task_id: str) -> dict[str, Any]:
-    """``POST /v1/tasks`` body of a workload task: every field explicit, so nothing is inferred."""
+def task_body(task: Task, task_id: str, real_work: Mapping[str, dict] | None = None) -> dict[str, Any]:
+    """``POST /v1/tasks`` body of a workload task: every field explicit, so nothing is inferred;
+    with the ``entry_point`` and ``args`` of its kind when ``real_work`` (by kind) names them."""
     body: dict[str, Any] = {"id": task_id, "kind": task.kind, "priority": int(task.priority),
                             "slo_ms": float(task.slo_ms), "cpu_milli": int(task.cpu_milli),
                             "mem_mib": int(task.mem_mib), "gpu_milli": int(task.gpu_milli),
@@ -88,6 +89,8 @@ def task_body(task: Task, task_id: str) -> dict[str, Any]:
         body["gpu_models"] = list(task.gpu_models)
     if task.description:
         body["description"] = task.description[:2000]
+    if real_work and task.kind in real_work:
+        body.update(real_work[task.kind])
     return body
 
 
@@ -183,8 +186,12 @@ class _Sampler(threading.Thread):
 def replay_via_router(spec: ClusterSpec, tasks: Sequence[Task], url: str, *, label: str,
                       time_compression: float = 1.0, objective: Objective | None = None,
                       run_tag: str | None = None, wait_s: float = 600.0, progress: bool = True,
-                      warmup: int = 0, sample_s: float = 1.0, api_key: str | None = None):
+                      warmup: int = 0, sample_s: float = 1.0, api_key: str | None = None,
+                      real_work: Mapping[str, dict] | None = None):
     """POST ``tasks`` to the router at their (compressed) arrival times, with ``api_key``; return a ReplayResult.
+
+    ``real_work``: per task kind, the ``entry_point`` and ``args`` its tasks run
+    (:meth:`simulations.workloads.WorkloadSpec.real_work`); the other kinds are emulated.
 
     ``warmup`` > 0 first sends that many of the first tasks at once (ids
     ``<run_tag>-warmup-<id>``, not recorded) and waits for them: the router's Ray
@@ -201,7 +208,7 @@ def replay_via_router(spec: ClusterSpec, tasks: Sequence[Task], url: str, *, lab
     run_tag = run_tag or time.strftime("r%Y%m%d%H%M%S")
     ids = [f"{run_tag}-{t.id}" for t in tasks]
     origin = tasks[0].arrival if tasks else 0.0
-    warm_s = (warm_up(url, tasks[:warmup], f"{run_tag}-warmup", progress=progress, key=api_key)
+    warm_s = (warm_up(url, tasks[:warmup], f"{run_tag}-warmup", progress=progress, key=api_key, real_work=real_work)
               if warmup and tasks else 0.0)
     accepted_since = time.time() - 1.0
     sampler = _Sampler(url, spec.pools, origin, time_compression, sample_s)
@@ -215,7 +222,7 @@ def replay_via_router(spec: ClusterSpec, tasks: Sequence[Task], url: str, *, lab
             delay = t0 + (task.arrival - origin) / time_compression - time.time()
             if delay > 0:
                 time.sleep(delay)
-            answers.append(pool.submit(_post, url, task_body(task, tid), api_key))
+            answers.append(pool.submit(_post, url, task_body(task, tid, real_work), api_key))
         posted = [f.result() for f in answers]
     rows: dict[str, dict] = {}
     refused: dict[str, str] = {}
@@ -269,7 +276,7 @@ def _one(url: str, tid: str) -> dict | None:
 
 
 def warm_up(url: str, tasks: Sequence[Task], prefix: str, timeout_s: float = 180.0,
-            progress: bool = True, key: str | None = None) -> float:
+            progress: bool = True, key: str | None = None, real_work: Mapping[str, dict] | None = None) -> float:
     """Send ``tasks`` at once with ``?wait=true`` and wait for them; returns the seconds it took."""
     t0 = time.time()
     if progress:
@@ -277,7 +284,7 @@ def warm_up(url: str, tasks: Sequence[Task], prefix: str, timeout_s: float = 180
               flush=True)
 
     def one(task: Task) -> None:
-        body = task_body(task, f"{prefix}-{task.id}")
+        body = task_body(task, f"{prefix}-{task.id}", real_work)
         for attempt in range(3):  # a dropped connection is retried with the same id, as _post does
             try:
                 http("POST", f"{url}/v1/tasks?wait=true&timeout_s={timeout_s:g}", body, timeout=timeout_s + 30,

@@ -59,6 +59,18 @@ def expected_lists(task: Task, state: ClusterState, nodes: np.ndarray, shares: l
     return lat, cst
 
 
+def expected_parts(task: Task, state: ClusterState, i: int, share: Share) -> dict[str, float]:
+    """What the model expects of ``task`` started on node ``i`` with ``share`` now, part by part
+    (queue, tier-mean network, execution, their sum, in ms; cost in $): the router records it beside
+    the measured outcome, which is what calibrating the model compares."""
+    ex = expected_exec_s(task, state, i, share)
+    queue_s = max(projected_start(state, i, task, share) - state.now, 0.0)
+    net = float(state.net_mean_ms[i])
+    return {"queue_ms": queue_s * 1000.0, "network_ms": net, "exec_ms": ex * 1000.0,
+            "latency_ms": queue_s * 1000.0 + net + ex * 1000.0,
+            "cost": cost(state.spec.tiers[state.spec.nodes[i].tier], task, share, ex)}
+
+
 def expected_many(tasks: Sequence[Task], state: ClusterState, nodes: np.ndarray, shares: list[Share],
                   fits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`expected_lists` of several tasks against the same candidates and fits-now mask, as

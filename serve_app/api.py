@@ -43,6 +43,7 @@ from serve_app.models import (AggregateOut, BatchIn, BatchOut, ClusterOut, Decis
                               TaskPage, TaskStatus)
 from serve_app.policies import PolicyChoiceError
 from serve_app.service import RouterService
+from scheduler.task import Task
 
 API_VERSION = "1.0.0"
 #: batches larger than this are decided in a worker thread so the event loop keeps serving
@@ -270,6 +271,7 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
               responses={**_ERRORS, **_INFEASIBLE, **_KEYED,
                          200: {"model": TaskOut, "description": "finished (wait=true), or the existing record "
                                                                "of a task with this id (idempotent retry)"},
+                         403: {"model": ErrorOut, "description": "entry_point is not on the router's allow-list"},
                          409: {"model": ErrorOut, "description": "cannot ever be hosted, a request with this id "
                                                                  "is in progress, or the id was used for another "
                                                                  "task or by another client"}},
@@ -286,15 +288,12 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
         svc = get()
         who = clients().require(authorization, "POST /v1/tasks")
         svc.admission.charge(who, 1)
-        task, pool = svc.parse_task(body.fields())
-        with svc.claim(task.id):
-            # one indexed read: cheaper than a thread hop
-            existing, committed = svc.begin_accept(task, pool, who, body.deadline_s)
-            if existing is not None:
-                return JSONResponse(existing, status_code=200, headers={"Idempotent-Replay": "true"})
-            start = partial(svc.start, task, pool, owner=who.name)
-            await _committed(committed, start)
-            view, fut, status = start()
+        fields = body.fields()
+        work, call = svc.real_work(fields)
+        task, pool = svc.parse_task(fields)
+        existing, (view, fut, status) = await accept(svc, who, task, pool, body.deadline_s, work, call)
+        if existing is not None:
+            return JSONResponse(existing, status_code=200, headers={"Idempotent-Replay": "true"})
         if fut is None:
             raise ApiError(status, view["explanation"], extra={"task_id": task.id, "decision": view},
                            headers={"Retry-After": "5"} if status == 503 else None)
@@ -435,6 +434,21 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
                                             "/v1/tasks": (TaskIn, run_task)}),
                      limits=lambda: get().guard_limits, who=client_of)
     return api
+
+
+async def accept(svc: RouterService, who: Principal, task: Task, pool: str | None, deadline_s: float | None,
+                 work: dict[str, Any] | None, call: Callable[[], Any] | None
+                 ) -> tuple[dict[str, Any] | None, tuple[dict[str, Any], Future | None, int]]:
+    """Accept a parsed task and start it once committed: (the earlier record of a retried id, or None;
+    :meth:`RouterService.start`'s (decision view, future, status), or empty ones for a retry).
+    ``POST /v1/tasks`` and the Python API (:meth:`serve_app.deployment.Router.run_function`) both."""
+    with svc.claim(task.id):
+        existing, committed = svc.begin_accept(task, pool, who, deadline_s, work)  # one indexed read
+        if existing is not None:
+            return existing, ({}, None, 200)
+        start = partial(svc.start, task, pool, owner=who.name, call=call)
+        await _committed(committed, start)
+        return None, start()
 
 
 async def _committed(committed: Future, start: Callable[[], Any]) -> None:

@@ -23,6 +23,7 @@ from cluster.config import Collector, ConfigError, Fields, load_yaml
 from cluster.package_data import data_path, work_path
 from cluster.serve_config import router_args
 from scheduler.task import MAX_WORK_S
+from serve_app.entry_points import check_names
 
 DEFAULT_HISTORY = "sqlite:///results/serve/history.db"
 TOKEN_ENV = "ORCH_ADMIN_TOKEN"
@@ -92,6 +93,8 @@ class RouterConfig:
             working directory of an installed package).
         capacity_cache_s / capacity_max_rows: how long a ``GET /v1/capacity/forecast`` answer is
             kept, and the most (newest) history rows one reads.
+        entry_points: the functions (``package.module:function``) a task sent over HTTP may run
+            instead of emulated work (:mod:`serve_app.entry_points`); nothing else runs.
     """
 
     cluster: str | None = None
@@ -137,9 +140,12 @@ class RouterConfig:
     capacity_dir: str = "results/capacity/recommend"
     capacity_cache_s: float = 300.0
     capacity_max_rows: int = 200_000
+    entry_points: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["entry_points"] = list(self.entry_points)
+        return out
 
     def cluster_path(self) -> Path:
         """The topology file: ``cluster`` or ``$ORCH_CLUSTER_CONFIG``."""
@@ -189,6 +195,9 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
         parse_url(history)
     except ValueError as exc:  # HistoryError: names the scheme and the forms; never the password
         f.fail("history_url", str(exc), None)
+    entry_points = f.raw("entry_points", [])
+    if not isinstance(entry_points, list):
+        entry_points = f.fail("entry_points", f"must be a list of 'package.module:function', got {entry_points!r}", [])
     cfg = RouterConfig(
         cluster=opt_str("cluster"),
         policy=f.str("policy", d.policy),
@@ -236,6 +245,7 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
         capacity_dir=f.str("capacity_dir", d.capacity_dir),
         capacity_cache_s=f.num("capacity_cache_s", d.capacity_cache_s, min=0.0, max=86_400.0),
         capacity_max_rows=int(f.num("capacity_max_rows", d.capacity_max_rows, min=1, max=10_000_000)),
+        entry_points=check_names(entry_points, lambda key, why: f.fail(key, why, None)),
     )
     errs.check()
     return cfg

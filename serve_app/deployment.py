@@ -17,7 +17,7 @@ import asyncio
 import gc
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from ray import serve
 from ray.serve import Application
@@ -28,6 +28,7 @@ from serve_app import runtime
 from serve_app.api import create_api
 from serve_app.auth import AdminAuth
 from serve_app.config import RouterConfig, parse_router_config, resolve_admin_token
+from serve_app.python_calls import run_function
 from serve_app.service import RouterService
 
 log = logging.getLogger("serve_app")
@@ -92,6 +93,12 @@ class Router:
         except Exception:  # noqa: BLE001 - the router serves regardless
             log.exception("router start-up work failed")
         log.info("froze %d start-up objects", freeze_startup_heap())
+
+    async def run_function(self, fields: dict[str, Any] | None, fn: Callable[..., Any], args: tuple = (),
+                           kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The Python API's call (:mod:`orchestrator.work`, through a Serve handle): see
+        :func:`serve_app.python_calls.run_function`."""
+        return await run_function(runtime.service(), fields, fn, args, kwargs)
 
     async def check_health(self) -> None:
         """Serve restarts the replica if tasks could no longer finish or be recorded."""

@@ -11,6 +11,7 @@ Versions:
        ``task_aggregates``, ``api_keys``; no ``schema_version`` table).
     2. ``events.id``, the order of a task's events in both databases (SQLite's rowid before);
        ``schema_version``. PostgreSQL support starts here, so every step before it is SQLite's.
+    3. ``tasks.result``: what a task's function returned (real work, :mod:`serve_app.entry_points`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from sqlalchemy import BigInteger, Column, Double, Index, Integer, MetaData, Tab
 
 from cluster.vocabulary import FINAL
 
-VERSION = 2
+VERSION = 3
 
 #: columns a task row has besides its JSON blobs; updates may set any of these
 COLUMNS = (
@@ -27,7 +28,7 @@ COLUMNS = (
     "queue_ms", "network_ms", "exec_ms", "latency_ms", "decision_ms", "cost", "score", "slo_met", "kind",
     "priority", "slo_ms", "accepted_at", "finished_at", "attempts",
 )
-JSON = ("task", "features", "decision")
+JSON = ("task", "features", "decision", "result")
 #: the final statuses as named parameters, for ``status IN FINAL_IN`` with ``FINAL_ARGS``
 FINAL_ARGS = {f"final{i}": s for i, s in enumerate(FINAL)}
 FINAL_IN = "(" + ", ".join(f":{k}" for k in FINAL_ARGS) + ")"
@@ -97,6 +98,7 @@ STEPS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX events_task ON events (task_id)",
         "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at)",  # a file from before retention
     ),
+    2: ("ALTER TABLE tasks ADD COLUMN result TEXT",),
 }
 #: any number: PostgreSQL's lock serialising the preparation of one database by several routers
 _PREPARE_LOCK = 0x6869_7374  # "hist"

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from cluster.topology import MIG_PROFILES
-from cluster.vocabulary import SHARE_KINDS, STATUSES
+from cluster.vocabulary import ENTRY_POINT, SHARE_KINDS, STATUSES
 from scheduler.task import MAX_CPU_MILLI, MAX_DESCRIPTION, MAX_GPUS, MAX_MEM_MIB, MAX_SLO_MS, MAX_WORK_S
 
 MigProfile = Enum("MigProfile", {p.replace(".", "_"): p for p in MIG_PROFILES}, type=str)
@@ -53,6 +53,13 @@ class TaskIn(_Strict):
                                         description="POST /v1/tasks: cancel the task if it has not ended this many "
                                                     "seconds after it was accepted (at most the router's "
                                                     "max_deadline_s; default: its default_deadline_s)")
+    entry_point: Optional[str] = Field(None, max_length=256, pattern=ENTRY_POINT.pattern,
+                                       examples=["orchestrator.examples.real_work:score_fraud"],
+                                       description="POST /v1/tasks: run this function (`package.module:function`, "
+                                                   "one of the router's entry_points) instead of emulated work; "
+                                                   "its return value is the record's `result`")
+    args: Optional[dict[str, Any]] = Field(None, description="keyword arguments of entry_point (a JSON object, "
+                                                             "stored with the task)")
 
     def fields(self) -> dict[str, Any]:
         """The fields given, as plain JSON values (``model_dump(exclude_none=True, mode="json")``
@@ -165,6 +172,7 @@ class TaskOut(BaseModel):
     cost: Optional[float] = None
     slo_met: Optional[bool] = None
     attempts: Optional[int] = None
+    result: Optional[Any] = Field(None, description="what an entry point's function returned (JSON, when small)")
     events: Optional[list[dict[str, Any]]] = None
 
 

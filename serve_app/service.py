@@ -40,6 +40,7 @@ from cluster.ray_backend import Backend
 from cluster.state import ClusterState
 from cluster.alibaba import load_cluster_any
 from cluster.vocabulary import FINAL, STATUSES, share_text
+from scheduler.estimate import expected_parts
 from scheduler.features import feature_vector
 from serve_app.history import HistoryStore, open_store
 from serve_app.retention import Retention
@@ -51,6 +52,7 @@ from serve_app.admission import Admission, Limits
 from serve_app.capacity_views import CapacityViews
 from serve_app.auth import Principal
 from serve_app.config import RouterConfig
+from serve_app.entry_points import EntryPointRefused, EntryPoints, stored_result
 from serve_app.keys import KeyStore
 from serve_app.errors import ApiError, field_error, task_error
 from serve_app.guard import Limits as GuardLimits
@@ -71,9 +73,12 @@ LOCK_CHUNK = 256
 #: distinct validated task bodies kept (see :meth:`RouterService.parse_task`)
 TEMPLATE_CACHE = 4096
 #: bulky columns left out of task listings (``GET /v1/tasks/{id}`` has them)
-_LIST_OMITS = ("features", "decision")
+_LIST_OMITS = ("features", "decision", "result")
 #: keys of the stored task JSON that are not :class:`Task` fields
-_STORED_EXTRA = ("pool", "inferred", "owner", "deadline_at")
+_STORED_EXTRA = ("pool", "inferred", "owner", "deadline_at", "entry_point", "args", "python_call")
+#: a task's stored ``python_call``: its function came through the Python API (a Serve handle) and
+#: lives only in the router process that took it, so a restarted router cannot run it again
+PYTHON_CALL = "a function sent through the Python API (orchestrator.work)"
 #: how often the router looks for tasks past their deadline
 DEADLINE_CHECK_S = 0.5
 
@@ -114,6 +119,7 @@ class RouterService:
         self.guard_limits = GuardLimits(cfg.max_body_bytes, cfg.max_header_bytes, cfg.body_timeout_s,
                                         cfg.client_max_requests)
         self.pools = tuple(self.spec.pools)
+        self.entry_points = EntryPoints(cfg.entry_points, "router args")
         self._pool_policies: dict[str | frozenset[str], tuple[ActivePolicy, PoolPolicy]] = {}
         self._templates: dict[tuple, Task] = {}
         self._claims: set[str] = set()
@@ -136,6 +142,8 @@ class RouterService:
         """
         data = dict(data)  # the fields given (``TaskIn.fields()``: no None values); the caller's stays whole
         pool = data.pop("pool", None)
+        data.pop("entry_point", None)  # the work the task runs (see :meth:`real_work`), not its shape
+        data.pop("args", None)
         data.pop("deadline_s", None)  # the request's, not the task's (see :meth:`begin_accept`)
         if pool is not None and pool not in self.pools:
             raise field_error("pool", f"unknown pool {pool!r} (known: {', '.join(self.pools)})", prefix=prefix)
@@ -157,6 +165,21 @@ class RouterService:
             self._templates.clear()
         self._templates[key] = task  # its id does not matter: a repeat gets a copy under its own
         return task, pool
+
+    def real_work(self, data: dict[str, Any]) -> tuple[dict[str, Any], Callable[[], Any] | None]:
+        """A task body's real work: (what its record stores, the call its node makes), or ({}, None)
+        for emulated work. An entry point not on the allow-list is a 403, bad ``args`` a 422."""
+        name, args = data.get("entry_point"), data.get("args")
+        if name is None:
+            if args is not None:
+                raise field_error("args", "args without an entry_point: name the function they are for")
+            return {}, None
+        try:
+            args = self.entry_points.check_args({} if args is None else args)
+            call = self.entry_points.call(name, args)
+        except EntryPointRefused as exc:
+            raise field_error(exc.field, str(exc), status=403 if exc.field == "entry_point" else 422) from None
+        return {"entry_point": name, "args": args}, call
 
     # ------------------------------------------------------------------ decisions
     def _policy_for(self, active: ActivePolicy, pool: str | frozenset[str] | None):
@@ -300,8 +323,8 @@ class RouterService:
             return None
         return record_view(row, self.history.events(task_id) if events else None)
 
-    def begin_accept(self, task: Task, pool: str | None, who: Principal,
-                     deadline_s: float | None = None) -> tuple[dict[str, Any] | None, Future | None]:
+    def begin_accept(self, task: Task, pool: str | None, who: Principal, deadline_s: float | None = None,
+                     work: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None, Future | None]:
         """Hand ``task`` to the history: (the earlier record, None) for a retried id (idempotent
         retry), else (None, a future done once the task is committed). One primary-key read of the history
         (tens of microseconds; WAL readers never wait for the writer), so the event loop may call it.
@@ -314,8 +337,11 @@ class RouterService:
         The HTTP layer awaits the future instead of parking a thread on it, so all the
         requests waiting at a moment share one commit (a pool of threads each waiting for
         its own would cap the accepted rate at threads / commit time).
+
+        ``work``: the real work the task stores (:meth:`real_work`; ``{"python_call": ...}`` for a
+        function from the Python API), part of what a retry must repeat.
         """
-        stored = {**task.to_dict(), "pool": pool}
+        stored = {**task.to_dict(), "pool": pool, **(work or {})}
         row = self.history.get(task.id)
         if row is not None:
             self._same_task(row, stored, who)
@@ -368,14 +394,16 @@ class RouterService:
             self.admission.leave(owner)
 
     def start(self, task: Task, pool: str | None, *, owner: str, attempts_before: int = 0,
-              note: str | None = None) -> tuple[dict[str, Any], Future | None, int]:
+              note: str | None = None, call: Callable[[], Any] | None = None
+              ) -> tuple[dict[str, Any], Future | None, int]:
         """Decide and hand an accepted task to the executor: (decision view, future, HTTP status).
 
         ``owner`` (the client) is counted in flight (:meth:`Admission.enter` or ``restore``) until
-        the task ends here or in :meth:`_finished`."""
+        the task ends here or in :meth:`_finished`. ``call``: the function its node runs instead of
+        the emulated work (:meth:`real_work`)."""
         handed: list[bool] = []  # set once the executor has the task (and its callback the seat)
         try:
-            out = self._start(task, pool, attempts_before, note, owner, handed)
+            out = self._start(task, pool, attempts_before, note, owner, handed, call)
         except Exception as exc:  # a router bug must not leave an accepted task unfinished
             why = f"router error while placing: {exc!r}"[:500]
             if handed:  # still running: stop it (its callback gives the seat back, now or when it ended)
@@ -391,7 +419,8 @@ class RouterService:
         return out
 
     def _start(self, task: Task, pool: str | None, attempts_before: int, note: str | None,
-               owner: str, handed: list[bool]) -> tuple[dict[str, Any], Future | None, int]:
+               owner: str, handed: list[bool], call: Callable[[], Any] | None
+               ) -> tuple[dict[str, Any], Future | None, int]:
         active = self.policies.active
         clock = time.perf_counter
         with self.live.lock:
@@ -410,8 +439,9 @@ class RouterService:
                       "decision_ms": ms}
             if d.placed:
                 x = feature_vector(task, state)
+                view["expected"] = expected_parts(task, state, d.node, d.share)  # before it is booked
                 # booked on the state it was decided on; started, or in the node's FIFO queue
-                fut, waiting = self.executor.admit(task, d, policy=pol)
+                fut, waiting = self.executor.admit(task, d, policy=pol, fn=call)
                 handed.append(True)
                 # Both under the lock, so neither a completion nor a cancel (each takes the lock)
                 # comes first: the callback gives the seat back whatever fails next, and the
@@ -470,6 +500,8 @@ class RouterService:
         """
         fields = result_fields(res, task, self.objective)
         fields["attempts"] += attempts_before
+        if res.value is not None:
+            fields["result"] = stored_result(res.value)
         status = res.status
         if status == "rejected":
             status = "failed"
@@ -493,6 +525,7 @@ class RouterService:
             pool = stored.pop("pool", None)
             owner = stored.get("owner") or "admin"  # a record from before API keys
             deadline_at = stored.get("deadline_at")
+            name, args, python_call = stored.get("entry_point"), stored.get("args"), stored.get("python_call")
             for key in _STORED_EXTRA:
                 stored.pop(key, None)
             tried = int(row.get("attempts") or 0) + (row["status"] != "accepted")
@@ -502,8 +535,15 @@ class RouterService:
                 continue
             try:
                 task = make_task(stored, infer=False)
-            except TaskError as exc:
+                call = None if name is None else self.entry_points.call(name, args)
+            except (TaskError, EntryPointRefused) as exc:
                 self.history.update(tid, "failed", reason=f"cannot resume after a router restart: {exc}")
+                continue
+            if python_call:
+                self.history.update(tid, "failed", attempts=tried,
+                                    reason=f"the router restarted while the task was {row['status']}; "
+                                           f"{PYTHON_CALL} is not kept across restarts: submit it again")
+                self.metrics.finished(row.get("pool"), "failed", None, None, task.priority, None)
                 continue
             if tried > self.cfg.max_retries:
                 self.history.update(tid, "failed", attempts=tried,
@@ -515,7 +555,7 @@ class RouterService:
             if deadline_at is not None:
                 self._watch_deadline(deadline_at, tid)
             try:
-                self.start(task, pool, owner=owner, attempts_before=tried,
+                self.start(task, pool, owner=owner, attempts_before=tried, call=call,
                            note=f"resumed after a router restart (it was {row['status']})")
             except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others
                 log.exception("resuming task %s failed", tid)

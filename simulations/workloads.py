@@ -21,6 +21,8 @@ Schema of one scenario::
       work_s: {dist: lognormal, mean: 1.0, sigma: 0.4}
       cost_sensitivity: 5          # 1..10 (default 5)
       description: "chat completion for the support bot"
+      entry_point: pkg.mod:fn      # optional real work: through the router its node runs fn(**args)
+      args: {batch: 32}            # (an entry point of the router's allow-list); work_s stays its plan
 
 ``work_s`` distributions: ``lognormal`` (``mean`` is the arithmetic mean in
 seconds, ``sigma`` the log-space spread), ``uniform`` (``low``..``high``) and
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,7 @@ import numpy as np
 from cluster.config import Collector, ConfigError, Fields, load_yaml
 from cluster.package_data import DATA_ROOT, data_path
 from cluster.topology import MIG_PROFILES, load_gpu_models
+from cluster.vocabulary import ENTRY_POINT
 from scheduler.task import MAX_WORK_S, Task, TaskError, make_task
 from simulations.rate_profile import RateProfile, parse_rate_profile
 
@@ -101,6 +104,10 @@ class Scenario:
     work: WorkDist
     cost_sensitivity: int
     description: str | None
+    #: real work (a router's allow-listed ``package.module:function`` and its keyword arguments): through
+    #: the router its node runs that function; the simulator plans and times it by ``work`` as any task
+    entry_point: str | None = None
+    args: Mapping | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,11 @@ class WorkloadSpec:
         """Scenario probabilities (weights normalised to sum to 1)."""
         w = np.array([s.weight for s in self.scenarios], dtype=float)
         return w / w.sum()
+
+    def real_work(self) -> dict[str, dict]:
+        """Per task kind that runs real code, the ``entry_point`` and ``args`` of its ``POST /v1/tasks``."""
+        return {s.kind: {"entry_point": s.entry_point, "args": dict(s.args or {})}
+                for s in self.scenarios if s.entry_point}
 
 
 # ---------------------------------------------------------------- loading
@@ -178,7 +190,7 @@ def _parse_work(f: Fields) -> WorkDist:
 
 def _parse_scenario(f: Fields, known_models: set[str]) -> Scenario:
     f.check_keys({"kind", "weight", "priority", "slo_ms", "cpus", "memory_gb", "gpu", "gpu_models",
-                  "work_s", "cost_sensitivity", "description"})
+                  "work_s", "cost_sensitivity", "description", "entry_point", "args"})
     kind = f.str("kind")
     models: list[str] = []
     for _, m, name in f.items("gpu_models", []):
@@ -200,6 +212,7 @@ def _parse_scenario(f: Fields, known_models: set[str]) -> Scenario:
         **_parse_gpu(f),
     }
     work = _parse_work(f)
+    entry_point, args = _parse_real_work(f)
     try:  # cross-field checks and ranges, once per scenario
         t = make_task({**fields, "work": work.expected}, infer=False)
     except TaskError as exc:
@@ -207,7 +220,24 @@ def _parse_scenario(f: Fields, known_models: set[str]) -> Scenario:
     return Scenario(kind=kind, weight=f.num("weight", min=0, strict_min=True), priority=t.priority,
                     slo_ms=t.slo_ms, cpu_milli=t.cpu_milli, mem_mib=t.mem_mib, gpu_milli=t.gpu_milli,
                     gpu_count=t.gpu_count, mig_profile=t.mig_profile, gpu_models=t.gpu_models,
-                    work=work, cost_sensitivity=t.cost_sensitivity, description=t.description)
+                    work=work, cost_sensitivity=t.cost_sensitivity, description=t.description,
+                    entry_point=entry_point, args=args)
+
+
+def _parse_real_work(f: Fields) -> tuple[str | None, dict | None]:
+    """A scenario's ``entry_point`` (``package.module:function``) and ``args`` (keyword arguments)."""
+    name = f.raw("entry_point", None)
+    args = f.raw("args", None)
+    if name is None:
+        if args is not None:
+            raise f.error("args", "args without an entry_point: name the function they are for")
+        return None, None
+    if not isinstance(name, str) or not ENTRY_POINT.fullmatch(name):
+        raise f.error("entry_point", f"must be 'package.module:function', got {name!r}")
+    if args is not None and not (isinstance(args, Mapping) and all(isinstance(k, str) and k.isidentifier()
+                                                                    for k in args)):
+        raise f.error("args", f"must be a mapping of keyword arguments, got {args!r}")
+    return name, dict(args or {})
 
 
 def load_workload(path: str | Path, *, _seen: frozenset[Path] = frozenset()) -> WorkloadSpec:

@@ -28,6 +28,7 @@ import pytest
 from cluster import launcher
 from cluster.network import host_address
 from cluster.vocabulary import FINAL
+from orchestrator.examples import real_work
 from tests.conftest import CONFIGS, REPO_ROOT
 
 SMALL = CONFIGS / "cluster" / "test_small.yaml"
@@ -92,7 +93,7 @@ def router(cluster_dir: Path, tmp_path_factory) -> Router:
     cfg = tmp_path_factory.mktemp("serve-cfg") / "serve.yaml"
     cfg.write_text(json.dumps({"applications": [{"import_path": "serve_app:build_app", "args": {
         "policy": "least-loaded", "history_url": f"sqlite:///{history}", "time_compression": 20.0,
-        "refresh_s": 0.25, "warm_workers": 1}}]}))
+        "refresh_s": 0.25, "warm_workers": 1, "entry_points": list(real_work.ENTRY_POINTS)}}]}))
     from cluster.procs import free_fixed_port
 
     # the direct-ingress port outside the ephemeral range, so no outgoing connection can hold it while
@@ -207,6 +208,56 @@ def test_work_needs_a_key_and_a_month_long_task_can_be_cancelled(router: Router)
     done = _wait_final(router, ["after-month"], timeout=60)  # the node was freed: the next one ran
     assert done["after-month"]["status"] == "succeeded"
     assert _call(f"{router.url}/v1/tasks/month-1", "DELETE")[0] == 409
+
+
+def test_allow_listed_functions_run_on_the_cluster_and_their_results_are_recorded(router: Router) -> None:
+    """The example workloads' real code on Ray workers, through HTTP; a raising one fails with its error."""
+    etl, fraud = real_work.ENTRY_POINTS[2], real_work.ENTRY_POINTS[1]
+    status, out, _ = _call(f"{router.url}/v1/tasks?wait=true", "POST",
+                           {"id": "real-etl", "description": "batch ETL aggregation", "cpu_milli": 500, "work": 0.5,
+                            "entry_point": etl, "args": {"rows": 5000, "days": 2}})
+    assert status == 200 and out["status"] == "succeeded", out
+    assert out["result"]["rows"] == 5000 and set(out["result"]["revenue"]) <= {"north", "south", "east", "west"}
+    assert out["exec_ms"] > 0 and out["node"]
+    status, out, _ = _call(f"{router.url}/v1/tasks?wait=true", "POST",
+                           {"id": "real-bad", "cpu_milli": 500, "work": 0.5, "entry_point": fraud,
+                            "args": {"transactions": 0}})
+    assert status == 200 and out["status"] == "failed", out
+    assert out["reason"].startswith("task raised ValueError: transactions must be an integer"), out["reason"]
+    status, out, _ = _call(f"{router.url}/v1/tasks", "POST", {"cpu_milli": 100, "entry_point": "os:system",
+                                                             "args": {"command": "touch /tmp/owned"}})
+    assert status == 403 and "allow-list" in out["detail"][0]["msg"]
+
+
+def test_the_python_api_runs_a_drivers_function_through_the_router(router: Router) -> None:
+    """A driver connected to the cluster (as a Ray job is) sends its own functions through a Serve handle."""
+    script = """
+import json, ray
+from orchestrator.work import TaskFailed, placed, submit
+ray.init()
+h = submit(lambda x, k=1: x * k, 21, task={"id": "py-it-1", "cpu_milli": 100, "work": 0.1}, k=2)
+out = {"value": h.result(timeout_s=120), "record": h.outcome()}
+
+@placed(cpu_milli=100, work=0.1)
+def boom():
+    raise RuntimeError("no such table")
+
+try:
+    boom.submit().result(timeout_s=120)
+except TaskFailed as exc:
+    out["failed"] = exc.record["reason"]
+print("RESULT " + json.dumps(out))
+"""
+    st = launcher.LaunchState.load(router.state_dir)
+    p = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env={**os.environ, **launcher.client_env(st)},
+                       capture_output=True, text=True, timeout=300)
+    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert p.returncode == 0 and line, p.stdout[-3000:] + p.stderr[-3000:]
+    out = json.loads(line[len("RESULT "):])
+    assert out["value"] == 42 and out["record"]["status"] == "succeeded" and out["record"]["node"]
+    assert out["failed"] == "task raised RuntimeError: no such table"
+    status, rec, _ = _call(f"{router.url}/v1/tasks/py-it-1")
+    assert status == 200 and rec["task"]["owner"] == "python-api" and rec["result"] == 42
 
 
 def test_cluster_view(router: Router) -> None:

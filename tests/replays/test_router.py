@@ -26,6 +26,7 @@ KEY = "ork_replay-test-key"
 
 class FakeRouter(BaseHTTPRequestHandler):
     tasks: dict[str, dict] = {}
+    bodies: dict[str, dict] = {}  # what each POST /v1/tasks sent
     refuse: set[str] = set()  # kinds answered 409
 
     def log_message(self, *args) -> None:  # quiet
@@ -64,6 +65,7 @@ class FakeRouter(BaseHTTPRequestHandler):
             return self._send(401, {"detail": "POST /v1/tasks needs an API key"})
         if body["kind"] in self.refuse:
             return self._send(409, {"detail": "no node can ever host it"})
+        self.bodies[body["id"]] = body
         gpu = body["gpu_milli"] or body["gpu_count"] or body.get("mig_profile")
         self.tasks[body["id"]] = {
             "task_id": body["id"], "status": "succeeded", "node": "gpu-ts-1" if gpu else "edge-1",
@@ -76,6 +78,7 @@ class FakeRouter(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_router():
     FakeRouter.tasks = {}
+    FakeRouter.bodies = {}
     FakeRouter.refuse = set()
     srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeRouter)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -144,3 +147,15 @@ def test_a_policy_other_than_the_routers_is_refused(fake_router, tmp_path: Path,
     assert main(_args(fake_router, tmp_path, "--policy", "rf:latest")) == 2
     assert "runs 'fastest-feasible'" in capsys.readouterr().err
     assert not FakeRouter.tasks
+
+
+def test_real_work_kinds_are_sent_with_their_entry_point(fake_router, tmp_path: Path, capsys) -> None:
+    args = _args(fake_router, tmp_path)
+    args[args.index("--workload") + 1] = str(CONFIGS / "workloads" / "real_mix.yaml")
+    assert main(args) == 0
+    assert "real work (the router must list these in its entry_points)" in capsys.readouterr().out
+    by_kind: dict[str, set] = {}
+    for body in FakeRouter.bodies.values():
+        by_kind.setdefault(body["kind"], set()).add((body.get("entry_point"), str(body.get("args"))))
+    assert by_kind["sales_etl"] == {("orchestrator.examples.real_work:aggregate_etl", "{'rows': 500000, 'days': 7}")}
+    assert by_kind["iot_alerts"] == {(None, "None")}  # emulated kinds carry no entry point

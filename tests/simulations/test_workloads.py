@@ -252,6 +252,21 @@ def test_bad_values_name_file_and_field(tmp_path: Path, old: str, new: str, fiel
     assert_config_error(write(tmp_path, BASE.replace(old, new)), field)
 
 
+def test_real_work_is_named_per_kind_and_checked_at_load(tmp_path: Path) -> None:
+    spec = load_workload(WORKLOADS_DIR / "real_mix.yaml")
+    real = spec.real_work()
+    assert set(real) == {"image_classification", "fraud_scoring", "sales_etl"}
+    assert real["sales_etl"] == {"entry_point": "orchestrator.examples.real_work:aggregate_etl",
+                                 "args": {"rows": 500000, "days": 7}}
+    assert {t.kind for t in generate(spec, 1)} >= set(real)  # the simulator draws them as any kind
+    for extra, field in [("    entry_point: os.system\n", "scenarios[0].entry_point"),
+                         ("    entry_point: a.b:c.d\n", "scenarios[0].entry_point"),
+                         ("    args: {rows: 1}\n", "scenarios[0].args"),
+                         ("    entry_point: a.b:c\n    args: [1]\n", "scenarios[0].args"),
+                         ("    entry_point: a.b:c\n    args: {not-a-name: 1}\n", "scenarios[0].args")]:
+        assert_config_error(write(tmp_path, BASE + extra), field)
+
+
 def test_duplicate_kind_is_rejected(tmp_path: Path) -> None:
     text = BASE + BASE.split("scenarios:\n")[1]
     assert_config_error(write(tmp_path, text), "scenarios[1].kind")

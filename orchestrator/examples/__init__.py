@@ -1,0 +1,1 @@
+"""Example workloads that run real code through the orchestrator (see real_work)."""
