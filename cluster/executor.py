@@ -14,7 +14,7 @@ The executor keeps the simulator's semantics on a real cluster:
   ``kernel="cpu"`` burns CPU for that time instead of sleeping; a user function
   replaces the emulated work and is timed for real;
 * measured queue, network and execution times are reported in workload time
-  (wall time x ``time_compression``; a user function's execution as measured), with the cost from
+  (wall time x ``time_compression``, a user function's too), with the cost from
   :func:`cluster.performance.cost` on the measured execution time.
 
 Ray's own retries are off (``max_retries=0``): when a node dies, its running
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from scheduler.policy import Decision, Policy
     from scheduler.task import Task
 
+#: Ray errors that mean the node itself is gone (a user function runs again elsewhere after these only)
+_NODE_LOST = ("NodeDiedError", "TaskUnschedulableError", "LocalRayletDiedError")
 #: Ray errors after which the task may run elsewhere (the node or its worker went away).
 _SYSTEM_ERRORS = ("NodeDiedError", "WorkerCrashedError", "TaskUnschedulableError", "LocalRayletDiedError",
                   "ObjectLostError", "OwnerDiedError", "RaySystemError", "ActorUnschedulableError",
@@ -601,10 +603,15 @@ class Executor:
             self._unbook(e)
             if name in _SYSTEM_ERRORS or type(cause).__name__ in _SYSTEM_ERRORS:
                 # The node (or its worker) is gone: stop placing there before anything else starts on it.
-                if name in ("NodeDiedError", "TaskUnschedulableError", "LocalRayletDiedError"):
+                if name in _NODE_LOST:
                     self.live.mark_dead(self.live.node_ids[i])
                 self._drain_queue(i)
-                self._retry(e, f"{name} on node {nd.name}")
+                if e.fn is not None and name not in _NODE_LOST:
+                    # a user function may have brought its own worker down (memory): not run again elsewhere
+                    self._finish_failed(e, f"{name} on node {nd.name} while its function ran (not retried: the "
+                                           "function itself may have crashed its worker, e.g. out of memory)")
+                else:
+                    self._retry(e, f"{name} on node {nd.name}")
                 self._replace_stranded()
             else:
                 self._drain_queue(i)
@@ -620,7 +627,7 @@ class Executor:
         self._unbook(e)  # a pipelined task can finish before the bookkeeping saw it start
         self._drain_queue(i)
         c = self.compression
-        ex_ms = exec_s * 1000.0 * (1.0 if e.fn is not None else c)  # a function's work is real, not compressed
+        ex_ms = exec_s * 1000.0 * c
         res = TaskResult(
             e.task.id, "succeeded", node=nd.name, pool=nd.pool, tier=nd.tier, share=share,
             device=int(gpu_ids[0]) if gpu_ids else None, queued=e.queued,

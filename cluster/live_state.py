@@ -49,6 +49,18 @@ class RayNode:
     available: dict[str, float] = field(default_factory=dict)
 
 
+def topology_nodes(spec: ClusterSpec, dead: set[str] | frozenset[str] = frozenset()) -> list[RayNode]:
+    """What Ray would report of a cluster started from ``spec``, every node alive but those named in ``dead``:
+    the node view of a router without a cluster (tests, in-process benchmarks)."""
+    from cluster.ray_resources import node_resources
+
+    out = []
+    for i, nd in enumerate(spec.nodes):
+        res = node_resources(spec, i)
+        out.append(RayNode(f"ray-{nd.name}", nd.name not in dead, dict(res.labels), res.ray_totals(), res.ray_totals()))
+    return out
+
+
 def read_ray_nodes(with_available: bool = True) -> list[RayNode]:
     """Every node the GCS knows (dead ones too), with its free resources when asked and alive."""
     import ray

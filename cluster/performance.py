@@ -38,16 +38,23 @@ def colocation_speed(factor_pair: float, k: int) -> float:
 
 
 def speed(node: NodeSpec, task: "Task", share: Share, sharers: int = 1) -> float:
-    """Relative speed of ``task`` on ``node`` holding ``share`` with ``sharers`` on its device."""
+    """Relative speed of ``task`` on ``node`` holding ``share`` with ``sharers`` on its device (divided
+    by the node's calibrated factor for the task's kind, when it has one)."""
     kind, amount = share
     if kind == "cpu":
-        return node.cpu_speed
-    if kind == "whole":
-        return node.gpu_speed
-    if kind == "mig":
+        s = node.cpu_speed
+    elif kind == "whole":
+        s = node.gpu_speed
+    elif kind == "mig":
         need = task.gpu_amount if task.gpu_need != "whole" else 1.0
-        return node.gpu_speed * min(1.0, mig_fraction(str(amount)) / max(need, 1e-9))
-    return node.gpu_speed * colocation_speed(node.colocation_factor, sharers)
+        s = node.gpu_speed * min(1.0, mig_fraction(str(amount)) / max(need, 1e-9))
+    else:
+        s = node.gpu_speed * colocation_speed(node.colocation_factor, sharers)
+    if node.work_factors:
+        for k, factor in node.work_factors:
+            if k == task.kind:
+                return s / factor
+    return s
 
 
 def exec_seconds(node: NodeSpec, task: "Task", share: Share, sharers: int = 1) -> float:

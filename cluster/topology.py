@@ -97,6 +97,9 @@ class NodeSpec:
     colocation_factor: float
     devices: tuple[GpuDevice, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    #: (task kind, factor) pairs: a calibrated node's measured execution of that kind against the model's
+    #: (``orchestrator calibrate``; :func:`cluster.performance.speed` divides by it); empty: the model as is
+    work_factors: tuple[tuple[str, float], ...] = ()
 
     @property
     def gpu_count(self) -> int:

@@ -17,6 +17,18 @@ if TYPE_CHECKING:  # no import at run time: the router's HTTP client needs only 
 #: how a task names real work: ``package.module:function``, identifiers only (no path, no attribute
 #: after the colon); the router runs only those of its allow-list (serve_app.entry_points)
 ENTRY_POINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def args_problem(args: object) -> str | None:
+    """Why ``args`` cannot be a function's keyword arguments (a mapping of identifiers), or None."""
+    if not isinstance(args, dict):
+        return f"must be a JSON object of keyword arguments, got {type(args).__name__}"
+    bad = [k for k in args if not isinstance(k, str) or not k.isidentifier()]
+    if bad:
+        return f"keys must be Python identifiers (keyword arguments), got {bad[0]!r}"
+    return None
+
+
 #: a task's life cycle in the router: accepted -> placed -> running -> succeeded | failed,
 #: rejected when no placement is feasible, or cancelled (by its owner, an admin or a deadline)
 #: from any status before a final one

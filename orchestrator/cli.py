@@ -49,6 +49,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         source = args.workload
     if not tasks:
         raise UsageError("the workload produced no tasks")
+    if args.calibration:
+        from simulations import calibration
+
+        profile = calibration.load(args.calibration)
+        calibration.check_cluster(profile, spec, args.calibration)
+        spec = calibration.apply_cluster(spec, profile)
     print(f"cluster {spec.name} ({len(spec.nodes)} nodes), {len(tasks)} tasks from {source}, seed {args.seed}")
     table, _ = compare_policies(spec, tasks, policies, seed=args.seed, objective=objective, out=args.out,
                                 meta={"workload": str(source), "cluster_file": str(args.cluster)})
@@ -61,6 +67,8 @@ def _simulate_packing(args: argparse.Namespace) -> int:
     from simulations.packing import parse_seeds, reproduce
     from simulations.published import published_note
 
+    if args.calibration:
+        raise UsageError("--calibration: online mode only (packing has no timing)")
     if not args.trace:
         raise UsageError("--mode packing needs --trace (an Alibaba openb pod list)")
     pods = Path(args.trace)
@@ -122,7 +130,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
 #: ``orchestrator simulate`` never loads Ray or RLlib.
 PLUGINS: list[str] = ["orchestrator.cli_train:add_train"]
 PLUGINS += ["cluster.cli:add_cluster", "replays.sim_vs_real:add_compare", "serve_app.cli:add_serve",
-            "serve_app.keys_cli:add_keys", "capacity.cli:add_capacity"]
+            "serve_app.keys_cli:add_keys", "capacity.cli:add_capacity", "simulations.calibration_cli:add_calibrate"]
 
 
 def add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -141,6 +149,8 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--load-factor", type=float,
                    help="multiply the workload's arrival rate (default: the workload file's load_factor)")
     s.add_argument("--objective", help="objective weights YAML (default configs/objective.yaml)")
+    s.add_argument("--calibration", metavar="PROFILE",
+                   help="online mode: a profile from `orchestrator calibrate` (node speeds, work per kind, network)")
     s.add_argument("--policies", default="round-robin,least-loaded,cheapest-feasible,fastest-feasible,oracle",
                    help="comma-separated policy names (`orchestrator policies` lists them; rf, rl, "
                         "rf:1, rl:2 name learned ones)")

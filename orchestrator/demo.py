@@ -16,7 +16,8 @@ Steps (each prints what it does; a second run reuses what is already up):
 5. a mixed workload submitted with ``ray job submit`` that replays through the
    router (``python -m replays.live --router ...``), then real code the same way
    (``configs/workloads/real_mix.yaml``: the example functions of
-   ``orchestrator/examples/real_work.py`` run on the nodes the router chose);
+   ``orchestrator/examples/real_work.py`` run on the nodes the router chose), and the
+   simulator's timing model calibrated on what the router measured (``orchestrator calibrate``);
 6. the simulator comparison of every policy (rf:latest and rl:latest included) on
    the same tasks, the FGD packing replay on the Alibaba trace when
    ``../shared/traces`` is there, and a capacity recommendation for the workload's rate
@@ -322,6 +323,10 @@ def up(cfg: Settings) -> int:
              "--policy", label, "--api-key-file", str(key_file), "--router-warmup", "8",
              "--duration", f"{cfg.real_duration:g}", "--time-compression", f"{cfg.compression:g}",
              "--out", str(cfg.out / "replay_real")], env=env)
+        print("calibrating the simulator's timing model on what the router measured (orchestrator calibrate)",
+              flush=True)
+        run(orch("calibrate", "--history", f"sqlite:///{cfg.out / 'history.db'}", "--cluster", cfg.cluster,
+                 "--out", str(cfg.out / "calibration")), env=env)
 
     step("6/7 simulator: every policy on the same tasks; FGD packing on the Alibaba trace; a capacity recommendation")
     run([sys.executable, "-m", "orchestrator.demo", "simulate"])  # its own process: a clean exit status

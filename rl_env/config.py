@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from cluster.config import ConfigError, Fields
 from cluster.package_data import DATA_ROOT, data_path, work_path
 from cluster.topology import ClusterSpec, load_cluster
-from scheduler.candidates import DEFAULT_PREFILTER, MAX_CANDIDATES, PREFILTERS
+from scheduler.candidates import MAX_CANDIDATES, PREFILTERS
 from scheduler.objective import DEFAULT_OBJECTIVE, Objective, load_objective
 from simulations.workloads import WorkloadSpec, load_workload
 
@@ -26,7 +26,7 @@ REPO_ROOT = DATA_ROOT
 TRAIN_SEED_RANGE = (1_000_000, 2**31 - 1)
 ENV_KEYS = {"cluster", "workloads", "load_factor", "load_scale", "episode_s", "objective", "reward_scale",
             "invalid_action_penalty", "seed_range", "seeds", "level", "cluster_variants", "max_candidates",
-            "warmup_s", "prefilter"}
+            "warmup_s", "prefilter", "calibration"}
 #: ``level``: what an action names, a node class (``HeteroCluster-v0``) or a candidate node and
 #: share (``HeteroClusterNodes-v0``)
 LEVELS = ("class", "node")
@@ -67,7 +67,11 @@ class EnvConfig:
         max_candidates: node level: candidates per decision (padded; the rest cut by
             :func:`scheduler.candidates.prefilter`).
         prefilter: node level: the rule that cuts them (:data:`scheduler.candidates.PREFILTERS`);
-            the policy serves with its env's rule (an artifact without one: ``spread``).
+            the policy serves with its env's rule (an artifact without one: ``spread``, the rule
+            the shipped rl was evaluated with; the forest's own default is ``mixed``).
+        calibration: a profile of ``orchestrator calibrate`` (:mod:`simulations.calibration`): each
+            node's speed per task kind and each tier's network as measured on the real cluster, so
+            the policy trains on the cluster it will serve.
         warmup_s: each episode's window follows a warm-up drawn uniformly from ``[0, warmup_s]``
             seconds of the same workload draw, placed by :data:`rl_env.env.WARMUP_POLICY` (no step,
             no reward): the agent meets clusters where long jobs run and queues stand, as in a
@@ -88,7 +92,8 @@ class EnvConfig:
     cluster_variants: tuple[str, ...] = ("x1",)
     max_candidates: int = MAX_CANDIDATES
     warmup_s: float = 0.0
-    prefilter: str = DEFAULT_PREFILTER
+    prefilter: str = "spread"
+    calibration: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, file: str | Path | None = None,
@@ -147,12 +152,16 @@ class EnvConfig:
             max_candidates=f.int("max_candidates", d.max_candidates, min=1, max=4096),
             warmup_s=f.num("warmup_s", d.warmup_s, min=0),
             prefilter=f.str("prefilter", d.prefilter, choices=set(PREFILTERS)),
+            calibration=(str(resolve_path(f.str("calibration"))) if f.raw("calibration", None) is not None
+                         else None),
         )
         # Fail here (with file and field) rather than in a worker on the first reset.
         try:
             cfg.load()
         except ConfigError as e:
-            raise f.error("workloads" if "workload" in str(e.file) else "cluster", str(e)) from None
+            field = ("calibration" if cfg.calibration and str(e.file) == cfg.calibration
+                     else "workloads" if "workload" in str(e.file) else "cluster")
+            raise f.error(field, str(e)) from None
         try:
             check_variants(cfg.cluster, cfg.cluster_variants)
         except ValueError as e:
@@ -172,11 +181,11 @@ class EnvConfig:
 
     def clusters(self) -> tuple[tuple[ClusterSpec, int], ...]:
         """Each of :attr:`cluster_variants` of the cluster, with the factor its load scales by."""
-        return _variants(self.cluster, self.cluster_variants)
+        return _variants(self.cluster, self.cluster_variants, self.calibration)
 
     def load(self) -> tuple[ClusterSpec, tuple[WorkloadSpec, ...], Objective]:
         """The cluster, workloads and objective (cached per process)."""
-        return (_cluster(self.cluster), tuple(_workload(w) for w in self.workloads),
+        return (_cluster(self.cluster, self.calibration), tuple(_workload(w) for w in self.workloads),
                 _objective(self.objective))
 
 
@@ -187,8 +196,18 @@ def _pair(f: Fields, key: str, value: Any) -> tuple[Any, Any]:
 
 
 @lru_cache(maxsize=16)
-def _cluster(path: str) -> ClusterSpec:
-    return load_cluster(path)
+def _cluster(path: str, calibration: str | None = None) -> ClusterSpec:
+    spec = load_cluster(path)
+    if calibration is None:
+        return spec
+    from simulations import calibration as cal
+
+    profile = cal.load(calibration)
+    cal.check_cluster(profile, spec, calibration)
+    return cal.apply_cluster(spec, profile)
+
+
+
 
 
 def check_variants(cluster: str, names: "tuple[str, ...] | list[str]") -> None:
@@ -201,10 +220,10 @@ def check_variants(cluster: str, names: "tuple[str, ...] | list[str]") -> None:
 
 
 @lru_cache(maxsize=16)
-def _variants(path: str, names: tuple[str, ...]) -> tuple[tuple[ClusterSpec, int], ...]:
+def _variants(path: str, names: tuple[str, ...], calibration: str | None = None) -> tuple[tuple[ClusterSpec, int], ...]:
     from cluster.variants import variant
 
-    return tuple(variant(_cluster(path), v) for v in names)
+    return tuple(variant(_cluster(path, calibration), v) for v in names)
 
 
 @lru_cache(maxsize=32)

@@ -33,17 +33,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from capacity.forecast import parse_models
 from capacity.live import DEFAULT_MODELS, INTERVALS, MAX_HORIZON
 from cluster.config import UsageError
+from scheduler.task import Task
 from serve_app import errors
 from serve_app.auth import ANONYMOUS, AdminAuth, ClientAuth, Principal
 from serve_app.errors import ApiError, JSONResponse
 from serve_app.guard import Guard
 from serve_app.keys import KeyStoreError, Quota
 from serve_app.models import (AggregateOut, BatchIn, BatchOut, ClusterOut, DecisionOut, ErrorOut, ForecastOut,
-                              HealthOut, KeyIn, KeyOut, PolicyIn, PolicyOut, RecommendationOut, TaskIn, TaskOut,
-                              TaskPage, TaskStatus)
+                              HealthOut, KeyIn, KeyOut, PolicyIn, PolicyOut, RecommendationOut, ShadowIn, TaskIn,
+                              TaskOut, TaskPage, TaskStatus)
 from serve_app.policies import PolicyChoiceError
 from serve_app.service import RouterService
-from scheduler.task import Task
 
 API_VERSION = "1.0.0"
 #: batches larger than this are decided in a worker thread so the event loop keeps serving
@@ -290,7 +290,7 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
         svc.admission.charge(who, 1)
         fields = body.fields()
         work, call = svc.real_work(fields)
-        task, pool = svc.parse_task(fields)
+        task, pool = svc.parse_task(fields, work=True)
         existing, (view, fut, status) = await accept(svc, who, task, pool, body.deadline_s, work, call)
         if existing is not None:
             return JSONResponse(existing, status_code=200, headers={"Idempotent-Replay": "true"})
@@ -390,12 +390,20 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
     @api.put("/v1/policy", response_model=PolicyOut, responses={**_ERRORS, **_ADMIN}, tags=["policy"],
              dependencies=[Depends(admin)], summary="Switch the policy (admin); in-flight requests finish")
     async def put_policy(body: PolicyIn) -> JSONResponse:
-        svc = get()
+        return await switched(get().set_policy, body.policy, body.version)
+
+    async def switched(change: Callable[..., dict[str, Any]], *args: Any) -> JSONResponse:
+        """A policy (or shadow) change, built off the event loop; a bad name or version is a 422 naming it."""
         try:
-            info = await run_in_threadpool(svc.set_policy, body.policy, body.version)
+            return JSONResponse(await run_in_threadpool(change, *args))
         except PolicyChoiceError as exc:
             raise ApiError(422, exc.reason, loc=["body", exc.field]) from None
-        return JSONResponse(info)
+
+    @api.put("/v1/shadow", response_model=PolicyOut, responses={**_ERRORS, **_ADMIN}, tags=["policy"],
+             dependencies=[Depends(admin)],
+             summary="Run a challenger in shadow (admin): it decides every task too, never acted on; null stops it")
+    async def put_shadow(body: ShadowIn) -> JSONResponse:
+        return await switched(get().set_shadow, body.policy, body.version)
 
     @api.get("/v1/capacity/forecast", response_model=ForecastOut, tags=["capacity"],
              responses={409: {"model": ErrorOut, "description": "too little history to forecast from"},

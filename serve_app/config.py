@@ -95,6 +95,9 @@ class RouterConfig:
             kept, and the most (newest) history rows one reads.
         entry_points: the functions (``package.module:function``) a task sent over HTTP may run
             instead of emulated work (:mod:`serve_app.entry_points`); nothing else runs.
+        shadow_policy: a challenger (``rl``, ``rf:2`` ...) that decides every task too and is never
+            acted on: each record keeps its choice, whether it agrees and the model's expected
+            outcome of both (``PUT /v1/shadow`` changes it).
     """
 
     cluster: str | None = None
@@ -141,6 +144,7 @@ class RouterConfig:
     capacity_cache_s: float = 300.0
     capacity_max_rows: int = 200_000
     entry_points: tuple[str, ...] = ()
+    shadow_policy: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -246,6 +250,7 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
         capacity_cache_s=f.num("capacity_cache_s", d.capacity_cache_s, min=0.0, max=86_400.0),
         capacity_max_rows=int(f.num("capacity_max_rows", d.capacity_max_rows, min=1, max=10_000_000)),
         entry_points=check_names(entry_points, lambda key, why: f.fail(key, why, None)),
+        shadow_policy=opt_str("shadow_policy"),
     )
     errs.check()
     return cfg

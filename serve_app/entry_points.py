@@ -16,13 +16,14 @@ ends the task ``failed`` with the exception's type and message.
 from __future__ import annotations
 
 import importlib
+import inspect
 from functools import partial
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 
 from cluster.config import ConfigError
-from cluster.vocabulary import ENTRY_POINT
+from cluster.vocabulary import ENTRY_POINT, args_problem
 
 #: largest ``args`` object (JSON bytes) a task may carry; it is stored with the task
 MAX_ARGS_BYTES = 64 << 10
@@ -64,27 +65,40 @@ class EntryPoints:
                 raise ConfigError(source, f"entry_points[{i}]", f"{name} is a {type(fn).__name__}, not a function")
             self.functions[name] = fn
 
-    def call(self, name: str, args: Mapping[str, Any] | None) -> Callable[[], Any]:
-        """``function(**args)`` of an allowed ``name``, ready to run on a node."""
+    def prepare(self, name: str, args: Any) -> tuple[dict[str, Any], Callable[[], Any]]:
+        """(the arguments as the task stores them, ``function(**those)`` ready to run on a node) of an
+        allowed ``name``. The function gets exactly what is stored, so a resumed task runs the same call."""
         fn = self.functions.get(name)
         if fn is None:
             listed = ", ".join(sorted(self.functions)) or "none: its entry_points list is empty"
             raise EntryPointRefused("entry_point", f"{name!r} is not on this router's allow-list "
                                                    f"(entry_points in its config; allowed: {listed})")
-        return partial(fn, **dict(args or {}))
+        stored = stored_args({} if args is None else args)
+        try:
+            inspect.signature(fn).bind(**stored)
+        except TypeError as exc:
+            raise EntryPointRefused("args", f"{name} does not take them: {exc}") from None
+        except ValueError:  # no signature to read (a builtin): the call itself will tell
+            pass
+        return stored, partial(fn, **stored)
 
-    @staticmethod
-    def check_args(args: Any) -> dict[str, Any]:
-        """``args`` as a task stores it: a JSON object with string keys, at most :data:`MAX_ARGS_BYTES`."""
-        if not isinstance(args, dict):
-            raise EntryPointRefused("args", f"must be a JSON object of keyword arguments, got {type(args).__name__}")
-        bad = [k for k in args if not isinstance(k, str) or not k.isidentifier()]
-        if bad:
-            raise EntryPointRefused("args", f"keys must be Python identifiers (keyword arguments), got {bad[0]!r}")
-        size = len(orjson.dumps(args))
-        if size > MAX_ARGS_BYTES:
-            raise EntryPointRefused("args", f"{size} bytes of JSON; at most {MAX_ARGS_BYTES} (send data by reference)")
-        return args
+
+def stored_args(args: Any) -> dict[str, Any]:
+    """``args`` as JSON the history can store and give back unchanged: a mapping of identifiers, finite
+    numbers, integers of at most 64 bits, at most :data:`MAX_ARGS_BYTES`."""
+    problem = args_problem(args)
+    if problem:
+        raise EntryPointRefused("args", problem)
+    try:
+        text = orjson.dumps(args)
+    except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits, nesting beyond 254 levels
+        raise EntryPointRefused("args", f"not storable as JSON: {exc}") from None
+    if len(text) > MAX_ARGS_BYTES:
+        raise EntryPointRefused("args", f"{len(text)} bytes of JSON; at most {MAX_ARGS_BYTES} (send data by reference)")
+    stored = orjson.loads(text)
+    if stored != args:  # orjson writes NaN and infinities as null
+        raise EntryPointRefused("args", "NaN and infinite numbers are not JSON")
+    return stored
 
 
 def stored_result(value: Any) -> Any:
@@ -92,6 +106,9 @@ def stored_result(value: Any) -> Any:
     :data:`MAX_RESULT_BYTES`, else a note saying why it is not kept."""
     if value is None:
         return None
+    nbytes = getattr(value, "nbytes", None)  # an array: its size is known without serialising it
+    if isinstance(nbytes, int) and nbytes > MAX_RESULT_BYTES:
+        return {"not_kept": f"a {type(value).__name__} of {nbytes} bytes, more than {MAX_RESULT_BYTES}"}
     try:
         text = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError:

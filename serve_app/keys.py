@@ -32,8 +32,9 @@ from serve_app.history_sql import Target, parse_url, sqlite_file
 
 PREFIX = "ork_"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-#: names the router gives to the admin token's work and to keyless decisions: no key may take them
-RESERVED = ("admin", "anonymous")
+#: names the router gives to the admin token's work, to keyless decisions and to the Python API's calls
+#: (serve_app.python_calls.HANDLE_CLIENT): no key may take them
+RESERVED = ("admin", "anonymous", "python-api")
 
 
 class KeyStoreError(ValueError):

@@ -16,6 +16,9 @@ OpenCensus exporter adds no deprecated gauge twin).
 * ``ray_orch_task_cost_dollars_total`` (counter; pool): cost of finished tasks;
 * ``ray_orch_slo_misses_total`` (counter; priority): succeeded tasks over their SLO;
 * ``ray_orch_tasks_in_flight`` (gauge): tasks accepted and not yet finished;
+* ``ray_orch_shadow_decisions_total`` (counter; policy, agrees): decisions of the shadow policy,
+  by whether it chose what the active one did (its decision time is under the
+  ``ray_orch_decision_latency_seconds`` histogram with ``policy="shadow:<name>"``);
 * ``ray_orch_requests_refused_total`` (counter; reason): requests answered 429 by admission
   control (``rate``, ``in_flight``, ``fair_share``, ``queue``), per client name deliberately
   not: a metric label per key would let any key holder grow the exporter's series.
@@ -53,6 +56,7 @@ COST = "orch_task_cost_dollars_total"
 SLO_MISSES = "orch_slo_misses_total"
 IN_FLIGHT = "orch_tasks_in_flight"
 REFUSED = "orch_requests_refused_total"
+SHADOW = "orch_shadow_decisions_total"
 
 #: name -> (type, description, tag keys, histogram buckets)
 SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
@@ -66,6 +70,8 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
     SLO_MISSES: ("counter", "Succeeded tasks that missed their latency SLO", ("priority",), None),
     IN_FLIGHT: ("gauge", "Tasks accepted and not yet finished", (), None),
     REFUSED: ("counter", "Requests refused by admission control (429), by reason", ("reason",), None),
+    SHADOW: ("counter", "Decisions of the shadow policy, by whether the active one chose the same",
+             ("policy", "agrees"), None),
 }
 
 
@@ -251,6 +257,10 @@ class RouterMetrics:
             return
         for x in seconds:
             self.sink.observe(DECISION_LATENCY, x, tags)
+
+    def shadow(self, policy: str, agrees: bool, ms: float) -> None:
+        self.sink.inc(SHADOW, 1, {"policy": policy, "agrees": "true" if agrees else "false"})
+        self.sink.observe(DECISION_LATENCY, ms / 1000.0, {"policy": f"shadow:{policy}"})
 
     def accepted(self, policy: str) -> None:
         self.sink.inc(ACCEPTED, 1, {"policy": policy})

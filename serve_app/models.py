@@ -83,6 +83,13 @@ class PolicyIn(_Strict):
         None, description="registry version of a learned policy: 'latest' or a number")
 
 
+class ShadowIn(_Strict):
+    policy: Optional[str] = Field(..., min_length=1, max_length=64, examples=["rl", "rf:2", None],
+                                  description="the challenger; null stops the shadow")
+    version: Optional[Annotated[str, Field(min_length=1, max_length=16)] | StrictInt] = Field(
+        None, description="registry version of a learned policy: 'latest' or a number")
+
+
 class KeyIn(_Strict):
     """A new API key; unset limits take the router's defaults (``rate_per_s``, ``burst``, ``key_max_in_flight``)."""
 
@@ -216,6 +223,7 @@ class PolicyOut(BaseModel):
     since: float
     available: list[str]
     learned: dict[str, list[int]]
+    shadow: Optional[str] = Field(None, description="the policy deciding in shadow, if any")
 
 
 class ForecastOut(BaseModel):

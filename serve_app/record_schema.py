@@ -35,6 +35,12 @@ TASK_RECORD_SCHEMA: dict[str, Any] = {
     "title": "Task record",
     "type": "object",
     "required": ["task_id", "status", "task", "accepted_at"],
+    "additionalProperties": False,
+    # a task that succeeded has every measured part, where it ran, and the decision it ran by
+    "if": {"properties": {"status": {"const": "succeeded"}}},
+    "then": {"required": [*_PARTS, "cost", "node", "decision"],
+             "properties": {**{k: {"type": "number"} for k in (*_PARTS, "cost")}, "node": {"type": "string"},
+                            "decision": {"type": "object", "required": ["expected"]}}},
     "properties": {
         "task_id": {"type": "string"},
         "status": {"enum": list(STATUSES), "description": "accepted -> placed | running -> a final status"},

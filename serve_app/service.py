@@ -74,8 +74,10 @@ LOCK_CHUNK = 256
 TEMPLATE_CACHE = 4096
 #: bulky columns left out of task listings (``GET /v1/tasks/{id}`` has them)
 _LIST_OMITS = ("features", "decision", "result")
+#: what a task stores of its real work (:meth:`RouterService.real_work`, the Python API)
+_WORK_KEYS = frozenset({"entry_point", "args", "python_call"})
 #: keys of the stored task JSON that are not :class:`Task` fields
-_STORED_EXTRA = ("pool", "inferred", "owner", "deadline_at", "entry_point", "args", "python_call")
+_STORED_EXTRA = ("pool", "inferred", "owner", "deadline_at", *sorted(_WORK_KEYS))
 #: a task's stored ``python_call``: its function came through the Python API (a Serve handle) and
 #: lives only in the router process that took it, so a restarted router cannot run it again
 PYTHON_CALL = "a function sent through the Python API (orchestrator.work)"
@@ -109,6 +111,9 @@ class RouterService:
         self.capacity = CapacityViews(self.history, cfg.capacity_dir, cache_s=cfg.capacity_cache_s,
                                       max_rows=cfg.capacity_max_rows)
         self.policies = PolicyHolder(build_policy(cfg.policy, seed=cfg.seed, registry=cfg.registry))
+        #: a challenger that decides every task too and is never acted on (``shadow_policy``; PUT /v1/shadow)
+        self.shadow: ActivePolicy | None = (build_policy(cfg.shadow_policy, seed=cfg.seed, registry=cfg.registry)
+                                            if cfg.shadow_policy else None)
         self.metrics = metrics if metrics is not None else RouterMetrics()
         self.admission = Admission(Limits(
             rate_per_s=cfg.rate_per_s, burst=cfg.burst, key_max_in_flight=cfg.key_max_in_flight,
@@ -134,16 +139,20 @@ class RouterService:
         self.resumed = 0
 
     # ------------------------------------------------------------------ input
-    def parse_task(self, data: dict[str, Any], prefix: Sequence[str | int] = ("body",)) -> tuple[Task, str | None]:
-        """A validated task and its pool restriction; a bad field raises a 422 naming it.
+    def parse_task(self, data: dict[str, Any], prefix: Sequence[str | int] = ("body",),
+                   work: bool = False) -> tuple[Task, str | None]:
+        """A validated task and its pool restriction; a bad field raises a 422 naming it. ``work``:
+        the caller runs the task (its ``entry_point`` and ``args`` were taken by :meth:`real_work`);
+        a decision alone refuses them, as it would run nothing.
 
         Validation (and inference from the description) runs once per distinct task
         body: requests repeat a few shapes, and :func:`make_task` is deterministic.
         """
         data = dict(data)  # the fields given (``TaskIn.fields()``: no None values); the caller's stays whole
         pool = data.pop("pool", None)
-        data.pop("entry_point", None)  # the work the task runs (see :meth:`real_work`), not its shape
-        data.pop("args", None)
+        for key in ("entry_point", "args"):  # the work the task runs (see :meth:`real_work`), not its shape
+            if data.pop(key, None) is not None and not work:
+                raise field_error(key, "a decision runs nothing: send real work to POST /v1/tasks", prefix=prefix)
         data.pop("deadline_s", None)  # the request's, not the task's (see :meth:`begin_accept`)
         if pool is not None and pool not in self.pools:
             raise field_error("pool", f"unknown pool {pool!r} (known: {', '.join(self.pools)})", prefix=prefix)
@@ -175,21 +184,43 @@ class RouterService:
                 raise field_error("args", "args without an entry_point: name the function they are for")
             return {}, None
         try:
-            args = self.entry_points.check_args({} if args is None else args)
-            call = self.entry_points.call(name, args)
+            args, call = self.entry_points.prepare(name, args)
         except EntryPointRefused as exc:
             raise field_error(exc.field, str(exc), status=403 if exc.field == "entry_point" else 422) from None
         return {"entry_point": name, "args": args}, call
 
     # ------------------------------------------------------------------ decisions
-    def _policy_for(self, active: ActivePolicy, pool: str | frozenset[str] | None):
+    def _policy_for(self, active: ActivePolicy, pool: str | frozenset[str] | None, role: str = "champion"):
+        """``active``'s policy restricted to ``pool`` (kept per pool and role: the shadow's beside the champion's)."""
         if pool is None:
             return active.policy
-        hit = self._pool_policies.get(pool)
+        hit = self._pool_policies.get((pool, role))
         if hit is None or hit[0] is not active:
             hit = (active, PoolPolicy(active.policy, pool))
-            self._pool_policies[pool] = hit
+            self._pool_policies[(pool, role)] = hit
         return hit[1]
+
+    def _shadow_view(self, shadow: ActivePolicy, task: Task, state: ClusterState, where: str | frozenset[str] | None,
+                     d: Decision) -> dict[str, Any]:
+        """What the shadow policy would have done with ``task`` on the state the champion decided on (never
+        acted on): its choice, whether it agrees, its decision time, and the model's expected outcome of
+        its choice, beside the champion's (``expected`` in the decision view), as a counterfactual."""
+        t0 = time.perf_counter()
+        sd = self._policy_for(shadow, where, "shadow").select(task, state)
+        ms = (time.perf_counter() - t0) * 1000.0
+        agrees = sd.placed == d.placed and (not d.placed or (sd.node == d.node and sd.share == d.share))
+        out: dict[str, Any] = {"policy": shadow.name, "placed": sd.placed, "agrees": agrees, "decision_ms": round(ms, 4)}
+        if sd.placed:
+            out.update(node=self.spec.nodes[sd.node].name, share=share_text(sd.share),
+                       expected=self._expected(task, state, sd.node, sd.share))
+        self.metrics.shadow(shadow.name, agrees, ms)
+        return out
+
+    def _expected(self, task: Task, state: ClusterState, i: int, share: Any) -> dict[str, float]:
+        """The model's expected outcome of ``task`` on node ``i`` now, with its objective score."""
+        e = expected_parts(task, state, i, share)
+        e["score"] = self.objective.score(e["latency_ms"], task.slo_ms, task.priority, e["cost"], task.cost_sensitivity)
+        return e
 
     def decide(self, items: Sequence[tuple[Task, str | None]], *, plan: bool = False,
                endpoint: str = "route") -> list[dict[str, Any]]:
@@ -379,7 +410,8 @@ class RouterService:
             raise ApiError(409, f"task id {row['task_id']!r} is taken by another client; choose another id",
                            loc=["body", "id"], type="conflict")
         new = orjson.loads(orjson.dumps(stored))
-        differ = sorted(k for k, v in new.items() if k != "inferred" and old.get(k) != v)
+        # the real work keys too when the retry has none: dropping them would be another task
+        differ = sorted(k for k in set(new) | _WORK_KEYS if k != "inferred" and old.get(k) != new.get(k))
         if differ:
             raise ApiError(409, f"task id {row['task_id']!r} was used for a different task (it differs in "
                                 f"{', '.join(differ)}); a retry must resend the same body, a new task needs a new id",
@@ -424,7 +456,8 @@ class RouterService:
         active = self.policies.active
         clock = time.perf_counter
         with self.live.lock:
-            pol = self._policy_for(active, self._with_room(task, pool))
+            where = self._with_room(task, pool)
+            pol = self._policy_for(active, where)
             if task.id in self._cancelled:  # cancelled between its commit and now: its record says so
                 self._cancelled.discard(task.id)
                 return {"task_id": task.id, "placed": False, "explanation": "cancelled before it was placed",
@@ -439,7 +472,9 @@ class RouterService:
                       "decision_ms": ms}
             if d.placed:
                 x = feature_vector(task, state)
-                view["expected"] = expected_parts(task, state, d.node, d.share)  # before it is booked
+                view["expected"] = self._expected(task, state, d.node, d.share)  # before it is booked
+                if self.shadow is not None:
+                    view["shadow"] = self._shadow_view(self.shadow, task, state, where, d)
                 # booked on the state it was decided on; started, or in the node's FIFO queue
                 fut, waiting = self.executor.admit(task, d, policy=pol, fn=call)
                 handed.append(True)
@@ -501,7 +536,7 @@ class RouterService:
         fields = result_fields(res, task, self.objective)
         fields["attempts"] += attempts_before
         if res.value is not None:
-            fields["result"] = stored_result(res.value)
+            fields["result"] = _kept_result(res)
         status = res.status
         if status == "rejected":
             status = "failed"
@@ -535,14 +570,14 @@ class RouterService:
                 continue
             try:
                 task = make_task(stored, infer=False)
-                call = None if name is None else self.entry_points.call(name, args)
+                call = None if name is None else self.entry_points.prepare(name, args)[1]
             except (TaskError, EntryPointRefused) as exc:
                 self.history.update(tid, "failed", reason=f"cannot resume after a router restart: {exc}")
                 continue
             if python_call:
                 self.history.update(tid, "failed", attempts=tried,
                                     reason=f"the router restarted while the task was {row['status']}; "
-                                           f"{PYTHON_CALL} is not kept across restarts: submit it again")
+                                           f"{PYTHON_CALL} is not kept across restarts: submit it with a new id")
                 self.metrics.finished(row.get("pool"), "failed", None, None, task.priority, None)
                 continue
             if tried > self.cfg.max_retries:
@@ -659,7 +694,14 @@ class RouterService:
 
         a = self.policies.active
         return {"policy": a.name, "version": a.version, "since": a.since, "available": available_policies(),
-                "learned": learned_versions(self.cfg.registry)}
+                "learned": learned_versions(self.cfg.registry), "shadow": self.shadow.name if self.shadow else None}
+
+    def set_shadow(self, name: str | None, version: str | int | None = None) -> dict[str, Any]:
+        """Run ``name`` in shadow from the next task on (None: stop); built fully before it replaces the old."""
+        new = None if name is None else build_policy(name, version, seed=self.cfg.seed, registry=self.cfg.registry)
+        old, self.shadow = self.shadow, new
+        log.info("shadow policy %s -> %s", old.name if old else None, new.name if new else None)
+        return {**self.policy_info(), "previous_shadow": old.name if old else None}
 
     def set_policy(self, name: str, version: str | int | None) -> dict[str, Any]:
         """Build the new policy fully, then swap; requests in flight finish with the old one."""
@@ -718,6 +760,16 @@ class RouterService:
 
 _ID_PREFIX = uuid.uuid4().hex[:12]
 _ID_COUNTER = itertools.count(1)
+
+
+def _kept_result(res: Any) -> Any:
+    """:func:`stored_result` of a task's value, once per result: the completion callback and a request
+    waiting for the task both read it, and sizing a big value is not free."""
+    try:
+        return res.__dict__["_kept"]
+    except KeyError:
+        kept = res.__dict__["_kept"] = stored_result(res.value)
+        return kept
 
 
 def new_task_id() -> str:

@@ -48,7 +48,7 @@ import numpy as np
 from cluster.config import Collector, ConfigError, Fields, load_yaml
 from cluster.package_data import DATA_ROOT, data_path
 from cluster.topology import MIG_PROFILES, load_gpu_models
-from cluster.vocabulary import ENTRY_POINT
+from cluster.vocabulary import ENTRY_POINT, args_problem
 from scheduler.task import MAX_WORK_S, Task, TaskError, make_task
 from simulations.rate_profile import RateProfile, parse_rate_profile
 
@@ -234,9 +234,9 @@ def _parse_real_work(f: Fields) -> tuple[str | None, dict | None]:
         return None, None
     if not isinstance(name, str) or not ENTRY_POINT.fullmatch(name):
         raise f.error("entry_point", f"must be 'package.module:function', got {name!r}")
-    if args is not None and not (isinstance(args, Mapping) and all(isinstance(k, str) and k.isidentifier()
-                                                                    for k in args)):
-        raise f.error("args", f"must be a mapping of keyword arguments, got {args!r}")
+    problem = None if args is None else args_problem(args)
+    if problem:
+        raise f.error("args", problem)
     return name, dict(args or {})
 
 

@@ -22,6 +22,8 @@ import os
 from functools import lru_cache
 from typing import Any
 
+#: the largest image tensor :func:`classify_images` builds (float32: 256 MiB)
+MAX_PIXELS = 1 << 26
 #: the entry-point names of the three functions, as a router config lists them
 ENTRY_POINTS = tuple(f"{__name__}:{f}" for f in ("classify_images", "score_fraud", "aggregate_etl"))
 
@@ -51,6 +53,8 @@ def classify_images(batch: int = 32, size: int = 64, classes: int = 10, seed: in
 
     batch, size = _positive("batch", batch, 4096), _positive("size", size, 1024)
     classes = _positive("classes", classes, 1000)
+    if batch * 3 * size * size > MAX_PIXELS:  # an input tensor beyond this would not fit a worker's memory
+        raise ValueError(f"batch x 3 x size^2 must be at most {MAX_PIXELS}, got {batch * 3 * size * size}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net = _cnn(classes, seed).to(device)
     gen = torch.Generator().manual_seed(seed)
@@ -103,7 +107,7 @@ def aggregate_etl(rows: int = 100_000, days: int = 7, seed: int = 0) -> dict[str
     import numpy as np
     import pandas as pd
 
-    n, days = _positive("rows", rows, 10_000_000), _positive("days", days, 366)
+    n, days = _positive("rows", rows, 5_000_000), _positive("days", days, 366)
     rng = np.random.default_rng(seed)
     orders = pd.DataFrame({
         "store": rng.integers(0, 200, n),

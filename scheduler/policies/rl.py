@@ -31,7 +31,7 @@ import numpy as np
 from cluster.state import ClusterState, node_masks
 from cluster.topology import NODE_CLASSES
 from scheduler.actions import N_ACTIONS, action_mask, resolve
-from scheduler.candidates import MAX_CANDIDATES, candidates
+from scheduler.candidates import MAX_CANDIDATES, PREFILTERS, candidates
 from scheduler.features import N_CANDIDATE_FEATURES, N_FEATURES, candidate_features, feature_vector
 from scheduler.policy import Decision, FeasibilityCache, register, why_infeasible
 from scheduler.task import Task
@@ -79,6 +79,9 @@ class RLPolicy:
         self.max_candidates = max_candidates or (spec.n_actions if spec.level == "node" else MAX_CANDIDATES)
         #: and cut by its env's rule (artifacts older than the choice: ``spread``, which they were evaluated with)
         self.prefilter = (art.meta.get("env") or {}).get("prefilter", "spread")
+        if self.prefilter not in PREFILTERS:
+            raise model_registry.SchemaMismatchError(f"model {art.ref} names prefilter {self.prefilter!r}; this build "
+                                                     f"has {', '.join(PREFILTERS)}")
         self.version = art.version
         self.reset(seed)
 

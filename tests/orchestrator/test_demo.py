@@ -218,6 +218,7 @@ def test_the_replay_through_the_router_wrote_a_record_per_task(demo) -> None:
     with urllib.request.urlopen(f"{demo['router']}/v1/tasks/{tag}-{first['task_id']}", timeout=10) as r:
         row = json.loads(r.read())
     assert row["task"]["entry_point"].startswith("orchestrator.examples.real_work:") and row["result"]
+    assert (out / "calibration" / "profile.yaml").is_file() and "held out" in (out / "calibration" / "report.md").read_text()
     sims = json.loads((out / "online" / "summary.json").read_text())["policies"]
     assert {"rf:latest", "rl:latest", "fgd", "oracle"} <= set(sims)
     assert "ray job submit" in demo["log"]

@@ -11,8 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
-from cluster.live_state import RayNode
-from cluster.ray_resources import node_resources
+from cluster.live_state import RayNode, topology_nodes
 from cluster.topology import ClusterSpec, load_cluster
 from serve_app.api import create_api
 from serve_app.auth import AdminAuth
@@ -34,12 +33,7 @@ class FakeRay:
         self.dead: set[str] = set()
 
     def __call__(self, *args, **kwargs) -> list[RayNode]:
-        out = []
-        for i, nd in enumerate(self.spec.nodes):
-            res = node_resources(self.spec, i)
-            out.append(RayNode(f"ray-{nd.name}", nd.name not in self.dead, dict(res.labels), res.ray_totals(),
-                               res.ray_totals()))
-        return out
+        return topology_nodes(self.spec, self.dead)
 
 
 def make_service(tmp_path: Path, backend=None, **args) -> tuple[RouterService, FakeRay]:

@@ -17,7 +17,8 @@ from orchestrator.examples import real_work
 from orchestrator.work import TaskFailed, TaskRefused, WorkHandle
 from serve_app.config import parse_router_config
 from serve_app.entry_points import MAX_ARGS_BYTES
-from serve_app.python_calls import run_function
+from serve_app.keys import RESERVED
+from serve_app.python_calls import HANDLE_CLIENT, run_function
 from tests.cluster.test_executor import FakeRay as FakeBackend
 from tests.cluster.test_executor import wait_for
 from tests.learned_registry import learned_registry  # noqa: F401  (autouse: rf:latest exists)
@@ -25,6 +26,13 @@ from tests.serve_app.router_fakes import make_client, make_service
 
 ETL, FRAUD, IMAGES = real_work.ENTRY_POINTS[2], real_work.ENTRY_POINTS[1], real_work.ENTRY_POINTS[0]
 TASK = {"cpu_milli": 500, "mem_mib": 100, "work": 0.5, "pool": "edge"}
+
+
+def _deep(n: int) -> list:
+    out: list = []
+    for _ in range(n):
+        out = [out]
+    return out
 
 
 @pytest.fixture
@@ -77,6 +85,8 @@ def test_an_allow_listed_function_runs_and_its_result_is_recorded(svc, backend) 
     assert again.status_code == 200 and again.json()["result"] == value
     other = c.post("/v1/tasks", json={**TASK, "id": "etl-1", "entry_point": ETL, "args": {"rows": 5}})
     assert other.status_code == 409 and "args" in other.json()["detail"][0]["msg"]
+    emulated = c.post("/v1/tasks", json={**TASK, "id": "etl-1"})  # the same shape without its work
+    assert emulated.status_code == 409 and "entry_point" in emulated.json()["detail"][0]["msg"]
 
 
 def test_a_function_that_raises_ends_failed_with_its_error_and_frees_the_node(svc, backend) -> None:
@@ -113,7 +123,10 @@ def test_nothing_off_the_allow_list_runs_or_is_recorded(svc, backend, name, stat
     ({"args": {"rows": 1}}, "args", "without an entry_point"),
     ({"entry_point": ETL, "args": [1, 2]}, "args", "dictionary"),
     ({"entry_point": ETL, "args": {"not-a-name": 1}}, "args", "identifiers"),
-    ({"entry_point": ETL, "args": {"blob": "x" * MAX_ARGS_BYTES}}, "args", "at most"),
+    ({"entry_point": ETL, "args": {"rows": 1, "blob": "x" * MAX_ARGS_BYTES}}, "args", "at most"),
+    ({"entry_point": ETL, "args": {"rows": 10 ** 30}}, "args", "not storable as JSON"),
+    ({"entry_point": ETL, "args": {"rows": 5, "nested": _deep(300)}}, "args", "not storable as JSON"),
+    ({"entry_point": ETL, "args": {"row_count": 5}}, "args", "does not take them"),
 ])
 def test_bad_arguments_are_a_422_naming_them(svc, backend, body, field, words) -> None:
     r = make_client(svc).post("/v1/tasks", json={**TASK, **body})
@@ -121,6 +134,32 @@ def test_bad_arguments_are_a_422_naming_them(svc, backend, body, field, words) -
     detail = r.json()["detail"][0]
     assert detail["loc"][-1] == field and words in detail["msg"]
     assert backend.sent == [] and svc.history.count() == 0
+
+
+def test_non_finite_numbers_in_args_are_refused(svc, backend) -> None:
+    """NaN parses (Python's JSON reader takes it) but would be stored as null and run as None on a resume."""
+    r = make_client(svc).post("/v1/tasks", content=b'{"cpu_milli": 500, "entry_point": "%s", "args": {"rows": NaN}}'
+                              % ETL.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "NaN" in r.json()["detail"][0]["msg"]
+    assert backend.sent == [] and svc.history.count() == 0
+
+
+def test_a_decision_refuses_real_work(svc) -> None:
+    c = make_client(svc)
+    for path, body in (("/v1/route", {**TASK, "entry_point": ETL}), ("/v1/route/batch", {"tasks": [{**TASK, "args": {}}]})):
+        r = c.post(path, json=body)
+        assert r.status_code == 422 and "a decision runs nothing" in r.json()["detail"][0]["msg"], r.text
+
+
+def test_a_function_that_crashes_its_worker_is_not_run_again(svc, backend) -> None:
+    """Ray reports a worker lost under a user function (out of memory) as a system error: the task fails
+    with the reason instead of taking down a worker on every other node in turn."""
+    from tests.cluster.test_executor import WorkerCrashedError
+
+    make_client(svc).post("/v1/tasks", json={**TASK, "id": "oom", "entry_point": ETL, "args": {"rows": 10}})
+    backend.sent[-1].callback(WorkerCrashedError("the worker died"))
+    rec = _final(svc, "oom")
+    assert rec["status"] == "failed" and "not retried" in rec["reason"] and len(backend.sent) == 1
 
 
 def test_the_allow_list_is_checked_when_the_router_starts(tmp_path) -> None:
@@ -147,7 +186,7 @@ def test_a_restarted_router_runs_entry_points_again_but_not_python_functions(tmp
         assert _run_last(later)["rows"] == 10
         assert _final(second, "again")["result"]["rows"] == 10
         lost = second.history.get("lost")
-        assert lost["status"] == "failed" and "Python API" in lost["reason"] and "submit it again" in lost["reason"]
+        assert lost["status"] == "failed" and "Python API" in lost["reason"] and "with a new id" in lost["reason"]
     finally:
         second.close()
 
@@ -159,20 +198,40 @@ async def _submit_only(svc, fields: dict) -> None:
     call.cancel()
 
 
+def _scaled_sum(rows: list, k: int = 1) -> dict:
+    return {"sum": sum(rows) * k}
+
+
 def test_the_python_api_places_runs_and_answers_the_value(svc, backend) -> None:
     async def go():
         call = asyncio.ensure_future(run_function(svc, {**TASK, "id": "py-1", "description": "batch etl"},
-                                                  lambda rows, k=1: {"sum": sum(rows) * k}, ([1, 2, 3],), {"k": 2}))
+                                                  _scaled_sum, ([1, 2, 3],), {"k": 2}))
         await asyncio.to_thread(wait_for, lambda: backend.sent)
         _run_last(backend)
         return await call
     out = asyncio.run(go())
     assert out["value"] == {"sum": 12} and out["record"]["status"] == "succeeded"
     rec = _final(svc, "py-1")
-    assert rec["task"]["python_call"].endswith("<lambda>") and rec["result"] == {"sum": 12}
+    assert rec["task"]["python_call"] == f"{__name__}._scaled_sum" and rec["result"] == {"sum": 12}
     assert rec["task"]["owner"] == "python-api"
     handle = WorkHandle(_Answered(out), "py-1")
     assert handle.result() == {"sum": 12} and handle.outcome()["node"] == rec["node"]
+    again = asyncio.run(run_function(svc, {**TASK, "id": "py-1", "description": "batch etl"},
+                                     _scaled_sum, ([1, 2, 3],), {"k": 2}))
+    assert again.get("replayed") and again["value"] == {"sum": 12} and len(backend.sent) == 1, again  # not run twice
+
+
+def test_the_python_api_answers_a_retry_of_a_running_task_with_409(svc, backend) -> None:
+    async def go():
+        first = asyncio.ensure_future(run_function(svc, {**TASK, "id": "py-run"}, sum, ([1],)))
+        await asyncio.to_thread(wait_for, lambda: backend.sent)
+        retry = await run_function(svc, {**TASK, "id": "py-run"}, sum, ([1],))
+        _run_last(backend)
+        return retry, await first
+    retry, first = asyncio.run(go())
+    assert retry["error"]["status"] == 409 and "under way" in retry["error"]["detail"]
+    assert first["value"] == 1
+    assert HANDLE_CLIENT in RESERVED  # no API key can take the Python API's client name
 
 
 def test_the_python_api_refuses_with_the_field_and_reports_failures(svc, backend) -> None:
@@ -183,6 +242,8 @@ def test_the_python_api_refuses_with_the_field_and_reports_failures(svc, backend
     http_only = asyncio.run(run_function(svc, {"entry_point": ETL}, print))
     assert http_only["error"]["detail"][0]["loc"] == ["task", "entry_point"]
     assert asyncio.run(run_function(svc, {}, "not callable"))["error"]["detail"][0]["loc"] == ["fn"]
+    assert asyncio.run(run_function(svc, ["cpu_milli"], print))["error"]["detail"][0]["loc"] == ["task"]
+    assert asyncio.run(run_function(svc, {}, print, (), {1: 2}))["error"]["detail"][0]["loc"] == ["kwargs"]
     assert backend.sent == [] and svc.history.count() == 0
 
     def boom() -> None:
@@ -230,3 +291,5 @@ def test_finished_records_follow_the_documented_schema(svc, backend) -> None:
         assert exp["exec_ms"] > 0 and exp["latency_ms"] >= exp["exec_ms"] and rec["latency_ms"] is not None
     bad = {**rec, "decision": {**rec["decision"], "expected": {"exec_ms": 1.0}}}
     assert not check.is_valid(bad)  # the schema holds the parts calibration needs
+    renamed = {**{k: v for k, v in rec.items() if k != "exec_ms"}, "execution_ms": rec["exec_ms"]}
+    assert not check.is_valid(renamed)  # a renamed or dropped field is caught, not silently allowed

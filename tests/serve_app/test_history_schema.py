@@ -121,3 +121,30 @@ def test_a_new_database_records_its_version_and_a_newer_one_is_refused(
         engine.dispose()
     with pytest.raises(HistoryError, match=f"schema version {VERSION + 1}, newer than this code's {VERSION}"):
         open_store(url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_version_2_history_gains_the_result_column_with_its_rows_intact(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Version 3 added ``tasks.result`` (what a real task's function returned); a version-2 database
+    (today's schema without that column) is brought up in place and records results from then on."""
+    url = f"sqlite:///{tmp_path / 'h.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    h = open_store(url)
+    h.accept("old", {"id": "old"})
+    h.update("old", "succeeded", latency_ms=5.0, durable=True)
+    h.close()
+    engine = parse_url(url).engine()
+    try:
+        with engine.begin() as conn:  # back to version 2
+            conn.execute(sa.text("ALTER TABLE tasks DROP COLUMN result"))
+            conn.execute(sa.text("UPDATE schema_version SET version = 2"))
+    finally:
+        engine.dispose()
+    assert _version(url) == 2
+    h = open_store(url)
+    assert _version(url) == VERSION == 3
+    assert h.get("old")["latency_ms"] == 5.0 and h.get("old")["result"] is None
+    h.accept("new", {"id": "new"})
+    h.update("new", "succeeded", result={"rows": 3}, durable=True)
+    assert h.get("new")["result"] == {"rows": 3}
+    h.close()
