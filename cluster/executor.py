@@ -603,10 +603,11 @@ class Executor:
             self._unbook(e)
             if name in _SYSTEM_ERRORS or type(cause).__name__ in _SYSTEM_ERRORS:
                 # The node (or its worker) is gone: stop placing there before anything else starts on it.
-                if name in _NODE_LOST:
+                lost = name in _NODE_LOST or type(cause).__name__ in _NODE_LOST
+                if lost:
                     self.live.mark_dead(self.live.node_ids[i])
                 self._drain_queue(i)
-                if e.fn is not None and name not in _NODE_LOST:
+                if e.fn is not None and not lost:
                     # a user function may have brought its own worker down (memory): not run again elsewhere
                     self._finish_failed(e, f"{name} on node {nd.name} while its function ran (not retried: the "
                                            "function itself may have crashed its worker, e.g. out of memory)")

@@ -57,7 +57,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         spec = calibration.apply_cluster(spec, profile)
     print(f"cluster {spec.name} ({len(spec.nodes)} nodes), {len(tasks)} tasks from {source}, seed {args.seed}")
     table, _ = compare_policies(spec, tasks, policies, seed=args.seed, objective=objective, out=args.out,
-                                meta={"workload": str(source), "cluster_file": str(args.cluster)})
+                                meta={"workload": str(source), "cluster_file": str(args.cluster),
+                                      "calibration": str(args.calibration) if args.calibration else None})
     print_table(table)
     print(f"records and summary written to {args.out}/")
     return 0

@@ -207,9 +207,6 @@ def _cluster(path: str, calibration: str | None = None) -> ClusterSpec:
     return cal.apply_cluster(spec, profile)
 
 
-
-
-
 def check_variants(cluster: str, names: "tuple[str, ...] | list[str]") -> None:
     """Raise ``ValueError`` naming the first of ``names`` that is no variant of the cluster YAML ``cluster``."""
     for v in names:

@@ -91,7 +91,7 @@ def expected_many(tasks: Sequence[Task], state: ClusterState, nodes: np.ndarray,
     for col, (i, share, free) in enumerate(zip(nodes.tolist(), shares, fits.tolist())):
         nd = spec_nodes[i]
         sharers = sharers_at_start(state, i, share)
-        if share[0] == "mig":
+        if share[0] == "mig" or nd.work_factors:  # the speed depends on each task's need (MIG) or kind (calibrated)
             ex = work / np.array([speed(nd, t, share, sharers) for t in tasks])
         else:
             ex = work / speed(nd, tasks[0], share, sharers)

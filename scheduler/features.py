@@ -287,7 +287,7 @@ class CandidateFeatures:
 
     def static(self, task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence) -> _Static:
         key = (task.priority, task.slo_ms, task.cpu_milli, task.mem_mib, task.gpu_milli, task.gpu_count,
-               task.mig_profile, task.gpu_models, task.cost_sensitivity, nodes.tobytes())
+               task.mig_profile, task.gpu_models, task.cost_sensitivity, task.kind, nodes.tobytes())
         hit = self._static.get(key)
         if hit is None:
             if len(self._static) >= MAX_TASK_PARTS:

@@ -17,7 +17,7 @@ OpenCensus exporter adds no deprecated gauge twin).
 * ``ray_orch_slo_misses_total`` (counter; priority): succeeded tasks over their SLO;
 * ``ray_orch_tasks_in_flight`` (gauge): tasks accepted and not yet finished;
 * ``ray_orch_shadow_decisions_total`` (counter; policy, agrees): decisions of the shadow policy,
-  by whether it chose what the active one did (its decision time is under the
+  by whether it chose what the active one did (``true``, ``false``; ``error`` when it failed) (its decision time is under the
   ``ray_orch_decision_latency_seconds`` histogram with ``policy="shadow:<name>"``);
 * ``ray_orch_requests_refused_total`` (counter; reason): requests answered 429 by admission
   control (``rate``, ``in_flight``, ``fair_share``, ``queue``), per client name deliberately
@@ -258,8 +258,9 @@ class RouterMetrics:
         for x in seconds:
             self.sink.observe(DECISION_LATENCY, x, tags)
 
-    def shadow(self, policy: str, agrees: bool, ms: float) -> None:
-        self.sink.inc(SHADOW, 1, {"policy": policy, "agrees": "true" if agrees else "false"})
+    def shadow(self, policy: str, agrees: bool | None, ms: float) -> None:
+        """One shadow decision; ``agrees`` None: the shadow policy failed (``agrees="error"``)."""
+        self.sink.inc(SHADOW, 1, {"policy": policy, "agrees": "error" if agrees is None else str(agrees).lower()})
         self.sink.observe(DECISION_LATENCY, ms / 1000.0, {"policy": f"shadow:{policy}"})
 
     def accepted(self, policy: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from cluster.topology import MIG_PROFILES
 from cluster.vocabulary import ENTRY_POINT, SHARE_KINDS, STATUSES
@@ -88,6 +88,12 @@ class ShadowIn(_Strict):
                                   description="the challenger; null stops the shadow")
     version: Optional[Annotated[str, Field(min_length=1, max_length=16)] | StrictInt] = Field(
         None, description="registry version of a learned policy: 'latest' or a number")
+
+    @model_validator(mode="after")
+    def _version_needs_a_policy(self) -> "ShadowIn":
+        if self.policy is None and self.version is not None:
+            raise ValueError("version without a policy: name the policy, or send neither to stop the shadow")
+        return self
 
 
 class KeyIn(_Strict):

@@ -30,6 +30,15 @@ _PARTS = {
     "latency_ms": "queue + network + execution, end to end",
 }
 
+#: the model's expected outcome of a choice at decision time
+_EXPECTED = {
+    "type": "object", "required": [*_PARTS, "cost", "score"],
+    "description": "what the simulator's model expected at decision time (tier-mean network): beside the measured "
+                   "parts, what calibration compares; beside the shadow's, a counterfactual",
+    "properties": {**{k: _num(f"expected: {v}") for k, v in _PARTS.items()}, "cost": _num("expected dollars"),
+                   "score": _num("the objective of that expected outcome")},
+}
+
 TASK_RECORD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "Task record",
@@ -89,12 +98,16 @@ TASK_RECORD_SCHEMA: dict[str, Any] = {
                 "placed": {"type": "boolean"}, "node": _STR, "node_class": _STR, "queued": {"type": "boolean"},
                 "scores": {"type": "object", "additionalProperties": {"type": "number"}},
                 "probabilities": {"type": ["object", "null"]}, "explanation": {"type": "string"},
-                "expected": {
-                    "type": "object", "required": [*_PARTS, "cost"],
-                    "description": "what the simulator's model expected at decision time (tier-mean network): "
-                                   "beside the measured parts, what calibration compares",
-                    "properties": {**{k: _num(f"expected: {v}") for k, v in _PARTS.items()},
-                                   "cost": _num("expected dollars")},
+                "expected": _EXPECTED,
+                "shadow": {
+                    "type": "object", "required": ["policy"],
+                    "description": "what the shadow policy (a challenger, never acted on) chose for this task on "
+                                   "the same state: its choice, agreement, decision time and expected outcome, or "
+                                   "the error it raised",
+                    "properties": {"policy": {"type": "string"}, "placed": {"type": "boolean"},
+                                   "agrees": {"type": "boolean"}, "decision_ms": {"type": "number"},
+                                   "node": {"type": "string"}, "share": {"type": "string"}, "expected": _EXPECTED,
+                                   "error": {"type": "string"}},
                 },
             },
         },

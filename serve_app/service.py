@@ -125,7 +125,7 @@ class RouterService:
                                         cfg.client_max_requests)
         self.pools = tuple(self.spec.pools)
         self.entry_points = EntryPoints(cfg.entry_points, "router args")
-        self._pool_policies: dict[str | frozenset[str], tuple[ActivePolicy, PoolPolicy]] = {}
+        self._pool_policies: dict[tuple[str | frozenset[str], str], tuple[ActivePolicy, PoolPolicy]] = {}
         self._templates: dict[tuple, Task] = {}
         self._claims: set[str] = set()
         self._claims_lock = threading.Lock()
@@ -206,13 +206,19 @@ class RouterService:
         acted on): its choice, whether it agrees, its decision time, and the model's expected outcome of
         its choice, beside the champion's (``expected`` in the decision view), as a counterfactual."""
         t0 = time.perf_counter()
-        sd = self._policy_for(shadow, where, "shadow").select(task, state)
-        ms = (time.perf_counter() - t0) * 1000.0
-        agrees = sd.placed == d.placed and (not d.placed or (sd.node == d.node and sd.share == d.share))
-        out: dict[str, Any] = {"policy": shadow.name, "placed": sd.placed, "agrees": agrees, "decision_ms": round(ms, 4)}
-        if sd.placed:
-            out.update(node=self.spec.nodes[sd.node].name, share=share_text(sd.share),
-                       expected=self._expected(task, state, sd.node, sd.share))
+        try:
+            sd = self._policy_for(shadow, where, "shadow").select(task, state)
+            ms = (time.perf_counter() - t0) * 1000.0
+            agrees = sd.placed == d.placed and (not d.placed or (sd.node == d.node and sd.share == d.share))
+            out: dict[str, Any] = {"policy": shadow.name, "placed": sd.placed, "agrees": agrees,
+                                   "decision_ms": round(ms, 4)}
+            if sd.placed:
+                out.update(node=self.spec.nodes[sd.node].name, share=share_text(sd.share),
+                           expected=self._expected(task, state, sd.node, sd.share))
+        except Exception as exc:  # noqa: BLE001 - a challenger's bug must never decide a task's fate
+            log.exception("shadow policy %s failed on task %s", shadow.name, task.id)
+            self.metrics.shadow(shadow.name, None, (time.perf_counter() - t0) * 1000.0)
+            return {"policy": shadow.name, "error": f"{type(exc).__name__}: {exc}"[:300]}
         self.metrics.shadow(shadow.name, agrees, ms)
         return out
 
@@ -468,13 +474,14 @@ class RouterService:
             ms = (clock() - t0) * 1000.0
             fut = None
             view = decision_view(d, task, self.spec, ms, active.name, active.version)
+            shadow = self.shadow  # read once: PUT /v1/shadow may replace it meanwhile
+            if shadow is not None:
+                view["shadow"] = self._shadow_view(shadow, task, state, where, d)
             common = {"policy": active.name, "policy_version": _text(active.version), "decision": view,
                       "decision_ms": ms}
             if d.placed:
                 x = feature_vector(task, state)
                 view["expected"] = self._expected(task, state, d.node, d.share)  # before it is booked
-                if self.shadow is not None:
-                    view["shadow"] = self._shadow_view(self.shadow, task, state, where, d)
                 # booked on the state it was decided on; started, or in the node's FIFO queue
                 fut, waiting = self.executor.admit(task, d, policy=pol, fn=call)
                 handed.append(True)

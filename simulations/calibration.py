@@ -81,14 +81,17 @@ class Sample:
 
 
 def samples(records: Iterable[Mapping[str, Any]]) -> tuple[list[Sample], int]:
-    """The usable records (succeeded, measured, with the model's expectation and the node class it
-    ran on), oldest first, and how many others were skipped."""
+    """The usable records (succeeded at the first attempt, measured, with the model's expectation and
+    the node class it ran on), oldest first, and how many others were skipped. A re-placed task's
+    decision and expectation describe its first node, its measured times the last: not a pair."""
     out, skipped = [], 0
     for r in records:
         exp = (r.get("decision") or {}).get("expected") if isinstance(r.get("decision"), dict) else None
         parts = [r.get("queue_ms"), r.get("network_ms"), r.get("exec_ms")]
         cls = (r.get("decision") or {}).get("node_class") if isinstance(r.get("decision"), dict) else None
+        decided = (r.get("decision") or {}).get("node") if isinstance(r.get("decision"), dict) else None
         if (r.get("status") != "succeeded" or not isinstance(exp, Mapping) or not r.get("node") or not cls
+                or int(r.get("attempts") or 1) > 1 or decided != r.get("node")
                 or any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in parts)
                 or not all(isinstance(exp.get(k), (int, float)) and math.isfinite(exp[k]) and exp[k] >= 0
                            for k in ("queue_ms", "network_ms", "exec_ms"))
@@ -208,7 +211,7 @@ def load(path: str | Path) -> Profile:
     network = {}
     for tier, pair in raw_net.items():
         if (not isinstance(pair, (list, tuple)) or len(pair) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
                 or not 0 <= pair[0] <= pair[1]):
             raise f.error(f"network_ms.{tier}", f"must be [low, high] milliseconds, got {pair!r}")
         network[str(tier)] = (float(pair[0]), float(pair[1]))

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.config import UsageError
+from cluster.config import ConfigError, UsageError
+from simulations.calibration import HOLDOUT, MIN_TASKS
 
 #: rows read per history query
 PAGE = 1000
@@ -19,9 +20,10 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
                    help="the router's history (sqlite:///results/serve/history.db, postgresql://...)")
     p.add_argument("--cluster", default="configs/cluster/local.yaml", help="the cluster the history ran on")
     p.add_argument("--out", default="results/calibration", help="folder for profile.yaml and the report")
-    p.add_argument("--holdout", type=float, default=0.3,
+    p.add_argument("--holdout", type=float, default=HOLDOUT,
                    help="fraction of the history, its newest tasks, held out to judge the profile")
-    p.add_argument("--min-tasks", type=int, default=5, help="tasks a node or kind needs for a factor of its own")
+    p.add_argument("--min-tasks", type=int, default=MIN_TASKS,
+                   help="tasks a node class and kind need for a factor of their own")
     p.add_argument("--max-tasks", type=int, default=200_000, help="read at most this many (the newest) tasks")
     p.add_argument("--markdown", metavar="PATH", help="also write the report to this page, with the command and date "
                                                       "(e.g. docs/calibration.md)")
@@ -29,17 +31,20 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def read_history(url: str, max_tasks: int) -> list[dict[str, Any]]:
-    """The newest ``max_tasks`` succeeded tasks of the history at ``url``."""
+    """The newest ``max_tasks`` succeeded tasks of the history at ``url`` accepted before now (pinned: a
+    live router's new tasks would shift the pages under the reader)."""
     from serve_app.history import HistoryError, open_store
 
     try:
         store = open_store(url)
     except (HistoryError, ValueError) as exc:
         raise UsageError(f"--history {url}: {exc}") from None
+    until = time.time()
     try:
         rows: list[dict[str, Any]] = []
         while len(rows) < max_tasks:
-            page = store.query(status="succeeded", limit=min(PAGE, max_tasks - len(rows)), offset=len(rows))
+            page = store.query(status="succeeded", until=until, limit=min(PAGE, max_tasks - len(rows)),
+                               offset=len(rows))
             rows += page
             if len(page) < PAGE:
                 break
@@ -66,7 +71,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                          f"{skipped} others skipped)") from None
     if not held:
         raise UsageError(f"--holdout {args.holdout}: leaves no task to judge the profile on")
-    cal.check_cluster(profile, spec, args.out)
+    try:
+        cal.check_cluster(profile, spec, args.history)
+    except ConfigError as exc:
+        raise UsageError(f"--cluster {args.cluster}: the history ran on another cluster ({exc.reason})") from None
     report = {"history": args.history, "cluster": spec.name, "skipped": skipped, "created": time.time(),
               "fit": _part(fitted), "held_out": _part(held),
               "before": {"fit": cal.errors(fitted, None), "held_out": cal.errors(held, None)},
@@ -103,7 +111,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"fitted on the {fit['tasks']} oldest succeeded tasks ({fit['first']} .. {fit['last']}, accepted "
              f"{when(fit['accepted_from'])} to {when(fit['accepted_to'])}), judged on the {held['tasks']} newest "
              f"({held['first']} .. {held['last']}, from {when(held['accepted_from'])}); {report['skipped']} "
-             "records skipped (not succeeded, or without the model's expectation).", "",
+             "records skipped (not succeeded at the first attempt, or without the model's expectation).", "",
              "Sim-vs-real error of the model's per-task latency (at decision time) against the measured one:", "",
              "| part | model | mean error % | p95 error % | median per-task error % | measured mean ms | predicted mean ms |",
              "|---|---|---|---|---|---|---|"]

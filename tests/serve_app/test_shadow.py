@@ -75,3 +75,38 @@ def test_the_admin_starts_changes_and_stops_the_shadow(tmp_path, backend) -> Non
         assert "shadow" not in _records(svc, ["s1"])[0]["decision"]
     finally:
         svc.close()
+
+
+class _Broken:
+    """A challenger with a bug: whatever it is asked, it raises."""
+
+    name = "broken"
+    pure = True
+
+    def select(self, task, state):
+        raise RuntimeError("challenger bug")
+
+
+def test_a_failing_shadow_never_decides_a_tasks_fate(tmp_path, backend) -> None:
+    from jsonschema import Draft202012Validator
+
+    from serve_app.policies import ActivePolicy
+    from serve_app.record_schema import TASK_RECORD_SCHEMA
+
+    svc, _ = make_service(tmp_path, backend=backend)
+    try:
+        svc.shadow = ActivePolicy(_Broken(), "broken", None, 0.0)
+        c = make_client(svc)
+        assert c.post("/v1/tasks", json=TASKS[0]).status_code == 202  # placed and running all the same
+        rec = _records(svc, ["s0"])[0]
+        assert rec["decision"]["shadow"] == {"policy": "broken", "error": "RuntimeError: challenger bug"}
+        assert svc.metrics.sink.total(SHADOW, policy="broken", agrees="error") == 1
+        check = Draft202012Validator(TASK_RECORD_SCHEMA)
+        check.validate(c.get("/v1/tasks/s0").json())
+        svc.set_shadow("least-loaded")
+        c.post("/v1/tasks", json=TASKS[1])
+        _records(svc, ["s1"])
+        check.validate(c.get("/v1/tasks/s1").json())  # a shadow's choice is part of the documented record
+        assert c.put("/v1/shadow", json={"policy": None, "version": 2}, headers=ADMIN).status_code == 422
+    finally:
+        svc.close()

@@ -43,7 +43,7 @@ def records(n: int = 400, seed: int = 0) -> list[dict]:
         lo, hi = NET[TIER[node]]
         out.append({"task_id": f"t{i:04d}", "status": "succeeded", "node": node, "tier": TIER[node], "kind": kind,
                     "accepted_at": 1_000.0 + i,
-                    "decision": {"node_class": CLASS[node],
+                    "decision": {"node": node, "node_class": CLASS[node],
                                  "expected": {"queue_ms": exp_queue, "network_ms": 25.0, "exec_ms": exp_exec,
                                               "latency_ms": exp_queue + 25.0 + exp_exec, "cost": 0.0}},
                     "queue_ms": exp_queue * NODE[node], "network_ms": float(rng.uniform(lo, hi)),
@@ -155,3 +155,34 @@ def test_the_rl_env_trains_on_the_calibrated_cluster(tmp_path) -> None:
     assert EnvConfig.from_mapping(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="calibration"):
         EnvConfig.from_mapping({"calibration": str(tmp_path / "missing.yaml")})
+
+
+def test_estimates_and_features_see_each_kinds_factor() -> None:
+    """Two tasks of one shape and different kinds on a calibrated cluster: the batch estimate, the single
+    one and the forest's candidate rows (cached per task shape) each see the kind's own factor."""
+    from cluster.state import ClusterState
+    from scheduler.candidates import candidates
+    from scheduler.estimate import expected_lists, expected_many
+    from scheduler.features import CANDIDATE_FEATURE_NAMES, candidate_features
+    from scheduler.policy import FeasibilityCache
+
+    spec = cal.apply_cluster(load_cluster(LOCAL), cal.Profile({}, {"slow": 4.0}, {}, {}))
+    state = ClusterState.from_spec(spec)
+    slow, plain = (make_task({"id": k, "kind": k, "cpu_milli": 1000, "work": 1.0}, infer=False) for k in ("slow", "plain"))
+    nodes, shares, fits = candidates(FeasibilityCache(), slow, state)
+    lat_many, _ = expected_many([slow, plain], state, nodes, shares, fits)
+    for row, task in zip(lat_many, (slow, plain)):
+        assert row.tolist() == pytest.approx(expected_lists(task, state, nodes, shares, fits)[0])
+    col = CANDIDATE_FEATURE_NAMES.index("exec_slo")
+    x_slow = candidate_features(slow, state, nodes, shares, fits)[:, col]
+    x_plain = candidate_features(plain, state, nodes, shares, fits)[:, col]
+    assert x_slow == pytest.approx(x_plain + math.log10(4.0), abs=1e-5)
+
+
+def test_a_re_placed_task_is_not_a_sample() -> None:
+    """Its decision (and the model's expectation) is of its first node, its measured times of the last."""
+    rows = records(20)
+    rows[3] = {**rows[3], "attempts": 2}
+    rows[5] = {**rows[5], "decision": {**rows[5]["decision"], "node": "some-other-node"}}
+    data, skipped = cal.samples(rows)
+    assert skipped == 2 and [s.task_id for s in data if s.task_id in ("t0003", "t0005", "t0007")] == ["t0007"]
