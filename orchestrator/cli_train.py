@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 from cluster.config import UsageError
 from rl_env.train_rf_args import add_arguments as add_rf_arguments
@@ -57,6 +58,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--serve-config", default="configs/serve.yaml",
                     help="the router config whose policy gets the alias `champion`")
     ex.set_defaults(func=_lazy("orchestrator.cli_train:policy_export"))
+    pr = psub.add_parser("promote", help="promote the router's shadow policy to champion (admin); the router rolls "
+                                         "it back if it misses more SLOs than the old champion")
+    pr.add_argument("--router", default="http://127.0.0.1:8000", help="the router's URL")
+    pr.add_argument("--token-file", default=None,
+                    help="file holding the admin token (default: $ORCH_ADMIN_TOKEN, else $ORCH_ADMIN_TOKEN_FILE)")
+    pr.set_defaults(func=_lazy("orchestrator.cli_train:policy_promote"))
     e = sub.add_parser("evaluate", help="compare policies on held-out workloads and seeds")
     e.add_argument("--policies", default="rl:latest,rf:latest,oracle,fastest-feasible,least-loaded,cheapest-feasible",
                    help="comma-separated policy names (`orchestrator policies` lists them)")
@@ -74,6 +81,29 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    help="(workload, seed) runs at once, one process each (same tables; decision times "
                         "then share the machine)")
     e.set_defaults(func=_lazy("evaluation.evaluate:cli"))
+
+
+def policy_promote(args: argparse.Namespace) -> int:
+    """``orchestrator policy promote``: the router's answer (the new champion and the judgement it is under)."""
+    import json
+    import os
+
+    from serve_app.client import RouterClient, RouterError
+    from serve_app.config import TOKEN_ENV, TOKEN_FILE_ENV
+
+    path = args.token_file or (None if os.environ.get(TOKEN_ENV) else os.environ.get(TOKEN_FILE_ENV))
+    try:
+        token = Path(path).expanduser().read_text().strip() if path else os.environ.get(TOKEN_ENV)
+    except OSError as exc:
+        raise UsageError(f"--token-file {path}: {exc.strerror}") from None
+    if not token:
+        raise UsageError(f"the admin token: set {TOKEN_ENV} or {TOKEN_FILE_ENV}, or give --token-file")
+    try:
+        out = RouterClient(args.router, token=token).promote()
+    except RouterError as exc:
+        raise UsageError(f"--router {args.router}: {exc}") from None
+    print(json.dumps({k: out.get(k) for k in ("policy", "previous", "shadow", "promotion")}, indent=1))
+    return 0
 
 
 def policy_export(args: argparse.Namespace) -> int:

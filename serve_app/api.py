@@ -43,6 +43,7 @@ from serve_app.models import (AggregateOut, BatchIn, BatchOut, ClusterOut, Decis
                               HealthOut, KeyIn, KeyOut, PolicyIn, PolicyOut, RecommendationOut, ShadowIn, TaskIn,
                               TaskOut, TaskPage, TaskStatus)
 from serve_app.policies import PolicyChoiceError
+from serve_app.promotion import PromotionRefused
 from serve_app.service import RouterService
 
 API_VERSION = "1.0.0"
@@ -398,6 +399,17 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
             return JSONResponse(await run_in_threadpool(change, *args))
         except PolicyChoiceError as exc:
             raise ApiError(422, exc.reason, loc=["body", exc.field]) from None
+
+    @api.post("/v1/policy/promote", response_model=PolicyOut, tags=["policy"],
+              responses={**_ADMIN, 409: {"model": ErrorOut, "description": "no shadow policy, too few verdicts of "
+                                                                          "the champion, or a promotion still judged"}},
+              dependencies=[Depends(admin)],
+              summary="Promote the shadow policy (admin); rolled back if it misses more SLOs than the old champion")
+    async def promote() -> JSONResponse:
+        try:
+            return JSONResponse(get().promote())
+        except PromotionRefused as exc:
+            raise ApiError(409, str(exc)) from None
 
     @api.put("/v1/shadow", response_model=PolicyOut, responses={**_ERRORS, **_ADMIN}, tags=["policy"],
              dependencies=[Depends(admin)],

@@ -166,6 +166,10 @@ class RouterClient:
             body["version"] = version
         return self._call("PUT", "/v1/policy", admin=True, json=body)
 
+    def promote(self) -> dict:
+        """Promote the router's shadow policy (admin); ``GET /v1/policy``'s ``promotion`` follows its judgement."""
+        return self._call("POST", "/v1/policy/promote", admin=True, retry=False)
+
 
 def _given(filters: dict[str, Any]) -> dict[str, Any]:
     """The query filters that were set (None and "" mean no filter)."""

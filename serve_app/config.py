@@ -98,6 +98,10 @@ class RouterConfig:
         shadow_policy: a challenger (``rl``, ``rf:2`` ...) that decides every task too and is never
             acted on: each record keeps its choice, whether it agrees and the model's expected
             outcome of both (``PUT /v1/shadow`` changes it).
+        promotion_window / promotion_margin: a promoted challenger is judged on its first
+            ``promotion_window`` succeeded tasks and rolled back when its SLO-miss rate exceeds the
+            old champion's last ``promotion_window`` by more than ``promotion_margin``
+            (:mod:`serve_app.promotion`).
     """
 
     cluster: str | None = None
@@ -145,6 +149,8 @@ class RouterConfig:
     capacity_max_rows: int = 200_000
     entry_points: tuple[str, ...] = ()
     shadow_policy: str | None = None
+    promotion_window: int = 200
+    promotion_margin: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -251,6 +257,8 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
         capacity_max_rows=int(f.num("capacity_max_rows", d.capacity_max_rows, min=1, max=10_000_000)),
         entry_points=check_names(entry_points, lambda key, why: f.fail(key, why, None)),
         shadow_policy=opt_str("shadow_policy"),
+        promotion_window=int(f.num("promotion_window", d.promotion_window, min=1, max=1_000_000)),
+        promotion_margin=f.num("promotion_margin", d.promotion_margin, min=0.0, max=0.99),
     )
     errs.check()
     return cfg

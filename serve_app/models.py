@@ -230,6 +230,8 @@ class PolicyOut(BaseModel):
     available: list[str]
     learned: dict[str, list[int]]
     shadow: Optional[str] = Field(None, description="the policy deciding in shadow, if any")
+    promotion: Optional[dict[str, Any]] = Field(None, description="the promotion being judged, and the log of "
+                                                                  "promotions and rollbacks")
 
 
 class ForecastOut(BaseModel):

@@ -59,6 +59,7 @@ from serve_app.guard import Limits as GuardLimits
 from serve_app.liveness import NodeWatcher
 from serve_app.metrics import RouterMetrics
 from serve_app.plan import book
+from serve_app.promotion import PromotionGuard, PromotionRefused, Watch
 from scheduler.policies.pool import PoolPolicy
 from serve_app.policies import ActivePolicy, PolicyHolder, build_policy, learned_versions
 from serve_app.views import decision_view, finite, record_view, result_fields
@@ -114,6 +115,7 @@ class RouterService:
         #: a challenger that decides every task too and is never acted on (``shadow_policy``; PUT /v1/shadow)
         self.shadow: ActivePolicy | None = (build_policy(cfg.shadow_policy, seed=cfg.seed, registry=cfg.registry)
                                             if cfg.shadow_policy else None)
+        self.promotions: PromotionGuard[ActivePolicy] = PromotionGuard(cfg.promotion_window, cfg.promotion_margin)
         self.metrics = metrics if metrics is not None else RouterMetrics()
         self.admission = Admission(Limits(
             rate_per_s=cfg.rate_per_s, burst=cfg.burst, key_max_in_flight=cfg.key_max_in_flight,
@@ -488,7 +490,7 @@ class RouterService:
                 # Both under the lock, so neither a completion nor a cancel (each takes the lock)
                 # comes first: the callback gives the seat back whatever fails next, and the
                 # placed/running record (a queue put) is written before any final status.
-                fut.add_done_callback(partial(self._finished, task, attempts_before, owner))
+                fut.add_done_callback(partial(self._finished, task, attempts_before, owner, active.name))
                 view["queued"] = waiting
                 self.history.update(task.id, "placed" if waiting else "running", reason=note, node=view["node"],
                                     pool=view["pool"], tier=view["tier"], share=share_text(d.share),
@@ -517,8 +519,9 @@ class RouterService:
             return pool
         return room
 
-    def _finished(self, task: Task, attempts_before: int, owner: str, fut: Future) -> None:
-        """Executor completion (its thread): final status, timings, cost, metrics."""
+    def _finished(self, task: Task, attempts_before: int, owner: str, policy: str, fut: Future) -> None:
+        """Executor completion (its thread): final status, timings, cost, metrics; the SLO verdict of the
+        policy that placed it, which may roll a promotion back."""
         self.admission.leave(owner)
         if self._deadline_of:
             with self._deadline_lock:
@@ -530,6 +533,10 @@ class RouterService:
             self.metrics.finished(fields.get("pool"), status, fields["latency_ms"], fields["cost"], task.priority,
                                   fields.get("slo_met"))
             self.metrics.in_flight(self.executor.in_flight)
+            if status == "succeeded" and fields.get("slo_met") is not None:
+                condemned = self.promotions.outcome(policy, not fields["slo_met"])
+                if condemned is not None:
+                    self._roll_back(condemned)
         except Exception:  # noqa: BLE001 - a callback must not die silently
             log.exception("recording the end of task %s failed", task.id)
 
@@ -701,7 +708,29 @@ class RouterService:
 
         a = self.policies.active
         return {"policy": a.name, "version": a.version, "since": a.since, "available": available_policies(),
-                "learned": learned_versions(self.cfg.registry), "shadow": self.shadow.name if self.shadow else None}
+                "learned": learned_versions(self.cfg.registry), "shadow": self.shadow.name if self.shadow else None,
+                "promotion": self.promotions.state()}
+
+    def promote(self) -> dict[str, Any]:
+        """Make the shadow policy the active one; the old champion decides in shadow while the new one is
+        judged on its first tasks (:mod:`serve_app.promotion`). :class:`PromotionRefused` without a shadow,
+        or without the old champion's verdicts to judge against."""
+        challenger, old = self.shadow, self.policies.active
+        if challenger is None:
+            raise PromotionRefused("no challenger in shadow to promote: PUT /v1/shadow first, and let it decide")
+        self.promotions.promote(old, old.name, challenger.name)
+        self.policies.swap(challenger)
+        self.shadow = old
+        log.warning("promoted %s over %s (judged on its next %d succeeded tasks)", challenger.name, old.name,
+                    self.promotions.window)
+        return {**self.policy_info(), "previous": old.name}
+
+    def _roll_back(self, watch: Watch[ActivePolicy]) -> None:
+        """The promoted policy missed more SLOs than the champion it replaced: restore that one."""
+        self.policies.swap(watch.old)
+        if self.shadow is watch.old:
+            self.shadow = None
+        log.warning("rolled back %s to %s: %s", watch.new_name, watch.old_name, self.promotions.log[-1])
 
     def set_shadow(self, name: str | None, version: str | int | None = None) -> dict[str, Any]:
         """Run ``name`` in shadow from the next task on (None: stop); built fully before it replaces the old."""
