@@ -17,7 +17,8 @@ Steps (each prints what it does; a second run reuses what is already up):
    router (``python -m replays.live --router ...``), then real code the same way
    (``configs/workloads/real_mix.yaml``: the example functions of
    ``orchestrator/examples/real_work.py`` run on the nodes the router chose), and the
-   simulator's timing model calibrated on what the router measured (``orchestrator calibrate``);
+   simulator's timing model calibrated on what the router measured (``orchestrator calibrate``; at
+   the demo's compression, so the real kinds' factors include it: calibrate at compression 1);
 6. the simulator comparison of every policy (rf:latest and rl:latest included) on
    the same tasks, the FGD packing replay on the Alibaba trace when
    ``../shared/traces`` is there, and a capacity recommendation for the workload's rate
