@@ -131,7 +131,8 @@ def cmd_policies(args: argparse.Namespace) -> int:
 #: ``orchestrator simulate`` never loads Ray or RLlib.
 PLUGINS: list[str] = ["orchestrator.cli_train:add_train"]
 PLUGINS += ["cluster.cli:add_cluster", "replays.sim_vs_real:add_compare", "serve_app.cli:add_serve",
-            "serve_app.keys_cli:add_keys", "capacity.cli:add_capacity", "simulations.calibration_cli:add_calibrate"]
+            "serve_app.keys_cli:add_keys", "capacity.cli:add_capacity", "simulations.calibration_cli:add_calibrate",
+            "simulations.history_replay:add_counterfactual"]
 
 
 def add_simulate(sub: argparse._SubParsersAction) -> None:

@@ -30,9 +30,9 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_calibrate)
 
 
-def read_history(url: str, max_tasks: int) -> list[dict[str, Any]]:
-    """The newest ``max_tasks`` succeeded tasks of the history at ``url`` accepted before now (pinned: a
-    live router's new tasks would shift the pages under the reader)."""
+def read_history(url: str, max_tasks: int, status: str | None = "succeeded") -> list[dict[str, Any]]:
+    """The newest ``max_tasks`` tasks (of ``status``; None: all) of the history at ``url`` accepted before
+    now (pinned: a live router's new tasks would shift the pages under the reader)."""
     from serve_app.history import HistoryError, open_store
 
     try:
@@ -43,7 +43,7 @@ def read_history(url: str, max_tasks: int) -> list[dict[str, Any]]:
     try:
         rows: list[dict[str, Any]] = []
         while len(rows) < max_tasks:
-            page = store.query(status="succeeded", until=until, limit=min(PAGE, max_tasks - len(rows)),
+            page = store.query(status=status, until=until, limit=min(PAGE, max_tasks - len(rows)),
                                offset=len(rows))
             rows += page
             if len(page) < PAGE:
