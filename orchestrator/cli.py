@@ -50,11 +50,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not tasks:
         raise UsageError("the workload produced no tasks")
     if args.calibration:
-        from simulations import calibration
+        from simulations.calibration import calibrated
 
-        profile = calibration.load(args.calibration)
-        calibration.check_cluster(profile, spec, args.calibration)
-        spec = calibration.apply_cluster(spec, profile)
+        spec = calibrated(spec, args.calibration)
     print(f"cluster {spec.name} ({len(spec.nodes)} nodes), {len(tasks)} tasks from {source}, seed {args.seed}")
     table, _ = compare_policies(spec, tasks, policies, seed=args.seed, objective=objective, out=args.out,
                                 meta={"workload": str(source), "cluster_file": str(args.cluster),
@@ -132,7 +130,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
 PLUGINS: list[str] = ["orchestrator.cli_train:add_train"]
 PLUGINS += ["cluster.cli:add_cluster", "replays.sim_vs_real:add_compare", "serve_app.cli:add_serve",
             "serve_app.keys_cli:add_keys", "capacity.cli:add_capacity", "simulations.calibration_cli:add_calibrate",
-            "simulations.history_replay:add_counterfactual"]
+            "simulations.history_replay:add_counterfactual", "rl_env.retrain:add_retrain"]
 
 
 def add_simulate(sub: argparse._SubParsersAction) -> None:

@@ -200,11 +200,9 @@ def _cluster(path: str, calibration: str | None = None) -> ClusterSpec:
     spec = load_cluster(path)
     if calibration is None:
         return spec
-    from simulations import calibration as cal
+    from simulations.calibration import calibrated
 
-    profile = cal.load(calibration)
-    cal.check_cluster(profile, spec, calibration)
-    return cal.apply_cluster(spec, profile)
+    return calibrated(spec, calibration)
 
 
 def check_variants(cluster: str, names: "tuple[str, ...] | list[str]") -> None:

@@ -234,6 +234,15 @@ def apply_cluster(spec: ClusterSpec, profile: Profile) -> ClusterSpec:
     return dataclasses.replace(spec, nodes=tuple(nodes), tiers=tiers, name=f"{spec.name}-calibrated")
 
 
+def calibrated(spec: ClusterSpec, path: str | Path | None) -> ClusterSpec:
+    """``spec`` calibrated by the profile at ``path`` (checked against it); ``spec`` itself when None."""
+    if path is None:
+        return spec
+    profile = load(path)
+    check_cluster(profile, spec, path)
+    return apply_cluster(spec, profile)
+
+
 def check_cluster(profile: Profile, spec: ClusterSpec, path: str | Path) -> None:
     """A profile naming tiers the cluster does not have was fitted on another cluster: refused, naming them."""
     unknown = sorted(set(profile.network_ms) - set(spec.tiers))

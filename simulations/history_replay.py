@@ -20,7 +20,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -53,9 +53,10 @@ def tasks_from_history(records: Iterable[Mapping[str, Any]]) -> tuple[list[Task]
 
 
 def counterfactual(spec, tasks: Sequence[Task], policies: Sequence[str], seeds: Sequence[int],
-                   objective=None) -> dict[str, Any]:
+                   objective=None, build: Mapping[str, Callable[[int], Any]] | None = None) -> dict[str, Any]:
     """Each policy's mean objective (with its interval over tasks), SLO misses and paired difference from
-    the first policy, over ``seeds`` (see the module docstring)."""
+    the first policy, over ``seeds`` (see the module docstring). ``build``: a policy by name that is
+    not built by :func:`scheduler.policy.make_policy` (a model outside the registry searched), per seed."""
     from evaluation.paired_stats import bootstrap_ci
     from scheduler.objective import load_objective
     from scheduler.policy import make_policy
@@ -67,7 +68,7 @@ def counterfactual(spec, tasks: Sequence[Task], policies: Sequence[str], seeds: 
     for name in policies:
         scores, misses, seconds = [], [], 0.0
         for seed in seeds:
-            policy = make_policy(name, seed=seed)
+            policy = build[name](seed) if build and name in build else make_policy(name, seed=seed)
             t = time.perf_counter()
             res = simulate(spec, tasks, policy, seed=seed, objective=objective, timeline_points=1)
             seconds += time.perf_counter() - t
@@ -102,10 +103,30 @@ def add_counterfactual(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_counterfactual)
 
 
-def cmd_counterfactual(args: argparse.Namespace) -> int:
+def history_on_cluster(args: argparse.Namespace) -> tuple[Any, list[Task], list[Mapping[str, Any]]]:
+    """(the cluster of ``--cluster``, calibrated by ``--calibration``; the replayable tasks of ``--history``
+    and their records); two tasks at least, else a usage error naming the history."""
     from cluster.alibaba import load_cluster_any
-    from simulations import calibration
+    from simulations.calibration import calibrated
     from simulations.calibration_cli import read_history
+
+    spec = calibrated(load_cluster_any(args.cluster), args.calibration)
+    tasks, rows = tasks_from_history(read_history(args.history, args.max_tasks, status=None))
+    if len(tasks) < 2:
+        raise UsageError(f"--history {args.history}: {len(tasks)} replayable tasks; at least two are needed")
+    return spec, tasks, rows
+
+
+def about(args: argparse.Namespace, spec, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a report says of its history: where from, which tasks, and what the router measured on them."""
+    measured = [float(r["score"]) for r in rows if r.get("status") == "succeeded" and r.get("score") is not None]
+    return {"history": args.history, "cluster": spec.name, "calibration": args.calibration,
+            "first": rows[0]["task_id"], "last": rows[-1]["task_id"],
+            "measured": {"objective": float(np.mean(measured)) if measured else None, "tasks": len(measured),
+                         "policies": sorted({str(r.get("policy")) for r in rows if r.get("policy")})}}
+
+
+def cmd_counterfactual(args: argparse.Namespace) -> int:
     from simulations.packing import parse_seeds
     from simulations.compare import parse_policies
 
@@ -114,20 +135,9 @@ def cmd_counterfactual(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         raise UsageError(f"--seeds {args.seeds}: {exc}") from None
-    spec = load_cluster_any(args.cluster)
-    if args.calibration:
-        profile = calibration.load(args.calibration)
-        calibration.check_cluster(profile, spec, args.calibration)
-        spec = calibration.apply_cluster(spec, profile)
-    tasks, rows = tasks_from_history(read_history(args.history, args.max_tasks, status=None))
-    if len(tasks) < 2:
-        raise UsageError(f"--history {args.history}: {len(tasks)} replayable tasks; a counterfactual needs two or more")
+    spec, tasks, rows = history_on_cluster(args)
     report = counterfactual(spec, tasks, policies, seeds)
-    measured = [float(r["score"]) for r in rows if r.get("status") == "succeeded" and r.get("score") is not None]
-    report.update(history=args.history, cluster=spec.name, calibration=args.calibration,
-                  first=rows[0]["task_id"], last=rows[-1]["task_id"],
-                  measured={"objective": float(np.mean(measured)) if measured else None, "tasks": len(measured),
-                            "policies": sorted({str(r.get("policy")) for r in rows if r.get("policy")})})
+    report.update(about(args, spec, rows))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "counterfactual.json").write_text(json.dumps(report, indent=1))

@@ -1,0 +1,157 @@
+"""``orchestrator retrain``: a challenger forest trained on what the router's history shows, judged on it.
+
+1. The workload the history shows (:func:`workload_from_history`): per task kind, its share of
+   the arrivals, its most common shape (priority, SLO, resources, GPU need, cost sensitivity)
+   and a log-normal law of its declared ``work``; the rate is the history's own. It is written
+   as a workload YAML beside the report, so the training can be rerun from it.
+2. A forest trained on windows of that workload, on the cluster the history ran on (calibrated
+   with ``--calibration``: :mod:`simulations.calibration`), with ``orchestrator train rf``'s
+   teacher and DAgger rounds (:class:`rl_env.train_rf.DAggerForest`), saved to the registry as
+   the next ``rf`` version, its meta naming the history, the profile and the settings.
+3. The champion against it on the history's own arrivals
+   (:func:`simulations.history_replay.counterfactual`): task by task, with intervals.
+
+Training windows are drawn from the derived workload (seeds of their own), never the
+history's tasks themselves: the comparison in step 3 is on arrivals the forest did not see.
+Deterministic for fixed seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cluster.config import UsageError
+from scheduler.task import Task
+
+#: a kind needs this many tasks in the history to become a scenario of the derived workload
+MIN_KIND_TASKS = 3
+
+
+def workload_from_history(tasks: Sequence[Task], name: str = "from_history") -> dict[str, Any]:
+    """The workload YAML mapping of ``tasks`` (see the module docstring)."""
+    span = max(t.arrival for t in tasks) - min(t.arrival for t in tasks)
+    by_kind: dict[str, list[Task]] = collections.defaultdict(list)
+    for t in tasks:
+        by_kind[t.kind].append(t)
+    scenarios = []
+    for kind, ts in sorted(by_kind.items()):
+        if len(ts) < MIN_KIND_TASKS:
+            continue
+        shape = collections.Counter((t.priority, t.slo_ms, t.cpu_milli, t.mem_mib, t.gpu_milli, t.gpu_count,
+                                     t.mig_profile, t.gpu_models, t.cost_sensitivity) for t in ts).most_common(1)[0][0]
+        prio, slo, cpu, mem, gmilli, gcount, mig, models, cost = shape
+        gpu: Any = ("none" if not (gmilli or gcount or mig) else {"mig": mig} if mig else
+                    {"count": gcount} if gcount else {"fraction": round(gmilli / 1000.0, 3)})
+        work = np.array([max(t.work, 1e-3) for t in ts])
+        sigma = float(np.std(np.log(work))) if len(work) > 1 else 0.0
+        law = ({"dist": "lognormal", "mean": round(float(work.mean()), 6), "sigma": round(max(sigma, 0.01), 4)}
+               if sigma > 1e-3 else {"dist": "constant", "mean": round(float(work.mean()), 6)})
+        scenarios.append({"kind": kind, "weight": len(ts), "priority": prio, "slo_ms": slo,
+                          "cpus": cpu / 1000.0, "memory_gb": mem / 1024.0, "gpu": gpu,
+                          **({"gpu_models": list(models)} if models else {}), "work_s": law,
+                          "cost_sensitivity": cost})
+    if not scenarios:
+        raise UsageError(f"no task kind has {MIN_KIND_TASKS} or more tasks in the history: nothing to train on")
+    return {"name": name, "description": "The workload mix a router's history shows (orchestrator retrain).",
+            "duration_s": round(max(span, 1.0), 3), "rate_per_s": round(len(tasks) / max(span, 1.0), 6),
+            "load_factor": 1.0, "seed": 0, "scenarios": scenarios}
+
+
+def add_retrain(sub: argparse._SubParsersAction) -> None:
+    from rl_env.train_rf_args import TrainArgs
+
+    d = TrainArgs()
+    p = sub.add_parser("retrain", help="train a challenger rf on the router's history and judge it against the "
+                                       "champion on the history's arrivals")
+    p.add_argument("--history", required=True, metavar="URL", help="the router's history (sqlite:///..., postgresql://...)")
+    p.add_argument("--cluster", default="configs/cluster/local.yaml", help="the cluster the history ran on")
+    p.add_argument("--calibration", metavar="PROFILE", help="a profile of `orchestrator calibrate` for the simulator")
+    p.add_argument("--champion", default="rf", help="the policy the challenger is compared with (the router's)")
+    p.add_argument("--seeds", default="1-2", help="training seeds of the derived workload's windows")
+    p.add_argument("--eval-seeds", default="1-3", help="network-draw seeds of the counterfactual")
+    p.add_argument("--teacher", default=d.teacher, help="the teacher whose regrets the forest learns")
+    p.add_argument("--rounds", type=int, default=d.rounds, help="DAgger rounds after the first")
+    p.add_argument("--trees", type=int, default=d.trees, help="trees in the forest")
+    p.add_argument("--duration-s", type=float, default=d.duration_s, help="seconds of each training window")
+    p.add_argument("--max-tasks", type=int, default=50_000, help="read at most this many (the newest) tasks")
+    p.add_argument("--registry", default=None, help="model registry root (default: $ORCH_REGISTRY or artifacts/policies)")
+    p.add_argument("--out", default="results/retrain", help="folder for workload.yaml and the report")
+    p.set_defaults(func=cmd_retrain)
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    import yaml
+
+    from rl_env.train_rf import DAggerForest, _episodes
+    from rl_env.train_rf_args import TrainArgs
+    from scheduler import model_registry
+    from scheduler.objective import load_objective
+    from scheduler.policies.rf import FOREST_FILE, KIND, SKLEARN_FILE
+    from simulations.compare import parse_policies
+    from simulations.history_replay import about, counterfactual, history_on_cluster, markdown
+    from simulations.packing import parse_seeds
+
+    try:
+        names = parse_policies(args.champion)
+    except UsageError as exc:  # it names --policies, the flag it usually reads
+        raise UsageError(str(exc).replace("--policies", "--champion", 1)) from None
+    if len(names) != 1:
+        raise UsageError(f"--champion: one policy, got {args.champion!r}")
+    champion = names[0]
+    try:
+        seeds, eval_seeds = parse_seeds(args.seeds), parse_seeds(args.eval_seeds)
+    except ValueError as exc:
+        raise UsageError(f"--seeds / --eval-seeds: {exc}") from None
+    if args.rounds < 0 or args.trees < 1 or not (args.duration_s or 1) > 0:
+        raise UsageError("--rounds must be >= 0, --trees >= 1, --duration-s > 0")
+    spec, tasks, rows = history_on_cluster(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    wl_path = out / "workload.yaml"
+    wl_path.write_text("# written by `orchestrator retrain` from " + args.history + "\n"
+                       + yaml.safe_dump(workload_from_history(tasks), sort_keys=False))
+    cfg = TrainArgs(cluster=args.cluster, workloads=[str(wl_path.resolve())], variants=["x1"], seeds=seeds,
+                    holdout_seeds=[max(seeds) + 900], rounds=args.rounds, trees=args.trees, teacher=args.teacher,
+                    duration_s=args.duration_s)
+    objective = load_objective()
+    t0 = time.perf_counter()
+    est = DAggerForest(n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
+                       rounds=cfg.rounds, random_state=cfg.random_state, teacher=cfg.teacher, progress=False,
+                       max_features=cfg.max_features, teacher_samples=cfg.teacher_samples,
+                       teacher_horizon=cfg.teacher_horizon, teacher_horizon_s=cfg.teacher_horizon_s,
+                       teacher_base=cfg.teacher_base)
+    est.fit(spec, _episodes(cfg, spec, cfg.seeds, ["x1"]), objective)
+    train_s = time.perf_counter() - t0
+    import joblib
+
+    meta = {"config": asdict(cfg), "seed": cfg.random_state, "seeds": {"training": cfg.seeds},
+            "retrained_from": {"history": args.history, "tasks": len(tasks), "first": rows[0]["task_id"],
+                               "last": rows[-1]["task_id"], "calibration": args.calibration,
+                               "workload": str(wl_path)},
+            "teacher": cfg.teacher, "train_seconds": round(train_s, 1),
+            "command": "orchestrator " + " ".join(getattr(args, "argv", []) or ["retrain"])}
+    path = model_registry.save(KIND, {FOREST_FILE: est.forest_.save,
+                                      SKLEARN_FILE: lambda p: joblib.dump(est.model_, p)}, meta, root=args.registry)
+    challenger = f"{KIND}:{path.name}"
+    from scheduler.policies.rf import RandomForestPolicy
+
+    # the challenger from where it was saved; the champion from the registry the router reads
+    report = counterfactual(spec, tasks, [champion, challenger], eval_seeds, objective,
+                            build={challenger: lambda seed: RandomForestPolicy(path.name, root=path.parent.parent,
+                                                                               explain=False)})
+    report.update(about(args, spec, rows), challenger=challenger, train_seconds=round(train_s, 1))
+    (out / "retrain.json").write_text(json.dumps(report, indent=1))
+    text = (f"challenger {challenger} trained in {train_s:.0f} s on {len(seeds)} window(s) of the history's workload "
+            f"({wl_path}); judged against {champion} on the history's own arrivals:\n\n" + markdown(report))
+    (out / "retrain.md").write_text(text)
+    print(text)
+    return 0
+
+

@@ -1,0 +1,58 @@
+"""``orchestrator retrain``: a challenger forest from the history's workload, judged on the history's arrivals."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.cli import main
+from rl_env.retrain import workload_from_history
+from scheduler import model_registry
+from simulations.workloads import load_workload
+from tests.conftest import CONFIGS
+from tests.simulations.test_history_replay import write_history
+
+LOCAL = CONFIGS / "cluster" / "local.yaml"
+
+
+def test_the_workload_the_history_shows(tmp_path) -> None:
+    _, tasks = write_history(tmp_path / "h.db", 150)
+    wl = workload_from_history(tasks)
+    kinds = {s["kind"]: s for s in wl["scenarios"]}
+    for kind in {t.kind for t in tasks}:
+        ts = [t for t in tasks if t.kind == kind]
+        if len(ts) >= 3:
+            assert kinds[kind]["weight"] == len(ts) and kinds[kind]["priority"] == ts[0].priority
+            assert kinds[kind]["work_s"]["mean"] == pytest.approx(sum(t.work for t in ts) / len(ts), rel=1e-4)
+    span = tasks[-1].arrival - tasks[0].arrival
+    assert wl["rate_per_s"] == pytest.approx(len(tasks) / span, rel=1e-4)
+    import yaml
+
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(wl))
+    assert {s.kind for s in load_workload(path).scenarios} == set(kinds)  # a valid workload file
+
+
+def test_retrain_trains_a_challenger_and_judges_it_on_the_history(tmp_path, capsys) -> None:
+    url, tasks = write_history(tmp_path / "h.db", 150)
+    registry = tmp_path / "registry"
+    args = ["retrain", "--history", url, "--cluster", str(LOCAL), "--champion", "fastest-feasible",
+            "--teacher", "oracle", "--rounds", "0", "--trees", "5", "--seeds", "1", "--duration-s", "20",
+            "--eval-seeds", "1", "--registry", str(registry), "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "challenger rf:1 trained" in text and "| rf:1 |" in text and "| fastest-feasible |" in text
+    art = model_registry.load("rf", "latest", root=registry)
+    assert art.meta["retrained_from"]["history"] == url and art.meta["retrained_from"]["tasks"] == len(tasks)
+    assert art.meta["command"].startswith("orchestrator retrain --history")
+    report = json.loads((tmp_path / "out" / "retrain.json").read_text())
+    assert report["challenger"] == "rf:1" and report["policies"]["rf:1"]["better_tasks"] >= 0
+    assert load_workload(tmp_path / "out" / "workload.yaml").scenarios  # the derived workload, kept
+
+
+def test_bad_input_exits_2(tmp_path, capsys) -> None:
+    url, _ = write_history(tmp_path / "h.db", 10)
+    assert main(["retrain", "--history", url, "--champion", "a,b", "--out", str(tmp_path / "o")]) == 2
+    assert "--champion" in capsys.readouterr().err
+    assert main(["retrain", "--history", url, "--trees", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--trees" in capsys.readouterr().err
