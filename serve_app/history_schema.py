@@ -29,6 +29,10 @@ COLUMNS = (
     "priority", "slo_ms", "accepted_at", "finished_at", "attempts",
 )
 JSON = ("task", "features", "decision", "result")
+#: what a task stores of its real work (an entry point and its args, or a Python API function's name)
+WORK_KEYS = ("args", "entry_point", "python_call")
+#: keys of a record's stored task JSON that are not task fields (the router's, beside the task's own)
+TASK_EXTRA_KEYS = ("pool", "inferred", "owner", "deadline_at", *WORK_KEYS)
 #: the final statuses as named parameters, for ``status IN FINAL_IN`` with ``FINAL_ARGS``
 FINAL_ARGS = {f"final{i}": s for i, s in enumerate(FINAL)}
 FINAL_IN = "(" + ", ".join(f":{k}" for k in FINAL_ARGS) + ")"

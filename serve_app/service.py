@@ -43,6 +43,7 @@ from cluster.vocabulary import FINAL, STATUSES, share_text
 from scheduler.estimate import expected_parts
 from scheduler.features import feature_vector
 from serve_app.history import HistoryStore, open_store
+from serve_app.history_schema import TASK_EXTRA_KEYS, WORK_KEYS
 from serve_app.retention import Retention
 from scheduler.model_registry import REGISTRY_ENV
 from scheduler.objective import load_objective
@@ -75,10 +76,6 @@ LOCK_CHUNK = 256
 TEMPLATE_CACHE = 4096
 #: bulky columns left out of task listings (``GET /v1/tasks/{id}`` has them)
 _LIST_OMITS = ("features", "decision", "result")
-#: what a task stores of its real work (:meth:`RouterService.real_work`, the Python API)
-_WORK_KEYS = frozenset({"entry_point", "args", "python_call"})
-#: keys of the stored task JSON that are not :class:`Task` fields
-_STORED_EXTRA = ("pool", "inferred", "owner", "deadline_at", *sorted(_WORK_KEYS))
 #: a task's stored ``python_call``: its function came through the Python API (a Serve handle) and
 #: lives only in the router process that took it, so a restarted router cannot run it again
 PYTHON_CALL = "a function sent through the Python API (orchestrator.work)"
@@ -419,7 +416,7 @@ class RouterService:
                            loc=["body", "id"], type="conflict")
         new = orjson.loads(orjson.dumps(stored))
         # the real work keys too when the retry has none: dropping them would be another task
-        differ = sorted(k for k in set(new) | _WORK_KEYS if k != "inferred" and old.get(k) != new.get(k))
+        differ = sorted(k for k in set(new) | set(WORK_KEYS) if k != "inferred" and old.get(k) != new.get(k))
         if differ:
             raise ApiError(409, f"task id {row['task_id']!r} was used for a different task (it differs in "
                                 f"{', '.join(differ)}); a retry must resend the same body, a new task needs a new id",
@@ -575,7 +572,7 @@ class RouterService:
             owner = stored.get("owner") or "admin"  # a record from before API keys
             deadline_at = stored.get("deadline_at")
             name, args, python_call = stored.get("entry_point"), stored.get("args"), stored.get("python_call")
-            for key in _STORED_EXTRA:
+            for key in TASK_EXTRA_KEYS:
                 stored.pop(key, None)
             tried = int(row.get("attempts") or 0) + (row["status"] != "accepted")
             if deadline_at is not None and deadline_at <= time.time():

@@ -27,8 +27,6 @@ import numpy as np
 from cluster.config import UsageError
 from scheduler.task import Task, TaskError, make_task
 
-#: stored task keys that are not task fields (the router's own: serve_app.service._STORED_EXTRA)
-_NOT_FIELDS = ("pool", "inferred", "owner", "deadline_at", "entry_point", "args", "python_call", "arrival")
 
 
 def tasks_from_history(records: Iterable[Mapping[str, Any]]) -> tuple[list[Task], list[Mapping[str, Any]]]:
@@ -39,10 +37,13 @@ def tasks_from_history(records: Iterable[Mapping[str, Any]]) -> tuple[list[Task]
                   key=lambda r: (float(r["accepted_at"]), str(r["task_id"])))
     if not rows:
         return [], []
+    from serve_app.history_schema import TASK_EXTRA_KEYS
+
+    not_fields = (*TASK_EXTRA_KEYS, "arrival")  # the replay's arrival is the acceptance time
     t0 = float(rows[0]["accepted_at"])
     tasks, kept = [], []
     for r in rows:
-        fields = {k: v for k, v in r["task"].items() if k not in _NOT_FIELDS}
+        fields = {k: v for k, v in r["task"].items() if k not in not_fields}
         fields.update(id=str(r["task_id"]), arrival=float(r["accepted_at"]) - t0)
         try:
             tasks.append(make_task(fields, infer=False))
