@@ -1,11 +1,12 @@
-"""``orchestrator capacity forecast|backtest|recommend|strategies``: demand forecast, planned for, scaled.
+"""``orchestrator capacity forecast|backtest|recommend|strategies|apply``: demand forecast, planned for, scaled.
 
 ``forecast`` fits every model on all the data and writes the next horizon with prediction
 intervals; ``backtest`` scores the models from rolling origins (MAE, MAPE, MASE, interval
 coverage) beside the seasonal-naive baseline. Several sources may be given at once; each keeps
 its own interval and horizons unless ``--interval`` / ``--horizons`` say otherwise. ``recommend``
 searches node counts and MIG layouts by simulation (:mod:`capacity.recommend`); ``strategies``
-compares scaling strategies over days (:mod:`capacity.strategies`). Bad flags
+compares scaling strategies over days (:mod:`capacity.strategies`); ``apply`` starts and drains
+the local cluster's raylets to a recommendation's node counts (:mod:`capacity.apply`). Bad flags
 raise :class:`UsageError` (exit 2, naming the flag); a bad file a :class:`ConfigError` (exit 2).
 """
 from __future__ import annotations
@@ -327,6 +328,75 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pool_counts(items: list[str] | None) -> dict[str, int]:
+    out = {}
+    for item in items or []:
+        pool, sep, n = item.partition("=")
+        if not sep or not pool or not n.strip().isdigit():
+            raise UsageError(f"--pool {item!r}: expected POOL=N, e.g. cloud=2")
+        out[pool.strip()] = int(n)
+    return out
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from capacity import apply as ap
+    from cluster import launcher
+    from cluster.topology import load_cluster
+    from serve_app.client import RouterClient, RouterError, admin_token
+
+    counts = _pool_counts(args.pool)
+    try:
+        st, slots = launcher.running_cluster(args.state_dir)
+    except launcher.LauncherError as exc:
+        raise UsageError(f"--state-dir: {exc}") from None
+    target = {}
+    if args.recommendation:
+        path = Path(args.recommendation)
+        path = path / "cluster.yaml" if path.is_dir() else path
+        try:
+            target = ap.target_counts(load_cluster(path), slots)
+        except ap.ApplyError as exc:
+            raise UsageError(f"--recommendation {path}: {exc}") from None
+    target.update(counts)
+    if not target:
+        raise UsageError("nothing to apply: give --recommendation (a `capacity recommend` folder or its cluster.yaml) "
+                         "or --pool POOL=N")
+    try:
+        plan = ap.plan(slots, launcher.running_nodes(st), target)
+    except ap.ApplyError as exc:
+        raise UsageError(str(exc)) from None
+    rows = [{"pool": p, "nodes now": plan.before[p], "nodes after": plan.after[p]} for p in plan.after]
+    print(pd.DataFrame(rows).to_string(index=False))
+    print(f"start: {', '.join(plan.start) or '-'}; drain and stop: {', '.join(plan.drain) or '-'}; "
+          f"${plan.cost_before:.2f}/h -> ${plan.cost_after:.2f}/h")
+    if args.dry_run or plan.empty:
+        print("nothing to do" if plan.empty else "dry run: nothing changed")
+        return 0
+    router = None
+    if plan.drain or not args.no_wait:
+        try:
+            router = RouterClient(args.router, token=admin_token(args.token_file) if plan.drain else None, retries=2)
+            router.health()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        except RouterError as exc:
+            if plan.drain:
+                raise UsageError(f"--router {args.router}: {exc}; nodes leave only through its drain") from None
+            router = None
+    try:
+        out = ap.apply(plan, router=router, drain_timeout_s=args.drain_timeout, force=args.force,
+                       start_nodes=lambda names: launcher.start_nodes(names, args.state_dir),
+                       stop_node=lambda name: launcher.stop_node(name, args.state_dir),
+                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except (TimeoutError, RouterError, launcher.LauncherError) as exc:
+        print(f"orchestrator: capacity apply: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"started": out.started, "stopped": out.stopped, "after": plan.after,
+                      "cost_per_hour": round(plan.cost_after, 4),
+                      "seconds": {k: round(v, 1) for k, v in out.seconds.items()}}, indent=1))
+    return 0
+
+
 def _recommend_inputs(args: argparse.Namespace):
     from cluster.alibaba import load_cluster_any
     from cluster.package_data import data_path
@@ -449,6 +519,23 @@ def _strategy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="print each plan as it is searched")
 
 
+def _apply_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recommendation", metavar="PATH",
+                   help="a `capacity recommend` folder (its cluster.yaml) or a cluster YAML: its node count per pool")
+    p.add_argument("--pool", action="append", metavar="POOL=N", help="a pool's node count (repeatable; wins over "
+                                                                      "--recommendation)")
+    p.add_argument("--router", default="http://127.0.0.1:8000", help="the router that drains leaving nodes")
+    p.add_argument("--token-file", default=None,
+                   help="file holding the admin token (default: $ORCH_ADMIN_TOKEN, else $ORCH_ADMIN_TOKEN_FILE)")
+    p.add_argument("--state-dir", default=None, help="the local cluster's state folder (default: $ORCH_RAY_DIR)")
+    p.add_argument("--drain-timeout", type=float, default=600.0, metavar="S",
+                   help="seconds a leaving node may take to finish its tasks")
+    p.add_argument("--force", action="store_true",
+                   help="stop nodes still busy after --drain-timeout (the router re-runs their tasks elsewhere)")
+    p.add_argument("--no-wait", action="store_true", help="when only starting nodes, do not wait for the router")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+
+
 def add_capacity(sub: argparse._SubParsersAction) -> None:
     cap = sub.add_parser("capacity", help="demand series, forecasts with intervals and their backtests")
     csub = cap.add_subparsers(dest="capacity_command", required=True)
@@ -466,6 +553,10 @@ def add_capacity(sub: argparse._SubParsersAction) -> None:
                                            "cost, SLO misses, slack")
     _strategy_flags(s)
     s.set_defaults(func=cmd_strategies)
+    a = csub.add_parser("apply", help="start and drain the local cluster's raylets to a recommendation's node counts "
+                                      "(admin: drains through the router)")
+    _apply_flags(a)
+    a.set_defaults(func=cmd_apply)
 
 
 def main(argv: list[str] | None = None) -> int:

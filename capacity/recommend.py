@@ -30,7 +30,8 @@ from dataclasses import dataclass, field, replace
 
 import yaml
 
-from cluster.topology import MIG_PROFILES, ClusterSpec, GpuDevice, NodeSpec, mig_fraction, validate_mig_layout
+from cluster.topology import (MIG_PROFILES, ClusterSpec, GpuDevice, NodeSpec, added_node_name, mig_fraction,
+                              validate_mig_layout)
 from scheduler.task import Task
 
 #: after the last arrival, how long a what-if run lets tasks finish; still unfinished then is a miss
@@ -157,7 +158,7 @@ def build(spec: ClusterSpec, shape: Shape) -> ClusterSpec:
             k = 0
             while kept.get(p, 0) < want.get(p, 0):
                 k += 1
-                name = f"{p}-add{k}"
+                name = added_node_name(p, k)
                 if name not in names:
                     kept[p] = kept.get(p, 0) + 1
                     nodes.append(_with_layout(replace(tmpl[p], name=name), lays[p]) if p in lays
@@ -393,7 +394,12 @@ def cluster_document(spec: ClusterSpec) -> dict:
         if n.labels:
             doc["labels"] = dict(n.labels)
         nodes.append(doc)
-    return {"name": spec.name, "tiers": tiers, "nodes": nodes}
+    out = {"name": spec.name, "tiers": tiers, "nodes": nodes}
+    counts = {p: sum(n.pool == p for n in spec.nodes) for p in spec.pools}
+    scaling = {p: {"max_nodes": max(m, counts[p])} for p, m in spec.max_nodes if counts.get(p)}
+    if scaling:  # a pool the recommendation grew past its bound keeps room for what it has
+        out["scaling"] = scaling
+    return out
 
 
 def _num(x: float) -> float | int:

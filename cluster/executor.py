@@ -561,6 +561,13 @@ class Executor:
                     sent.clear()
                     sent.extend(kept)
 
+    def replace_stranded(self) -> None:
+        """Re-place at once the tasks waiting for nodes that are no longer usable (a drain began), not at
+        the next node check."""
+        with self.live.lock:
+            self._replace_stranded()
+        self.flush()
+
     def _check_nodes(self) -> None:
         try:
             self.live.refresh()
@@ -579,11 +586,16 @@ class Executor:
             waiting = [self._waiting.pop(id(item)) for item in booking.clear_queue(self.state, i)]
             self._sent_q[i] = 0
             self._queued_s[i] = 0.0
+            name = self.live.spec.nodes[i].name
+            drained = name in self.live.draining  # not a failure: the re-placement is not counted as an attempt
             for e in waiting:
                 e.qitem = None
                 if e.ref is not None:
                     self._stops.append((e.ref, False))  # at the caller's flush, outside the lock
-                self._retry(e, f"node {self.live.spec.nodes[i].name} went down while the task waited for it")
+                if drained:
+                    e.attempts -= 1
+                self._retry(e, f"node {name} {'is draining' if drained else 'went down'} while the task waited "
+                               "for it")
 
     def _complete(self, e: _Entry, token: int, out: Any) -> None:
         """Book the outcome of one Ray task: its result tuple, or the exception it raised."""

@@ -96,11 +96,13 @@ def _nodes_note(names: list[str]) -> str:
 
 
 def worker_groups(spec: ClusterSpec, image: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """The ``workerGroupSpecs``: one group per pool and node shape, identical nodes as replicas."""
+    """The ``workerGroupSpecs``: one group per pool and node shape, identical nodes as replicas (``maxReplicas``:
+    the pool's ``scaling.max_nodes`` where it has one shape)."""
     by_pool: dict[str, list[NodeResources]] = {}
     for nd, res in zip(spec.nodes, cluster_resources(spec)):
         by_pool.setdefault(nd.pool, []).append(res)
     groups = []
+    limits = dict(spec.max_nodes)
     for pool, members in by_pool.items():
         shapes: dict[tuple, list[NodeResources]] = {}
         for res in members:
@@ -115,9 +117,11 @@ def worker_groups(spec: ClusterSpec, image: str, env: dict[str, str] | None = No
                 if r.startswith("mig_"):
                     gpus[_mig_k8s(r)] = int(n)
             n = len(same)
+            # a pool of one shape may grow to its scaling.max_nodes (the group the operator's autoscaler scales)
+            top = max(n, limits.get(pool, n)) if len(shapes) == 1 else n
             groups.append({
                 "groupName": _dns(name),
-                "replicas": n, "minReplicas": n, "maxReplicas": n,
+                "replicas": n, "minReplicas": n, "maxReplicas": top,
                 "labels": {k: v for k, v in res.labels.items() if k != LABEL_NODE},
                 "rayStartParams": _start_params(res),
                 "template": {"metadata": {"labels": dict(PART_OF),

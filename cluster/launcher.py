@@ -46,7 +46,7 @@ from cluster.procs import (cmdline, free_fixed_port, free_port, port_free, port_
 from cluster.ray_compat import (LOCAL_ONLY_ENV, GcsNodeTable, available_resources_per_node, refresh_auth_config,
                                 refresh_local_only)
 from cluster.ray_resources import HEAD_NAME, LABEL_NODE, NodeResources, cluster_resources, head_labels
-from cluster.topology import ClusterSpec, load_cluster
+from cluster.topology import ClusterSpec, load_cluster, with_standby
 
 DEFAULT_PORT = 6380
 DEFAULT_DASHBOARD_PORT = 8265
@@ -436,7 +436,8 @@ def _worker_args(res: NodeResources, address: str, temp_dir: Path, object_store_
             *node_ip_args(listen), *raylet_port_args()]
 
 
-def _alive_nodes(state: LaunchState) -> set[str]:
+def running_nodes(state: LaunchState) -> set[str]:
+    """The nodes this machine started whose raylet runs."""
     return {name for name, rec in state.nodes.items() if raylet_pid(rec) is not None}
 
 
@@ -498,7 +499,7 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
             (sdir / STATE_FILE).unlink(missing_ok=True)
             st = None
     if st is not None:
-        running = _alive_nodes(st)
+        running = running_nodes(st)
         missing = [r for r in plan if r.name not in running]
         if missing:
             stale = [st.nodes[r.name].sid for r in missing if r.name in st.nodes]
@@ -640,6 +641,53 @@ def down(state_dir: str | Path | None = None, *, keep_logs: bool = False, grace_
     if not keep_logs:
         shutil.rmtree(sdir / "logs", ignore_errors=True)
     return list(st.nodes)
+
+
+def running_cluster(state_dir: str | Path | None = None) -> tuple[LaunchState, ClusterSpec]:
+    """The local cluster this machine started (its state) and its topology with the standby slots its
+    pools may scale into (:func:`cluster.topology.with_standby`); raises :class:`LauncherError` if none runs."""
+    sdir = Path(state_dir or default_state_dir())
+    st = LaunchState.load(sdir)
+    head = st.nodes.get(HEAD_NAME) if st is not None else None
+    if st is None or st.joined_to or head is None or raylet_pid(head) is None:
+        raise LauncherError(f"no local cluster is running from {sdir} (this host's head): "
+                            "`orchestrator cluster up` starts one")
+    return st, with_standby(load_cluster(st.config))
+
+
+def start_nodes(names: list[str], state_dir: str | Path | None = None, *,
+                object_store_mb: int = DEFAULT_OBJECT_STORE_MB, parallel: int = 2, timeout_s: float = 180,
+                progress: Callable[[str, float], None] | None = None) -> list[str]:
+    """Start these nodes of the running cluster, standby slots included (a pool scaling up); those already
+    running are left alone. Returns the names started, once the GCS has registered them."""
+    st, spec = running_cluster(state_dir)
+    plan = {r.name: r for r in cluster_resources(spec)}
+    unknown = sorted(set(names) - set(plan))
+    if unknown:
+        raise LauncherError(f"no node {', '.join(unknown)} in {st.config} or its scaling slots")
+    running = running_nodes(st)
+    todo = [plan[n] for n in dict.fromkeys(names) if n not in running]
+    stop_sessions([st.nodes[r.name].sid for r in todo if r.name in st.nodes], grace_s=2)  # dead incarnations
+    check_socket_paths([node_temp_dir(st, r.name) for r in todo])
+    _start_workers(st, todo, object_store_mb, parallel, progress or (lambda name, s: None))
+    _wait_registered(f"127.0.0.1:{st.gcs_port}", [r.name for r in todo], timeout_s, st.token_file)
+    st.save()
+    return [r.name for r in todo]
+
+
+def stop_node(name: str, state_dir: str | Path | None = None, grace_s: float = 5.0) -> bool:
+    """Stop one node's raylet and every process of its session (a drained node leaving: capacity apply),
+    and forget it; False if it was not running."""
+    st, _ = running_cluster(state_dir)
+    if name == HEAD_NAME:
+        raise LauncherError("the head cannot be stopped alone: `orchestrator cluster down` stops the cluster")
+    rec = st.nodes.pop(name, None)
+    if rec is None:
+        return False
+    was = raylet_pid(rec) is not None
+    stop_sessions([rec.sid], grace_s=grace_s)
+    st.save()
+    return was
 
 
 def kill_node(name: str, state_dir: str | Path | None = None, sig: int = signal.SIGKILL) -> int:

@@ -20,6 +20,13 @@ resets by itself. Topology nodes map to Ray nodes by the ``node-name`` label;
 nodes without one (KubeRay pods of a worker group share their labels) are matched
 to unclaimed Ray nodes of the same ``pool`` in node-id order.
 
+A cluster that scales (``scaling`` in its YAML) is held with a *standby* slot per node
+each pool may grow by (:func:`cluster.topology.with_standby`): a slot not started is a
+node that is not running, so starting or stopping raylets never renumbers nodes. A
+node being *drained* (:meth:`LiveState.set_draining`, before ``capacity apply`` stops
+it) is taken out of reach the same way while its running tasks finish; the executor
+re-places the tasks waiting in its queue.
+
 Work placed on these nodes outside the executor is visible in :meth:`nodes` (Ray's
 available resources) but not subtracted from the policy's view.
 """
@@ -92,6 +99,8 @@ class NodeView:
     labels: dict[str, str]
     ray_total: dict[str, float]
     ray_available: dict[str, float]
+    standby: bool = False  # a slot beyond the file's nodes that its pool scales into (runs once apply starts it)
+    draining: bool = False  # no new placements; its running tasks finish (capacity apply)
 
 
 def _tombstone(nd: NodeSpec) -> NodeSpec:
@@ -134,6 +143,8 @@ class LiveState:
         self._last = -math.inf
         self._index = {nd.name: i for i, nd in enumerate(spec.nodes)}
         self._dead_ids: set[str] = set()
+        self._standby = frozenset(spec.standby)
+        self.draining: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ reading
     def index(self, name: str) -> int:
@@ -160,6 +171,17 @@ class LiveState:
             self._dead_ids.add(node_id)
             self._apply([rn for rn in self._ray if rn is not None])
 
+    def set_draining(self, names: "set[str] | frozenset[str] | list[str]") -> list[str]:
+        """Drain exactly ``names`` from now on (an empty set ends every drain); returns the names drained
+        before. Raises KeyError naming a node the topology does not have."""
+        unknown = sorted(set(names) - set(self._index))
+        if unknown:
+            raise KeyError(", ".join(unknown))
+        with self.lock:
+            old, self.draining = self.draining, frozenset(names)
+            self._apply([rn for rn in self._ray if rn is not None])
+        return sorted(old)
+
     def refresh(self, with_available: bool = False) -> list[int]:
         """Re-read Ray now; return the nodes that stopped being usable since the last read.
 
@@ -181,9 +203,13 @@ class LiveState:
             for i, nd in enumerate(self.spec.nodes):
                 rn = matched[i]
                 alive = rn is not None and rn.alive
-                problem = "" if alive else "not running (no alive Ray node with this name)"
+                problem = "" if alive else ("standby: not started (orchestrator capacity apply starts it)"
+                                            if nd.name in self._standby else
+                                            "not running (no alive Ray node with this name)")
                 if alive and not problem:
                     problem = _totals_problem(self._expected[i], rn.total)
+                if alive and not problem and nd.name in self.draining:
+                    problem = "draining: no new placements, its running tasks finish"
                 usable = alive and not problem
                 if self.usable[i] and not usable:
                     lost.append(i)
@@ -193,8 +219,7 @@ class LiveState:
                 self._ray[i] = rn
             if changed:
                 nodes_spec = tuple(nd if self.usable[i] else _tombstone(nd) for i, nd in enumerate(self.spec.nodes))
-                self.state.spec = ClusterSpec(self.spec.name, self.spec.tiers, nodes_spec, self.spec.source,
-                                              pools=self.spec.pools)
+                self.state.spec = dataclasses.replace(self.spec, nodes=nodes_spec)
             return lost
 
     def _match(self, nodes: list[RayNode]) -> list[RayNode | None]:
@@ -234,7 +259,8 @@ class LiveState:
                     mig_free={p: int(st.mig_free[i, k]) for p, k in _profile_items() if st.mig_free[i, k] or
                               p in st.mig_profiles[i]},
                     labels=dict(rn.labels) if rn else {}, ray_total=dict(rn.total) if rn else {},
-                    ray_available=dict(rn.available) if rn and rn.alive else {}))
+                    ray_available=dict(rn.available) if rn and rn.alive else {},
+                    standby=nd.name in self._standby, draining=nd.name in self.draining))
         return out
 
 

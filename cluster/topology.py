@@ -13,7 +13,7 @@ GPU sharing modes per device:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cluster.config import Collector, ConfigError, Fields, load_yaml
@@ -119,6 +119,10 @@ class ClusterSpec:
     nodes: tuple[NodeSpec, ...]
     source: str = "<built>"
     pools: tuple[str, ...] = field(default=())
+    #: per pool, the most nodes it may scale to (the YAML's ``scaling``; pools not named: their node count)
+    max_nodes: tuple[tuple[str, int], ...] = ()
+    #: nodes that exist only as slots to scale into (:func:`with_standby`); none in a loaded file
+    standby: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.pools:
@@ -230,7 +234,7 @@ def load_cluster(path: str | Path) -> ClusterSpec:
     """Load and validate a cluster topology YAML; raises :class:`ConfigError`."""
     f = load_yaml(path)
     errs = Collector()  # every bad tier, node and field is reported at once
-    errs(f.check_keys, {"name", "tiers", "nodes", "gpu_models"})
+    errs(f.check_keys, {"name", "tiers", "nodes", "gpu_models", "scaling"})
     models = errs(load_gpu_models, f.raw("gpu_models")) if f.has("gpu_models") else load_gpu_models()
     tiers, bad_tiers = {}, set()
     for name, sec in errs(lambda: list(f.mapping_sections("tiers")), default=[]):
@@ -257,9 +261,71 @@ def load_cluster(path: str | Path) -> ClusterSpec:
         if n.devices and tiers[n.tier].kind != "gpu":
             errs.errors.append(ConfigError(path, f"nodes[{i}].gpus", f"GPUs on a {tiers[n.tier].kind!r} tier node"))
     name = errs(f.str, "name", Path(path).stem)
+    scaling = errs(_parse_scaling, f, [n for _, n in nodes]) if f.has("scaling") else ()
     errs.check()
     nodes = [n for _, n in nodes]
-    return ClusterSpec(name=name, tiers=tiers, nodes=tuple(nodes), source=str(path))
+    return ClusterSpec(name=name, tiers=tiers, nodes=tuple(nodes), source=str(path), max_nodes=scaling or ())
+
+
+#: the most nodes one pool may scale to (each is a raylet on the emulated cluster)
+MAX_POOL_NODES = 64
+
+
+def _parse_scaling(f: Fields, nodes: list[NodeSpec]) -> tuple[tuple[str, int], ...]:
+    """``scaling: {POOL: {max_nodes: N}}``: how far ``orchestrator capacity apply`` may grow each pool
+    (KubeRay's ``maxReplicas``); at least the pool's node count in the file."""
+    counts: dict[str, int] = {}
+    for n in nodes:
+        counts[n.pool] = counts.get(n.pool, 0) + 1
+    out = []
+    for pool, sec in f.mapping_sections("scaling"):
+        if pool not in counts:
+            raise f.error(f"scaling.{pool}", f"no such pool (pools: {', '.join(counts)})")
+        sec.check_keys({"max_nodes"})
+        out.append((pool, sec.int("max_nodes", min=counts[pool], max=MAX_POOL_NODES)))
+    return tuple(out)
+
+
+def added_node_name(pool: str, k: int) -> str:
+    """The name of the ``k``-th node (from 1) a pool grows by beyond its file's nodes."""
+    return f"{pool}-add{k}"
+
+
+def pool_max(spec: ClusterSpec) -> dict[str, int]:
+    """Per pool, the most nodes it may have: its ``scaling.max_nodes``, else the nodes it has (standby included)."""
+    out: dict[str, int] = {}
+    for n in spec.nodes:
+        out[n.pool] = out.get(n.pool, 0) + 1
+    out.update(spec.max_nodes)
+    return out
+
+
+def with_standby(spec: ClusterSpec) -> ClusterSpec:
+    """``spec`` with a standby slot per node each pool may grow by (copies of its first node, named by
+    :func:`added_node_name`, after its last node): the router's view of a cluster that scales, whose
+    node indices stay fixed while nodes start and stop (a slot not started is a node that is not running)."""
+    grow = {p: m for p, m in pool_max(spec).items()}
+    for n in spec.nodes:
+        grow[n.pool] -= 1
+    if not any(grow.values()):
+        return spec
+    names = {n.name for n in spec.nodes}
+    last = {n.pool: i for i, n in enumerate(spec.nodes)}
+    first: dict[str, NodeSpec] = {}
+    nodes: list[NodeSpec] = []
+    standby: list[str] = list(spec.standby)
+    for i, nd in enumerate(spec.nodes):
+        first.setdefault(nd.pool, nd)
+        nodes.append(nd)
+        k = 0
+        while i == last[nd.pool] and grow[nd.pool] > 0:
+            k += 1
+            name = added_node_name(nd.pool, k)
+            if name not in names:
+                nodes.append(replace(first[nd.pool], name=name))
+                standby.append(name)
+                grow[nd.pool] -= 1
+    return replace(spec, nodes=tuple(nodes), standby=tuple(standby))
 
 
 #: Node classes that every cluster maps onto, so that learned policies and their

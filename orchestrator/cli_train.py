@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from pathlib import Path
 
 from cluster.config import UsageError
 from rl_env.train_rf_args import add_arguments as add_rf_arguments
@@ -86,18 +85,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 def policy_promote(args: argparse.Namespace) -> int:
     """``orchestrator policy promote``: the router's answer (the new champion and the judgement it is under)."""
     import json
-    import os
 
-    from serve_app.client import RouterClient, RouterError
-    from serve_app.config import TOKEN_ENV, TOKEN_FILE_ENV
+    from serve_app.client import RouterClient, RouterError, admin_token
 
-    path = args.token_file or (None if os.environ.get(TOKEN_ENV) else os.environ.get(TOKEN_FILE_ENV))
     try:
-        token = Path(path).expanduser().read_text().strip() if path else os.environ.get(TOKEN_ENV)
-    except OSError as exc:
-        raise UsageError(f"--token-file {path}: {exc.strerror}") from None
-    if not token:
-        raise UsageError(f"the admin token: set {TOKEN_ENV} or {TOKEN_FILE_ENV}, or give --token-file")
+        token = admin_token(args.token_file)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     try:
         out = RouterClient(args.router, token=token).promote()
     except RouterError as exc:

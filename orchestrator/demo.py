@@ -8,7 +8,9 @@ Steps (each prints what it does; a second run reuses what is already up):
    a minute, :data:`DEMO_RF`) and the RL policy (``artifacts/policies/rl``, or
    ``DEMO_TRAIN_RL=1`` trains one);
 3. the Serve router (``orchestrator serve up``) with the node-level RandomForest (the best
-   learned policy on docs/evaluation.md);
+   learned policy on docs/evaluation.md), the RL policy deciding beside it in shadow (the
+   challenger: never acted on, each record keeps its choice), and the folder the demo's
+   results go to as its ``loop_dir`` (the Loop page reads the calibration and replay there);
 4. Prometheus, when ``prometheus`` is on PATH, scraping every node's metrics agent (the
    router's ``ray_orch_*`` series included) with ``orchestrator serve prometheus-config``'s
    config, its data in ``$DEMO_OUT/prometheus``; started before the workload so that its
@@ -18,7 +20,9 @@ Steps (each prints what it does; a second run reuses what is already up):
    (``configs/workloads/real_mix.yaml``: the example functions of
    ``orchestrator/examples/real_work.py`` run on the nodes the router chose), and the
    simulator's timing model calibrated on what the router measured (``orchestrator calibrate``; at
-   the demo's compression, so the real kinds' factors include it: calibrate at compression 1);
+   the demo's compression, so the real kinds' factors include it: calibrate at compression 1), and
+   that history replayed under the champion, the challenger and fastest-feasible
+   (``orchestrator counterfactual``, one seed);
 6. the simulator comparison of every policy (rf:latest and rl:latest included) on
    the same tasks, the FGD packing replay on the Alibaba trace when
    ``../shared/traces`` is there, and a capacity recommendation for the workload's rate
@@ -39,6 +43,8 @@ Environment (all optional): ``DEMO_OUT`` (results and state, default
 ``DEMO_CLUSTER`` (topology YAML), ``DEMO_WORKLOAD`` (``configs/workloads/mixed.yaml``),
 ``DEMO_DURATION`` (seconds of workload, default 60), ``DEMO_COMPRESSION`` (workload
 seconds per wall second, default 4), ``DEMO_POLICY`` (the router's, default ``rf``),
+``DEMO_SHADOW`` (the challenger in shadow, default ``rl``, or ``rf`` when the router runs ``rl``;
+``none``: no challenger),
 ``DEMO_TRAIN_RL=1`` (trains ``configs/experiments/ppo_nodes.yaml``: about 32 minutes on 2 cores),
 ``DEMO_SKIP_TRACE=1``, ``DEMO_PACKING_SEEDS`` (default ``42``), ``DEMO_REAL_DURATION`` (seconds of
 ``configs/workloads/real_mix.yaml``, real code through the router after the mixed workload; default 20,
@@ -96,6 +102,7 @@ class Settings:
     skip_trace: bool
     packing_seeds: str
     real_duration: float
+    shadow: str | None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -121,6 +128,7 @@ class Settings:
             skip_trace=e.get("DEMO_SKIP_TRACE") == "1",
             packing_seeds=e.get("DEMO_PACKING_SEEDS", "42"),
             real_duration=float(e.get("DEMO_REAL_DURATION", 20)),
+            shadow=_shadow(e.get("DEMO_SHADOW"), e.get("DEMO_POLICY", "rf")),
         )
 
     @property
@@ -141,6 +149,18 @@ class Settings:
 
 
 # ------------------------------------------------------------------ helpers
+
+def _shadow(given: str | None, policy: str) -> str | None:
+    """The demo router's challenger: ``DEMO_SHADOW``, else the learned policy the router does not run."""
+    if given is not None:
+        return None if given.strip().lower() in ("", "none") else given.strip()
+    return "rf" if policy.partition(":")[0] == "rl" else "rl"
+
+
+def _sim_name(policy: str) -> str:
+    """The simulator's name for a router policy: a learned kind without a version is its latest."""
+    return f"{policy}:latest" if policy in ("rf", "rl") else policy
+
 
 def step(msg: str) -> None:
     print(f"\n==> {msg}", flush=True)
@@ -220,7 +240,7 @@ def write_serve_config(cfg: Settings, token_file: Path) -> Path:
     args = app.setdefault("args", {})
     args.update(policy=cfg.policy, history_url=f"sqlite:///{cfg.out / 'history.db'}",
                 admin_token_file=str(token_file), time_compression=cfg.compression,
-                capacity_dir=str(cfg.out / "capacity"))
+                capacity_dir=str(cfg.out / "capacity"), loop_dir=str(cfg.out), shadow_policy=cfg.shadow)
     if os.environ.get("ORCH_REGISTRY"):
         args["registry"] = os.environ["ORCH_REGISTRY"]
     data.setdefault("http_options", {})["port"] = cfg.router_port
@@ -328,6 +348,14 @@ def up(cfg: Settings) -> int:
               flush=True)
         run(orch("calibrate", "--history", f"sqlite:///{cfg.out / 'history.db'}", "--cluster", cfg.cluster,
                  "--out", str(cfg.out / "calibration")), env=env)
+        rivals = list(dict.fromkeys([label, *([_sim_name(cfg.shadow)] if cfg.shadow else []), "fastest-feasible"]))
+        print(f"replaying the router's history under {', '.join(rivals)} in the calibrated simulator "
+              "(orchestrator counterfactual)", flush=True)
+        cf = run(orch("counterfactual", "--history", f"sqlite:///{cfg.out / 'history.db'}", "--cluster", cfg.cluster,
+                      "--calibration", str(cfg.out / "calibration" / "profile.yaml"), "--policies", ",".join(rivals),
+                      "--seeds", "1", "--out", str(cfg.out / "counterfactual")), env=env, check=False)
+        if cf.returncode:  # the Loop page says the replay is missing; the rest goes on
+            print("(the counterfactual replay failed; see above. The rest of the demo goes on)", flush=True)
 
     step("6/7 simulator: every policy on the same tasks; FGD packing on the Alibaba trace; a capacity recommendation")
     run([sys.executable, "-m", "orchestrator.demo", "simulate"])  # its own process: a clean exit status

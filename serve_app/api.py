@@ -39,9 +39,9 @@ from serve_app.auth import ANONYMOUS, AdminAuth, ClientAuth, Principal
 from serve_app.errors import ApiError, JSONResponse
 from serve_app.guard import Guard
 from serve_app.keys import KeyStoreError, Quota
-from serve_app.models import (AggregateOut, BatchIn, BatchOut, ClusterOut, DecisionOut, ErrorOut, ForecastOut,
-                              HealthOut, KeyIn, KeyOut, PolicyIn, PolicyOut, RecommendationOut, ShadowIn, TaskIn,
-                              TaskOut, TaskPage, TaskStatus)
+from serve_app.models import (AggregateOut, BatchIn, BatchOut, ClusterOut, DecisionOut, DrainIn, ErrorOut,
+                              ForecastOut, HealthOut, KeyIn, KeyOut, LoopOut, PolicyIn, PolicyOut, RecommendationOut,
+                              ShadowIn, TaskIn, TaskOut, TaskPage, TaskStatus)
 from serve_app.policies import PolicyChoiceError
 from serve_app.promotion import PromotionRefused
 from serve_app.service import RouterService
@@ -384,6 +384,12 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
     async def cluster() -> JSONResponse:
         return JSONResponse(await run_in_threadpool(get().cluster))
 
+    @api.put("/v1/cluster/draining", response_model=ClusterOut, responses={**_ERRORS, **_ADMIN}, tags=["cluster"],
+             dependencies=[Depends(admin)],
+             summary="Drain exactly these nodes (admin): no new placements, running tasks finish; [] ends drains")
+    async def put_draining(body: DrainIn) -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(get().set_draining, body.nodes))
+
     @api.get("/v1/policy", response_model=PolicyOut, tags=["policy"])
     async def get_policy() -> JSONResponse:
         return JSONResponse(await run_in_threadpool(get().policy_info))
@@ -416,6 +422,13 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
              summary="Run a challenger in shadow (admin): it decides every task too, never acted on; null stops it")
     async def put_shadow(body: ShadowIn) -> JSONResponse:
         return await switched(get().set_shadow, body.policy, body.version)
+
+    @api.get("/v1/loop", response_model=LoopOut, tags=["policy"], responses={422: _ERRORS[422]},
+             summary="The learning loop: calibration, the challenger's agreement in shadow, counterfactual and "
+                     "retrain reports, promotions")
+    async def loop(hours: float = Query(24.0, gt=0, le=24 * 365, description="shadow decisions of the last hours")
+                   ) -> JSONResponse:
+        return JSONResponse(await blocking(get().loop, hours))
 
     @api.get("/v1/capacity/forecast", response_model=ForecastOut, tags=["capacity"],
              responses={409: {"model": ErrorOut, "description": "too little history to forecast from"},

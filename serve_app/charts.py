@@ -1,4 +1,4 @@
-"""Altair charts for the Compare and Metrics pages, readable with a dozen policies at once.
+"""Altair charts for the Compare, Metrics, Capacity and Loop pages, readable with a dozen policies at once.
 
 One colour per run, the same in every chart (:func:`run_colours`, assigned in the order
 the runs are offered, so unticking a policy does not recolour the others); time series
@@ -150,3 +150,31 @@ def forecast_chart(df: pd.DataFrame, unit: str, level: int) -> alt.LayerChart:
                  alt.Tooltip("hi:Q", format=",.2f")])
     return alt.layer(band, line).properties(height=320, usermeta=SVG,
                                             title=f"shaded: the {level}% prediction interval")
+
+
+def calibration_chart(long: pd.DataFrame) -> alt.Chart:
+    """Per node class, the measured mean latency beside the model's before and after calibration (bars)."""
+    order = ["measured", "model before", "model after"]
+    return alt.Chart(long).mark_bar().encode(
+        x=alt.X("node class:N", title=None, axis=alt.Axis(labelAngle=0)),
+        xOffset=alt.XOffset("latency:N", sort=order),
+        y=alt.Y("ms:Q", title="mean latency of held-out tasks (ms)"),
+        color=alt.Color("latency:N", title=None, scale=alt.Scale(domain=order, range=["#333333", "#e45756",
+                                                                                     "#54a24b"])),
+        tooltip=["node class", "latency", alt.Tooltip("ms:Q", format=",.1f")],
+    ).properties(height=260, usermeta=SVG)
+
+
+def objective_chart(df: pd.DataFrame) -> alt.LayerChart:
+    """Each policy's mean objective (lower is better) with its 95% interval over tasks, the champion first."""
+    order = list(df["policy"])
+    base = alt.Chart(df).encode(y=alt.Y("policy:N", sort=order, title=None,
+                                        axis=alt.Axis(labelLimit=260, labelOverlap=False)))
+    rule = base.mark_rule(strokeWidth=2).encode(x=alt.X("CI low:Q", title="mean objective per task (lower is better)",
+                                                        scale=alt.Scale(zero=False)), x2="CI high:Q",
+                                                color=alt.Color("policy:N", scale=run_colours(order), legend=None))
+    point = base.mark_point(filled=True, size=70).encode(
+        x="mean objective:Q", color=alt.Color("policy:N", scale=run_colours(order), legend=None),
+        tooltip=["policy", alt.Tooltip("mean objective:Q", format=".3f"), alt.Tooltip("CI low:Q", format=".3f"),
+                 alt.Tooltip("CI high:Q", format=".3f"), alt.Tooltip("SLO miss %:Q", format=".1f")])
+    return alt.layer(rule, point).properties(height=alt.Step(28), usermeta=SVG)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -41,6 +42,21 @@ def api_key_from_env() -> str | None:
         except OSError:
             return None
     return None
+
+
+def admin_token(path: str | None = None) -> str:
+    """The admin token: from ``path``, else ``$ORCH_ADMIN_TOKEN``, else the file ``$ORCH_ADMIN_TOKEN_FILE`` names;
+    ValueError saying which source failed and why."""
+    from serve_app.config import TOKEN_ENV, TOKEN_FILE_ENV
+
+    path = path or (None if os.environ.get(TOKEN_ENV) else os.environ.get(TOKEN_FILE_ENV))
+    try:
+        token = Path(path).expanduser().read_text().strip() if path else os.environ.get(TOKEN_ENV)
+    except OSError as exc:
+        raise ValueError(f"--token-file {path}: {exc.strerror}") from None
+    if not token:
+        raise ValueError(f"the admin token: set {TOKEN_ENV} or {TOKEN_FILE_ENV}, or give --token-file")
+    return token
 
 
 class RouterError(RuntimeError):
@@ -160,11 +176,19 @@ class RouterClient:
     def capacity_recommendation(self) -> dict:
         return self._call("GET", "/v1/capacity/recommendation")
 
+    def loop(self, hours: float = 24.0) -> dict:
+        """``GET /v1/loop``: calibration, shadow agreement over ``hours``, counterfactual, retrain, promotions."""
+        return self._call("GET", "/v1/loop", params={"hours": hours})
+
     def set_policy(self, policy: str, version: str | None = None) -> dict:
         body: dict[str, Any] = {"policy": policy}
         if version:
             body["version"] = version
         return self._call("PUT", "/v1/policy", admin=True, json=body)
+
+    def set_draining(self, nodes: list[str]) -> dict:
+        """Drain exactly ``nodes`` (admin; [] ends every drain); answers the cluster view."""
+        return self._call("PUT", "/v1/cluster/draining", admin=True, json={"nodes": list(nodes)})
 
     def promote(self) -> dict:
         """Promote the router's shadow policy (admin); ``GET /v1/policy``'s ``promotion`` follows its judgement."""

@@ -93,6 +93,9 @@ class RouterConfig:
             working directory of an installed package).
         capacity_cache_s / capacity_max_rows: how long a ``GET /v1/capacity/forecast`` answer is
             kept, and the most (newest) history rows one reads.
+        loop_dir: the folder whose ``calibration/``, ``counterfactual/`` and ``retrain/`` hold what
+            ``orchestrator calibrate``, ``counterfactual`` and ``retrain`` wrote (their default ``--out``
+            folders are under ``results``), served with the shadow's agreement by ``GET /v1/loop``.
         entry_points: the functions (``package.module:function``) a task sent over HTTP may run
             instead of emulated work (:mod:`serve_app.entry_points`); nothing else runs.
         shadow_policy: a challenger (``rl``, ``rf:2`` ...) that decides every task too and is never
@@ -147,6 +150,7 @@ class RouterConfig:
     capacity_dir: str = "results/capacity/recommend"
     capacity_cache_s: float = 300.0
     capacity_max_rows: int = 200_000
+    loop_dir: str = "results"
     entry_points: tuple[str, ...] = ()
     shadow_policy: str | None = None
     promotion_window: int = 200
@@ -255,6 +259,7 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
         capacity_dir=f.str("capacity_dir", d.capacity_dir),
         capacity_cache_s=f.num("capacity_cache_s", d.capacity_cache_s, min=0.0, max=86_400.0),
         capacity_max_rows=int(f.num("capacity_max_rows", d.capacity_max_rows, min=1, max=10_000_000)),
+        loop_dir=f.str("loop_dir", d.loop_dir),
         entry_points=check_names(entry_points, lambda key, why: f.fail(key, why, None)),
         shadow_policy=opt_str("shadow_policy"),
         promotion_window=int(f.num("promotion_window", d.promotion_window, min=1, max=1_000_000)),

@@ -1,5 +1,5 @@
 """Streamlit view: compare placement policies side by side, submit a task, administer the router,
-watch its metrics, see its demand forecast and the recommended cluster.
+watch its metrics, see its demand forecast and the recommended cluster, and follow its learning loop.
 
 Run: ``streamlit run serve_app/dashboard.py --server.port 8501``. Environment:
 ``ORCH_RESULTS`` (result sets folder, default ``results``), ``ORCH_ROUTER_URL``
@@ -7,8 +7,8 @@ Run: ``streamlit run serve_app/dashboard.py --server.port 8501``. Environment:
 (the operator's secret; without one the Admin page stays locked), ``ORCH_RAY_DASHBOARD``
 and ``ORCH_GRAFANA_URL`` (linked when they answer), ``ORCH_PROMETHEUS_URL`` (the Metrics
 page, default ``http://127.0.0.1:9090``). Every failure is shown as a sentence, never a trace.
-The pages live in ``dashboard_compare``, ``dashboard_admin``, ``dashboard_metrics`` and
-``dashboard_capacity``.
+The pages live in ``dashboard_compare``, ``dashboard_admin``, ``dashboard_metrics``,
+``dashboard_capacity`` and ``dashboard_loop``.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from serve_app.dashboard_admin import page_admin  # noqa: E402
 from serve_app.dashboard_capacity import page_capacity  # noqa: E402
 from serve_app.dashboard_common import client  # noqa: E402
 from serve_app.dashboard_compare import page_compare  # noqa: E402
+from serve_app.dashboard_loop import page_loop  # noqa: E402
 from serve_app.dashboard_metrics import page_metrics  # noqa: E402
 
 EXAMPLES: dict[str, dict] = {
@@ -157,7 +158,7 @@ def _show_result(out: dict) -> None:
 # ------------------------------------------------------------------ main
 
 PAGES = {"Compare": page_compare, "Submit": page_submit, "Admin": page_admin, "Metrics": page_metrics,
-         "Capacity": page_capacity}
+         "Capacity": page_capacity, "Loop": page_loop}
 
 
 def main() -> None:

@@ -72,6 +72,10 @@ class HistoryStore(Protocol):
     def demand_rows(self, since: float, limit: int) -> list[dict]:
         """The newest ``limit`` tasks accepted since ``since``: arrival, kind, pool, share, run time, task."""
 
+    def shadow_rows(self, since: float, limit: int) -> list[dict]:
+        """The newest ``limit`` tasks accepted since ``since`` decided with a shadow: policy, status, score,
+        SLO verdict, decision."""
+
     def count(self, **filters: Any) -> int: ...
 
     def events(self, task_id: str) -> list[dict]: ...

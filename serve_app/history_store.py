@@ -274,6 +274,16 @@ class SQLHistory:
                             "ORDER BY accepted_at DESC LIMIT :limit", {"since": since, "limit": int(limit)})
         return [_decode(r) for r in rows]
 
+    def shadow_rows(self, since: float, limit: int) -> list[dict]:
+        """The newest ``limit`` tasks accepted at or after ``since`` whose decision holds a shadow's
+        (``decision.shadow``), with only what the shadow's agreement reads (:mod:`serve_app.loop_views`).
+        ``LIKE`` on the stored JSON (which writes ``"shadow":`` exactly so, a quoted key's quotes escaped
+        in any string value) reads the same in both databases."""
+        rows = self.db.rows("SELECT accepted_at, policy, status, score, slo_met, decision FROM tasks "
+                            "WHERE accepted_at >= :since AND decision LIKE :key ORDER BY accepted_at DESC LIMIT :limit",
+                            {"since": since, "key": '%"shadow":%', "limit": int(limit)})
+        return [_decode(r) for r in rows]
+
     def count(self, **filters: Any) -> int:
         where, args = self._where(**filters)
         return int(self.db.rows(f"SELECT COUNT(*) AS n FROM tasks{where}", args)[0]["n"])

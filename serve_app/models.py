@@ -213,6 +213,14 @@ class NodeOut(BaseModel):
     cpu_free_milli: int
     gpu_free_milli: int
     mig_free: dict[str, int]
+    standby: bool = Field(False, description="a slot beyond the config's nodes that its pool scales into")
+    draining: bool = Field(False, description="no new placements; its running tasks finish")
+
+
+class DrainIn(_Strict):
+    nodes: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        ..., max_length=1024, examples=[["cloud-add1"], []],
+        description="the nodes to drain from now on (exactly these; [] ends every drain)")
 
 
 class ClusterOut(BaseModel):
@@ -266,6 +274,58 @@ class RecommendationOut(BaseModel):
     recommended: dict[str, Any]
     saving_per_hour: Optional[float] = None
     cluster_diff: str
+
+
+class LoopReportOut(BaseModel):
+    """One command's report under the router's ``loop_dir``: the JSON it wrote, or a note saying why there is none."""
+
+    report: Optional[dict[str, Any]] = Field(None, description="the file's JSON; null when there is none")
+    path: str
+    written_at: Optional[float] = Field(None, description="the file's modification time (Unix seconds)")
+    note: Optional[str] = Field(None, description="why there is no report, naming the command that writes one")
+
+
+class ShadowPairOut(BaseModel):
+    """A challenger's decisions in shadow beside one champion's (:func:`serve_app.loop_views.agreement`)."""
+
+    champion: str
+    challenger: str
+    decisions: int
+    agreements: int
+    disagreements: int
+    errors: int = Field(description="decisions the challenger raised on (the task was placed by the champion)")
+    agreement_pct: Optional[float] = Field(None, description="agreements of the decisions it made (errors left out)")
+    compared: int = Field(description="disagreements where both chose a node: the expected figures are over these")
+    challenger_better: int = Field(description="of those, the model expected the challenger's choice to score better")
+    champion_expected_ms: Optional[float] = None
+    challenger_expected_ms: Optional[float] = None
+    champion_expected_score: Optional[float] = Field(None, description="objective score, lower is better")
+    challenger_expected_score: Optional[float] = None
+    champion_measured_score: Optional[float] = Field(None, description="the champion's succeeded tasks, measured")
+    champion_slo_met_pct: Optional[float] = None
+
+
+class ShadowAgreementOut(BaseModel):
+    hours: float
+    since: float
+    decisions_read: int
+    truncated: bool = Field(description="more decisions with a shadow in the window than one answer reads")
+    first_accepted: Optional[float] = None
+    pairs: list[ShadowPairOut]
+
+
+class LoopOut(BaseModel):
+    """The learning loop: the simulator's calibration, the challenger in shadow, the counterfactual and
+    retrain reports, and the promotions."""
+
+    folder: str = Field(description="the router's loop_dir")
+    champion: str
+    challenger: Optional[str] = Field(None, description="the policy deciding in shadow now, if any")
+    promotion: Optional[dict[str, Any]] = Field(None, description="as in GET /v1/policy: the watch and the log")
+    shadow: ShadowAgreementOut
+    calibration: LoopReportOut
+    counterfactual: LoopReportOut
+    retrain: LoopReportOut
 
 
 class ErrorItem(BaseModel):

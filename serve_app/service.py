@@ -39,6 +39,7 @@ from cluster.live_state import LiveState, RayNode
 from cluster.ray_backend import Backend
 from cluster.state import ClusterState
 from cluster.alibaba import load_cluster_any
+from cluster.topology import with_standby
 from cluster.vocabulary import FINAL, STATUSES, share_text
 from scheduler.estimate import expected_parts
 from scheduler.features import feature_vector
@@ -92,7 +93,8 @@ class RouterService:
         self.cfg = cfg
         if cfg.registry:
             os.environ[REGISTRY_ENV] = cfg.registry  # learned policies resolve "latest" here
-        self.spec = load_cluster_any(cfg.cluster_path())
+        # with a slot per node each pool may scale into (``scaling``): capacity apply starts and drains them
+        self.spec = with_standby(load_cluster_any(cfg.cluster_path()))
         self._static = ClusterState.from_spec(self.spec)  # the full topology, for "could it ever fit"
         self._hosts = FeasibilityCache()  # of _static, which never changes
         # In a replica the node list is read by a background thread, never on the request path
@@ -693,7 +695,8 @@ class RouterService:
         for v in self.live.nodes():
             d = {k: getattr(v, k) for k in ("name", "tier", "pool", "node_class", "alive", "usable", "node_id",
                                             "problem", "load", "running", "queued", "cpu_free_milli",
-                                            "gpu_free_milli", "mig_free", "labels", "ray_total", "ray_available")}
+                                            "gpu_free_milli", "mig_free", "labels", "ray_total", "ray_available",
+                                            "standby", "draining")}
             d["network_ms"] = list(v.network_ms)
             d["load"] = finite(d["load"]) or 0.0
             nodes.append(d)
@@ -729,12 +732,31 @@ class RouterService:
             self.shadow = None
         log.warning("rolled back %s to %s: %s", watch.new_name, watch.old_name, self.promotions.log[-1])
 
+    def set_draining(self, names: list[str]) -> dict[str, Any]:
+        """Drain exactly ``names`` (none: end every drain): no new placements there, their running tasks
+        finish, their queued ones are re-placed (not counted as a retry); ``capacity apply`` stops a drained
+        node once ``GET /v1/cluster`` shows it idle. An unknown name is a 422 naming it."""
+        try:
+            before = self.live.set_draining(names)
+        except KeyError as exc:
+            raise ApiError(422, f"no node {exc.args[0]} in this router's topology", loc=["body", "nodes"]) from None
+        log.info("draining %s (before: %s)", sorted(names) or "nothing", before or "nothing")
+        self.executor.replace_stranded()
+        return {**self.cluster(), "previous_draining": before}
+
     def set_shadow(self, name: str | None, version: str | int | None = None) -> dict[str, Any]:
         """Run ``name`` in shadow from the next task on (None: stop); built fully before it replaces the old."""
         new = None if name is None else build_policy(name, version, seed=self.cfg.seed, registry=self.cfg.registry)
         old, self.shadow = self.shadow, new
         log.info("shadow policy %s -> %s", old.name if old else None, new.name if new else None)
         return {**self.policy_info(), "previous_shadow": old.name if old else None}
+
+    def loop(self, hours: float) -> dict[str, Any]:
+        """The learning loop for ``GET /v1/loop``: the reports in ``loop_dir``, the shadow's agreement over the
+        last ``hours`` of the history, the champion, challenger and promotions (:mod:`serve_app.loop_views`)."""
+        from serve_app.loop_views import LoopViews
+
+        return LoopViews(self.history, self.cfg.loop_dir).document(self.policy_info(), hours)
 
     def set_policy(self, name: str, version: str | int | None) -> dict[str, Any]:
         """Build the new policy fully, then swap; requests in flight finish with the old one."""

@@ -170,6 +170,15 @@ def errors(data: Sequence[Sample], profile: Profile | None) -> dict[str, float]:
             "measured_mean_ms": round(float(real.mean()), 3), "predicted_mean_ms": round(float(pred.mean()), 3)}
 
 
+def errors_by_class(data: Sequence[Sample], profile: Profile) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`errors` per node class, before and after ``profile``: an overall figure can hide a class the
+    model is far off on (and one the profile made worse), which is where a reader looks next."""
+    groups: dict[str, list[Sample]] = {}
+    for s in data:
+        groups.setdefault(s.node_class, []).append(s)
+    return {cls: {"before": errors(g, None), "after": errors(g, profile)} for cls, g in sorted(groups.items())}
+
+
 # ---------------------------------------------------------------- loading and applying
 
 

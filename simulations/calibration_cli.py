@@ -79,6 +79,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
               "fit": _part(fitted), "held_out": _part(held),
               "before": {"fit": cal.errors(fitted, None), "held_out": cal.errors(held, None)},
               "after": {"fit": cal.errors(fitted, profile), "held_out": cal.errors(held, profile)},
+              "held_out_by_class": cal.errors_by_class(held, profile),
               "profile": profile.to_dict()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +121,15 @@ def markdown(report: dict[str, Any]) -> str:
             e = report[when_][part]
             lines.append(f"| {part.replace('_', ' ')} | {when_} | {e['mean_pct']:.2f} | {e['p95_pct']:.2f} | "
                          f"{e['median_task_pct']:.2f} | {e['measured_mean_ms']:.1f} | {e['predicted_mean_ms']:.1f} |")
+    by_class = report.get("held_out_by_class") or {}  # reports before it was kept have none
+    if by_class:
+        lines += ["", "Held out, per node class (measured mean against the model's, before and after):", "",
+                  "| node class | tasks | measured mean ms | before: predicted ms | before: mean error % | "
+                  "after: predicted ms | after: mean error % |", "|---|---|---|---|---|---|---|"]
+        for cls, e in by_class.items():
+            b, a = e["before"], e["after"]
+            lines.append(f"| {cls} | {b['tasks']} | {b['measured_mean_ms']:.1f} | {b['predicted_mean_ms']:.1f} | "
+                         f"{b['mean_pct']:.2f} | {a['predicted_mean_ms']:.1f} | {a['mean_pct']:.2f} |")
     prof = report["profile"]
     lines += ["", "Execution, measured / modelled, per node class and task kind (the calibrated simulator divides "
                   "the node's speed by it); a kind over every class where a class has too few tasks:", ""]

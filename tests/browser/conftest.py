@@ -35,6 +35,8 @@ POLICIES = ["random", "round-robin", "least-loaded", "cheapest-feasible", "faste
 #: the live router's policy: not the first of the registry's (alphabetical) list
 ROUTER_POLICY = "fgd"
 HISTORY_TASKS = 250
+#: the counterfactual replay the Loop page shows, the champion first
+LOOP_POLICIES = ["fastest-feasible", "least-loaded", "random"]
 SCREENSHOTS = Path(os.environ.get("ORCH_SCREENSHOTS", REPO_ROOT / "results" / "screenshots"))
 _SHOTS: list[Path] = []
 
@@ -141,6 +143,41 @@ def capacity_router(tmp_path_factory) -> Iterator[str]:
                           "--out", str(root / "recommend")]) == 0
     svc, _ = make_service(root, capacity_dir=str(root / "recommend"))
     fill_demand(svc, days=4, per_hour=6.0)
+    with _serving(svc) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def loop_router(tmp_path_factory) -> Iterator[str]:
+    """A router whose ``loop_dir`` holds a real ``orchestrator calibrate`` report (of a history whose true
+    factors are known) and a real counterfactual replay, whose history holds decisions with a challenger's
+    beside them, and which has promoted its challenger (the watch and the log)."""
+    from orchestrator.cli import main
+    from tests.serve_app.router_fakes import make_service
+    from tests.simulations import test_calibration, test_history_replay
+
+    root = tmp_path_factory.mktemp("loop-router")
+    measured = test_calibration.write_history(root / "measured.db", test_calibration.records())
+    assert main(["calibrate", "--history", measured, "--cluster", str(test_calibration.LOCAL),
+                 "--out", str(root / "loop" / "calibration")]) == 0
+    replayed, _ = test_history_replay.write_history(root / "replayed.db", 60)
+    assert main(["counterfactual", "--history", replayed, "--cluster", str(test_calibration.LOCAL), "--policies",
+                 ",".join(LOOP_POLICIES), "--seeds", "1", "--out", str(root / "loop" / "counterfactual")]) == 0
+    svc, _ = make_service(root, loop_dir=str(root / "loop"), promotion_window=2)
+    now = time.time()
+    for i in range(40):  # rl:2 in shadow beside rf:5: it agrees on three tasks of four
+        choice = {"latency_ms": 100.0 + i, "score": 0.5 + i / 100}
+        shadow = {"policy": "rl:2", "agrees": i % 4 != 0,
+                  **({} if i % 4 else {"expected": {"latency_ms": 90.0 + i, "score": 0.45 + i / 100}})}
+        svc.history.accept(f"s{i:03d}", {"description": "browser test"}, policy="rf:5", accepted_at=now - 600 + i,
+                           kind="demo")
+        svc.history.update(f"s{i:03d}", "succeeded", score=0.6, slo_met=i % 10 != 0,
+                           decision={"policy": "rf:5", "expected": choice, "shadow": shadow})
+    svc.history.flush()
+    for _ in range(2):
+        svc.promotions.outcome("fastest-feasible", False)
+    svc.set_shadow("least-loaded")
+    svc.promote()
     with _serving(svc) as url:
         yield url
 

@@ -8,13 +8,13 @@ import re
 
 import pytest
 
-from tests.browser.conftest import ADMIN_SECRET, HISTORY_TASKS, POLICIES, ROUTER_POLICY, screenshot
+from tests.browser.conftest import ADMIN_SECRET, HISTORY_TASKS, LOOP_POLICIES, POLICIES, ROUTER_POLICY, screenshot
 
 pytestmark = pytest.mark.browser
 
 
 HEADINGS = {"Compare": "Compare policies", "Submit": "Submit a task", "Admin": "Admin", "Metrics": "Router metrics",
-            "Capacity": "Capacity"}
+            "Capacity": "Capacity", "Loop": "Learning loop"}
 
 #: per st.table: its column headings, the first cell of each row, and any clipping or inner scrolling
 TABLES_JS = """() => [...document.querySelectorAll('[data-testid=stTable]')].map(t => {
@@ -45,6 +45,13 @@ CHARTS_JS = """() => [...document.querySelectorAll('.vega-embed')].map(e => {
 def go(page, name: str) -> None:
     page.get_by_text(name, exact=True).first.click()
     page.wait_for_selector(f"h2:has-text('{HEADINGS[name]}')", timeout=30_000)
+
+
+def point_at(page, router: str) -> None:
+    """Type ``router`` as the sidebar's router URL (the page reruns against it)."""
+    url = page.get_by_label("Router URL")
+    url.fill(router)
+    url.press("Enter")
 
 
 def no_errors(page) -> None:
@@ -224,18 +231,22 @@ def test_metrics_draws_the_router_series_from_prometheus(page, prometheus) -> No
     screenshot(page, "metrics")
 
 
-def test_capacity_with_the_router_down_says_so(page) -> None:
-    go(page, "Capacity")
-    page.wait_for_selector("text=No forecast: the router at", timeout=30_000)
-    page.wait_for_selector("text=No recommendation: the router at", timeout=30_000)
+#: what each page that reads the router says while it is down
+ROUTER_DOWN = {"Capacity": ["No forecast: the router at", "No recommendation: the router at"],
+               "Loop": ["No learning loop to show: the router at"]}
+
+
+@pytest.mark.parametrize("name", list(ROUTER_DOWN))
+def test_with_the_router_down_the_page_says_so(page, name: str) -> None:
+    go(page, name)
+    for sentence in ROUTER_DOWN[name]:
+        page.wait_for_selector(f"text={sentence}", timeout=30_000)
     no_errors(page)
 
 
 def test_capacity_draws_the_forecast_against_actuals_and_the_recommendation(page, capacity_router: str) -> None:
     go(page, "Capacity")
-    url = page.get_by_label("Router URL")
-    url.fill(capacity_router)
-    url.press("Enter")
+    point_at(page, capacity_router)
     # four days of hours: the forecast, its backtest against what arrived, and the errors of both models
     page.wait_for_selector("text=Backtest: each model forecast the last 24 whole intervals", timeout=90_000)
     page.wait_for_selector("text=Suggested MIG layouts", timeout=30_000)
@@ -255,3 +266,33 @@ def test_capacity_draws_the_forecast_against_actuals_and_the_recommendation(page
     assert not chart["wide"] and chart["svg"] <= chart["box"] + 1
     assert len(chart["lines"]) == 3 and all(step_segments_only(d) for d in chart["lines"])
     screenshot(page, "capacity")
+
+
+def test_loop_shows_calibration_shadow_replay_and_promotions(page, loop_router: str) -> None:
+    go(page, "Loop")
+    point_at(page, loop_router)
+    page.wait_for_selector("h3:has-text('Promotions and rollbacks')", timeout=30_000)
+    page.wait_for_selector("text=least-loaded is being judged against fastest-feasible", timeout=30_000)
+    page.wait_for_selector("text=Download counterfactual (CSV)", timeout=30_000)
+    # the calibration bars (measured, model before, after) and the counterfactual's intervals
+    page.wait_for_function("document.querySelectorAll('.vega-embed').length >= 2", timeout=30_000)
+    page.wait_for_function("[...document.querySelectorAll('.vega-embed .role-legend-label text')]"
+                           ".map(x => x.textContent).join(',') === 'measured,model before,model after'",
+                           timeout=30_000)
+    no_errors(page)
+    body = page.inner_text("body")
+    assert "No retrain report in" in body and "orchestrator retrain" in body  # the part not written: a sentence
+    assert "random is worse than fastest-feasible task by task" in body
+    assert "Champion (acts): least-loaded · challenger (in shadow): fastest-feasible" in body  # promoted
+    tables = tables_fit(page)
+    by_class = next(t for t in tables if "error after %" in t["heads"])
+    assert set(by_class["first"]) == {"edge", "cloud", "gpu-mig"}
+    shadow = next(t for t in tables if "agreement %" in t["heads"])
+    assert shadow["first"] == ["rf:5"]
+    replay = next(t for t in tables if "vs champion" in t["heads"])
+    assert replay["first"] == LOOP_POLICIES
+    log = next(t for t in tables if "baseline miss rate %" in t["heads"])
+    assert len(log["first"]) == 1
+    charts = page.evaluate(CHARTS_JS)
+    assert all(not c["wide"] and c["svg"] <= c["box"] + 1 for c in charts)  # no chart cut on the right
+    screenshot(page, "loop")

@@ -533,3 +533,29 @@ def test_queued_by_pool_counts_waiting_tasks_and_their_expected_seconds(setup) -
         ref.finish()
     assert [f.result(timeout=5).status for f in futs] == ["succeeded", "cancelled", "succeeded", "succeeded",
                                                           "succeeded"]
+
+
+def test_a_drained_node_finishes_its_running_tasks_and_its_queued_ones_move_without_a_retry(setup) -> None:
+    """``capacity apply`` drains a node before stopping it: what runs there finishes there, what waits in its
+    queue is re-placed at once (attempts stay 1: a drain is not a failure), and nothing new lands there."""
+    live, reader, sent, make = setup
+    ex = make(pipeline_depth=0)
+    policy = make_policy("cheapest-feasible")  # prefers edge nodes
+    i = live.index("edge-1")
+    futs = [ex.submit(task(k, cpu_milli=2000), decide(live, "edge-1", ("cpu", 0)), policy=policy)
+            for k in range(3)]
+    assert len(sent) == 2 and int(live.state.queue_len[i]) == 1
+    live.set_draining({"edge-1"})
+    ex.replace_stranded()
+    assert not live.usable[i] and live.problems[i].startswith("draining")
+    assert int(live.state.queue_len[i]) == 0 and len(sent) == 3 and sent[2].node != live.node_id(i)
+    for ref in sent:
+        ref.finish()
+    results = [f.result(timeout=5) for f in futs]
+    assert [r.status for r in results] == ["succeeded"] * 3
+    assert [r.node for r in results[:2]] == ["edge-1", "edge-1"] and results[2].node != "edge-1"
+    assert [r.attempts for r in results] == [1, 1, 1]
+    d = policy.select(task(9, cpu_milli=500), live.snapshot())
+    assert d.placed and d.node != i
+    live.set_draining(set())
+    assert live.usable[i] and live.problems[i] == ""

@@ -118,6 +118,15 @@ def test_heterogeneous_pool_is_split(tmp_path: Path, local_data: dict) -> None:
     assert groups.count("edge") == 0 and {"edge-0", "edge-1"} <= set(groups)
 
 
+def test_a_pool_that_may_scale_gets_its_max_nodes_as_max_replicas(tmp_path: Path, local_data: dict) -> None:
+    local_data["scaling"] = {"cloud": {"max_nodes": 5}}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(local_data))
+    groups = {g["groupName"]: g for g in render(load_cluster(p))["spec"]["workerGroupSpecs"]}
+    assert (groups["cloud"]["minReplicas"], groups["cloud"]["replicas"], groups["cloud"]["maxReplicas"]) == (2, 2, 5)
+    assert groups["edge"]["maxReplicas"] == 2
+
+
 def test_yaml_round_trip_and_options(local_spec) -> None:
     text = render_yaml(local_spec, name="demo", namespace="ml", image="example/ray:1", token_secret="tok")
     doc = yaml.safe_load(text)

@@ -108,3 +108,31 @@ def test_snapshot_is_cached_and_nodes_view(local_spec) -> None:
 def test_index_of_unknown_node_raises(local_spec, bad) -> None:
     with pytest.raises(KeyError):
         LiveState(local_spec, reader=Reader([])).index(bad)
+
+
+def test_standby_slots_are_not_running_until_started_and_an_unknown_drain_is_refused(tmp_path) -> None:
+    """A pool that may scale (``scaling``) is held with slots: not running, said so, until a raylet of
+    that name joins; the node indices never change."""
+    import yaml
+
+    from cluster.topology import load_cluster, with_standby
+    from tests.conftest import CONFIGS
+
+    doc = yaml.safe_load((CONFIGS / "cluster" / "test_small.yaml").read_text())
+    doc["scaling"] = {"cloud": {"max_nodes": 3}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    spec = with_standby(load_cluster(tmp_path / "c.yaml"))
+    assert [n.name for n in spec.nodes][1:4] == ["cloud-1", "cloud-add1", "cloud-add2"]
+    reader = Reader([n for n in ray_nodes(spec) if n.labels[LABEL_NODE] not in spec.standby])
+    live = LiveState(spec, reader=reader)
+    live.refresh()
+    j = live.index("cloud-add1")
+    assert not live.usable[j] and live.problems[j].startswith("standby: not started")
+    reader.nodes = ray_nodes(spec)[:3] + reader.nodes[2:]  # cloud-add1's raylet joined
+    live.refresh()
+    assert live.usable[j] and live.index("cloud-add1") == j
+    views = {v.name: v for v in live.nodes()}
+    assert views["cloud-add1"].standby and not views["cloud-1"].standby and not views["cloud-add1"].draining
+    with pytest.raises(KeyError, match="cloud-9"):
+        live.set_draining({"cloud-add1", "cloud-9"})
+    assert live.draining == frozenset()

@@ -294,3 +294,29 @@ def test_cli_prints_every_config_error_and_exits_2(tmp_path: Path, local_data: d
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{path}: nodes[0].cpus" in r.stderr and f"{path}: nodes[1].tier" in r.stderr
+
+
+@pytest.mark.parametrize("scaling, field, reason", [
+    ({"gpu-big": {"max_nodes": 3}}, "scaling.gpu-big", "no such pool"),
+    ({"cloud": {"max_nodes": 1}}, "max_nodes", ">= 2"),
+    ({"cloud": {"max_nodes": 3, "min": 1}}, "min", "unknown"),
+])
+def test_scaling_names_the_bad_field(tmp_path: Path, local_data: dict, scaling, field, reason) -> None:
+    err = load_error(write(tmp_path, {**local_data, "scaling": scaling}))
+    assert field in str(err) and reason in str(err)
+
+
+def test_a_pool_that_may_scale_gets_standby_slots_after_its_own_nodes(tmp_path: Path, local_data: dict) -> None:
+    from cluster.topology import pool_max, with_standby
+
+    spec = load_cluster(write(tmp_path, {**local_data, "scaling": {"cloud": {"max_nodes": 4},
+                                                                    "gpu-mig": {"max_nodes": 2}}}))
+    assert spec.standby == () and len(spec.nodes) == 6  # simulations see the file's nodes only
+    slots = with_standby(spec)
+    names = [n.name for n in slots.nodes]
+    assert names == ["edge-1", "edge-2", "cloud-1", "cloud-2", "cloud-add1", "cloud-add2", "gpu-mig-1",
+                     "gpu-mig-add1", "gpu-ts-1"]
+    assert slots.standby == ("cloud-add1", "cloud-add2", "gpu-mig-add1")
+    assert slots.node("gpu-mig-add1").devices == slots.node("gpu-mig-1").devices
+    assert pool_max(slots) == {"edge": 2, "cloud": 4, "gpu-mig": 2, "gpu-ts": 1}
+    assert with_standby(load_cluster(LOCAL_YAML)) == load_cluster(LOCAL_YAML)  # nothing to scale: unchanged

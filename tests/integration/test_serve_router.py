@@ -264,8 +264,10 @@ def test_cluster_view(router: Router) -> None:
     status, c, _ = _call(f"{router.url}/v1/cluster")
     assert status == 200 and c["cluster"] == "test_small"
     names = {n["name"]: n for n in c["nodes"]}
-    assert set(names) == {"edge-1", "cloud-1", "gpu-mig-1", "gpu-ts-1"}
-    assert all(n["alive"] and n["usable"] for n in names.values())
+    assert set(names) == {"edge-1", "cloud-1", "cloud-add1", "gpu-mig-1", "gpu-ts-1"}
+    standby = names.pop("cloud-add1")  # the slot test_small.yaml's scaling lets the cloud pool grow into
+    assert standby["standby"] and not standby["alive"] and standby["problem"].startswith("standby: not started")
+    assert all(n["alive"] and n["usable"] and not n["standby"] for n in names.values())
     assert names["gpu-mig-1"]["mig_free"] and names["edge-1"]["network_ms"] == [50.0, 150.0]
     assert names["gpu-ts-1"]["ray_total"]["GPU"] == 2.0
 
@@ -313,6 +315,64 @@ def test_policy_switch_under_load_drops_nothing(router: Router) -> None:
 
 
 # ---------------------------------------------------------------- metrics in a real Prometheus
+
+
+def test_capacity_apply_scales_a_pool_up_and_down_under_load(router: Router) -> None:
+    """`orchestrator capacity apply` grows the cloud pool into its standby slot (test_small.yaml's
+    ``scaling``) and drains it back while tasks keep arriving: the router places on the new node without
+    a restart, the leaving node finishes what it runs, no task is lost, and nothing lands there after."""
+    import threading
+
+    st = launcher.LaunchState.load(router.state_dir)
+    env = {**os.environ, **launcher.client_env(st), "ORCH_ADMIN_TOKEN": TOKEN}
+
+    def apply(n: int) -> dict:
+        p = subprocess.run([sys.executable, "-m", "orchestrator.cli", "capacity", "apply", "--pool", f"cloud={n}",
+                            "--router", router.url, "--state-dir", str(router.state_dir), "--drain-timeout", "120"],
+                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return json.loads(p.stdout[p.stdout.index("{\n"):])
+
+    sent: list[tuple[str, float]] = []
+    stop = threading.Event()
+
+    def load() -> None:  # about 4 CPU-seconds a second into a pool of 4 CPUs: it wants the second node
+        i = 0
+        while not stop.is_set():
+            tid = f"scale-{i}"
+            status, out, _ = _call(f"{router.url}/v1/tasks", "POST",
+                                   {"id": tid, "pool": "cloud", "cpu_milli": 1000, "work": 20.0})
+            assert status == 202, out
+            sent.append((tid, time.monotonic()))
+            i += 1
+            stop.wait(0.25)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        time.sleep(1.0)
+        grown = apply(2)
+        assert grown["started"] == ["cloud-add1"]
+        time.sleep(3.0)
+        shrunk = apply(1)
+        assert shrunk["stopped"] == ["cloud-add1"]
+        left = time.monotonic()
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        worker.join(30)
+    recs = _wait_final(router, [t for t, _ in sent], timeout=180)
+    assert all(r["status"] == "succeeded" for r in recs.values()), \
+        {t: (r["status"], r.get("reason")) for t, r in recs.items() if r["status"] != "succeeded"}
+    on_new = [t for t, r in recs.items() if r["node"] == "cloud-add1"]
+    assert on_new, "no task ran on the node the pool grew by"
+    late = [t for t, at in sent if at > left]
+    assert late and all(recs[t]["node"] == "cloud-1" for t in late), [(t, recs[t]["node"]) for t in late]
+    nodes = {n["name"]: n for n in _call(f"{router.url}/v1/cluster")[1]["nodes"]}
+    assert nodes["cloud-add1"]["standby"] and not nodes["cloud-add1"]["alive"] and not nodes["cloud-add1"]["draining"]
+    assert "cloud-add1" not in launcher.LaunchState.load(router.state_dir).nodes
+    print(f"{len(sent)} tasks, {len(on_new)} on cloud-add1 while it ran; none lost; seconds: up {grown['seconds']}, "
+          f"down {shrunk['seconds']}")
 
 
 def test_prometheus_scrapes_the_router_series(router: Router, tmp_path: Path) -> None:
@@ -416,6 +476,7 @@ def test_openapi_fuzz_finds_no_server_error(router: Router) -> None:
         fuzz()
     assert not failures, "\n".join(failures[:10])
     _call(f"{router.url}/v1/policy", "PUT", {"policy": "least-loaded"}, {"Authorization": f"Bearer {TOKEN}"})
+    _call(f"{router.url}/v1/cluster/draining", "PUT", {"nodes": []}, {"Authorization": f"Bearer {TOKEN}"})
 
 
 # ---------------------------------------------------------------- faults

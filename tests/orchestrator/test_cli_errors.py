@@ -18,6 +18,8 @@ CASES = [
     (["train", "rf", "--duration-s", "0"], "--duration-s"),
     (["train", "rf", "--baselines", "nope"], "--baselines"),
     (["train", "rf", "--variants", "no:nope", "--duration-s", "1"], "--variants"),
+    (["capacity", "apply", "--pool", "cloud"], "--pool"),
+    (["capacity", "apply", "--state-dir", "/tmp/orch-no-such-cluster", "--pool", "cloud=2"], "--state-dir"),
 ]
 
 

@@ -195,7 +195,8 @@ def test_openapi_declares_both_bearer_schemes(svc) -> None:
 
 #: every admin operation of the router (the admin token's, not a client key's)
 ADMIN_OPERATIONS = {("put", "/v1/policy"), ("get", "/v1/keys"), ("post", "/v1/keys"), ("delete", "/v1/keys/{name}"),
-                    ("get", "/v1/history/aggregates"), ("put", "/v1/shadow"), ("post", "/v1/policy/promote")}
+                    ("get", "/v1/history/aggregates"), ("put", "/v1/shadow"), ("post", "/v1/policy/promote"),
+                    ("put", "/v1/cluster/draining")}
 
 
 def test_openapi_declares_the_admin_token_on_every_admin_operation_and_only_there(svc) -> None:
@@ -209,7 +210,7 @@ def test_openapi_declares_the_admin_token_on_every_admin_operation_and_only_ther
     # and the router asks for it there: a client's key is refused by each
     keyed = make_client(svc)  # the admin token is configured; this client sends its API key
     body = {("put", "/v1/policy"): {"policy": "least-loaded"}, ("post", "/v1/keys"): {"name": "x"},
-            ("put", "/v1/shadow"): {"policy": None}}
+            ("put", "/v1/shadow"): {"policy": None}, ("put", "/v1/cluster/draining"): {"nodes": []}}
     for m, p in sorted(ADMIN_OPERATIONS):
         r = keyed.request(m.upper(), p.replace("{name}", "tests"), json=body.get((m, p)))
         assert r.status_code in (401, 403), (m, p, r.status_code)
