@@ -39,8 +39,8 @@ def prefilter(state: ClusterState, nodes: np.ndarray, shares: list, fits: np.nda
     Else those where the task fits now first; ``spread`` keeps the least loaded plus queued,
     ``mixed`` draws in turn from three orders so that each kind of choice a heuristic would
     make stays within reach of the scorer: the least loaded plus queued (spreading), the
-    fastest node (then least loaded) and the most loaded (packing, best-fit). Ties: the
-    lowest index."""
+    fastest node (then least loaded) and the most utilised (packing, best-fit), the last two
+    with the nodes where it would start at once (fits, no queue) first. Ties: the lowest index."""
     if len(nodes) <= k:
         return nodes, shares, fits
     if rule not in PREFILTERS:
@@ -49,11 +49,15 @@ def prefilter(state: ClusterState, nodes: np.ndarray, shares: list, fits: np.nda
     if rule == "spread":
         keep = np.sort(spread[:k])
     else:
-        load = state.util[nodes] + state.queue_len[nodes]
+        # "now" is where the task would start at once: it fits and no queue is ahead of it (FIFO); packing
+        # ranks those by utilisation alone (a queue counted as load put the busiest queues first)
+        util, queue = state.util[nodes], state.queue_len[nodes]
+        later = ~fits | (queue > 0)
         lay = layout(state)
         on_cpu = np.fromiter((s[0] == "cpu" for s in shares), bool, len(shares))
         speed = np.where(on_cpu, lay.cpu_speed[nodes], lay.speed[nodes])
-        merged = np.stack([spread, np.lexsort((load, -speed, ~fits)), np.lexsort((-load, ~fits))]).ravel(order="F")
+        merged = np.stack([spread, np.lexsort((util + queue, -speed, later)),
+                           np.lexsort((queue, -util, later))]).ravel(order="F")
         _, first = np.unique(merged, return_index=True)  # one from each order in turn, each node once
         keep = np.sort(merged[np.sort(first)[:k]])
     return nodes[keep], [shares[j] for j in keep.tolist()], fits[keep]

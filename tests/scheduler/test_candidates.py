@@ -54,3 +54,19 @@ def test_nodes_where_the_task_waits_come_last_and_small_sets_are_kept_whole(big)
         assert prefilter(state, nodes[:5], shares[:5], fits[:5], 6, rule)[0].tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="prefilter rule 'best'"):
         prefilter(state, nodes, shares, fits, 6, "best")
+
+
+def test_the_packing_pick_is_a_busy_node_where_the_task_starts_now_not_one_with_a_queue(big):
+    """A node that fits the task but has a queue would make it wait (FIFO): the packing order keeps the
+    most utilised node where it starts at once; a queue is not load to pack onto."""
+    state = ClusterState.from_spec(big)
+    name = {n.name: i for i, n in enumerate(big.nodes)}
+    packed, queued = name["edge-2-copy3"], name["edge-2-copy2"]
+    booking.start(state, packed, make_task({"id": "f1", "cpu_milli": 2000, "mem_mib": 512}), CPU_SHARE, 0.0, 0.0)
+    booking.start(state, queued, make_task({"id": "r", "cpu_milli": 2000, "mem_mib": 512}), CPU_SHARE, 0.0, 0.0)
+    booking.start_or_queue(state, queued, make_task({"id": "q", "cpu_milli": 4000, "mem_mib": 512}), CPU_SHARE,
+                           0.0, 0.0)  # waits for the whole node: the task below fits there, but behind it
+    assert int(state.queue_len[queued]) == 1
+    task = make_task({"id": "cpu", "cpu_milli": 500, "mem_mib": 512})
+    nodes, shares, fits = candidates(FeasibilityCache(), task, state, 3, "mixed")
+    assert packed in nodes.tolist() and queued not in nodes.tolist()
