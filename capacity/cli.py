@@ -314,7 +314,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     print(table.round(2).to_string())
     print("\n".join(checks))
     took = ", ".join(f"{k} {v:.0f} s" for k, v in res.seconds.items())
-    print(f"{len(res.plans)} planned rates; took {took}; written to {out}")
+    print(f"{len(res.plans)} planned rates; sub-hour peak factor {res.peak_factor:.3f}; took {took}; written to {out}")
     if args.markdown:
         from capacity import page
 
@@ -322,7 +322,10 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         lines += [f"The last {args.days} days of {args.history_days + args.days} days of {wl.name} on {spec.name}, "
                   f"in {args.step} steps; policy {policy}; every plan keeps SLO misses at most {args.slo_miss:g}% in its "
                   f"what-if runs; node start delays {st.Delays().cpu_s:g} s for CPU nodes and {st.Delays().gpu_s:g} s "
-                  f"for GPU nodes (billed while they boot). {st.CAVEAT} Took {took}.", ""]
+                  f"for GPU nodes (billed while they boot), each plan held on {st.PLAN_STREAMS} what-if streams of its "
+                  f"rate; the forecast strategy plans each hour for its {args.level}% bound times "
+                  f"{res.peak_factor:.3f}, the {args.level}% quantile of a step's rate over its hour's mean in the "
+                  f"history (:func:`capacity.strategies.sub_hour_peak`). {st.CAVEAT} Took {took}.", ""]
         lines += page.table(table, "{:,.2f}") + [""] + [f"- {c}" for c in checks]
         page.write(args.markdown, lines)
     return 0

@@ -68,6 +68,16 @@ def test_reactive_adds_where_tasks_waited_serves_after_the_boot_and_bills_it_fro
     assert steps[2].cost == pytest.approx(serving + backtest.cost[pool] / 6)
 
 
+def test_the_sub_hour_peak_is_how_far_a_step_rises_above_its_hours_mean() -> None:
+    """An hourly bound covers the hour's mean; a burst in one 10-minute step of each hour needs more."""
+    idx = pd.date_range("2026-01-01", periods=6 * 48, freq="10min")
+    flat = pd.Series(2.0, index=idx)
+    assert st.sub_hour_peak(flat) == 1.0
+    bursty = flat.where(idx.minute != 20, 4.0)  # one step an hour at twice the rest: its hour's mean is 7/3
+    assert st.sub_hour_peak(bursty, 95) == pytest.approx(4.0 / (14.0 / 6.0))
+    assert st.sub_hour_peak(bursty, 50) == 1.0  # never below the mean: a plan is not cut under its bound
+
+
 def test_summary_and_targets_name_each_figure() -> None:
     t = pd.DataFrame({"cost_$": [100.0, 80.0, 60.0], "slo_miss_%": [1.0, 3.0, 1.0], "slack_%": [60.0, 40.0, 20.0],
                       "mean_nodes": [5, 4, 3], "max_nodes": [5, 6, 5]}, index=["static", "reactive", "forecast"])
