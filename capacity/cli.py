@@ -325,7 +325,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
                   f"for GPU nodes (billed while they boot), each plan held on {st.PLAN_STREAMS} what-if streams of its "
                   f"rate; the forecast strategy plans each hour for its {args.level}% bound times "
                   f"{res.peak_factor:.3f}, the {args.level}% quantile of a step's rate over its hour's mean in the "
-                  f"history (:func:`capacity.strategies.sub_hour_peak`). {st.CAVEAT} Took {took}.", ""]
+                  f"history (`capacity.strategies.sub_hour_peak`). {st.CAVEAT} Took {took}.", ""]
         lines += page.table(table, "{:,.2f}") + [""] + [f"- {c}" for c in checks]
         page.write(args.markdown, lines)
     return 0
