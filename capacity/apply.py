@@ -128,10 +128,14 @@ def _nodes(router: RouterView) -> dict[str, dict]:
 
 def wait_for(router: RouterView, what: str, ok: Callable[[dict[str, dict]], list[str]], timeout_s: float,
              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-    """Poll the router's cluster view until ``ok`` (the names still not there) is empty."""
+    """Poll the router's cluster view until ``ok`` (the names still not there) is empty. A router that does not
+    answer for a while (its replica restarting) is asked again until the deadline."""
     deadline = clock() + timeout_s
     while True:
-        left = ok(_nodes(router))
+        try:
+            left = ok(_nodes(router))
+        except Exception as exc:  # noqa: BLE001 - the router restarting: the next poll decides
+            left = [f"(the router did not answer: {exc})"]
         if not left:
             return
         if clock() > deadline:
@@ -139,36 +143,60 @@ def wait_for(router: RouterView, what: str, ok: Callable[[dict[str, dict]], list
         sleep(POLL_S)
 
 
+def _ray_busy(v: dict) -> bool:
+    """Ray still holds CPU or GPU on the node: work the router does not book (another driver, a task being stopped)."""
+    total, avail = v.get("ray_total") or {}, v.get("ray_available") or {}
+    return any(total.get(k, 0.0) - avail.get(k, 0.0) > 1e-6 for k in ("CPU", "GPU")) if avail else False
+
+
 def idle(names: list[str], redrain: Callable[[], object]) -> Callable[[dict[str, dict]], list[str]]:
-    """Of ``names``, those the router still runs or queues tasks on; ``redrain`` when it no longer drains one."""
+    """Of ``names``, those still busy: tasks the router runs or queues there, or resources Ray holds there;
+    ``redrain`` when the router no longer drains one (it restarted and forgot)."""
     def busy(nodes: dict[str, dict]) -> list[str]:
-        if any(n in nodes and not nodes[n].get("draining") for n in names):
+        if any(not nodes.get(n, {}).get("draining") for n in names):
             redrain()
             return [f"{n} (drain re-sent)" for n in names]
-        return [f"{n} ({nodes[n]['running']} running, {nodes[n]['queued']} queued)" for n in names
-                if n in nodes and (nodes[n]["running"] or nodes[n]["queued"])]
+        return [f"{n} ({nodes[n]['running']} running, {nodes[n]['queued']} queued"
+                f"{', Ray still holds resources' if _ray_busy(nodes[n]) else ''})" for n in names
+                if nodes[n]["running"] or nodes[n]["queued"] or _ray_busy(nodes[n])]
     return busy
 
 
 def usable(names: list[str], want: bool) -> Callable[[dict[str, dict]], list[str]]:
     """Of ``names``, those whose usability the router does not yet see as ``want``."""
-    return lambda nodes: [n for n in names if n in nodes and bool(nodes[n]["usable"]) != want]
+    return lambda nodes: [n for n in names if bool(nodes.get(n, {}).get("usable")) != want]
+
+
+def stale_drains(router: RouterView, p: Plan) -> list[str]:
+    """Nodes the router still drains that ``p`` does not: left by an apply that did not finish."""
+    return sorted(n for n, v in _nodes(router).items() if v.get("draining") and n not in p.drain)
 
 
 def apply(p: Plan, *, start_nodes: Callable[[list[str]], list[str]], stop_node: Callable[[str], bool],
           router: RouterView | None, drain_timeout_s: float = 600.0, force: bool = False,
           join_timeout_s: float = 120.0, progress: Callable[[str], None] = lambda s: None) -> Outcome:
     """Carry out ``p``: start its nodes (and wait until the router places on them), drain its nodes
-    through the router, stop them once idle, end their drain.
+    through the router, stop them once idle, end the drain (whatever happens: an interrupted run leaves
+    no node drained). Drains are apply's: a drain an earlier run left is ended first.
 
     A drain not done within ``drain_timeout_s`` ends (the nodes stay and serve) and raises
     :class:`TimeoutError`, unless ``force``: then the nodes stop anyway and the router re-places
-    their running tasks elsewhere (its retry on a lost node). ``router`` None: only starting is allowed.
+    their running tasks elsewhere (its retry on a lost node, counted: a task at its retry limit
+    fails). ``router`` None: only starting is allowed. A node the router does not know (its topology
+    read before the YAML's ``scaling`` changed) is refused before anything changes.
     """
     out = Outcome(p)
     if p.drain and router is None:
         raise ApplyError("nodes leave only through the router's drain (nothing of theirs lost): start the router, "
                          "or give its --router URL")
+    if router is not None:
+        nodes = _nodes(router)
+        unknown = [n for n in p.start + p.drain if n not in nodes]
+        if unknown:
+            raise ApplyError(f"the router has no node {', '.join(unknown)}: restart it to pick up the cluster "
+                             "YAML's scaling")
+        if p.drain or stale_drains(router, p):
+            router.set_draining([])  # ends what an interrupted run left; checks the admin token before any change
     t0 = time.monotonic()
     if p.start:
         progress(f"starting {', '.join(p.start)}")
@@ -178,26 +206,35 @@ def apply(p: Plan, *, start_nodes: Callable[[list[str]], list[str]], stop_node: 
         out.seconds["start"] = time.monotonic() - t0
     if p.drain:
         t1 = time.monotonic()
-        before = [n for n, v in _nodes(router).items() if v.get("draining")]
         progress(f"draining {', '.join(p.drain)}")
-        router.set_draining(sorted(set(before) | set(p.drain)))
-        try:  # re-asserted while it waits: a router restarted meanwhile has forgotten the drain
-            wait_for(router, "still busy", idle(p.drain, lambda: router.set_draining(sorted(set(before) | set(p.drain)))),
-                     drain_timeout_s)
-        except TimeoutError as exc:
-            if not force:
-                router.set_draining(before)
-                raise TimeoutError(f"the drain did not finish: {exc}; the nodes stay and serve again (--force stops "
-                                   "them anyway: the router re-places their running tasks)") from None
-            progress(f"{exc}: stopping them anyway (--force)")
-        out.seconds["drain"] = time.monotonic() - t1
-        t2 = time.monotonic()
-        for name in p.drain:
-            if stop_node(name):
-                out.stopped.append(name)
-        wait_for(router, "the router still sees alive", lambda nodes: [n for n in p.drain if nodes.get(n, {}).get("alive")],
-                 join_timeout_s)
-        router.set_draining(before)
-        out.seconds["stop"] = time.monotonic() - t2
+
+        def redrain() -> None:
+            try:
+                router.set_draining(list(p.drain))
+            except Exception:  # noqa: BLE001 - not answering yet: the next poll sends it again
+                pass
+
+        try:
+            router.set_draining(list(p.drain))
+            try:
+                wait_for(router, "still busy", idle(p.drain, redrain), drain_timeout_s)
+            except TimeoutError as exc:
+                if not force:
+                    raise TimeoutError(f"the drain did not finish: {exc}; the nodes stay and serve again (--force "
+                                       "stops them anyway: the router re-places their running tasks)") from None
+                progress(f"{exc}: stopping them anyway (--force)")
+            out.seconds["drain"] = time.monotonic() - t1
+            t2 = time.monotonic()
+            for name in p.drain:
+                if stop_node(name):
+                    out.stopped.append(name)
+            wait_for(router, "the router still sees alive",
+                     lambda nodes: [n for n in p.drain if nodes.get(n, {}).get("alive")], join_timeout_s)
+            out.seconds["stop"] = time.monotonic() - t2
+        finally:
+            try:
+                router.set_draining([])
+            except Exception as exc:  # noqa: BLE001 - say so: the next apply ends it
+                progress(f"could not end the drain ({exc}); the next capacity apply ends it")
     out.seconds["total"] = time.monotonic() - t0
     return out

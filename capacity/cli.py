@@ -337,6 +337,8 @@ def _pool_counts(items: list[str] | None) -> dict[str, int]:
         pool, sep, n = item.partition("=")
         if not sep or not pool or not n.strip().isdigit():
             raise UsageError(f"--pool {item!r}: expected POOL=N, e.g. cloud=2")
+        if pool.strip() in out:
+            raise UsageError(f"--pool {item!r}: pool {pool.strip()} given twice")
         out[pool.strip()] = int(n)
     return out
 
@@ -348,6 +350,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from serve_app.client import RouterClient, RouterError, admin_token
 
     counts = _pool_counts(args.pool)
+    if not args.drain_timeout > 0:
+        raise UsageError(f"--drain-timeout: must be > 0 seconds, got {args.drain_timeout:g}")
     try:
         st, slots = launcher.running_cluster(args.state_dir)
     except launcher.LauncherError as exc:
@@ -372,28 +376,44 @@ def cmd_apply(args: argparse.Namespace) -> int:
     print(pd.DataFrame(rows).to_string(index=False))
     print(f"start: {', '.join(plan.start) or '-'}; drain and stop: {', '.join(plan.drain) or '-'}; "
           f"${plan.cost_before:.2f}/h -> ${plan.cost_after:.2f}/h")
-    if args.dry_run or plan.empty:
-        print("nothing to do" if plan.empty else "dry run: nothing changed")
+    if args.dry_run:
+        print("dry run: nothing changed")
         return 0
     router = None
-    if plan.drain or not args.no_wait:
-        try:
-            router = RouterClient(args.router, token=admin_token(args.token_file) if plan.drain else None, retries=2)
-            router.health()
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        except RouterError as exc:
-            if plan.drain:
-                raise UsageError(f"--router {args.router}: {exc}; nodes leave only through its drain") from None
-            router = None
     try:
+        token = admin_token(args.token_file)
+    except ValueError as exc:
+        if plan.drain:
+            raise UsageError(str(exc)) from None
+        token = None  # starting needs none; a drain an earlier run left does (below)
+    client = RouterClient(args.router, token=token, retries=2)
+    try:
+        client.health()
+        router = client
+    except RouterError as exc:
+        if plan.drain:
+            raise UsageError(f"--router {args.router}: {exc}; nodes leave only through its drain") from None
+        print(f"the router at {args.router} does not answer: starting without waiting for it to place there",
+              file=sys.stderr)
+    try:
+        stale = ap.stale_drains(router, plan) if router is not None else []
+        if plan.empty and not stale:
+            print("nothing to do")
+            return 0
+        if stale and token is None:
+            raise UsageError(f"the router still drains {', '.join(stale)} (an earlier apply did not finish): the admin "
+                             "token is needed to end it; set ORCH_ADMIN_TOKEN or give --token-file")
         out = ap.apply(plan, router=router, drain_timeout_s=args.drain_timeout, force=args.force,
                        start_nodes=lambda names: launcher.start_nodes(names, args.state_dir),
                        stop_node=lambda name: launcher.stop_node(name, args.state_dir),
                        progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except ap.ApplyError as exc:
+        raise UsageError(str(exc)) from None
     except (TimeoutError, RouterError, launcher.LauncherError) as exc:
         print(f"orchestrator: capacity apply: {exc}", file=sys.stderr)
         return 1
+    if stale:
+        print(f"ended the drain an earlier run left on {', '.join(stale)}", file=sys.stderr)
     print(json.dumps({"started": out.started, "stopped": out.stopped, "after": plan.after,
                       "cost_per_hour": round(plan.cost_after, 4),
                       "seconds": {k: round(v, 1) for k, v in out.seconds.items()}}, indent=1))
@@ -534,7 +554,8 @@ def _apply_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain-timeout", type=float, default=600.0, metavar="S",
                    help="seconds a leaving node may take to finish its tasks")
     p.add_argument("--force", action="store_true",
-                   help="stop nodes still busy after --drain-timeout (the router re-runs their tasks elsewhere)")
+                   help="stop nodes still busy after --drain-timeout (the router re-runs their tasks elsewhere, as a "
+                        "retry: a task at its retry limit fails)")
     p.add_argument("--no-wait", action="store_true", help="when only starting nodes, do not wait for the router")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
 

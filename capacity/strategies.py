@@ -112,7 +112,7 @@ class Backtest:
         k = max(0, math.ceil(math.log(max(rate, 1e-9) / RATE_FLOOR) / math.log(RATE_STEP) - 1e-9))
         r = round(RATE_FLOOR * RATE_STEP ** k, 6)
         if r not in self._plans:
-            streams = demand_streams(self.workload, r, self.window_s, [self.seed + 1000 * k for k in range(PLAN_STREAMS)])
+            streams = demand_streams(self.workload, r, self.window_s, [self.seed + 1000 * j for j in range(PLAN_STREAMS)])
             self._plans[r] = recommend(self.spec, streams, self.policy, self.target, self.max_nodes, layouts=False).best.shape
             if self.progress:
                 self.progress(f"plan for {r:.2f}/s: {dict(self._plans[r].counts)}")

@@ -457,8 +457,13 @@ class Executor:
             left = "no policy to re-place it" if e.policy is None else f"after {e.attempts} attempt(s)"
             self._finish_failed(e, f"{why}; {left}")
             return
-        self.live.refresh()
-        d = e.policy.select(e.task, self.live.snapshot())
+        try:
+            self.live.refresh()
+            state = self.live.snapshot()
+        except Exception:  # noqa: BLE001 - the GCS briefly away: decide on the last view rather than lose the task
+            state = self.live.state
+            state.now = self.live.clock()
+        d = e.policy.select(e.task, state)
         self._dispatch(e, d)
 
     def _finish_failed(self, e: _Entry, reason: str) -> None:
@@ -578,16 +583,28 @@ class Executor:
         self.flush()
 
     def _replace_stranded(self) -> None:
-        """Re-place the tasks waiting in the queue of a node that is no longer usable."""
+        """Re-place the tasks waiting in the queue of a node that is no longer usable.
+
+        A drained node is still up: what its queue already handed to Ray (pipelined) may have started
+        and finishes there; the rest moves, and the move is not counted as an attempt (not a failure)."""
         for i, usable in enumerate(self.live.usable):
             q = self.state.queues[i]
             if usable or not q:
                 continue
-            waiting = [self._waiting.pop(id(item)) for item in booking.clear_queue(self.state, i)]
-            self._sent_q[i] = 0
-            self._queued_s[i] = 0.0
             name = self.live.spec.nodes[i].name
-            drained = name in self.live.draining  # not a failure: the re-placement is not counted as an attempt
+            drained = self.live.alive[i] and name in self.live.draining
+            if drained:
+                items = [it for it in list(q) if not self._waiting[id(it)].sent]
+                waiting = []
+                for it in items:
+                    booking.unqueue(self.state, i, it)
+                    e = self._waiting.pop(id(it))
+                    self._dequeued(i, e)
+                    waiting.append(e)
+            else:
+                waiting = [self._waiting.pop(id(item)) for item in booking.clear_queue(self.state, i)]
+                self._sent_q[i] = 0
+                self._queued_s[i] = 0.0
             for e in waiting:
                 e.qitem = None
                 if e.ref is not None:

@@ -117,7 +117,8 @@ def worker_groups(spec: ClusterSpec, image: str, env: dict[str, str] | None = No
                 if r.startswith("mig_"):
                     gpus[_mig_k8s(r)] = int(n)
             n = len(same)
-            # a pool of one shape may grow to its scaling.max_nodes (the group the operator's autoscaler scales)
+            # a pool of one shape may grow to its scaling.max_nodes: maxReplicas bounds the group's scaling (by
+            # hand, or KubeRay's autoscaler where enableInTreeAutoscaling is turned on; it is off as rendered)
             top = max(n, limits.get(pool, n)) if len(shapes) == 1 else n
             groups.append({
                 "groupName": _dns(name),

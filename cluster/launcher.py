@@ -35,9 +35,10 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from cluster.network import ALL_INTERFACES, LOOPBACK, is_loopback, join_listen, node_ip_args, ray_env
 from cluster.package_data import data_path
@@ -643,6 +644,21 @@ def down(state_dir: str | Path | None = None, *, keep_logs: bool = False, grace_
     return list(st.nodes)
 
 
+@contextmanager
+def _state_lock(state_dir: str | Path | None) -> Iterator[None]:
+    """One writer of ``state.json`` at a time among the commands that add or remove nodes (two ``capacity
+    apply`` runs at once would otherwise drop each other's node records, and leak their raylets)."""
+    import fcntl
+
+    sdir = Path(state_dir or default_state_dir())
+    with open(sdir / ".nodes.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def running_cluster(state_dir: str | Path | None = None) -> tuple[LaunchState, ClusterSpec]:
     """The local cluster this machine started (its state) and its topology with the standby slots its
     pools may scale into (:func:`cluster.topology.with_standby`); raises :class:`LauncherError` if none runs."""
@@ -660,6 +676,12 @@ def start_nodes(names: list[str], state_dir: str | Path | None = None, *,
                 progress: Callable[[str, float], None] | None = None) -> list[str]:
     """Start these nodes of the running cluster, standby slots included (a pool scaling up); those already
     running are left alone. Returns the names started, once the GCS has registered them."""
+    with _state_lock(running_cluster(state_dir)[0].state_dir):
+        return _start_nodes(names, state_dir, object_store_mb, parallel, timeout_s, progress)
+
+
+def _start_nodes(names: list[str], state_dir: str | Path | None, object_store_mb: int, parallel: int,
+                 timeout_s: float, progress: Callable[[str, float], None] | None) -> list[str]:
     st, spec = running_cluster(state_dir)
     plan = {r.name: r for r in cluster_resources(spec)}
     unknown = sorted(set(names) - set(plan))
@@ -678,16 +700,17 @@ def start_nodes(names: list[str], state_dir: str | Path | None = None, *,
 def stop_node(name: str, state_dir: str | Path | None = None, grace_s: float = 5.0) -> bool:
     """Stop one node's raylet and every process of its session (a drained node leaving: capacity apply),
     and forget it; False if it was not running."""
-    st, _ = running_cluster(state_dir)
     if name == HEAD_NAME:
         raise LauncherError("the head cannot be stopped alone: `orchestrator cluster down` stops the cluster")
-    rec = st.nodes.pop(name, None)
-    if rec is None:
-        return False
-    was = raylet_pid(rec) is not None
-    stop_sessions([rec.sid], grace_s=grace_s)
-    st.save()
-    return was
+    with _state_lock(running_cluster(state_dir)[0].state_dir):
+        st, _ = running_cluster(state_dir)
+        rec = st.nodes.pop(name, None)
+        if rec is None:
+            return False
+        was = raylet_pid(rec) is not None
+        stop_sessions([rec.sid], grace_s=grace_s)
+        st.save()
+        return was
 
 
 def kill_node(name: str, state_dir: str | Path | None = None, sig: int = signal.SIGKILL) -> int:

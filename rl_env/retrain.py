@@ -29,6 +29,7 @@ import numpy as np
 
 from cluster.config import UsageError
 from scheduler.task import Task
+from serve_app.history_sql import mask
 
 #: a kind needs this many tasks in the history to become a scenario of the derived workload
 MIN_KIND_TASKS = 3
@@ -132,7 +133,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     import joblib
 
     meta = {"config": asdict(cfg), "seed": cfg.random_state, "seeds": {"training": cfg.seeds},
-            "retrained_from": {"history": args.history, "tasks": len(tasks), "first": rows[0]["task_id"],
+            "retrained_from": {"history": mask(args.history), "tasks": len(tasks), "first": rows[0]["task_id"],
                                "last": rows[-1]["task_id"], "calibration": args.calibration,
                                "workload": str(wl_path)},
             "teacher": cfg.teacher, "train_seconds": round(train_s, 1),

@@ -3,9 +3,12 @@
 The RandomForest, the node-level RL policy and its training env all score the same
 list, so a policy trained in the env sees at serving time exactly the candidates
 (and in the same order) it learnt on. On a big cluster only the ``k`` best by a
-cheap rule are kept (:data:`PREFILTERS`): where the task fits now first, then by
-turns the least loaded plus queued, the fastest and the most loaded (``mixed``), or
-only the least loaded plus queued (``spread``, the rule ``rl:2`` was trained with).
+cheap rule are kept (:data:`PREFILTERS`): by turns the least loaded plus queued, the
+fastest and the most utilised, each where the task fits now first (the last two: where it
+would start at once, no queue ahead) (``mixed``), or only the least loaded plus queued
+(``spread``, the rule ``rl:2`` was trained with). A policy trained with a rule is served
+with that rule as it is now: an RL model trained with ``mixed`` before the start-at-once
+ordering (none is shipped) would see a slightly different cut on clusters beyond 64 nodes.
 """
 from __future__ import annotations
 

@@ -28,16 +28,20 @@ def page_loop() -> None:
     except RouterError as exc:
         st.info(f"No learning loop to show: {exc}")
         return
-    _champion(doc)
-    st.divider()
-    _calibration(doc["calibration"])
-    st.divider()
-    _shadow(doc["shadow"])
-    st.divider()
-    _replay("Counterfactual replay of the history", doc["counterfactual"], "counterfactual")
-    _replay("Retrained challenger", doc["retrain"], "retrain")
-    st.divider()
-    _promotions(doc.get("promotion") or {})
+    sections = [("champion", lambda: _champion(doc)), ("calibration", lambda: _calibration(doc["calibration"])),
+                ("shadow", lambda: _shadow(doc["shadow"])),
+                ("counterfactual", lambda: _replay("Counterfactual replay of the history", doc["counterfactual"],
+                                                   "counterfactual")),
+                ("retrain", lambda: _replay("Retrained challenger", doc["retrain"], "retrain")),
+                ("promotion", lambda: _promotions(doc.get("promotion") or {}))]
+    for k, (name, show) in enumerate(sections):
+        if k and name != "retrain":
+            st.divider()
+        try:  # a report of another shape (an older command, the wrong file) spoils its own section only
+            show()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            st.warning(f"The {name} part cannot be shown: its report has an unexpected shape "
+                       f"({type(exc).__name__}: {exc}); rerun the command that writes it.")
 
 
 def _ago(ts: float | None) -> str:

@@ -21,7 +21,7 @@ SUMMARY_NAMES = {"latency mean ms": "latency mean (ms)", "p50 ms": "p50 (ms)", "
 NODE_COLUMNS = {"name": "node", "pool": "pool", "tier": "tier", "node_class": "class", "alive": "alive",
                 "usable": "usable", "load": "load", "running": "running", "queued": "queued",
                 "cpu_free_milli": "CPU free (milli)", "gpu_free_milli": "GPU free (milli)",
-                "mig_free": "MIG free", "network_ms": "network (ms)", "problem": "problem"}
+                "mig_free": "MIG free", "network_ms": "network (ms)", "draining": "draining", "problem": "problem"}
 #: task-history columns shown
 HISTORY_COLUMNS = {"accepted_at": "accepted (UTC)", "task_id": "task", "status": "status", "kind": "kind",
                    "priority": "priority", "policy": "policy", "pool": "pool", "node": "node", "share": "share",
@@ -82,14 +82,18 @@ def node_view(items: list[dict]) -> pd.DataFrame:
 
 
 def pool_health(items: list[dict]) -> pd.DataFrame:
-    """Per pool: nodes, alive, usable, mean load, tasks running and queued (a big cluster's one screen)."""
+    """Per pool: nodes, alive, usable, mean load, tasks running and queued (a big cluster's one screen), and the
+    standby slots it may scale into that are not started (not counted as nodes: they are not an outage)."""
     df = pd.DataFrame(items)
     if df.empty:
         return df
-    g = df.groupby("pool", sort=True)
+    standby = df["standby"].fillna(False).astype(bool) if "standby" in df else pd.Series(False, index=df.index)
+    idle_slot = standby & ~df["alive"].astype(bool)
+    g = df[~idle_slot].groupby("pool", sort=True)
+    slots = idle_slot.groupby(df["pool"], sort=True).sum()
     return pd.DataFrame({"nodes": g.size(), "alive": g["alive"].sum(), "usable": g["usable"].sum(),
                          "mean load": g["load"].mean(), "running": g["running"].sum(),
-                         "queued": g["queued"].sum()}).reset_index()
+                         "queued": g["queued"].sum(), "standby slots": slots}).fillna(0).reset_index()
 
 
 def when(ts: Any) -> str:

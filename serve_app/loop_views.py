@@ -66,7 +66,7 @@ class LoopViews:
         if not isinstance(doc, dict):
             out["note"] = f"The {name} report {path} is not a report (a JSON {type(doc).__name__})."
             return out
-        out.update(report=_finite(doc), written_at=written)
+        out.update(report=_masked(_finite(doc)), written_at=written)
         return out
 
     def shadow(self, since: float, hours: float) -> dict[str, Any]:
@@ -148,3 +148,15 @@ def _finite(x: Any) -> Any:
     if isinstance(x, list):
         return [_finite(v) for v in x]
     return x
+
+
+def _masked(doc: Any) -> Any:
+    """``doc`` with every ``history`` URL's password shown as ``***`` (a report written before the commands masked
+    it, or by hand, may hold one; the route needs no credential)."""
+    from serve_app.history_sql import mask
+
+    if isinstance(doc, dict):
+        return {k: mask(v) if k == "history" and isinstance(v, str) else _masked(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_masked(v) for v in doc]
+    return doc

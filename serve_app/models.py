@@ -229,6 +229,8 @@ class ClusterOut(BaseModel):
     in_flight: int
     policy: str
     time: float
+    previous_draining: Optional[list[str]] = Field(None, description="PUT /v1/cluster/draining: what was drained "
+                                                                      "before")
 
 
 class PolicyOut(BaseModel):
@@ -342,6 +344,7 @@ class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     policy: str
     nodes_usable: int
-    nodes_total: int
+    nodes_total: int = Field(description="the topology's nodes, standby slots not started left out")
+    nodes_standby: int = Field(0, description="slots the pools may scale into that are not started")
     in_flight: int
     pid: int

@@ -329,7 +329,7 @@ class RouterService:
         if down:
             names = ", ".join(f"{self.spec.nodes[i].name} ({self.live.problems[i] or 'not usable'})" for i in down)
             if len(down) == len(hosts):
-                return 503, f"every node that could host it{where} is down: {names}; retry later"
+                return 503, f"every node that could host it{where} is down, draining or not started: {names}; retry later"
         return 503, (d.explanation if d is not None else "no usable node") + "; retry later"
 
     def admit(self, task: Task, pool: str | None) -> None:
@@ -800,8 +800,11 @@ class RouterService:
         with self.live.lock:
             self.live.snapshot()
         usable = sum(self.live.usable)
+        slots = set(self.spec.standby)
+        standby = sum(nd.name in slots and not alive for nd, alive in zip(self.spec.nodes, self.live.alive))
         return {"status": "ok" if usable and not self.problems() else "degraded", "policy": self.policies.active.name,
-                "nodes_usable": usable, "nodes_total": len(self.spec.nodes), "in_flight": self.executor.in_flight,
+                "nodes_usable": usable, "nodes_total": len(self.spec.nodes) - standby, "nodes_standby": standby,
+                "in_flight": self.executor.in_flight,
                 "pid": os.getpid()}
 
     def close(self) -> None:

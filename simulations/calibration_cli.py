@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import ConfigError, UsageError
+from serve_app.history_sql import mask
 from simulations.calibration import HOLDOUT, MIN_TASKS
 
 #: rows read per history query
@@ -75,7 +76,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         cal.check_cluster(profile, spec, args.history)
     except ConfigError as exc:
         raise UsageError(f"--cluster {args.cluster}: the history ran on another cluster ({exc.reason})") from None
-    report = {"history": args.history, "cluster": spec.name, "skipped": skipped, "created": time.time(),
+    report = {"history": mask(args.history), "cluster": spec.name, "skipped": skipped, "created": time.time(),
               "fit": _part(fitted), "held_out": _part(held),
               "before": {"fit": cal.errors(fitted, None), "held_out": cal.errors(held, None)},
               "after": {"fit": cal.errors(fitted, profile), "held_out": cal.errors(held, profile)},

@@ -26,6 +26,7 @@ import numpy as np
 
 from cluster.config import UsageError
 from scheduler.task import Task, TaskError, make_task
+from serve_app.history_sql import mask
 
 
 
@@ -121,7 +122,7 @@ def history_on_cluster(args: argparse.Namespace) -> tuple[Any, list[Task], list[
 def about(args: argparse.Namespace, spec, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What a report says of its history: where from, which tasks, and what the router measured on them."""
     measured = [float(r["score"]) for r in rows if r.get("status") == "succeeded" and r.get("score") is not None]
-    return {"history": args.history, "cluster": spec.name, "calibration": args.calibration,
+    return {"history": mask(args.history), "cluster": spec.name, "calibration": args.calibration,
             "first": rows[0]["task_id"], "last": rows[-1]["task_id"],
             "measured": {"objective": float(np.mean(measured)) if measured else None, "tasks": len(measured),
                          "policies": sorted({str(r.get("policy")) for r in rows if r.get("policy")})}}

@@ -10,8 +10,8 @@ regret: how much worse than the best candidate the rollout teacher judged it, as
 ``log1p`` of objective units (see :mod:`rl_env.train_rf`). The smallest wins. Nothing is indexed
 by node or node class, so one forest serves 6 nodes or 1,213; on a big cluster
 only :attr:`RandomForestPolicy.max_candidates` are scored, cut by the ``mixed``
-prefilter (where it fits now first, then by turns the least loaded, the fastest and
-the most loaded: :func:`scheduler.candidates.prefilter`).
+prefilter (by turns the least loaded, the fastest and the most utilised, where it
+fits, or starts at once, first: :func:`scheduler.candidates.prefilter`).
 
 The decision carries every scored node's negated predicted regret as its score,
 per node the share of trees that rank it first (its ``probabilities``; the chosen

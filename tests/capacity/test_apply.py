@@ -58,15 +58,25 @@ def test_a_recommendation_gives_counts_and_a_layout_change_is_refused(slots, tmp
 
 
 class FakeRouter:
-    """The router's node table and drain call; busy nodes finish after a few polls."""
+    """The router's node table and drain call; busy nodes finish after a few polls; ``down`` polls fail (its
+    replica restarting) and ``forget`` makes it drop its drains once (a restarted router has none)."""
 
     def __init__(self, slots, running: set[str], busy_polls: int = 2) -> None:
         self.nodes = {n.name: {"name": n.name, "alive": n.name in running, "usable": n.name in running,
                                "draining": False, "running": 0, "queued": 0} for n in slots.nodes}
         self.calls: list[str] = []
         self.busy_polls = busy_polls
+        self.down = 0
+        self.forget = False
+        self.forced_stops = 0
 
     def cluster(self) -> dict:
+        if self.down:
+            self.down -= 1
+            raise ConnectionError("the router at http://test is not answering")
+        if self.forget and any(v["draining"] for v in self.nodes.values()):
+            self.forget = False
+            self.set_draining([], record=False)
         for v in self.nodes.values():
             if v["draining"] and v["running"]:
                 self.busy_polls -= 1
@@ -74,47 +84,99 @@ class FakeRouter:
                     v["running"] = 0
         return {"nodes": [dict(v) for v in self.nodes.values()]}
 
-    def set_draining(self, nodes: list[str]) -> dict:
-        self.calls.append(f"drain {','.join(nodes) or '-'}")
+    def set_draining(self, nodes: list[str], record: bool = True) -> dict:
+        if record:
+            self.calls.append(f"drain {','.join(nodes) or '-'}")
         for name, v in self.nodes.items():
             v["draining"] = name in nodes
             v["usable"] = v["alive"] and not v["draining"]
-        return self.cluster()
+        return {"nodes": list(self.nodes.values())}
 
     def start(self, names: list[str]) -> list[str]:
         self.calls.append(f"start {','.join(names)}")
         for n in names:
-            self.nodes[n].update(alive=True, usable=True)
+            self.nodes[n].update(alive=True, usable=not self.nodes[n]["draining"])
         return names
 
     def stop(self, name: str) -> bool:
-        assert self.nodes[name]["running"] == 0, "stopped while busy"
+        if self.nodes[name]["running"]:
+            self.forced_stops += 1
         self.calls.append(f"stop {name}")
-        self.nodes[name].update(alive=False, usable=False)
+        self.nodes[name].update(alive=False, usable=False, running=0)
         return True
 
 
-def test_a_node_leaves_only_after_the_router_drained_it(slots, monkeypatch) -> None:
+@pytest.fixture
+def fast(monkeypatch):
     monkeypatch.setattr(ap, "POLL_S", 0.0)
+
+
+def test_a_node_leaves_only_after_the_router_drained_it(slots, fast) -> None:
     router = FakeRouter(slots, ALL | {"cloud-add1"})
     router.nodes["edge-2"]["running"] = 3
     p = ap.plan(slots, ALL | {"cloud-add1"}, {"cloud": 4, "edge": 1})
     out = ap.apply(p, start_nodes=router.start, stop_node=router.stop, router=router)
-    assert router.calls == ["start cloud-add2", "drain edge-2", "stop edge-2", "drain -"]
-    assert out.started == ["cloud-add2"] and out.stopped == ["edge-2"]
+    assert router.calls == ["drain -", "start cloud-add2", "drain edge-2", "stop edge-2", "drain -"]
+    assert out.started == ["cloud-add2"] and out.stopped == ["edge-2"] and router.forced_stops == 0
 
 
-def test_a_drain_that_does_not_finish_ends_and_the_node_stays_unless_forced(slots, monkeypatch) -> None:
-    monkeypatch.setattr(ap, "POLL_S", 0.0)
+def test_a_drain_that_does_not_finish_ends_and_the_node_stays_unless_forced(slots, fast) -> None:
     p = ap.plan(slots, ALL, {"edge": 1})
     router = FakeRouter(slots, ALL, busy_polls=10**9)
     router.nodes["edge-2"]["running"] = 1
     with pytest.raises(TimeoutError, match="edge-2 .1 running"):
         ap.apply(p, start_nodes=router.start, stop_node=router.stop, router=router, drain_timeout_s=0.01)
-    assert router.calls == ["drain edge-2", "drain -"] and router.nodes["edge-2"]["usable"]
-    router.nodes["edge-2"]["running"] = 0  # --force: stopped anyway (the router re-runs what it ran)
+    assert router.calls == ["drain -", "drain edge-2", "drain -"] and router.nodes["edge-2"]["usable"]
     router.calls.clear()
-    ap.apply(p, start_nodes=router.start, stop_node=router.stop, router=router, drain_timeout_s=0.01, force=True)
-    assert router.calls == ["drain edge-2", "stop edge-2", "drain -"]
+    said: list[str] = []
+    ap.apply(p, start_nodes=router.start, stop_node=router.stop, router=router, drain_timeout_s=0.01, force=True,
+             progress=said.append)
+    assert router.calls == ["drain -", "drain edge-2", "stop edge-2", "drain -"] and router.forced_stops == 1
+    assert any("stopping them anyway (--force)" in m for m in said)
     with pytest.raises(ap.ApplyError, match="router"):
         ap.apply(p, start_nodes=router.start, stop_node=router.stop, router=None)
+
+
+def test_a_router_that_restarts_mid_drain_is_waited_for_and_drained_again(slots, fast) -> None:
+    router = FakeRouter(slots, ALL, busy_polls=3)
+    router.nodes["edge-2"]["running"] = 1
+    router.down, router.forget = 0, True
+    p = ap.plan(slots, ALL, {"edge": 1})
+    calls = []
+    orig = router.cluster
+
+    def flaky() -> dict:  # after the drain is sent: two polls unanswered, then a router without the drain
+        calls.append(1)
+        if len(calls) == 2:
+            router.down = 2
+        return orig()
+
+    router.cluster = flaky
+    out = ap.apply(p, start_nodes=router.start, stop_node=router.stop, router=router)
+    assert out.stopped == ["edge-2"] and router.forced_stops == 0
+    assert router.calls.count("drain edge-2") == 2 and router.calls[-1] == "drain -"
+
+
+def test_an_interrupted_run_leaves_no_drain_and_the_next_ends_an_old_one(slots, fast) -> None:
+    router = FakeRouter(slots, ALL)
+    p = ap.plan(slots, ALL, {"edge": 1})
+
+    def broken(name: str) -> bool:
+        raise RuntimeError("raylet would not stop")
+
+    with pytest.raises(RuntimeError):
+        ap.apply(p, start_nodes=router.start, stop_node=broken, router=router)
+    assert not any(v["draining"] for v in router.nodes.values())
+    router.set_draining(["cloud-2"])  # as a run killed outright would leave it
+    keep = ap.plan(slots, ALL, {"cloud": 2})
+    assert keep.empty and ap.stale_drains(router, keep) == ["cloud-2"]
+    ap.apply(keep, start_nodes=router.start, stop_node=router.stop, router=router)
+    assert router.nodes["cloud-2"]["usable"] and not router.nodes["cloud-2"]["draining"]
+
+
+def test_a_node_the_router_does_not_know_is_refused_before_anything_changes(slots, fast) -> None:
+    router = FakeRouter(slots, ALL)
+    del router.nodes["cloud-add1"]  # a router started before the YAML's scaling grew the pool
+    with pytest.raises(ap.ApplyError, match="no node cloud-add1: restart it"):
+        ap.apply(ap.plan(slots, ALL, {"cloud": 3}), start_nodes=router.start, stop_node=router.stop, router=router)
+    assert router.calls == []

@@ -559,3 +559,24 @@ def test_a_drained_node_finishes_its_running_tasks_and_its_queued_ones_move_with
     assert d.placed and d.node != i
     live.set_draining(set())
     assert live.usable[i] and live.problems[i] == ""
+
+
+def test_a_drain_leaves_what_ray_already_has_and_moves_only_what_it_does_not(setup) -> None:
+    """Pipelined tasks were handed to Ray and may have started: they finish on the drained node (stopping them
+    would interrupt work); the tasks not yet sent move."""
+    live, reader, sent, make = setup
+    ex = make(pipeline_depth=2)
+    policy = make_policy("cheapest-feasible")
+    i = live.index("edge-1")
+    futs = [ex.submit(task(k, cpu_milli=2000), decide(live, "edge-1", ("cpu", 0)), policy=policy)
+            for k in range(6)]
+    assert len(sent) == 4 and int(live.state.queue_len[i]) == 4  # two running, two pipelined, two not sent
+    live.set_draining({"edge-1"})
+    ex.replace_stranded()
+    assert int(live.state.queue_len[i]) == 2 and len(sent) == 6 and not ex._stops
+    assert all(ref.node != live.node_id(i) for ref in sent[4:])
+    for ref in sent:
+        ref.finish()
+    results = [f.result(timeout=5) for f in futs]
+    assert [r.node == "edge-1" for r in results] == [True] * 4 + [False] * 2
+    assert all(r.status == "succeeded" and r.attempts == 1 for r in results)

@@ -123,6 +123,32 @@ def test_infeasible_is_409_and_hosts_down_is_503(svc, client) -> None:
     assert client.get("/healthz").json()["nodes_usable"] == 3
 
 
+def test_a_drained_node_takes_no_new_task_and_the_drain_names_a_bad_node(svc, client) -> None:
+    """PUT /v1/cluster/draining (admin): exactly the nodes named drain; [] ends it; an unknown name is a 422;
+    the cloud pool's standby slot (test_small.yaml's scaling) shows as one, not as a node that is down."""
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    nodes = {n["name"]: n for n in client.get("/v1/cluster").json()["nodes"]}
+    assert nodes["cloud-add1"]["standby"] and not nodes["cloud-add1"]["alive"] and not nodes["cloud-1"]["standby"]
+    health = client.get("/healthz").json()
+    assert (health["nodes_total"], health["nodes_standby"], health["status"]) == (4, 1, "ok")
+    pinned = {"cpu_milli": 500, "pool": "cloud"}
+    assert client.post("/v1/route", json=pinned).json()["node"] == "cloud-1"
+    assert client.put("/v1/cluster/draining", json={"nodes": ["cloud-1"]}).status_code == 401
+    r = client.put("/v1/cluster/draining", json={"nodes": ["cloud-1", "cloud-9"]}, headers=admin)
+    assert r.status_code == 422 and _loc(r) == ["body", "nodes"] and "cloud-9" in r.json()["detail"][0]["msg"]
+    r = client.put("/v1/cluster/draining", json={"nodes": ["cloud-1"]}, headers=admin)
+    assert r.status_code == 200 and r.json()["previous_draining"] == []
+    drained = {n["name"]: n for n in r.json()["nodes"]}["cloud-1"]
+    assert drained["draining"] and drained["alive"] and not drained["usable"]
+    assert drained["problem"].startswith("draining")
+    r = client.post("/v1/route", json=pinned)  # its pool's only other node is a slot not started
+    assert r.status_code == 503 and "cloud-1 (draining" in r.json()["detail"] and "cloud-add1 (standby" in r.json()["detail"]
+    assert client.post("/v1/route", json={"cpu_milli": 500}).json()["node"] != "cloud-1"
+    r = client.put("/v1/cluster/draining", json={"nodes": []}, headers=admin)
+    assert r.status_code == 200 and r.json()["previous_draining"] == ["cloud-1"]
+    assert client.post("/v1/route", json=pinned).json()["node"] == "cloud-1"
+
+
 def test_batch_keeps_order_and_plan_spreads(client) -> None:
     tasks = [{"id": f"b{i}", "description": "medical image segmentation"} for i in range(12)]
     plain = client.post("/v1/route/batch", json={"tasks": tasks}).json()

@@ -51,13 +51,15 @@ def test_every_empty_part_names_the_command_that_fills_it(tmp_path) -> None:
         (tmp_path / "loop" / "retrain" / "retrain.json").write_text("[1, 2]")
         (tmp_path / "loop" / "counterfactual").mkdir()
         (tmp_path / "loop" / "counterfactual" / "counterfactual.json").write_text(
-            json.dumps({"policies": {"rf": {"objective": float("nan"), "ci": [1.0, float("inf")]}}}))
+            json.dumps({"history": "postgresql://orch:s3cret@db/orch",
+                        "policies": {"rf": {"objective": float("nan"), "ci": [1.0, float("inf")]}}}))
         r = c.get("/v1/loop")
         assert r.status_code == 200, r.text
         doc = r.json()
         assert doc["calibration"]["report"] is None and "is not JSON" in doc["calibration"]["note"]
         assert doc["retrain"]["report"] is None and "a JSON list" in doc["retrain"]["note"]
         assert doc["counterfactual"]["report"]["policies"]["rf"] == {"objective": None, "ci": [1.0, None]}
+        assert doc["counterfactual"]["report"]["history"] == "postgresql://orch:***@db/orch"  # no password to anyone
         bad = c.get("/v1/loop", params={"hours": 0})
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "hours"]
     finally:
