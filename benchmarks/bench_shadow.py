@@ -53,7 +53,7 @@ class NoRay:
         pass
 
     def holder(self, node_name, node_id, gpu):
-        return lambda seconds: object()
+        return lambda seconds, modules=(): object()
 
     def get(self, refs, timeout):
         return []

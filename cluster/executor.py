@@ -681,8 +681,8 @@ FULL_SCAN_S = 1.0
 
 
 def warm_workers(live: LiveState, counts: dict[tuple[int, bool], int], *, hold_s: float = 0.3,
-                 max_rounds: int = 6, timeout_s: float | None = None,
-                 backend: Backend | None = None) -> dict[tuple[int, bool], int]:
+                 max_rounds: int = 6, timeout_s: float | None = None, backend: Backend | None = None,
+                 modules: tuple[str, ...] = ()) -> dict[tuple[int, bool], int]:
     """Start Ray worker processes before tasks need them, so cold starts are not paid (or timed) there.
 
     ``counts[(node, gpu)]`` is how many concurrent tasks are expected on that node,
@@ -692,6 +692,7 @@ def warm_workers(live: LiveState, counts: dict[tuple[int, bool], int], *, hold_s
     has seen that many distinct workers. A node whose warm-up tasks fail (it died)
     is left out; ``timeout_s`` bounds the whole warm-up (the router warms while it
     serves). Returns the distinct workers seen per key. ``backend``: as :class:`Executor`'s.
+    ``modules``: imported in each warm-up task, their ``warm()`` called (:func:`cluster.task_body.hold`).
     """
     backend = RayBackend() if backend is None else backend
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -704,7 +705,7 @@ def warm_workers(live: LiveState, counts: dict[tuple[int, bool], int], *, hold_s
             if want <= 0 or node_id is None or (i, gpu) in failed or len(seen[(i, gpu)]) >= want:
                 continue
             submit = backend.holder(live.spec.nodes[i].name, node_id, gpu)
-            refs[(i, gpu)] = [submit(hold_s) for _ in range(want)]
+            refs[(i, gpu)] = [submit(hold_s, modules) for _ in range(want)]
         if not refs:
             break
         for key, rs in refs.items():

@@ -35,9 +35,9 @@ class Backend(Protocol):
         """Best effort: stop a task, dropped from Ray's queue if it has not started; a started one is
         interrupted, or with ``force`` its worker exits."""
 
-    def holder(self, node_name: str, node_id: str, gpu: bool) -> Callable[[float], Any]:
-        """A function that submits one warm-up task (:func:`cluster.task_body.hold`) to the node's GPU
-        or non-GPU worker pool and returns its ref."""
+    def holder(self, node_name: str, node_id: str, gpu: bool) -> Callable[..., Any]:
+        """A function ``(seconds, modules)`` that submits one warm-up task (:func:`cluster.task_body.hold`) to
+        the node's GPU or non-GPU worker pool and returns its ref."""
 
     def get(self, refs: list, timeout: float | None) -> list:
         """The values of ``refs``; raises ``TimeoutError`` when they are not all done in ``timeout``
@@ -101,7 +101,7 @@ class RayBackend:
         except Exception:  # noqa: BLE001 - best effort: the node may be gone, or the task finished
             pass
 
-    def holder(self, node_name: str, node_id: str, gpu: bool) -> Callable[[float], Any]:
+    def holder(self, node_name: str, node_id: str, gpu: bool) -> Callable[..., Any]:
         global _HOLD
         if _HOLD is None:
             import ray

@@ -63,7 +63,23 @@ def run(*payload: Any) -> tuple:
     return task_body(*payload)
 
 
-def hold(seconds: float) -> int:
-    """Warm-up body: keep a worker busy for ``seconds`` (so concurrent ones need their own); its pid."""
-    time.sleep(seconds)
+#: the function a module of real work may define to load what its first call would (its imports, a model)
+WARM_HOOK = "warm"
+
+
+def hold(seconds: float, modules: tuple[str, ...] = ()) -> int:
+    """Warm-up body: import ``modules`` and call each one's ``warm()`` if it has one (so a worker's first
+    real task does not pay for them), then keep the worker busy for the rest of ``seconds`` (so concurrent
+    ones need their own); its pid. A module that fails to warm is left for its first task to report."""
+    end = time.monotonic() + seconds
+    for name in modules:
+        try:
+            import importlib
+
+            fn = getattr(importlib.import_module(name), WARM_HOOK, None)
+            if callable(fn):
+                fn()
+        except Exception:  # noqa: BLE001 - warming is best effort; the task that needs it raises for real
+            pass
+    time.sleep(max(0.0, end - time.monotonic()))
     return os.getpid()

@@ -65,6 +65,8 @@ class RouterConfig:
         seed: seeds random policies and network-delay draws.
         warm_workers: Ray workers started per node when the router starts (a cold
             worker costs seconds of the first tasks' queue time; each idle one costs memory).
+        warm_entry_points: those workers also import the allow-listed entry points' modules
+            and call their ``warm()`` (models loaded ahead: seconds and memory per worker).
         pin_to_head: run the router replica on the Ray head (label
             ``orchestrator-role=head``); false lets Serve place it anywhere.
         access_log: Serve's per-request access log in the replica's log file. Off by
@@ -129,6 +131,7 @@ class RouterConfig:
     resume_unfinished: bool = True
     seed: int = 0
     warm_workers: int = 1
+    warm_entry_points: bool = True
     pin_to_head: bool = True
     access_log: bool = False
     open_route: bool = True
@@ -235,6 +238,7 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
         resume_unfinished=_bool(f, "resume_unfinished", d.resume_unfinished),
         seed=int(f.num("seed", d.seed, min=0)),
         warm_workers=int(f.num("warm_workers", d.warm_workers, min=0, max=64)),
+        warm_entry_points=_bool(f, "warm_entry_points", d.warm_entry_points),
         pin_to_head=_bool(f, "pin_to_head", d.pin_to_head),
         access_log=_bool(f, "access_log", d.access_log),
         open_route=_bool(f, "open_route", d.open_route),

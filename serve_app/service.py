@@ -769,7 +769,8 @@ class RouterService:
         """Start Ray worker processes on every usable node before the first task needs them.
 
         A cold worker costs seconds here (process start and imports), which would land
-        in the first tasks' queue time. ``warm_workers`` per node, at most its CPUs (the
+        in the first tasks' queue time; each warm-up task also imports the allow-listed
+        entry points' modules and runs their ``warm()`` (a model loaded once per worker). ``warm_workers`` per node, at most its CPUs (the
         spare workers its raylet keeps), through :func:`cluster.executor.warm_workers`;
         returns how many distinct workers ran.
         """
@@ -780,7 +781,10 @@ class RouterService:
             self.live.refresh()
             counts = {(i, False): min(per_node, max(1, nd.cpu_milli // 1000))
                       for i, (nd, ok) in enumerate(zip(self.spec.nodes, self.live.usable)) if ok}
-        return sum(warm_workers(self.live, counts, timeout_s=timeout_s, backend=self.executor.backend).values())
+        modules = tuple(sorted({name.partition(":")[0] for name in self.entry_points.functions})
+                        if self.cfg.warm_entry_points else ())
+        return sum(warm_workers(self.live, counts, timeout_s=timeout_s, backend=self.executor.backend,
+                                modules=modules).values())
 
     def executor_alive(self) -> bool:
         """Whether the executor's completion thread still runs (without it no task ever ends)."""

@@ -330,7 +330,10 @@ class _WarmRay(FakeRay):
         self.asked: list[str] = []
 
     def holder(self, node_name: str, node_id: str, gpu: bool):
-        return lambda hold_s: node_id
+        def submit(hold_s, modules=()):
+            self.modules = modules
+            return node_id
+        return submit
 
     def get(self, refs, timeout=None):
         node = refs[0]
@@ -350,8 +353,10 @@ def test_warm_up_rounds_until_distinct_workers_and_leaves_a_dead_node_out(setup)
     fake = _WarmRay({ida: [[11, 11], [11, 12]],  # one worker ran both at first; two distinct next round
                      idb: [RuntimeError("node died")],
                      idc: [[31, 32]]})
-    got = executor_mod.warm_workers(live, {(a, False): 2, (b, False): 2, (c, False): 2}, hold_s=0, backend=fake)
+    got = executor_mod.warm_workers(live, {(a, False): 2, (b, False): 2, (c, False): 2}, hold_s=0, backend=fake,
+                                    modules=("orchestrator.examples.real_work",))
     assert got == {(a, False): 2, (b, False): 0, (c, False): 2}
+    assert fake.modules == ("orchestrator.examples.real_work",)  # each warm-up task loads the entry points' code
     assert fake.asked.count(ida) == 2 and fake.asked.count(idb) == 1 and fake.asked.count(idc) == 1
 
     slow = _WarmRay({ida: [[11], TimeoutError()], idc: [[31]]})  # Ray's GetTimeoutError is a TimeoutError
@@ -580,3 +585,20 @@ def test_a_drain_leaves_what_ray_already_has_and_moves_only_what_it_does_not(set
     results = [f.result(timeout=5) for f in futs]
     assert [r.node == "edge-1" for r in results] == [True] * 4 + [False] * 2
     assert all(r.status == "succeeded" and r.attempts == 1 for r in results)
+
+
+def test_a_warm_up_task_runs_each_modules_warm_hook_and_survives_a_failing_one(tmp_path, monkeypatch) -> None:
+    """What a worker runs to warm up: the entry points' modules imported and their ``warm()`` called, so the
+    first real task does not pay for a model; a module that fails to warm is left to its first task."""
+    import os
+    import sys
+
+    from cluster.task_body import hold
+
+    (tmp_path / "warm_ok.py").write_text("LOADED = []\ndef warm():\n    LOADED.append('model')\n")
+    (tmp_path / "warm_bad.py").write_text("def warm():\n    raise RuntimeError('no GPU here')\n")
+    (tmp_path / "warm_none.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    t0 = time.monotonic()
+    assert hold(0.2, ("warm_bad", "warm_none", "warm_ok", "no_such_module_xyz")) == os.getpid()
+    assert sys.modules["warm_ok"].LOADED == ["model"] and time.monotonic() - t0 >= 0.2
