@@ -117,8 +117,9 @@ class _Entry:
 
     @property
     def pipelinable(self) -> bool:
-        """CPU and MIG shares: execution time does not depend on neighbours, no GPU index to match."""
-        return self.share is not None and self.share[0] in ("cpu", "mig")
+        """CPU and MIG shares: execution time does not depend on neighbours, no GPU index to match; not a
+        function on a MIG share, which is sent once booked (its MIG instance sets what it sees)."""
+        return self.share is not None and (self.share[0] == "cpu" or (self.share[0] == "mig" and self.fn is None))
 
     @property
     def shape(self) -> tuple:
@@ -337,6 +338,9 @@ class Executor:
                           e.share[0] in ("slice", "whole"))
         if e.fn is not None:
             payload += (e.fn, e.args)
+            if e.alloc is not None and e.alloc.mig is not None:  # the function sees its MIG instance only
+                d, k, prof = e.alloc.mig
+                payload += ((d, prof, nd.devices[d].mig_instances[:k].count(prof)),)
         else:
             # Arguments equal to the body's defaults are not sent (each costs serialization on both
             # sides); a zero-length task then travels exactly like a plain no-op Ray task.

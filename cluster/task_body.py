@@ -9,6 +9,7 @@ and 27 MB). A cluster under load runs dozens of workers, and each new one pays i
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any, Callable
 
@@ -28,13 +29,54 @@ def burn(seconds: float) -> None:
         a = np.tanh(a @ a.T / 64.0)
 
 
+_MIG_LIST: dict[int, list[tuple[str, str]]] | None = None
+_MIG_LINE = re.compile(r"^\s*MIG\s+(?P<profile>\S+)\s+Device\s+\d+:\s+\(UUID:\s*(?P<uuid>MIG-[^)\s]+)\)")
+_GPU_LINE = re.compile(r"^GPU\s+(?P<index>\d+):")
+
+
+def mig_devices(listing: str) -> dict[int, list[tuple[str, str]]]:
+    """``nvidia-smi -L``'s MIG instances per GPU index, in its order: ``{gpu: [(profile, MIG UUID), ...]}``."""
+    out: dict[int, list[tuple[str, str]]] = {}
+    gpu = None
+    for line in listing.splitlines():
+        if (m := _GPU_LINE.match(line)) is not None:
+            gpu = int(m["index"])
+            out.setdefault(gpu, [])
+        elif gpu is not None and (m := _MIG_LINE.match(line)) is not None:
+            out[gpu].append((m["profile"], m["uuid"]))
+    return out
+
+
+def mig_uuid(devices: dict[int, list[tuple[str, str]]], gpu: int, profile: str, ordinal: int) -> str | None:
+    """The UUID of the ``ordinal``-th (from 0) ``profile`` instance of GPU ``gpu``, the bookkeeping's slot matched
+    by GPU, profile and order among that GPU's instances of the profile; None if the host has no such one."""
+    same = [uuid for prof, uuid in devices.get(gpu, ()) if prof == profile]
+    return same[ordinal] if ordinal < len(same) else None
+
+
+def _host_mig_devices() -> dict[int, list[tuple[str, str]]]:
+    """This host's MIG instances (``nvidia-smi -L``, read once per worker); none without NVIDIA's tools."""
+    global _MIG_LIST
+    if _MIG_LIST is None:
+        import subprocess
+
+        try:
+            listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            listing = ""
+        _MIG_LIST = mig_devices(listing)
+    return _MIG_LIST
+
+
 def task_body(net_s: float = 0.0, exec_s: float = 0.0, kernel: str = "sleep", gpu: bool = False,
-              fn: Callable | None = None, args: tuple = ()) -> tuple:
+              fn: Callable | None = None, args: tuple = (), mig: tuple[int, str, int] | None = None) -> tuple:
     """What runs on the chosen node: network delay, then the work; reports what it saw.
 
     Returns ``(start, network s, execution s, end, Ray node id, GPU ids, value)``; kept
     to plain arguments and a tuple because on no-op tasks its cost is the executor's
-    dispatch overhead.
+    dispatch overhead. ``mig``: the MIG instance a function's task holds, ``(GPU, profile, ordinal)``;
+    where the host really has it, the function sees only it (``CUDA_VISIBLE_DEVICES`` is its MIG UUID:
+    Ray sets the variable for GPU resources, and a MIG slice is a custom resource to Ray).
     """
     global _NODE_ID
     start = time.time()
@@ -43,7 +85,19 @@ def task_body(net_s: float = 0.0, exec_s: float = 0.0, kernel: str = "sleep", gp
     t_exec = time.time()
     value = None
     if fn is not None:
-        value = fn(*args)
+        uuid = mig_uuid(_host_mig_devices(), *mig) if mig is not None else None
+        if uuid is not None:
+            before = os.environ.get("CUDA_VISIBLE_DEVICES")
+            os.environ["CUDA_VISIBLE_DEVICES"] = uuid
+            try:
+                value = fn(*args)
+            finally:
+                if before is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = before
+        else:
+            value = fn(*args)
     elif kernel == "cpu":
         burn(exec_s)
     elif exec_s > 0:

@@ -5,6 +5,7 @@ executor gets a fake backend that records submissions, and the test completes th
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -602,3 +603,46 @@ def test_a_warm_up_task_runs_each_modules_warm_hook_and_survives_a_failing_one(t
     t0 = time.monotonic()
     assert hold(0.2, ("warm_bad", "warm_none", "warm_ok", "no_such_module_xyz")) == os.getpid()
     assert sys.modules["warm_ok"].LOADED == ["model"] and time.monotonic() - t0 >= 0.2
+
+
+#: ``nvidia-smi -L`` on an A100 host split as local.yaml's gpu-mig-1 (the format NVIDIA's tool prints; no GPU
+#: here, so the listing is recorded text, not this machine's)
+NVIDIA_SMI_L = """GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77)
+  MIG 3g.40gb     Device  0: (UUID: MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f)
+  MIG 2g.20gb     Device  1: (UUID: MIG-0e2b7d35-8b44-5b0a-9a4e-8d2f1c6b1a10)
+  MIG 1g.10gb     Device  2: (UUID: MIG-1a1a1a1a-0000-5000-8000-000000000001)
+  MIG 1g.10gb     Device  3: (UUID: MIG-1a1a1a1a-0000-5000-8000-000000000002)
+GPU 1: NVIDIA A100-SXM4-80GB (UUID: GPU-7e6f0b3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b)
+  MIG 4g.40gb     Device  0: (UUID: MIG-4a4a4a4a-0000-5000-8000-000000000004)
+  MIG 2g.20gb     Device  1: (UUID: MIG-2b2b2b2b-0000-5000-8000-000000000002)
+  MIG 1g.10gb     Device  2: (UUID: MIG-1b1b1b1b-0000-5000-8000-000000000003)
+"""
+
+
+def test_a_function_on_a_mig_slice_sees_only_its_instance(setup, fake_ray, monkeypatch) -> None:
+    """The second 1g.10gb slice of GPU 0 is the host's second 1g.10gb MIG device of GPU 0: the function runs with
+    CUDA_VISIBLE_DEVICES set to that UUID (Ray sets it for GPUs only), and the variable is back afterwards."""
+    from cluster import task_body as tb
+
+    devices = tb.mig_devices(NVIDIA_SMI_L)
+    assert [p for p, _ in devices[0]] == ["3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"] and len(devices[1]) == 3
+    assert tb.mig_uuid(devices, 0, "1g.10gb", 1).endswith("000000000002")
+    assert tb.mig_uuid(devices, 1, "3g.40gb", 0) is None  # not on this host: the function runs as it would
+    live, _, sent, make = setup
+    ex = make()
+    seen = []
+    futs = [ex.submit(task(k, cpu_milli=500), decide(live, "gpu-mig-1", ("mig", "1g.10gb")),
+                      fn=lambda: seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))) for k in range(2)]
+    assert [ref.args[-1] for ref in sent] == [(0, "1g.10gb", 0), (0, "1g.10gb", 1)]  # booked slots, in order
+    monkeypatch.setattr(tb, "_MIG_LIST", devices)
+    monkeypatch.setattr(tb, "_NODE_ID", live.node_id(live.index("gpu-mig-1")))  # run here, not in a Ray worker
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    for ref in sent:
+        out = tb.task_body(*ref.args)
+        ref.finish(out)
+    assert [f.result(timeout=5).status for f in futs] == ["succeeded"] * 2
+    assert seen == [devices[0][2][1], devices[0][3][1]] and os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    monkeypatch.setattr(tb, "_MIG_LIST", {})  # no NVIDIA tools (this machine): nothing is set
+    tb.task_body(0.0, 0.0, "sleep", False, lambda: seen.append(os.environ.get("CUDA_VISIBLE_DEVICES")), (),
+                 (0, "1g.10gb", 0))
+    assert seen[-1] == ""
