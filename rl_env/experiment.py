@@ -128,18 +128,19 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
     if teacher is not None:
         from scheduler.policy import available_policies
 
-        # rf (or rf:N, pinned): a registry forest (itself distilled from the rollout teacher)
+        # rf (or rf:N, pinned): a registry forest (itself distilled from the rollout teacher); rl (rl:N): the
+        # current RL policy, cloned to start a fine-tune (orchestrator retrain --kind rl)
         teacher = i.str("imitate")
         kind, pinned, version = teacher.partition(":")
-        if kind not in set(available_policies()) - {"rl", "rl-sample"} or (pinned and kind != "rf"):
-            raise i.error("imitate", f"a heuristic, rollout, oracle, rf or rf:N, got {teacher!r}")
-        if kind == "rf":
+        if kind not in set(available_policies()) - {"rl-sample"} or (pinned and kind not in ("rf", "rl")):
+            raise i.error("imitate", f"a heuristic, rollout, oracle, rf, rf:N, rl or rl:N, got {teacher!r}")
+        if kind in ("rf", "rl"):
             from scheduler import model_registry
 
             try:
                 model_registry.resolve(kind, version or "latest")
             except model_registry.RegistryError as e:
-                raise i.error("imitate", f"no rf model to clone ({e}): run orchestrator train rf first") from None
+                raise i.error("imitate", f"no {kind} model to clone ({e}): run orchestrator train {kind} first") from None
     init = Imitation(teacher=teacher, steps=i.int("steps", Imitation.steps, min=1),
                      epochs=i.int("epochs", Imitation.epochs, min=1),
                      label_smoothing=i.num("label_smoothing", Imitation.label_smoothing, min=0, max=0.99),

@@ -11,6 +11,12 @@
 3. The champion against it on the history's own arrivals
    (:func:`simulations.history_replay.counterfactual`): task by task, with intervals.
 
+With ``--kind rl`` the challenger is a short RL fine-tune instead (:func:`rl_experiment`): the
+shipped experiment (``configs/experiments/ppo_nodes.yaml``) on the derived workload and the
+calibrated cluster alone, warm-started by cloning the current RL policy (``--rl-from``), then a
+few minutes of PPO (``--rl-time-s``); ``orchestrator train rl``'s own path exports it as the next
+``rl`` version, and step 3 judges it the same way.
+
 Training windows are drawn from the derived workload (seeds of their own), never the
 history's tasks themselves: the comparison in step 3 is on arrivals the forest did not see.
 Deterministic for fixed seeds.
@@ -84,7 +90,50 @@ def add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tasks", type=int, default=50_000, help="read at most this many (the newest) tasks")
     p.add_argument("--registry", default=None, help="model registry root (default: $ORCH_REGISTRY or artifacts/policies)")
     p.add_argument("--out", default="results/retrain", help="folder for workload.yaml and the report")
+    p.add_argument("--kind", choices=("rf", "rl"), default="rf",
+                   help="the challenger: a forest (default), or a short RL fine-tune (PPO through Tune)")
+    p.add_argument("--rl-from", default="rl:latest", help="--kind rl: the policy cloned before PPO (the current RL one, from the router's registry)")
+    p.add_argument("--rl-experiment", default=RL_EXPERIMENT, help="--kind rl: the experiment whose model and PPO "
+                                                                  "settings the fine-tune keeps")
+    p.add_argument("--rl-time-s", type=float, default=300.0, help="--kind rl: seconds of PPO after the clone")
+    p.add_argument("--rl-steps", type=int, default=4000, help="--kind rl: demonstrations per round of the clone")
     p.set_defaults(func=cmd_retrain)
+
+
+#: the experiment an RL fine-tune starts from (its model, PPO settings and validation cadence)
+RL_EXPERIMENT = "configs/experiments/ppo_nodes.yaml"
+
+
+def rl_experiment(base: str | Path, workload: str | Path, *, cluster: str, calibration: str | None, teacher: str,
+                  time_s: float, steps: int, seed: int, storage: str | Path):
+    """The fine-tune's experiment: ``base`` with the history's workload on its (calibrated) cluster only, at its
+    own rate, one trial at the base's smallest learning rate, ``teacher`` cloned in one round of ``steps``,
+    PPO for ``time_s`` seconds, validated on a seed of the derived workload that training never draws."""
+    import copy
+
+    from cluster.config import load_yaml
+    from rl_env.experiment import experiment_from_mapping
+
+    raw = copy.deepcopy(load_yaml(base).data)
+    env = raw.setdefault("env", {})
+    env.update(cluster=cluster, cluster_variants=["x1"], workloads=[str(workload)], load_scale=[1.0, 1.0])
+    env.pop("load_factor", None)
+    if calibration:
+        env["calibration"] = calibration
+    else:
+        env.pop("calibration", None)
+    raw["name"] = "retrain_rl"
+    raw["seed"] = seed
+    raw["init"] = {**raw.get("init", {}), "imitate": teacher, "steps": steps, "rounds": 1}
+    lr = raw.get("ppo", {}).get("lr")
+    if isinstance(lr, dict) and "grid" in lr:
+        raw["ppo"]["lr"] = min(lr["grid"])
+    raw["validation"] = {**raw.get("validation", {}), "workloads": [str(workload)], "seeds": [seed + 900],
+                         "clusters": ["x1"], "every": 1}
+    raw.setdefault("resources", {})["max_concurrent_trials"] = 1
+    raw["stop"] = {"env_steps": 10**9, "time_s": time_s}
+    raw["storage"] = str(storage)
+    return experiment_from_mapping(raw, base)
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
@@ -112,12 +161,16 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise UsageError(f"--seeds / --eval-seeds: {exc}") from None
     if args.rounds < 0 or args.trees < 1 or not (args.duration_s or 1) > 0:
         raise UsageError("--rounds must be >= 0, --trees >= 1, --duration-s > 0")
+    if args.kind == "rl" and not (args.rl_time_s > 0 and args.rl_steps > 0):
+        raise UsageError("--rl-time-s and --rl-steps must be > 0")
     spec, tasks, rows = history_on_cluster(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     wl_path = out / "workload.yaml"
-    wl_path.write_text("# written by `orchestrator retrain` from " + args.history + "\n"
+    wl_path.write_text("# written by `orchestrator retrain` from " + mask(args.history) + "\n"
                        + yaml.safe_dump(workload_from_history(tasks), sort_keys=False))
+    if args.kind == "rl":
+        return _retrain_rl(args, spec, tasks, rows, champion, seeds, eval_seeds, wl_path, out)
     cfg = TrainArgs(cluster=args.cluster, workloads=[str(wl_path.resolve())], variants=["x1"], seeds=seeds,
                     holdout_seeds=[max(seeds) + 900], rounds=args.rounds, trees=args.trees, teacher=args.teacher,
                     duration_s=args.duration_s)
@@ -156,3 +209,36 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain_rl(args: argparse.Namespace, spec, tasks, rows, champion: str, seeds, eval_seeds, wl_path: Path,
+                out: Path) -> int:
+    """``--kind rl``: the fine-tune (:func:`rl_experiment`) exported as the next rl version, then judged."""
+    from scheduler.model_registry import RegistryError, load
+    from scheduler.objective import load_objective
+    from scheduler.policies.rl import RLPolicy
+    from simulations.history_replay import about, counterfactual, markdown
+    from rl_env.train import train
+
+    teacher = args.rl_from
+    try:
+        if teacher.partition(":")[0] in ("rf", "rl"):
+            load(teacher.partition(":")[0], teacher.partition(":")[2] or "latest")  # the router's registry
+    except RegistryError as exc:
+        raise UsageError(f"--rl-from: {exc}") from None
+    exp = rl_experiment(args.rl_experiment, wl_path.resolve(), cluster=args.cluster, calibration=args.calibration,
+                        teacher=teacher, time_s=args.rl_time_s, steps=args.rl_steps, seed=min(seeds),
+                        storage=out / "runs")
+    rep = train(exp, registry=args.registry)
+    challenger = f"rl:{rep.artifact.name}"
+    report = counterfactual(spec, tasks, [champion, challenger], eval_seeds, load_objective(),
+                            build={challenger: lambda seed: RLPolicy(rep.artifact.name, root=rep.artifact.parent.parent,
+                                                                     seed=seed)})
+    report.update(about(args, spec, rows), challenger=challenger, train_seconds=round(rep.wall_s, 1),
+                  fine_tune={"from": teacher, "time_s": args.rl_time_s, "steps": args.rl_steps,
+                             "workload": str(wl_path), "run_dir": str(rep.run_dir)})
+    (out / "retrain.json").write_text(json.dumps(report, indent=1))
+    text = (f"challenger {challenger}: {teacher} cloned ({args.rl_steps} demonstrations) and fine-tuned by PPO for "
+            f"{args.rl_time_s:g} s on the history's workload ({wl_path}), {rep.wall_s:.0f} s in all; judged against "
+            f"{champion} on the history's own arrivals:\n\n" + markdown(report))
+    (out / "retrain.md").write_text(text)
+    print(text)
+    return 0

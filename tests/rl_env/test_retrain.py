@@ -56,3 +56,32 @@ def test_bad_input_exits_2(tmp_path, capsys) -> None:
     assert "--champion" in capsys.readouterr().err
     assert main(["retrain", "--history", url, "--trees", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--trees" in capsys.readouterr().err
+    assert main(["retrain", "--history", url, "--kind", "rl", "--rl-time-s", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--rl-time-s" in capsys.readouterr().err
+
+
+def test_the_rl_fine_tune_is_the_shipped_experiment_on_the_historys_workload_alone(tmp_path) -> None:
+    """What `retrain --kind rl` hands to `train rl`: the shipped model and PPO settings, the derived workload on the
+    calibrated cluster only, the current RL policy cloned first, a short PPO run, validation on an unseen seed.
+    (The training itself is `orchestrator train rl`'s path, run end to end in test_train_tiny.)"""
+    from rl_env.experiment import load_experiment
+    from rl_env.retrain import RL_EXPERIMENT, rl_experiment
+    from simulations import calibration as cal
+
+    url, tasks = write_history(tmp_path / "h.db", 150)
+    import yaml
+
+    wl = tmp_path / "w.yaml"
+    wl.write_text(yaml.safe_dump(workload_from_history(tasks)))
+    profile = tmp_path / "profile.yaml"
+    cal.save(cal.Profile({"cloud": {"fraud_scoring": 2.0}}, {"fraud_scoring": 3.0}, {}, {}), profile)
+    exp = rl_experiment(CONFIGS.parent / RL_EXPERIMENT, wl, cluster=str(LOCAL), calibration=str(profile),
+                        teacher="rl:2", time_s=120.0, steps=3000, seed=1, storage=tmp_path / "runs")
+    shipped = load_experiment(CONFIGS.parent / RL_EXPERIMENT)
+    assert exp.env.workloads == (str(wl),) or list(exp.env.workloads) == [str(wl)]
+    assert list(exp.env.cluster_variants) == ["x1"] and exp.env.calibration == str(profile)
+    assert exp.init.teacher == "rl:2" and exp.init.steps == 3000 and exp.init.rounds == 1
+    assert exp.stop_time_s == 120.0 and exp.grid == {} and exp.max_concurrent_trials == 1
+    assert exp.ppo["lr"] == min(shipped.grid["lr"]) and exp.model == shipped.model
+    assert list(exp.validation.seeds) == [901] and list(exp.validation.workloads) == [str(wl)]
+    assert exp.storage == str(tmp_path / "runs")
