@@ -22,7 +22,8 @@ Steps (each prints what it does; a second run reuses what is already up):
    simulator's timing model calibrated on what the router measured (``orchestrator calibrate``; at
    the demo's compression, so the real kinds' factors include it: calibrate at compression 1), and
    that history replayed under the champion, the challenger and fastest-feasible
-   (``orchestrator counterfactual``, one seed);
+   (``orchestrator counterfactual``, one seed), and a small challenger forest retrained on it in a
+   registry of the demo's own and judged on the same arrivals (``orchestrator retrain``);
 6. the simulator comparison of every policy (rf:latest and rl:latest included) on
    the same tasks, the FGD packing replay on the Alibaba trace when
    ``../shared/traces`` is there, and a capacity recommendation for the workload's rate
@@ -356,6 +357,15 @@ def up(cfg: Settings) -> int:
                       "--seeds", "1", "--out", str(cfg.out / "counterfactual")), env=env, check=False)
         if cf.returncode:  # the Loop page says the replay is missing; the rest goes on
             print("(the counterfactual replay failed; see above. The rest of the demo goes on)", flush=True)
+        print("a challenger forest retrained on that history, in a registry of the demo's own (the router's rf stays "
+              "its champion), judged on the same arrivals (orchestrator retrain, a small forest)", flush=True)
+        rt = run(orch("retrain", "--history", f"sqlite:///{cfg.out / 'history.db'}", "--cluster", cfg.cluster,
+                      "--calibration", str(cfg.out / "calibration" / "profile.yaml"), "--champion", label,
+                      "--registry", str(cfg.out / "retrain_registry"), "--seeds", "1", "--rounds", "0", "--trees", "10",
+                      "--duration-s", "20", "--eval-seeds", "1", "--out", str(cfg.out / "retrain")),
+                 env=env, check=False)
+        if rt.returncode:
+            print("(the retrain failed; see above. The rest of the demo goes on)", flush=True)
 
     step("6/7 simulator: every policy on the same tasks; FGD packing on the Alibaba trace; a capacity recommendation")
     run([sys.executable, "-m", "orchestrator.demo", "simulate"])  # its own process: a clean exit status
