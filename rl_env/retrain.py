@@ -14,7 +14,7 @@
 With ``--kind rl`` the challenger is a short RL fine-tune instead (:func:`rl_experiment`): the
 shipped experiment (``configs/experiments/ppo_nodes.yaml``) on the derived workload and the
 calibrated cluster alone, warm-started by cloning the current RL policy (``--rl-from``), then a
-few minutes of PPO (``--rl-time-s``); ``orchestrator train rl``'s own path exports it as the next
+few minutes of PPO (``--rl-env-steps``); ``orchestrator train rl``'s own path exports it as the next
 ``rl`` version, and step 3 judges it the same way.
 
 Training windows are drawn from the derived workload (seeds of their own), never the
@@ -95,7 +95,10 @@ def add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rl-from", default="rl:latest", help="--kind rl: the policy cloned before PPO (the current RL one, from the router's registry)")
     p.add_argument("--rl-experiment", default=RL_EXPERIMENT, help="--kind rl: the experiment whose model and PPO "
                                                                   "settings the fine-tune keeps")
-    p.add_argument("--rl-time-s", type=float, default=300.0, help="--kind rl: seconds of PPO after the clone")
+    p.add_argument("--rl-env-steps", type=int, default=200_000,
+                   help="--kind rl: env steps of PPO after the clone (the budget; about 150 s here)")
+    p.add_argument("--rl-time-s", type=float, default=1800.0, help="--kind rl: most seconds of PPO (a cap on a slow "
+                                                                  "machine; the env steps set the budget)")
     p.add_argument("--rl-steps", type=int, default=4000, help="--kind rl: demonstrations per round of the clone")
     p.set_defaults(func=cmd_retrain)
 
@@ -105,10 +108,11 @@ RL_EXPERIMENT = "configs/experiments/ppo_nodes.yaml"
 
 
 def rl_experiment(base: str | Path, workload: str | Path, *, cluster: str, calibration: str | None, teacher: str,
-                  time_s: float, steps: int, seed: int, storage: str | Path):
+                  env_steps: int, time_s: float, steps: int, seed: int, storage: str | Path):
     """The fine-tune's experiment: ``base`` with the history's workload on its (calibrated) cluster only, at its
     own rate, one trial at the base's smallest learning rate, ``teacher`` cloned in one round of ``steps``,
-    PPO for ``time_s`` seconds, validated on a seed of the derived workload that training never draws."""
+    PPO for ``env_steps`` (at most ``time_s`` seconds: a budget in steps, not in this machine's speed),
+    validated on a seed of the derived workload that training never draws."""
     import copy
 
     from cluster.config import load_yaml
@@ -131,7 +135,7 @@ def rl_experiment(base: str | Path, workload: str | Path, *, cluster: str, calib
     raw["validation"] = {**raw.get("validation", {}), "workloads": [str(workload)], "seeds": [seed + 900],
                          "clusters": ["x1"], "every": 1}
     raw.setdefault("resources", {})["max_concurrent_trials"] = 1
-    raw["stop"] = {"env_steps": 10**9, "time_s": time_s}
+    raw["stop"] = {"env_steps": env_steps, "time_s": time_s}
     raw["storage"] = str(storage)
     return experiment_from_mapping(raw, base)
 
@@ -161,8 +165,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise UsageError(f"--seeds / --eval-seeds: {exc}") from None
     if args.rounds < 0 or args.trees < 1 or not (args.duration_s or 1) > 0:
         raise UsageError("--rounds must be >= 0, --trees >= 1, --duration-s > 0")
-    if args.kind == "rl" and not (args.rl_time_s > 0 and args.rl_steps > 0):
-        raise UsageError("--rl-time-s and --rl-steps must be > 0")
+    if args.kind == "rl" and not (args.rl_time_s > 0 and args.rl_steps > 0 and args.rl_env_steps > 0):
+        raise UsageError("--rl-env-steps, --rl-time-s and --rl-steps must be > 0")
     spec, tasks, rows = history_on_cluster(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,7 +229,8 @@ def _retrain_rl(args: argparse.Namespace, spec, tasks, rows, champion: str, seed
     except RegistryError as exc:
         raise UsageError(f"--rl-from: {exc}") from None
     exp = rl_experiment(args.rl_experiment, wl_path.resolve(), cluster=args.cluster, calibration=args.calibration,
-                        teacher=teacher, time_s=args.rl_time_s, steps=args.rl_steps, seed=min(seeds),
+                        teacher=teacher, env_steps=args.rl_env_steps, time_s=args.rl_time_s, steps=args.rl_steps,
+                        seed=min(seeds),
                         storage=out / "runs")
     rep = train(exp, registry=args.registry)
     challenger = f"rl:{rep.artifact.name}"
@@ -233,11 +238,13 @@ def _retrain_rl(args: argparse.Namespace, spec, tasks, rows, champion: str, seed
                             build={challenger: lambda seed: RLPolicy(rep.artifact.name, root=rep.artifact.parent.parent,
                                                                      seed=seed)})
     report.update(about(args, spec, rows), challenger=challenger, train_seconds=round(rep.wall_s, 1),
-                  fine_tune={"from": teacher, "time_s": args.rl_time_s, "steps": args.rl_steps,
+                  fine_tune={"from": teacher, "env_steps": args.rl_env_steps, "time_s": args.rl_time_s,
+                             "steps": args.rl_steps,
                              "workload": str(wl_path), "run_dir": str(rep.run_dir)})
     (out / "retrain.json").write_text(json.dumps(report, indent=1))
-    text = (f"challenger {challenger}: {teacher} cloned ({args.rl_steps} demonstrations) and fine-tuned by PPO for "
-            f"{args.rl_time_s:g} s on the history's workload ({wl_path}), {rep.wall_s:.0f} s in all; judged against "
+    text = (f"challenger {challenger}: {teacher} cloned ({args.rl_steps} demonstrations) and fine-tuned by PPO "
+            f"(best checkpoint at {rep.best['env_steps']:,} env steps of at most {args.rl_env_steps:,}) on the "
+            f"history's workload ({wl_path}), {rep.wall_s:.0f} s in all; judged against "
             f"{champion} on the history's own arrivals:\n\n" + markdown(report))
     (out / "retrain.md").write_text(text)
     print(text)

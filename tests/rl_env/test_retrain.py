@@ -76,12 +76,14 @@ def test_the_rl_fine_tune_is_the_shipped_experiment_on_the_historys_workload_alo
     profile = tmp_path / "profile.yaml"
     cal.save(cal.Profile({"cloud": {"fraud_scoring": 2.0}}, {"fraud_scoring": 3.0}, {}, {}), profile)
     exp = rl_experiment(CONFIGS.parent / RL_EXPERIMENT, wl, cluster=str(LOCAL), calibration=str(profile),
-                        teacher="rl:2", time_s=120.0, steps=3000, seed=1, storage=tmp_path / "runs")
+                        teacher="rl:2", env_steps=50_000, time_s=120.0, steps=3000, seed=1,
+                        storage=tmp_path / "runs")
     shipped = load_experiment(CONFIGS.parent / RL_EXPERIMENT)
     assert exp.env.workloads == (str(wl),) or list(exp.env.workloads) == [str(wl)]
     assert list(exp.env.cluster_variants) == ["x1"] and exp.env.calibration == str(profile)
     assert exp.init.teacher == "rl:2" and exp.init.steps == 3000 and exp.init.rounds == 1
-    assert exp.stop_time_s == 120.0 and exp.grid == {} and exp.max_concurrent_trials == 1
+    assert (exp.stop_env_steps, exp.stop_time_s) == (50_000, 120.0) and exp.grid == {}
+    assert exp.max_concurrent_trials == 1
     assert exp.ppo["lr"] == min(shipped.grid["lr"]) and exp.model == shipped.model
     assert list(exp.validation.seeds) == [901] and list(exp.validation.workloads) == [str(wl)]
     assert exp.storage == str(tmp_path / "runs")
