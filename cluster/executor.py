@@ -362,11 +362,14 @@ class Executor:
                     continue  # re-placed or resolved meanwhile
                 i = e.node
                 node_id = self.live.node_ids[i]
-                key = (node_id, e.task.cpu_milli, e.task.mem_mib, e.share)
+                slot = payload[6] if len(payload) > 6 else None  # a function's MIG instance (see _send)
+                key = (node_id, e.task.cpu_milli, e.task.mem_mib, e.share, slot)
                 submit = self._submitters.get(key)
                 if submit is None:
-                    submit = self._submitters[key] = self.backend.submitter(
-                        self.live.spec.nodes[i].name, e.task, e.share, node_id)
+                    name = self.live.spec.nodes[i].name
+                    submit = self._submitters[key] = (
+                        self.backend.submitter(name, e.task, e.share, node_id) if slot is None else
+                        self.backend.submitter(name, e.task, e.share, node_id, mig_slot=slot))
                 try:
                     ref = submit(*payload)
                 except Exception as exc:  # noqa: BLE001 - e.g. the driver lost the cluster

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 class Backend(Protocol):
     """What the executor needs from Ray: submit pinned tasks, wait for them, read them, cancel."""
 
-    def submitter(self, node_name: str, task: "Task", share: "Share", node_id: str) -> Callable[..., Any]:
+    def submitter(self, node_name: str, task: "Task", share: "Share", node_id: str,
+                  mig_slot: "tuple[int, str, int] | None" = None) -> Callable[..., Any]:
         """A function that submits the task body with these options and returns its ref (the
-        executor caches it per node id and task shape)."""
+        executor caches it per node id, task shape and MIG slot). ``mig_slot``: a function's MIG
+        instance, which gets worker processes of its own (:data:`cluster.task_body.MIG_SLOT_ENV`)."""
 
     def wait(self, refs: list, timeout: float) -> list:
         """The finished ones of ``refs``, waiting up to ``timeout`` seconds for a first one."""
@@ -62,8 +64,16 @@ def remote_body() -> Any:
 class RayBackend:
     """:class:`Backend` over the connected Ray cluster."""
 
-    def submitter(self, node_name: str, task: "Task", share: "Share", node_id: str) -> Callable[..., Any]:
-        return remote_body().options(**task_options(node_name, task, share, node_id)).remote
+    def submitter(self, node_name: str, task: "Task", share: "Share", node_id: str,
+                  mig_slot: "tuple[int, str, int] | None" = None) -> Callable[..., Any]:
+        opts = task_options(node_name, task, share, node_id)
+        if mig_slot is not None:
+            # CUDA reads CUDA_VISIBLE_DEVICES once per process: a worker pool per MIG instance (Ray keeps
+            # workers per runtime env) so that no process ever sees two instances
+            from cluster.task_body import MIG_SLOT_ENV, slot_text
+
+            opts["runtime_env"] = {"env_vars": {MIG_SLOT_ENV: slot_text(mig_slot)}}
+        return remote_body().options(**opts).remote
 
     def wait(self, refs: list, timeout: float) -> list:
         """``ray.wait`` with the GIL released; ``fetch_local=False``: values are read in bulk later."""

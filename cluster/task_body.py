@@ -30,6 +30,13 @@ def burn(seconds: float) -> None:
 
 
 _MIG_LIST: dict[int, list[tuple[str, str]]] | None = None
+#: the environment variable naming the MIG instance a worker pool is for (set through Ray's runtime env)
+MIG_SLOT_ENV = "ORCH_MIG_SLOT"
+
+
+def slot_text(slot: tuple[int, str, int]) -> str:
+    """``(GPU, profile, ordinal)`` as ``GPU/profile/ordinal``."""
+    return "/".join(map(str, slot))
 _MIG_LINE = re.compile(r"^\s*MIG\s+(?P<profile>\S+)\s+Device\s+\d+:\s+\(UUID:\s*(?P<uuid>MIG-[^)\s]+)\)")
 _GPU_LINE = re.compile(r"^GPU\s+(?P<index>\d+):")
 
@@ -68,6 +75,26 @@ def _host_mig_devices() -> dict[int, list[tuple[str, str]]]:
     return _MIG_LIST
 
 
+def _mig_visible(mig: tuple[int, str, int]) -> str | None:
+    """The MIG UUID a function on slot ``mig`` must see, or None on a host without MIG (nothing to set).
+
+    Raises where the host lists MIG instances but not this one (another layout, another GPU order):
+    running anyway would show the function every device. A worker serves one slot
+    (:data:`MIG_SLOT_ENV`): one that was started for another would have CUDA bound to that one.
+    """
+    devices = _host_mig_devices()
+    if not any(devices.values()):
+        return None
+    bound = os.environ.get(MIG_SLOT_ENV)
+    if bound is not None and bound != slot_text(mig):
+        raise RuntimeError(f"this worker serves MIG slot {bound}, not {slot_text(mig)}")
+    uuid = mig_uuid(devices, *mig)
+    if uuid is None:
+        raise RuntimeError(f"the host has no {mig[1]} MIG instance number {mig[2]} on GPU {mig[0]} (nvidia-smi -L); "
+                           "its MIG layout differs from the node's mig_layout")
+    return uuid
+
+
 def task_body(net_s: float = 0.0, exec_s: float = 0.0, kernel: str = "sleep", gpu: bool = False,
               fn: Callable | None = None, args: tuple = (), mig: tuple[int, str, int] | None = None) -> tuple:
     """What runs on the chosen node: network delay, then the work; reports what it saw.
@@ -76,16 +103,17 @@ def task_body(net_s: float = 0.0, exec_s: float = 0.0, kernel: str = "sleep", gp
     to plain arguments and a tuple because on no-op tasks its cost is the executor's
     dispatch overhead. ``mig``: the MIG instance a function's task holds, ``(GPU, profile, ordinal)``;
     where the host really has it, the function sees only it (``CUDA_VISIBLE_DEVICES`` is its MIG UUID:
-    Ray sets the variable for GPU resources, and a MIG slice is a custom resource to Ray).
+    Ray sets the variable for GPU resources, and a MIG slice is a custom resource to Ray); the
+    executor runs such tasks in worker processes of that slot only (:data:`MIG_SLOT_ENV`).
     """
     global _NODE_ID
     start = time.time()
+    uuid = _mig_visible(mig) if fn is not None and mig is not None else None  # before the timed work
     if net_s > 0:
         time.sleep(net_s)
     t_exec = time.time()
     value = None
     if fn is not None:
-        uuid = mig_uuid(_host_mig_devices(), *mig) if mig is not None else None
         if uuid is not None:
             before = os.environ.get("CUDA_VISIBLE_DEVICES")
             os.environ["CUDA_VISIBLE_DEVICES"] = uuid

@@ -158,7 +158,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise UsageError(str(exc).replace("--policies", "--champion", 1)) from None
     if len(names) != 1:
         raise UsageError(f"--champion: one policy, got {args.champion!r}")
-    champion = names[0]
+    champion = _pinned(names[0], "--champion")  # before the challenger joins the registry it may share
     try:
         seeds, eval_seeds = parse_seeds(args.seeds), parse_seeds(args.eval_seeds)
     except ValueError as exc:
@@ -213,21 +213,29 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pinned(name: str, flag: str) -> str:
+    """A learned policy's name with its version resolved in the router's registry (``rf`` -> ``rf:5``), so that the
+    version a retrain saves, maybe into that same registry, is never what it is compared with or cloned from."""
+    from scheduler import model_registry
+
+    kind, _, version = name.partition(":")
+    if kind not in ("rf", "rl"):
+        return name
+    try:
+        return f"{kind}:{model_registry.resolve(kind, version or 'latest').name}"
+    except model_registry.RegistryError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
 def _retrain_rl(args: argparse.Namespace, spec, tasks, rows, champion: str, seeds, eval_seeds, wl_path: Path,
                 out: Path) -> int:
     """``--kind rl``: the fine-tune (:func:`rl_experiment`) exported as the next rl version, then judged."""
-    from scheduler.model_registry import RegistryError, load
     from scheduler.objective import load_objective
     from scheduler.policies.rl import RLPolicy
     from simulations.history_replay import about, counterfactual, markdown
     from rl_env.train import train
 
-    teacher = args.rl_from
-    try:
-        if teacher.partition(":")[0] in ("rf", "rl"):
-            load(teacher.partition(":")[0], teacher.partition(":")[2] or "latest")  # the router's registry
-    except RegistryError as exc:
-        raise UsageError(f"--rl-from: {exc}") from None
+    teacher = _pinned(args.rl_from, "--rl-from")
     exp = rl_experiment(args.rl_experiment, wl_path.resolve(), cluster=args.cluster, calibration=args.calibration,
                         teacher=teacher, env_steps=args.rl_env_steps, time_s=args.rl_time_s, steps=args.rl_steps,
                         seed=min(seeds),

@@ -62,7 +62,9 @@ class FakeRay:
         self.forced: list[FakeRef] = []  # those of ``cancelled`` cancelled with force
         self._finished = threading.Condition()
 
-    def submitter(self, node_name: str, task, share, node_id: str):
+    def submitter(self, node_name: str, task, share, node_id: str, mig_slot=None):
+        self.slots = [*getattr(self, "slots", []), mig_slot]
+
         def submit(*args) -> FakeRef:
             ref = FakeRef(args, node_id, self._finished)
             self.sent.append(ref)
@@ -621,28 +623,41 @@ GPU 1: NVIDIA A100-SXM4-80GB (UUID: GPU-7e6f0b3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b)
 
 def test_a_function_on_a_mig_slice_sees_only_its_instance(setup, fake_ray, monkeypatch) -> None:
     """The second 1g.10gb slice of GPU 0 is the host's second 1g.10gb MIG device of GPU 0: the function runs with
-    CUDA_VISIBLE_DEVICES set to that UUID (Ray sets it for GPUs only), and the variable is back afterwards."""
+    CUDA_VISIBLE_DEVICES set to that UUID (Ray sets it for GPUs only), in workers of that slot alone (CUDA reads the
+    variable once per process); a fifth task waits for a freed slot rather than being handed to Ray early; a slot
+    the host does not have fails the task, naming it, rather than showing the function every device."""
     from cluster import task_body as tb
 
     devices = tb.mig_devices(NVIDIA_SMI_L)
     assert [p for p, _ in devices[0]] == ["3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"] and len(devices[1]) == 3
     assert tb.mig_uuid(devices, 0, "1g.10gb", 1).endswith("000000000002")
-    assert tb.mig_uuid(devices, 1, "3g.40gb", 0) is None  # not on this host: the function runs as it would
+    assert tb.mig_uuid(devices, 1, "3g.40gb", 0) is None
     live, _, sent, make = setup
     ex = make()
     seen = []
-    futs = [ex.submit(task(k, cpu_milli=500), decide(live, "gpu-mig-1", ("mig", "1g.10gb")),
-                      fn=lambda: seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))) for k in range(2)]
-    assert [ref.args[-1] for ref in sent] == [(0, "1g.10gb", 0), (0, "1g.10gb", 1)]  # booked slots, in order
+    look = lambda: seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))  # noqa: E731
+    futs = [ex.submit(task(k, cpu_milli=500), decide(live, "gpu-mig-1", ("mig", "1g.10gb")), fn=look)
+            for k in range(4)]  # gpu-mig-1 has three 1g.10gb slices: two on GPU 0, one on GPU 1
+    assert [ref.args[-1] for ref in sent] == [(0, "1g.10gb", 0), (0, "1g.10gb", 1), (1, "1g.10gb", 0)]
+    assert fake_ray.slots == [(0, "1g.10gb", 0), (0, "1g.10gb", 1), (1, "1g.10gb", 0)]  # a worker pool per slot
     monkeypatch.setattr(tb, "_MIG_LIST", devices)
     monkeypatch.setattr(tb, "_NODE_ID", live.node_id(live.index("gpu-mig-1")))  # run here, not in a Ray worker
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    for ref in sent:
-        out = tb.task_body(*ref.args)
-        ref.finish(out)
-    assert [f.result(timeout=5).status for f in futs] == ["succeeded"] * 2
-    assert seen == [devices[0][2][1], devices[0][3][1]] and os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    sent[1].finish(tb.task_body(*sent[1].args))
+    wait_for(lambda: len(sent) == 4)
+    assert sent[3].args[-1] == (0, "1g.10gb", 1)  # the freed slot, only once it was free
+    for ref in (sent[0], sent[3]):
+        ref.finish(tb.task_body(*ref.args))
+    monkeypatch.setattr(tb, "_MIG_LIST", {0: devices[0], 1: devices[1][:2]})  # a host whose GPU 1 lacks the 1g
+    with pytest.raises(RuntimeError, match="no 1g.10gb MIG instance number 0 on GPU 1"):
+        tb.task_body(*sent[2].args)
+    sent[2].finish(RuntimeError("the host has no 1g.10gb MIG instance number 0 on GPU 1"))
+    out = [f.result(timeout=5) for f in futs]
+    assert [r.status for r in out] == ["succeeded", "succeeded", "failed", "succeeded"]
+    assert seen == [devices[0][3][1], devices[0][2][1], devices[0][3][1]] and os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    monkeypatch.setenv(tb.MIG_SLOT_ENV, "0/1g.10gb/0")  # a worker started for another slot refuses this one
+    with pytest.raises(RuntimeError, match="serves MIG slot 0/1g.10gb/0"):
+        tb.task_body(0.0, 0.0, "sleep", False, look, (), (0, "1g.10gb", 1))
     monkeypatch.setattr(tb, "_MIG_LIST", {})  # no NVIDIA tools (this machine): nothing is set
-    tb.task_body(0.0, 0.0, "sleep", False, lambda: seen.append(os.environ.get("CUDA_VISIBLE_DEVICES")), (),
-                 (0, "1g.10gb", 0))
+    tb.task_body(0.0, 0.0, "sleep", False, look, (), (0, "1g.10gb", 0))
     assert seen[-1] == ""

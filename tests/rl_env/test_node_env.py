@@ -122,9 +122,11 @@ def test_experiment_files_load_and_bad_validation_clusters_are_refused() -> None
     assert nodes.init.teacher == "rf:1"
     pinned = experiment_from_mapping({**base, "init": {"imitate": "rollout", "horizon": 40}})
     assert (pinned.init.teacher, pinned.init.horizon) == ("rollout", 40)
-    for bad in ("fastest-feasible:2", "rl", "rf:99"):
+    for bad in ("fastest-feasible:2", "rl-sample", "rl:99", "rf:99"):
         with pytest.raises(ConfigError, match="imitate"):
             experiment_from_mapping({**base, "init": {"imitate": bad}})
+    # the current RL policy may be cloned: a fine-tune's start (orchestrator retrain --kind rl)
+    assert experiment_from_mapping({**base, "init": {"imitate": "rl:2"}}).init.teacher == "rl:2"
 
 
 def test_served_node_policy_decides_as_the_env_did(tmp_path) -> None:

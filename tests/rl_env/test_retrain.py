@@ -87,3 +87,24 @@ def test_the_rl_fine_tune_is_the_shipped_experiment_on_the_historys_workload_alo
     assert exp.ppo["lr"] == min(shipped.grid["lr"]) and exp.model == shipped.model
     assert list(exp.validation.seeds) == [901] and list(exp.validation.workloads) == [str(wl)]
     assert exp.storage == str(tmp_path / "runs")
+
+
+def test_the_champion_is_the_version_before_the_retrain_even_in_the_same_registry(tmp_path, capsys,
+                                                                                   monkeypatch) -> None:
+    """`--champion rf` with the router's own registry (the default): the challenger saved there becomes rf's
+    latest, and must not be judged against itself."""
+    from tests.learned_registry import build_tiny_rf
+
+    registry = tmp_path / "registry"
+    build_tiny_rf(registry)
+    monkeypatch.setenv(model_registry.REGISTRY_ENV, str(registry))
+    before = model_registry.resolve("rf", "latest").name
+    url, _ = write_history(tmp_path / "h.db", 120)
+    args = ["retrain", "--history", url, "--cluster", str(LOCAL), "--champion", "rf", "--teacher", "oracle",
+            "--rounds", "0", "--trees", "5", "--seeds", "1", "--duration-s", "20", "--eval-seeds", "1",
+            "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "out" / "retrain.json").read_text())
+    after = model_registry.resolve("rf", "latest").name
+    assert after != before and report["challenger"] == f"rf:{after}"
+    assert set(report["policies"]) == {f"rf:{before}", f"rf:{after}"}
