@@ -99,9 +99,9 @@ def test_the_champion_is_the_version_before_the_retrain_even_in_the_same_registr
     build_tiny_rf(registry)
     monkeypatch.setenv(model_registry.REGISTRY_ENV, str(registry))
     before = model_registry.resolve("rf", "latest").name
-    url, _ = write_history(tmp_path / "h.db", 120)
+    url, _ = write_history(tmp_path / "h.db", 60)
     args = ["retrain", "--history", url, "--cluster", str(LOCAL), "--champion", "rf", "--teacher", "oracle",
-            "--rounds", "0", "--trees", "5", "--seeds", "1", "--duration-s", "20", "--eval-seeds", "1",
+            "--rounds", "0", "--trees", "3", "--seeds", "1", "--duration-s", "8", "--eval-seeds", "1",
             "--out", str(tmp_path / "out")]
     assert main(args) == 0
     report = json.loads((tmp_path / "out" / "retrain.json").read_text())
