@@ -241,7 +241,8 @@ def write_serve_config(cfg: Settings, token_file: Path) -> Path:
     args = app.setdefault("args", {})
     args.update(policy=cfg.policy, history_url=f"sqlite:///{cfg.out / 'history.db'}",
                 admin_token_file=str(token_file), time_compression=cfg.compression,
-                capacity_dir=str(cfg.out / "capacity"), loop_dir=str(cfg.out), shadow_policy=cfg.shadow)
+                capacity_dir=str(cfg.out / "capacity"), loop_dir=str(cfg.out), shadow_policy=cfg.shadow,
+                warm_entry_points=cfg.real_duration > 0)  # torch and friends per worker only for real work
     if os.environ.get("ORCH_REGISTRY"):
         args["registry"] = os.environ["ORCH_REGISTRY"]
     data.setdefault("http_options", {})["port"] = cfg.router_port
