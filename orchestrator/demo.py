@@ -8,8 +8,8 @@ Steps (each prints what it does; a second run reuses what is already up):
    a minute, :data:`DEMO_RF`) and the RL policy (``artifacts/policies/rl``, or
    ``DEMO_TRAIN_RL=1`` trains one);
 3. the Serve router (``orchestrator serve up``) with the node-level RandomForest (the best
-   learned policy on docs/evaluation.md), the RL policy deciding beside it in shadow (the
-   challenger: never acted on, each record keeps its choice), and the folder the demo's
+   learned policy on docs/evaluation.md), the RL policy deciding beside it in shadow when the
+   demo runs real work (the challenger: never acted on, each record keeps its choice), and the folder the demo's
    results go to as its ``loop_dir`` (the Loop page reads the calibration and replay there);
 4. Prometheus, when ``prometheus`` is on PATH, scraping every node's metrics agent (the
    router's ``ray_orch_*`` series included) with ``orchestrator serve prometheus-config``'s
@@ -241,8 +241,9 @@ def write_serve_config(cfg: Settings, token_file: Path) -> Path:
     args = app.setdefault("args", {})
     args.update(policy=cfg.policy, history_url=f"sqlite:///{cfg.out / 'history.db'}",
                 admin_token_file=str(token_file), time_compression=cfg.compression,
-                capacity_dir=str(cfg.out / "capacity"), loop_dir=str(cfg.out), shadow_policy=cfg.shadow,
-                warm_entry_points=cfg.real_duration > 0)  # torch and friends per worker only for real work
+                capacity_dir=str(cfg.out / "capacity"), loop_dir=str(cfg.out),
+                # the loop (a challenger in shadow, models warmed per worker) is shown with real work only
+                shadow_policy=cfg.shadow if cfg.real_duration > 0 else None, warm_entry_points=cfg.real_duration > 0)
     if os.environ.get("ORCH_REGISTRY"):
         args["registry"] = os.environ["ORCH_REGISTRY"]
     data.setdefault("http_options", {})["port"] = cfg.router_port
