@@ -318,7 +318,6 @@ def test_policy_switch_under_load_drops_nothing(router: Router) -> None:
 # ---------------------------------------------------------------- metrics in a real Prometheus
 
 
-@pytest.mark.slow  # about 45 s (a raylet started and drained): `pytest -m slow` runs it, as the 20-starts test
 def test_capacity_apply_scales_a_pool_up_and_down_under_load(router: Router) -> None:
     """`orchestrator capacity apply` grows the cloud pool into its standby slot (test_small.yaml's
     ``scaling``) and drains it back while tasks keep arriving: the router places on the new node without
