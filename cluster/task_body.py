@@ -8,6 +8,7 @@ and 27 MB). A cluster under load runs dozens of workers, and each new one pays i
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import time
@@ -156,8 +157,6 @@ def hold(seconds: float, modules: tuple[str, ...] = ()) -> int:
     end = time.monotonic() + seconds
     for name in modules:
         try:
-            import importlib
-
             fn = getattr(importlib.import_module(name), WARM_HOOK, None)
             if callable(fn):
                 fn()
