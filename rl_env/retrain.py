@@ -218,11 +218,8 @@ def _pinned(name: str, flag: str) -> str:
     version a retrain saves, maybe into that same registry, is never what it is compared with or cloned from."""
     from scheduler import model_registry
 
-    kind, _, version = name.partition(":")
-    if kind not in ("rf", "rl"):
-        return name
     try:
-        return f"{kind}:{model_registry.resolve(kind, version or 'latest').name}"
+        return model_registry.pinned(name)
     except model_registry.RegistryError as exc:
         raise UsageError(f"{flag}: {exc}") from None
 

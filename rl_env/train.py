@@ -265,12 +265,9 @@ def train(exp: Experiment, registry: str | Path | None = None, *, verbose: int =
 
 def _teacher_ref(teacher: str | None) -> str | None:
     """The warm start's teacher as the trials loaded it: a learned one pinned to its registry version."""
-    if teacher is None or teacher.partition(":")[0] not in ("rf", "rl"):
-        return teacher
     from scheduler import model_registry
 
-    kind, _, version = teacher.partition(":")
-    return f"{kind}:{model_registry.resolve(kind, version or 'latest').name}"
+    return None if teacher is None else model_registry.pinned(teacher)
 
 
 def _collect(results: Any, grid: dict[str, list[Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:

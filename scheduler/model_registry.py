@@ -174,6 +174,15 @@ def resolve(kind: str, version: Version = "latest", root: str | os.PathLike | No
     return found[v]
 
 
+def pinned(name: str, root: str | os.PathLike | None = None) -> str:
+    """A learned policy's name with its version resolved (``rf`` -> ``rf:5``, ``rl:latest`` -> ``rl:2``), so that
+    what it names cannot change when a new version is saved; any other policy's name as it is."""
+    kind, _, version = name.partition(":")
+    if kind not in ("rf", "rl"):
+        return name
+    return f"{kind}:{resolve(kind, version or 'latest', root).name}"
+
+
 def load_meta(kind: str, version: Version = "latest", root: str | os.PathLike | None = None) -> dict:
     """The ``meta.json`` of ``kind:version``."""
     return _read_meta(resolve(kind, version, root))
