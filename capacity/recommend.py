@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 
 import yaml
 
-from cluster.topology import (MIG_PROFILES, ClusterSpec, GpuDevice, NodeSpec, added_node_name, mig_fraction,
+from cluster.topology import (MIG_PROFILES, ClusterSpec, GpuDevice, NodeSpec, mig_fraction, resized_nodes,
                               validate_mig_layout)
 from scheduler.task import Task
 
@@ -141,28 +141,10 @@ def build(spec: ClusterSpec, shape: Shape) -> ClusterSpec:
     pool whose shape layout differs from its first node's gets that layout on every node;
     otherwise each node keeps its own (so the shape of ``spec`` itself builds ``spec``).
     """
-    tmpl = templates(spec)
     now = dict(current_shape(spec).layouts)
     lays = {p: lay for p, lay in shape.layouts if lay != now.get(p)}
-    want = dict(shape.counts)
-    names = {n.name for n in spec.nodes}
-    kept: dict[str, int] = {}
-    last = {n.pool: i for i, n in enumerate(spec.nodes)}
-    nodes: list[NodeSpec] = []
-    for i, nd in enumerate(spec.nodes):
-        p = nd.pool
-        if kept.get(p, 0) < want.get(p, 0):
-            kept[p] = kept.get(p, 0) + 1
-            nodes.append(_with_layout(nd, lays[p]) if p in lays else nd)
-        if i == last[p]:
-            k = 0
-            while kept.get(p, 0) < want.get(p, 0):
-                k += 1
-                name = added_node_name(p, k)
-                if name not in names:
-                    kept[p] = kept.get(p, 0) + 1
-                    nodes.append(_with_layout(replace(tmpl[p], name=name), lays[p]) if p in lays
-                                 else replace(tmpl[p], name=name))
+    nodes, _ = resized_nodes(spec, dict(shape.counts))
+    nodes = [_with_layout(n, lays[n.pool]) if n.pool in lays else n for n in nodes]
     if not nodes:
         raise ValueError("a cluster needs at least one node")
     return replace(spec, nodes=tuple(nodes), pools=tuple(p for p, n in shape.counts if n > 0))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Mapping
 
 from cluster.config import Collector, ConfigError, Fields, load_yaml
 from cluster.package_data import DATA_ROOT
@@ -300,32 +301,45 @@ def pool_max(spec: ClusterSpec) -> dict[str, int]:
     return out
 
 
-def with_standby(spec: ClusterSpec) -> ClusterSpec:
-    """``spec`` with a standby slot per node each pool may grow by (copies of its first node, named by
-    :func:`added_node_name`, after its last node): the router's view of a cluster that scales, whose
-    node indices stay fixed while nodes start and stop (a slot not started is a node that is not running)."""
-    grow = {p: m for p, m in pool_max(spec).items()}
+def resized_nodes(spec: ClusterSpec, counts: Mapping[str, int]) -> tuple[list[NodeSpec], list[str]]:
+    """Each pool at ``counts[pool]`` nodes (0 when absent): its own nodes up to the count, in file
+    order, then copies of its first node named by :func:`added_node_name` (names already taken are
+    skipped), listed after its last own node. Returns the nodes and the names of those added.
+
+    One rule for a pool's growth, shared by the router's standby slots and the capacity search's
+    candidate clusters, so a recommended node and the slot that starts it have the same name."""
+    first: dict[str, NodeSpec] = {}
     for n in spec.nodes:
-        grow[n.pool] -= 1
-    if not any(grow.values()):
-        return spec
+        first.setdefault(n.pool, n)
     names = {n.name for n in spec.nodes}
     last = {n.pool: i for i, n in enumerate(spec.nodes)}
-    first: dict[str, NodeSpec] = {}
+    kept: dict[str, int] = {}
     nodes: list[NodeSpec] = []
-    standby: list[str] = list(spec.standby)
+    added: list[str] = []
     for i, nd in enumerate(spec.nodes):
-        first.setdefault(nd.pool, nd)
-        nodes.append(nd)
+        p = nd.pool
+        if kept.get(p, 0) < counts.get(p, 0):
+            kept[p] = kept.get(p, 0) + 1
+            nodes.append(nd)
         k = 0
-        while i == last[nd.pool] and grow[nd.pool] > 0:
+        while i == last[p] and kept.get(p, 0) < counts.get(p, 0):
             k += 1
-            name = added_node_name(nd.pool, k)
+            name = added_node_name(p, k)
             if name not in names:
-                nodes.append(replace(first[nd.pool], name=name))
-                standby.append(name)
-                grow[nd.pool] -= 1
-    return replace(spec, nodes=tuple(nodes), standby=tuple(standby))
+                kept[p] = kept.get(p, 0) + 1
+                nodes.append(replace(first[p], name=name))
+                added.append(name)
+    return nodes, added
+
+
+def with_standby(spec: ClusterSpec) -> ClusterSpec:
+    """``spec`` with a standby slot per node each pool may grow by (up to its :func:`pool_max`, by
+    :func:`resized_nodes`): the router's view of a cluster that scales, whose node indices stay fixed
+    while nodes start and stop (a slot not started is a node that is not running)."""
+    nodes, added = resized_nodes(spec, pool_max(spec))
+    if not added:
+        return spec
+    return replace(spec, nodes=tuple(nodes), standby=tuple(spec.standby) + tuple(added))
 
 
 #: Node classes that every cluster maps onto, so that learned policies and their
