@@ -259,28 +259,36 @@ def test_simulator_and_cluster_agree(real_cluster, live) -> None:
     assert cmp.real.summary["failed"] == 0 and len(cmp.real.records) == len(tasks)
 
 
-@pytest.mark.parametrize("policy", ["rf:latest", "rl:latest"])
-def test_ray_job_submit_runs_the_replay_end_to_end(real_cluster, tmp_path: Path, policy: str) -> None:
-    """A job of the checkout (`--working-dir .`) places with the shipped learned policies: Ray uploads
-    what .gitignore does not exclude, and the shipped models are re-included there."""
+def test_ray_job_submit_runs_the_replay_end_to_end(real_cluster, tmp_path: Path) -> None:
+    """Jobs of the checkout (`--working-dir .`) place with the shipped learned policies: Ray uploads
+    what .gitignore does not exclude, and the shipped models are re-included there. One job per
+    learned policy, submitted together (each job's start-up is most of its time)."""
     env = {**os.environ, **launcher.client_env(real_cluster.state)}
     env.pop("RAY_ADDRESS", None)
     env.pop("ORCH_REGISTRY", None)  # the job must find the models in its own upload, not in a test folder
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    out = tmp_path / "replay"
-    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", real_cluster.dashboard,
-           "--working-dir", str(REPO_ROOT), "--", "python", "-m", "replays.live",
-           "--workload", "configs/workloads/cluster_smoke.yaml", "--policy", policy,
-           "--duration", "4", "--time-compression", "4", "--no-warm", "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=REPO_ROOT)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
-    assert "succeeded" in log
-    records = pd.read_csv(out / f"records_{policy}.csv")
+    jobs = {}
+    for policy in ("rf:latest", "rl:latest"):
+        out = tmp_path / policy.replace(":", "_")  # each job its own result set (summary.json is rewritten)
+        cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", real_cluster.dashboard,
+               "--working-dir", str(REPO_ROOT), "--", "python", "-m", "replays.live",
+               "--workload", "configs/workloads/cluster_smoke.yaml", "--policy", policy,
+               "--duration", "4", "--time-compression", "4", "--no-warm", "--out", str(out)]
+        jobs[policy] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, cwd=REPO_ROOT)
     n = len(load_tasks(SMOKE, seed=None, duration_s=4, load_factor=None))
-    assert len(records) == n and (records["status"] == "succeeded").all()
-    meta = json.loads((out / f"summary_{policy}.json").read_text())["meta"]
-    assert meta["cluster"] == "test_small"  # the job found the cluster's config through the launcher's env
+    for policy, proc in jobs.items():
+        out = tmp_path / policy.replace(":", "_")
+        try:
+            log, _ = proc.communicate(timeout=240)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, f"{policy}: {log[-3000:]}"
+        assert "succeeded" in log
+        records = pd.read_csv(out / f"records_{policy}.csv")
+        assert len(records) == n and (records["status"] == "succeeded").all(), policy
+        meta = json.loads((out / f"summary_{policy}.json").read_text())["meta"]
+        assert meta["cluster"] == "test_small"  # the job found the cluster's config through the launcher's env
 
 
 def test_every_task_gets_a_final_record_when_a_raylet_dies(real_cluster, live: LiveState) -> None:

@@ -26,16 +26,17 @@ def tiny_workload(tmp_path):
     return p
 
 
-#: a short run of the rollout teacher: 12 s windows, one sampled future of 40 arrivals per decision
-TINY = ["--duration-s", "12", "--teacher-samples", "1", "--teacher-horizon", "40", "--future-streams", "1",
+#: a short run of the rollout teacher: 6 s windows, one sampled future of 40 arrivals per decision
+TINY = ["--duration-s", "6", "--teacher-samples", "1", "--teacher-horizon", "40", "--future-streams", "1",
         "--baselines", "least-loaded"]
 
 
 def test_tiny_training_run_yields_a_loadable_policy(tiny_workload, tmp_path, local_spec, capsys, monkeypatch):
     root = tmp_path / "registry"
+    # one teacher base, not the default two: each base is a labelling pass (two are covered below)
     rc = main(["train", "rf", "--workload", str(tiny_workload), "--seeds", "1-2", "--rounds", "1",
                "--variants", "x1,x2", "--trees", "8", "--max-depth", "10", "--random-state", "3",
-               "--registry", str(root), *TINY])
+               "--teacher-base", "fastest-feasible", "--registry", str(root), *TINY])
     assert rc == 0
     out = capsys.readouterr().out
     assert "picks the rollout's choice" in out and "mean regret" in out
