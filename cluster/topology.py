@@ -13,9 +13,9 @@ GPU sharing modes per device:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
 
 from cluster.config import Collector, ConfigError, Fields, load_yaml
 from cluster.package_data import DATA_ROOT
@@ -336,7 +336,10 @@ def with_standby(spec: ClusterSpec) -> ClusterSpec:
     """``spec`` with a standby slot per node each pool may grow by (up to its :func:`pool_max`, by
     :func:`resized_nodes`): the router's view of a cluster that scales, whose node indices stay fixed
     while nodes start and stop (a slot not started is a node that is not running)."""
-    nodes, added = resized_nodes(spec, pool_max(spec))
+    own: dict[str, int] = {}
+    for n in spec.nodes:
+        own[n.pool] = own.get(n.pool, 0) + 1
+    nodes, added = resized_nodes(spec, {p: max(m, own.get(p, 0)) for p, m in pool_max(spec).items()})
     if not added:
         return spec
     return replace(spec, nodes=tuple(nodes), standby=tuple(spec.standby) + tuple(added))

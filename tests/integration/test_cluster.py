@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -267,27 +268,37 @@ def test_ray_job_submit_runs_the_replay_end_to_end(real_cluster, tmp_path: Path)
     env.pop("RAY_ADDRESS", None)
     env.pop("ORCH_REGISTRY", None)  # the job must find the models in its own upload, not in a test folder
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    jobs = {}
-    for policy in ("rf:latest", "rl:latest"):
-        out = tmp_path / policy.replace(":", "_")  # each job its own result set (summary.json is rewritten)
-        cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", real_cluster.dashboard,
-               "--working-dir", str(REPO_ROOT), "--", "python", "-m", "replays.live",
-               "--workload", "configs/workloads/cluster_smoke.yaml", "--policy", policy,
-               "--duration", "4", "--time-compression", "4", "--no-warm", "--out", str(out)]
-        jobs[policy] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, cwd=REPO_ROOT)
+    ray = str(Path(sys.executable).parent / "ray")
+    policies = ("rf:latest", "rl:latest")
+    out = {p: tmp_path / p.replace(":", "_") for p in policies}  # each its own result set (summary.json)
+    logs = {p: tmp_path / f"{p.replace(':', '_')}.log" for p in policies}
+    sid = {p: f"test-replay-{p.replace(':', '-')}-{uuid.uuid4().hex[:8]}" for p in policies}
+    jobs: dict[str, subprocess.Popen] = {}
+    try:
+        for p in policies:
+            cmd = [ray, "job", "submit", "--address", real_cluster.dashboard, "--submission-id", sid[p],
+                   "--working-dir", str(REPO_ROOT), "--", "python", "-m", "replays.live",
+                   "--workload", "configs/workloads/cluster_smoke.yaml", "--policy", p,
+                   "--duration", "4", "--time-compression", "4", "--no-warm", "--out", str(out[p])]
+            with logs[p].open("w") as log:  # a file, not a pipe: neither client can stall on the other
+                jobs[p] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        deadline = time.monotonic() + 300
+        for proc in jobs.values():
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:  # nothing of a failed or timed-out submission is left running into the next tests
+        for p, proc in jobs.items():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+                subprocess.run([ray, "job", "stop", "--address", real_cluster.dashboard, sid[p]], env=env,
+                               capture_output=True, timeout=60)
     n = len(load_tasks(SMOKE, seed=None, duration_s=4, load_factor=None))
-    for policy, proc in jobs.items():
-        out = tmp_path / policy.replace(":", "_")
-        try:
-            log, _ = proc.communicate(timeout=240)
-        finally:
-            proc.kill()
-        assert proc.returncode == 0, f"{policy}: {log[-3000:]}"
-        assert "succeeded" in log
-        records = pd.read_csv(out / f"records_{policy}.csv")
-        assert len(records) == n and (records["status"] == "succeeded").all(), policy
-        meta = json.loads((out / f"summary_{policy}.json").read_text())["meta"]
+    for p, proc in jobs.items():
+        log = logs[p].read_text()
+        assert proc.returncode == 0, f"{p}: {log[-3000:]}"
+        records = pd.read_csv(out[p] / f"records_{p}.csv")
+        assert len(records) == n and (records["status"] == "succeeded").all(), p
+        meta = json.loads((out[p] / f"summary_{p}.json").read_text())["meta"]
         assert meta["cluster"] == "test_small"  # the job found the cluster's config through the launcher's env
 
 
