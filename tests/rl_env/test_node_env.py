@@ -108,7 +108,7 @@ def test_variant_can_be_pinned_and_bad_ones_are_refused() -> None:
     assert gym.make("HeteroClusterNodes-v0", config={"workloads": [HIGH]}).unwrapped.config.level == "node"
 
 
-def test_experiment_files_load_and_bad_validation_clusters_are_refused() -> None:
+def test_experiment_files_load_and_bad_validation_clusters_are_refused(shipped_models) -> None:
     nodes = load_experiment("configs/experiments/ppo_nodes.yaml")
     assert nodes.env.level == "node" and nodes.validation_env().cluster_variants == ("x1", "x2")
     assert {o["cluster"] for o in nodes.validation.episodes()} == {"x1", "x2"}
@@ -118,8 +118,8 @@ def test_experiment_files_load_and_bad_validation_clusters_are_refused() -> None
         experiment_from_mapping({**base, "validation": {"clusters": ["x0"]}})
     with pytest.raises(ConfigError, match="validation.clusters.*nope"):
         experiment_from_mapping({**base, "validation": {"clusters": ["no:nope"]}})
-    # the shipped experiment pins the forest rl:2 was cloned from; a version of a heuristic is refused
-    assert nodes.init.teacher == "rf:1"
+    # the shipped experiment pins the forest rl:4 was cloned from; a version of a heuristic is refused
+    assert nodes.init.teacher == "rf:5" and nodes.env.warmup_s == 240
     pinned = experiment_from_mapping({**base, "init": {"imitate": "rollout", "horizon": 40}})
     assert (pinned.init.teacher, pinned.init.horizon) == ("rollout", 40)
     for bad in ("fastest-feasible:2", "rl-sample", "rl:99", "rf:99"):
@@ -212,7 +212,7 @@ def test_node_sampling_is_reproducible_per_seed(tmp_path, local_spec) -> None:
     assert runs[0]["node"].tolist() != runs[2]["node"].tolist()
 
 
-def test_a_warm_up_fills_the_cluster_before_the_first_step_and_is_not_rewarded() -> None:
+def test_a_warm_up_fills_the_cluster_before_the_first_step_and_is_not_rewarded(shipped_models) -> None:
     """With warmup_s, fastest-feasible places the first seconds of the draw (no step); the agent starts
     on a cluster with work on it, and its return is still minus the objective of the tasks it placed."""
     env = node_env(cluster_variants=["x1"], warmup_s=30)

@@ -60,7 +60,7 @@ def test_bad_input_exits_2(tmp_path, capsys) -> None:
     assert "--rl-time-s" in capsys.readouterr().err
 
 
-def test_the_rl_fine_tune_is_the_shipped_experiment_on_the_historys_workload_alone(tmp_path) -> None:
+def test_the_rl_fine_tune_is_the_shipped_experiment_on_the_historys_workload_alone(tmp_path, shipped_models) -> None:
     """What `retrain --kind rl` hands to `train rl`: the shipped model and PPO settings, the derived workload on the
     calibrated cluster only, the current RL policy cloned first, a short PPO run, validation on an unseen seed.
     (The training itself is `orchestrator train rl`'s path, run end to end in test_train_tiny.)"""
