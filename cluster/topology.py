@@ -293,11 +293,13 @@ def added_node_name(pool: str, k: int) -> str:
 
 
 def pool_max(spec: ClusterSpec) -> dict[str, int]:
-    """Per pool, the most nodes it may have: its ``scaling.max_nodes``, else the nodes it has (standby included)."""
+    """Per pool, the most nodes it may have: its ``scaling.max_nodes``, never fewer than the nodes it has
+    (standby included; a file's ``max_nodes`` is refused below them, a built spec may keep an old one)."""
     out: dict[str, int] = {}
     for n in spec.nodes:
         out[n.pool] = out.get(n.pool, 0) + 1
-    out.update(spec.max_nodes)
+    for pool, m in spec.max_nodes:
+        out[pool] = max(m, out.get(pool, 0))
     return out
 
 
@@ -336,10 +338,7 @@ def with_standby(spec: ClusterSpec) -> ClusterSpec:
     """``spec`` with a standby slot per node each pool may grow by (up to its :func:`pool_max`, by
     :func:`resized_nodes`): the router's view of a cluster that scales, whose node indices stay fixed
     while nodes start and stop (a slot not started is a node that is not running)."""
-    own: dict[str, int] = {}
-    for n in spec.nodes:
-        own[n.pool] = own.get(n.pool, 0) + 1
-    nodes, added = resized_nodes(spec, {p: max(m, own.get(p, 0)) for p, m in pool_max(spec).items()})
+    nodes, added = resized_nodes(spec, pool_max(spec))
     if not added:
         return spec
     return replace(spec, nodes=tuple(nodes), standby=tuple(spec.standby) + tuple(added))
