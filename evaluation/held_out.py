@@ -20,6 +20,8 @@ SEED_FIELDS = {
            ("validation.seeds", "checkpoint selection")),
     "rf": (("config.seeds", "training"), ("config.holdout_seeds", "validation")),
 }
+#: per kind: the meta fields listing the cluster variants it trained or was chosen on (``rand:N`` among them)
+VARIANT_FIELDS = {"rl": ("env.cluster_variants", "validation.clusters"), "rf": ("config.variants",)}
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,11 @@ def seed_uses_of(artifact: str, kind: str, meta: dict) -> tuple[list[SeedUse], l
     return uses, notes
 
 
-def learned_seed_uses(policies: Sequence[str], root=None) -> tuple[list[SeedUse], list[str]]:
-    """Seed uses of every learned policy's artifact among ``policies`` (each artifact once)."""
+def learned_artifacts(policies: Sequence[str], root=None) -> dict[str, tuple[str, dict]]:
+    """Each learned policy's artifact among ``policies``, once: ``{"rf:5": (kind, meta)}``."""
     from scheduler import model_registry
 
-    uses: list[SeedUse] = []
-    notes: list[str] = []
-    seen: set[str] = set()
+    out: dict[str, tuple[str, dict]] = {}
     for p in policies:
         base, _, version = p.partition(":")
         kind = LEARNED_KINDS.get(base)
@@ -98,10 +98,33 @@ def learned_seed_uses(policies: Sequence[str], root=None) -> tuple[list[SeedUse]
             continue
         path = model_registry.resolve(kind, version or "latest", root)
         ref = f"{kind}:{path.name}"
-        if ref in seen:
-            continue
-        seen.add(ref)
-        u, n = seed_uses_of(ref, kind, model_registry.load_meta(kind, path.name, root))
+        if ref not in out:
+            out[ref] = (kind, model_registry.load_meta(kind, path.name, root))
+    return out
+
+
+def learned_seed_uses(policies: Sequence[str], root=None) -> tuple[list[SeedUse], list[str]]:
+    """Seed uses of every learned policy's artifact among ``policies`` (each artifact once)."""
+    uses: list[SeedUse] = []
+    notes: list[str] = []
+    for ref, (kind, meta) in learned_artifacts(policies, root).items():
+        u, n = seed_uses_of(ref, kind, meta)
         uses += u
         notes += n
     return uses, notes
+
+
+def random_clusters_used(policies: Sequence[str], root=None) -> dict[str, set[int]]:
+    """Per learned artifact among ``policies``, the random clusters (``rand:N``, :mod:`cluster.variants`)
+    its meta says it trained or was chosen on: evaluation on one of them is refused like a seed."""
+    from cluster.variants import RANDOM_PREFIX, expand_variants
+
+    out: dict[str, set[int]] = {}
+    for ref, (kind, meta) in learned_artifacts(policies, root).items():
+        names: list[str] = []
+        for field in VARIANT_FIELDS[kind]:
+            v = _get(meta, field)
+            names += [str(x) for x in v] if isinstance(v, (list, tuple)) else []
+        out[ref] = {int(n[len(RANDOM_PREFIX):]) for n in expand_variants(names)
+                    if n.startswith(RANDOM_PREFIX) and n[len(RANDOM_PREFIX):].isdigit()}
+    return out

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from cluster.config import ConfigError, Fields
 from cluster.package_data import DATA_ROOT, data_path, work_path
 from cluster.topology import ClusterSpec, load_cluster
+from cluster.variants import expand_variants
 from scheduler.candidates import MAX_CANDIDATES, PREFILTERS
 from scheduler.objective import DEFAULT_OBJECTIVE, Objective, load_objective
 from simulations.workloads import WorkloadSpec, load_workload
@@ -136,6 +137,10 @@ class EnvConfig:
             raise f.error("cluster_variants", f"must be a non-empty list like [x1, x2, no:gpu-mig], got {variants!r}")
         if level == "class" and tuple(variants) != ("x1",):
             raise f.error("cluster_variants", "needs level: node (a class-level policy is tied to one cluster)")
+        try:
+            variants = expand_variants(variants)  # rand:A-B: each random cluster of the range
+        except ValueError as e:
+            raise f.error("cluster_variants", str(e)) from None
         cfg = cls(
             cluster=str(resolve_path(f.str("cluster", d.cluster))),
             workloads=tuple(str(resolve_path(w)) for w in workloads),

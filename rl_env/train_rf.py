@@ -51,7 +51,7 @@ from simulations.engine import OnlineSimulator, simulate
 from simulations.metrics import summary_row
 from cluster.config import UsageError
 from cluster.package_data import data_path
-from cluster.variants import parse_variant, variant
+from cluster.variants import expand_variants, parse_variant, variant
 from rl_env.teacher import make_teacher
 from rl_env.train_rf_args import TrainArgs
 
@@ -336,12 +336,13 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
 
     t_start = time.perf_counter()
     spec = load_cluster_any(data_path(cfg.cluster))
-    for v in cfg.variants:
+    variants = expand_variants(cfg.variants)
+    for v in variants:
         missing = set(parse_variant(v)[1]) - set(spec.pools)
         if missing:
             raise UsageError(f"--variants: {v!r}: no pool {sorted(missing)} in {cfg.cluster} (pools: {list(spec.pools)})")
     objective = load_objective()
-    train_eps = _episodes(cfg, spec, cfg.seeds, cfg.variants)
+    train_eps = _episodes(cfg, spec, cfg.seeds, variants)
     hold_eps = _episodes(cfg, spec, cfg.holdout_seeds, ["x1"])
     est = DAggerForest(n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
                        rounds=cfg.rounds, random_state=cfg.random_state, teacher=cfg.teacher, progress=progress,

@@ -16,7 +16,7 @@ from dataclasses import Field, dataclass, field, fields
 from functools import cache
 from typing import Any, get_type_hints
 
-from cluster.variants import parse_variant
+from cluster.variants import expand_variants, parse_variant
 from scheduler.policies.rollout import HORIZON_S, HORIZON_TASKS
 
 DEFAULT_WORKLOADS = ("configs/workloads/mixed.yaml", "configs/workloads/high_load.yaml",
@@ -53,7 +53,7 @@ class TrainArgs:
                                  metadata={"flag": "--workload", "repeat": True})
     """workload YAML whose windows are the training episodes (repeatable)"""
     variants: list[str] = field(default_factory=lambda: ["x1", "x2", "no:gpu-mig"])
-    """clusters trained on: xK (every node K times, workloads at K times their load), no:POOL (a pool removed)"""
+    """clusters trained on: xK (every node K times, workloads at K times their load), no:POOL (a pool removed), rand:N or rand:A-B (clusters drawn from the pools, cluster.variants.random_cluster)"""
     seeds: list[int] = field(default_factory=lambda: [1, 2])
     """training seeds, e.g. 1-4 or 1,2,5"""
     holdout_seeds: list[int] = field(default_factory=lambda: [901, 902])
@@ -136,11 +136,11 @@ class TrainArgs:
                              "--future-streams >= 1, --teacher-horizon-s > 0")
         if not args.variants:
             raise UsageError("--variants: at least one cluster (x1 is the cluster itself)")
-        for v in args.variants:
-            try:
+        try:
+            for v in expand_variants(args.variants):
                 parse_variant(v)
-            except ValueError as e:
-                raise UsageError(f"--variants: {e}") from None
+        except ValueError as e:
+            raise UsageError(f"--variants: {e}") from None
         if not args.workloads:
             raise UsageError("--workload: at least one workload")
         from scheduler.policy import available_policies

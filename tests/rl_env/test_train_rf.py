@@ -87,9 +87,10 @@ def test_bad_seed_arguments_exit_2(tiny_workload, tmp_path, capsys):
     assert main(["train", "rf", "--workload", str(tiny_workload), "--seeds", "901",
                  "--registry", str(tmp_path)]) == 2
     assert "overlap" in capsys.readouterr().err
-    assert main(["train", "rf", "--workload", str(tiny_workload), "--variants", "x0",
-                 "--registry", str(tmp_path)]) == 2
-    assert "--variants" in capsys.readouterr().err
+    for bad in ("x0", "x1,rand:9-2"):
+        assert main(["train", "rf", "--workload", str(tiny_workload), "--variants", bad,
+                     "--registry", str(tmp_path)]) == 2
+        assert "--variants" in capsys.readouterr().err
     for flag, value in (("--warmup-s", "-5"), ("--warmup-s", "0,soon"), ("--teacher-base", "best-fit,nope"),
                         ("--teacher-base", "rollout")):
         assert main(["train", "rf", "--workload", str(tiny_workload), flag, value, "--registry", str(tmp_path)]) == 2
