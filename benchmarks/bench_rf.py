@@ -1,11 +1,12 @@
-"""Benchmark: the node-level RandomForest's decision, the flat numpy fast path against sklearn, same run.
+"""Benchmark: the node-level RandomForest's decision, the compiled and numpy walks against sklearn, same run.
 
 Targets (issue 16): one decision at most 30 us, with its explanation at most 150 us
 (medians on local.yaml). Measured on held-out decision states (mixed and high_load,
 seed 901, every decision with two or more candidates):
 
-* the forest alone on one decision's candidate rows: :meth:`FlatForest.predict_rows`
-  against sklearn's own ``predict`` on the same rows (equal predictions checked);
+* the forest alone on one decision's candidate rows: :meth:`FlatForest.predict_rows` (the
+  compiled walk) against :meth:`FlatForest.walk_rows` (numpy, the hand-written code it replaced
+  on the request path) and sklearn's own ``predict`` on the same rows (equal predictions checked);
 * the whole ``select`` (candidates, features, forest, argmin), without and with the
   explanation (tree-path contributions of the chosen candidate);
 * a batch of 1,000 rows, flat against sklearn.
@@ -101,18 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(states):,} held-out decisions with 2+ candidates (median {np.median(k):.0f} candidates, "
           f"max {k.max()}); predictions equal sklearn's: {exact}")
 
-    forest_t, sk_t, dec_t, exp_t = [], [], [], []
+    forest_t, walk_t, sk_t, dec_t, exp_t = [], [], [], [], []
     for b in range(5):  # interleaved blocks: every path sees the same machine load
         part = states[b::5]
         prow = rows[b::5]
         forest_t += _timed(flat.predict_rows, prow)
+        walk_t += _timed(flat.walk_rows, prow)
         sk_t += _timed(model.predict, prow[:40])
         dec_t += _timed(lambda s: fast.decide(s[0], s[1], s[2]), part)
         exp_t += _timed(lambda s: explained.decide(s[0], s[1], s[2]), part)
     # the whole select, candidates included (on copies: deciding changes nothing in the state)
     sel_t = _timed(lambda s: fast.select(s[0], s[1]), states)
     sel_e = _timed(lambda s: explained.select(s[0], s[1]), states)
-    print(f"  forest only, one decision's rows: flat {_fmt(forest_t)}; sklearn predict {_fmt(sk_t)} "
+    print(f"  forest only, one decision's rows: compiled {_fmt(forest_t)}; numpy walk {_fmt(walk_t)} "
+          f"({np.median(walk_t) / np.median(forest_t):.1f}x slower); sklearn predict {_fmt(sk_t)} "
           f"({np.median(sk_t) / np.median(forest_t):.0f}x slower)")
     print(f"  decision (features + forest + argmin)      {_fmt(dec_t)}")
     print(f"  decision with explanation                  {_fmt(exp_t)}")

@@ -79,6 +79,8 @@ class RandomForestPolicy:
         if max_candidates < 1:
             raise ValueError("max_candidates must be >= 1")
         self.forest = forest
+        forest.predict_rows(np.zeros((1, forest.n_features), np.float32))  # its compiled walk loads now (about
+        # a second, once per process), not at the first decision
         self.meta = dict(meta or {})
         self.explain = explain
         self.top_k = top_k

@@ -171,11 +171,16 @@ def test_regressor_predictions_equal_sklearn(regression_forest):
     per-tree values are each tree's own prediction."""
     model, flat, X = regression_forest
     assert flat.is_regressor and flat.value.shape[1] == 1 and len(flat.classes) == 0
+    from scheduler.forest import _jit_rows
+
+    assert _jit_rows() is not None  # numba is a dependency: the request path is the compiled walk
     for k in (1, 2, 6, 40):
         rows = X[k: 2 * k]
         pred, per_tree = flat.predict_rows(rows)
         assert np.array_equal(pred, model.predict(rows)), k
         assert np.array_equal(per_tree, np.stack([t.predict(rows) for t in model.estimators_]))
+        walked = flat.walk_rows(rows)  # the numpy walk (with paths, or without numba): the same values
+        assert np.array_equal(walked[0], pred) and np.array_equal(walked[1], per_tree)
     assert np.array_equal(flat.predict_proba(X[:500])[:, 0], model.predict(X[:500]))
 
 
