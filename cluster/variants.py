@@ -21,8 +21,11 @@ RANDOM_PREFIX = "rand:"
 SIZE_SCALES = (0.125, 0.25, 0.5, 1.0, 2.0)
 #: a random cluster's load, relative to its capacity against the original's: from under- to overloaded
 LOAD_LEVELS = (0.5, 2.5)
-#: time-slice replicas a random GPU device may offer (the loader's range)
+#: time-slice replicas a random GPU device may offer (local.yaml's 4, or half as many)
 SLICE_REPLICAS = (2, 4)
+#: draws of node counts tried before a cluster is given up (each keeps both kinds of node with odds >= 1/4
+#: per pool that has them, so this is never reached by a spec the loader accepts)
+MAX_DRAWS = 1000
 #: the random stream of ``rand:N`` (N is the seed within it)
 _STREAM = 0x7A11
 
@@ -68,10 +71,12 @@ def random_cluster(spec: ClusterSpec, seed: int) -> tuple[ClusterSpec, float]:
     twice its nodes (a GPU node and a CPU-only node stay where ``spec`` has both), each a copy of one of the pool's nodes in
     turn with CPUs and memory times one of :data:`SIZE_SCALES` and CPU speed times 0.7-1.3;
     a GPU node holds 1 to one more than its devices, a MIG device a random layout no further
-    instance fits into, a time-sliced one :data:`SLICE_REPLICAS` replicas. The load factor is
-    the drawn cluster's capacity against ``spec``'s (the mean of its ratios of CPUs on nodes
-    without GPUs and of GPU devices) times a level drawn from :data:`LOAD_LEVELS`, so both idle and overloaded
-    clusters are met. Deterministic in ``seed``.
+    instance fits into, a time-sliced one :data:`SLICE_REPLICAS` replicas (no node is made
+    smaller than 1 CPU and 1 GiB). The load factor is the drawn cluster's capacity against
+    ``spec``'s (the mean of its ratios of CPUs on nodes without GPUs and of GPU devices; the
+    CPUs of GPU nodes, which serve their GPU work first, are not counted) times a level drawn
+    from :data:`LOAD_LEVELS`, so both idle and overloaded clusters are met. Deterministic in
+    ``seed``: ``rand:N`` names the same cluster in a training config and in its meta.
     """
     rng = np.random.default_rng([_STREAM, int(seed)])
     pools: dict[str, list[NodeSpec]] = {}
@@ -81,8 +86,13 @@ def random_cluster(spec: ClusterSpec, seed: int) -> tuple[ClusterSpec, float]:
     # that rejects a whole kind of task teaches nothing about placing it)
     kinds = {bool(n.devices) for n in spec.nodes}
     counts = {p: 0 for p in pools}
-    while {bool(m[0].devices) for p, m in pools.items() if counts[p]} != kinds:
+    for _ in range(MAX_DRAWS):
+        drawn = {bool(m[k % len(m)].devices) for p, m in pools.items() for k in range(counts[p])}
+        if drawn == kinds:
+            break
         counts = {p: int(rng.integers(0, 2 * len(m) + 1)) for p, m in pools.items()}
+    else:
+        raise ValueError(f"no draw of {spec.name}'s pools in {MAX_DRAWS} kept both a GPU node and a CPU-only one")
     nodes: list[NodeSpec] = []
     for pool, members in pools.items():
         for k in range(counts[pool]):  # names are unique: k is, per pool, and pools share no node
@@ -135,7 +145,7 @@ def parse_variant(text: str) -> tuple[int, tuple[str, ...]]:
         return int(t[1:]), ()
     if t.startswith("no:") and t[3:]:
         return 1, tuple(p for p in t[3:].split("+") if p)
-    if t.startswith(RANDOM_PREFIX) and t[len(RANDOM_PREFIX):].isdigit():
+    if t.startswith(RANDOM_PREFIX) and _digits(t[len(RANDOM_PREFIX):]):
         return 1, ()
     raise ValueError(f"expected xK (e.g. x2), no:POOL (e.g. no:gpu-mig) or rand:N (e.g. rand:3), got {text!r}")
 
@@ -147,13 +157,19 @@ def expand_variants(names: "list[str] | tuple[str, ...]") -> list[str]:
     for name in names:
         t = name.strip()
         lo, sep, hi = t[len(RANDOM_PREFIX):].partition("-")
-        if t.startswith(RANDOM_PREFIX) and sep and lo.isdigit() and hi.isdigit():
+        if t.startswith(RANDOM_PREFIX) and sep and _digits(lo) and _digits(hi):
             if int(hi) < int(lo) or int(hi) - int(lo) >= 10_000:
                 raise ValueError(f"{name!r}: a range A-B of at most 10,000 with A <= B")
             out += [f"{RANDOM_PREFIX}{k}" for k in range(int(lo), int(hi) + 1)]
+        elif t.startswith(RANDOM_PREFIX) and _digits(t[len(RANDOM_PREFIX):]):
+            out.append(f"{RANDOM_PREFIX}{int(t[len(RANDOM_PREFIX):])}")  # rand:03 is rand:3
         else:
             out.append(t)
     return out
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def variant(spec: ClusterSpec, text: str) -> tuple[ClusterSpec, float]:

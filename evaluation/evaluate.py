@@ -23,6 +23,13 @@ one thread each): the same tables; decision times are then measured on a shared 
 Held out: the learned policies' artifacts record their training and
 checkpoint-selection seeds (:mod:`evaluation.held_out`); they are printed, and an
 evaluation seed among them is refused.
+
+``--random-cluster A-B`` evaluates on each cluster drawn at random from the cluster's
+pools (:func:`cluster.variants.random_cluster`) into ``<out>/rand_<n>/`` (the files
+above), then writes ``<out>/random_clusters.md`` and ``.csv``: per cluster and workload
+each learned policy's margin over that cell's best heuristic, and per policy how often it
+is ahead or within 1%. A random cluster a learned policy trained or was chosen on is
+refused like a seed.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import argparse
 import datetime as _dt
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -211,7 +219,7 @@ def _variants(args: argparse.Namespace, spec: ClusterSpec,
         changes.append(f"every node x{scale} (each tier {scale}x): {before} -> {len(spec.nodes)} nodes")
     rand = getattr(args, "random_cluster", None)
     if rand is not None:
-        spec, factor = random_cluster(spec, rand)
+        spec, factor = apply("--random-cluster", random_cluster, spec, rand)
         pools = Counter(n.pool for n in spec.nodes)
         changes.append(f"random cluster {rand} drawn from its pools: " + ", ".join(f"{c} {p}" for p, c in pools.items())
                        + f" ({len(spec.nodes)} nodes), arrival rate x{factor:.3g} for its capacity and load level")
@@ -264,7 +272,7 @@ def cli(args: argparse.Namespace) -> int:
     jobs = getattr(args, "jobs", 1)
     if jobs < 1:
         raise UsageError(f"--jobs: must be at least 1, got {jobs}")
-    rands = _random_clusters(getattr(args, "random_cluster", None), policies)
+    rands = _random_clusters(args, policies)
     if len(rands) == 1:
         _cli_one(args, policies, seeds, uses, notes, rands[0], args.out)
         return 0
@@ -281,25 +289,39 @@ def cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def _random_clusters(text: str | None, policies: Sequence[str]) -> list[int | None]:
-    """``--random-cluster`` as cluster numbers (``[None]``: the cluster as loaded); refuses a cluster a
-    learned policy trained or was chosen on."""
+#: ``--random-cluster``: N, A-B, or a comma-separated list of them
+_CLUSTER_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*", re.ASCII)
+#: random clusters one command evaluates at most
+MAX_RANDOM_CLUSTERS = 1000
+
+
+def _random_clusters(args: argparse.Namespace, policies: Sequence[str]) -> list[int | None]:
+    """``--random-cluster`` as cluster numbers, each once (``[None]``: the cluster as loaded); refuses
+    a random cluster a learned policy trained or was chosen on (drawn from the same cluster file, with
+    no pool dropped or node scaled first)."""
     from cluster.config import UsageError
     from simulations.packing import parse_seeds
 
+    text = getattr(args, "random_cluster", None)
     if text is None:
         return [None]
+    text = str(text).strip()
+    if not _CLUSTER_LIST.fullmatch(text):
+        raise UsageError(f"--random-cluster: expected cluster numbers >= 0 like 1001, 1001-1010 or 5,9, got {text!r}")
+    rands = sorted(set(parse_seeds(text)))
+    if not rands or len(rands) > MAX_RANDOM_CLUSTERS:
+        raise UsageError(f"--random-cluster: {text!r} names {len(rands)} clusters; give 1 to {MAX_RANDOM_CLUSTERS}")
+    if getattr(args, "drop_pool", None) or getattr(args, "scale_cluster", None) not in (None, 1):
+        return rands  # drawn from a variant: not the clusters any artifact trained on
     try:
-        rands = parse_seeds(str(text))
-    except ValueError:
-        rands = []
-    if not rands or min(rands) < 0:
-        raise UsageError(f"--random-cluster: expected cluster numbers >= 0 like 1001 or 1001-1010, got {text!r}")
-    for artifact, used in random_clusters_used(policies).items():
-        hit = sorted(set(rands) & used)
+        used = random_clusters_used(policies, args.cluster)
+    except ValueError as e:
+        raise UsageError(f"--random-cluster: {e}") from None
+    for artifact, mine in used.items():
+        hit = sorted(set(rands) & mine)
         if hit:
             raise UsageError(f"--random-cluster: {format_seeds(hit)} among the clusters {artifact} trained or was "
-                             f"chosen on (rand:N in its meta); evaluate on others")
+                             f"chosen on (rand:N of {args.cluster} in its meta); evaluate on others")
     return rands
 
 
@@ -350,6 +372,8 @@ def random_cluster_table(table: pd.DataFrame, header: str) -> str:
     best heuristic; then per learned policy how many cells it wins, how many it is within 1% of, its
     mean and its worst margin (where it is worst)."""
     learned = [p for p in dict.fromkeys(table["policy"]) if p.partition(":")[0] in LEARNED]
+    if not learned:
+        return header + "\n\nNo learned policy in this run: each cluster's tables are in its own folder.\n"
     cells = table.drop_duplicates(["cluster", "workload"])[["cluster", "workload", "best_heuristic", "description"]]
     margin = table.set_index(["cluster", "workload", "policy"])["margin_pct"]
     lines = [header, "", "Clusters:", ""]

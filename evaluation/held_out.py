@@ -22,6 +22,8 @@ SEED_FIELDS = {
 }
 #: per kind: the meta fields listing the cluster variants it trained or was chosen on (``rand:N`` among them)
 VARIANT_FIELDS = {"rl": ("env.cluster_variants", "validation.clusters"), "rf": ("config.variants",)}
+#: per kind: the meta field naming the cluster file its variants were drawn from
+CLUSTER_FIELDS = {"rl": "env.cluster", "rf": "config.cluster"}
 
 
 @dataclass(frozen=True)
@@ -114,17 +116,27 @@ def learned_seed_uses(policies: Sequence[str], root=None) -> tuple[list[SeedUse]
     return uses, notes
 
 
-def random_clusters_used(policies: Sequence[str], root=None) -> dict[str, set[int]]:
-    """Per learned artifact among ``policies``, the random clusters (``rand:N``, :mod:`cluster.variants`)
-    its meta says it trained or was chosen on: evaluation on one of them is refused like a seed."""
+def random_clusters_used(policies: Sequence[str], cluster: str, root=None) -> dict[str, set[int]]:
+    """Per learned artifact among ``policies`` that trained on the cluster file ``cluster``, the random
+    clusters of it (``rand:N``, :mod:`cluster.variants`) its meta says it trained or was chosen on:
+    evaluation on one of them is refused like a seed (``rand:N`` of another file is another cluster).
+    Raises ``ValueError`` naming the artifact when its meta lists a variant that is not one."""
+    from cluster.package_data import data_path
     from cluster.variants import RANDOM_PREFIX, expand_variants
 
+    here = data_path(cluster).resolve()
     out: dict[str, set[int]] = {}
     for ref, (kind, meta) in learned_artifacts(policies, root).items():
+        own = _get(meta, CLUSTER_FIELDS[kind])  # not recorded: counted as this cluster (refusing errs safe)
+        if own is not None and data_path(str(own)).resolve() != here:
+            continue
         names: list[str] = []
         for field in VARIANT_FIELDS[kind]:
             v = _get(meta, field)
             names += [str(x) for x in v] if isinstance(v, (list, tuple)) else []
-        out[ref] = {int(n[len(RANDOM_PREFIX):]) for n in expand_variants(names)
-                    if n.startswith(RANDOM_PREFIX) and n[len(RANDOM_PREFIX):].isdigit()}
+        try:
+            names = expand_variants(names)
+        except ValueError as e:
+            raise ValueError(f"{ref}: its meta lists a cluster variant that is not one: {e}") from None
+        out[ref] = {int(n[len(RANDOM_PREFIX):]) for n in names if n.startswith(RANDOM_PREFIX)}
     return out

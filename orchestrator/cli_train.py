@@ -74,7 +74,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--scale-cluster", type=int, default=None, metavar="K",
                    help="evaluate on the cluster with every node K times (K=2 doubles each tier)")
     e.add_argument("--drop-pool", action="append", metavar="POOL", help="remove a pool's nodes (repeatable)")
-    e.add_argument("--random-cluster", default=None, metavar="N",
+    e.add_argument("--random-cluster", default=None, metavar="N|A-B",
                    help="evaluate on cluster N drawn at random from the cluster's pools (node counts and sizes, "
                         "GPUs, MIG layouts, load level: cluster.variants.random_cluster), or on each of a range "
                         "like 1001-1010 with a table across them; refused if a learned policy trained on one")

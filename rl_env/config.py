@@ -184,7 +184,7 @@ class EnvConfig:
         d["cluster_variants"] = list(self.cluster_variants)
         return d
 
-    def clusters(self) -> tuple[tuple[ClusterSpec, int], ...]:
+    def clusters(self) -> tuple[tuple[ClusterSpec, float], ...]:
         """Each of :attr:`cluster_variants` of the cluster, with the factor its load scales by."""
         return _variants(self.cluster, self.cluster_variants, self.calibration)
 
@@ -220,7 +220,7 @@ def check_variants(cluster: str, names: "tuple[str, ...] | list[str]") -> None:
 
 
 @lru_cache(maxsize=16)
-def _variants(path: str, names: tuple[str, ...], calibration: str | None = None) -> tuple[tuple[ClusterSpec, int], ...]:
+def _variants(path: str, names: tuple[str, ...], calibration: str | None = None) -> tuple[tuple[ClusterSpec, float], ...]:
     from cluster.variants import variant
 
     return tuple(variant(_cluster(path, calibration), v) for v in names)

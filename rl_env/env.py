@@ -175,7 +175,7 @@ class HeteroClusterEnv(gym.Env):
         self._fits = self._fits_now(task, shape)
         return {"observations": self._builder.build(task, shape.feasible, self._fits), "action_mask": shape.mask}
 
-    def _episode_cluster(self, options: dict[str, Any]) -> tuple[ClusterSpec, int]:
+    def _episode_cluster(self, options: dict[str, Any]) -> tuple[ClusterSpec, float]:
         """The episode's cluster and the factor its load scales by (this env: its one cluster)."""
         return self.cluster, 1
 

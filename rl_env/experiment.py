@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cluster.config import Fields, load_yaml
+from cluster.variants import expand_variants
 from rl_env.config import EnvConfig, check_variants, output_path, resolve_path
 from rl_env.imitation import Imitation
 
@@ -116,6 +117,7 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
     if env.level == "class" and clusters != ["x1"]:
         raise v.error("clusters", "needs env.level: node (a class-level policy is tied to one cluster)")
     try:
+        clusters = expand_variants(clusters)  # rand:A-B: each random cluster of the range
         check_variants(env.cluster, clusters)
     except ValueError as e:
         raise v.error("clusters", str(e)) from None

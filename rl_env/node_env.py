@@ -53,7 +53,7 @@ class NodeClusterEnv(HeteroClusterEnv):
                              "action_mask": spaces.Box(0.0, 1.0, (k,), np.float32)}),
                 spaces.Discrete(k))
 
-    def _episode_cluster(self, options: dict[str, Any]) -> tuple[ClusterSpec, int]:
+    def _episode_cluster(self, options: dict[str, Any]) -> tuple[ClusterSpec, float]:
         """One of ``cluster_variants``: ``options["cluster"]`` (a variant name) or a draw."""
         name = options.get("cluster")
         names = self.config.cluster_variants

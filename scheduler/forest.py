@@ -253,7 +253,8 @@ class FlatForest:
                 break
             nodes = nxt
         per_tree = self._value0[nodes].reshape(self.n_trees, k)
-        pred = _add_reduce(per_tree, axis=0) / self.n_trees
+        # tree after tree, as sklearn adds them (a (trees, 1) column would be summed pairwise)
+        pred = (_add_reduce(per_tree, axis=0) if k > 1 else np.array([sum(per_tree[:, 0].tolist())])) / self.n_trees
         if levels is not None:
             return pred, per_tree, np.stack(levels)
         return pred, per_tree
@@ -424,7 +425,9 @@ def top_contributions(contrib: np.ndarray, k: int = 3) -> list[tuple[int, float]
 
 @cache
 def _jit_rows():
-    """The compiled walk of :meth:`FlatForest.predict_rows` (numba, cached on disk), or None without numba.
+    """The compiled walk of :meth:`FlatForest.predict_rows` (numba, cached on disk where a cache
+    directory is writable), or None where numba cannot serve (not installed, JIT disabled, a failed
+    compile): the numpy walk then does, with the same values.
 
     Why compiled: in numpy each level of the descent is half a dozen array calls, about 3 us a level
     for a decision's rows whatever their number, so a depth-8 forest cost about 29 us a decision;
@@ -433,10 +436,11 @@ def _jit_rows():
     """
     try:
         import numba
-    except ImportError:  # pragma: no cover - numba is a dependency; the numpy walk serves without it
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return None
+    if numba.config.DISABLE_JIT:  # the loops would run as plain Python: slower than the numpy walk
         return None
 
-    @numba.njit(cache=True, nogil=True)
     def rows(feature, threshold, left, value0, roots, X, max_depth, per_tree, pred):  # pragma: no cover
         n_trees, k = roots.shape[0], X.shape[0]
         for t in range(n_trees):
@@ -454,4 +458,13 @@ def _jit_rows():
                 total += per_tree[t, j]
             pred[j] = total / n_trees
 
-    return rows
+    for cached in (True, False):  # no writable cache directory (a read-only install): compile per process
+        try:
+            kernel = numba.njit(cache=cached, nogil=True)(rows)
+            one = np.zeros(1, np.intp)
+            kernel(one, np.full(1, np.inf), one, np.zeros(1), one, np.zeros((1, 1), np.float32), 1,
+                   np.empty((1, 1)), np.empty(1))  # compiles (or loads) it now: a failure is seen here
+            return kernel
+        except Exception:  # noqa: BLE001 - any numba failure leaves the numpy walk serving
+            continue
+    return None

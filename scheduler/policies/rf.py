@@ -119,7 +119,7 @@ class RandomForestPolicy:
                             probabilities={spec_nodes[node].name: 1.0})
         X = candidate_features(task, state, nodes, shares, fits, self.objective)
         explain = self.explain if explain is None else explain
-        pred, per_tree, *paths = self.forest.predict_rows(X, explain)
+        pred, per_tree = self.forest.predict_rows(X)  # compiled; the explanation walks the chosen row alone
         j = int(np.argmin(pred))
         node = int(nodes[j])
         scores[nodes] = -pred
@@ -130,21 +130,20 @@ class RandomForestPolicy:
         why = (f"{spec_nodes[node].name}: lowest predicted regret {math.expm1(pred.item(j)):.3g} of {len(nodes)} candidates, "
                f"{confidence:.0%} of trees agree")
         if explain:
-            why += self._explanation(X[j], pred, j, nodes, spec_nodes, paths[0][:, j::len(nodes)])
+            why += self._explanation(X[j], pred, j, nodes, spec_nodes)
         if queued:
             why += " (queued: waits for capacity)"
         return Decision(node, shares[j], scores, why, self.name, queued=queued, confidence=confidence,
                         probabilities=probs)
 
-    def _explanation(self, x: np.ndarray, pred: np.ndarray, j: int, nodes: np.ndarray, spec_nodes,
-                     path: np.ndarray) -> str:
+    def _explanation(self, x: np.ndarray, pred: np.ndarray, j: int, nodes: np.ndarray, spec_nodes) -> str:
         """The runner-up, and the features that lowered (or raised) the chosen node's predicted regret most
-        (``path``: the chosen row's nodes per level and tree)."""
+        (tree-path contributions along the chosen row's own walk)."""
         rest = pred.copy()
         rest[j] = np.inf
         second = int(np.argmin(rest))
         text = f" (next {spec_nodes[int(nodes[second])].name} {math.expm1(pred.item(second)):.3g})"
-        _, contrib = self.forest.explain_one(x, 0, path)
+        _, contrib = self.forest.explain_one(x, 0)
         parts = [f"{feature_text(CANDIDATE_FEATURE_NAMES[i], float(x[i]))} "
                  f"{'lowered' if c < 0 else 'raised'} it ({c:+.3g})" for i, c in top_contributions(contrib, self.top_k)]
         return text + ("; " + "; ".join(parts) if parts else "")

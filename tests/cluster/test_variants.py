@@ -50,3 +50,14 @@ def test_rand_variants_by_name_and_range(local_spec) -> None:
             parse_variant(bad)
     with pytest.raises(ValueError, match="A <= B"):
         expand_variants(["rand:5-3"])
+
+
+def test_a_pool_mixing_gpu_and_cpu_only_nodes_still_draws(local_spec) -> None:
+    """Both kinds of node are looked for among the nodes drawn, not by a pool's first node."""
+    from dataclasses import replace
+
+    nodes = sorted(local_spec.nodes, key=lambda n: not n.devices)  # GPU nodes first, one pool
+    one_pool = replace(local_spec, nodes=tuple(replace(n, pool="all") for n in nodes), pools=("all",))
+    for seed in range(10):
+        spec, _ = random_cluster(one_pool, seed)
+        assert any(n.devices for n in spec.nodes) and any(not n.devices for n in spec.nodes)

@@ -244,22 +244,26 @@ def test_random_cluster_from_the_command_line_and_refused_where_a_policy_trained
     _rf_with_seeds(tmp_path / "registry", [1, 2], [901])
     path = model_registry.resolve("rf", "latest", tmp_path / "registry")
     meta = json.loads((path / "meta.json").read_text())
-    meta["config"]["variants"] = ["x1", "rand:1-8"]
+    meta["config"].update(variants=["x1", "rand:1-8"], cluster="configs/cluster/local.yaml")
     (path / "meta.json").write_text(json.dumps(meta))
     base = ["evaluate", "--policies", "rf,least-loaded", "--workload", _tiny_yaml(tmp_path), "--seeds", "101",
             "--out", str(tmp_path / "out")]
     assert _main(*base, "--random-cluster", "4-9") == 2
     assert "--random-cluster: 4-8 among the clusters rf:" in capsys.readouterr().err
-    for bad in ("-1", "soon"):
-        assert _main(*base, "--random-cluster", bad) == 2
+    for bad in ("-1", "soon", "-3-5", "1,,2"):
+        assert _main(*base, f"--random-cluster={bad}") == 2
         assert "--random-cluster: expected cluster numbers" in capsys.readouterr().err
+    # the same numbers drawn from another cluster file are other clusters: not refused
+    small = str(REPO_ROOT / "configs/cluster/test_small.yaml")
+    assert _main(*base, "--cluster", small, "--random-cluster", "5") == 0
+    assert "cluster test_small-rand5" in capsys.readouterr().out
     assert _main(*base, "--random-cluster", "1001") == 0
     out = capsys.readouterr().out
     assert "cluster local-rand1001" in out and "random cluster 1001 drawn from its pools" in out
     md = (tmp_path / "out" / "evaluation.md").read_text()
     assert "--random-cluster 1001" in md
     # a range: one evaluation per cluster, then the learned policy's margins across them
-    assert _main(*base, "--random-cluster", "1001-1002") == 0
+    assert _main(*base, "--random-cluster", "1001-1002,1002") == 0  # each cluster once
     md = (tmp_path / "out" / "random_clusters.md").read_text()
     assert "`rand:1002`: cluster local-rand1002" in md and "| rand:1001 | tiny |" in md
     assert "| rf | 2 |" in md

@@ -182,6 +182,10 @@ def test_regressor_predictions_equal_sklearn(regression_forest):
         walked = flat.walk_rows(rows)  # the numpy walk (with paths, or without numba): the same values
         assert np.array_equal(walked[0], pred) and np.array_equal(walked[1], per_tree)
     assert np.array_equal(flat.predict_proba(X[:500])[:, 0], model.predict(X[:500]))
+    # one row alone too (a single column is where numpy would sum pairwise, not tree after tree)
+    singles = [X[i: i + 1] for i in range(300)]
+    assert all(np.array_equal(flat.predict_rows(r)[0], model.predict(r)) for r in singles)
+    assert all(np.array_equal(flat.walk_rows(r)[0], model.predict(r)) for r in singles)
 
 
 def test_regressor_contributions_round_trip_and_validation(regression_forest, tmp_path):
