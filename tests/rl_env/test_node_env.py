@@ -101,6 +101,11 @@ def test_variant_can_be_pinned_and_bad_ones_are_refused() -> None:
         EnvConfig.from_mapping({"level": "node", "cluster_variants": ["no:nope"]})
     with pytest.raises(ConfigError, match="level"):
         EnvConfig.from_mapping({"level": "pods"})
+    # a range of random clusters is each of them; a bad range names the field
+    cfg = EnvConfig.from_mapping({"level": "node", "cluster_variants": ["x1", "rand:3-4"]})
+    assert cfg.cluster_variants == ("x1", "rand:3", "rand:4") and cfg.clusters()[2][0].name == "local-rand4"
+    with pytest.raises(ConfigError, match="cluster_variants.*A <= B"):
+        EnvConfig.from_mapping({"level": "node", "cluster_variants": ["rand:4-3"]})
     with pytest.raises(ConfigError, match="prefilter"):
         EnvConfig.from_mapping({"level": "node", "prefilter": "best"})
     with pytest.raises(ValueError, match="HeteroClusterNodes-v0"):
@@ -116,6 +121,8 @@ def test_experiment_files_load_and_bad_validation_clusters_are_refused(shipped_m
     base = {"env": {"level": "node", "workloads": [HIGH]}, "init": {"imitate": None}}
     with pytest.raises(ConfigError, match="validation.clusters.*x0"):
         experiment_from_mapping({**base, "validation": {"clusters": ["x0"]}})
+    ranged = experiment_from_mapping({**base, "validation": {"clusters": ["x1", "rand:1-2"]}})
+    assert ranged.validation.clusters == ("x1", "rand:1", "rand:2")
     with pytest.raises(ConfigError, match="validation.clusters.*nope"):
         experiment_from_mapping({**base, "validation": {"clusters": ["no:nope"]}})
     # the shipped experiment pins the forest rl:4 was cloned from; a version of a heuristic is refused
