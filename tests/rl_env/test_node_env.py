@@ -118,6 +118,9 @@ def test_experiment_files_load_and_bad_validation_clusters_are_refused(shipped_m
     assert nodes.env.level == "node" and nodes.validation_env().cluster_variants == ("x1", "x2")
     assert {o["cluster"] for o in nodes.validation.episodes()} == {"x1", "x2"}
     assert load_experiment("configs/experiments/ppo_local.yaml").env.level == "class"
+    rand = load_experiment("configs/experiments/ppo_nodes_random.yaml")
+    assert rand.env.cluster_variants[-8:] == tuple(f"rand:{k}" for k in range(1, 9))
+    assert rand.validation.clusters == ("x1", "x2", "rand:9001")
     base = {"env": {"level": "node", "workloads": [HIGH]}, "init": {"imitate": None}}
     with pytest.raises(ConfigError, match="validation.clusters.*x0"):
         experiment_from_mapping({**base, "validation": {"clusters": ["x0"]}})
