@@ -308,9 +308,10 @@ def _random_clusters(args: argparse.Namespace, policies: Sequence[str]) -> list[
     text = str(text).strip()
     if not _CLUSTER_LIST.fullmatch(text):
         raise UsageError(f"--random-cluster: expected cluster numbers >= 0 like 1001, 1001-1010 or 5,9, got {text!r}")
+    spans = [(int(lo), int(hi or lo)) for lo, _, hi in (part.partition("-") for part in text.split(","))]
+    if any(hi < lo for lo, hi in spans) or sum(hi - lo + 1 for lo, hi in spans) > MAX_RANDOM_CLUSTERS:
+        raise UsageError(f"--random-cluster: {text!r}: ranges A-B with A <= B, {MAX_RANDOM_CLUSTERS} clusters at most")
     rands = sorted(set(parse_seeds(text)))
-    if not rands or len(rands) > MAX_RANDOM_CLUSTERS:
-        raise UsageError(f"--random-cluster: {text!r} names {len(rands)} clusters; give 1 to {MAX_RANDOM_CLUSTERS}")
     if getattr(args, "drop_pool", None) or getattr(args, "scale_cluster", None) not in (None, 1):
         return rands  # drawn from a variant: not the clusters any artifact trained on
     try:

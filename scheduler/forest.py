@@ -458,13 +458,14 @@ def _jit_rows():
                 total += per_tree[t, j]
             pred[j] = total / n_trees
 
-    for cached in (True, False):  # no writable cache directory (a read-only install): compile per process
+    for cached in (True, False):
         try:
             kernel = numba.njit(cache=cached, nogil=True)(rows)
             one = np.zeros(1, np.intp)
             kernel(one, np.full(1, np.inf), one, np.zeros(1), one, np.zeros((1, 1), np.float32), 1,
                    np.empty((1, 1)), np.empty(1))  # compiles (or loads) it now: a failure is seen here
             return kernel
-        except Exception:  # noqa: BLE001 - any numba failure leaves the numpy walk serving
-            continue
+        except Exception as e:  # noqa: BLE001 - any numba failure leaves the numpy walk serving
+            if not (cached and "cache" in str(e)):  # only a cache with nowhere to live is worth a retry
+                return None  # (a read-only install and home: compiled per process instead)
     return None

@@ -253,6 +253,9 @@ def test_random_cluster_from_the_command_line_and_refused_where_a_policy_trained
     for bad in ("-1", "soon", "-3-5", "1,,2"):
         assert _main(*base, f"--random-cluster={bad}") == 2
         assert "--random-cluster: expected cluster numbers" in capsys.readouterr().err
+    for bad in ("0-4000000000", "9-2"):  # refused before any list is built
+        assert _main(*base, f"--random-cluster={bad}") == 2
+        assert "1000 clusters at most" in capsys.readouterr().err
     # the same numbers drawn from another cluster file are other clusters: not refused
     small = str(REPO_ROOT / "configs/cluster/test_small.yaml")
     assert _main(*base, "--cluster", small, "--random-cluster", "5") == 0
