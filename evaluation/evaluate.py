@@ -300,7 +300,6 @@ def _random_clusters(args: argparse.Namespace, policies: Sequence[str]) -> list[
     a random cluster a learned policy trained or was chosen on (drawn from the same cluster file, with
     no pool dropped or node scaled first)."""
     from cluster.config import UsageError
-    from simulations.packing import parse_seeds
 
     text = getattr(args, "random_cluster", None)
     if text is None:
@@ -311,7 +310,7 @@ def _random_clusters(args: argparse.Namespace, policies: Sequence[str]) -> list[
     spans = [(int(lo), int(hi or lo)) for lo, _, hi in (part.partition("-") for part in text.split(","))]
     if any(hi < lo for lo, hi in spans) or sum(hi - lo + 1 for lo, hi in spans) > MAX_RANDOM_CLUSTERS:
         raise UsageError(f"--random-cluster: {text!r}: ranges A-B with A <= B, {MAX_RANDOM_CLUSTERS} clusters at most")
-    rands = sorted(set(parse_seeds(text)))
+    rands = sorted({n for lo, hi in spans for n in range(lo, hi + 1)})
     if getattr(args, "drop_pool", None) or getattr(args, "scale_cluster", None) not in (None, 1):
         return rands  # drawn from a variant: not the clusters any artifact trained on
     try:

@@ -213,31 +213,29 @@ class FlatForest:
         leaves, levels = self._descend(x, out)
         return self._proba_from_leaves(leaves), out[:levels]
 
-    def predict_rows(self, X: np.ndarray, path: bool = False
-                     ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict_rows(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(prediction per row, per-tree values (trees, rows))`` of a few rows: one decision's candidates.
 
         The first column of :attr:`value` (a regressor's mean, a classifier's first class), equal
-        to sklearn's ``predict`` for a regressor: trees added in order, then divided. Without
-        ``path``, compiled (:func:`_jit_rows`: each (tree, row) walks to its leaf, a few
-        microseconds in all); else all rows and trees descend together in numpy, level by level,
-        stopping once every tree sits at a leaf, and a third item holds the node per level and
-        (tree, row) pair, tree-major: ``paths[:, j::rows]`` is row ``j``'s path for
-        :meth:`explain_one` (no second descent). Both give the same values, bit for bit.
+        to sklearn's ``predict`` for a regressor: trees added in order, then divided. Compiled
+        (:func:`_jit_rows`: each (tree, row) walks to its leaf, a few microseconds in all); without
+        numba, :meth:`walk_rows`, with the same values bit for bit.
         """
         X = self._check(X)
+        if (kernel := _jit_rows()) is None:
+            return self.walk_rows(X)
         k = X.shape[0]
-        if not path and (kernel := _jit_rows()) is not None:
-            per_tree = np.empty((self.n_trees, k))
-            pred = np.empty(k)
-            kernel(self.feature, self.threshold, self.left, self._value0, self.roots, X, self.max_depth,
-                   per_tree, pred)
-            return pred, per_tree
-        return self.walk_rows(X, path)
+        per_tree = np.empty((self.n_trees, k))
+        pred = np.empty(k)
+        kernel(self.feature, self.threshold, self.left, self._value0, self.roots, X, self.max_depth, per_tree, pred)
+        return pred, per_tree
 
     def walk_rows(self, X: np.ndarray, path: bool = False
                   ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`predict_rows` in numpy alone (with ``path``, or without numba; the benchmark's baseline)."""
+        """:meth:`predict_rows` in numpy: all rows and trees descend together, level by level, stopping once
+        every tree sits at a leaf (without numba, and the benchmark's baseline). With ``path=True`` a third
+        item holds the node per level and (tree, row) pair, tree-major: ``paths[:, j::rows]`` is row
+        ``j``'s path for :meth:`explain_one`."""
         X = self._check(X)
         k = X.shape[0]
         base, nodes = self._row_layout(k)

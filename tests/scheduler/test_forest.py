@@ -198,11 +198,11 @@ def test_regressor_contributions_round_trip_and_validation(regression_forest, tm
 
 
 def test_paths_of_a_decisions_rows_are_each_rows_own(regression_forest):
-    """predict_rows(path=True) records every row's path: a row's columns equal its single-row path
+    """walk_rows(path=True) records every row's path: a row's columns equal its single-row path
     (so the explanation needs no second descent)."""
     _, flat, X = regression_forest
     rows = X[20:26]
-    pred, _, paths = flat.predict_rows(rows, path=True)
+    pred, _, paths = flat.walk_rows(rows, path=True)
     assert np.array_equal(pred, flat.predict_rows(rows)[0])
     for j in range(len(rows)):
         own = flat.paths_one(rows[j])
