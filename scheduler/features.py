@@ -246,29 +246,31 @@ MAX_PROJECTIONS = 8192
 class _Static:
     """The part of candidate rows that depends on the task's shape and the candidates only."""
 
-    __slots__ = ("tails", "inv_speed", "net_ms", "cost_a", "cost_rate", "slice_pos", "node_list")
+    __slots__ = ("tails", "inv_speed", "net_ms", "cost_a", "cost_rate", "slices", "node_list", "nodes")
     tails: np.ndarray
 
     def __init__(self, task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence) -> None:
         from cluster.performance import gpu_devices_held, speed
 
         spec = state.spec
+        self.nodes = np.ascontiguousarray(nodes, dtype=np.int64)
         self.node_list = nodes.tolist()
         nd = [spec.nodes[i] for i in self.node_list]
         tiers = [spec.tiers[n.tier] for n in nd]
         spd = [speed(n, task, s, 1) for n, s in zip(nd, shares)]
         top = max(spd)
         slo = max(task.slo_ms, 1.0)
-        self.inv_speed = [1.0 / v for v in spd]
-        self.net_ms = [float(state.net_mean_ms[i]) for i in self.node_list]
+        self.inv_speed = np.array([1.0 / v for v in spd])
+        net_ms = [float(state.net_mean_ms[i]) for i in self.node_list]
+        self.net_ms = np.array(net_ms)
         kinds = state.tier_of[nodes].tolist()
         self.tails = np.array([[math.log10(net / slo), math.log2(v), math.log2(v / top),
                                 *(float(s[0] == k) for k in _SHARE_KINDS), *(float(kind == k) for k in range(3))]
-                               for net, v, s, kind in zip(self.net_ms, spd, shares, kinds)])
-        self.cost_a = [t.price_per_task for t in tiers]
-        self.cost_rate = [task.cpu_milli / 1000.0 * t.price_cpu_second + task.mem_mib / 1024.0 * t.price_gb_second
-                          + gpu_devices_held(s) * t.price_gpu_second for t, s in zip(tiers, shares)]
-        self.slice_pos = [s[0] == "slice" for s in shares]
+                               for net, v, s, kind in zip(net_ms, spd, shares, kinds)])
+        self.cost_a = np.array([t.price_per_task for t in tiers], dtype=float)
+        self.cost_rate = np.array([task.cpu_milli / 1000.0 * t.price_cpu_second + task.mem_mib / 1024.0 * t.price_gb_second
+                                   + gpu_devices_held(s) * t.price_gpu_second for t, s in zip(tiers, shares)])
+        self.slices = [j for j, s in enumerate(shares) if s[0] == "slice"]  # a slice's speed depends on its sharers
 
 
 class CandidateFeatures:
@@ -277,9 +279,8 @@ class CandidateFeatures:
 
     def __init__(self, state: ClusterState) -> None:
         self.spec = state.spec
-        self.cpu_total = state.cpu_total.tolist()
-        self.mem_total = state.mem_total.tolist()
-        self.gpu_total = state.gpu_total.tolist()
+        self.totals = np.ascontiguousarray(np.stack([state.cpu_total, state.mem_total, state.gpu_total]))
+        self._weights: dict = {}  # per objective: its weights as the kernel reads them
         self._kind_weight = layout(state).kind_weight
         self._kind_has = layout(state).kind_has
         self._static: dict[tuple, _Static] = {}
@@ -318,58 +319,116 @@ class CandidateFeatures:
 
     def build(self, task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence, fits: Sequence[bool],
               objective) -> np.ndarray:
-        from cluster.performance import speed
-
         st = self.static(task, state, nodes, shares)
         slo = max(task.slo_ms, 1.0)
         work = task.work
-        if isinstance(fits, np.ndarray):
-            fits = fits.tolist()
+        if not (isinstance(fits, np.ndarray) and fits.dtype == np.bool_):
+            fits = np.asarray(fits, dtype=np.bool_)
         k = len(st.node_list)
         head = builder(state).task_part(task)
         head.extend(np.where(self._kind_has, self._kind_weight @ state.util, 1.0).tolist())
-        head.extend((math.log1p(float(state.queue_len.sum())) / 5.0, math.log2(k) / 10.0, sum(fits) / k))
-        qlen, util, running = state.queue_len, state.util, state.running
-        cpu_free, mem_free, held = state.cpu_free, state.mem_free, state.gpu_held
-        never = _NEVER_SLO * slo / 1000.0
-        rows, lat_l, cost_l, one_l = [], [], [], []
-        for j, i in enumerate(st.node_list):
-            q = qlen.item(i)
-            f = fits[j]
-            wait = 0.0 if f and not q else min(self.wait_s(task, state, i, shares[j]), never)
-            ex = work * st.inv_speed[j]
-            sharers = 0.0
-            if st.slice_pos[j]:  # a time slice joins the tasks already on its device
-                from scheduler.estimate import sharers_at_start
+        qlen = state.queue_len
+        wait = np.zeros(k)  # seconds until it could start: projected only where it would not start at once
+        fit = fits.tolist()
+        later = [j for j, i in enumerate(st.node_list) if not fit[j] or qlen.item(i)]
+        if later:
+            never = _NEVER_SLO * slo / 1000.0
+            for j in later:
+                wait[j] = min(self.wait_s(task, state, st.node_list[j], shares[j]), never)
+        ex = work * st.inv_speed
+        sharers = np.zeros(k)
+        for j in st.slices:  # a time slice joins the tasks already on its device
+            from cluster.performance import speed
+            from scheduler.estimate import sharers_at_start
 
-                n_sh = sharers_at_start(state, i, shares[j])
-                if n_sh > 1:
-                    sharers = math.log2(n_sh)
-                    ex = work / speed(state.spec.nodes[i], task, shares[j], n_sh)
-            wait_ms, ex_ms = wait * 1000.0, ex * 1000.0
-            lat = wait_ms + st.net_ms[j] + ex_ms
-            cost = st.cost_a[j] + st.cost_rate[j] * ex
-            one = objective.score(lat, slo, task.priority, cost, task.cost_sensitivity)
-            gt = self.gpu_total[i]
-            lat_l.append(math.log10(lat / slo))
-            cost_l.append(cost / objective.cost_ref)
-            one_l.append(one)
-            rows.append([float(f), math.log1p(q) / 5.0, math.log10(1.0 + wait_ms / slo),
-                         math.log10(max(ex_ms, 1e-3) / slo), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                         cpu_free.item(i) / self.cpu_total[i], mem_free.item(i) / self.mem_total[i],
-                         (gt - held.item(i)) / gt if gt > 0 else 0.0, util.item(i),
-                         math.log1p(running.item(i)) / 5.0, sharers])
-        lat_min, cost_min, one_min = min(lat_l), min(cost_l), min(one_l)
-        for j, r in enumerate(rows):
-            r[4], r[5] = lat_l[j], lat_l[j] - lat_min
-            r[6], r[7] = cost_l[j], cost_l[j] - cost_min
-            r[8], r[9] = math.log1p(one_l[j]), math.log1p(one_l[j] - one_min)
-        # three block assignments (each rounds float64 to float32 as np.array(..., float32) would)
+            i = st.node_list[j]
+            n_sh = sharers_at_start(state, i, shares[j])
+            if n_sh > 1:
+                sharers[j] = math.log2(n_sh)
+                ex[j] = work / speed(state.spec.nodes[i], task, shares[j], n_sh)
         X = np.empty((k, N_CANDIDATE_FEATURES), dtype=np.float32)
-        X[:, :_HEAD] = head
-        X[:, _HEAD:_STATIC] = rows
-        X[:, _STATIC:] = st.tails
+        w = self._weights.get(objective)
+        if w is None:
+            w = self._weights[objective] = np.array([objective.latency, objective.slo_miss, objective.cost,
+                                                     objective.cost_ref, objective.latency_knee])
+        _rows_kernel()(X, np.array(head), st.nodes, fits, wait, ex, sharers, st.net_ms, st.cost_a, st.cost_rate,
+                       st.tails, qlen, state.util, state.running, state.cpu_free, state.mem_free, state.gpu_held,
+                       self.totals, slo, float(task.priority), float(task.cost_sensitivity), w)
         return X
+
+
+def _candidate_rows(X, head, nodes, fits, wait, ex, sharers, net_ms, cost_a, cost_rate, tails, qlen, util, running,
+                    cpu_free, mem_free, gpu_held, totals, slo, priority, cost_sensitivity, weights):  # pragma: no cover
+    """Fill ``X`` (K, F) with a decision's candidate rows (:func:`candidate_features`): plain Python over
+    arrays, compiled by :func:`_rows_kernel`. ``wait``/``ex``: seconds per candidate; ``sharers``: log2 of
+    a time slice's sharers (else 0); ``totals``: the nodes' CPU, memory and GPU totals (3, N);
+    ``weights``: the objective's latency, slo_miss, cost, cost_ref and latency_knee.
+
+    The one-step objective is :meth:`scheduler.objective.Objective.score`, operation for operation
+    (a test holds them equal); every figure is computed in float64 and rounded to float32 on store.
+    """
+    k, n_head = X.shape[0], head.shape[0]
+    queued = 0
+    for i in range(qlen.shape[0]):
+        queued += qlen[i]
+    n_fit = 0
+    for j in range(k):
+        n_fit += fits[j]
+    w_lat, w_miss, w_cost, cost_ref, knee = weights[0], weights[1], weights[2], weights[3], weights[4]
+    lat_l, cost_l, one_l = np.empty(k), np.empty(k), np.empty(k)
+    for j in range(k):
+        for c in range(n_head):
+            X[j, c] = head[c]
+        X[j, n_head] = math.log1p(float(queued)) / 5.0
+        X[j, n_head + 1] = math.log2(k) / 10.0
+        X[j, n_head + 2] = n_fit / k
+        i = nodes[j]
+        wait_ms, ex_ms = wait[j] * 1000.0, ex[j] * 1000.0
+        lat = wait_ms + net_ms[j] + ex_ms
+        cost = cost_a[j] + cost_rate[j] * ex[j]
+        ratio = lat / slo
+        term = ratio if ratio <= knee else knee * (1.0 + math.log(ratio / knee))
+        lat_l[j] = math.log10(lat / slo)
+        cost_l[j] = cost / cost_ref
+        one_l[j] = (w_lat * term + w_miss * (priority / 5.0) * (ratio > 1.0)
+                    + w_cost * (cost_sensitivity / 5.0) * cost / cost_ref)
+        r = n_head + 3
+        X[j, r] = 1.0 if fits[j] else 0.0
+        X[j, r + 1] = math.log1p(qlen[i]) / 5.0
+        X[j, r + 2] = math.log10(1.0 + wait_ms / slo)
+        X[j, r + 3] = math.log10(max(ex_ms, 1e-3) / slo)
+        X[j, r + 10] = cpu_free[i] / totals[0, i]
+        X[j, r + 11] = mem_free[i] / totals[1, i]
+        gt = totals[2, i]
+        X[j, r + 12] = (gt - gpu_held[i]) / gt if gt > 0 else 0.0
+        X[j, r + 13] = util[i]
+        X[j, r + 14] = math.log1p(running[i]) / 5.0
+        X[j, r + 15] = sharers[j]
+        for c in range(tails.shape[1]):
+            X[j, r + 16 + c] = tails[j, c]
+    lat_min, cost_min, one_min = lat_l.min(), cost_l.min(), one_l.min()
+    r = n_head + 3
+    for j in range(k):
+        X[j, r + 4], X[j, r + 5] = lat_l[j], lat_l[j] - lat_min
+        X[j, r + 6], X[j, r + 7] = cost_l[j], cost_l[j] - cost_min
+        X[j, r + 8], X[j, r + 9] = math.log1p(one_l[j]), math.log1p(one_l[j] - one_min)
+
+
+@functools.cache
+def _rows_kernel():
+    """:func:`_candidate_rows` compiled (numba), or the plain function where numba cannot serve.
+
+    Why compiled: the rows were a plain-Python loop of about 4 us a candidate (29 us of a
+    decision's 59 on local.yaml); compiled, the whole decision's rows cost a few microseconds plus
+    the call (``python -m benchmarks rf``).
+    """
+    from scheduler.jit import compiled
+
+    i1, f1 = np.zeros(1, np.int64), np.zeros(1)
+    probe = (np.empty((1, N_CANDIDATE_FEATURES), np.float32), np.zeros(_HEAD - 3), i1, np.ones(1, np.bool_),
+             f1, np.ones(1), f1, f1, f1, f1, np.zeros((1, N_CANDIDATE_FEATURES - _STATIC)), i1, f1, i1, i1, i1, i1,
+             np.ones((3, 1), np.int64), 1.0, 1.0, 1.0, np.ones(5))
+    return compiled(_candidate_rows, *probe) or _candidate_rows
 
 
 def candidate_builder(state: ClusterState) -> CandidateFeatures:

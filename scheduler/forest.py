@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scheduler.jit import compiled
+
 FORMAT_VERSION = 1
 #: batch traversal drops finished (row, tree) pairs from this level on, every few levels
 #: (measured: it halves a 33-deep forest's time but doubles a 10-deep one's if started earlier)
@@ -432,13 +434,6 @@ def _jit_rows():
     walked in compiled loops it is about 8 us, call overhead included (``python -m benchmarks rf``
     prints both). The sums run tree after tree, as sklearn's ``predict`` adds them: equal bit for bit.
     """
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return None
-    if numba.config.DISABLE_JIT:  # the loops would run as plain Python: slower than the numpy walk
-        return None
-
     def rows(feature, threshold, left, value0, roots, X, max_depth, per_tree, pred):  # pragma: no cover
         n_trees, k = roots.shape[0], X.shape[0]
         for t in range(n_trees):
@@ -456,14 +451,6 @@ def _jit_rows():
                 total += per_tree[t, j]
             pred[j] = total / n_trees
 
-    for cached in (True, False):
-        try:
-            kernel = numba.njit(cache=cached, nogil=True)(rows)
-            one = np.zeros(1, np.intp)
-            kernel(one, np.full(1, np.inf), one, np.zeros(1), one, np.zeros((1, 1), np.float32), 1,
-                   np.empty((1, 1)), np.empty(1))  # compiles (or loads) it now: a failure is seen here
-            return kernel
-        except Exception as e:  # noqa: BLE001 - any numba failure leaves the numpy walk serving
-            if not (cached and "cache" in str(e)):  # only a cache with nowhere to live is worth a retry
-                return None  # (a read-only install and home: compiled per process instead)
-    return None
+    one = np.zeros(1, np.intp)
+    return compiled(rows, one, np.full(1, np.inf), one, np.zeros(1), one, np.zeros((1, 1), np.float32), 1,
+                    np.empty((1, 1)), np.empty(1))

@@ -125,7 +125,8 @@ class RandomForestPolicy:
         scores[nodes] = -pred
         votes = np.bincount(per_tree.argmin(axis=1), minlength=len(nodes)) / per_tree.shape[0]
         confidence = float(votes[j])
-        probs = {spec_nodes[int(nodes[k])].name: float(votes[k]) for k in np.flatnonzero(votes).tolist()}
+        node_list = nodes.tolist()
+        probs = {spec_nodes[node_list[k]].name: v for k, v in enumerate(votes.tolist()) if v}
         queued = not bool(fits[j]) or bool(state.queue_len[node])
         why = (f"{spec_nodes[node].name}: lowest predicted regret {math.expm1(pred.item(j)):.3g} of {len(nodes)} candidates, "
                f"{confidence:.0%} of trees agree")

@@ -175,3 +175,38 @@ def test_candidate_layout_is_the_same_on_any_cluster(local_spec) -> None:
     # the same node in an idle cluster reads the same, but for the candidate count
     differs = np.flatnonzero(rows[6][0] != rows[48][0])
     assert [CANDIDATE_FEATURE_NAMES[i] for i in differs] == ["candidates"]
+
+
+def test_compiled_candidate_rows_equal_the_plain_kernel(local_spec, monkeypatch) -> None:
+    """The rows a learned policy is served and trained on come from the compiled kernel; the same
+    kernel run as plain Python (the fallback without numba) gives them bit for bit, on local.yaml
+    and on drawn clusters, with queues and shared time slices in play."""
+    from cluster.variants import random_cluster
+    from scheduler import features
+    from scheduler.candidates import candidates
+    from scheduler.policy import FeasibilityCache, make_policy
+    from simulations.engine import OnlineSimulator
+    from simulations.workloads import WORKLOADS_DIR, generate, load_workload
+
+    kernel = features._rows_kernel()
+    assert kernel is not features._candidate_rows  # numba is a dependency: served compiled
+    col = {n: i for i, n in enumerate(features.CANDIDATE_FEATURE_NAMES)}
+    seen = {"decisions": 0, "waits": 0, "sharers": 0}
+    for spec in (local_spec, random_cluster(local_spec, 7)[0]):
+        tasks = generate(load_workload(WORKLOADS_DIR / "high_load.yaml"), seed=3, duration_s=30)
+        sim = OnlineSimulator(spec, tasks, seed=3)
+        ff, cache = make_policy("fastest-feasible"), FeasibilityCache()
+        while (task := sim.next_task()) is not None:
+            st = sim.state
+            nodes, shares, fits = candidates(cache, task, st)
+            if len(nodes):
+                X = features.candidate_features(task, st, nodes, shares, fits)
+                monkeypatch.setattr(features, "_rows_kernel", lambda: features._candidate_rows)
+                plain = features.candidate_features(task, st, nodes, shares, fits)
+                monkeypatch.setattr(features, "_rows_kernel", lambda: kernel)
+                assert np.array_equal(X, plain)
+                seen["decisions"] += 1
+                seen["waits"] += int((X[:, col["wait_slo"]] > 0).any())
+                seen["sharers"] += int((X[:, col["device_sharers"]] > 0).any())
+            sim.place(task, ff.select(task, st))
+    assert seen["decisions"] > 200 and seen["waits"] > 20 and seen["sharers"] > 5, seen
