@@ -253,7 +253,7 @@ class _Static:
         from cluster.performance import gpu_devices_held, speed
 
         spec = state.spec
-        self.nodes = np.ascontiguousarray(nodes, dtype=np.int64)
+        self.nodes = np.array(nodes, dtype=np.int64)  # a writable copy: the kernel is compiled for one array kind
         self.node_list = nodes.tolist()
         nd = [spec.nodes[i] for i in self.node_list]
         tiers = [spec.tiers[n.tier] for n in nd]
