@@ -320,11 +320,12 @@ class CandidateFeatures:
     def build(self, task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence, fits: Sequence[bool],
               objective) -> np.ndarray:
         st = self.static(task, state, nodes, shares)
-        slo = max(task.slo_ms, 1.0)
+        slo = float(max(task.slo_ms, 1.0))  # the kernel is compiled for one set of argument types
         work = task.work
-        if not (isinstance(fits, np.ndarray) and fits.dtype == np.bool_):
-            fits = np.asarray(fits, dtype=np.bool_)
+        fits = np.array(fits, dtype=np.bool_)  # a writable copy, as the kernel was compiled for
         k = len(st.node_list)
+        if len(fits) != k:  # the compiled kernel does not check bounds
+            raise ValueError(f"fits has {len(fits)} flags for {k} candidates")
         head = builder(state).task_part(task)
         head.extend(np.where(self._kind_has, self._kind_weight @ state.util, 1.0).tolist())
         qlen = state.queue_len
@@ -350,7 +351,7 @@ class CandidateFeatures:
         w = self._weights.get(objective)
         if w is None:
             w = self._weights[objective] = np.array([objective.latency, objective.slo_miss, objective.cost,
-                                                     objective.cost_ref, objective.latency_knee])
+                                                     objective.cost_ref, objective.latency_knee], dtype=np.float64)
         _rows_kernel()(X, np.array(head), st.nodes, fits, wait, ex, sharers, st.net_ms, st.cost_a, st.cost_rate,
                        st.tails, qlen, state.util, state.running, state.cpu_free, state.mem_free, state.gpu_held,
                        self.totals, slo, float(task.priority), float(task.cost_sensitivity), w)
@@ -412,6 +413,12 @@ def _candidate_rows(X, head, nodes, fits, wait, ex, sharers, net_ms, cost_a, cos
         X[j, r + 4], X[j, r + 5] = lat_l[j], lat_l[j] - lat_min
         X[j, r + 6], X[j, r + 7] = cost_l[j], cost_l[j] - cost_min
         X[j, r + 8], X[j, r + 9] = math.log1p(one_l[j]), math.log1p(one_l[j] - one_min)
+
+
+def warm() -> None:
+    """Compile (or load from numba's cache) the candidate-row kernel now, so that a policy's first
+    decision does not pay for it (a policy calls this when it is built)."""
+    _rows_kernel()
 
 
 @functools.cache

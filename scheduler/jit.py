@@ -7,7 +7,10 @@ Where numba cannot serve (not installed, JIT disabled, a failed compile) the cal
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable
+
+log = logging.getLogger(__name__)
 
 
 def compiled(kernel: Callable, *probe) -> Callable | None:
@@ -30,5 +33,7 @@ def compiled(kernel: Callable, *probe) -> Callable | None:
             return fn
         except Exception as e:  # noqa: BLE001 - any numba failure leaves the fallback serving
             if not (cached and "cache" in str(e)):
+                log.warning("numba could not compile %s (%s): its uncompiled fallback serves, slower",
+                            getattr(kernel, "__qualname__", kernel), e)
                 return None
     return None

@@ -29,6 +29,7 @@ from cluster.state import ClusterState
 from scheduler import model_registry
 from scheduler.candidates import MAX_CANDIDATES, Candidates, candidates
 from scheduler.explain import feature_text
+from scheduler import features
 from scheduler.features import CANDIDATE_FEATURE_NAMES, candidate_features
 from scheduler.forest import FlatForest, top_contributions
 from scheduler.objective import Objective, load_objective
@@ -79,8 +80,8 @@ class RandomForestPolicy:
         if max_candidates < 1:
             raise ValueError("max_candidates must be >= 1")
         self.forest = forest
-        forest.predict_rows(np.zeros((1, forest.n_features), np.float32))  # its compiled walk loads now (about
-        # a second, once per process), not at the first decision
+        forest.predict_rows(np.zeros((1, forest.n_features), np.float32))  # its compiled walk and the candidate
+        features.warm()  # rows load now (about a second, once per process), not at the first decision
         self.meta = dict(meta or {})
         self.explain = explain
         self.top_k = top_k

@@ -30,6 +30,7 @@ import numpy as np
 
 from cluster.state import ClusterState, node_masks
 from cluster.topology import NODE_CLASSES
+from scheduler import features
 from scheduler.actions import N_ACTIONS, action_mask, resolve
 from scheduler.candidates import MAX_CANDIDATES, PREFILTERS, candidates
 from scheduler.features import N_CANDIDATE_FEATURES, N_FEATURES, candidate_features, feature_vector
@@ -70,6 +71,7 @@ class RLPolicy:
                     f"{N_CANDIDATE_FEATURES}: retrain with orchestrator train rl")
             self._feasible = FeasibilityCache()
             self.objective = _trained_objective(art.meta)
+            features.warm()  # the compiled candidate rows load now, not at the first decision
         elif spec.in_dim != N_FEATURES or spec.n_actions != N_ACTIONS:
             raise model_registry.SchemaMismatchError(
                 f"model {art.ref} maps {spec.in_dim} features to {spec.n_actions} actions; this build has "
