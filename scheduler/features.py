@@ -338,10 +338,10 @@ class CandidateFeatures:
                 wait[j] = min(self.wait_s(task, state, st.node_list[j], shares[j]), never)
         ex = work * st.inv_speed
         sharers = np.zeros(k)
-        for j in st.slices:  # a time slice joins the tasks already on its device
+        if st.slices:  # a time slice joins the tasks already on its device
             from cluster.performance import speed
             from scheduler.estimate import sharers_at_start
-
+        for j in st.slices:
             i = st.node_list[j]
             n_sh = sharers_at_start(state, i, shares[j])
             if n_sh > 1:
@@ -376,13 +376,13 @@ def _candidate_rows(X, head, nodes, fits, wait, ex, sharers, net_ms, cost_a, cos
     for j in range(k):
         n_fit += fits[j]
     w_lat, w_miss, w_cost, cost_ref, knee = weights[0], weights[1], weights[2], weights[3], weights[4]
+    queued_col, count_col, fit_col = math.log1p(float(queued)) / 5.0, math.log2(k) / 10.0, n_fit / k
+    r = n_head + 3  # the first of the node's own columns
     lat_l, cost_l, one_l = np.empty(k), np.empty(k), np.empty(k)
     for j in range(k):
         for c in range(n_head):
             X[j, c] = head[c]
-        X[j, n_head] = math.log1p(float(queued)) / 5.0
-        X[j, n_head + 1] = math.log2(k) / 10.0
-        X[j, n_head + 2] = n_fit / k
+        X[j, n_head], X[j, n_head + 1], X[j, n_head + 2] = queued_col, count_col, fit_col
         i = nodes[j]
         wait_ms, ex_ms = wait[j] * 1000.0, ex[j] * 1000.0
         lat = wait_ms + net_ms[j] + ex_ms
@@ -393,7 +393,6 @@ def _candidate_rows(X, head, nodes, fits, wait, ex, sharers, net_ms, cost_a, cos
         cost_l[j] = cost / cost_ref
         one_l[j] = (w_lat * term + w_miss * (priority / 5.0) * (ratio > 1.0)
                     + w_cost * (cost_sensitivity / 5.0) * cost / cost_ref)
-        r = n_head + 3
         X[j, r] = 1.0 if fits[j] else 0.0
         X[j, r + 1] = math.log1p(qlen[i]) / 5.0
         X[j, r + 2] = math.log10(1.0 + wait_ms / slo)
@@ -408,7 +407,6 @@ def _candidate_rows(X, head, nodes, fits, wait, ex, sharers, net_ms, cost_a, cos
         for c in range(tails.shape[1]):
             X[j, r + 16 + c] = tails[j, c]
     lat_min, cost_min, one_min = lat_l.min(), cost_l.min(), one_l.min()
-    r = n_head + 3
     for j in range(k):
         X[j, r + 4], X[j, r + 5] = lat_l[j], lat_l[j] - lat_min
         X[j, r + 6], X[j, r + 7] = cost_l[j], cost_l[j] - cost_min

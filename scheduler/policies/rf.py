@@ -26,10 +26,9 @@ import os
 import numpy as np
 
 from cluster.state import ClusterState
-from scheduler import model_registry
+from scheduler import features, model_registry
 from scheduler.candidates import MAX_CANDIDATES, Candidates, candidates
 from scheduler.explain import feature_text
-from scheduler import features
 from scheduler.features import CANDIDATE_FEATURE_NAMES, candidate_features
 from scheduler.forest import FlatForest, top_contributions
 from scheduler.objective import Objective, load_objective
