@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cluster.state import ClusterState, fits_now_mask
+from cluster.state import ClusterState, fits_now_list, fits_now_mask
 from scheduler.features import layout
-from scheduler.policy import FeasibilityCache
+from scheduler.policy import SCALAR_MAX_NODES, FeasibilityCache
 from scheduler.task import Task
 
 #: candidates scored at most per decision (big clusters: the best by the cheap prefilter rule)
@@ -69,7 +69,12 @@ def prefilter(state: ClusterState, nodes: np.ndarray, shares: list, fits: np.nda
 def candidates(feasible: FeasibilityCache, task: Task, state: ClusterState, k: int = MAX_CANDIDATES,
                rule: str = DEFAULT_PREFILTER) -> Candidates:
     """The scored candidates of ``task`` now: at most ``k``, cut by ``rule`` (see :func:`prefilter`)."""
-    nodes, shares, groups = feasible.entry(task, state)
+    sh = feasible.shape(task, state)
+    nodes, shares = sh.nodes, sh.shares
     if not len(nodes):
         return nodes, shares, np.zeros(0, dtype=bool)
-    return prefilter(state, nodes, shares, fits_now_mask(state, task, nodes, groups), k, rule)
+    if len(nodes) <= SCALAR_MAX_NODES:  # a few nodes: a plain loop beats numpy's per-call overhead
+        fits = np.array(fits_now_list(state, task, sh.node_list, shares, sh.cpu_only), dtype=bool)
+    else:
+        fits = fits_now_mask(state, task, nodes, sh.groups)
+    return prefilter(state, nodes, shares, fits, k, rule)

@@ -16,8 +16,11 @@ from typing import Sequence
 
 import numpy as np
 
+from cluster.booking import projected_start
+from cluster.performance import gpu_devices_held, speed
 from cluster.state import ClusterState, node_masks
 from cluster.topology import NODE_CLASSES, node_class
+from scheduler.estimate import sharers_at_start
 from scheduler.task import Task
 
 SCHEMA_VERSION = "1"
@@ -246,13 +249,12 @@ MAX_PROJECTIONS = 8192
 class _Static:
     """The part of candidate rows that depends on the task's shape and the candidates only."""
 
-    __slots__ = ("tails", "inv_speed", "net_ms", "cost_a", "cost_rate", "slices", "node_list", "nodes")
+    __slots__ = ("tails", "inv_speed", "net_ms", "cost_a", "cost_rate", "slices", "node_list", "nodes", "task")
     tails: np.ndarray
 
     def __init__(self, task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence) -> None:
-        from cluster.performance import gpu_devices_held, speed
-
         spec = state.spec
+        self.task = np.array(task_features(task))  # the kernel writes the work term over its placeholder
         self.nodes = np.array(nodes, dtype=np.int64)  # a writable copy: the kernel is compiled for one array kind
         self.node_list = nodes.tolist()
         nd = [spec.nodes[i] for i in self.node_list]
@@ -303,8 +305,6 @@ class CandidateFeatures:
         (queue items are immutable and only join at the tail, so these identify it) plus the task's
         request; an absolute start time does not change while they stay the same.
         """
-        from cluster.booking import projected_start
-
         q, held = state.queues[i], state.holding[i]
         key = (i, share, task.cpu_milli, task.mem_mib, tuple([h[0] for h in held]), len(q),
                id(q[0]) if q else 0, id(q[-1]) if q else 0)
@@ -321,13 +321,12 @@ class CandidateFeatures:
               objective) -> np.ndarray:
         st = self.static(task, state, nodes, shares)
         slo = float(max(task.slo_ms, 1.0))  # the kernel is compiled for one set of argument types
-        work = task.work
-        fits = np.array(fits, dtype=np.bool_)  # a writable copy, as the kernel was compiled for
+        work = float(task.work)
+        if type(fits) is not np.ndarray or fits.dtype != np.bool_ or not fits.flags.writeable:
+            fits = np.array(fits, dtype=np.bool_)  # a writable bool array, as the kernel was compiled for
         k = len(st.node_list)
         if len(fits) != k:  # the compiled kernel does not check bounds
             raise ValueError(f"fits has {len(fits)} flags for {k} candidates")
-        head = builder(state).task_part(task)
-        head.extend(np.where(self._kind_has, self._kind_weight @ state.util, 1.0).tolist())
         qlen = state.queue_len
         wait = np.zeros(k)  # seconds until it could start: projected only where it would not start at once
         fit = fits.tolist()
@@ -336,39 +335,41 @@ class CandidateFeatures:
             never = _NEVER_SLO * slo / 1000.0
             for j in later:
                 wait[j] = min(self.wait_s(task, state, st.node_list[j], shares[j]), never)
-        ex = work * st.inv_speed
-        sharers = np.zeros(k)
-        if st.slices:  # a time slice joins the tasks already on its device
-            from cluster.performance import speed
-            from scheduler.estimate import sharers_at_start
-        for j in st.slices:
+        sharers = np.zeros(k)  # log2 of a time slice's sharers where more than one, with its execution seconds
+        slice_ex = np.zeros(k)
+        for j in st.slices:  # a time slice joins the tasks already on its device
             i = st.node_list[j]
             n_sh = sharers_at_start(state, i, shares[j])
             if n_sh > 1:
                 sharers[j] = math.log2(n_sh)
-                ex[j] = work / speed(state.spec.nodes[i], task, shares[j], n_sh)
+                slice_ex[j] = work / speed(state.spec.nodes[i], task, shares[j], n_sh)
         X = np.empty((k, N_CANDIDATE_FEATURES), dtype=np.float32)
         w = self._weights.get(objective)
         if w is None:
             w = self._weights[objective] = np.array([objective.latency, objective.slo_miss, objective.cost,
                                                      objective.cost_ref, objective.latency_knee], dtype=np.float64)
-        _rows_kernel()(X, np.array(head), st.nodes, fits, wait, ex, sharers, st.net_ms, st.cost_a, st.cost_rate,
-                       st.tails, qlen, state.util, state.running, state.cpu_free, state.mem_free, state.gpu_held,
-                       self.totals, slo, float(task.priority), float(task.cost_sensitivity), w)
+        _rows_kernel()(X, st.task, _work_term(work), self._kind_weight, self._kind_has, st.nodes, fits, wait, work,
+                       st.inv_speed, sharers, slice_ex, st.net_ms, st.cost_a, st.cost_rate, st.tails, qlen, state.util,
+                       state.running, state.cpu_free, state.mem_free, state.gpu_held, self.totals, slo,
+                       float(task.priority), float(task.cost_sensitivity), w)
         return X
 
 
-def _candidate_rows(X, head, nodes, fits, wait, ex, sharers, net_ms, cost_a, cost_rate, tails, qlen, util, running,
-                    cpu_free, mem_free, gpu_held, totals, slo, priority, cost_sensitivity, weights):  # pragma: no cover
+def _candidate_rows(X, task, work_term, kind_weight, kind_has, nodes, fits, wait, work, inv_speed, sharers, slice_ex,
+                    net_ms, cost_a, cost_rate, tails, qlen, util, running, cpu_free, mem_free, gpu_held, totals, slo,
+                    priority, cost_sensitivity, weights):  # pragma: no cover
     """Fill ``X`` (K, F) with a decision's candidate rows (:func:`candidate_features`): plain Python over
-    arrays, compiled by :func:`_rows_kernel`. ``wait``/``ex``: seconds per candidate; ``sharers``: log2 of
-    a time slice's sharers (else 0); ``totals``: the nodes' CPU, memory and GPU totals (3, N);
+    arrays, compiled by :func:`_rows_kernel`. ``task``: :func:`task_features` (its work term is
+    ``work_term``); ``kind_weight``/``kind_has``: :class:`_Layout`'s, for the tier loads; ``wait``: seconds
+    per candidate; execution is ``work * inv_speed`` but where ``sharers`` (log2 of a time slice's
+    sharers, else 0) is set, then ``slice_ex``; ``totals``: the nodes' CPU, memory and GPU totals (3, N);
     ``weights``: the objective's latency, slo_miss, cost, cost_ref and latency_knee.
 
     The one-step objective is :meth:`scheduler.objective.Objective.score`, operation for operation
     (a test holds them equal); every figure is computed in float64 and rounded to float32 on store.
     """
-    k, n_head = X.shape[0], head.shape[0]
+    k, n_task, n_kind = X.shape[0], task.shape[0], kind_weight.shape[0]
+    n_head = n_task + n_kind
     queued = 0
     for i in range(qlen.shape[0]):
         queued += qlen[i]
@@ -377,6 +378,15 @@ def _candidate_rows(X, head, nodes, fits, wait, ex, sharers, net_ms, cost_a, cos
         n_fit += fits[j]
     w_lat, w_miss, w_cost, cost_ref, knee = weights[0], weights[1], weights[2], weights[3], weights[4]
     queued_col, count_col, fit_col = math.log1p(float(queued)) / 5.0, math.log2(k) / 10.0, n_fit / k
+    head = np.empty(n_head)
+    for c in range(n_task):
+        head[c] = task[c]
+    head[_WORK_INDEX] = work_term
+    for t in range(n_kind):  # the tier kind's mean load, 1 where the cluster has none of that kind
+        load = 0.0
+        for i in range(kind_weight.shape[1]):
+            load += kind_weight[t, i] * util[i]
+        head[n_task + t] = load if kind_has[t] else 1.0
     r = n_head + 3  # the first of the node's own columns
     lat_l, cost_l, one_l = np.empty(k), np.empty(k), np.empty(k)
     for j in range(k):
@@ -384,9 +394,10 @@ def _candidate_rows(X, head, nodes, fits, wait, ex, sharers, net_ms, cost_a, cos
             X[j, c] = head[c]
         X[j, n_head], X[j, n_head + 1], X[j, n_head + 2] = queued_col, count_col, fit_col
         i = nodes[j]
-        wait_ms, ex_ms = wait[j] * 1000.0, ex[j] * 1000.0
+        ex = slice_ex[j] if sharers[j] > 0.0 else work * inv_speed[j]
+        wait_ms, ex_ms = wait[j] * 1000.0, ex * 1000.0
         lat = wait_ms + net_ms[j] + ex_ms
-        cost = cost_a[j] + cost_rate[j] * ex[j]
+        cost = cost_a[j] + cost_rate[j] * ex
         ratio = lat / slo
         term = ratio if ratio <= knee else knee * (1.0 + math.log(ratio / knee))
         lat_l[j] = math.log10(lat / slo)
@@ -430,9 +441,10 @@ def _rows_kernel():
     from scheduler.jit import compiled
 
     i1, f1 = np.zeros(1, np.int64), np.zeros(1)
-    probe = (np.empty((1, N_CANDIDATE_FEATURES), np.float32), np.zeros(_HEAD - 3), i1, np.ones(1, np.bool_),
-             f1, np.ones(1), f1, f1, f1, f1, np.zeros((1, N_CANDIDATE_FEATURES - _STATIC)), i1, f1, i1, i1, i1, i1,
-             np.ones((3, 1), np.int64), 1.0, 1.0, 1.0, np.ones(5))
+    probe = (np.empty((1, N_CANDIDATE_FEATURES), np.float32), np.zeros(len(_TASK)), 0.0, np.zeros((3, 1)),
+             np.ones(3, np.bool_), i1, np.ones(1, np.bool_), f1, 1.0, np.ones(1), f1, f1, f1, f1, f1,
+             np.zeros((1, N_CANDIDATE_FEATURES - _STATIC)), i1, f1, i1, i1, i1, i1, np.ones((3, 1), np.int64),
+             1.0, 1.0, 1.0, np.ones(5))
     return compiled(_candidate_rows, *probe) or _candidate_rows
 
 

@@ -101,7 +101,7 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 _NAN_ROWS: dict[int, np.ndarray] = {}
 
 
-def _nan_row(n: int) -> np.ndarray:
+def nan_row(n: int) -> np.ndarray:
     """A fresh array of ``n`` NaNs (a copy of a cached one: cheaper than ``np.full``)."""
     row = _NAN_ROWS.get(n)
     if row is None:
@@ -272,7 +272,7 @@ class ScoringPolicy:
         if len(nodes) == n:  # every node is a candidate (candidates are in index order)
             scores = s.copy()
         else:
-            scores = _nan_row(n)
+            scores = nan_row(n)
             scores[nodes] = s
         return self._chosen(task, state, cand, s, int(s.argmax()), scores)
 

@@ -10,9 +10,9 @@ time slices, whole GPUs and MIG instances:
 * one node's accounting (:mod:`cluster.state`): :class:`NodeFree` / :func:`allocate` and
   :func:`release`, and the queue projection on it (:mod:`cluster.booking`:
   :func:`projected_start` / a :class:`Forward` roll of a state copy);
-* the candidate filter (:mod:`scheduler.policy`): the scalar path up to
-  ``SCALAR_MAX_NODES`` candidates / the vectorised one; a batch (``score_many``) / each
-  task alone (``score``);
+* the candidate filter (:mod:`scheduler.policy`) and the node-level policies' candidates
+  (:mod:`scheduler.candidates`): the scalar path up to ``SCALAR_MAX_NODES`` candidates / the
+  vectorised one; a batch (``score_many``) / each task alone (``score``);
 * estimate (:mod:`scheduler.estimate`): :func:`expected_lists` / :func:`expected_many`;
 * features (:mod:`scheduler.features`): :class:`FeatureBuilder` / ``_vectorised``;
 * the objective (:mod:`scheduler.objective`): ``score`` / ``scores``.
@@ -26,12 +26,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import scheduler.candidates as candidates_mod
 import scheduler.policy as policy_mod
 from cluster.booking import Forward, projected_start, sharers
 from cluster.state import (PROFILE_NAMES, ClusterState, NodeFree, _gpu_fits_mask, allocate, feasible_nodes,
                            fits_now, fits_now_list, fits_now_mask, gpu_fits, release, share_for)
 from cluster.topology import load_cluster
 from scheduler import features
+from scheduler.candidates import candidates
 from scheduler.estimate import expected_lists, expected_many
 from scheduler.features import feature_vector
 from scheduler.objective import Objective
@@ -227,6 +229,13 @@ def test_both_filter_paths_give_the_same_candidates(state, probes) -> None:
                 (nb, sb, fb), qb = filter_nodes(task, state, vector_cache, queue_aware)
             assert na.tolist() == nb.tolist() and sa == sb and fa.tolist() == fb.tolist() and qa == qb
             assert not na.flags.writeable and not fa.flags.writeable  # cached: read-only
+        # the node-level policies' candidates (scheduler.candidates): scalar fits / the fits mask
+        ca = candidates(scalar_cache, task, state)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(candidates_mod, "SCALAR_MAX_NODES", -1)
+            cb = candidates(vector_cache, task, state)
+        assert ca[0].tolist() == cb[0].tolist() and ca[1] == cb[1] and ca[2].tolist() == cb[2].tolist()
+        assert ca[2].dtype == cb[2].dtype == np.bool_
 
 
 @pytest.mark.parametrize("name", ["least-loaded", "round-robin", "cheapest-feasible", "fastest-feasible",

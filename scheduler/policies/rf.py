@@ -32,7 +32,7 @@ from scheduler.explain import feature_text
 from scheduler.features import CANDIDATE_FEATURE_NAMES, candidate_features
 from scheduler.forest import FlatForest, top_contributions
 from scheduler.objective import Objective, load_objective
-from scheduler.policy import Decision, FeasibilityCache, register, why_infeasible
+from scheduler.policy import Decision, FeasibilityCache, nan_row, register, why_infeasible
 from scheduler.task import Task
 
 KIND = "rf"
@@ -107,7 +107,7 @@ class RandomForestPolicy:
                explain: bool | None = None) -> Decision:
         """:meth:`select` on candidates the caller already has (:meth:`candidates`)."""
         nodes, shares, fits = self.candidates(task, state) if cand is None else cand
-        scores = np.full(state.n_nodes, np.nan)
+        scores = nan_row(state.n_nodes)
         if not len(nodes):
             return Decision(-1, None, scores, why_infeasible(task, state), self.name)
         spec_nodes = state.spec.nodes
@@ -119,14 +119,13 @@ class RandomForestPolicy:
                             probabilities={spec_nodes[node].name: 1.0})
         X = candidate_features(task, state, nodes, shares, fits, self.objective)
         explain = self.explain if explain is None else explain
-        pred, per_tree = self.forest.predict_rows(X)  # compiled; the explanation walks the chosen row alone
-        j = int(np.argmin(pred))
+        pred, first = self.forest.rank_rows(X)  # compiled; the explanation walks the chosen row alone
+        j = int(pred.argmin())
         node = int(nodes[j])
         scores[nodes] = -pred
-        votes = np.bincount(per_tree.argmin(axis=1), minlength=len(nodes)) / per_tree.shape[0]
-        confidence = float(votes[j])
-        node_list = nodes.tolist()
-        probs = {spec_nodes[node_list[k]].name: v for k, v in enumerate(votes.tolist()) if v}
+        n_trees = self.forest.n_trees
+        confidence = first.item(j) / n_trees
+        probs = {spec_nodes[i].name: c / n_trees for i, c in zip(nodes.tolist(), first.tolist()) if c}
         queued = not bool(fits[j]) or bool(state.queue_len[node])
         why = (f"{spec_nodes[node].name}: lowest predicted regret {math.expm1(pred.item(j)):.3g} of {len(nodes)} candidates, "
                f"{confidence:.0%} of trees agree")

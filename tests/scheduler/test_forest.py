@@ -181,11 +181,30 @@ def test_regressor_predictions_equal_sklearn(regression_forest):
         assert np.array_equal(per_tree, np.stack([t.predict(rows) for t in model.estimators_]))
         walked = flat.walk_rows(rows)  # the numpy walk (with paths, or without numba): the same values
         assert np.array_equal(walked[0], pred) and np.array_equal(walked[1], per_tree)
+        # per row, the trees that rank it lowest (ties: the first row), counted in the compiled pass
+        ranked, first = flat.rank_rows(rows)
+        assert np.array_equal(ranked, pred)
+        assert first.tolist() == np.bincount(per_tree.argmin(axis=1), minlength=k).tolist()
     assert np.array_equal(flat.predict_proba(X[:500])[:, 0], model.predict(X[:500]))
     # one row alone too (a single column is where numpy would sum pairwise, not tree after tree)
     singles = [X[i: i + 1] for i in range(300)]
     assert all(np.array_equal(flat.predict_rows(r)[0], model.predict(r)) for r in singles)
     assert all(np.array_equal(flat.walk_rows(r)[0], model.predict(r)) for r in singles)
+
+
+def test_rank_rows_counts_each_trees_lowest_row_ties_to_the_first(regression_forest, monkeypatch):
+    """rank_rows: per row, the trees whose lowest value is that row's; a row repeated ties, and
+    the first copy takes the vote (as numpy's argmin); the numpy walk (no numba) counts the same."""
+    import scheduler.forest as forest_mod
+
+    _, flat, X = regression_forest
+    rows = np.vstack([X[3:4], X[3:4], X[10:14], X[3:4]])
+    pred, first = flat.rank_rows(rows)
+    assert first.sum() == flat.n_trees and first[1] == first[-1] == 0
+    assert first[0] == sum(int(np.argmin(t)) == 0 for t in flat.predict_rows(rows)[1])
+    monkeypatch.setattr(forest_mod, "_jit_rows", lambda: None)
+    walked, counted = flat.rank_rows(rows)
+    assert np.array_equal(walked, pred) and counted.tolist() == first.tolist()
 
 
 def test_regressor_contributions_round_trip_and_validation(regression_forest, tmp_path):
