@@ -73,7 +73,7 @@ def candidates(feasible: FeasibilityCache, task: Task, state: ClusterState, k: i
     nodes, shares = sh.nodes, sh.shares
     if not len(nodes):
         return nodes, shares, np.zeros(0, dtype=bool)
-    if len(nodes) <= SCALAR_MAX_NODES:  # a few nodes: a plain loop beats numpy's per-call overhead
+    if state.n_nodes <= SCALAR_MAX_NODES:  # a small cluster: a plain loop beats numpy's per-call overhead
         fits = np.array(fits_now_list(state, task, sh.node_list, shares, sh.cpu_only), dtype=bool)
     else:
         fits = fits_now_mask(state, task, nodes, sh.groups)

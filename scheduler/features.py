@@ -254,7 +254,7 @@ class _Static:
 
     def __init__(self, task: Task, state: ClusterState, nodes: np.ndarray, shares: Sequence) -> None:
         spec = state.spec
-        self.task = np.array(task_features(task))  # the kernel writes the work term over its placeholder
+        self.task = np.array(task_features(task))  # shared, never written: the kernel sets the work term in its copy
         self.nodes = np.array(nodes, dtype=np.int64)  # a writable copy: the kernel is compiled for one array kind
         self.node_list = nodes.tolist()
         nd = [spec.nodes[i] for i in self.node_list]
@@ -322,8 +322,8 @@ class CandidateFeatures:
         st = self.static(task, state, nodes, shares)
         slo = float(max(task.slo_ms, 1.0))  # the kernel is compiled for one set of argument types
         work = float(task.work)
-        if type(fits) is not np.ndarray or fits.dtype != np.bool_ or not fits.flags.writeable:
-            fits = np.array(fits, dtype=np.bool_)  # a writable bool array, as the kernel was compiled for
+        if type(fits) is not np.ndarray or fits.dtype != np.bool_ or not fits.flags.carray:
+            fits = np.array(fits, dtype=np.bool_)  # a contiguous writable bool array, as the kernel was compiled for
         k = len(st.node_list)
         if len(fits) != k:  # the compiled kernel does not check bounds
             raise ValueError(f"fits has {len(fits)} flags for {k} candidates")

@@ -243,6 +243,8 @@ class FlatForest:
         per_tree = np.empty((self.n_trees, k))
         pred = np.empty(k)
         first = np.zeros(k, np.int64)
+        if not k:  # the kernel counts a lowest row per tree: there must be one
+            return pred, per_tree, first
         kernel(self.feature, self.threshold, self.left, self._value0, self.roots, X, self.max_depth, per_tree, pred,
                first)
         return pred, per_tree, first

@@ -202,6 +202,8 @@ def test_rank_rows_counts_each_trees_lowest_row_ties_to_the_first(regression_for
     pred, first = flat.rank_rows(rows)
     assert first.sum() == flat.n_trees and first[1] == first[-1] == 0
     assert first[0] == sum(int(np.argmin(t)) == 0 for t in flat.predict_rows(rows)[1])
+    empty = flat.rank_rows(X[:0])  # no candidates: nothing to count (nor to write out of bounds)
+    assert empty[0].shape == empty[1].shape == (0,) and flat.predict_rows(X[:0])[1].shape == (flat.n_trees, 0)
     monkeypatch.setattr(forest_mod, "_jit_rows", lambda: None)
     walked, counted = flat.rank_rows(rows)
     assert np.array_equal(walked, pred) and counted.tolist() == first.tolist()
