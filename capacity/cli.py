@@ -325,7 +325,9 @@ def cmd_strategies(args: argparse.Namespace) -> int:
                   f"for GPU nodes (billed while they boot), each plan held on {st.PLAN_STREAMS} what-if streams of its "
                   f"rate; the forecast strategy plans each hour for its {args.level}% bound times "
                   f"{res.peak_factor:.3f}, the {args.level}% quantile of a step's rate over its hour's mean in the "
-                  f"history (`capacity.strategies.sub_hour_peak`). {st.CAVEAT} Took {took}.", ""]
+                  f"history (`capacity.strategies.sub_hour_peak`); forecast+reactive keeps that plan and adds a node "
+                  f"where a step's tasks waited past the target (one boot at a time per pool), removed once its pool "
+                  f"ran a node idle for a step. {st.CAVEAT} Took {took}.", ""]
         lines += page.table(table, "{:,.2f}") + [""] + [f"- {c}" for c in checks]
         page.write(args.markdown, lines)
     return 0
@@ -573,8 +575,8 @@ def add_capacity(sub: argparse._SubParsersAction) -> None:
                                           "by simulation")
     _recommend_flags(r)
     r.set_defaults(func=cmd_recommend)
-    s = csub.add_parser("strategies", help="static peak, reactive and forecast-driven scaling compared over days: "
-                                           "cost, SLO misses, slack")
+    s = csub.add_parser("strategies", help="static peak, reactive, forecast-driven and forecast-plus-reactive scaling "
+                                           "compared over days: cost, SLO misses, slack")
     _strategy_flags(s)
     s.set_defaults(func=cmd_strategies)
     a = csub.add_parser("apply", help="start and drain the local cluster's raylets to a recommendation's node counts "

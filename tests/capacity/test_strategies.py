@@ -68,6 +68,28 @@ def test_reactive_adds_where_tasks_waited_serves_after_the_boot_and_bills_it_fro
     assert steps[2].cost == pytest.approx(serving + backtest.cost[pool] / 6)
 
 
+def test_forecast_plus_reactive_adds_a_node_where_an_underestimated_hour_waits_and_drops_it_when_idle(backtest):
+    """The forecast said 0.3/s for two hours; the first came at 6/s. The plain forecast keeps its plan
+    and misses; the hybrid asks for a node where tasks waited (billed while booting, serving after),
+    and gives it back once its pool ran a node idle, back at the forecast's rate."""
+    idx = pd.date_range("2026-01-10", periods=12, freq="10min")
+    rates = pd.Series([6.0] * 6 + [0.3] * 6, index=idx)
+    upper = pd.Series([0.3, 0.3], index=pd.date_range("2026-01-10", periods=2, freq="1h"))
+    plain = backtest.run("forecast", rates, rates, upper)
+    both = backtest.run("forecast+reactive", rates, rates, upper)
+    low = backtest.plan(0.3).counts
+    assert all(s.counts == low for s in plain)
+    j0 = backtest.judge(low, 6.0)
+    assert j0.miss > 0.05
+    pool = max(j0.queued_ms, key=j0.queued_ms.get)
+    boot_steps = -(-backtest.delays.of(backtest.spec, pool) // 600)  # 10-minute steps the boot spans
+    first_up = 1 + int(boot_steps)
+    assert both[0].counts == low and dict(both[first_up].counts)[pool] == dict(low)[pool] + 1
+    assert both[1].cost == pytest.approx(sum(backtest.cost[p] * n for p, n in low) / 6 + backtest.cost[pool] / 6)
+    assert sum(s.missed for s in both[:6]) < sum(s.missed for s in plain[:6])
+    assert both[-1].counts == low  # idle at 0.3/s: the added node left
+
+
 def test_the_sub_hour_peak_is_how_far_a_step_rises_above_its_hours_mean() -> None:
     """An hourly bound covers the hour's mean; a burst in one 10-minute step of each hour needs more."""
     idx = pd.date_range("2026-01-01", periods=6 * 48, freq="10min")
@@ -84,7 +106,10 @@ def test_summary_and_targets_name_each_figure() -> None:
     lines = st.target_lines(t)
     assert "40.0% cheaper (target >= 30%: met)" in lines[0] and "no worse: met" in lines[0]
     assert "fewer: met" in lines[1] and "no more: met" in lines[1]
-    assert "slack 20.0% (target <= 25%: met)" in lines[2]
+    assert "slack 20.0% (target <= 25%: met)" in lines[2] and len(lines) == 3
+    both = pd.concat([t, t.loc[["forecast"]].rename(index={"forecast": "forecast+reactive"}).assign(**{"slo_miss_%": 4.0})])
+    lines = st.target_lines(both)
+    assert len(lines) == 6 and lines[3].startswith("forecast+reactive vs static peak") and "no worse: NOT met" in lines[3]
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -112,7 +137,7 @@ def test_strategies_end_to_end(tmp_path: Path, capsys) -> None:
     table = pd.read_csv(tmp_path / "o" / "strategies.csv", index_col=0)
     assert list(table.index) == list(st.STRATEGIES) and (table["cost_$"] > 0).all()
     steps = pd.read_csv(tmp_path / "o" / "strategy_steps.csv")
-    assert len(steps) == 3 * 48
+    assert len(steps) == len(st.STRATEGIES) * 48
     assert "queues do not carry" in (tmp_path / "s.md").read_text()
 
 
