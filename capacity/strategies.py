@@ -48,9 +48,9 @@ STRATEGIES = ("static", "reactive", "forecast", "forecast+reactive")
 FORECASTS = ("forecast", "forecast+reactive")
 CAVEAT = ("Each step is a what-if run of its own rate from an empty cluster: queues do not carry from step "
           "to step, which flatters every strategy alike. The reactive strategy (and forecast+reactive's reaction) "
-          "decides at step boundaries, so a node it asks for serves from the first boundary after its boot (up to one step later than Ray's autoscaler "
-          "would; a shorter --step narrows this), billed from the moment it is asked for; the forecast strategy "
-          "asks a boot ahead, so its nodes serve on time.")
+          "decides at step boundaries, so a node it asks for serves from the first boundary after its boot (up to "
+          "one step later than Ray's autoscaler would; a shorter --step narrows this), billed from the moment it is "
+          "asked for; the forecast strategy asks a boot ahead, so its nodes serve on time.")
 #: planned-for rates are rounded up to a geometric grid from RATE_FLOOR (arrivals/s) in steps of
 #: RATE_STEP (one search per grid point: at most 10% of capacity planned beyond the rate)
 RATE_FLOOR = 0.25
