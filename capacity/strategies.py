@@ -261,6 +261,10 @@ def _rounded(rate: float) -> float:
     return float(f"{(1 + JUDGE_ROUND) ** k:.4g}")
 
 
+def _cheaper(saving_pct: float) -> str:
+    return f"{saving_pct:.1f}% cheaper" if saving_pct >= 0 else f"{-saving_pct:.1f}% dearer"
+
+
 def _plus(counts: tuple[tuple[str, int], ...], extra: dict[str, int], cap: int) -> tuple[tuple[str, int], ...]:
     """``counts`` with ``extra`` nodes added per pool, at most ``cap`` a pool."""
     out = [(p, min(cap, n + extra.get(p, 0)) if extra.get(p, 0) else n) for p, n in counts]
@@ -378,7 +382,7 @@ def target_lines(table: pd.DataFrame) -> list[str]:
         f = table.loc[name]
         saving = 100.0 * (1.0 - f["cost_$"] / s["cost_$"]) if s["cost_$"] else float("nan")
         out += [
-            f"{name} vs static peak: {saving:.1f}% cheaper (target >= 30%: {met(saving >= 30)}); SLO misses "
+            f"{name} vs static peak: {_cheaper(saving)} (target >= 30% cheaper: {met(saving >= 30)}); SLO misses "
             f"{f['slo_miss_%']:.2f}% vs {s['slo_miss_%']:.2f}% (target no worse: {met(f['slo_miss_%'] <= s['slo_miss_%'])})",
             f"{name} vs reactive: SLO misses {f['slo_miss_%']:.2f}% vs {r['slo_miss_%']:.2f}% (target fewer: "
             f"{met(f['slo_miss_%'] < r['slo_miss_%'])}); cost ${f['cost_$']:,.2f} vs ${r['cost_$']:,.2f} (target no more: "

@@ -104,12 +104,14 @@ def test_summary_and_targets_name_each_figure() -> None:
     t = pd.DataFrame({"cost_$": [100.0, 80.0, 60.0], "slo_miss_%": [1.0, 3.0, 1.0], "slack_%": [60.0, 40.0, 20.0],
                       "mean_nodes": [5, 4, 3], "max_nodes": [5, 6, 5]}, index=["static", "reactive", "forecast"])
     lines = st.target_lines(t)
-    assert "40.0% cheaper (target >= 30%: met)" in lines[0] and "no worse: met" in lines[0]
+    assert "40.0% cheaper (target >= 30% cheaper: met)" in lines[0] and "no worse: met" in lines[0]
     assert "fewer: met" in lines[1] and "no more: met" in lines[1]
     assert "slack 20.0% (target <= 25%: met)" in lines[2] and len(lines) == 3
-    both = pd.concat([t, t.loc[["forecast"]].rename(index={"forecast": "forecast+reactive"}).assign(**{"slo_miss_%": 4.0})])
+    both = pd.concat([t, t.loc[["forecast"]].rename(index={"forecast": "forecast+reactive"})
+                      .assign(**{"slo_miss_%": 4.0, "cost_$": 120.0})])
     lines = st.target_lines(both)
-    assert len(lines) == 6 and lines[3].startswith("forecast+reactive vs static peak") and "no worse: NOT met" in lines[3]
+    assert len(lines) == 6 and lines[3].startswith("forecast+reactive vs static peak: 20.0% dearer (target >= 30% "
+                                                   "cheaper: NOT met)") and "no worse: NOT met" in lines[3]
 
 
 @pytest.mark.parametrize("argv, flag", [
