@@ -163,8 +163,12 @@ def _sim_name(policy: str) -> str:
     return f"{policy}:latest" if policy in ("rf", "rl") else policy
 
 
+_T0 = time.monotonic()
+
+
 def step(msg: str) -> None:
-    print(f"\n==> {msg}", flush=True)
+    """A step's heading, with the seconds the demo has taken so far (where the time goes)."""
+    print(f"\n==> {msg} ({time.monotonic() - _T0:.0f} s in)", flush=True)
 
 
 def orch(*args: str) -> list[str]:

@@ -108,7 +108,8 @@ def demo():
                               capture_output=True, text=True, timeout=900)
         info["up_s"] = time.monotonic() - t0
         info["log"] = proc.stdout + proc.stderr
-        print(f"\n[demo] up in {info['up_s']:.0f} s", file=sys.stderr)
+        steps = [line for line in info["log"].splitlines() if line.startswith("==> ")]
+        print(f"\n[demo] up in {info['up_s']:.0f} s; " + "; ".join(steps), file=sys.stderr)
         assert proc.returncode == 0, info["log"][-4000:]
         state = json.loads((root / "out" / "demo.json").read_text())
         st = launcher.LaunchState.load(root / "ray")
