@@ -232,7 +232,8 @@ class FlatForest:
         compiled pass (a policy choosing the lowest reports the share of trees that agree)."""
         pred, per_tree, first = self._rows(X)
         if first is None:
-            first = np.bincount(per_tree.argmin(axis=1), minlength=len(pred))
+            first = (np.bincount(per_tree.argmin(axis=1), minlength=len(pred)) if len(pred)
+                     else np.zeros(0, np.int64))
         return pred, first
 
     def _rows(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -271,7 +272,7 @@ class FlatForest:
             nodes = nxt
         per_tree = self._value0[nodes].reshape(self.n_trees, k)
         # tree after tree, as sklearn adds them (a (trees, 1) column would be summed pairwise)
-        pred = (_add_reduce(per_tree, axis=0) if k > 1 else np.array([sum(per_tree[:, 0].tolist())])) / self.n_trees
+        pred = (_add_reduce(per_tree, axis=0) if k != 1 else np.array([sum(per_tree[:, 0].tolist())])) / self.n_trees
         if levels is not None:
             return pred, per_tree, np.stack(levels)
         return pred, per_tree

@@ -206,6 +206,7 @@ def test_rank_rows_counts_each_trees_lowest_row_ties_to_the_first(regression_for
     assert empty[0].shape == empty[1].shape == (0,) and flat.predict_rows(X[:0])[1].shape == (flat.n_trees, 0)
     monkeypatch.setattr(forest_mod, "_jit_rows", lambda: None)
     walked, counted = flat.rank_rows(rows)
+    assert [a.shape for a in flat.rank_rows(X[:0])] == [(0,), (0,)]  # the numpy walk takes no rows too
     assert np.array_equal(walked, pred) and counted.tolist() == first.tolist()
 
 
