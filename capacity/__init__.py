@@ -13,7 +13,8 @@ router's history rows, so ``serve_app`` is never imported); nothing below import
   and rolling-origin backtests (:mod:`capacity.metrics`);
 * :mod:`capacity.recommend`: the cheapest node counts and MIG layouts meeting an SLO-miss target at
   the forecast's peak, found by what-if runs of the simulator under the active policy;
-* :mod:`capacity.strategies`: static peak, reactive and forecast-driven scaling compared over days;
+* :mod:`capacity.strategies`: static peak, reactive, forecast-driven and forecast-plus-reactive scaling
+  compared over days;
 * :mod:`capacity.live`: the router's views, its history's forecast beside the actuals and the latest
   recommendation (``GET /v1/capacity/...`` and the Streamlit "Capacity" page);
 * :mod:`capacity.cli`: ``orchestrator capacity forecast|backtest|recommend|strategies``; :mod:`capacity.page` its

@@ -326,8 +326,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
                   f"rate; the forecast strategy plans each hour for its {args.level}% bound times "
                   f"{res.peak_factor:.3f}, the {args.level}% quantile of a step's rate over its hour's mean in the "
                   f"history (`capacity.strategies.sub_hour_peak`); forecast+reactive keeps that plan and adds a node "
-                  f"where a step's tasks waited past the target (one boot at a time per pool), removed once its pool "
-                  f"ran a node idle for a step. {st.CAVEAT} Took {took}.", ""]
+                  f"where tasks queued longest when a step's SLO misses exceeded the target (one boot at a time per "
+                  f"pool), removed once a step would have met the target without it. {st.CAVEAT} Took {took}.", ""]
         lines += page.table(table, "{:,.2f}") + [""] + [f"- {c}" for c in checks]
         page.write(args.markdown, lines)
     return 0
@@ -536,8 +536,8 @@ def _strategy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=3, help="days backtested (the last ones)")
     p.add_argument("--history-days", type=int, default=14, help="days before them: the history plans and forecasts read")
     p.add_argument("--step", default="10min", help="scaling step; must divide an hour")
-    p.add_argument("--model", default="mstl", help="forecast model of the forecast strategy: snaive, ets, mstl or lgbm")
-    p.add_argument("--level", type=int, default=95, help="upper-bound level the forecast strategy plans for, percent")
+    p.add_argument("--model", default="mstl", help="forecast model of the forecast strategies: snaive, ets, mstl or lgbm")
+    p.add_argument("--level", type=int, default=95, help="upper-bound level the forecast strategies plan for, percent")
     _plan_flags(p, "1", "workload and what-if seed (the first is used)", 120.0)
     p.add_argument("--out", default="results/capacity/strategies", help="folder for the per-step and summary CSVs")
     p.add_argument("--markdown", metavar="PATH", help="also write a dated page")

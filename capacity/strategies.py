@@ -1,4 +1,5 @@
-"""Scaling strategies compared over a multi-day demand series: static peak, reactive, forecast-driven.
+"""Scaling strategies compared over a multi-day demand series: static peak, reactive, forecast-driven,
+and forecast-driven with a reactive net.
 
 Why piecewise what-ifs: the simulator's cluster has a fixed set of nodes, so a day of scaling is
 cut into steps (10 minutes by default). Each step's nodes are judged by a what-if run of the
@@ -9,8 +10,8 @@ moment it is asked for and serves only once it is up (:class:`Delays`).
 
 * **static**: the cluster :func:`capacity.recommend.recommend` finds for the highest hourly rate of
   the history before the backtest, kept all the time;
-* **reactive**: as Ray's autoscaler does it: a step whose tasks waited adds a node to the pool
-  where they waited longest (up after the start delay); a node that ran nothing for
+* **reactive**: as Ray's autoscaler does it: a step whose SLO misses exceeded the target adds a node
+  to the pool where tasks queued longest (up after the start delay); a node that ran nothing for
   ``idle_steps`` steps is removed;
 * **forecast**: each day of the backtest, at the hour it starts, the hourly arrivals are forecast
   (MSTL with daily and weekly seasonality by default, from statsforecast), and
@@ -18,11 +19,13 @@ moment it is asked for and serves only once it is up (:class:`Delays`).
   (:func:`sub_hour_peak`: a step's rate above its hour's mean, which an hourly bound does not cover),
   asked for early enough to be up when the hour starts (the statsforecast models need the
   ``capacity`` extra, seasonal naive included);
-* **forecast+reactive**: the forecast plan, plus what reactive scaling would add on top of it: a
-  step whose tasks waited past the target asks for one more node where they waited longest
-  (serving after its boot), and an added node leaves once its pool ran a node idle for
-  ``idle_steps`` steps. A forecast sets the floor ahead of demand; the reaction covers the hours
-  it underestimated, as production autoscalers pair a predictive and a reactive scaler.
+* **forecast+reactive**: the forecast plan, plus what reactive scaling adds on top of it: a step
+  whose SLO misses exceeded the target asks for one more node where tasks queued longest (serving
+  after its boot), and an added node leaves once the step's what-if without it met the target
+  for ``idle_steps`` steps in a row (a busy pool never has an idle node, so the idle rule would
+  keep it for good); a node the next hour's plan adds where an added node is up is that node (no
+  second boot). A forecast sets the floor ahead of demand; the reaction covers the hours it
+  underestimated, as production autoscalers pair a predictive and a reactive scaler.
 
 Every plan must hold its rate on :data:`PLAN_STREAMS` what-if streams: planned on one, a cluster
 that just met the target on that stream missed 9% of a step's tasks on the next.
@@ -164,9 +167,9 @@ class Backtest:
 
     def _forecast(self, rates: pd.Series, hourly_upper: pd.Series, step_s: float, react: bool = False) -> list[Step]:
         out, prev = [], None
-        extra: dict[str, int] = {}  # react: nodes added on top of the plan where tasks waited
+        extra: dict[str, int] = {}  # react: nodes added on top of the plan where tasks queued
         pending: list[tuple[float, str]] = []  # react: (seconds until up, pool)
-        idle_for: dict[str, int] = {}
+        calm: dict[str, int] = {}  # react: steps in a row that met the target without one added node
         for t, r in rates.items():
             hour = t.floor("1h")
             if hour not in hourly_upper.index:
@@ -182,10 +185,19 @@ class Backtest:
             if not react:
                 out.append(self._step(t, r, counts, started, step_s))
                 continue
+            planned_n = dict(counts)
+            for p in list(extra):  # a node the plan adds where one added is up is that node: no boot
+                take = min(started.get(p, 0), extra[p])
+                if take:
+                    started[p] -= take
+                    extra[p] -= take
+                extra[p] = max(0, min(extra[p], self.max_nodes - planned_n.get(p, 0)))
+            started = {p: n for p, n in started.items() if n}
             for p in [p for s, p in pending if s <= 0]:
-                extra[p] = extra.get(p, 0) + 1
+                if planned_n.get(p, 0) + extra.get(p, 0) < self.max_nodes:
+                    extra[p] = extra.get(p, 0) + 1
             pending = [(s, p) for s, p in pending if s > 0]
-            serving = _plus(counts, extra, self.max_nodes)
+            serving = _plus(counts, extra)
             booting: dict[str, float] = {}
             for _, p in pending:
                 booting[p] = booting.get(p, 0.0) + 1.0
@@ -193,15 +205,16 @@ class Backtest:
             out.append(self._step(t, r, serving, started, step_s, judged=j, booting=booting))
             pending = [(s - step_s, p) for s, p in pending]
             self._react(j, dict(serving), pending)
-            for p, n_idle in j.idle.items():
-                idle_for[p] = idle_for.get(p, 0) + 1 if n_idle > 0 else 0
-                if extra.get(p, 0) > 0 and idle_for[p] >= self.idle_steps:
+            for p in [p for p, n in extra.items() if n]:
+                fewer = _plus(counts, {**extra, p: extra[p] - 1})
+                calm[p] = calm.get(p, 0) + 1 if self.judge(fewer, r).miss <= self.target else 0
+                if calm[p] >= self.idle_steps:
                     extra[p] -= 1
-                    idle_for[p] = 0
+                    calm[p] = 0
         return out
 
     def _react(self, j: Judged, up: dict[str, int], pending: list[tuple[float, str]]) -> None:
-        """A step whose tasks missed past the target asks for a node where they waited longest (one
+        """A step whose SLO misses exceeded the target asks for a node where tasks queued longest (one
         boot at a time per pool, at most ``max_nodes`` a pool): appended to ``pending``."""
         if j.miss > self.target and j.queued_ms:
             pool = max(j.queued_ms, key=j.queued_ms.get)
@@ -262,14 +275,14 @@ def _rounded(rate: float) -> float:
 
 
 def _cheaper(saving_pct: float) -> str:
+    if not math.isfinite(saving_pct):
+        return "no static cost to compare"
     return f"{saving_pct:.1f}% cheaper" if saving_pct >= 0 else f"{-saving_pct:.1f}% dearer"
 
 
-def _plus(counts: tuple[tuple[str, int], ...], extra: dict[str, int], cap: int) -> tuple[tuple[str, int], ...]:
-    """``counts`` with ``extra`` nodes added per pool, at most ``cap`` a pool."""
-    out = [(p, min(cap, n + extra.get(p, 0)) if extra.get(p, 0) else n) for p, n in counts]
-    have = {p for p, _ in counts}
-    return tuple(out + [(p, min(cap, n)) for p, n in extra.items() if n and p not in have])
+def _plus(counts: tuple[tuple[str, int], ...], extra: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    """``counts`` with ``extra`` nodes added per pool (every pool is in ``counts``: a shape lists them all)."""
+    return tuple((p, n + extra.get(p, 0)) for p, n in counts)
 
 
 def _added(before: tuple[tuple[str, int], ...], after: tuple[tuple[str, int], ...]) -> dict[str, int]:
@@ -346,7 +359,7 @@ def series_rates(workload, days_total: float, step: pd.Timedelta, seed: int | No
 def compare(spec: ClusterSpec, workload, policy: str, target_miss: float, *, days: int = 3, history_days: int = 14,
             step: pd.Timedelta = pd.Timedelta("10min"), model: str = "mstl", level: int = 95, seed: int | None = None,
             load_factor: float | None = None, progress: Callable[[str], None] | None = None, **kwargs) -> Result:
-    """The three strategies over the last ``days`` days of ``history_days + days`` days of the workload."""
+    """The strategies (:data:`STRATEGIES`) over the last ``days`` days of ``history_days + days`` days of the workload."""
     import time
 
     if days < 1 or history_days < 1:

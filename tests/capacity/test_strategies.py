@@ -68,10 +68,10 @@ def test_reactive_adds_where_tasks_waited_serves_after_the_boot_and_bills_it_fro
     assert steps[2].cost == pytest.approx(serving + backtest.cost[pool] / 6)
 
 
-def test_forecast_plus_reactive_adds_a_node_where_an_underestimated_hour_waits_and_drops_it_when_idle(backtest):
+def test_forecast_plus_reactive_adds_a_node_where_an_underestimated_hour_waits_and_drops_it_when_not_needed(backtest):
     """The forecast said 0.3/s for two hours; the first came at 6/s. The plain forecast keeps its plan
-    and misses; the hybrid asks for a node where tasks waited (billed while booting, serving after),
-    and gives it back once its pool ran a node idle, back at the forecast's rate."""
+    and misses; the hybrid asks for a node where tasks queued (billed while booting, serving after),
+    and gives it back after the first step that would have met the target without it."""
     idx = pd.date_range("2026-01-10", periods=12, freq="10min")
     rates = pd.Series([6.0] * 6 + [0.3] * 6, index=idx)
     upper = pd.Series([0.3, 0.3], index=pd.date_range("2026-01-10", periods=2, freq="1h"))
@@ -87,7 +87,42 @@ def test_forecast_plus_reactive_adds_a_node_where_an_underestimated_hour_waits_a
     assert both[0].counts == low and dict(both[first_up].counts)[pool] == dict(low)[pool] + 1
     assert both[1].cost == pytest.approx(sum(backtest.cost[p] * n for p, n in low) / 6 + backtest.cost[pool] / 6)
     assert sum(s.missed for s in both[:6]) < sum(s.missed for s in plain[:6])
-    assert both[-1].counts == low  # idle at 0.3/s: the added node left
+    assert both[6].counts != low and all(s.counts == low for s in both[7:])  # 0.3/s meets it without: it left
+
+
+class _Scripted(st.Backtest):
+    """Plans and what-ifs by rule, to follow the bookkeeping exactly: a step misses everything
+    while the time-sliced pool has fewer nodes than its rate asks for (rate 1: one, rate 2: two)."""
+
+    def __init__(self, plans: dict[float, int]) -> None:
+        super().__init__(load_cluster(LOCAL), load_workload(WEEKLY), "fastest-feasible", 0.05, window_s=30.0)
+        self.plans = plans
+
+    def plan(self, rate: float):
+        from capacity.recommend import Shape
+
+        return Shape((("edge", 1), ("cloud", 0), ("gpu-mig", 0), ("gpu-ts", self.plans[rate])))
+
+    def judge(self, counts, rate):
+        short = dict(counts)["gpu-ts"] < rate
+        return st.Judged(1.0 if short else 0.0, {}, {"gpu-ts": 1.0} if short else {}, {})
+
+
+def test_a_node_the_plan_adds_where_an_added_node_is_up_is_that_node_not_a_second_boot() -> None:
+    """Hour 0 is forecast at rate 1 but comes at 2: a time-sliced node is added. Hour 1's plan asks for
+    two: the added node is the plan's second (no second boot billed, two serve, not three)."""
+    bt = _Scripted({1.0: 1, 2.0: 2})
+    idx = pd.date_range("2026-01-10", periods=12, freq="10min")
+    rates = pd.Series(2.0, index=idx)
+    upper = pd.Series([1.0, 2.0], index=pd.date_range("2026-01-10", periods=2, freq="1h"))
+    steps = bt.run("forecast+reactive", rates, rates, upper)
+    ts = [dict(s.counts)["gpu-ts"] for s in steps]
+    assert ts == [1, 1] + [2] * 10  # asked at the end of step 0, booting through step 1 (300 s)
+    node = bt.cost["gpu-ts"]
+    run = (bt.cost["edge"] + 2 * node) / 6
+    assert steps[1].cost == pytest.approx((bt.cost["edge"] + node) / 6 + node / 6)  # billed while booting
+    assert steps[6].cost == pytest.approx(run)  # the plan's second node is the one already up: no boot
+    assert all(s.missed == 0 for s in steps[2:])
 
 
 def test_the_sub_hour_peak_is_how_far_a_step_rises_above_its_hours_mean() -> None:
