@@ -396,8 +396,8 @@ def target_lines(table: pd.DataFrame) -> list[str]:
         saving = 100.0 * (1.0 - f["cost_$"] / s["cost_$"]) if s["cost_$"] else float("nan")
         out += [
             f"{name} vs static peak: {_cheaper(saving)} (target >= 30% cheaper: {met(saving >= 30)}); SLO misses "
-            f"{f['slo_miss_%']:.2f}% vs {s['slo_miss_%']:.2f}% (target no worse: {met(f['slo_miss_%'] <= s['slo_miss_%'])})",
-            f"{name} vs reactive: SLO misses {f['slo_miss_%']:.2f}% vs {r['slo_miss_%']:.2f}% (target fewer: "
+            f"{f['slo_miss_%']:.3f}% vs {s['slo_miss_%']:.3f}% (target no worse: {met(f['slo_miss_%'] <= s['slo_miss_%'])})",
+            f"{name} vs reactive: SLO misses {f['slo_miss_%']:.3f}% vs {r['slo_miss_%']:.3f}% (target fewer: "
             f"{met(f['slo_miss_%'] < r['slo_miss_%'])}); cost ${f['cost_$']:,.2f} vs ${r['cost_$']:,.2f} (target no more: "
             f"{met(f['cost_$'] <= r['cost_$'])})",
             f"{name} slack {f['slack_%']:.1f}% (target <= 25%: {met(f['slack_%'] <= 25)}); static {s['slack_%']:.1f}%, "
