@@ -198,11 +198,8 @@ class Backtest:
                     extra[p] = extra.get(p, 0) + 1
             pending = [(s, p) for s, p in pending if s > 0]
             serving = _plus(counts, extra)
-            booting: dict[str, float] = {}
-            for _, p in pending:
-                booting[p] = booting.get(p, 0.0) + 1.0
             j = self.judge(serving, r)
-            out.append(self._step(t, r, serving, started, step_s, judged=j, booting=booting))
+            out.append(self._step(t, r, serving, started, step_s, judged=j, booting=_booting(pending)))
             pending = [(s - step_s, p) for s, p in pending]
             self._react(j, dict(serving), pending)
             for p in [p for p, n in extra.items() if n]:
@@ -235,10 +232,7 @@ class Backtest:
             counts = tuple(up.items())
             j = self.judge(counts, r)
             # a node asked for exists (and is billed) from then on; it serves from the first step after its boot
-            boot: dict[str, float] = {}
-            for _, p in pending:
-                boot[p] = boot.get(p, 0.0) + 1.0
-            out.append(self._step(t, r, counts, {}, step_s, judged=j, booting=boot))
+            out.append(self._step(t, r, counts, {}, step_s, judged=j, booting=_booting(pending)))
             pending = [(s - step_s, p) for s, p in pending]
             self._react(j, up, pending)
             for p, n_idle in j.idle.items():
@@ -278,6 +272,14 @@ def _cheaper(saving_pct: float) -> str:
     if not math.isfinite(saving_pct):
         return "no static cost to compare"
     return f"{saving_pct:.1f}% cheaper" if saving_pct >= 0 else f"{-saving_pct:.1f}% dearer"
+
+
+def _booting(pending: list[tuple[float, str]]) -> dict[str, float]:
+    """Nodes asked for and not up yet, per pool (billed for the step, serving nothing)."""
+    out: dict[str, float] = {}
+    for _, p in pending:
+        out[p] = out.get(p, 0.0) + 1.0
+    return out
 
 
 def _plus(counts: tuple[tuple[str, int], ...], extra: dict[str, int]) -> tuple[tuple[str, int], ...]:
