@@ -93,6 +93,7 @@ def demo():
            "DEMO_RAY_DIR": str(root / "ray"), "DEMO_TOKEN_FILE": str(root / "auth_token"),
            "ORCH_REGISTRY": str(_registry(root)), "DEMO_DURATION": str(DURATION), "DEMO_SKIP_TRACE": "1",
            "DEMO_REAL_DURATION": "0",  # the real-work step is covered apart (integration tests, replays, calibrate)
+           "DEMO_CLUSTER": "configs/cluster/test_small.yaml",  # one node per pool: two raylets fewer to start
            "PYTHONUNBUFFERED": "1"}
     for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "ORCH_RAY_DIR", "ORCH_TEST_RAY_DIR", launcher.ENV_CONFIG,
               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
@@ -232,6 +233,7 @@ def test_a_second_run_reuses_what_is_running(demo) -> None:
     proc = subprocess.run([sys.executable, "-m", "orchestrator.demo"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
+    print("\n[demo again] " + "; ".join(line for line in log.splitlines() if line.startswith("==> ")), file=sys.stderr)
     assert proc.returncode == 0, log[-4000:]
     assert "a cluster is already running" in log and "router already answering" in log
     assert f"something already listens on {demo['streamlit']}" in log
