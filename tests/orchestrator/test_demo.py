@@ -1,9 +1,9 @@
 """``make demo``'s script end to end, isolated, then ``demo-stop``: nothing it started is left.
 
 The demo runs on free ports (outside Ray's worker port range), its own launcher state
-folder, Ray token, result folder and model registry (the shipped RL policy copied in,
-a tiny RandomForest trained in about a second so the test does not spend the demo's
-30 s on it), with a 10 s workload and no trace replay. It is a separate package from
+folder, Ray token, result folder and model registry (the shipped learned policies copied
+in, so the router runs the ``rf`` a user's demo runs, and nothing trained locally leaks in),
+with a 10 s workload on test_small.yaml and no trace replay. It is a separate package from
 ``tests/integration``, so that package's cluster is never up at the same time.
 While the demo is up: the three URLs answer, the replay through the router wrote a
 record per task, Prometheus (Debian's ``prometheus``, when installed) has scraped the
@@ -71,14 +71,15 @@ def _alive(pid: int) -> bool:
 
 
 def _registry(root: Path) -> Path:
-    from tests.learned_registry import build_tiny_rf
-
+    """The shipped (committed) versions of both learned policies, as a registry of the test's own."""
     reg = root / "registry"
-    reg.mkdir()
-    shipped = REPO_ROOT / "artifacts" / "policies" / "rl"
-    if shipped.is_dir():
-        shutil.copytree(shipped, reg / "rl")
-    build_tiny_rf(reg)
+    tracked = subprocess.run(["git", "ls-files", "artifacts/policies/rf", "artifacts/policies/rl"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert any(p.startswith("artifacts/policies/rf/") for p in tracked), "no shipped rf in the checkout"
+    for p in tracked:
+        dest = reg / Path(p).relative_to("artifacts/policies")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / p, dest)
     return reg
 
 
