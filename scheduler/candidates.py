@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cluster.state import ClusterState, fits_now_list, fits_now_mask
+from cluster.state import ClusterState
 from scheduler.features import layout
-from scheduler.policy import SCALAR_MAX_NODES, FeasibilityCache
+from scheduler.policy import FeasibilityCache
 from scheduler.task import Task
 
 #: candidates scored at most per decision (big clusters: the best by the cheap prefilter rule)
@@ -73,8 +73,7 @@ def candidates(feasible: FeasibilityCache, task: Task, state: ClusterState, k: i
     nodes, shares = sh.nodes, sh.shares
     if not len(nodes):
         return nodes, shares, np.zeros(0, dtype=bool)
-    if state.n_nodes <= SCALAR_MAX_NODES:  # a small cluster: a plain loop beats numpy's per-call overhead
-        fits = np.array(fits_now_list(state, task, sh.node_list, shares, sh.cpu_only), dtype=bool)
-    else:
-        fits = fits_now_mask(state, task, nodes, sh.groups)
+    fits = sh.fits_now(task, state)
+    if type(fits) is list:
+        fits = np.array(fits, dtype=bool)
     return prefilter(state, nodes, shares, fits, k, rule)

@@ -84,6 +84,15 @@ class _Shape:
         #: (fits-now pattern, queue_aware) -> the result of :func:`_candidates` for it
         self.by_pattern: dict[tuple, tuple[Candidates, bool]] = {}
 
+    def fits_now(self, task: Task, state: ClusterState) -> list[bool] | np.ndarray:
+        """Whether ``task`` fits now on each feasible node: a plain list on a cluster of at most
+        :data:`SCALAR_MAX_NODES` nodes (a loop beats numpy's per-call overhead there), else numpy's
+        mask (listing a large cluster's free capacities would cost more than the mask saves, however
+        few nodes are feasible)."""
+        if state.n_nodes <= SCALAR_MAX_NODES:
+            return fits_now_list(state, task, self.node_list, self.shares, self.cpu_only)
+        return fits_now_mask(state, task, self.nodes, self.groups)
+
     @property
     def groups(self) -> dict[Share, np.ndarray]:
         """``{share: positions}`` (:func:`share_groups`), built when first needed: a stream of
@@ -194,11 +203,11 @@ def filter_nodes(task: Task, state: ClusterState, cache: FeasibilityCache,
     The returned arrays may be cached and shared between calls: they are read-only.
     """
     sh = cache.shape(task, state)
-    if len(sh.node_list) > SCALAR_MAX_NODES:
-        return _candidates(sh.nodes, sh.shares, fits_now_mask(state, task, sh.nodes, sh.groups),
-                           sh.groups, queue_aware)
+    fits = sh.fits_now(task, state)
+    if type(fits) is not list:
+        return _candidates(sh.nodes, sh.shares, fits, sh.groups, queue_aware)
     # small clusters: few fits-now patterns per shape, each worked out once
-    key = (tuple(fits_now_list(state, task, sh.node_list, sh.shares, sh.cpu_only)), queue_aware)
+    key = (tuple(fits), queue_aware)
     hit = sh.by_pattern.get(key)
     if hit is None:
         (nodes, shares, now), queued = _candidates(sh.nodes, sh.shares, np.array(key[0], dtype=bool),
@@ -302,7 +311,7 @@ class ScoringPolicy:
                 for k in ks:
                     out[k] = self._infeasible(tasks[k], state)
                 continue
-            if len(ks) == 1:  # alone (always so above SCALAR_MAX_NODES candidates): score's own path
+            if len(ks) == 1:  # alone (always so on a cluster of more than SCALAR_MAX_NODES nodes): score's own path
                 out[ks[0]] = self._select_among(tasks[ks[0]], state, cand)
                 continue
             group = [tasks[k] for k in ks]

@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import scheduler.candidates as candidates_mod
 import scheduler.policy as policy_mod
 from cluster.booking import Forward, projected_start, sharers
 from cluster.state import (PROFILE_NAMES, ClusterState, NodeFree, _gpu_fits_mask, allocate, feasible_nodes,
@@ -229,10 +228,10 @@ def test_both_filter_paths_give_the_same_candidates(state, probes) -> None:
                 (nb, sb, fb), qb = filter_nodes(task, state, vector_cache, queue_aware)
             assert na.tolist() == nb.tolist() and sa == sb and fa.tolist() == fb.tolist() and qa == qb
             assert not na.flags.writeable and not fa.flags.writeable  # cached: read-only
-        # the node-level policies' candidates (scheduler.candidates): scalar fits / the fits mask
+        # the node-level policies' candidates (scheduler.candidates): the same switch, scalar fits / the mask
         ca = candidates(scalar_cache, task, state)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(candidates_mod, "SCALAR_MAX_NODES", -1)
+            mp.setattr(policy_mod, "SCALAR_MAX_NODES", -1)
             cb = candidates(vector_cache, task, state)
         assert ca[0].tolist() == cb[0].tolist() and ca[1] == cb[1] and ca[2].tolist() == cb[2].tolist()
         assert ca[2].dtype == cb[2].dtype == np.bool_
