@@ -53,6 +53,7 @@ from simulations.compare import compare_policies
 from evaluation.report import best_heuristic, is_heuristic, markdown, summarize_runs
 from evaluation.held_out import LEARNED_KINDS, SeedUse, format_seeds, learned_seed_uses, random_clusters_used
 from evaluation.timing import TimedPolicy
+from simulations.processes import run_all
 from simulations.workloads import WorkloadSpec, future_streams, generate, load_workload
 
 DEFAULT_WORKLOADS = ("configs/workloads/high_load.yaml", "configs/workloads/gpu_heavy_high.yaml")
@@ -74,18 +75,7 @@ def evaluate(spec: ClusterSpec, workloads: Sequence[WorkloadSpec], seeds: Sequen
     out = Path(out)
     objective = objective or Objective()
     work = [(spec, wl, seed, tuple(policies), objective, out, progress) for wl in workloads for seed in seeds]
-    if jobs > 1 and len(work) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(min(jobs, len(work)), mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_one_thread)
-        try:
-            rows = list(pool.map(_run, *zip(*work)))
-        finally:  # a failed run stops the ones not started yet
-            pool.shutdown(cancel_futures=True)
-    else:
-        rows = [_run(*w) for w in work]
+    rows = list(run_all(_run, work, jobs))
     runs = pd.concat(rows, ignore_index=True)
     summary = summarize_runs(runs)
     best = summary.reset_index().drop_duplicates("workload").set_index("workload")["best_heuristic"]
@@ -104,14 +94,6 @@ def evaluate(spec: ClusterSpec, workloads: Sequence[WorkloadSpec], seeds: Sequen
                   f"seeds {format_seeds(seeds)}, {_today()}."]
     (out / "evaluation.md").write_text(markdown(summary, header))
     return runs, summary, checks
-
-
-def _one_thread() -> None:
-    """A worker process decides with one thread (numerical libraries would each take every core)."""
-    import os
-
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"
 
 
 def _run(spec: ClusterSpec, wl: WorkloadSpec, seed: int, policies: Sequence[str], objective: Objective,

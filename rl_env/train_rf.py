@@ -33,7 +33,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,7 @@ from scheduler.policy import FeasibilityCache, Policy, make_policy
 from scheduler.task import Task
 from simulations.engine import OnlineSimulator, simulate
 from simulations.metrics import summary_row
+from simulations.processes import run_all
 from cluster.config import UsageError
 from cluster.package_data import data_path
 from cluster.variants import expand_variants, parse_variant, variant
@@ -214,6 +215,14 @@ class DAggerForest:
         return make_teacher(self.teacher, self.random_state, objective, ep.streams, self.teacher_samples,
                             self.teacher_horizon, self.teacher_horizon_s, self.teacher_base)
 
+    def label(self, spec: ClusterSpec, episodes: Sequence[Episode], driver: FlatForest | None,
+              objective: Objective | None) -> Iterator[Rollout]:
+        """Each episode's :func:`rollout` (``driver``: the forest that places, None: the teacher), in
+        order, ``n_jobs`` at once in processes of their own (each episode's teacher is seeded by it,
+        so the rows are the same for any ``n_jobs``)."""
+        work = [(ep.spec or spec, ep, self.get_params(), driver, objective) for ep in episodes]
+        return run_all(_label_episode, work, self.n_jobs)
+
     def fit(self, spec: ClusterSpec, episodes: Sequence[Episode], objective: Objective | None = None
             ) -> "DAggerForest":
         if self.rounds < 0 or self.n_estimators < 1:
@@ -224,12 +233,11 @@ class DAggerForest:
         data: Rollout | None = None
         for r in range(self.rounds + 1):
             who = self.teacher if r == 0 else "forest"
-            driver = None if r == 0 else self.policy(explain=False)
             t0 = time.perf_counter()
-            bar = tqdm(episodes, desc=f"round {r}/{self.rounds} ({who} places, {self.teacher} labels)",
-                       unit="episode", disable=not self.progress, leave=False)
-            new = Rollout.concat([rollout(ep.spec or spec, ep, self.teacher_for(ep, objective), driver, objective)
-                                  for ep in bar])
+            new = Rollout.concat(list(tqdm(
+                self.label(spec, episodes, None if r == 0 else self.forest_, objective), total=len(episodes),
+                desc=f"round {r}/{self.rounds} ({who} places, {self.teacher} labels)", unit="episode",
+                disable=not self.progress, leave=False)))
             if not new.decisions:
                 raise ValueError("the episodes produced no decision with two candidates to learn from")
             label_s = time.perf_counter() - t0
@@ -248,6 +256,14 @@ class DAggerForest:
     def policy(self, explain: bool = True) -> RandomForestPolicy:
         """The current forest as a placement policy (no registry involved)."""
         return RandomForestPolicy(forest=self.forest_, meta={"kind": KIND}, explain=explain)
+
+
+def _label_episode(spec: ClusterSpec, ep: Episode, params: dict, driver: FlatForest | None,
+                   objective: Objective | None) -> Rollout:
+    """:meth:`DAggerForest.label`'s unit of work, built from what pickles (a worker process runs it)."""
+    est = DAggerForest(**params, progress=False)
+    placer = None if driver is None else RandomForestPolicy(forest=driver, meta={"kind": KIND}, explain=False)
+    return rollout(spec, ep, est.teacher_for(ep, objective), placer, objective)
 
 
 def choices(forest: FlatForest, data: Rollout) -> np.ndarray:
@@ -348,12 +364,11 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
                        rounds=cfg.rounds, random_state=cfg.random_state, teacher=cfg.teacher, progress=progress,
                        max_features=cfg.max_features, teacher_samples=cfg.teacher_samples,
                        teacher_horizon=cfg.teacher_horizon, teacher_horizon_s=cfg.teacher_horizon_s,
-                       teacher_base=cfg.teacher_base)
+                       teacher_base=cfg.teacher_base, n_jobs=cfg.jobs)
     est.fit(spec, train_eps, objective)
     train_s = time.perf_counter() - t_start
 
-    policy = est.policy(explain=False)
-    on_policy = [rollout(spec, ep, est.teacher_for(ep, objective), policy, objective) for ep in hold_eps]
+    on_policy = list(est.label(spec, hold_eps, est.forest_, objective))
     metrics: dict = {"holdout": regret_report(est.forest_, on_policy)}
     metrics["rounds"] = est.history_
     metrics["train_rows"] = int(len(est.y_))

@@ -90,16 +90,21 @@ class TrainArgs:
     """seconds the rollout teacher's sampled arrivals may span at most"""
     future_streams: int = 4
     """workload streams the rollout teacher samples futures from (seeds of their own, simulations.workloads.future_streams)"""
+    jobs: int = field(default=1, metadata={"speed_only": True})
+    """episodes labelled at once, each in a process of its own (the forest is the same for any number)"""
 
     def __post_init__(self) -> None:
         if self.max_depth == 0:
             self.max_depth = None
 
     def argv(self) -> list[str]:
-        """Every field as ``train rf`` flags: parsing them gives back an equal :class:`TrainArgs`."""
+        """Every field as ``train rf`` flags: parsing them gives back an equal :class:`TrainArgs` (a field
+        that changes only the speed is left out at its default, so older saved commands still match)."""
         out: list[str] = []
         for f in fields(self):
             value, flag = getattr(self, f.name), _flag(f)
+            if f.metadata.get("speed_only") and value == f.default:
+                continue
             if f.metadata.get("repeat"):
                 for v in value:
                     out += [flag, str(v)]
@@ -134,6 +139,8 @@ class TrainArgs:
                 or args.teacher_horizon < 1 or not args.teacher_horizon_s > 0:
             raise UsageError("--max-features must be in (0, 1], --teacher-samples, --teacher-horizon and "
                              "--future-streams >= 1, --teacher-horizon-s > 0")
+        if args.jobs < 1:
+            raise UsageError("--jobs must be >= 1")
         if not args.variants:
             raise UsageError("--variants: at least one cluster (x1 is the cluster itself)")
         try:

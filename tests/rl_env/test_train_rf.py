@@ -13,7 +13,7 @@ from scheduler.policies.rf import FOREST_FILE, SKLEARN_FILE, RandomForestPolicy
 from scheduler.policy import make_policy
 from orchestrator.cli import main
 from simulations.engine import simulate
-from rl_env.train_rf import Episode, Rollout, regret_report, rollout
+from rl_env.train_rf import DAggerForest, Episode, Rollout, regret_report, rollout
 from simulations.workloads import WORKLOADS_DIR, generate, load_workload
 
 
@@ -206,3 +206,17 @@ def test_each_shipped_forest_names_the_command_that_reproduces_it(version: str) 
     art = reg.load("rf", version, root=reg.SHIPPED_MODELS)  # not $ORCH_REGISTRY: a session fixture may point it elsewhere
     assert art.meta["command"] == command_line(TrainArgs(**art.meta["config"]))
     assert art.meta["config"]["teacher_horizon"] == {"1": 40, "2": 120, "5": 120}[version]
+
+
+def test_episodes_labelled_in_processes_give_the_same_rows(local_spec):
+    """``train rf --jobs N``: the episodes' rows, in processes of their own, equal one process's (the
+    forest that places them travels to the workers)."""
+    wl = load_workload(WORKLOADS_DIR / "high_load.yaml")
+    eps = [Episode("high_load", generate(wl, seed=s, duration_s=8), s) for s in (3, 4)]
+    est = DAggerForest(n_estimators=3, max_depth=4, rounds=0, teacher="oracle", progress=False).fit(local_spec, eps)
+    one = Rollout.concat(list(est.label(local_spec, eps, est.forest_, None)))
+    est.n_jobs = 2
+    two = Rollout.concat(list(est.label(local_spec, eps, est.forest_, None)))
+    assert one.decisions > 20 and not np.array_equal(one.taken, one.teacher)  # the forest placed, not the teacher
+    for f in ("X", "y", "group", "regret", "teacher", "taken", "reference"):
+        assert np.array_equal(getattr(one, f), getattr(two, f)), f

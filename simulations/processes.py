@@ -1,0 +1,38 @@
+"""Independent simulation runs spread over processes: ``evaluate --jobs`` and ``train rf --jobs``.
+
+Spawned rather than forked, so a worker never inherits a parent's threads or locks (numba's,
+a BLAS pool's); each decides with one thread, since numerical libraries would otherwise each
+take every core. The results come back in the order of the work, so a table or a training set
+is the same for any number of processes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+
+def one_thread() -> None:
+    """Worker initializer: numerical libraries use one thread each."""
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def run_all(fn: Callable[..., Any], work: Sequence[tuple], jobs: int = 1) -> Iterator[Any]:
+    """``fn(*w)`` for every ``w`` of ``work``, yielded in order; in ``min(jobs, len(work))`` processes
+    when ``jobs > 1`` (``fn`` and the arguments must then pickle). A failure stops the runs not
+    started yet and is raised here."""
+    if jobs <= 1 or len(work) <= 1:
+        for w in work:
+            yield fn(*w)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(min(jobs, len(work)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=one_thread)
+    try:
+        yield from pool.map(fn, *zip(*work))
+    finally:
+        pool.shutdown(cancel_futures=True)
