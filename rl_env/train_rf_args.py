@@ -91,7 +91,7 @@ class TrainArgs:
     future_streams: int = 4
     """workload streams the rollout teacher samples futures from (seeds of their own, simulations.workloads.future_streams)"""
     jobs: int = field(default=1, metadata={"speed_only": True})
-    """episodes labelled at once, each in a process of its own (the forest is the same for any number)"""
+    """episodes labelled at once, each in a process of its own, and threads fitting the forest (the forest is the same for any number)"""
 
     def __post_init__(self) -> None:
         if self.max_depth == 0:

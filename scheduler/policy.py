@@ -59,10 +59,11 @@ class Policy(Protocol):
 
 Candidates = tuple[np.ndarray, list[Share], np.ndarray]
 
-#: Up to this many statically feasible nodes, :func:`filter_nodes` tests "fits now" in plain
-#: Python and reuses cached candidate arrays: numpy's per-call overhead (about a microsecond)
-#: costs more than a loop over a handful of nodes. Above it the test is vectorised (the two
-#: paths give the same candidates: ``tests/test_scalar_vector.py``).
+#: On a cluster of up to this many nodes "fits now" is tested in plain Python (:meth:`_Shape.fits_now`):
+#: numpy's per-call overhead (about a microsecond) costs more than a loop over a handful of nodes.
+#: Above it the test is vectorised (the two paths give the same candidates:
+#: ``tests/test_scalar_vector.py``). Up to this many statically feasible nodes, :func:`filter_nodes`
+#: reuses cached candidate arrays per fits-now pattern.
 SCALAR_MAX_NODES = 32
 #: At most this many fits-now patterns are remembered per task shape (bounds the memory).
 MAX_PATTERNS = 4096
@@ -204,13 +205,16 @@ def filter_nodes(task: Task, state: ClusterState, cache: FeasibilityCache,
     """
     sh = cache.shape(task, state)
     fits = sh.fits_now(task, state)
-    if type(fits) is not list:
+    if type(fits) is list:
+        key = (tuple(fits), queue_aware)
+    elif len(sh.node_list) <= SCALAR_MAX_NODES:  # a big cluster, few feasible nodes: still few patterns
+        key = (fits.tobytes(), queue_aware)
+    else:
         return _candidates(sh.nodes, sh.shares, fits, sh.groups, queue_aware)
-    # small clusters: few fits-now patterns per shape, each worked out once
-    key = (tuple(fits), queue_aware)
+    # few fits-now patterns per shape, each worked out once (and one object, so a batch groups by it)
     hit = sh.by_pattern.get(key)
     if hit is None:
-        (nodes, shares, now), queued = _candidates(sh.nodes, sh.shares, np.array(key[0], dtype=bool),
+        (nodes, shares, now), queued = _candidates(sh.nodes, sh.shares, np.array(fits, dtype=bool),
                                                    sh.shares, queue_aware)
         hit = ((_frozen(nodes), shares, _frozen(now)), queued)
         if len(sh.by_pattern) < MAX_PATTERNS:
@@ -311,7 +315,7 @@ class ScoringPolicy:
                 for k in ks:
                     out[k] = self._infeasible(tasks[k], state)
                 continue
-            if len(ks) == 1:  # alone (always so on a cluster of more than SCALAR_MAX_NODES nodes): score's own path
+            if len(ks) == 1:  # alone (always so above SCALAR_MAX_NODES candidates): score's own path
                 out[ks[0]] = self._select_among(tasks[ks[0]], state, cand)
                 continue
             group = [tasks[k] for k in ks]

@@ -11,7 +11,7 @@ time slices, whole GPUs and MIG instances:
   :func:`release`, and the queue projection on it (:mod:`cluster.booking`:
   :func:`projected_start` / a :class:`Forward` roll of a state copy);
 * the candidate filter (:mod:`scheduler.policy`) and the node-level policies' candidates
-  (:mod:`scheduler.candidates`): the scalar path up to ``SCALAR_MAX_NODES`` candidates / the
+  (:mod:`scheduler.candidates`): the scalar path on clusters up to ``SCALAR_MAX_NODES`` nodes / the
   vectorised one; a batch (``score_many``) / each task alone (``score``);
 * estimate (:mod:`scheduler.estimate`): :func:`expected_lists` / :func:`expected_many`;
 * features (:mod:`scheduler.features`): :class:`FeatureBuilder` / ``_vectorised``;
@@ -235,6 +235,26 @@ def test_both_filter_paths_give_the_same_candidates(state, probes) -> None:
             cb = candidates(vector_cache, task, state)
         assert ca[0].tolist() == cb[0].tolist() and ca[1] == cb[1] and ca[2].tolist() == cb[2].tolist()
         assert ca[2].dtype == cb[2].dtype == np.bool_
+
+
+def test_a_big_cluster_with_few_feasible_nodes_reuses_one_candidate_set_per_pattern() -> None:
+    """local.yaml eight times over (48 nodes: the vector fits test) and a MIG task only its 16 MIG nodes
+    can host: the candidates are the scalar path's, and the same object each time (a router batch
+    scores the tasks sharing it together)."""
+    from cluster.variants import variant
+
+    big, _ = variant(load_cluster(LOCAL_YAML), "x8")
+    state = ClusterState.from_spec(big)
+    assert state.n_nodes > policy_mod.SCALAR_MAX_NODES
+    task = Task(id="m", kind="mig", arrival=0.0, work=1.0, cpu_milli=1000, mem_mib=1024, mig_profile="1g.10gb")
+    cache = FeasibilityCache()
+    first = filter_nodes(task, state, cache)
+    assert 0 < len(first[0][0]) <= policy_mod.SCALAR_MAX_NODES and filter_nodes(task, state, cache) is first
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(policy_mod, "SCALAR_MAX_NODES", 10**6)
+        (n, s, f), q = filter_nodes(task, state, FeasibilityCache())
+    assert first[0][0].tolist() == n.tolist() and first[0][1] == s and first[0][2].tolist() == f.tolist()
+    assert first[1] == q and not first[0][0].flags.writeable
 
 
 @pytest.mark.parametrize("name", ["least-loaded", "round-robin", "cheapest-feasible", "fastest-feasible",

@@ -71,15 +71,14 @@ def _alive(pid: int) -> bool:
 
 
 def _registry(root: Path) -> Path:
-    """The shipped (committed) versions of both learned policies, as a registry of the test's own."""
+    """The shipped versions of both learned policies (the .gitignore re-includes), as a registry of the test's own."""
+    from cluster.package_data import shipped_refs
+
     reg = root / "registry"
-    tracked = subprocess.run(["git", "ls-files", "artifacts/policies/rf", "artifacts/policies/rl"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, check=True).stdout.split()
-    assert any(p.startswith("artifacts/policies/rf/") for p in tracked), "no shipped rf in the checkout"
-    for p in tracked:
-        dest = reg / Path(p).relative_to("artifacts/policies")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / p, dest)
+    refs = [r for r in shipped_refs(REPO_ROOT) if r.split("/")[0] in ("rf", "rl")]
+    assert any(r.startswith("rf/") for r in refs), "no shipped rf in the checkout"
+    for ref in refs:
+        shutil.copytree(REPO_ROOT / "artifacts" / "policies" / ref, reg / ref)
     return reg
 
 
