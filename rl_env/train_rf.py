@@ -220,7 +220,8 @@ class DAggerForest:
         """Each episode's :func:`rollout` (``driver``: the forest that places, None: the teacher), in
         order, ``n_jobs`` at once in processes of their own (each episode's teacher is seeded by it,
         so the rows are the same for any ``n_jobs``)."""
-        work = [(ep.spec or spec, ep, self.get_params(), driver, objective) for ep in episodes]
+        params = self.get_params()
+        work = [(ep.spec or spec, ep, params, driver, objective) for ep in episodes]
         return run_all(_label_episode, work, self.n_jobs)
 
     def fit(self, spec: ClusterSpec, episodes: Sequence[Episode], objective: Objective | None = None
@@ -255,14 +256,19 @@ class DAggerForest:
 
     def policy(self, explain: bool = True) -> RandomForestPolicy:
         """The current forest as a placement policy (no registry involved)."""
-        return RandomForestPolicy(forest=self.forest_, meta={"kind": KIND}, explain=explain)
+        return forest_policy(self.forest_, explain)
+
+
+def forest_policy(forest: FlatForest, explain: bool) -> RandomForestPolicy:
+    """A trained flat forest as a placement policy, outside any registry."""
+    return RandomForestPolicy(forest=forest, meta={"kind": KIND}, explain=explain)
 
 
 def _label_episode(spec: ClusterSpec, ep: Episode, params: dict, driver: FlatForest | None,
                    objective: Objective | None) -> Rollout:
     """:meth:`DAggerForest.label`'s unit of work, built from what pickles (a worker process runs it)."""
     est = DAggerForest(**params, progress=False)
-    placer = None if driver is None else RandomForestPolicy(forest=driver, meta={"kind": KIND}, explain=False)
+    placer = None if driver is None else forest_policy(driver, explain=False)
     return rollout(spec, ep, est.teacher_for(ep, objective), placer, objective)
 
 

@@ -18,9 +18,10 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 def one_thread() -> None:
     """Worker initializer: numerical libraries use one thread each. A spawned worker has already
     imported the parent's main module (numpy with it, its thread pool sized) when this runs, so the
-    pools are limited here too; the variables, set in the parent around the spawn, cover the rest."""
+    pools loaded so far are limited; the variables cover the libraries loaded later."""
     from threadpoolctl import threadpool_limits
 
+    os.environ.update(dict.fromkeys(_THREAD_VARS, "1"))
     threadpool_limits(1)
 
 
@@ -37,17 +38,7 @@ def run_all(fn: Callable[..., Any], work: Sequence[tuple], jobs: int = 1) -> Ite
 
     pool = ProcessPoolExecutor(min(jobs, len(work)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=one_thread)
-    saved = {v: os.environ.get(v) for v in _THREAD_VARS}
     try:
-        os.environ.update(dict.fromkeys(_THREAD_VARS, "1"))  # inherited by the workers, started by map
-        try:
-            results = pool.map(fn, *zip(*work))
-        finally:
-            for v, old in saved.items():
-                if old is None:
-                    os.environ.pop(v, None)
-                else:
-                    os.environ[v] = old
-        yield from results
+        yield from pool.map(fn, *zip(*work))
     finally:
         pool.shutdown(cancel_futures=True)
