@@ -18,6 +18,8 @@ forest places them, so the states are the ones the forest itself reaches, still 
 the teacher; the rows of all rounds are pooled and the forest refitted. The episodes are
 windows of each workload on each cluster variant (the cluster itself, every node doubled at
 twice the load, a pool removed), so one forest learns to judge a node on clusters of any size.
+``--variant-weights`` weighs one variant's rows more in the fit; ``--save-rows`` keeps the
+labelled rows and ``--rows`` fits on saved ones without labelling (:mod:`rl_env.rf_rows`).
 
 Reported: on held-out seeds of the cluster itself, on the states the forest visits, how often
 it picks the teacher's choice and its mean regret against fastest-feasible's (in the teacher's
@@ -53,6 +55,7 @@ from simulations.processes import run_all
 from cluster.config import UsageError
 from cluster.package_data import data_path
 from cluster.variants import expand_variants, parse_variant, variant
+from rl_env.rf_rows import Rollout, load_rows, parse_weights, save_rows
 from rl_env.teacher import make_teacher
 from rl_env.train_rf_args import TrainArgs
 
@@ -77,39 +80,6 @@ class Episode:
     spec: ClusterSpec | None = None
     streams: Sequence[Sequence[Task]] = field(default=(), repr=False)
     label_from: float = -math.inf
-
-
-@dataclass
-class Rollout:
-    """Per candidate row: features, regret label (log1p), decision index; per decision: the
-    teacher's choice, the driver's, the reference heuristic's (row positions within it) and the
-    raw regret of every candidate."""
-
-    X: np.ndarray
-    y: np.ndarray
-    group: np.ndarray
-    regret: np.ndarray
-    teacher: np.ndarray
-    taken: np.ndarray
-    reference: np.ndarray
-    workload: str = ""
-
-    @property
-    def decisions(self) -> int:
-        return len(self.teacher)
-
-    @staticmethod
-    def concat(parts: Sequence["Rollout"]) -> "Rollout":
-        offs = np.cumsum([0] + [p.decisions for p in parts])
-        return Rollout(np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts]),
-                       np.concatenate([p.group + o for p, o in zip(parts, offs)]),
-                       np.concatenate([p.regret for p in parts]), np.concatenate([p.teacher for p in parts]),
-                       np.concatenate([p.taken for p in parts]), np.concatenate([p.reference for p in parts]))
-
-    def regret_of(self, choice: np.ndarray) -> np.ndarray:
-        """Raw regret (objective units) of a choice per decision (a row position within it)."""
-        starts = np.searchsorted(self.group, np.arange(self.decisions))
-        return self.regret[starts + choice]
 
 
 def rollout(spec: ClusterSpec, episode: Episode, teacher: Policy, driver: RandomForestPolicy | None = None,
@@ -180,7 +150,7 @@ class DAggerForest:
                  teacher_samples: int = TrainArgs.teacher_samples,
                  teacher_horizon: int = TrainArgs.teacher_horizon,
                  teacher_horizon_s: float = TrainArgs.teacher_horizon_s,
-                 teacher_base: str = TrainArgs.teacher_base) -> None:
+                 teacher_base: str = TrainArgs.teacher_base, weights: dict[str, float] | None = None) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
@@ -194,12 +164,13 @@ class DAggerForest:
         self.teacher_horizon = teacher_horizon
         self.teacher_horizon_s = teacher_horizon_s
         self.teacher_base = teacher_base
+        self.weights = dict(weights or {})
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("n_estimators", "max_depth", "min_samples_leaf", "rounds",
                                               "random_state", "n_jobs", "teacher", "max_features",
                                               "teacher_samples", "teacher_horizon", "teacher_horizon_s",
-                                              "teacher_base")}
+                                              "teacher_base", "weights")}
 
     def _fit_model(self, data: Rollout):
         from sklearn.ensemble import RandomForestRegressor
@@ -207,7 +178,7 @@ class DAggerForest:
         model = RandomForestRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
                                       min_samples_leaf=self.min_samples_leaf, max_features=self.max_features,
                                       n_jobs=self.n_jobs, random_state=self.random_state)
-        model.fit(data.X, data.y)
+        model.fit(data.X, data.y, sample_weight=data.row_weights(self.weights))
         model.n_jobs = 1  # predictions tree by tree in order: the flat forest's sums, bit for bit
         return model
 
@@ -241,6 +212,7 @@ class DAggerForest:
                 disable=not self.progress, leave=False)))
             if not new.decisions:
                 raise ValueError("the episodes produced no decision with two candidates to learn from")
+            new.round[:] = r
             label_s = time.perf_counter() - t0
             data = new if data is None else Rollout.concat([data, new])
             t0 = time.perf_counter()
@@ -251,7 +223,22 @@ class DAggerForest:
                                   "label_s": round(label_s, 1), "fit_s": round(time.perf_counter() - t0, 2),
                                   "driver_agreement": float((new.taken == new.teacher).mean()),
                                   "driver_regret": float(new.regret_of(new.taken).mean())})
-        self.X_, self.y_ = data.X, data.y
+        self.X_, self.y_, self.data_ = data.X, data.y, data
+        return self
+
+    def refit(self, data: Rollout, history: Sequence[dict] = ()) -> "DAggerForest":
+        """Fit on rows labelled before (:func:`rl_env.rf_rows.load_rows`), labelling nothing;
+        ``history``: the rounds that labelled them, kept in ``history_`` before this fit's entry."""
+        if not data.decisions:
+            raise ValueError("no rows to fit")
+        t0 = time.perf_counter()
+        self.model_ = self._fit_model(data)
+        self.forest_ = FlatForest.from_sklearn(self.model_)
+        self.history_ = [*history, {"round": "refit", "driver": "none", "new_decisions": 0, "new_rows": 0,
+                                    "rows": int(len(data.y)), "label_s": 0.0,
+                                    "fit_s": round(time.perf_counter() - t0, 2),
+                                    "driver_agreement": None, "driver_regret": None}]
+        self.X_, self.y_, self.data_ = data.X, data.y, data
         return self
 
     def policy(self, explain: bool = True) -> RandomForestPolicy:
@@ -364,14 +351,29 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
         if missing:
             raise UsageError(f"--variants: {v!r}: no pool {sorted(missing)} in {cfg.cluster} (pools: {list(spec.pools)})")
     objective = load_objective()
-    train_eps = _episodes(cfg, spec, cfg.seeds, variants)
+    weights = parse_weights(cfg.variant_weights)
+    unknown = sorted(set(weights) - set(variants))
+    if unknown and not cfg.rows:  # saved rows are checked when they are read
+        raise UsageError(f"--variant-weights: {unknown} not among --variants {variants}")
+    train_eps = [] if cfg.rows else _episodes(cfg, spec, cfg.seeds, variants)
     hold_eps = _episodes(cfg, spec, cfg.holdout_seeds, ["x1"])
     est = DAggerForest(n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
                        rounds=cfg.rounds, random_state=cfg.random_state, teacher=cfg.teacher, progress=progress,
                        max_features=cfg.max_features, teacher_samples=cfg.teacher_samples,
                        teacher_horizon=cfg.teacher_horizon, teacher_horizon_s=cfg.teacher_horizon_s,
-                       teacher_base=cfg.teacher_base, n_jobs=cfg.jobs)
-    est.fit(spec, train_eps, objective)
+                       teacher_base=cfg.teacher_base, n_jobs=cfg.jobs, weights=weights)
+    rows_from: list[dict] = []
+    if cfg.rows:
+        data, metas = load_rows(cfg.rows)
+        _same_teacher(cfg, metas)
+        rows_from = [{"file": os.fspath(f), "command": m.get("command"), "rows": m.get("rows")}
+                     for f, m in zip(cfg.rows, metas)]
+        est.refit(data, [h for m in metas for h in m.get("rounds", [])])
+    else:
+        est.fit(spec, train_eps, objective)
+    if cfg.save_rows:
+        save_rows(cfg.save_rows, est.data_, {"command": command_line(cfg, root), "config": asdict(cfg),
+                                             "rows": int(len(est.y_)), "rounds": est.history_})
     train_s = time.perf_counter() - t_start
 
     on_policy = list(est.label(spec, hold_eps, est.forest_, objective))
@@ -410,9 +412,26 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
         "teacher": cfg.teacher,
         "command": command_line(cfg, root),
     }
+    if rows_from:  # the runs that labelled the rows: the commands that reproduce them
+        meta["rows_from"] = rows_from
     path = model_registry.save(KIND, {FOREST_FILE: forest.save, SKLEARN_FILE: lambda p: joblib.dump(model, p)},
                                meta, root=root)
     return path, {"metrics": metrics, "table": table}
+
+
+#: the settings that make a row's label: rows fit together, and their held-out report, need the same
+_TEACHER_FIELDS = ("teacher", "teacher_base", "teacher_samples", "teacher_horizon", "teacher_horizon_s",
+                   "future_streams")
+
+
+def _same_teacher(cfg: TrainArgs, metas: Sequence[dict]) -> None:
+    """``UsageError`` unless every rows file was labelled by the teacher ``cfg`` names."""
+    for f, m in zip(cfg.rows, metas):
+        saved = m.get("config", {})
+        for name in _TEACHER_FIELDS:
+            if saved.get(name) != getattr(cfg, name):
+                raise UsageError(f"--rows: {f} was labelled with --{name.replace('_', '-')} {saved.get(name)!r}, "
+                                 f"this run's is {getattr(cfg, name)!r}: give the same teacher settings")
 
 
 def _plain(v):
@@ -424,6 +443,9 @@ def _print_report(path: Path, metrics: dict, table: pd.DataFrame, teacher: str =
     print(f"\ntraining rows: {m['train_rows']:,} candidates of {m['train_decisions']:,} decisions "
           f"over {len(m['rounds'])} round(s)")
     for h in m["rounds"]:
+        if h["round"] == "refit":
+            print(f"  refit on {h['rows']:,} saved rows in {h['fit_s']} s")
+            continue
         print(f"  round {h['round']} ({h['driver']} places): +{h['new_decisions']:,} decisions "
               f"({h['new_rows']:,} rows, labelled in {h['label_s']} s), {h['driver']} picks the {t}'s choice "
               f"{h['driver_agreement']:.1%}, mean regret {h['driver_regret']:.3g}; fit {h['fit_s']} s")
@@ -446,9 +468,13 @@ def cli(args: argparse.Namespace) -> int:
     cfg = TrainArgs.from_namespace(args)
     reg = getattr(args, "registry", None)
     root = None if reg in (None, PARSER_REGISTRY_DEFAULT) else reg
-    print(f"training rf on {cfg.cluster} ({', '.join(cfg.variants)}): workloads {', '.join(cfg.workloads)}; "
-          f"seeds {cfg.seeds}, {cfg.rounds} DAgger round(s), teacher {cfg.teacher}, {cfg.trees} trees; "
-          f"held-out seeds {cfg.holdout_seeds}; registry {model_registry.registry_root(root)}")
+    if cfg.rows:
+        print(f"fitting rf on the rows of {', '.join(cfg.rows)} (teacher {cfg.teacher}), {cfg.trees} trees; "
+              f"held out on {cfg.cluster}, seeds {cfg.holdout_seeds}; registry {model_registry.registry_root(root)}")
+    else:
+        print(f"training rf on {cfg.cluster} ({', '.join(cfg.variants)}): workloads {', '.join(cfg.workloads)}; "
+              f"seeds {cfg.seeds}, {cfg.rounds} DAgger round(s), teacher {cfg.teacher}, {cfg.trees} trees; "
+              f"held-out seeds {cfg.holdout_seeds}; registry {model_registry.registry_root(root)}")
     path, out = train(cfg, root)
     _print_report(path, out["metrics"], out["table"], cfg.teacher)
     return 0

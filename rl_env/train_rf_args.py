@@ -12,7 +12,7 @@ import argparse
 import ast
 import inspect
 import textwrap
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from functools import cache
 from typing import Any, get_type_hints
 
@@ -90,7 +90,13 @@ class TrainArgs:
     """seconds the rollout teacher's sampled arrivals may span at most"""
     future_streams: int = 4
     """workload streams the rollout teacher samples futures from (seeds of their own, simulations.workloads.future_streams)"""
-    jobs: int = field(default=1, metadata={"speed_only": True})
+    rows: list[str] = field(default_factory=list, metadata={"flag": "--rows", "repeat": True})
+    """rows written by --save-rows (repeatable, pooled): the forest is fit on them and nothing is labelled (the episode, teacher and round settings then only shape the held-out runs)"""
+    variant_weights: list[str] = field(default_factory=list, metadata={"omit_default": True})
+    """VARIANT=W, comma-separated: each training row of that cluster variant weighs W in the fit, others 1 (e.g. x1=3 favours the cluster itself)"""
+    save_rows: str | None = field(default=None, metadata={"omit_default": True})
+    """write the pooled training rows, each decision tagged with its episode and round, to this .npz (for --rows)"""
+    jobs: int = field(default=1, metadata={"omit_default": True})
     """episodes labelled at once, each in a process of its own, and threads fitting the forest (the forest is the same for any number)"""
 
     def __post_init__(self) -> None:
@@ -99,11 +105,12 @@ class TrainArgs:
 
     def argv(self) -> list[str]:
         """Every field as ``train rf`` flags: parsing them gives back an equal :class:`TrainArgs` (a field
-        that changes only the speed is left out at its default, so older saved commands still match)."""
+        that changes only the speed or an output, ``omit_default``, is left out at its default, so older saved commands still match)."""
         out: list[str] = []
         for f in fields(self):
             value, flag = getattr(self, f.name), _flag(f)
-            if f.metadata.get("speed_only") and value == f.default:
+            if f.metadata.get("omit_default") and value == (
+                    f.default_factory() if f.default is MISSING else f.default):  # type: ignore[misc]
                 continue
             if f.metadata.get("repeat"):
                 for v in value:
@@ -141,6 +148,9 @@ class TrainArgs:
                              "--future-streams >= 1, --teacher-horizon-s > 0")
         if args.jobs < 1:
             raise UsageError("--jobs must be >= 1")
+        from rl_env.rf_rows import parse_weights
+
+        parse_weights(args.variant_weights)
         if not args.variants:
             raise UsageError("--variants: at least one cluster (x1 is the cluster itself)")
         try:
@@ -208,7 +218,8 @@ def _optional(parse):
     return parse_optional
 
 
-_PARSE = {int: int, float: float, int | None: _optional(int), float | None: _optional(float)}
+_PARSE = {int: int, float: float, int | None: _optional(int), float | None: _optional(float),
+          str | None: _optional(str)}
 
 
 def _hint(f: Field) -> Any:

@@ -140,8 +140,6 @@ def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
     even with settings away from their defaults (held-out seeds, leaf size, load, window, baselines)."""
     import shlex
 
-    import joblib
-
     root = tmp_path / "registry"
     assert main(["train", "rf", "--workload", str(tiny_workload), "--seeds", "1", "--holdout-seeds", "7",
                  "--rounds", "1", "--trees", "4", "--max-depth", "0", "--min-samples-leaf", "2",
@@ -159,6 +157,14 @@ def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
     assert (cfg["holdout_seeds"], cfg["min_samples_leaf"], cfg["max_depth"], cfg["load_factor"],
             cfg["duration_s"], cfg["baselines"], cfg["variants"], cfg["teacher_samples"], cfg["max_features"],
             cfg["teacher_horizon"]) == ([7], 2, None, 1.5, 8.0, ["least-loaded"], ["x1"], 2, 0.7, 30)
+    _assert_same_forest(first, second)
+    assert first.meta["metrics"]["holdout"] == second.meta["metrics"]["holdout"]
+
+
+def _assert_same_forest(first, second) -> None:
+    """The two registered forests have the same trees, node for node, and predict the same."""
+    import joblib
+
     a, b = (joblib.load(art.path / SKLEARN_FILE) for art in (first, second))
     for ta, tb in zip(a.estimators_, b.estimators_, strict=True):
         for attr in ("children_left", "children_right", "feature", "threshold", "value"):
@@ -166,7 +172,6 @@ def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
     X = np.random.default_rng(1).random((256, a.n_features_in_), dtype=np.float32)
     fa, fb = (FlatForest.load(art.path / FOREST_FILE) for art in (first, second))
     assert np.array_equal(fa.predict_proba(X), fb.predict_proba(X))
-    assert first.meta["metrics"]["holdout"] == second.meta["metrics"]["holdout"]
 
 
 def test_train_args_round_trip_through_the_parser() -> None:
@@ -180,7 +185,8 @@ def test_train_args_round_trip_through_the_parser() -> None:
                                         baselines=[], teacher="fastest-feasible", rounds=0, duration_s=None,
                                         variants=["x3", "no:gpu-ts+gpu-mig"], max_features=1.0,
                                         teacher_horizon=25, warmup_s=[0.0, 45.5],
-                                        teacher_base="fastest-feasible,best-fit")):
+                                        teacher_base="fastest-feasible,best-fit", rows=["a.npz", "b.npz"],
+                                        variant_weights=["x1=3", "no:gpu-mig=2"], save_rows="r.npz")):
         ns = parser.parse_args(["train", "rf", *args.argv()])
         assert TrainArgs.from_namespace(ns) == args
     assert TrainArgs.from_namespace(parser.parse_args(["train", "rf"])) == TrainArgs()
@@ -220,3 +226,52 @@ def test_episodes_labelled_in_processes_give_the_same_rows(local_spec):
     assert one.decisions > 20 and not np.array_equal(one.taken, one.teacher)  # the forest placed, not the teacher
     for f in ("X", "y", "group", "regret", "teacher", "taken", "reference"):
         assert np.array_equal(getattr(one, f), getattr(two, f)), f
+
+
+def test_saved_rows_refit_the_same_forest_and_weigh_a_variant(tiny_workload, tmp_path, capsys):
+    """``--save-rows`` then ``--rows``: the forest fit on the saved rows, with the same tree settings,
+    is the labelling run's forest; weighing a variant's rows changes it; the refit's meta names the
+    command that labelled its rows."""
+    root, rows = tmp_path / "registry", tmp_path / "rows" / "a.npz"
+    common = ["--workload", str(tiny_workload), "--teacher", "oracle", "--trees", "4", "--max-depth", "6",
+              "--random-state", "2", "--registry", str(root), *TINY]
+    assert main(["train", "rf", "--variants", "x1,x2", "--seeds", "1", "--save-rows", str(rows), *common]) == 0
+    assert main(["train", "rf", "--rows", str(rows), *common]) == 0
+    assert "refit on" in capsys.readouterr().out
+    assert main(["train", "rf", "--rows", str(rows), "--variant-weights", "x2=5", *common]) == 0
+    first, refit, weighted = (reg.load("rf", v, root=root) for v in ("1", "2", "3"))
+
+    _assert_same_forest(first, refit)
+    X = np.random.default_rng(1).random((256, len(CANDIDATE_FEATURE_NAMES)), dtype=np.float32)
+    fa, fw = (FlatForest.load(art.path / FOREST_FILE) for art in (first, weighted))
+    assert not np.array_equal(fa.predict_proba(X), fw.predict_proba(X))
+    assert refit.meta["rows_from"] == [{"file": str(rows), "command": first.meta["command"],
+                                        "rows": first.meta["metrics"]["train_rows"]}]
+    assert refit.meta["metrics"]["train_rows"] == first.meta["metrics"]["train_rows"]
+    assert [h["round"] for h in refit.meta["metrics"]["rounds"]] == [0, 1, "refit"]
+    assert weighted.meta["config"]["variant_weights"] == ["x2=5"]
+
+
+def test_bad_rows_and_weights_exit_2_before_any_labelling(tiny_workload, tmp_path, capsys):
+    from rl_env.rf_rows import Rollout, save_rows
+
+    rows = tmp_path / "a.npz"
+    base = ["train", "rf", "--workload", str(tiny_workload), "--teacher", "oracle", "--registry", str(tmp_path), *TINY]
+    k = 3
+    narrow = Rollout(np.zeros((k, 5), np.float32), np.zeros(k), np.arange(k), np.zeros(k), np.zeros(k, np.int64),
+                     np.zeros(k, np.int64), np.zeros(k, np.int64), "tiny")
+    save_rows(rows, narrow, {"config": {}})
+    for args, says in ((["--rows", str(tmp_path / "none.npz")], "no such file"),
+                       (["--rows", str(tiny_workload)], "not a rows file"),
+                       (["--rows", str(rows)], "feature schema"),
+                       (["--variant-weights", "x1"], "VARIANT=W"),
+                       (["--variant-weights", "x1=0"], "VARIANT=W"),
+                       (["--variants", "x1", "--variant-weights", "x2=3"], "not among --variants")):
+        assert main([*base, *args]) == 2, args
+        err = capsys.readouterr().err
+        assert says in err and args[0] in err and "Traceback" not in err
+    full = Rollout(np.zeros((k, len(CANDIDATE_FEATURE_NAMES)), np.float32), np.zeros(k), np.arange(k), np.zeros(k),
+                   np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64), "tiny")
+    save_rows(rows, full, {"config": {"teacher": "rollout"}})
+    assert main([*base, "--rows", str(rows)]) == 2
+    assert "--teacher 'rollout'" in capsys.readouterr().err
