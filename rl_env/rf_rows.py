@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -44,10 +45,17 @@ class Rollout:
 
     def __post_init__(self) -> None:
         n = len(self.teacher)
-        if len(self.episode) != n:
+        if not len(self.episode):
             self.episode = np.full(n, self.workload)
-        if len(self.round) != n:
+        if not len(self.round):
             self.round = np.zeros(n, dtype=np.int64)
+        rows, per = {len(self.X), len(self.y), len(self.group), len(self.regret)}, \
+            {n, len(self.taken), len(self.reference), len(self.episode), len(self.round)}
+        if len(rows) > 1 or len(per) > 1:
+            raise ValueError(f"rows of unequal lengths: {sorted(rows)} per candidate, {sorted(per)} per decision")
+        if len(self.group) and (self.group[0] != 0 or self.group[-1] != n - 1
+                                or not np.isin(np.diff(self.group), (0, 1)).all()):
+            raise ValueError(f"the decision index must run 0 .. {n - 1} in order")
 
     @property
     def decisions(self) -> int:
@@ -86,14 +94,33 @@ class Rollout:
         return w[self.group]
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """``UsageError`` unless a rows file can be written at ``path`` (its folder is created)."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise UsageError(f"--save-rows: {p} is a folder; name a file")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+            raise UsageError(f"--save-rows: {p}: not writable")
+    except OSError as e:
+        raise UsageError(f"--save-rows: {p}: {e.strerror or e}") from None
+
+
 def save_rows(path: str | os.PathLike, data: Rollout, meta: dict) -> Path:
-    """Write ``data`` and ``meta`` (the run's command, config and rounds) to a compressed .npz."""
+    """Write ``data`` and ``meta`` (the run's command, config and rounds) to a compressed .npz, whole
+    or not at all (a temporary file renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     head = {"format": ROWS_FORMAT, "feature_schema": CANDIDATE_SCHEMA_VERSION, **meta}
     arrays = {name: getattr(data, name) for name in _ARRAYS}
-    with open(path, "wb") as fh:  # savez would add ".npz" to a name without it
-        np.savez_compressed(fh, meta=np.array(json.dumps(head)), **arrays)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:  # savez would add ".npz" to a name without it
+            np.savez_compressed(fh, meta=np.array(json.dumps(head)), **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -101,14 +128,18 @@ def load_rows(paths: Sequence[str | os.PathLike]) -> tuple[Rollout, list[dict]]:
     """The rows of every file pooled (in order), and each file's meta; ``UsageError`` names the file
     that is missing, unreadable, or of another format or feature schema."""
     parts, metas = [], []
+    if len({os.path.realpath(p) for p in paths}) < len(paths):
+        raise UsageError(f"--rows: a file is given twice ({', '.join(map(str, paths))}): its rows would count double")
     for p in paths:
         try:
             with np.load(p, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {name: z[name] for name in _ARRAYS}
+            if not isinstance(meta, dict):
+                raise ValueError("its meta is not a mapping")
         except FileNotFoundError:
             raise UsageError(f"--rows: {p}: no such file") from None
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise UsageError(f"--rows: {p}: not a rows file written by train rf --save-rows ({e})") from None
         if meta.get("format") != ROWS_FORMAT:
             raise UsageError(f"--rows: {p}: format {meta.get('format')!r}, this build reads {ROWS_FORMAT!r}")
@@ -116,7 +147,10 @@ def load_rows(paths: Sequence[str | os.PathLike]) -> tuple[Rollout, list[dict]]:
             raise UsageError(f"--rows: {p}: feature schema {meta.get('feature_schema')!r} with "
                              f"{arrays['X'].shape[1:]} columns; this build's is {CANDIDATE_SCHEMA_VERSION!r} "
                              f"with {N_CANDIDATE_FEATURES}: label again")
-        parts.append(Rollout(**arrays))
+        try:
+            parts.append(Rollout(**arrays))
+        except ValueError as e:
+            raise UsageError(f"--rows: {p}: {e}") from None
         metas.append(meta)
     if not parts:
         raise UsageError("--rows: no file given")

@@ -55,7 +55,7 @@ from simulations.processes import run_all
 from cluster.config import UsageError
 from cluster.package_data import data_path
 from cluster.variants import expand_variants, parse_variant, variant
-from rl_env.rf_rows import Rollout, load_rows, parse_weights, save_rows
+from rl_env.rf_rows import Rollout, check_writable, load_rows, parse_weights, save_rows
 from rl_env.teacher import make_teacher
 from rl_env.train_rf_args import TrainArgs
 
@@ -138,9 +138,9 @@ class DAggerForest:
     """RandomForest regression of the teacher's per-candidate regret, sklearn-style: ``fit`` returns self.
 
     Fitted attributes: ``model_`` (the sklearn forest), ``forest_`` (its flat fast-path
-    form), ``X_``/``y_`` (the pooled training rows) and ``history_`` (per round: rows,
-    decisions, and how the driver's own choices fared against the teacher on the states
-    it visited).
+    form), ``data_`` (the pooled training rows; ``X_``/``y_`` their features and labels) and
+    ``history_`` (per round: rows, decisions, and how the driver's own choices fared against
+    the teacher on the states it visited; a last ``"refit"`` entry after :meth:`refit`).
     """
 
     def __init__(self, n_estimators: int = TrainArgs.trees, max_depth: int | None = TrainArgs.max_depth,
@@ -230,7 +230,7 @@ class DAggerForest:
         """Fit on rows labelled before (:func:`rl_env.rf_rows.load_rows`), labelling nothing;
         ``history``: the rounds that labelled them, kept in ``history_`` before this fit's entry."""
         if not data.decisions:
-            raise ValueError("no rows to fit")
+            raise UsageError("--rows: the files hold no decision to fit")
         t0 = time.perf_counter()
         self.model_ = self._fit_model(data)
         self.forest_ = FlatForest.from_sklearn(self.model_)
@@ -345,42 +345,46 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
 
     t_start = time.perf_counter()
     spec = load_cluster_any(data_path(cfg.cluster))
+    if cfg.save_rows:
+        check_writable(cfg.save_rows)  # before an hour of labelling, not after
+    data: Rollout | None = None
+    metas: list[dict] = []
+    if cfg.rows:
+        data, metas = load_rows(cfg.rows)
+        cfg = _as_labelled(cfg, metas)
     variants = expand_variants(cfg.variants)
     for v in variants:
         missing = set(parse_variant(v)[1]) - set(spec.pools)
-        if missing:
+        if missing and data is None:  # saved rows were labelled on their variants already
             raise UsageError(f"--variants: {v!r}: no pool {sorted(missing)} in {cfg.cluster} (pools: {list(spec.pools)})")
     objective = load_objective()
     weights = parse_weights(cfg.variant_weights)
     unknown = sorted(set(weights) - set(variants))
-    if unknown and not cfg.rows:  # saved rows are checked when they are read
+    if unknown and data is None:  # saved rows are checked by their tags
         raise UsageError(f"--variant-weights: {unknown} not among --variants {variants}")
-    train_eps = [] if cfg.rows else _episodes(cfg, spec, cfg.seeds, variants)
     hold_eps = _episodes(cfg, spec, cfg.holdout_seeds, ["x1"])
     est = DAggerForest(n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
                        rounds=cfg.rounds, random_state=cfg.random_state, teacher=cfg.teacher, progress=progress,
                        max_features=cfg.max_features, teacher_samples=cfg.teacher_samples,
                        teacher_horizon=cfg.teacher_horizon, teacher_horizon_s=cfg.teacher_horizon_s,
                        teacher_base=cfg.teacher_base, n_jobs=cfg.jobs, weights=weights)
-    rows_from: list[dict] = []
-    if cfg.rows:
-        data, metas = load_rows(cfg.rows)
-        _same_teacher(cfg, metas)
-        rows_from = [{"file": os.fspath(f), "command": m.get("command"), "rows": m.get("rows")}
-                     for f, m in zip(cfg.rows, metas)]
+    rows_from = [{"file": os.fspath(f), "command": m.get("command"), "rows": m.get("rows")}
+                 for f, m in zip(cfg.rows, metas)]
+    if data is not None:
         est.refit(data, [h for m in metas for h in m.get("rounds", [])])
     else:
-        est.fit(spec, train_eps, objective)
+        est.fit(spec, _episodes(cfg, spec, cfg.seeds, variants), objective)
     if cfg.save_rows:
         save_rows(cfg.save_rows, est.data_, {"command": command_line(cfg, root), "config": asdict(cfg),
-                                             "rows": int(len(est.y_)), "rounds": est.history_})
+                                             "rows": int(len(est.y_)), "rounds": est.history_,
+                                             **({"rows_from": rows_from} if rows_from else {})})
     train_s = time.perf_counter() - t_start
 
     on_policy = list(est.label(spec, hold_eps, est.forest_, objective))
     metrics: dict = {"holdout": regret_report(est.forest_, on_policy)}
     metrics["rounds"] = est.history_
     metrics["train_rows"] = int(len(est.y_))
-    metrics["train_decisions"] = int(sum(h["new_decisions"] for h in est.history_))
+    metrics["train_decisions"] = int(est.data_.decisions)
 
     # The forest's own results next to the heuristics, on the first held-out seed of each workload,
     # over the workload's whole duration (the states a 30 s window never reaches included).
@@ -420,18 +424,30 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
 
 
 #: the settings that make a row's label: rows fit together, and their held-out report, need the same
-_TEACHER_FIELDS = ("teacher", "teacher_base", "teacher_samples", "teacher_horizon", "teacher_horizon_s",
-                   "future_streams")
+_LABEL_FIELDS = ("cluster", "teacher", "teacher_base", "teacher_samples", "teacher_horizon", "teacher_horizon_s",
+                 "future_streams")
 
 
-def _same_teacher(cfg: TrainArgs, metas: Sequence[dict]) -> None:
-    """``UsageError`` unless every rows file was labelled by the teacher ``cfg`` names."""
+def _as_labelled(cfg: TrainArgs, metas: Sequence[dict]) -> TrainArgs:
+    """``cfg`` with the training seeds, cluster variants and rounds of the runs that labelled the rows
+    (what the model's meta must record, so evaluation refuses them); ``UsageError`` where a rows file
+    was labelled with another teacher or cluster, or on a seed ``cfg`` holds out."""
+    seeds: list[int] = []
+    variants: list[str] = []
+    rounds = 0
     for f, m in zip(cfg.rows, metas):
         saved = m.get("config", {})
-        for name in _TEACHER_FIELDS:
+        for name in _LABEL_FIELDS:
             if saved.get(name) != getattr(cfg, name):
                 raise UsageError(f"--rows: {f} was labelled with --{name.replace('_', '-')} {saved.get(name)!r}, "
-                                 f"this run's is {getattr(cfg, name)!r}: give the same teacher settings")
+                                 f"this run's is {getattr(cfg, name)!r}: give the same")
+        seeds += [s for s in saved.get("seeds", []) if s not in seeds]
+        variants += [v for v in saved.get("variants", []) if v not in variants]
+        rounds = max(rounds, int(saved.get("rounds", 0)))
+    overlap = sorted(set(seeds) & set(cfg.holdout_seeds))
+    if overlap:
+        raise UsageError(f"--holdout-seeds: {overlap} labelled the rows (their training seeds: {sorted(seeds)})")
+    return replace(cfg, seeds=sorted(seeds), variants=variants, rounds=rounds)
 
 
 def _plain(v):
@@ -440,8 +456,9 @@ def _plain(v):
 
 def _print_report(path: Path, metrics: dict, table: pd.DataFrame, teacher: str = "rollout") -> None:
     m, t = metrics, teacher
+    labelled = [h for h in m["rounds"] if h["round"] != "refit"]
     print(f"\ntraining rows: {m['train_rows']:,} candidates of {m['train_decisions']:,} decisions "
-          f"over {len(m['rounds'])} round(s)")
+          f"over {len(labelled)} labelling round(s)")
     for h in m["rounds"]:
         if h["round"] == "refit":
             print(f"  refit on {h['rows']:,} saved rows in {h['fit_s']} s")
@@ -469,7 +486,8 @@ def cli(args: argparse.Namespace) -> int:
     reg = getattr(args, "registry", None)
     root = None if reg in (None, PARSER_REGISTRY_DEFAULT) else reg
     if cfg.rows:
-        print(f"fitting rf on the rows of {', '.join(cfg.rows)} (teacher {cfg.teacher}), {cfg.trees} trees; "
+        print(f"fitting rf on the rows of {', '.join(cfg.rows)} (their own seeds, clusters and rounds; teacher "
+              f"{cfg.teacher}), {cfg.trees} trees; "
               f"held out on {cfg.cluster}, seeds {cfg.holdout_seeds}; registry {model_registry.registry_root(root)}")
     else:
         print(f"training rf on {cfg.cluster} ({', '.join(cfg.variants)}): workloads {', '.join(cfg.workloads)}; "

@@ -28,6 +28,8 @@ BASELINES = ("fastest-feasible", "least-loaded", "cheapest-feasible", "best-fit"
 NOT_BASES = frozenset({"rollout", "oracle", "rf", "rl", "rl-sample"})
 #: how an optional setting's absence is written on the command line
 NONE = "none"
+#: settings that saved rows fix (``--rows``): the runs that labelled them chose these
+FROM_ROWS = ("seeds", "variants", "rounds")
 
 
 @dataclass
@@ -91,7 +93,7 @@ class TrainArgs:
     future_streams: int = 4
     """workload streams the rollout teacher samples futures from (seeds of their own, simulations.workloads.future_streams)"""
     rows: list[str] = field(default_factory=list, metadata={"flag": "--rows", "repeat": True})
-    """rows written by --save-rows (repeatable, pooled): the forest is fit on them and nothing is labelled (the episode, teacher and round settings then only shape the held-out runs)"""
+    """rows written by --save-rows (repeatable, pooled): the forest is fit on them and nothing is labelled; their own seeds, clusters and rounds are recorded (--seeds, --variants, --rounds are refused), the cluster and teacher settings must be theirs, and the workload and held-out settings shape the held-out runs"""
     variant_weights: list[str] = field(default_factory=list, metadata={"omit_default": True})
     """VARIANT=W, comma-separated: each training row of that cluster variant weighs W in the fit, others 1 (e.g. x1=3 favours the cluster itself)"""
     save_rows: str | None = field(default=None, metadata={"omit_default": True})
@@ -105,10 +107,13 @@ class TrainArgs:
 
     def argv(self) -> list[str]:
         """Every field as ``train rf`` flags: parsing them gives back an equal :class:`TrainArgs` (a field
-        that changes only the speed or an output, ``omit_default``, is left out at its default, so older saved commands still match)."""
+        that is new or changes only the speed or an output, ``omit_default``, is left out at its default, so
+        older saved commands still match; with ``rows``, the fields they fix, :data:`FROM_ROWS`, are too)."""
         out: list[str] = []
         for f in fields(self):
             value, flag = getattr(self, f.name), _flag(f)
+            if self.rows and f.name in FROM_ROWS:
+                continue
             if f.metadata.get("omit_default") and value == (
                     f.default_factory() if f.default is MISSING else f.default):  # type: ignore[misc]
                 continue
@@ -137,7 +142,12 @@ class TrainArgs:
                 value = [v.strip() for v in value.split(",") if v.strip()]
             given[f.name] = value
         args = cls(**given)
-        if set(args.seeds) & set(args.holdout_seeds):
+        if args.rows and set(given) & set(FROM_ROWS):
+            raise UsageError(f"--rows: the rows' own {', '.join(FROM_ROWS)} are used; leave out "
+                             + ", ".join(_flag(f) for f in fields(cls) if f.name in set(given) & set(FROM_ROWS)))
+        if args.save_rows is not None and not args.save_rows.strip():
+            raise UsageError("--save-rows: name a file")
+        if set(args.seeds) & set(args.holdout_seeds) and not args.rows:  # the rows' seeds are checked when read
             raise UsageError(f"held-out seeds {args.holdout_seeds} overlap the training seeds {args.seeds}")
         if args.rounds < 0 or args.trees < 1 or args.min_samples_leaf < 1 or (
                 args.max_depth is not None and args.max_depth < 1):

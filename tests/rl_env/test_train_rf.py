@@ -185,8 +185,9 @@ def test_train_args_round_trip_through_the_parser() -> None:
                                         baselines=[], teacher="fastest-feasible", rounds=0, duration_s=None,
                                         variants=["x3", "no:gpu-ts+gpu-mig"], max_features=1.0,
                                         teacher_horizon=25, warmup_s=[0.0, 45.5],
-                                        teacher_base="fastest-feasible,best-fit", rows=["a.npz", "b.npz"],
-                                        variant_weights=["x1=3", "no:gpu-mig=2"], save_rows="r.npz")):
+                                        teacher_base="fastest-feasible,best-fit",
+                                        variant_weights=["x1=3", "no:gpu-mig=2"], save_rows="r.npz"),
+                 TrainArgs(rows=["a.npz", "b.npz"], trees=7)):
         ns = parser.parse_args(["train", "rf", *args.argv()])
         assert TrainArgs.from_namespace(ns) == args
     assert TrainArgs.from_namespace(parser.parse_args(["train", "rf"])) == TrainArgs()
@@ -250,6 +251,26 @@ def test_saved_rows_refit_the_same_forest_and_weigh_a_variant(tiny_workload, tmp
     assert refit.meta["metrics"]["train_rows"] == first.meta["metrics"]["train_rows"]
     assert [h["round"] for h in refit.meta["metrics"]["rounds"]] == [0, 1, "refit"]
     assert weighted.meta["config"]["variant_weights"] == ["x2=5"]
+    # the refit records the seeds and clusters its rows were labelled on (evaluate refuses them)
+    assert (refit.meta["config"]["seeds"], refit.meta["config"]["variants"], refit.meta["seeds"]["training"]) \
+        == ([1], ["x1", "x2"], [1])
+    _assert_same_forest(refit, reg.load("rf", _rerun(refit.meta["command"]), root=root))
+    # settings the rows fixed, or a held-out seed they were labelled on, are refused
+    for extra, says in ((["--seeds", "5"], "--seeds"), (["--holdout-seeds", "1"], "--holdout-seeds"),
+                        (["--rows", str(rows)], "twice")):
+        assert main(["train", "rf", "--rows", str(rows), *extra, *common]) == 2
+        assert says in capsys.readouterr().err
+    assert not list(root.glob("rf/5"))
+
+
+def _rerun(command: str) -> str:
+    """Run a saved ``orchestrator train rf`` command; the version it registered."""
+    import shlex
+
+    argv = shlex.split(command)
+    assert argv[:3] == ["orchestrator", "train", "rf"] and main(argv[1:]) == 0
+    root = argv[argv.index("--registry") + 1]
+    return reg.resolve("rf", root=root).name
 
 
 def test_bad_rows_and_weights_exit_2_before_any_labelling(tiny_workload, tmp_path, capsys):
@@ -266,12 +287,17 @@ def test_bad_rows_and_weights_exit_2_before_any_labelling(tiny_workload, tmp_pat
                        (["--rows", str(rows)], "feature schema"),
                        (["--variant-weights", "x1"], "VARIANT=W"),
                        (["--variant-weights", "x1=0"], "VARIANT=W"),
-                       (["--variants", "x1", "--variant-weights", "x2=3"], "not among --variants")):
+                       (["--variants", "x1", "--variant-weights", "x2=3"], "not among --variants"),
+                       (["--save-rows", str(tmp_path)], "is a folder")):
         assert main([*base, *args]) == 2, args
         err = capsys.readouterr().err
         assert says in err and args[0] in err and "Traceback" not in err
     full = Rollout(np.zeros((k, len(CANDIDATE_FEATURE_NAMES)), np.float32), np.zeros(k), np.arange(k), np.zeros(k),
                    np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64), "tiny")
-    save_rows(rows, full, {"config": {"teacher": "rollout"}})
+    save_rows(rows, full, {"config": {"cluster": "configs/cluster/local.yaml", "teacher": "rollout"}})
     assert main([*base, "--rows", str(rows)]) == 2
     assert "--teacher 'rollout'" in capsys.readouterr().err
+    cut = tmp_path / "cut.npz"  # a file cut short (a crash while it was copied)
+    cut.write_bytes(rows.read_bytes()[:100])
+    assert main([*base, "--rows", str(cut)]) == 2
+    assert "not a rows file" in capsys.readouterr().err
