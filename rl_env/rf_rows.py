@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -135,11 +136,11 @@ def load_rows(paths: Sequence[str | os.PathLike]) -> tuple[Rollout, list[dict]]:
             with np.load(p, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {name: z[name] for name in _ARRAYS}
-            if not isinstance(meta, dict):
+            if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
                 raise ValueError("its meta is not a mapping")
         except FileNotFoundError:
             raise UsageError(f"--rows: {p}: no such file") from None
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise UsageError(f"--rows: {p}: not a rows file written by train rf --save-rows ({e})") from None
         if meta.get("format") != ROWS_FORMAT:
             raise UsageError(f"--rows: {p}: format {meta.get('format')!r}, this build reads {ROWS_FORMAT!r}")
@@ -149,7 +150,7 @@ def load_rows(paths: Sequence[str | os.PathLike]) -> tuple[Rollout, list[dict]]:
                              f"with {N_CANDIDATE_FEATURES}: label again")
         try:
             parts.append(Rollout(**arrays))
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise UsageError(f"--rows: {p}: {e}") from None
         metas.append(meta)
     if not parts:

@@ -375,9 +375,12 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
     else:
         est.fit(spec, _episodes(cfg, spec, cfg.seeds, variants), objective)
     if cfg.save_rows:
-        save_rows(cfg.save_rows, est.data_, {"command": command_line(cfg, root), "config": asdict(cfg),
-                                             "rows": int(len(est.y_)), "rounds": est.history_,
-                                             **({"rows_from": rows_from} if rows_from else {})})
+        try:
+            save_rows(cfg.save_rows, est.data_, {"command": command_line(cfg, root), "config": asdict(cfg),
+                                                 "rows": int(len(est.y_)), "rounds": est.history_,
+                                                 **({"rows_from": rows_from} if rows_from else {})})
+        except OSError as e:  # the forest is still worth registering after an hour of labelling
+            print(f"warning: --save-rows {cfg.save_rows}: not written ({e}); the forest is registered anyway")
     train_s = time.perf_counter() - t_start
 
     on_policy = list(est.label(spec, hold_eps, est.forest_, objective))
@@ -437,6 +440,8 @@ def _as_labelled(cfg: TrainArgs, metas: Sequence[dict]) -> TrainArgs:
     rounds = 0
     for f, m in zip(cfg.rows, metas):
         saved = m.get("config", {})
+        if not saved.get("seeds") or not saved.get("variants"):
+            raise UsageError(f"--rows: {f} does not record the seeds and cluster variants it was labelled on")
         for name in _LABEL_FIELDS:
             if saved.get(name) != getattr(cfg, name):
                 raise UsageError(f"--rows: {f} was labelled with --{name.replace('_', '-')} {saved.get(name)!r}, "

@@ -106,7 +106,8 @@ class TrainArgs:
             self.max_depth = None
 
     def argv(self) -> list[str]:
-        """Every field as ``train rf`` flags: parsing them gives back an equal :class:`TrainArgs` (a field
+        """Every field as ``train rf`` flags: parsing them gives back an equal :class:`TrainArgs` (with ``rows``,
+        equal once :func:`rl_env.train_rf.train` has filled in the rows' own seeds, variants and rounds; a field
         that is new or changes only the speed or an output, ``omit_default``, is left out at its default, so
         older saved commands still match; with ``rows``, the fields they fix, :data:`FROM_ROWS`, are too)."""
         out: list[str] = []

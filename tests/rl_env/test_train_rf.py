@@ -294,10 +294,14 @@ def test_bad_rows_and_weights_exit_2_before_any_labelling(tiny_workload, tmp_pat
         assert says in err and args[0] in err and "Traceback" not in err
     full = Rollout(np.zeros((k, len(CANDIDATE_FEATURE_NAMES)), np.float32), np.zeros(k), np.arange(k), np.zeros(k),
                    np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64), "tiny")
-    save_rows(rows, full, {"config": {"cluster": "configs/cluster/local.yaml", "teacher": "rollout"}})
+    save_rows(rows, full, {"config": {"cluster": "configs/cluster/local.yaml", "teacher": "rollout", "seeds": [1],
+                                      "variants": ["x1"]}})
     assert main([*base, "--rows", str(rows)]) == 2
     assert "--teacher 'rollout'" in capsys.readouterr().err
     cut = tmp_path / "cut.npz"  # a file cut short (a crash while it was copied)
     cut.write_bytes(rows.read_bytes()[:100])
-    assert main([*base, "--rows", str(cut)]) == 2
-    assert "not a rows file" in capsys.readouterr().err
+    plain = tmp_path / "plain.npy"  # numpy's one-array format, not a rows file
+    np.save(plain, np.zeros(3))
+    for bad in (cut, plain):
+        assert main([*base, "--rows", str(bad)]) == 2
+        assert "not a rows file" in capsys.readouterr().err
