@@ -138,7 +138,7 @@ class DAggerForest:
     """RandomForest regression of the teacher's per-candidate regret, sklearn-style: ``fit`` returns self.
 
     Fitted attributes: ``model_`` (the sklearn forest), ``forest_`` (its flat fast-path
-    form), ``data_`` (the pooled training rows; ``X_``/``y_`` their features and labels) and
+    form), ``data_`` (the pooled training rows) and
     ``history_`` (per round: rows, decisions, and how the driver's own choices fared against
     the teacher on the states it visited; a last ``"refit"`` entry after :meth:`refit`).
     """
@@ -172,7 +172,8 @@ class DAggerForest:
                                               "teacher_samples", "teacher_horizon", "teacher_horizon_s",
                                               "teacher_base", "weights")}
 
-    def _fit_model(self, data: Rollout):
+    def _fit_model(self, data: Rollout) -> None:
+        """Fit ``model_`` on ``data`` (weighted by variant) and set ``forest_`` and ``data_`` from it."""
         from sklearn.ensemble import RandomForestRegressor
 
         model = RandomForestRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
@@ -180,7 +181,7 @@ class DAggerForest:
                                       n_jobs=self.n_jobs, random_state=self.random_state)
         model.fit(data.X, data.y, sample_weight=data.row_weights(self.weights))
         model.n_jobs = 1  # predictions tree by tree in order: the flat forest's sums, bit for bit
-        return model
+        self.model_, self.forest_, self.data_ = model, FlatForest.from_sklearn(model), data
 
     def teacher_for(self, ep: Episode, objective: Objective | None) -> Policy:
         return make_teacher(self.teacher, self.random_state, objective, ep.streams, self.teacher_samples,
@@ -216,14 +217,12 @@ class DAggerForest:
             label_s = time.perf_counter() - t0
             data = new if data is None else Rollout.concat([data, new])
             t0 = time.perf_counter()
-            self.model_ = self._fit_model(data)
-            self.forest_ = FlatForest.from_sklearn(self.model_)
+            self._fit_model(data)
             self.history_.append({"round": r, "driver": who, "new_decisions": new.decisions,
                                   "new_rows": int(len(new.y)), "rows": int(len(data.y)),
                                   "label_s": round(label_s, 1), "fit_s": round(time.perf_counter() - t0, 2),
                                   "driver_agreement": float((new.taken == new.teacher).mean()),
                                   "driver_regret": float(new.regret_of(new.taken).mean())})
-        self.X_, self.y_, self.data_ = data.X, data.y, data
         return self
 
     def refit(self, data: Rollout, history: Sequence[dict] = ()) -> "DAggerForest":
@@ -232,13 +231,11 @@ class DAggerForest:
         if not data.decisions:
             raise UsageError("--rows: the files hold no decision to fit")
         t0 = time.perf_counter()
-        self.model_ = self._fit_model(data)
-        self.forest_ = FlatForest.from_sklearn(self.model_)
+        self._fit_model(data)
         self.history_ = [*history, {"round": "refit", "driver": "none", "new_decisions": 0, "new_rows": 0,
                                     "rows": int(len(data.y)), "label_s": 0.0,
                                     "fit_s": round(time.perf_counter() - t0, 2),
                                     "driver_agreement": None, "driver_regret": None}]
-        self.X_, self.y_, self.data_ = data.X, data.y, data
         return self
 
     def policy(self, explain: bool = True) -> RandomForestPolicy:
@@ -353,15 +350,17 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
         data, metas = load_rows(cfg.rows)
         cfg = _as_labelled(cfg, metas)
     variants = expand_variants(cfg.variants)
-    for v in variants:
-        missing = set(parse_variant(v)[1]) - set(spec.pools)
-        if missing and data is None:  # saved rows were labelled on their variants already
-            raise UsageError(f"--variants: {v!r}: no pool {sorted(missing)} in {cfg.cluster} (pools: {list(spec.pools)})")
-    objective = load_objective()
     weights = parse_weights(cfg.variant_weights)
-    unknown = sorted(set(weights) - set(variants))
-    if unknown and data is None:  # saved rows are checked by their tags
-        raise UsageError(f"--variant-weights: {unknown} not among --variants {variants}")
+    if data is None:  # saved rows were labelled on their variants already, and weights are checked by their tags
+        for v in variants:
+            missing = set(parse_variant(v)[1]) - set(spec.pools)
+            if missing:
+                raise UsageError(f"--variants: {v!r}: no pool {sorted(missing)} in {cfg.cluster} "
+                                 f"(pools: {list(spec.pools)})")
+        unknown = sorted(set(weights) - set(variants))
+        if unknown:
+            raise UsageError(f"--variant-weights: {unknown} not among --variants {variants}")
+    objective = load_objective()
     hold_eps = _episodes(cfg, spec, cfg.holdout_seeds, ["x1"])
     est = DAggerForest(n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
                        rounds=cfg.rounds, random_state=cfg.random_state, teacher=cfg.teacher, progress=progress,
@@ -377,7 +376,7 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
     if cfg.save_rows:
         try:
             save_rows(cfg.save_rows, est.data_, {"command": command_line(cfg, root), "config": asdict(cfg),
-                                                 "rows": int(len(est.y_)), "rounds": est.history_,
+                                                 "rows": int(len(est.data_.y)), "rounds": est.history_,
                                                  **({"rows_from": rows_from} if rows_from else {})})
         except OSError as e:  # the forest is still worth registering after an hour of labelling
             print(f"warning: --save-rows {cfg.save_rows}: not written ({e}); the forest is registered anyway")
@@ -386,7 +385,7 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
     on_policy = list(est.label(spec, hold_eps, est.forest_, objective))
     metrics: dict = {"holdout": regret_report(est.forest_, on_policy)}
     metrics["rounds"] = est.history_
-    metrics["train_rows"] = int(len(est.y_))
+    metrics["train_rows"] = int(len(est.data_.y))
     metrics["train_decisions"] = int(est.data_.decisions)
 
     # The forest's own results next to the heuristics, on the first held-out seed of each workload,
