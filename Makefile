@@ -36,16 +36,17 @@ demo-stop:
 system-deps:
 	@bash .ci/system-deps
 
-# The suite CI runs: everything but the slow full-trace reproduction.
+# The suite CI runs: everything but the slow full-trace reproduction. Two workers: one runs every
+# test that starts a Ray cluster, one after another (tests/conftest.py groups them), the other the rest.
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadgroup
 
 # The Serve router's live tests (real cluster, real HTTP, Prometheus, kills).
 test-router: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -m router_live
 
 test-all: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -17,6 +17,32 @@ TRACES = REPO_ROOT.parent / "shared" / "traces"
 
 _LOCAL_DATA = yaml.safe_load(LOCAL_YAML.read_text())
 
+#: Tests that start an emulated Ray cluster (the integration package's, the demo's). Under
+#: pytest-xdist (`make test` runs two workers with ``--dist loadgroup``) they form one unit of work,
+#: which one worker runs in collection order, so two clusters are never up at once and the
+#: integration package's cluster is down before the demo starts its own; the other worker runs the rest.
+#: (Training's private local instance, ``rl_env.ray_local``, joins no cluster: its tests run beside them.)
+RAY_CLUSTER_TESTS = ("tests/integration/", "tests/orchestrator/test_demo.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` with the Ray-cluster tests as one group, each other test its own.
+
+    Grouped by path here rather than by ``xdist_group`` marks: pytest-xdist 3.8 writes the mark's
+    group into ``Item._nodeid``, which pytest 9 no longer reads, so the marks group nothing.
+    xdist hands out the largest group first, so the longest chain of tests starts at once.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RayClusterTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "ray-cluster" if nodeid.startswith(RAY_CLUSTER_TESTS) else nodeid
+
+    return RayClusterTestsTogether(config, log)
+
 
 @pytest.fixture(scope="session")
 def local_spec() -> ClusterSpec:
