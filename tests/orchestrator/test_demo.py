@@ -249,6 +249,37 @@ def test_a_second_run_reuses_what_is_running(demo) -> None:
     assert state["cluster"] and state["serve"]  # still recorded as the demo's, for demo-stop
 
 
+def _see(page, text: str, timeout_s: float, demo: dict) -> None:
+    """Wait for ``text`` on the page; failing, say what the page and the router's history showed instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_selector(f"text={text}", timeout=timeout_s * 1000)
+    except PlaywrightTimeout:
+        try:
+            body = page.inner_text("body", timeout=5000)
+        except PlaywrightTimeout:
+            body = "(the page did not answer)"
+        history = demo["root"] / "out" / "history.db"
+        pytest.fail(f"{text!r} not shown within {timeout_s:g} s; the page's text ends with:\n{body[-3000:]}\n"
+                    f"router healthz: {_answers(demo['router'] + '/healthz')}; history: {_last_tasks(history)}")
+
+
+def _last_tasks(db: Path) -> str:
+    """The router history's last three tasks (status, node, reason), for a failure's message."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            if "tasks" not in names:
+                return f"no tasks table (tables: {names})"
+            cols = [r[1] for r in con.execute("PRAGMA table_info(tasks)")]
+            return f"{cols}: {con.execute('SELECT * FROM tasks ORDER BY rowid DESC LIMIT 3').fetchall()}"
+    except sqlite3.Error as e:
+        return f"unreadable ({e})"
+
+
 @pytest.mark.browser
 def test_submit_page_places_a_task_on_the_live_router_and_shows_the_result(demo) -> None:
     with chromium() as b:
@@ -260,12 +291,12 @@ def test_submit_page_places_a_task_on_the_live_router_and_shows_the_result(demo)
         page.get_by_label("Example").click()
         page.get_by_role("option", name="LLM inference").click()
         page.get_by_role("button", name="Submit").click()
-        page.wait_for_selector("text=Placed on", timeout=90_000)
-        page.wait_for_selector("text=Measured result", timeout=90_000)
-        page.wait_for_selector("text=Measured on the cluster", timeout=30_000)
+        _see(page, "Placed on", 90, demo)
+        _see(page, "Measured result", 90, demo)
+        _see(page, "Measured on the cluster", 30, demo)
         for what in ("Confidence", "Why:", "Status", "Latency (ms)", "Cost ($)", "succeeded"):
             # Streamlit sends a run's elements as they are made: wait for each rather than read once
-            page.wait_for_selector(f"text={what}", timeout=30_000)
+            _see(page, what, 30, demo)
         body = page.inner_text("body")
         assert "Traceback" not in body and "Something went wrong" not in body
         assert "gpu" in body  # the LLM example needs a GPU share: a GPU pool and its share
