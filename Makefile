@@ -37,7 +37,8 @@ system-deps:
 	@bash .ci/system-deps
 
 # The suite CI runs: everything but the slow full-trace reproduction. Two workers: one runs every
-# test that starts a Ray cluster, one after another (tests/conftest.py groups them), the other the rest.
+# test that starts an emulated Ray cluster, one after another (tests/conftest.py groups them), while
+# the other runs the rest (so does `test-all`).
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadgroup
 

@@ -27,13 +27,15 @@ RAY_CLUSTER_TESTS = ("tests/integration/", "tests/orchestrator/test_demo.py")
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """``--dist loadgroup`` with the Ray-cluster tests as one group, each other test its own.
+    """``--dist loadgroup`` (or plain ``-n``) with the Ray-cluster tests as one group, each other test its own.
 
     Grouped by path here rather than by ``xdist_group`` marks: pytest-xdist 3.8 writes the mark's
     group into ``Item._nodeid``, which pytest 9 no longer reads, so the marks group nothing.
-    xdist hands out the largest group first, so the longest chain of tests starts at once.
+    xdist hands out the largest group first, so the longest chain of tests starts at once. Should a
+    worker die mid-group, xdist gives the rest of it to the other worker while the dead one's cluster
+    may still run: two clusters at once, for that rare run only.
     """
-    if config.getvalue("dist") != "loadgroup":
+    if config.getvalue("dist") not in ("load", "loadgroup"):  # other modes are the caller's explicit choice
         return None
     from xdist.scheduler import LoadScopeScheduling
 

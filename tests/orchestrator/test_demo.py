@@ -251,15 +251,15 @@ def test_a_second_run_reuses_what_is_running(demo) -> None:
 
 def _see(page, text: str, timeout_s: float, demo: dict) -> None:
     """Wait for ``text`` on the page; failing, say what the page and the router's history showed instead."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import Error as PlaywrightError  # its TimeoutError is one
 
     try:
         page.wait_for_selector(f"text={text}", timeout=timeout_s * 1000)
-    except PlaywrightTimeout:
+    except PlaywrightError as waited:
         try:
             body = page.inner_text("body", timeout=5000)
-        except PlaywrightTimeout:
-            body = "(the page did not answer)"
+        except PlaywrightError as e:
+            body = f"(the page did not answer: {e}; the wait ended with: {waited})"
         history = demo["root"] / "out" / "history.db"
         pytest.fail(f"{text!r} not shown within {timeout_s:g} s; the page's text ends with:\n{body[-3000:]}\n"
                     f"router healthz: {_answers(demo['router'] + '/healthz')}; history: {_last_tasks(history)}")
@@ -268,9 +268,10 @@ def _see(page, text: str, timeout_s: float, demo: dict) -> None:
 def _last_tasks(db: Path) -> str:
     """The router history's last three tasks (status, node, reason), for a failure's message."""
     import sqlite3
+    from contextlib import closing
 
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
             names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
             if "tasks" not in names:
                 return f"no tasks table (tables: {names})"
