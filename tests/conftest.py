@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,9 @@ CONFIGS = REPO_ROOT / "configs"
 LOCAL_YAML = CONFIGS / "cluster" / "local.yaml"
 #: ../shared/traces beside the checkout (see DESIGN.md "Data in ../shared/traces").
 TRACES = REPO_ROOT.parent / "shared" / "traces"
+#: where the browser tests leave their screenshots of the Streamlit view
+SCREENSHOTS = Path(os.environ.get("ORCH_SCREENSHOTS", REPO_ROOT / "results" / "screenshots"))
+_STARTED = time.time()
 
 _LOCAL_DATA = yaml.safe_load(LOCAL_YAML.read_text())
 
@@ -44,6 +49,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             return "ray-cluster" if nodeid.startswith(RAY_CLUSTER_TESTS) else nodeid
 
     return RayClusterTestsTogether(config, log)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """The screenshots this run took, listed at its end (by the xdist controller: workers' output is dropped)."""
+    if hasattr(config, "workerinput") or not SCREENSHOTS.is_dir():
+        return
+    shots = sorted(p for p in SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= _STARTED)
+    if shots:
+        terminalreporter.write_sep("-", "Streamlit view screenshots")
+        for p in shots:
+            terminalreporter.write_line(str(p))
 
 
 @pytest.fixture(scope="session")

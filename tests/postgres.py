@@ -16,7 +16,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from cluster.procs import free_fixed_port
 
 SKIP = "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql (.ci/run does)"
 
@@ -37,17 +38,11 @@ def find_bin() -> Path | None:
     return Path(os.path.realpath(initdb)).parent if initdb and shutil.which("pg_ctl") else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PostgresServer:
     """initdb, start and stop one server in ``root`` (a fresh folder)."""
 
     def __init__(self, bin_dir: Path, root: Path, *, fsync: bool = False) -> None:
-        self.bin, self.root, self.port = bin_dir, root, _free_port()
+        self.bin, self.root, self.port = bin_dir, root, free_fixed_port()  # bound later: outside the ephemeral range
         self.data = root / "data"
         self.user: pwd.struct_passwd | None = None
         if os.geteuid() == 0:  # initdb: "cannot be run as root"

@@ -24,9 +24,10 @@ from typing import Iterator
 
 import pytest
 
+from cluster.procs import free_fixed_port
 from tests.browser.fake_prometheus import FakePrometheus
 from tests.chromium import chromium
-from tests.conftest import REPO_ROOT, TRACES
+from tests.conftest import REPO_ROOT, SCREENSHOTS, TRACES
 
 ADMIN_SECRET = "test-secret-7f3a"
 #: the 13 heuristics `make demo` compares (its learned two need trained models)
@@ -37,14 +38,12 @@ ROUTER_POLICY = "fgd"
 HISTORY_TASKS = 250
 #: the counterfactual replay the Loop page shows, the champion first
 LOOP_POLICIES = ["fastest-feasible", "least-loaded", "random"]
-SCREENSHOTS = Path(os.environ.get("ORCH_SCREENSHOTS", REPO_ROOT / "results" / "screenshots"))
-_SHOTS: list[Path] = []
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port a server binds later, outside the ephemeral range: the Ray processes the suite's other
+    worker runs open outgoing connections that could take an ephemeral one first (cluster.procs)."""
+    return free_fixed_port()
 
 
 @pytest.fixture(scope="session")
@@ -244,13 +243,5 @@ def screenshot(page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(size)
-    _SHOTS.append(path)
     print(f"screenshot: {path}")
     return path
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    if _SHOTS:
-        terminalreporter.write_sep("-", "Streamlit view screenshots")
-        for p in _SHOTS:
-            terminalreporter.write_line(str(p))

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cluster.procs import all_pids, cmdline, port_open
+from cluster.procs import all_pids, cmdline, free_fixed_port, port_open
 from tests.chromium import chromium
 from tests.conftest import REPO_ROOT
 
@@ -39,14 +39,15 @@ PROMETHEUS = shutil.which("prometheus")
 PORTS = ("DEMO_RAY_PORT", "DEMO_DASHBOARD_PORT", "DEMO_ROUTER_PORT", "DEMO_STREAMLIT_PORT", "DEMO_PROMETHEUS_PORT")
 
 
-def _free_port() -> int:
-    """A free TCP port outside Ray's default worker port range (10002-19999)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 20000:
-            return port
+def _free_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """A distinct free port per name, outside Ray's worker port range (10002-19999) and the ephemeral
+    range (Ray's outgoing connections could take an ephemeral one before the demo binds it)."""
+    ports: dict[str, int] = {}
+    while len(ports) < len(names):
+        port = free_fixed_port()
+        if port not in ports.values():
+            ports[names[len(ports)]] = port
+    return ports
 
 
 def _answers(url: str, timeout: float = 10.0) -> int:
@@ -88,7 +89,7 @@ def demo():
     from cluster import launcher
 
     root = Path(tempfile.mkdtemp(prefix="orch-demo-", dir="/tmp"))  # short: Ray's Unix socket paths
-    ports = {k: _free_port() for k in PORTS}
+    ports = _free_ports(PORTS)
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "DEMO_OUT": str(root / "out"),
            "DEMO_RAY_DIR": str(root / "ray"), "DEMO_TOKEN_FILE": str(root / "auth_token"),
            "ORCH_REGISTRY": str(_registry(root)), "DEMO_DURATION": str(DURATION), "DEMO_SKIP_TRACE": "1",
