@@ -40,12 +40,6 @@ HISTORY_TASKS = 250
 LOOP_POLICIES = ["fastest-feasible", "least-loaded", "random"]
 
 
-def _free_port() -> int:
-    """A port a server binds later, outside the ephemeral range: the Ray processes the suite's other
-    worker runs open outgoing connections that could take an ephemeral one first (cluster.procs)."""
-    return free_fixed_port()
-
-
 @pytest.fixture(scope="session")
 def result_root(tmp_path_factory) -> Path:
     """One real comparison run (13 policies, 60 s of the mixed workload), and a packing replay."""
@@ -85,7 +79,7 @@ def _serving(svc) -> Iterator[str]:
 
     auth = AdminAuth(token_sha256(ADMIN_SECRET), "no admin token")
     server = uvicorn.Server(uvicorn.Config(create_api(lambda: svc, lambda: auth), host="127.0.0.1",
-                                           port=_free_port(), log_level="warning"))
+                                           port=free_fixed_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -183,11 +177,11 @@ def loop_router(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def streamlit_url(result_root: Path, prometheus: FakePrometheus):
-    port = _free_port()
+    port = free_fixed_port()
     env = {**os.environ, "ORCH_RESULTS": str(result_root), "ORCH_ADMIN_TOKEN": ADMIN_SECRET,
-           "ORCH_ROUTER_URL": f"http://127.0.0.1:{_free_port()}",  # nothing listens there
-           "ORCH_GRAFANA_URL": f"http://127.0.0.1:{_free_port()}",  # neither runs: no links to them
-           "ORCH_RAY_DASHBOARD": f"http://127.0.0.1:{_free_port()}",
+           "ORCH_ROUTER_URL": f"http://127.0.0.1:{free_fixed_port()}",  # nothing listens there
+           "ORCH_GRAFANA_URL": f"http://127.0.0.1:{free_fixed_port()}",  # neither runs: no links to them
+           "ORCH_RAY_DASHBOARD": f"http://127.0.0.1:{free_fixed_port()}",
            "ORCH_PROMETHEUS_URL": prometheus.url}
     env.pop("ORCH_ADMIN_TOKEN_FILE", None)
     proc = subprocess.Popen(

@@ -267,7 +267,7 @@ def _see(page, text: str, timeout_s: float, demo: dict) -> None:
 
 
 def _last_tasks(db: Path) -> str:
-    """The router history's last three tasks (status, node, reason), for a failure's message."""
+    """The router history's last three task rows, with the column names, for a failure's message."""
     import sqlite3
     from contextlib import closing
 
