@@ -54,7 +54,10 @@ def session_pids(sid: int, markers: tuple[str, ...] = _RAY_MARKERS) -> list[int]
         except OSError:
             continue
         cmd = cmdline(pid)
-        if any(m in cmd for m in markers) and not _is_zombie(pid):
+        # An exiting process has already released its command line but still holds its
+        # ports and files until it is a zombie: count it as live, or a stop returns early.
+        exiting = not cmd and Path(f"/proc/{pid}").exists()
+        if (exiting or any(m in cmd for m in markers)) and not _is_zombie(pid):
             out.append(pid)
     return out
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 
+from cluster import procs
 from cluster.procs import ephemeral_ports, free_fixed_port, in_ephemeral_range, listening_sockets
 
 
@@ -37,3 +39,19 @@ def test_listening_sockets_names_the_address_each_process_listens_on() -> None:
         # (servers an earlier test of this process left listening may be there too)
         assert {("127.0.0.1", v4.getsockname()[1]), ("::", v6.getsockname()[1])} <= mine
         assert not {p for _, p in mine} & {idle.getsockname()[1]}
+
+
+def test_a_session_process_whose_command_line_is_already_gone_still_counts_until_reaped(monkeypatch) -> None:
+    # an exiting process drops its command line before it lets go of its ports: a stop that
+    # stopped waiting then returned while Prometheus still ran (seen under a two-worker suite)
+    p = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert procs.session_pids(p.pid, ("sleep",)) == [p.pid]
+        monkeypatch.setattr(procs, "cmdline", lambda pid: "")
+        assert procs.session_pids(p.pid, ("sleep",)) == [p.pid]
+        p.kill()
+        p.wait()
+        assert procs.session_pids(p.pid, ("sleep",)) == []
+    finally:
+        p.kill()
+        p.wait()
