@@ -58,6 +58,8 @@ from simulations.workloads import WorkloadSpec, future_streams, generate, load_w
 
 DEFAULT_WORKLOADS = ("configs/workloads/high_load.yaml", "configs/workloads/gpu_heavy_high.yaml")
 LEARNED = tuple(LEARNED_KINDS)
+#: policies that simulate sampled futures of the workload (rollout per decision, auto per run)
+LOOKAHEAD = ("rollout", "auto")
 
 __all__ = ["evaluate", "quality_checks", "is_heuristic", "cli"]
 
@@ -106,7 +108,7 @@ def _run(spec: ClusterSpec, wl: WorkloadSpec, seed: int, policies: Sequence[str]
 
     def make(name: str) -> Policy:
         # a lookahead samples futures from the workload's own generator, never this run's tasks
-        params = {"future": Future(future_streams(wl))} if name.partition(":")[0] == "rollout" else {}
+        params = {"future": Future(future_streams(wl))} if name.partition(":")[0] in LOOKAHEAD else {}
         timed[name] = TimedPolicy(make_policy(name, **params))
         return timed[name]
 

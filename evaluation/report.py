@@ -18,7 +18,7 @@ from evaluation.held_out import LEARNED_KINDS
 from evaluation.paired_stats import bootstrap_ci, paired_margin_pct, paired_wins
 
 #: not rules of thumb: learned policies and lookahead teachers (scored against the heuristics)
-NOT_HEURISTIC = (*LEARNED_KINDS, "oracle", "rollout")
+NOT_HEURISTIC = (*LEARNED_KINDS, "oracle", "rollout", "auto")
 #: per-seed columns averaged as they are
 MEAN_COLUMNS = ["slo_miss_%", "lat_p50_ms", "lat_p95_ms", "cost_task_$", "rejected"]
 

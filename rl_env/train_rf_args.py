@@ -25,7 +25,7 @@ DEFAULT_WORKLOADS = ("configs/workloads/mixed.yaml", "configs/workloads/high_loa
 BASELINES = ("fastest-feasible", "least-loaded", "cheapest-feasible", "best-fit", "gpu-packing",
              "gpu-clustering", "k8s-default", "ray-default", "oracle")
 #: policies that cannot be a rollout base: lookahead or learned ones would roll rolls (or a model) per step
-NOT_BASES = frozenset({"rollout", "oracle", "rf", "rl", "rl-sample"})
+NOT_BASES = frozenset({"rollout", "auto", "oracle", "rf", "rl", "rl-sample"})
 #: how an optional setting's absence is written on the command line
 NONE = "none"
 #: settings that saved rows fix (``--rows``): the runs that labelled them chose these

@@ -1,0 +1,72 @@
+"""The auto policy: it simulates its members on the cluster it serves and places as the best of them."""
+from __future__ import annotations
+
+import pytest
+
+from cluster.topology import load_cluster
+from evaluation.report import is_heuristic
+from scheduler.policies.rollout import Future
+from scheduler.policy import make_policy
+from simulations.engine import simulate
+from simulations.workloads import generate, load_workload
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_cluster("configs/cluster/local.yaml")
+
+
+def _decisions(spec, tasks, policy) -> list:
+    """Every decision of ``policy`` over a run of ``tasks``."""
+    out = []
+
+    class Spy:
+        pure, name = False, policy.name
+
+        def reset(self, seed=None):
+            policy.reset(seed)
+
+        def select(self, task, state):
+            d = policy.select(task, state)
+            out.append(d)
+            return d
+
+    simulate(spec, tasks, Spy(), seed=5)
+    return out
+
+
+def _where(decisions: list) -> list[tuple[int, object]]:
+    return [(d.node, d.share) for d in decisions]
+
+
+def test_it_places_every_task_as_the_member_that_simulated_best_on_sampled_futures(spec) -> None:
+    # under high_load the cheap rule queues work the fast rule would not: every future says so
+    wl = load_workload("configs/workloads/high_load.yaml")
+    futures = Future([generate(wl, seed=70_000 + k, duration_s=40) for k in range(2)])
+    auto = make_policy("auto", members="cheapest-feasible,fastest-feasible", future=futures)
+    tasks = generate(wl, seed=5, duration_s=40)
+    placed = _decisions(spec, tasks, auto)
+    assert auto.chosen == "fastest-feasible"
+    assert set(auto.table) == {"cheapest-feasible", "fastest-feasible"}
+    assert auto.table["fastest-feasible"] < auto.table["cheapest-feasible"]
+    assert _where(placed) == _where(_decisions(spec, tasks, make_policy("fastest-feasible")))
+    assert all(d.policy == "auto" and d.explanation.startswith("fastest-feasible (auto: simulated objective")
+               for d in placed)
+
+
+def test_without_a_workload_it_chooses_on_its_own_recent_past(spec) -> None:
+    wl = load_workload("configs/workloads/high_load.yaml")
+    tasks = generate(wl, seed=6, duration_s=40)
+    auto = make_policy("auto", members="cheapest-feasible,fastest-feasible", warmup=100, every=10_000)
+    placed = _where(_decisions(spec, tasks, auto))
+    cheap = _where(_decisions(spec, tasks, make_policy("cheapest-feasible")))
+    assert placed[:100] == cheap[:100]  # the first member places the warm-up
+    assert auto.chosen == "fastest-feasible" and placed[100:] != cheap[100:]
+
+
+def test_bad_members_are_refused_and_it_is_never_taken_for_a_heuristic() -> None:
+    with pytest.raises(ValueError, match="members"):
+        make_policy("auto", members=" , ")
+    with pytest.raises(ValueError, match="members"):
+        make_policy("auto", members="auto,fastest-feasible")
+    assert not is_heuristic("auto")  # evaluate's best heuristic is never auto's own choice
