@@ -41,7 +41,9 @@ def session_pids(sid: int, markers: tuple[str, ...] = _RAY_MARKERS) -> list[int]
     """Live Ray processes of session ``sid`` (the ``ray start`` this launcher ran).
 
     The command line must contain one of ``markers`` too (Ray's, by default), a guard
-    against a recycled session id.
+    against a recycled session id; an empty one passes (a process of the session that is
+    exiting), so a stop waits for it, and a recycled id whose process is exiting just then
+    gets a signal it no longer needs. Zombies are gone.
     """
     me = os.getpid()
     out = []

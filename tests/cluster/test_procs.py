@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
+from pathlib import Path
 
 from cluster import procs
 from cluster.procs import ephemeral_ports, free_fixed_port, in_ephemeral_range, listening_sockets
@@ -41,7 +43,7 @@ def test_listening_sockets_names_the_address_each_process_listens_on() -> None:
         assert not {p for _, p in mine} & {idle.getsockname()[1]}
 
 
-def test_a_session_process_whose_command_line_is_already_gone_still_counts_until_reaped(monkeypatch) -> None:
+def test_a_session_process_whose_command_line_is_already_gone_counts_until_it_is_a_zombie(monkeypatch) -> None:
     # an exiting process drops its command line before it lets go of its ports: a stop that
     # stopped waiting then returned while Prometheus still ran (seen under a two-worker suite)
     p = subprocess.Popen(["sleep", "30"], start_new_session=True)
@@ -49,9 +51,12 @@ def test_a_session_process_whose_command_line_is_already_gone_still_counts_until
         assert procs.session_pids(p.pid, ("sleep",)) == [p.pid]
         monkeypatch.setattr(procs, "cmdline", lambda pid: "")
         assert procs.session_pids(p.pid, ("sleep",)) == [p.pid]
-        p.kill()
-        p.wait()
+        p.kill()  # not reaped: it turns zombie, still in /proc, and no longer counts
+        deadline = time.monotonic() + 5
+        while procs.session_pids(p.pid, ("sleep",)) and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert procs.session_pids(p.pid, ("sleep",)) == []
+        assert Path(f"/proc/{p.pid}").exists()
     finally:
         p.kill()
         p.wait()
