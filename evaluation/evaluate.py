@@ -150,12 +150,13 @@ def _today() -> str:
 
 
 def _usable(policies: list[str]) -> list[str]:
-    """Drop learned policies with no artifact (saying how to get one); others must exist."""
+    """Drop learned policies with no artifact (saying how to get one), and ``auto`` when one of its
+    learned members has none; others must exist."""
     from scheduler.model_registry import RegistryError
 
     keep = []
     for p in policies:
-        if p.partition(":")[0] in LEARNED:
+        if p.partition(":")[0] in (*LEARNED, "auto"):
             try:
                 make_policy(p)
             except (RegistryError, FileNotFoundError) as e:
@@ -352,26 +353,26 @@ def _cli_one(args: argparse.Namespace, policies: list[str], seeds: list[int], us
 
 
 def random_cluster_table(table: pd.DataFrame, header: str) -> str:
-    """Markdown: per random cluster and workload, each learned policy's paired margin over that cell's
-    best heuristic; then per learned policy how many cells it wins, how many it is within 1% of, its
-    mean and its worst margin (where it is worst)."""
-    learned = [p for p in dict.fromkeys(table["policy"]) if p.partition(":")[0] in LEARNED]
-    if not learned:
-        return header + "\n\nNo learned policy in this run: each cluster's tables are in its own folder.\n"
+    """Markdown: per random cluster and workload, each learned or lookahead policy's paired margin over
+    that cell's best heuristic; then per such policy how many cells it wins, how many it is within 1%
+    of, its mean and its worst margin (where it is worst)."""
+    scored = [p for p in dict.fromkeys(table["policy"]) if p.partition(":")[0] in (*LEARNED, *LOOKAHEAD)]
+    if not scored:
+        return header + "\n\nNo learned or lookahead policy in this run: each cluster's tables are in its own folder.\n"
     cells = table.drop_duplicates(["cluster", "workload"])[["cluster", "workload", "best_heuristic", "description"]]
     margin = table.set_index(["cluster", "workload", "policy"])["margin_pct"]
     lines = [header, "", "Clusters:", ""]
     lines += [f"- `rand:{c}`: {d}" for c, d in cells.drop_duplicates("cluster")[["cluster", "description"]]
               .itertuples(index=False)]
     lines += ["", "Cells are the paired margin over the best heuristic of that cluster and workload "
-              "(positive: the learned policy is better).", "",
-              "| cluster | workload | best heuristic | " + " | ".join(learned) + " |",
-              "|---|---|---|" + "---|" * len(learned)]
+              "(positive: the policy is better).", "",
+              "| cluster | workload | best heuristic | " + " | ".join(scored) + " |",
+              "|---|---|---|" + "---|" * len(scored)]
     for c, w, b, _ in cells.itertuples(index=False):
         lines.append(f"| rand:{c} | {w} | {b} | "
-                     + " | ".join(f"{margin.get((c, w, p), float('nan')):+.1f}%" for p in learned) + " |")
+                     + " | ".join(f"{margin.get((c, w, p), float('nan')):+.1f}%" for p in scored) + " |")
     lines += ["", "| policy | cells | ahead | within 1% | mean margin | worst margin |", "|---|---|---|---|---|---|"]
-    for p in learned:
+    for p in scored:
         m = margin.xs(p, level="policy").dropna()
         if m.empty:
             continue

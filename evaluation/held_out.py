@@ -89,11 +89,15 @@ def seed_uses_of(artifact: str, kind: str, meta: dict) -> tuple[list[SeedUse], l
 
 
 def learned_artifacts(policies: Sequence[str], root=None) -> dict[str, tuple[str, dict]]:
-    """Each learned policy's artifact among ``policies``, once: ``{"rf:5": (kind, meta)}``."""
+    """Each learned policy's artifact among ``policies`` (and ``auto``'s learned members), once:
+    ``{"rf:5": (kind, meta)}``."""
     from scheduler import model_registry
 
+    from scheduler.policies.auto import learned_members
+
     out: dict[str, tuple[str, dict]] = {}
-    for p in policies:
+    # auto may place as its learned members: their seeds and clusters count as its own
+    for p in [m for p in policies for m in (learned_members(root=root) if p == "auto" else [p])]:
         base, _, version = p.partition(":")
         kind = LEARNED_KINDS.get(base)
         if kind is None:

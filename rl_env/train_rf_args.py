@@ -176,6 +176,8 @@ class TrainArgs:
         known = set(available_policies())
         if args.teacher.partition(":")[0] not in known:
             raise UsageError(f"--teacher: unknown policy {args.teacher!r}")
+        if args.teacher.partition(":")[0] == "auto":
+            raise UsageError("--teacher: auto delegates to a forest among others; name the teacher itself")
         bases = [b.strip() for b in args.teacher_base.split(",") if b.strip()]
         bad = [b for b in bases if b not in known or b in NOT_BASES]
         if not bases or bad:

@@ -50,7 +50,10 @@ def build_policy(ref: str, version: str | int | None = None, *, seed: int = 0,
     if base not in LEARNED:
         if ver is not None:
             raise PolicyChoiceError("version", f"{base} is a built-in heuristic and has no versions")
-        pol = make_policy(base, seed=seed)
+        try:  # auto loads its learned members (rf) from the registry
+            pol = make_policy(base, seed=seed, **({"root": registry} if registry and base == "auto" else {}))
+        except model_registry.RegistryError as exc:
+            raise PolicyChoiceError("policy", str(exc)) from None
         return ActivePolicy(pol, base, None, time.time())
     try:
         v = int(model_registry.resolve(base, "latest" if ver is None else ver, registry).name)

@@ -17,8 +17,10 @@ with the first member, then chooses on what it saw, and again every ``every`` de
 from __future__ import annotations
 
 import math
+import os
 
 from cluster.state import ClusterState
+from scheduler import model_registry
 from scheduler.objective import Objective, load_objective
 from scheduler.policies.rollout import Future, _at
 from scheduler.policy import Decision, Policy, make_policy, register
@@ -29,6 +31,31 @@ from scheduler.task import Task
 #: member that is missing cannot be chosen (the first member also places the recent-past warm-up)
 DEFAULT_MEMBERS = ("rf,fastest-feasible,best-fit,cheapest-feasible,least-loaded,gpu-clustering,gpu-packing,"
                    "dot-product,fgd,k8s-default,ray-default")
+#: members loaded from the model registry (name -> registry kind): pinned to a version when built
+LEARNED_MEMBERS = {"rf": "rf", "rl": "rl", "rl-sample": "rl"}
+#: members that would simulate inside every simulated decision
+NOT_MEMBERS = ("auto", "rollout")
+
+
+def learned_members(members: str = DEFAULT_MEMBERS, root: str | os.PathLike | None = None) -> list[str]:
+    """The learned members of ``members``, each pinned to its registry version (``rf`` -> ``rf:5``):
+    what ``auto`` may delegate to, so an evaluation checks their training seeds and clusters too."""
+    out = []
+    for name in _names(members):
+        base, _, version = name.partition(":")
+        if base in LEARNED_MEMBERS:
+            out.append(f"{base}:{model_registry.resolve(LEARNED_MEMBERS[base], version or 'latest', root).name}")
+    return out
+
+
+def _names(members: str) -> list[str]:
+    names = list(dict.fromkeys(m.strip() for m in members.split(",") if m.strip()))
+    if not names:
+        raise ValueError("members: name at least one policy")
+    bad = [n for n in names if n.partition(":")[0] in NOT_MEMBERS]
+    if bad:
+        raise ValueError(f"members: {', '.join(bad)} cannot be a member (it simulates at every decision)")
+    return names
 
 
 @register("auto")
@@ -46,29 +73,39 @@ class Auto:
     pure = False
 
     def __init__(self, seed: int | None = 0, members: str = DEFAULT_MEMBERS, future: Future | None = None,
-                 warmup: int = 200, every: int = 2000, objective: Objective | str | None = None) -> None:
-        names = list(dict.fromkeys(m.strip() for m in members.split(",") if m.strip()))
-        if not names:
-            raise ValueError("members: name at least one policy")
-        if "auto" in {n.partition(":")[0] for n in names}:
-            raise ValueError("members: auto cannot be its own member")
+                 warmup: int = 200, every: int = 2000, objective: Objective | str | None = None,
+                 root: str | os.PathLike | None = None) -> None:
+        names = _names(members)
         if warmup < 2 or every < 1:
             raise ValueError("warmup must be >= 2 and every >= 1")
+        pinned = iter(learned_members(",".join(names), root))  # a missing model fails here, not mid-run
+        self.members = [next(pinned) if n.partition(":")[0] in LEARNED_MEMBERS else n for n in names]
+        self._root = root
+        # one instance per member for the simulated runs (each run resets it), built now so that a
+        # bad member fails at construction; learned ones without the explanation nobody reads there
+        self._sim: dict[str, Policy] = {n: self._make(n, explain=False) for n in self.members}
         self.name = "auto"
-        self.members = names
         self.future = future or Future()
         self.warmup, self.every = warmup, every
         self.objective = load_objective(objective) if isinstance(objective, str) else objective or load_objective()
         #: each member's mean objective at the last choice, and the member chosen
         self.table: dict[str, float] = {}
-        self.chosen = names[0]
+        self.chosen = self.members[0]
         self.reset(seed)
+
+    def _make(self, name: str, seed: int | None = 0, explain: bool = True) -> Policy:
+        if name.partition(":")[0] in LEARNED_MEMBERS:
+            params = {"root": self._root} if self._root is not None else {}
+            return make_policy(name, seed=seed, **params, **({"explain": explain} if name.startswith("rf:") else {}))
+        return make_policy(name, seed=seed)
 
     def reset(self, seed: int | None = None) -> None:
         self.seed = seed
-        self._live: Policy = make_policy(self.members[0], seed=seed)
+        self._live: Policy = self._make(self.members[0], seed)
         self.chosen = self.members[0]
         self.table = {}
+        self.basis = ""
+        self.future.past.clear()  # the recent past is this run's
         self._decisions = 0
         self._next_choice = self.warmup  # recent-past mode only: with streams, one choice before the first decision
 
@@ -78,39 +115,41 @@ class Auto:
 
         if self.future.streams:
             streams = self.future.streams
-        else:
-            past = list(self.future.past)
+            self.basis = f"over {len(streams)} sampled futures"
+        else:  # the tasks it was asked to place, once each (a re-placed task comes again), from an empty cluster
+            past = sorted({t.id: t for t in self.future.past}.values(), key=lambda t: t.arrival)
             t0 = past[0].arrival
             streams = [[_at(t, t.arrival - t0) for t in past]]
+            self.basis = f"on its last {len(past)} tasks"
         table = {}
-        for name in self.members:
+        for name, policy in self._sim.items():
             total = 0.0
             for k, stream in enumerate(streams):  # every member on the same futures and seeds
-                r = simulate(state.spec, stream, make_policy(name, seed=k), seed=k, objective=self.objective)
-                score = float(r.records["score"].mean())  # the run's objective: unscored tasks are NaN
+                r = simulate(state.spec, stream, policy, seed=k, objective=self.objective)
+                score = r.summary["objective_mean"]
                 total += score if math.isfinite(score) else math.inf  # nothing placed: never the best
             table[name] = total / len(streams)
         best = min(self.members, key=lambda n: (table[n], self.members.index(n)))
         if best != self.chosen:
-            self._live = make_policy(best, seed=self.seed)
+            self._live = self._make(best, self.seed)
         self.chosen, self.table = best, table
         return best
 
     def select(self, task: Task, state: ClusterState) -> Decision:
-        self.future.observe(task)
         if self.future.streams:
             if not self.table:
                 self.choose(state)
-        elif self._decisions == self._next_choice:
+        elif self._decisions == self._next_choice:  # on the tasks placed so far
             self.choose(state)
             self._next_choice += self.every
+        self.future.observe(task)
         self._decisions += 1
         d = self._live.select(task, state)
         d.policy = self.name
         if self.table:
             ranked = sorted(self.table, key=self.table.get)
             runner = f", next {ranked[1]} {self.table[ranked[1]]:.3g}" if len(ranked) > 1 else ""
-            d.explanation = (f"{self.chosen} (auto: simulated objective {self.table[self.chosen]:.3g}{runner}): "
+            d.explanation = (f"{self.chosen} (auto: simulated objective {self.table[self.chosen]:.3g} {self.basis}{runner}): "
                              f"{d.explanation}")
         else:
             d.explanation = f"{self.chosen} (auto: before its first choice): {d.explanation}"

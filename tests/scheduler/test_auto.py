@@ -54,19 +54,30 @@ def test_it_places_every_task_as_the_member_that_simulated_best_on_sampled_futur
                for d in placed)
 
 
-def test_without_a_workload_it_chooses_on_its_own_recent_past(spec) -> None:
+def test_without_a_workload_it_chooses_on_its_own_recent_past_and_a_new_run_forgets_it(spec) -> None:
     wl = load_workload("configs/workloads/high_load.yaml")
     tasks = generate(wl, seed=6, duration_s=40)
     auto = make_policy("auto", members="cheapest-feasible,fastest-feasible", warmup=100, every=10_000)
-    placed = _where(_decisions(spec, tasks, auto))
+    placed = _decisions(spec, tasks, auto)
     cheap = _where(_decisions(spec, tasks, make_policy("cheapest-feasible")))
-    assert placed[:100] == cheap[:100]  # the first member places the warm-up
-    assert auto.chosen == "fastest-feasible" and placed[100:] != cheap[100:]
+    assert _where(placed[:100]) == cheap[:100]  # the first member places the warm-up
+    assert auto.chosen == "fastest-feasible" and _where(placed[100:]) != cheap[100:]
+    assert placed[-1].explanation.startswith("fastest-feasible (auto: simulated objective")
+    assert "on its last 100 tasks" in placed[-1].explanation
+    # a second run on the same instance chooses on this run's tasks only, as a fresh instance does
+    fresh = make_policy("auto", members="cheapest-feasible,fastest-feasible", warmup=100, every=10_000)
+    assert _where(_decisions(spec, tasks, auto)) == _where(_decisions(spec, tasks, fresh))
 
 
-def test_bad_members_are_refused_and_it_is_never_taken_for_a_heuristic() -> None:
+def test_learned_members_are_pinned_to_a_version_and_bad_members_are_refused() -> None:
+    auto = make_policy("auto")
+    assert auto.members[0].startswith("rf:") and auto.members[0] != "rf:latest"
+    assert "fastest-feasible" in auto.members and "random" not in auto.members
     with pytest.raises(ValueError, match="members"):
         make_policy("auto", members=" , ")
-    with pytest.raises(ValueError, match="members"):
-        make_policy("auto", members="auto,fastest-feasible")
+    for bad in ("auto,fastest-feasible", "rollout"):
+        with pytest.raises(ValueError, match="cannot be a member"):
+            make_policy("auto", members=bad)
+    with pytest.raises(KeyError, match="no-such-policy"):
+        make_policy("auto", members="fastest-feasible,no-such-policy")  # at construction, not mid-run
     assert not is_heuristic("auto")  # evaluate's best heuristic is never auto's own choice
