@@ -46,6 +46,7 @@ import pandas as pd
 
 from cluster.topology import ClusterSpec
 from scheduler.objective import Objective
+from scheduler.policies.auto import LOOKAHEAD
 from scheduler.policies.rollout import Future
 from scheduler.policy import Policy, make_policy
 from simulations.bound import lower_bound
@@ -58,8 +59,6 @@ from simulations.workloads import WorkloadSpec, future_streams, generate, load_w
 
 DEFAULT_WORKLOADS = ("configs/workloads/high_load.yaml", "configs/workloads/gpu_heavy_high.yaml")
 LEARNED = tuple(LEARNED_KINDS)
-#: policies that simulate sampled futures of the workload (rollout per decision, auto per run)
-LOOKAHEAD = ("rollout", "auto")
 
 __all__ = ["evaluate", "quality_checks", "is_heuristic", "cli"]
 
@@ -156,7 +155,7 @@ def _usable(policies: list[str]) -> list[str]:
 
     keep = []
     for p in policies:
-        if p.partition(":")[0] in (*LEARNED, "auto"):
+        if p.partition(":")[0] in (*LEARNED, "auto"):  # auto builds its learned members
             try:
                 make_policy(p)
             except (RegistryError, FileNotFoundError) as e:

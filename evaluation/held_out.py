@@ -92,7 +92,6 @@ def learned_artifacts(policies: Sequence[str], root=None) -> dict[str, tuple[str
     """Each learned policy's artifact among ``policies`` (and ``auto``'s learned members), once:
     ``{"rf:5": (kind, meta)}``."""
     from scheduler import model_registry
-
     from scheduler.policies.auto import learned_members
 
     out: dict[str, tuple[str, dict]] = {}

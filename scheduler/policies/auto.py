@@ -33,26 +33,30 @@ DEFAULT_MEMBERS = ("rf,fastest-feasible,best-fit,cheapest-feasible,least-loaded,
                    "dot-product,fgd,k8s-default,ray-default")
 #: members loaded from the model registry (name -> registry kind): pinned to a version when built
 LEARNED_MEMBERS = {"rf": "rf", "rl": "rl", "rl-sample": "rl"}
-#: members that would simulate inside every simulated decision
-NOT_MEMBERS = ("auto", "rollout")
+#: policies that simulate the workload's futures themselves (rollout per decision, auto per run): no
+#: member of auto (it would simulate inside every simulated decision); evaluate gives them futures
+LOOKAHEAD = ("rollout", "auto")
 
 
 def learned_members(members: str = DEFAULT_MEMBERS, root: str | os.PathLike | None = None) -> list[str]:
     """The learned members of ``members``, each pinned to its registry version (``rf`` -> ``rf:5``):
     what ``auto`` may delegate to, so an evaluation checks their training seeds and clusters too."""
-    out = []
-    for name in _names(members):
-        base, _, version = name.partition(":")
-        if base in LEARNED_MEMBERS:
-            out.append(f"{base}:{model_registry.resolve(LEARNED_MEMBERS[base], version or 'latest', root).name}")
-    return out
+    return [_pinned(n, root) for n in _names(members) if n.partition(":")[0] in LEARNED_MEMBERS]
+
+
+def _pinned(name: str, root: str | os.PathLike | None) -> str:
+    """``name`` with its registry version when it is learned (a missing model raises here)."""
+    base, _, version = name.partition(":")
+    if base not in LEARNED_MEMBERS:
+        return name
+    return f"{base}:{model_registry.resolve(LEARNED_MEMBERS[base], version or 'latest', root).name}"
 
 
 def _names(members: str) -> list[str]:
     names = list(dict.fromkeys(m.strip() for m in members.split(",") if m.strip()))
     if not names:
         raise ValueError("members: name at least one policy")
-    bad = [n for n in names if n.partition(":")[0] in NOT_MEMBERS]
+    bad = [n for n in names if n.partition(":")[0] in LOOKAHEAD]
     if bad:
         raise ValueError(f"members: {', '.join(bad)} cannot be a member (it simulates at every decision)")
     return names
@@ -78,8 +82,7 @@ class Auto:
         names = _names(members)
         if warmup < 2 or every < 1:
             raise ValueError("warmup must be >= 2 and every >= 1")
-        pinned = iter(learned_members(",".join(names), root))  # a missing model fails here, not mid-run
-        self.members = [next(pinned) if n.partition(":")[0] in LEARNED_MEMBERS else n for n in names]
+        self.members = [_pinned(n, root) for n in names]  # a missing model fails here, not mid-run
         self._root = root
         # one instance per member for the simulated runs (each run resets it), built now so that a
         # bad member fails at construction; learned ones without the explanation nobody reads there
@@ -88,9 +91,6 @@ class Auto:
         self.future = future or Future()
         self.warmup, self.every = warmup, every
         self.objective = load_objective(objective) if isinstance(objective, str) else objective or load_objective()
-        #: each member's mean objective at the last choice, and the member chosen
-        self.table: dict[str, float] = {}
-        self.chosen = self.members[0]
         self.reset(seed)
 
     def _make(self, name: str, seed: int | None = 0, explain: bool = True) -> Policy:
@@ -102,9 +102,10 @@ class Auto:
     def reset(self, seed: int | None = None) -> None:
         self.seed = seed
         self._live: Policy = self._make(self.members[0], seed)
+        #: each member's mean objective at the last choice, and the member chosen
+        self.table: dict[str, float] = {}
         self.chosen = self.members[0]
-        self.table = {}
-        self.basis = ""
+        self._why = f"{self.chosen} (auto: before its first choice): "  # what each decision's explanation starts with
         self.future.past.clear()  # the recent past is this run's
         self._decisions = 0
         self._next_choice = self.warmup  # recent-past mode only: with streams, one choice before the first decision
@@ -115,12 +116,12 @@ class Auto:
 
         if self.future.streams:
             streams = self.future.streams
-            self.basis = f"over {len(streams)} sampled futures"
+            basis = f"over {len(streams)} sampled futures"
         else:  # the tasks it was asked to place, once each (a re-placed task comes again), from an empty cluster
             past = sorted({t.id: t for t in self.future.past}.values(), key=lambda t: t.arrival)
             t0 = past[0].arrival
             streams = [[_at(t, t.arrival - t0) for t in past]]
-            self.basis = f"on its last {len(past)} tasks"
+            basis = f"on its last {len(past)} tasks"
         table = {}
         for name, policy in self._sim.items():
             total = 0.0
@@ -133,6 +134,9 @@ class Auto:
         if best != self.chosen:
             self._live = self._make(best, self.seed)
         self.chosen, self.table = best, table
+        ranked = sorted(table, key=table.get)
+        runner = f", next {ranked[1]} {table[ranked[1]]:.3g}" if len(ranked) > 1 else ""
+        self._why = f"{best} (auto: simulated objective {table[best]:.3g} {basis}{runner}): "
         return best
 
     def select(self, task: Task, state: ClusterState) -> Decision:
@@ -146,12 +150,5 @@ class Auto:
         self._decisions += 1
         d = self._live.select(task, state)
         d.policy = self.name
-        if self.table:
-            ranked = sorted(self.table, key=self.table.get)
-            runner = f", next {ranked[1]} {self.table[ranked[1]]:.3g}" if len(ranked) > 1 else ""
-            d.explanation = (f"{self.chosen} (auto: simulated objective {self.table[self.chosen]:.3g} {self.basis}{runner}): "
-                             f"{d.explanation}")
-        else:
-            d.explanation = f"{self.chosen} (auto: before its first choice): {d.explanation}"
+        d.explanation = self._why + d.explanation
         return d
-
