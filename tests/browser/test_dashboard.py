@@ -274,6 +274,8 @@ def test_loop_shows_calibration_shadow_replay_and_promotions(page, loop_router: 
     page.wait_for_selector("h3:has-text('Promotions and rollbacks')", timeout=30_000)
     page.wait_for_selector("text=least-loaded is being judged against fastest-feasible", timeout=30_000)
     page.wait_for_selector("text=Download counterfactual (CSV)", timeout=30_000)
+    # the promotion log is the page's last element and Streamlit may draw it after the warning above it
+    page.wait_for_selector("[data-testid=stTable] thead th:has-text('baseline miss rate %')", timeout=30_000)
     # the calibration bars (measured, model before, after) and the counterfactual's intervals
     page.wait_for_function("document.querySelectorAll('.vega-embed').length >= 2", timeout=30_000)
     page.wait_for_function("[...document.querySelectorAll('.vega-embed .role-legend-label text')]"
