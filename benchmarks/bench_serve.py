@@ -133,7 +133,8 @@ def _get(url: str) -> dict:
 
 def _row(name: str, r: LoadResult, unit: str = "req/s", scale: float = 1.0) -> dict:
     bad = sum(v for k, v in r.statuses.items() if k >= 300) + len(r.errors)
-    return {"name": name, "rate": r.rate * scale, "p50": r.median_ms, "p99": r.pct(99), "unit": unit, "bad": bad}
+    return {"name": name, "rate": r.rate * scale, "p50": r.median_ms, "p99": r.pct(99), "unit": unit, "bad": bad,
+            "max": 1000.0 * max(r.latencies, default=float("nan"))}
 
 
 def _for(seconds: float, make) -> Iterator[dict]:
@@ -243,6 +244,8 @@ LEARNED = ("rl", "rf")
 LEARNED_AT_100 = "POST /v1/route direct ingress, shipped {}: open loop at 100 req/s"
 #: issue 16: the router's single-decision median through direct ingress with the shipped learned policy
 LEARNED_P50_TARGET_MS = 3.0
+#: auto as the router's policy: its first choice (after 200 decisions) falls inside this loop, in its worker
+AUTO_AT_100 = "POST /v1/route direct ingress, auto (first choice inside the loop): open loop at 100 req/s"
 
 
 def summary(rows: list[dict], tasks: dict[str, dict]) -> list[str]:
@@ -271,6 +274,11 @@ def summary(rows: list[dict], tasks: dict[str, dict]) -> list[str]:
                        f"(fastest-feasible {by['POST /v1/route direct ingress: open loop at 100 req/s']['p50']:.1f} "
                        f"ms); target <= {LEARNED_P50_TARGET_MS:.0f} ms: "
                        f"{_verdict(r['p50'] <= LEARNED_P50_TARGET_MS and not r['bad'])}")
+    r, rf = by.get(AUTO_AT_100), by.get(LEARNED_AT_100.format("rf"))
+    if r is not None and rf is not None:
+        out.append(f"auto at 100 req/s, direct ingress, its first choice made meanwhile in its worker: p50 "
+                   f"{r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, slowest {r['max']:.1f} ms, {r['bad']} failed "
+                   f"(the shipped rf alone: p50 {rf['p50']:.1f}, p99 {rf['p99']:.1f}, slowest {rf['max']:.1f} ms)")
     for kind in ("60 shapes", "all distinct"):
         batch = max((r for r in rows if r["name"].startswith("POST /v1/route/batch") and r["name"].endswith(kind)),
                     key=lambda r: r["rate"])
@@ -329,6 +337,9 @@ def run(state_dir: Path, quick: bool = False) -> int:
             _put_policy(ep.url, token, kind)
             r = await open_loop(f"{ep.direct_url}/v1/route", _task, rate=100, seconds=seconds)
             rows.append(_row(LEARNED_AT_100.format(kind), r))
+        _put_policy(ep.url, token, "auto")  # a new instance: its warm-up and first choice happen in this loop
+        rows.append(_row(AUTO_AT_100, await open_loop(f"{ep.direct_url}/v1/route", _task, rate=100,
+                                                      seconds=seconds)))
         for policy in ("fastest-feasible", "least-loaded"):
             _put_policy(ep.url, token, policy)
             await measure_batch(f"{ep.direct_url}/v1/route/batch", f"POST /v1/route/batch, {policy}", rows)

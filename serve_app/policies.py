@@ -50,8 +50,10 @@ def build_policy(ref: str, version: str | int | None = None, *, seed: int = 0,
     if base not in LEARNED:
         if ver is not None:
             raise PolicyChoiceError("version", f"{base} is a built-in heuristic and has no versions")
-        try:  # auto loads its learned members (rf) from the registry
-            pol = make_policy(base, seed=seed, **({"root": registry} if registry and base == "auto" else {}))
+        # auto loads its learned members (rf) from the registry, and chooses off the lock every request decides under
+        params = {**({"root": registry} if registry else {}), "background": True} if base == "auto" else {}
+        try:
+            pol = make_policy(base, seed=seed, **params)
         except model_registry.RegistryError as exc:
             raise PolicyChoiceError("policy", str(exc)) from None
         return ActivePolicy(pol, base, None, time.time())

@@ -13,13 +13,25 @@ workload's own generator with seeds of their own (``orchestrator evaluate`` give
 never the run's actual tasks; with no streams, the policy's own recent past (the tasks it
 was asked to place, replayed from an empty cluster): it places the first ``warmup`` tasks
 with the first member, then chooses on what it saw, and again every ``every`` decisions.
+
+A router decides under one lock for every request, and a choice simulates every member (about
+a second on ``local.yaml``, more on a big cluster): with ``background`` a recent-past choice
+runs in a worker process while the current member goes on deciding, and the next decision
+after it ends adopts the result. Evaluations keep the default (in line), which is deterministic.
 """
 from __future__ import annotations
 
+import logging
 import math
+import multiprocessing
 import os
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future as Pending, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from cluster.state import ClusterState
+from cluster.topology import ClusterSpec
 from scheduler import model_registry
 from scheduler.objective import Objective, load_objective
 from scheduler.policies.rollout import Future, _at
@@ -36,6 +48,8 @@ LEARNED_MEMBERS = {"rf": "rf", "rl": "rl", "rl-sample": "rl"}
 #: policies that simulate the workload's futures themselves (rollout per decision, auto per run): no
 #: member of auto (it would simulate inside every simulated decision); evaluate gives them futures
 LOOKAHEAD = ("rollout", "auto")
+
+log = logging.getLogger(__name__)
 
 
 def learned_members(members: str = DEFAULT_MEMBERS, root: str | os.PathLike | None = None) -> list[str]:
@@ -62,6 +76,67 @@ def _names(members: str) -> list[str]:
     return names
 
 
+def _member(name: str, root: str | os.PathLike | None, seed: int | None = 0, explain: bool = True) -> Policy:
+    """A member built for deciding (``explain``) or for the simulated runs (no explanation)."""
+    if name.partition(":")[0] in LEARNED_MEMBERS:
+        params = {"root": root} if root is not None else {}
+        return make_policy(name, seed=seed, **params, **({"explain": explain} if name.startswith("rf:") else {}))
+    return make_policy(name, seed=seed)
+
+
+def simulated_objectives(spec: ClusterSpec, streams: Sequence[Sequence[Task]], policies: Mapping[str, Policy],
+                         objective: Objective) -> dict[str, float]:
+    """Each policy's mean objective over ``streams`` on ``spec``, every one on the same streams and
+    seeds, from an empty cluster (each run resets the policy); a run that places nothing scores inf."""
+    from simulations.engine import simulate  # the engine imports the policy registry
+
+    table = {}
+    for name, policy in policies.items():
+        total = 0.0
+        for k, stream in enumerate(streams):
+            score = simulate(spec, stream, policy, seed=k, objective=objective).summary["objective_mean"]
+            total += score if math.isfinite(score) else math.inf
+        table[name] = total / len(streams)
+    return table
+
+
+#: the background worker's members, built once per worker process and member list
+_WORKER_MEMBERS: dict[tuple, dict[str, Policy]] = {}
+
+
+def _objectives_in_worker(spec: ClusterSpec, streams: list[list[Task]], members: tuple[str, ...],
+                          root: str | None, objective: Objective) -> dict[str, float]:
+    """:func:`simulated_objectives` in the background worker process."""
+    key = (members, root)
+    policies = _WORKER_MEMBERS.get(key)
+    if policies is None:
+        policies = _WORKER_MEMBERS[key] = {n: _member(n, root, explain=False) for n in members}
+    return simulated_objectives(spec, streams, policies, objective)
+
+
+_executor: ProcessPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def background_executor() -> Executor:
+    """One worker process per serving process for background choices; spawned, not forked (a
+    fork of a process with Ray's and the router's threads can deadlock)."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return _executor
+
+
+def _drop_executor() -> None:
+    """Forget a broken worker pool (its process died): the next choice starts a new one."""
+    global _executor
+    with _executor_lock:
+        if _executor is not None:
+            _executor.shutdown(wait=False, cancel_futures=True)
+        _executor = None
+
+
 @register("auto")
 class Auto:
     """Delegates to the member with the lowest simulated objective (see the module docstring).
@@ -72,18 +147,20 @@ class Auto:
         warmup: recent-past mode: tasks placed by the first member before the first choice.
         every: recent-past mode: decisions between two choices.
         objective: weights (default ``configs/objective.yaml``).
+        background: recent-past mode: choose in a worker process, off the deciding thread (the router).
     """
 
     pure = False
 
     def __init__(self, seed: int | None = 0, members: str = DEFAULT_MEMBERS, future: Future | None = None,
                  warmup: int = 200, every: int = 2000, objective: Objective | str | None = None,
-                 root: str | os.PathLike | None = None) -> None:
+                 root: str | os.PathLike | None = None, background: bool = False) -> None:
         names = _names(members)
         if warmup < 2 or every < 1:
             raise ValueError("warmup must be >= 2 and every >= 1")
         self.members = [_pinned(n, root) for n in names]  # a missing model fails here, not mid-run
         self._root = root
+        self.background = background
         # one instance per member for the simulated runs (each run resets it), built now so that a
         # bad member fails at construction; learned ones without the explanation nobody reads there
         self._sim: dict[str, Policy] = {n: self._make(n, explain=False) for n in self.members}
@@ -94,10 +171,7 @@ class Auto:
         self.reset(seed)
 
     def _make(self, name: str, seed: int | None = 0, explain: bool = True) -> Policy:
-        if name.partition(":")[0] in LEARNED_MEMBERS:
-            params = {"root": self._root} if self._root is not None else {}
-            return make_policy(name, seed=seed, **params, **({"explain": explain} if name.startswith("rf:") else {}))
-        return make_policy(name, seed=seed)
+        return _member(name, self._root, seed, explain)
 
     def reset(self, seed: int | None = None) -> None:
         self.seed = seed
@@ -109,27 +183,24 @@ class Auto:
         self.future.past.clear()  # the recent past is this run's
         self._decisions = 0
         self._next_choice = self.warmup  # recent-past mode only: with streams, one choice before the first decision
+        #: a background choice under way: its result and what it was made on (a reset forgets it)
+        self._pending: tuple[Pending, str] | None = None
+
+    def _streams(self) -> tuple[list[list[Task]], str]:
+        """What a choice simulates, and the words for it."""
+        if self.future.streams:
+            return self.future.streams, f"over {len(self.future.streams)} sampled futures"
+        # the tasks it was asked to place, once each (a re-placed task comes again), from an empty cluster
+        past = sorted({t.id: t for t in self.future.past}.values(), key=lambda t: t.arrival)
+        t0 = past[0].arrival
+        return [[_at(t, t.arrival - t0) for t in past]], f"on its last {len(past)} tasks"
 
     def choose(self, state: ClusterState) -> str:
         """Simulate every member over the futures on ``state``'s cluster; keep the best."""
-        from simulations.engine import simulate  # the engine imports the policy registry
+        streams, basis = self._streams()
+        return self._adopt(simulated_objectives(state.spec, streams, self._sim, self.objective), basis)
 
-        if self.future.streams:
-            streams = self.future.streams
-            basis = f"over {len(streams)} sampled futures"
-        else:  # the tasks it was asked to place, once each (a re-placed task comes again), from an empty cluster
-            past = sorted({t.id: t for t in self.future.past}.values(), key=lambda t: t.arrival)
-            t0 = past[0].arrival
-            streams = [[_at(t, t.arrival - t0) for t in past]]
-            basis = f"on its last {len(past)} tasks"
-        table = {}
-        for name, policy in self._sim.items():
-            total = 0.0
-            for k, stream in enumerate(streams):  # every member on the same futures and seeds
-                r = simulate(state.spec, stream, policy, seed=k, objective=self.objective)
-                score = r.summary["objective_mean"]
-                total += score if math.isfinite(score) else math.inf  # nothing placed: never the best
-            table[name] = total / len(streams)
+    def _adopt(self, table: dict[str, float], basis: str) -> str:
         best = min(self.members, key=lambda n: (table[n], self.members.index(n)))
         if best != self.chosen:
             self._live = self._make(best, self.seed)
@@ -139,13 +210,50 @@ class Auto:
         self._why = f"{best} (auto: simulated objective {table[best]:.3g} {basis}{runner}): "
         return best
 
+    def _choose_later(self, state: ClusterState) -> None:
+        """Start a choice in the background worker (one at a time); the current member decides meanwhile."""
+        if self._pending is not None:
+            return
+        streams, basis = self._streams()
+        root = None if self._root is None else str(self._root)
+        try:
+            pending = background_executor().submit(_objectives_in_worker, state.spec, streams, tuple(self.members),
+                                                   root, self.objective)
+        except (BrokenProcessPool, RuntimeError) as exc:  # a dead worker, or an interpreter shutting down
+            _drop_executor()
+            log.warning("auto: could not start a choice (%s); %s keeps deciding", exc, self.chosen)
+            return
+        self._pending = (pending, basis)
+
+    def _collect(self) -> None:
+        """Adopt a finished background choice; a failed one leaves the current member deciding."""
+        pending, basis = self._pending
+        if not pending.done():
+            return
+        self._pending = None
+        try:
+            table = pending.result()
+        except Exception as exc:  # noqa: BLE001 - whatever the worker raised, serving goes on
+            if isinstance(exc, BrokenProcessPool):
+                _drop_executor()
+            log.warning("auto: a background choice failed (%s: %s); %s keeps deciding",
+                        type(exc).__name__, exc, self.chosen)
+            return
+        self._adopt(table, basis)
+
     def select(self, task: Task, state: ClusterState) -> Decision:
         if self.future.streams:
             if not self.table:
                 self.choose(state)
-        elif self._decisions == self._next_choice:  # on the tasks placed so far
-            self.choose(state)
-            self._next_choice += self.every
+        else:
+            if self._pending is not None:
+                self._collect()
+            if self._decisions == self._next_choice:  # on the tasks placed so far
+                if self.background:
+                    self._choose_later(state)
+                else:
+                    self.choose(state)
+                self._next_choice += self.every
         self.future.observe(task)
         self._decisions += 1
         d = self._live.select(task, state)

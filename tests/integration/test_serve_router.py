@@ -315,6 +315,32 @@ def test_policy_switch_under_load_drops_nothing(router: Router) -> None:
     assert _call(f"{router.url}/v1/policy", "PUT", {"policy": "least-loaded"}, auth)[0] == 200
 
 
+def test_auto_in_the_router_chooses_in_a_worker_process_while_requests_are_answered(router: Router) -> None:
+    """The router gives auto a background worker (spawned inside the Serve replica): after its 200-task
+    warm-up the decisions go on under the warm-up member, then name the member its simulation chose."""
+    from serve_app.loadgen import closed_loop
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert _call(f"{router.url}/v1/policy", "PUT", {"policy": "auto"}, auth)[0] == 200
+    try:
+        shapes = [{"cpu_milli": 300}, {"cpu_milli": 1500, "work": 2.0}, {"cpu_milli": 500, "gpu_milli": 500}]
+        res = _run(closed_loop(f"{router.url}/v1/route", (shapes[i % 3] for i in range(260)), concurrency=8,
+                               keep_bodies=True))
+        assert set(res.statuses) == {200} and not res.errors
+        assert {b["policy"] for b in res.bodies} == {"auto"}
+        chosen = None
+        for _ in range(120):  # the worker imports the simulator and the forest first: seconds
+            body = _call(f"{router.url}/v1/route", "POST", shapes[0])[1]
+            if "auto: simulated objective" in body["explanation"]:
+                chosen = body["explanation"]
+                break
+            time.sleep(0.5)
+        assert chosen is not None, body["explanation"]
+        assert "on its last 2" in chosen  # it chose on the tasks it was asked to place
+    finally:
+        assert _call(f"{router.url}/v1/policy", "PUT", {"policy": "least-loaded"}, auth)[0] == 200
+
+
 # ---------------------------------------------------------------- metrics in a real Prometheus
 
 

@@ -81,3 +81,52 @@ def test_learned_members_are_pinned_to_a_version_and_bad_members_are_refused() -
     with pytest.raises(KeyError, match="no-such-policy"):
         make_policy("auto", members="fastest-feasible,no-such-policy")  # at construction, not mid-run
     assert not is_heuristic("auto")  # evaluate's best heuristic is never auto's own choice
+
+
+def test_in_the_background_the_current_member_decides_until_the_choice_lands(spec) -> None:
+    # the router's mode: the choice runs in a worker process; the decision that starts it, and every one
+    # until it ends, comes from the member deciding before; the first after it, from the chosen one
+    wl = load_workload("configs/workloads/high_load.yaml")
+    tasks = generate(wl, seed=6, duration_s=40)
+    members = "cheapest-feasible,fastest-feasible"
+    inline = make_policy("auto", members=members, warmup=100, every=10_000)
+    _decisions(spec, tasks, inline)
+    auto = make_policy("auto", members=members, warmup=100, every=10_000, background=True)
+    placed = []
+
+    class Waiting:
+        """Holds the run at the decision after the choice started until the worker has answered."""
+        pure, name = False, "auto"
+
+        def reset(self, seed=None):
+            auto.reset(seed)
+
+        def select(self, task, state):
+            if len(placed) == 101:
+                assert auto._pending is not None
+                auto._pending[0].result(timeout=120)
+            d = auto.select(task, state)
+            placed.append(d)
+            return d
+
+    simulate(spec, tasks, Waiting(), seed=5)
+    assert all(d.explanation.startswith("cheapest-feasible (auto: before its first choice)") for d in placed[:101])
+    assert placed[101].explanation.startswith("fastest-feasible (auto: simulated objective")
+    assert auto.chosen == inline.chosen and auto.table == pytest.approx(inline.table)  # the worker simulated the same
+
+
+def test_a_failed_background_choice_keeps_the_current_member(spec, caplog) -> None:
+    auto = make_policy("auto", members="cheapest-feasible,fastest-feasible", warmup=2, background=True)
+    auto._pending = (_failed(RuntimeError("worker ran out of memory")), "on its last 2 tasks")
+    tasks = generate(load_workload("configs/workloads/mixed.yaml"), seed=1, duration_s=5)
+    from cluster.state import ClusterState
+    d = auto.select(tasks[0], ClusterState.from_spec(spec))
+    assert d.placed and auto.chosen == "cheapest-feasible" and auto._pending is None
+    assert "a background choice failed (RuntimeError: worker ran out of memory)" in caplog.text
+
+
+def _failed(exc: Exception):
+    from concurrent.futures import Future as Pending
+    f = Pending()
+    f.set_exception(exc)
+    return f
