@@ -26,6 +26,7 @@ import math
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future as Pending, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -118,13 +119,25 @@ _executor: ProcessPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
+def _exit_with(parent: int) -> None:
+    """In the worker: exit once ``parent`` is gone (a killed replica would otherwise leave it behind,
+    blocked on a queue it holds both ends of)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="auto-parent-watch", daemon=True).start()
+
+
 def background_executor() -> Executor:
     """One worker process per serving process for background choices; spawned, not forked (a
     fork of a process with Ray's and the router's threads can deadlock)."""
     global _executor
     with _executor_lock:
         if _executor is None:
-            _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_exit_with, initargs=(os.getpid(),))
         return _executor
 
 

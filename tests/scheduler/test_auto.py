@@ -130,3 +130,39 @@ def _failed(exc: Exception):
     f = Pending()
     f.set_exception(exc)
     return f
+
+
+def test_the_background_worker_exits_when_its_process_is_killed(tmp_path) -> None:
+    # a SIGKILLed Serve replica must not leave its worker behind (it would hold its memory until the host stops)
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "serve.py"
+    script.write_text("import os, sys, time\n"
+                      f"sys.path.insert(0, {os.getcwd()!r})\n"
+                      "from scheduler.policies.auto import background_executor\n"
+                      "if __name__ == '__main__':\n"
+                      "    print(background_executor().submit(os.getpid).result(), flush=True)\n"
+                      "    time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(worker):
+            time.sleep(0.2)
+        assert not _alive(worker)
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
