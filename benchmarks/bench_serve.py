@@ -276,8 +276,9 @@ def summary(rows: list[dict], tasks: dict[str, dict]) -> list[str]:
                        f"{_verdict(r['p50'] <= LEARNED_P50_TARGET_MS and not r['bad'])}")
     r, rf = by.get(AUTO_AT_100), by.get(LEARNED_AT_100.format("rf"))
     if r is not None and rf is not None:
-        out.append(f"auto at 100 req/s, direct ingress, its first choice made meanwhile in its worker: p50 "
-                   f"{r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, slowest {r['max']:.1f} ms, {r['bad']} failed "
+        landed = f"it had chosen {r['chosen']}" if r.get("chosen") else "its choice had NOT landed by the loop's end"
+        out.append(f"auto at 100 req/s, direct ingress, its first choice made meanwhile in its worker ({landed}): "
+                   f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, slowest {r['max']:.1f} ms, {r['bad']} failed "
                    f"(the shipped rf alone: p50 {rf['p50']:.1f}, p99 {rf['p99']:.1f}, slowest {rf['max']:.1f} ms)")
     for kind in ("60 shapes", "all distinct"):
         batch = max((r for r in rows if r["name"].startswith("POST /v1/route/batch") and r["name"].endswith(kind)),
@@ -338,8 +339,12 @@ def run(state_dir: Path, quick: bool = False) -> int:
             r = await open_loop(f"{ep.direct_url}/v1/route", _task, rate=100, seconds=seconds)
             rows.append(_row(LEARNED_AT_100.format(kind), r))
         _put_policy(ep.url, token, "auto")  # a new instance: its warm-up and first choice happen in this loop
-        rows.append(_row(AUTO_AT_100, await open_loop(f"{ep.direct_url}/v1/route", _task, rate=100,
-                                                      seconds=seconds)))
+        row = _row(AUTO_AT_100, await open_loop(f"{ep.direct_url}/v1/route", _task, rate=100, seconds=seconds))
+        after = await closed_loop(f"{ep.direct_url}/v1/route", (_task(i) for i in range(3)), concurrency=1,
+                                  keep_bodies=True)
+        row["chosen"] = next((b["explanation"].partition(" ")[0] for b in after.bodies if "simulated objective"
+                              in b.get("explanation", "")), None)  # None: the choice had not landed by then
+        rows.append(row)
         for policy in ("fastest-feasible", "least-loaded"):
             _put_policy(ep.url, token, policy)
             await measure_batch(f"{ep.direct_url}/v1/route/batch", f"POST /v1/route/batch, {policy}", rows)

@@ -107,7 +107,8 @@ def _run(spec: ClusterSpec, wl: WorkloadSpec, seed: int, policies: Sequence[str]
 
     def make(name: str) -> Policy:
         # a lookahead samples futures from the workload's own generator, never this run's tasks
-        params = {"future": Future(future_streams(wl))} if name.partition(":")[0] in LOOKAHEAD else {}
+        base = name.partition(":")[0]
+        params = {"future": Future(future_streams(wl, n=LOOKAHEAD[base]))} if base in LOOKAHEAD else {}
         timed[name] = TimedPolicy(make_policy(name, **params))
         return timed[name]
 

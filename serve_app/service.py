@@ -48,6 +48,7 @@ from serve_app.history_schema import TASK_EXTRA_KEYS, WORK_KEYS
 from serve_app.retention import Retention
 from scheduler.model_registry import REGISTRY_ENV
 from scheduler.objective import load_objective
+from scheduler.policies.auto import shutdown_background
 from scheduler.policy import Decision, FeasibilityCache, select_many, why_infeasible
 from scheduler.task import Task, TaskError, make_task, task_key, with_id
 from serve_app.admission import Admission, Limits
@@ -818,6 +819,7 @@ class RouterService:
         self.executor.close()
         self.history.close()
         self.metrics.close()
+        shutdown_background()  # auto's worker, with any choice under way (a no-op when none was started)
 
 
 _ID_PREFIX = uuid.uuid4().hex[:12]

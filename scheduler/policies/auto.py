@@ -9,7 +9,7 @@ on the same futures and seeds) and delegates every decision to the member with t
 mean objective.
 
 The futures are those of :class:`scheduler.policies.rollout.Future`: streams drawn from the
-workload's own generator with seeds of their own (``orchestrator evaluate`` gives them),
+workload's own generator with seeds of their own (``orchestrator evaluate`` gives eight),
 never the run's actual tasks; with no streams, the policy's own recent past (the tasks it
 was asked to place, replayed from an empty cluster): it places the first ``warmup`` tasks
 with the first member, then chooses on what it saw, and again every ``every`` decisions.
@@ -36,7 +36,7 @@ from cluster.topology import ClusterSpec
 from scheduler import model_registry
 from scheduler.objective import Objective, load_objective
 from scheduler.policies.rollout import Future, _at
-from scheduler.policy import Decision, Policy, make_policy, register
+from scheduler.policy import Decision, Policy, available_policies, make_policy, register
 from scheduler.task import Task
 
 #: the learned forest and every heuristic that looks at the task's fit (not random, not round-robin):
@@ -46,9 +46,13 @@ DEFAULT_MEMBERS = ("rf,fastest-feasible,best-fit,cheapest-feasible,least-loaded,
                    "dot-product,fgd,k8s-default,ray-default")
 #: members loaded from the model registry (name -> registry kind): pinned to a version when built
 LEARNED_MEMBERS = {"rf": "rf", "rl": "rl", "rl-sample": "rl"}
-#: policies that simulate the workload's futures themselves (rollout per decision, auto per run): no
-#: member of auto (it would simulate inside every simulated decision); evaluate gives them futures
-LOOKAHEAD = ("rollout", "auto")
+#: policies that simulate the workload's futures themselves (rollout per decision, auto per run), with
+#: the number of futures ``orchestrator evaluate`` gives each; none is a member of auto (it would simulate
+#: inside every simulated decision). Auto takes eight, at twice the cost of four: ``rf`` has rare runs
+#: whose queues never drain (about one in eight on some random clusters, at four times its usual
+#: objective), and one of them among four futures outweighed its lead of a third on the other three;
+#: eight make that less likely (the mean is still what is ranked: such runs are part of what a member costs)
+LOOKAHEAD = {"rollout": 4, "auto": 8}
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,11 @@ def _names(members: str) -> list[str]:
     return names
 
 
+def _whole(spec: ClusterSpec) -> ClusterSpec:
+    """The cluster itself where ``spec`` is a pool's view of it (the router's per-pool requests)."""
+    return getattr(spec, "whole", None) or spec
+
+
 def _member(name: str, root: str | os.PathLike | None, seed: int | None = 0, explain: bool = True) -> Policy:
     """A member built for deciding (``explain``) or for the simulated runs (no explanation)."""
     if name.partition(":")[0] in LEARNED_MEMBERS:
@@ -101,8 +110,8 @@ def simulated_objectives(spec: ClusterSpec, streams: Sequence[Sequence[Task]], p
     return table
 
 
-#: the background worker's members, built once per worker process and member list
-_WORKER_MEMBERS: dict[tuple, dict[str, Policy]] = {}
+#: the background worker's members, built once per worker process, member list and registry
+_WORKER_MEMBERS: dict[tuple[tuple[str, ...], str | None], dict[str, Policy]] = {}
 
 
 def _objectives_in_worker(spec: ClusterSpec, streams: list[list[Task]], members: tuple[str, ...],
@@ -141,13 +150,26 @@ def background_executor() -> Executor:
         return _executor
 
 
-def _drop_executor() -> None:
-    """Forget a broken worker pool (its process died): the next choice starts a new one."""
+def _drop_executor(broken: Executor) -> None:
+    """Forget ``broken`` (its worker died) if it is still the pool: the next choice starts a new one."""
     global _executor
     with _executor_lock:
-        if _executor is not None:
-            _executor.shutdown(wait=False, cancel_futures=True)
-        _executor = None
+        if _executor is broken:
+            _executor = None
+    broken.shutdown(wait=False, cancel_futures=True)
+
+
+def shutdown_background() -> None:
+    """Stop the background worker now, a choice under way included (a router closing; otherwise the
+    interpreter's exit would wait for that choice to end)."""
+    global _executor
+    with _executor_lock:
+        ex, _executor = _executor, None
+    if ex is None:
+        return
+    for proc in list((getattr(ex, "_processes", None) or {}).values()):  # no public terminate before 3.14
+        proc.terminate()
+    ex.shutdown(wait=False, cancel_futures=True)
 
 
 @register("auto")
@@ -174,9 +196,15 @@ class Auto:
         self.members = [_pinned(n, root) for n in names]  # a missing model fails here, not mid-run
         self._root = root
         self.background = background
-        # one instance per member for the simulated runs (each run resets it), built now so that a
-        # bad member fails at construction; learned ones without the explanation nobody reads there
-        self._sim: dict[str, Policy] = {n: self._make(n, explain=False) for n in self.members}
+        known = available_policies()
+        unknown = [n for n in self.members if n.partition(":")[0] not in known]
+        if unknown:  # as make_policy says it
+            raise KeyError(f"unknown policy {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        # one instance per member for the in-line simulated runs (each run resets it); learned ones
+        # without the explanation nobody reads there. In the background the worker builds its own.
+        self._sim: dict[str, Policy] = {} if background else {n: self._make(n, explain=False) for n in self.members}
+        if background:
+            background_executor().submit(int)  # start the worker now, not under the lock of the first choice
         self.name = "auto"
         self.future = future or Future()
         self.warmup, self.every = warmup, every
@@ -188,7 +216,10 @@ class Auto:
 
     def reset(self, seed: int | None = None) -> None:
         self.seed = seed
+        if getattr(self, "_pending", None) is not None:
+            self._pending[0].cancel()  # a choice for the last run: not queued ahead of this run's
         self._live: Policy = self._make(self.members[0], seed)
+        self._deciders: dict[str, Policy] = {self.members[0]: self._live}  # built this run, reused on a switch back
         #: each member's mean objective at the last choice, and the member chosen
         self.table: dict[str, float] = {}
         self.chosen = self.members[0]
@@ -196,27 +227,33 @@ class Auto:
         self.future.past.clear()  # the recent past is this run's
         self._decisions = 0
         self._next_choice = self.warmup  # recent-past mode only: with streams, one choice before the first decision
-        #: a background choice under way: its result and what it was made on (a reset forgets it)
-        self._pending: tuple[Pending, str] | None = None
+        #: a background choice under way: its result, what it was made on, and the pool running it
+        self._pending: tuple[Pending, str, Executor] | None = None
 
     def _streams(self) -> tuple[list[list[Task]], str]:
         """What a choice simulates, and the words for it."""
         if self.future.streams:
             return self.future.streams, f"over {len(self.future.streams)} sampled futures"
-        # the tasks it was asked to place, once each (a re-placed task comes again), from an empty cluster
-        past = sorted({t.id: t for t in self.future.past}.values(), key=lambda t: t.arrival)
+        # the tasks it was asked to place, once each (a re-placed task comes again: its first time counts),
+        # from an empty cluster
+        first: dict[str, Task] = {}
+        for t in self.future.past:
+            first.setdefault(t.id, t)
+        past = sorted(first.values(), key=lambda t: t.arrival)
         t0 = past[0].arrival
         return [[_at(t, t.arrival - t0) for t in past]], f"on its last {len(past)} tasks"
 
     def choose(self, state: ClusterState) -> str:
         """Simulate every member over the futures on ``state``'s cluster; keep the best."""
         streams, basis = self._streams()
-        return self._adopt(simulated_objectives(state.spec, streams, self._sim, self.objective), basis)
+        if not self._sim:
+            self._sim = {n: self._make(n, explain=False) for n in self.members}
+        return self._adopt(simulated_objectives(_whole(state.spec), streams, self._sim, self.objective), basis)
 
     def _adopt(self, table: dict[str, float], basis: str) -> str:
         best = min(self.members, key=lambda n: (table[n], self.members.index(n)))
         if best != self.chosen:
-            self._live = self._make(best, self.seed)
+            self._live = self._deciders.get(best) or self._deciders.setdefault(best, self._make(best, self.seed))
         self.chosen, self.table = best, table
         ranked = sorted(table, key=table.get)
         runner = f", next {ranked[1]} {table[ranked[1]]:.3g}" if len(ranked) > 1 else ""
@@ -229,18 +266,21 @@ class Auto:
             return
         streams, basis = self._streams()
         root = None if self._root is None else str(self._root)
+        ex = background_executor()
         try:
-            pending = background_executor().submit(_objectives_in_worker, state.spec, streams, tuple(self.members),
-                                                   root, self.objective)
-        except (BrokenProcessPool, RuntimeError) as exc:  # a dead worker, or an interpreter shutting down
-            _drop_executor()
-            log.warning("auto: could not start a choice (%s); %s keeps deciding", exc, self.chosen)
+            pending = ex.submit(_objectives_in_worker, _whole(state.spec), streams, tuple(self.members), root,
+                                self.objective)
+        except Exception as exc:  # noqa: BLE001 - a dead worker, no process to spawn, a shutdown: serving goes on
+            if isinstance(exc, BrokenProcessPool):
+                _drop_executor(ex)
+            log.warning("auto: could not start a choice (%s: %s); %s keeps deciding", type(exc).__name__, exc,
+                        self.chosen)
             return
-        self._pending = (pending, basis)
+        self._pending = (pending, basis, ex)
 
     def _collect(self) -> None:
         """Adopt a finished background choice; a failed one leaves the current member deciding."""
-        pending, basis = self._pending
+        pending, basis, ex = self._pending
         if not pending.done():
             return
         self._pending = None
@@ -248,7 +288,7 @@ class Auto:
             table = pending.result()
         except Exception as exc:  # noqa: BLE001 - whatever the worker raised, serving goes on
             if isinstance(exc, BrokenProcessPool):
-                _drop_executor()
+                _drop_executor(ex)
             log.warning("auto: a background choice failed (%s: %s); %s keeps deciding",
                         type(exc).__name__, exc, self.chosen)
             return
@@ -267,7 +307,8 @@ class Auto:
                 else:
                     self.choose(state)
                 self._next_choice += self.every
-        self.future.observe(task)
+        if not self.future.streams:  # the router's tasks all say arrival 0: the clock says when they came
+            self.future.observe(task if task.arrival == state.now else _at(task, state.now))
         self._decisions += 1
         d = self._live.select(task, state)
         d.policy = self.name

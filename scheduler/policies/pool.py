@@ -17,6 +17,14 @@ from scheduler.policy import Decision, Policy, select_many
 from scheduler.task import Task
 
 
+@dataclasses.dataclass(frozen=True)
+class PoolView(ClusterSpec):
+    """A cluster with the nodes outside some pools hidden; ``whole`` is the cluster itself, which a
+    policy that simulates the cluster it serves (auto) simulates whichever pool a request named."""
+
+    whole: ClusterSpec | None = None
+
+
 def _hidden(nd: NodeSpec) -> NodeSpec:
     """A node that can host nothing: how :mod:`cluster.live_state` hides a dead node."""
     return dataclasses.replace(nd, cpu_milli=0, mem_mib=0, devices=())
@@ -35,7 +43,8 @@ class PoolPolicy:
     def _spec(self, spec: ClusterSpec) -> ClusterSpec:
         if self._cache is None or self._cache[0] is not spec:
             nodes = tuple(nd if nd.pool in self.pools else _hidden(nd) for nd in spec.nodes)
-            self._cache = (spec, ClusterSpec(spec.name, spec.tiers, nodes, spec.source, pools=spec.pools))
+            self._cache = (spec, PoolView(spec.name, spec.tiers, nodes, spec.source, pools=spec.pools,
+                                         whole=getattr(spec, "whole", None) or spec))
         return self._cache[1]
 
     @property

@@ -271,3 +271,20 @@ def test_random_cluster_from_the_command_line_and_refused_where_a_policy_trained
     assert "`rand:1002`: cluster local-rand1002" in md and "| rand:1001 | tiny |" in md
     assert "| rf | 2 |" in md
     assert (tmp_path / "out" / "rand_1002" / "evaluation.md").is_file()
+
+
+def test_auto_gets_eight_sampled_futures_of_the_workload(tmp_path, local_spec, monkeypatch) -> None:
+    import evaluation.evaluate as ev
+    from simulations.workloads import future_streams
+
+    asked = []
+
+    def recorded(wl, n=4, load_factor=None):
+        asked.append((wl.name, n))
+        return future_streams(wl, n=n, load_factor=load_factor)
+
+    monkeypatch.setattr(ev, "future_streams", recorded)
+    runs, _, _ = evaluate(local_spec, [_tiny("high_load", tmp_path)], [101], ["auto", "fastest-feasible"], tmp_path,
+                          progress=False)
+    assert asked == [("high_load", 8)]  # auto's eight futures (the heuristic gets none)
+    assert set(runs["policy"]) == {"auto", "fastest-feasible"} and (runs["decisions"] > 0).all()

@@ -11,6 +11,15 @@ from simulations.engine import simulate
 from simulations.workloads import generate, load_workload
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_worker_left():
+    """The background tests start this process's worker: stop it with the module, not at exit."""
+    yield
+    from scheduler.policies.auto import shutdown_background
+
+    shutdown_background()
+
+
 @pytest.fixture(scope="module")
 def spec():
     return load_cluster("configs/cluster/local.yaml")
@@ -117,7 +126,7 @@ def test_in_the_background_the_current_member_decides_until_the_choice_lands(spe
 
 def test_a_failed_background_choice_keeps_the_current_member(spec, caplog) -> None:
     auto = make_policy("auto", members="cheapest-feasible,fastest-feasible", warmup=2, background=True)
-    auto._pending = (_failed(RuntimeError("worker ran out of memory")), "on its last 2 tasks")
+    auto._pending = (_failed(RuntimeError("worker ran out of memory")), "on its last 2 tasks", None)
     tasks = generate(load_workload("configs/workloads/mixed.yaml"), seed=1, duration_s=5)
     from cluster.state import ClusterState
     d = auto.select(tasks[0], ClusterState.from_spec(spec))
@@ -148,8 +157,9 @@ def test_the_background_worker_exits_when_its_process_is_killed(tmp_path) -> Non
                       "    print(background_executor().submit(os.getpid).result(), flush=True)\n"
                       "    time.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = None
     try:
-        worker = int(parent.stdout.readline())
+        worker = _first_line(parent, 60)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(10)
         deadline = time.monotonic() + 15
@@ -158,6 +168,16 @@ def test_the_background_worker_exits_when_its_process_is_killed(tmp_path) -> Non
         assert not _alive(worker)
     finally:
         parent.kill()
+        if worker and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _first_line(proc, timeout: float) -> int:
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "the script printed no worker pid"
+    return int(proc.stdout.readline())
 
 
 def _alive(pid: int) -> bool:
@@ -166,3 +186,33 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_in_the_router_it_chooses_on_the_whole_cluster_and_on_when_tasks_came(spec) -> None:
+    # the router's tasks all say arrival 0 and may come through a pool's view of the cluster: the choice
+    # replays them at the times the live clock gave, on every node
+    import dataclasses
+
+    from cluster.state import ClusterState
+    from scheduler.policies.pool import PoolPolicy
+
+    wl = load_workload("configs/workloads/high_load.yaml")
+    tasks = generate(wl, seed=6, duration_s=20)[:60]
+    auto = make_policy("auto", members="cheapest-feasible,fastest-feasible", warmup=50, every=10_000)
+    seen = []
+    auto._adopt = lambda table, basis: seen.append((auto._streams(), basis))  # what the choice would simulate
+    simulated = []
+    import scheduler.policies.auto as mod
+    real = mod.simulated_objectives
+    mod.simulated_objectives = lambda sp, streams, pols, obj: simulated.append(sp) or real(sp, streams, pols, obj)
+    try:
+        state = ClusterState.from_spec(spec)
+        pooled = PoolPolicy(auto, "edge")
+        for k, t in enumerate(tasks):
+            state.now = 5.0 * k
+            (pooled if k % 2 else auto).select(dataclasses.replace(t, arrival=0.0), state)
+    finally:
+        mod.simulated_objectives = real
+    (streams, _), basis = seen[0]
+    assert [t.arrival for t in streams[0]] == [5.0 * k for k in range(50)]  # the clock, from the first task
+    assert simulated == [spec]  # decision 50 came through the edge pool's view; the whole cluster was simulated
