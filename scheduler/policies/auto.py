@@ -9,7 +9,7 @@ on the same futures and seeds) and delegates every decision to the member with t
 mean objective.
 
 The futures are those of :class:`scheduler.policies.rollout.Future`: streams drawn from the
-workload's own generator with seeds of their own (``orchestrator evaluate`` gives eight),
+workload's own generator with seeds of their own (``orchestrator evaluate`` gives four),
 never the run's actual tasks; with no streams, the policy's own recent past (the tasks it
 was asked to place, replayed from an empty cluster): it places the first ``warmup`` tasks
 with the first member, then chooses on what it saw, and again every ``every`` decisions.
@@ -48,11 +48,9 @@ DEFAULT_MEMBERS = ("rf,fastest-feasible,best-fit,cheapest-feasible,least-loaded,
 LEARNED_MEMBERS = {"rf": "rf", "rl": "rl", "rl-sample": "rl"}
 #: policies that simulate the workload's futures themselves (rollout per decision, auto per run), with
 #: the number of futures ``orchestrator evaluate`` gives each; none is a member of auto (it would simulate
-#: inside every simulated decision). Auto takes eight, at twice the cost of four: ``rf`` has rare runs
-#: whose queues never drain (about one in eight on some random clusters, at four times its usual
-#: objective), and one of them among four futures outweighed its lead of a third on the other three;
-#: eight make that less likely (the mean is still what is ranked: such runs are part of what a member costs)
-LOOKAHEAD = {"rollout": 4, "auto": 8}
+#: inside every simulated decision). Eight for auto were tried (docs/evaluation.md): on 30 fresh cells
+#: they changed one choice, for the worse, at twice the cost
+LOOKAHEAD = {"rollout": 4, "auto": 4}
 
 log = logging.getLogger(__name__)
 

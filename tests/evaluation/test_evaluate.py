@@ -273,7 +273,7 @@ def test_random_cluster_from_the_command_line_and_refused_where_a_policy_trained
     assert (tmp_path / "out" / "rand_1002" / "evaluation.md").is_file()
 
 
-def test_auto_gets_eight_sampled_futures_of_the_workload(tmp_path, local_spec, monkeypatch) -> None:
+def test_auto_gets_sampled_futures_of_the_workload_never_the_run(tmp_path, local_spec, monkeypatch) -> None:
     import evaluation.evaluate as ev
     from simulations.workloads import future_streams
 
@@ -286,5 +286,5 @@ def test_auto_gets_eight_sampled_futures_of_the_workload(tmp_path, local_spec, m
     monkeypatch.setattr(ev, "future_streams", recorded)
     runs, _, _ = evaluate(local_spec, [_tiny("high_load", tmp_path)], [101], ["auto", "fastest-feasible"], tmp_path,
                           progress=False)
-    assert asked == [("high_load", 8)]  # auto's eight futures (the heuristic gets none)
+    assert asked == [("high_load", 4)]  # auto's four futures (the heuristic gets none)
     assert set(runs["policy"]) == {"auto", "fastest-feasible"} and (runs["decisions"] > 0).all()
