@@ -25,6 +25,25 @@ def one_thread() -> None:
     threadpool_limits(1)
 
 
+def exit_with_parent(parent: int) -> None:
+    """In a worker: exit once ``parent`` is gone. A spawned worker holds both ends of its work queue,
+    so a parent that was killed (SIGKILL, a kill of the command) would leave it running its work out."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker(parent: int) -> None:
+    one_thread()
+    exit_with_parent(parent)
+
+
 def run_all(fn: Callable[..., Any], work: Sequence[tuple], jobs: int = 1) -> Iterator[Any]:
     """``fn(*w)`` for every ``w`` of ``work``, yielded in order; in ``min(jobs, len(work))`` processes
     when ``jobs > 1`` (``fn`` and the arguments must then pickle). A failure stops the runs not
@@ -37,7 +56,7 @@ def run_all(fn: Callable[..., Any], work: Sequence[tuple], jobs: int = 1) -> Ite
     from concurrent.futures import ProcessPoolExecutor
 
     pool = ProcessPoolExecutor(min(jobs, len(work)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=one_thread)
+                               initializer=_worker, initargs=(os.getpid(),))
     try:
         yield from pool.map(fn, *zip(*work))
     finally:

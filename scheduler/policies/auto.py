@@ -26,7 +26,6 @@ import math
 import multiprocessing
 import os
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future as Pending, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,6 +37,7 @@ from scheduler.objective import Objective, load_objective
 from scheduler.policies.rollout import Future, _at
 from scheduler.policy import Decision, Policy, available_policies, make_policy, register
 from scheduler.task import Task
+from simulations.processes import exit_with_parent
 
 #: the learned forest and every heuristic that looks at the task's fit (not random, not round-robin):
 #: across the random clusters of docs/evaluation.md each of them is the best one somewhere, and a
@@ -126,17 +126,6 @@ _executor: ProcessPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
-def _exit_with(parent: int) -> None:
-    """In the worker: exit once ``parent`` is gone (a killed replica would otherwise leave it behind,
-    blocked on a queue it holds both ends of)."""
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="auto-parent-watch", daemon=True).start()
-
-
 def background_executor() -> Executor:
     """One worker process per serving process for background choices; spawned, not forked (a
     fork of a process with Ray's and the router's threads can deadlock)."""
@@ -144,7 +133,7 @@ def background_executor() -> Executor:
     with _executor_lock:
         if _executor is None:
             _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_exit_with, initargs=(os.getpid(),))
+                                            initializer=exit_with_parent, initargs=(os.getpid(),))
         return _executor
 
 

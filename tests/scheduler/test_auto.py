@@ -9,6 +9,7 @@ from scheduler.policies.rollout import Future
 from scheduler.policy import make_policy
 from simulations.engine import simulate
 from simulations.workloads import generate, load_workload
+from tests.pids import alive
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -163,12 +164,12 @@ def test_the_background_worker_exits_when_its_process_is_killed(tmp_path) -> Non
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(10)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _alive(worker):
+        while time.monotonic() < deadline and alive(worker):
             time.sleep(0.2)
-        assert not _alive(worker)
+        assert not alive(worker)
     finally:
         parent.kill()
-        if worker and _alive(worker):
+        if worker and alive(worker):
             os.kill(worker, signal.SIGKILL)
 
 
@@ -178,14 +179,6 @@ def _first_line(proc, timeout: float) -> int:
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     assert ready, "the script printed no worker pid"
     return int(proc.stdout.readline())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_in_the_router_it_chooses_on_the_whole_cluster_and_on_when_tasks_came(spec) -> None:
