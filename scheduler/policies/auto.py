@@ -34,6 +34,7 @@ from cluster.state import ClusterState
 from cluster.topology import ClusterSpec
 from scheduler import model_registry
 from scheduler.objective import Objective, load_objective
+from scheduler.policies.pool import whole_of
 from scheduler.policies.rollout import Future, _at
 from scheduler.policy import Decision, Policy, available_policies, make_policy, register
 from scheduler.task import Task
@@ -77,11 +78,6 @@ def _names(members: str) -> list[str]:
     if bad:
         raise ValueError(f"members: {', '.join(bad)} cannot be a member (it simulates at every decision)")
     return names
-
-
-def _whole(spec: ClusterSpec) -> ClusterSpec:
-    """The cluster itself where ``spec`` is a pool's view of it (the router's per-pool requests)."""
-    return getattr(spec, "whole", None) or spec
 
 
 def _member(name: str, root: str | os.PathLike | None, seed: int | None = 0, explain: bool = True) -> Policy:
@@ -196,6 +192,8 @@ class Auto:
         self.future = future or Future()
         self.warmup, self.every = warmup, every
         self.objective = load_objective(objective) if isinstance(objective, str) else objective or load_objective()
+        #: a background choice under way: its result, what it was made on, and the pool running it
+        self._pending: tuple[Pending, str, Executor] | None = None
         self.reset(seed)
 
     def _make(self, name: str, seed: int | None = 0, explain: bool = True) -> Policy:
@@ -203,7 +201,7 @@ class Auto:
 
     def reset(self, seed: int | None = None) -> None:
         self.seed = seed
-        if getattr(self, "_pending", None) is not None:
+        if self._pending is not None:
             self._pending[0].cancel()  # a choice for the last run: not queued ahead of this run's
         self._live: Policy = self._make(self.members[0], seed)
         self._deciders: dict[str, Policy] = {self.members[0]: self._live}  # built this run, reused on a switch back
@@ -214,8 +212,7 @@ class Auto:
         self.future.past.clear()  # the recent past is this run's
         self._decisions = 0
         self._next_choice = self.warmup  # recent-past mode only: with streams, one choice before the first decision
-        #: a background choice under way: its result, what it was made on, and the pool running it
-        self._pending: tuple[Pending, str, Executor] | None = None
+        self._pending = None
 
     def _streams(self) -> tuple[list[list[Task]], str]:
         """What a choice simulates, and the words for it."""
@@ -235,12 +232,14 @@ class Auto:
         streams, basis = self._streams()
         if not self._sim:
             self._sim = {n: self._make(n, explain=False) for n in self.members}
-        return self._adopt(simulated_objectives(_whole(state.spec), streams, self._sim, self.objective), basis)
+        return self._adopt(simulated_objectives(whole_of(state.spec), streams, self._sim, self.objective), basis)
 
     def _adopt(self, table: dict[str, float], basis: str) -> str:
         best = min(self.members, key=lambda n: (table[n], self.members.index(n)))
         if best != self.chosen:
-            self._live = self._deciders.get(best) or self._deciders.setdefault(best, self._make(best, self.seed))
+            if best not in self._deciders:
+                self._deciders[best] = self._make(best, self.seed)
+            self._live = self._deciders[best]
         self.chosen, self.table = best, table
         ranked = sorted(table, key=table.get)
         runner = f", next {ranked[1]} {table[ranked[1]]:.3g}" if len(ranked) > 1 else ""
@@ -255,7 +254,7 @@ class Auto:
         root = None if self._root is None else str(self._root)
         ex = background_executor()
         try:
-            pending = ex.submit(_objectives_in_worker, _whole(state.spec), streams, tuple(self.members), root,
+            pending = ex.submit(_objectives_in_worker, whole_of(state.spec), streams, tuple(self.members), root,
                                 self.objective)
         except Exception as exc:  # noqa: BLE001 - a dead worker, no process to spawn, a shutdown: serving goes on
             if isinstance(exc, BrokenProcessPool):
@@ -294,7 +293,7 @@ class Auto:
                 else:
                     self.choose(state)
                 self._next_choice += self.every
-        if not self.future.streams:  # the router's tasks all say arrival 0: the clock says when they came
+            # the router's tasks all say arrival 0: the clock says when they came
             self.future.observe(task if task.arrival == state.now else _at(task, state.now))
         self._decisions += 1
         d = self._live.select(task, state)

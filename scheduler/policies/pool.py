@@ -25,6 +25,11 @@ class PoolView(ClusterSpec):
     whole: ClusterSpec | None = None
 
 
+def whole_of(spec: ClusterSpec) -> ClusterSpec:
+    """The cluster itself where ``spec`` is a pool's view of it, else ``spec``."""
+    return getattr(spec, "whole", None) or spec
+
+
 def _hidden(nd: NodeSpec) -> NodeSpec:
     """A node that can host nothing: how :mod:`cluster.live_state` hides a dead node."""
     return dataclasses.replace(nd, cpu_milli=0, mem_mib=0, devices=())
@@ -44,7 +49,7 @@ class PoolPolicy:
         if self._cache is None or self._cache[0] is not spec:
             nodes = tuple(nd if nd.pool in self.pools else _hidden(nd) for nd in spec.nodes)
             self._cache = (spec, PoolView(spec.name, spec.tiers, nodes, spec.source, pools=spec.pools,
-                                         whole=getattr(spec, "whole", None) or spec))
+                                         whole=whole_of(spec)))
         return self._cache[1]
 
     @property
