@@ -44,6 +44,18 @@ def _worker(parent: int) -> None:
     exit_with_parent(parent)
 
 
+#: the niceness of a worker that must not slow the process it works for (the most Linux allows)
+BACKGROUND_NICE = 19
+
+
+def background_worker(parent: int) -> None:
+    """Initializer of a worker that computes beside a server (``auto``'s choices in the router): one
+    thread, the lowest CPU priority, so that on a machine with few cores the requests it serves are
+    not slowed while it computes, and gone with ``parent``."""
+    _worker(parent)
+    os.nice(BACKGROUND_NICE)
+
+
 def run_all(fn: Callable[..., Any], work: Sequence[tuple], jobs: int = 1) -> Iterator[Any]:
     """``fn(*w)`` for every ``w`` of ``work``, yielded in order; in ``min(jobs, len(work))`` processes
     when ``jobs > 1`` (``fn`` and the arguments must then pickle). A failure stops the runs not

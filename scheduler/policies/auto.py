@@ -38,7 +38,7 @@ from scheduler.policies.pool import whole_of
 from scheduler.policies.rollout import Future, _at
 from scheduler.policy import Decision, Policy, available_policies, make_policy, register
 from scheduler.task import Task
-from simulations.processes import exit_with_parent
+from simulations.processes import background_worker
 
 #: the learned forest and every heuristic that looks at the task's fit (not random, not round-robin):
 #: across the random clusters of docs/evaluation.md each of them is the best one somewhere, and a
@@ -123,13 +123,14 @@ _executor_lock = threading.Lock()
 
 
 def background_executor() -> Executor:
-    """One worker process per serving process for background choices; spawned, not forked (a
-    fork of a process with Ray's and the router's threads can deadlock)."""
+    """One worker process per serving process for background choices, at the lowest CPU priority
+    (a choice may take seconds; requests must not wait for it); spawned, not forked (a fork of a
+    process with Ray's and the router's threads can deadlock)."""
     global _executor
     with _executor_lock:
         if _executor is None:
             _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=exit_with_parent, initargs=(os.getpid(),))
+                                            initializer=background_worker, initargs=(os.getpid(),))
         return _executor
 
 

@@ -142,6 +142,18 @@ def _failed(exc: Exception):
     return f
 
 
+def test_the_background_worker_computes_at_the_lowest_cpu_priority() -> None:
+    # a choice takes seconds of CPU: on a 2-core host the router's requests must come first
+    import os
+
+    from scheduler.policies.auto import background_executor, shutdown_background
+
+    try:
+        assert background_executor().submit(os.nice, 0).result(timeout=60) == 19
+    finally:
+        shutdown_background()
+
+
 def test_the_background_worker_exits_when_its_process_is_killed(tmp_path) -> None:
     # a SIGKILLed Serve replica must not leave its worker behind (it would hold its memory until the host stops)
     import os
