@@ -146,15 +146,23 @@ def _requirement() -> str:
 
 
 def champion_ref(serve_config: str | Path) -> str | None:
-    """The ``kind:version`` the router's config serves (``policy: rl`` is the latest rl), if learned."""
+    """The ``kind:version`` the router's config serves (``policy: rl`` is the latest rl), if learned; for
+    ``auto``, the learned member it delegates to where that member wins (its first: the forest)."""
     from cluster.serve_config import router_args
     from scheduler import model_registry
+    from scheduler.policies.auto import learned_members
 
-    policy = str(router_args(serve_config).get("policy", ""))
+    args = router_args(serve_config)
+    policy, root = str(args.get("policy", "")), args.get("registry")  # the registry the router reads
+    if policy == "auto":
+        try:
+            policy = next(iter(learned_members(root=root)), "")
+        except model_registry.RegistryError:
+            return None
     kind, _, version = policy.partition(":")
     if kind not in MODEL_NAMES:
         return None
     try:
-        return model_registry.load(kind, version or "latest", check=False).ref
+        return model_registry.load(kind, version or "latest", root, check=False).ref
     except model_registry.RegistryError:
         return None

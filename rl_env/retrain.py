@@ -29,7 +29,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -39,6 +39,8 @@ from serve_app.history_sql import mask
 
 #: a kind needs this many tasks in the history to become a scenario of the derived workload
 MIN_KIND_TASKS = 3
+#: policies :func:`simulations.history_replay.counterfactual` builds itself, by name, per seed
+Builders = dict[str, Callable[[int], Any]]
 
 
 def workload_from_history(tasks: Sequence[Task], name: str = "from_history") -> dict[str, Any]:
@@ -159,6 +161,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if len(names) != 1:
         raise UsageError(f"--champion: one policy, got {args.champion!r}")
     champion = _pinned(names[0], "--champion")  # before the challenger joins the registry it may share
+    build, facts = _champion_build(champion)
     try:
         seeds, eval_seeds = parse_seeds(args.seeds), parse_seeds(args.eval_seeds)
     except ValueError as exc:
@@ -174,7 +177,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     wl_path.write_text("# written by `orchestrator retrain` from " + mask(args.history) + "\n"
                        + yaml.safe_dump(workload_from_history(tasks), sort_keys=False))
     if args.kind == "rl":
-        return _retrain_rl(args, spec, tasks, rows, champion, seeds, eval_seeds, wl_path, out)
+        return _retrain_rl(args, spec, tasks, rows, champion, (build, facts), seeds, eval_seeds, wl_path, out)
     cfg = TrainArgs(cluster=args.cluster, workloads=[str(wl_path.resolve())], variants=["x1"], seeds=seeds,
                     holdout_seeds=[max(seeds) + 900], rounds=args.rounds, trees=args.trees, teacher=args.teacher,
                     duration_s=args.duration_s)
@@ -202,9 +205,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     # the challenger from where it was saved; the champion from the registry the router reads
     report = counterfactual(spec, tasks, [champion, challenger], eval_seeds, objective,
-                            build={challenger: lambda seed: RandomForestPolicy(path.name, root=path.parent.parent,
-                                                                               explain=False)})
-    report.update(about(args, spec, rows), challenger=challenger, train_seconds=round(train_s, 1))
+                            build={**build, challenger: lambda seed: RandomForestPolicy(
+                                path.name, root=path.parent.parent, explain=False)})
+    report.update(about(args, spec, rows), **facts, challenger=challenger, train_seconds=round(train_s, 1))
     (out / "retrain.json").write_text(json.dumps(report, indent=1))
     text = (f"challenger {challenger} trained in {train_s:.0f} s on {len(seeds)} window(s) of the history's workload "
             f"({wl_path}); judged against {champion} on the history's own arrivals:\n\n" + markdown(report))
@@ -224,8 +227,26 @@ def _pinned(name: str, flag: str) -> str:
         raise UsageError(f"{flag}: {exc}") from None
 
 
-def _retrain_rl(args: argparse.Namespace, spec, tasks, rows, champion: str, seeds, eval_seeds, wl_path: Path,
-                out: Path) -> int:
+def _champion_build(champion: str) -> tuple[Builders, dict[str, Any]]:
+    """``auto`` as champion, its learned members pinned now (built by name after the challenger is saved into
+    the registry they come from, its ``rf`` would be the challenger itself), and the members for the report."""
+    if champion != "auto":
+        return {}, {}
+    from scheduler import model_registry
+    from scheduler.policies.auto import pinned_members
+    from scheduler.policy import make_policy
+
+    try:
+        members = pinned_members()
+    except model_registry.RegistryError as exc:
+        raise UsageError(f"--champion: {exc}") from None
+    return {champion: lambda seed: make_policy("auto", seed=seed, members=members)}, \
+        {"champion_members": members.split(",")}
+
+
+def _retrain_rl(args: argparse.Namespace, spec, tasks, rows, champion: str,
+                built: tuple[Builders, dict[str, Any]], seeds, eval_seeds,
+                wl_path: Path, out: Path) -> int:
     """``--kind rl``: the fine-tune (:func:`rl_experiment`) exported as the next rl version, then judged."""
     from scheduler.objective import load_objective
     from scheduler.policies.rl import RLPolicy
@@ -240,9 +261,9 @@ def _retrain_rl(args: argparse.Namespace, spec, tasks, rows, champion: str, seed
     rep = train(exp, registry=args.registry)
     challenger = f"rl:{rep.artifact.name}"
     report = counterfactual(spec, tasks, [champion, challenger], eval_seeds, load_objective(),
-                            build={challenger: lambda seed: RLPolicy(rep.artifact.name, root=rep.artifact.parent.parent,
-                                                                     seed=seed)})
-    report.update(about(args, spec, rows), challenger=challenger, train_seconds=round(rep.wall_s, 1),
+                            build={**built[0], challenger: lambda seed: RLPolicy(
+                                rep.artifact.name, root=rep.artifact.parent.parent, seed=seed)})
+    report.update(about(args, spec, rows), **built[1], challenger=challenger, train_seconds=round(rep.wall_s, 1),
                   fine_tune={"from": teacher, "env_steps": args.rl_env_steps, "time_s": args.rl_time_s,
                              "steps": args.rl_steps,
                              "workload": str(wl_path), "run_dir": str(rep.run_dir)})

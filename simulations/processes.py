@@ -52,8 +52,8 @@ def background_worker(parent: int) -> None:
     """Initializer of a worker that computes beside a server (``auto``'s choices in the router): one
     thread, the lowest CPU priority, so that on a machine with few cores the requests it serves are
     not slowed while it computes, and gone with ``parent``."""
+    os.nice(BACKGROUND_NICE)  # first: the threads it starts inherit it
     _worker(parent)
-    os.nice(BACKGROUND_NICE)
 
 
 def run_all(fn: Callable[..., Any], work: Sequence[tuple], jobs: int = 1) -> Iterator[Any]:

@@ -54,8 +54,17 @@ def test_shipped_versions_register_with_aliases_and_load_as_placers(store, tmp_p
     assert str(client.get_model_version_by_alias(MODEL_NAMES["rl"], "champion").version) == "1"
 
 
-def test_champion_is_the_routers_configured_policy():
+def test_champion_is_the_routers_configured_policy(tmp_path):
+    shipped = (REPO_ROOT / "configs" / "serve.yaml").read_text()
+    assert "policy: rf\n" in shipped
     assert champion_ref(REPO_ROOT / "configs" / "serve.yaml") == model_registry.load("rf", "latest").ref
+    for policy, kind in (("rl", "rl"), ("auto", "rf")):  # auto's learned member is the forest
+        cfg = tmp_path / f"{policy}.yaml"
+        cfg.write_text(shipped.replace("policy: rf\n", f"policy: {policy}\n"))
+        assert champion_ref(cfg) == model_registry.load(kind, "latest").ref
+    fixed = tmp_path / "ff.yaml"
+    fixed.write_text(shipped.replace("policy: rf\n", "policy: fastest-feasible\n"))
+    assert champion_ref(fixed) is None
 
 
 def test_export_cli_refuses_what_it_cannot_register(store):

@@ -108,3 +108,33 @@ def test_the_champion_is_the_version_before_the_retrain_even_in_the_same_registr
     after = model_registry.resolve("rf", "latest").name
     assert after != before and report["challenger"] == f"rf:{after}"
     assert set(report["policies"]) == {f"rf:{before}", f"rf:{after}"}
+
+
+def test_an_auto_champion_keeps_the_forest_it_had_before_the_challenger_was_saved(tmp_path, capsys,
+                                                                                   monkeypatch) -> None:
+    """`--champion auto` (a router running auto) delegates to the registry's rf: a challenger saved into that
+    registry must not become the champion's own forest, and the report names the forest it had."""
+    import simulations.history_replay as hr
+    from tests.learned_registry import build_tiny_rf
+
+    registry = tmp_path / "registry"
+    build_tiny_rf(registry)
+    monkeypatch.setenv(model_registry.REGISTRY_ENV, str(registry))
+    before = model_registry.resolve("rf", "latest").name
+    judged = {}
+    real = hr.counterfactual
+
+    def recorded(spec, tasks, policies, seeds, objective=None, build=None):
+        judged.update(policies=list(policies), auto=build["auto"](0))
+        return real(spec, tasks, policies, seeds, objective, build)
+
+    monkeypatch.setattr(hr, "counterfactual", recorded)
+    url, _ = write_history(tmp_path / "h.db", 60)
+    assert main(["retrain", "--history", url, "--cluster", str(LOCAL), "--champion", "auto", "--teacher", "oracle",
+                 "--rounds", "0", "--trees", "3", "--seeds", "1", "--duration-s", "8", "--eval-seeds", "1",
+                 "--out", str(tmp_path / "out")]) == 0
+    after = model_registry.resolve("rf", "latest").name
+    assert after != before and judged["policies"] == ["auto", f"rf:{after}"]
+    assert judged["auto"].members[0] == f"rf:{before}"  # not the challenger
+    report = json.loads((tmp_path / "out" / "retrain.json").read_text())
+    assert report["champion_members"][0] == f"rf:{before}"
