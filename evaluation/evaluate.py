@@ -20,6 +20,10 @@ the comparison view reads), timing each policy's decisions
 ``--jobs N`` runs N (workload, seed) pairs at once, each in a process of its own (spawned,
 one thread each): the same tables; decision times are then measured on a shared machine.
 
+``--futures 0`` gives the lookahead policies no sampled futures, so ``auto`` judges on its own
+recent past as it does in the router (where no workload generator exists), not on the workload's;
+here a choice is used at once, in the router once its worker has made it.
+
 Held out: the learned policies' artifacts record their training and
 checkpoint-selection seeds (:mod:`evaluation.held_out`); they are printed, and an
 evaluation seed among them is refused.
@@ -59,6 +63,8 @@ from simulations.workloads import WorkloadSpec, future_streams, generate, load_w
 
 DEFAULT_WORKLOADS = ("configs/workloads/high_load.yaml", "configs/workloads/gpu_heavy_high.yaml")
 LEARNED = tuple(LEARNED_KINDS)
+#: ``--futures`` at most (each future is a whole run of the workload, simulated per member or candidate)
+MAX_FUTURES = 64
 
 __all__ = ["evaluate", "quality_checks", "is_heuristic", "cli"]
 
@@ -66,16 +72,18 @@ __all__ = ["evaluate", "quality_checks", "is_heuristic", "cli"]
 def evaluate(spec: ClusterSpec, workloads: Sequence[WorkloadSpec], seeds: Sequence[int],
              policies: Sequence[str], out: str | Path, *, objective: Objective | None = None,
              progress: bool = True, header: Sequence[str] | None = None, jobs: int = 1,
-             ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+             futures: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """Run every policy on every (workload, seed); return (per-run table, per-workload summary, quality checks).
 
     ``header``: the Markdown file's opening lines (default: one line naming the date, cluster and seeds).
     ``jobs``: (workload, seed) runs at once, in processes of their own (the tables are the same;
     decision times are then measured on a machine that many runs share).
+    ``futures``: the futures each lookahead policy samples (default :data:`LOOKAHEAD`'s; 0: none, so it
+    judges on its own recent past, as the router's ``auto`` does).
     """
     out = Path(out)
     objective = objective or Objective()
-    work = [(spec, wl, seed, tuple(policies), objective, out, progress) for wl in workloads for seed in seeds]
+    work = [(spec, wl, seed, tuple(policies), objective, out, progress, futures) for wl in workloads for seed in seeds]
     rows = list(run_all(_run, work, jobs))
     runs = pd.concat(rows, ignore_index=True)
     summary = summarize_runs(runs)
@@ -98,7 +106,7 @@ def evaluate(spec: ClusterSpec, workloads: Sequence[WorkloadSpec], seeds: Sequen
 
 
 def _run(spec: ClusterSpec, wl: WorkloadSpec, seed: int, policies: Sequence[str], objective: Objective,
-         out: Path, progress: bool) -> pd.DataFrame:
+         out: Path, progress: bool, futures: int | None = None) -> pd.DataFrame:
     """One (workload, seed): every policy on the same tasks; its rows of the per-run table."""
     tasks = generate(wl, seed=seed)
     if progress:
@@ -106,15 +114,18 @@ def _run(spec: ClusterSpec, wl: WorkloadSpec, seed: int, policies: Sequence[str]
     timed: dict[str, TimedPolicy] = {}
 
     def make(name: str) -> Policy:
-        # a lookahead samples futures from the workload's own generator, never this run's tasks
+        # a lookahead samples futures from the workload's own generator, never this run's tasks (none:
+        # it judges on the run's tasks it has already placed, as the router's auto does)
         base = name.partition(":")[0]
-        params = {"future": Future(future_streams(wl, n=LOOKAHEAD[base]))} if base in LOOKAHEAD else {}
+        n = (LOOKAHEAD[base] if futures is None else futures) if base in LOOKAHEAD else 0
+        params = {"future": Future(future_streams(wl, n=n))} if n else {}
         timed[name] = TimedPolicy(make_policy(name, **params))
         return timed[name]
 
     table, _ = compare_policies(spec, tasks, list(policies), seed=seed, objective=objective,
                                 out=out / wl.name / f"seed_{seed}", progress=progress, make=make,
-                                meta={"workload": wl.source, "load_factor": wl.load_factor})
+                                meta={"workload": wl.source, "load_factor": wl.load_factor,
+                                      **({"futures": futures} if futures is not None else {})})
     t = table.reset_index()
     t.insert(0, "seed", seed)
     t.insert(0, "workload", wl.name)
@@ -233,6 +244,8 @@ def _command(args: argparse.Namespace, workload_paths: Sequence[str]) -> str:
         parts.append(f"--load-scale {args.load_scale:g}")
     if getattr(args, "jobs", 1) > 1:
         parts.append(f"--jobs {args.jobs}")
+    if getattr(args, "futures", None) is not None:
+        parts.append(f"--futures {args.futures}")
     parts.append(f"--out {args.out}")
     return " ".join(parts)
 
@@ -243,6 +256,12 @@ def cli(args: argparse.Namespace) -> int:
     from simulations.compare import parse_policies
     from simulations.packing import parse_seeds
 
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1:
+        raise UsageError(f"--jobs: must be at least 1, got {jobs}")
+    futures = getattr(args, "futures", None)
+    if futures is not None and not 0 <= futures <= MAX_FUTURES:
+        raise UsageError(f"--futures: from 0 to {MAX_FUTURES}, got {futures}")
     policies = _usable(parse_policies(args.policies))
     if not policies:
         raise UsageError("--policies: none of the policies can be built")
@@ -254,9 +273,6 @@ def cli(args: argparse.Namespace) -> int:
         raise UsageError(f"--seeds: no seed in {args.seeds!r}")
     uses, notes = learned_seed_uses(policies)
     _check_held_out(seeds, uses)
-    jobs = getattr(args, "jobs", 1)
-    if jobs < 1:
-        raise UsageError(f"--jobs: must be at least 1, got {jobs}")
     rands = _random_clusters(args, policies)
     if len(rands) == 1:
         _cli_one(args, policies, seeds, uses, notes, rands[0], args.out)
@@ -332,7 +348,8 @@ def _cli_one(args: argparse.Namespace, policies: list[str], seeds: list[int], us
               + ("; ".join(u.describe() for u in uses) if uses else "no learned policy in this run")
               + "".join(f"; {n}" for n in notes) + "."]
     runs, summary, checks = evaluate(spec, workloads, seeds, policies, args.out, objective=load_objective(),
-                                     header=header, jobs=getattr(args, "jobs", 1))
+                                     header=header, jobs=getattr(args, "jobs", 1),
+                                     futures=getattr(args, "futures", None))
     print(f"\nmean over seeds {format_seeds(seeds)} ({len(seeds)} runs per workload):")
     cols = ["objective", "ci_low", "ci_high", "wins", "margin_pct", "gap_pct", "slo_miss_%", "rejected",
             "decision_us"]

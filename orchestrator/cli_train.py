@@ -83,6 +83,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="(workload, seed) runs at once, one process each (same tables; decision times "
                         "then share the machine)")
+    from scheduler.policies.auto import LOOKAHEAD
+
+    e.add_argument("--futures", type=int, default=None, metavar="N",
+                   help="futures of the workload each lookahead policy samples (default: "
+                        + ", ".join(f"{k} {v}" for k, v in LOOKAHEAD.items()) + "); 0: none, so they judge on "
+                        "their own recent past, as the router's auto does")
     e.set_defaults(func=_lazy("evaluation.evaluate:cli"))
 
 

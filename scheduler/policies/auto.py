@@ -13,6 +13,10 @@ workload's own generator with seeds of their own (``orchestrator evaluate`` give
 never the run's actual tasks; with no streams, the policy's own recent past (the tasks it
 was asked to place, replayed from an empty cluster): it places the first ``warmup`` tasks
 with the first member, then chooses on what it saw, and again every ``every`` decisions.
+That is weaker: a few hundred recent tasks replayed from an empty cluster show little of the
+queues a long run builds, and a switch hands the cluster to a member that did not build its
+state. Judged so (``orchestrator evaluate --futures 0``) it trails the forest alone on random
+clusters (docs/evaluation.md), which is why the router's default is ``rf``, not ``auto``.
 
 A router decides under one lock for every request, and a choice simulates every member (about
 a second on ``local.yaml``, more on a big cluster): with ``background`` a recent-past choice
@@ -59,7 +63,13 @@ log = logging.getLogger(__name__)
 def learned_members(members: str = DEFAULT_MEMBERS, root: str | os.PathLike | None = None) -> list[str]:
     """The learned members of ``members``, each pinned to its registry version (``rf`` -> ``rf:5``):
     what ``auto`` may delegate to, so an evaluation checks their training seeds and clusters too."""
-    return [_pinned(n, root) for n in _names(members) if n.partition(":")[0] in LEARNED_MEMBERS]
+    return [n for n in pinned_members(members, root).split(",") if n.partition(":")[0] in LEARNED_MEMBERS]
+
+
+def pinned_members(members: str = DEFAULT_MEMBERS, root: str | os.PathLike | None = None) -> str:
+    """``members`` with each learned one pinned to its version now, for an ``auto`` built later that must not
+    take up a version saved meanwhile (a retrain comparing its challenger with an ``auto`` champion)."""
+    return ",".join(_pinned(n, root) for n in _names(members))
 
 
 def _pinned(name: str, root: str | os.PathLike | None) -> str:

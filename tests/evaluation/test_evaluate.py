@@ -288,3 +288,32 @@ def test_auto_gets_sampled_futures_of_the_workload_never_the_run(tmp_path, local
                           progress=False)
     assert asked == [("high_load", 4)]  # auto's four futures (the heuristic gets none)
     assert set(runs["policy"]) == {"auto", "fastest-feasible"} and (runs["decisions"] > 0).all()
+
+
+def test_with_no_futures_auto_judges_on_its_own_recent_past_as_in_the_router(tmp_path, local_spec,
+                                                                              monkeypatch) -> None:
+    import evaluation.evaluate as ev
+    from dataclasses import replace
+
+    from scheduler.objective import Objective
+    from scheduler.policy import make_policy
+    from simulations.engine import simulate
+    from simulations.workloads import generate
+
+    asked = []
+    monkeypatch.setattr(ev, "future_streams", lambda wl, n=4, load_factor=None: asked.append(n) or [])
+    wl = replace(_tiny("high_load", tmp_path), duration_s=60.0)  # past auto's 200-task warm-up
+    runs, _, _ = evaluate(local_spec, [wl], [101], ["auto"], tmp_path / "o", progress=False, futures=0)
+    assert asked == []  # nothing sampled from the workload
+    alone = make_policy("auto", seed=101)
+    score = simulate(local_spec, generate(wl, seed=101), alone, seed=101, objective=Objective()).summary
+    assert alone.table  # it chose on the tasks it had placed
+    assert runs.loc[runs["policy"] == "auto", "objective"].item() == pytest.approx(score["objective_mean"])
+
+
+@pytest.mark.parametrize("bad", ["-1", "65"])
+def test_a_bad_futures_count_is_refused_naming_the_flag(bad, tmp_path, capsys) -> None:
+    from orchestrator.cli import main
+
+    assert main(["evaluate", "--futures", bad, "--out", str(tmp_path / "x")]) == 2
+    assert "--futures" in capsys.readouterr().err
