@@ -7,12 +7,19 @@ import time
 from pathlib import Path
 
 from cluster import launcher
+from cluster.procs import cmdline
 
 SLEEPER = "import time; time.sleep(120)  # attached-marker"
 
 
 def _start() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", SLEEPER], start_new_session=True)
+    """The sleeper, once its command line reads back: for a moment after exec it reads empty, which the
+    guard counts as a process still exiting (and a CI run once caught it there)."""
+    p = subprocess.Popen([sys.executable, "-c", SLEEPER], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while "attached-marker" not in cmdline(p.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return p
 
 
 def test_stop_attached_stops_exactly_the_recorded_session(tmp_path: Path) -> None:
