@@ -116,6 +116,12 @@ def demo():
         state = json.loads((root / "out" / "demo.json").read_text())
         st = launcher.LaunchState.load(root / "ray")
         info["state"] = state
+        asked = info["prometheus"]
+        if state.get("prometheus") and state["prometheus"] != asked:
+            # the cluster it started first may hold the port picked free before it (Ray's exporters and workers
+            # take ports from the same range): the demo moves to the next free one, and must say so
+            assert f"port {asked.rsplit(':', 1)[1]} is in use: Prometheus listens on" in info["log"]
+            info["prometheus"] = state["prometheus"]
         info["sids"] = [r.sid for r in st.nodes.values()] if st else []
         holder = root / "ray" / launcher.ATTACHED_DIR / "router-holder"  # `serve up`'s background driver
         if holder.is_file():
