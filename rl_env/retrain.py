@@ -177,7 +177,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     wl_path.write_text("# written by `orchestrator retrain` from " + mask(args.history) + "\n"
                        + yaml.safe_dump(workload_from_history(tasks), sort_keys=False))
     if args.kind == "rl":
-        return _retrain_rl(args, spec, tasks, rows, champion, (build, facts), seeds, eval_seeds, wl_path, out)
+        return _retrain_rl(args, spec, tasks, rows, champion, build, facts, seeds, eval_seeds, wl_path, out)
     cfg = TrainArgs(cluster=args.cluster, workloads=[str(wl_path.resolve())], variants=["x1"], seeds=seeds,
                     holdout_seeds=[max(seeds) + 900], rounds=args.rounds, trees=args.trees, teacher=args.teacher,
                     duration_s=args.duration_s)
@@ -240,13 +240,12 @@ def _champion_build(champion: str) -> tuple[Builders, dict[str, Any]]:
         members = pinned_members()
     except model_registry.RegistryError as exc:
         raise UsageError(f"--champion: {exc}") from None
-    return {champion: lambda seed: make_policy("auto", seed=seed, members=members)}, \
-        {"champion_members": members.split(",")}
+    return {champion: lambda seed: make_policy("auto", seed=seed, members=",".join(members))}, \
+        {"champion_members": members}
 
 
-def _retrain_rl(args: argparse.Namespace, spec, tasks, rows, champion: str,
-                built: tuple[Builders, dict[str, Any]], seeds, eval_seeds,
-                wl_path: Path, out: Path) -> int:
+def _retrain_rl(args: argparse.Namespace, spec, tasks, rows, champion: str, build: Builders, facts: dict[str, Any],
+                seeds, eval_seeds, wl_path: Path, out: Path) -> int:
     """``--kind rl``: the fine-tune (:func:`rl_experiment`) exported as the next rl version, then judged."""
     from scheduler.objective import load_objective
     from scheduler.policies.rl import RLPolicy
@@ -261,9 +260,9 @@ def _retrain_rl(args: argparse.Namespace, spec, tasks, rows, champion: str,
     rep = train(exp, registry=args.registry)
     challenger = f"rl:{rep.artifact.name}"
     report = counterfactual(spec, tasks, [champion, challenger], eval_seeds, load_objective(),
-                            build={**built[0], challenger: lambda seed: RLPolicy(
+                            build={**build, challenger: lambda seed: RLPolicy(
                                 rep.artifact.name, root=rep.artifact.parent.parent, seed=seed)})
-    report.update(about(args, spec, rows), **built[1], challenger=challenger, train_seconds=round(rep.wall_s, 1),
+    report.update(about(args, spec, rows), **facts, challenger=challenger, train_seconds=round(rep.wall_s, 1),
                   fine_tune={"from": teacher, "env_steps": args.rl_env_steps, "time_s": args.rl_time_s,
                              "steps": args.rl_steps,
                              "workload": str(wl_path), "run_dir": str(rep.run_dir)})

@@ -63,13 +63,13 @@ log = logging.getLogger(__name__)
 def learned_members(members: str = DEFAULT_MEMBERS, root: str | os.PathLike | None = None) -> list[str]:
     """The learned members of ``members``, each pinned to its registry version (``rf`` -> ``rf:5``):
     what ``auto`` may delegate to, so an evaluation checks their training seeds and clusters too."""
-    return [n for n in pinned_members(members, root).split(",") if n.partition(":")[0] in LEARNED_MEMBERS]
+    return [n for n in pinned_members(members, root) if n.partition(":")[0] in LEARNED_MEMBERS]
 
 
-def pinned_members(members: str = DEFAULT_MEMBERS, root: str | os.PathLike | None = None) -> str:
+def pinned_members(members: str = DEFAULT_MEMBERS, root: str | os.PathLike | None = None) -> list[str]:
     """``members`` with each learned one pinned to its version now, for an ``auto`` built later that must not
     take up a version saved meanwhile (a retrain comparing its challenger with an ``auto`` champion)."""
-    return ",".join(_pinned(n, root) for n in _names(members))
+    return [_pinned(n, root) for n in _names(members)]
 
 
 def _pinned(name: str, root: str | os.PathLike | None) -> str:

@@ -30,6 +30,7 @@ import pytest
 
 from cluster.procs import all_pids, cmdline, free_fixed_port, port_open
 from tests.chromium import chromium
+from tests import pids
 from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -58,17 +59,6 @@ def _answers(url: str, timeout: float = 10.0) -> int:
         return e.code
     except OSError:
         return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is gone for our purpose
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _registry(root: Path) -> Path:
@@ -120,7 +110,7 @@ def demo():
         if state.get("prometheus") and state["prometheus"] != asked:
             # the cluster it started first may hold the port picked free before it (Ray's exporters and workers
             # take ports from the same range): the demo moves to the next free one, and must say so
-            assert f"port {asked.rsplit(':', 1)[1]} is in use: Prometheus listens on" in info["log"]
+            assert f"port {info['DEMO_PROMETHEUS_PORT']} is in use: Prometheus listens on" in info["log"]
             info["prometheus"] = state["prometheus"]
         info["sids"] = [r.sid for r in st.nodes.values()] if st else []
         holder = root / "ray" / launcher.ATTACHED_DIR / "router-holder"  # `serve up`'s background driver
@@ -144,7 +134,7 @@ def _stop_and_check(info: dict) -> None:
     own = {k: state.get(k) for k in ("streamlit_pid", "router_holder_pid", "prometheus_pid") if state.get(k)}
     if left:  # clean up for the next tests before failing
         launcher.stop_sessions(sids, grace_s=2)
-    alive = {k: pid for k, pid in own.items() if _alive(pid)}
+    alive = {k: pid for k, pid in own.items() if pids.alive(pid)}
     alive.update({f"prometheus {pid}": pid for pid in _prometheus_pids(root)})  # recorded or not
     for pid in alive.values():
         os.killpg(pid, signal.SIGKILL)
@@ -159,7 +149,7 @@ def _stop_and_check(info: dict) -> None:
 def _prometheus_pids(root: Path) -> list[int]:
     """Live prometheus processes on this demo's data (its folder is on their command line)."""
     return [pid for pid in all_pids() if "prometheus" in (c := cmdline(pid)) and str(root) in c
-            and "pytest" not in c and _alive(pid)]
+            and "pytest" not in c and pids.alive(pid)]
 
 
 def _query(base: str, expr: str) -> list[dict]:
@@ -343,4 +333,4 @@ def test_a_taken_prometheus_port_moves_to_the_next_free_one_and_demo_stop_ends_i
         taken.close()
         assert d.stop(cfg) == 0
     assert "stopped Prometheus" in capsys.readouterr().out
-    assert not _alive(st["prometheus_pid"]) and not _prometheus_pids(tmp_path)
+    assert not pids.alive(st["prometheus_pid"]) and not _prometheus_pids(tmp_path)
