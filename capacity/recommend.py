@@ -11,9 +11,13 @@ first node, and for MIG pools the layout of each GPU:
 
 1. **grow**: while the target is missed, add the node that removes the most misses per dollar;
 2. **shrink**: while some node can go with the target still met, remove the one saving most;
+   when none can, swap one for a node of a cheaper pool if that still meets it (a GPU node's
+   CPU work may need a CPU node once the GPU node is gone: removals alone never find that);
 3. **MIG layouts**: every pool of MIG nodes tries the valid per-GPU layouts built from the
-   profiles the workload can use (:func:`mig_layouts`); the few best at the current counts are
-   shrunk again, and the cheapest cluster meeting the target wins (ties: fewer misses).
+   profiles the workload can use (:func:`mig_layouts`), screened at the current counts and with
+   one node fewer in that pool (where a better layout earns its keep); the few best of each
+   screening are grown and shrunk again, and the cheapest cluster meeting the target wins (ties:
+   fewer misses).
 
 A node costs what its resources cost while it is up (:func:`node_cost_per_hour`: the tier's
 per-second CPU, memory and GPU prices), so the comparison is of provisioned capacity, not of
@@ -289,17 +293,35 @@ class Search:
                     if w.meets:
                         options.append(w)
             if not options:
+                options = [w for w in self._swaps(cur) if w.meets and w.cost_per_hour < cur.cost_per_hour]
+            if not options:
                 return cur
             cur = min(options, key=lambda w: (w.cost_per_hour, w.slo_miss))
+
+    def _swaps(self, cur: WhatIf) -> list[WhatIf]:
+        """``cur`` with one node of a pool traded for one node of a cheaper pool."""
+        counts = dict(cur.shape.counts)
+        out = []
+        for p, n in counts.items():
+            for q, m in counts.items():
+                if n > 0 and m < self.max_nodes and self.cost[q] < self.cost[p]:
+                    out.append(self.judge(cur.shape.with_count(p, n - 1).with_count(q, m + 1)))
+        return out
 
     def layouts(self, cur: WhatIf, profiles: Sequence[str], pools: Sequence[str]) -> WhatIf:
         best = cur
         for pool in pools:
             gpus = len(self.tmpl[pool].devices)
             options = [lay for lay in mig_layouts(profiles, gpus) if lay != dict(best.shape.layouts)[pool]]
-            # screen every layout at the counts found so far, then search counts for the best few
-            screened = sorted((self.judge(best.shape.with_layout(pool, lay)) for lay in options),
-                              key=lambda w: (not w.meets, w.slo_miss, w.objective))[:LAYOUTS_SHRUNK]
+            # screen every layout at the counts found so far and with one node fewer in the pool, then
+            # search counts for the best few of each
+            n = best.shape.count(pool)
+            bases = [best.shape] + ([best.shape.with_count(pool, n - 1)] if n > 1 else [])
+            screened: list[WhatIf] = []
+            for base in bases:
+                ranked = sorted((self.judge(base.with_layout(pool, lay)) for lay in options),
+                                key=lambda w: (not w.meets, w.slo_miss, w.objective))
+                screened += [w for w in ranked if w.shape not in {s.shape for s in screened}][:LAYOUTS_SHRUNK]
             for w in screened:
                 w = self.shrink(self.grow(w.shape))
                 if w.meets and (w.cost_per_hour, w.slo_miss) < (best.cost_per_hour, best.slo_miss):

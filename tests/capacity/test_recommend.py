@@ -102,6 +102,53 @@ def test_an_overloaded_cluster_is_grown_until_it_meets_the_target(local) -> None
     assert r.shipped_layout_best is not None and r.best.cost_per_hour <= r.shipped_layout_best.cost_per_hour
 
 
+def test_shrinking_trades_a_gpu_node_for_a_cheaper_node_when_removing_one_alone_misses(local, monkeypatch) -> None:
+    # the search's moves on a table of what-if answers (the simulator stands aside so that the one shape
+    # only a trade reaches is known): three MIG nodes meet the target, two meet it only beside a cloud
+    # node that takes their CPU work, one edge node is always needed
+    def what_if(spec, shape, streams, policy, target, objective=None, seeds=None):
+        n = dict(shape.counts)
+        ok = n["edge"] >= 1 and (n["gpu-mig"] >= 3 or (n["gpu-mig"] == 2 and n["cloud"] >= 1))
+        cluster = rec.build(spec, shape)
+        return rec.WhatIf(shape, rec.cluster_cost_per_hour(cluster), 0.0 if ok else 0.5, 1.0, len(cluster.nodes),
+                          sum(len(nd.devices) for nd in cluster.nodes), ok)
+
+    monkeypatch.setattr(rec, "what_if", what_if)
+    s = rec.Search(local, [[]], "fastest-feasible", 0.05, max_nodes=4)
+    start = rec.current_shape(local)
+    three = start.with_count("edge", 1).with_count("cloud", 0).with_count("gpu-mig", 3).with_count("gpu-ts", 0)
+    best = s.shrink(s.judge(three))
+    assert dict(best.shape.counts) == {"edge": 1, "cloud": 1, "gpu-mig": 2, "gpu-ts": 0}
+    assert best.gpus == s.judge(three).gpus - 2 and best.cost_per_hour < s.judge(three).cost_per_hour
+
+
+def test_a_layout_that_saves_a_gpu_node_is_found_though_it_ranks_low_at_the_current_counts(local, monkeypatch) -> None:
+    # on a table of what-if answers: at three MIG nodes every layout meets the target and one layout,
+    # ``saver``, is among the worst; only with ``saver`` can two MIG nodes (and a cloud node) meet it
+    lays = rec.mig_layouts(["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb"], 2)
+    saver = lays[len(lays) // 2]
+
+    def what_if(spec, shape, streams, policy, target, objective=None, seeds=None):
+        n, lay = dict(shape.counts), dict(shape.layouts)["gpu-mig"]
+        if n["edge"] < 1 or n["gpu-mig"] < 2:
+            miss = 0.5
+        elif n["gpu-mig"] >= 3:
+            miss = 0.02 if lay == saver else 0.01
+        else:
+            miss = (0.03 if n["cloud"] >= 1 else 0.07) if lay == saver else 0.2
+        cluster = rec.build(spec, shape)
+        return rec.WhatIf(shape, rec.cluster_cost_per_hour(cluster), miss, 1.0, len(cluster.nodes),
+                          sum(len(nd.devices) for nd in cluster.nodes), miss <= target)
+
+    monkeypatch.setattr(rec, "what_if", what_if)
+    s = rec.Search(local, [[]], "fastest-feasible", 0.05, max_nodes=4)
+    start = rec.current_shape(local)
+    three = s.judge(start.with_count("edge", 1).with_count("cloud", 0).with_count("gpu-mig", 3).with_count("gpu-ts", 0))
+    best = s.layouts(three, ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb"], ["gpu-mig"])
+    assert dict(best.shape.layouts)["gpu-mig"] == saver and best.shape.count("gpu-mig") == 2
+    assert best.meets and best.gpus < three.gpus and best.cost_per_hour < three.cost_per_hour
+
+
 def test_an_idle_cluster_is_shrunk_and_never_costs_more(local) -> None:
     streams = rec.demand_streams(load_workload("configs/workloads/cluster_smoke.yaml"), 0.5, 60.0, [1])
     r = rec.recommend(local, streams, "fastest-feasible", target_miss=0.05, layouts=False)
