@@ -40,7 +40,8 @@ from scheduler.task import Task
 
 #: after the last arrival, how long a what-if run lets tasks finish; still unfinished then is a miss
 DRAIN_S = 60.0
-#: layouts kept from the screening at the current counts for the full shrink search
+#: layouts kept from each screening (at the current counts, and with one node fewer in the pool) for the
+#: full grow-and-shrink search
 LAYOUTS_SHRUNK = 3
 #: most per-node layouts screened: beyond it (nodes of many GPUs) every GPU of a node gets the same layout
 MAX_LAYOUTS = 100
@@ -311,17 +312,19 @@ class Search:
     def layouts(self, cur: WhatIf, profiles: Sequence[str], pools: Sequence[str]) -> WhatIf:
         best = cur
         for pool in pools:
+            n = best.shape.count(pool)
+            if n == 0:  # no node of the pool: its layout changes nothing
+                continue
             gpus = len(self.tmpl[pool].devices)
             options = [lay for lay in mig_layouts(profiles, gpus) if lay != dict(best.shape.layouts)[pool]]
             # screen every layout at the counts found so far and with one node fewer in the pool, then
-            # search counts for the best few of each
-            n = best.shape.count(pool)
+            # search counts for the best few of each (the two screenings' shapes differ in that count)
             bases = [best.shape] + ([best.shape.with_count(pool, n - 1)] if n > 1 else [])
             screened: list[WhatIf] = []
             for base in bases:
                 ranked = sorted((self.judge(base.with_layout(pool, lay)) for lay in options),
                                 key=lambda w: (not w.meets, w.slo_miss, w.objective))
-                screened += [w for w in ranked if w.shape not in {s.shape for s in screened}][:LAYOUTS_SHRUNK]
+                screened += ranked[:LAYOUTS_SHRUNK]
             for w in screened:
                 w = self.shrink(self.grow(w.shape))
                 if w.meets and (w.cost_per_hour, w.slo_miss) < (best.cost_per_hour, best.slo_miss):

@@ -127,6 +127,7 @@ def test_a_layout_that_saves_a_gpu_node_is_found_though_it_ranks_low_at_the_curr
     # ``saver``, is among the worst; only with ``saver`` can two MIG nodes (and a cloud node) meet it
     lays = rec.mig_layouts(["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb"], 2)
     saver = lays[len(lays) // 2]
+    assert saver != dict(rec.current_shape(local).layouts)["gpu-mig"]  # the shipped layout is never "tried"
 
     def what_if(spec, shape, streams, policy, target, objective=None, seeds=None):
         n, lay = dict(shape.counts), dict(shape.layouts)["gpu-mig"]
