@@ -11,12 +11,16 @@ it grew into go first).
 
 Node counts only: a recommendation whose pool nodes differ in shape from the running cluster's
 (another MIG layout) is refused, naming the pool, since a layout change means restarting nodes
-with other resources (``cluster down`` and ``up`` from the recommended YAML).
+with other resources (``cluster down`` and ``up`` from the recommended YAML). The search also
+keeps the cheapest cluster it found with the layouts as they are (:func:`counts_with_layouts_as_now`):
+that one can be applied where GPU nodes cannot be restarted.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +32,10 @@ POLL_S = 0.5
 
 class ApplyError(ValueError):
     """The change cannot be applied as asked (names the pool or node and why)."""
+
+
+class LayoutChange(ApplyError):
+    """A recommended pool's nodes differ in shape (a MIG layout, resources) from the running ones."""
 
 
 @dataclass
@@ -72,11 +80,28 @@ def target_counts(recommended: ClusterSpec, slots: ClusterSpec) -> dict[str, int
             raise ApplyError(f"pool {nd.pool}: the recommendation has it, the running cluster does not "
                              f"(pools: {', '.join(first)})")
         if _shape(nd) != _shape(first[nd.pool]):
-            raise ApplyError(f"pool {nd.pool}: the recommendation's node {nd.name} differs in shape (resources or "
+            raise LayoutChange(f"pool {nd.pool}: the recommendation's node {nd.name} differs in shape (resources or "
                              f"MIG layout) from the running {first[nd.pool].name}: apply changes node counts only; "
                              "restart the cluster from the recommended YAML to change a layout")
         counts[nd.pool] += 1
     return counts
+
+
+def counts_with_layouts_as_now(recommendation_file: Path) -> dict[str, int] | None:
+    """Per pool, the node count of the cheapest cluster the search found with the MIG layouts as they were
+    (``recommendation.json``'s ``recommended_mig_layouts_as_now``); None when that is the recommendation itself
+    (no layout changed, or none with the layouts as they were met the target: the YAML then says which)."""
+    try:
+        doc = json.loads(Path(recommendation_file).read_text())
+    except (OSError, ValueError) as exc:
+        raise ApplyError(f"{recommendation_file}: cannot be read ({exc}); give a `capacity recommend` folder") from None
+    if not isinstance(doc, dict) or "recommended_mig_layouts_as_now" not in doc:
+        raise ApplyError(f"{recommendation_file}: no recommended_mig_layouts_as_now (not written by "
+                         "`capacity recommend`)")
+    row = doc["recommended_mig_layouts_as_now"]
+    if row is None:
+        return None
+    return {k.removeprefix("nodes_"): int(v) for k, v in row.items() if k.startswith("nodes_")}
 
 
 def plan(slots: ClusterSpec, running: set[str], target: Mapping[str, int]) -> Plan:

@@ -352,6 +352,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from serve_app.client import RouterClient, RouterError, admin_token
 
     counts = _pool_counts(args.pool)
+    if args.keep_layouts and not args.recommendation:
+        raise UsageError("--keep-layouts: only with --recommendation (a `capacity recommend` folder)")
     if not args.drain_timeout > 0:
         raise UsageError(f"--drain-timeout: must be > 0 seconds, got {args.drain_timeout:g}")
     try:
@@ -360,10 +362,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
         raise UsageError(f"--state-dir: {exc}") from None
     target = {}
     if args.recommendation:
+        from capacity.live import RECOMMENDATION_FILE
+
         path = Path(args.recommendation)
-        path = path / "cluster.yaml" if path.is_dir() else path
+        folder, path = (path, path / "cluster.yaml") if path.is_dir() else (path.parent, path)
         try:
-            target = ap.target_counts(load_cluster(path), slots)
+            as_now = ap.counts_with_layouts_as_now(folder / RECOMMENDATION_FILE) if args.keep_layouts else None
+            target = as_now if as_now is not None else ap.target_counts(load_cluster(path), slots)
+        except ap.LayoutChange as exc:
+            hint = ("" if args.keep_layouts else "; --keep-layouts applies the cheapest cluster the search found "
+                    "with the layouts as they are")
+            raise UsageError(f"--recommendation {path}: {exc}{hint}") from None
         except ap.ApplyError as exc:
             raise UsageError(f"--recommendation {path}: {exc}") from None
     target.update(counts)
@@ -549,6 +558,9 @@ def _apply_flags(p: argparse.ArgumentParser) -> None:
                    help="a `capacity recommend` folder (its cluster.yaml) or a cluster YAML: its node count per pool")
     p.add_argument("--pool", action="append", metavar="POOL=N", help="a pool's node count (repeatable; wins over "
                                                                       "--recommendation)")
+    p.add_argument("--keep-layouts", action="store_true",
+                   help="apply the cheapest cluster the recommendation's search found with the MIG layouts as they "
+                        "are (its `recommended, MIG layouts as now` row), not one that changes a layout")
     p.add_argument("--router", default="http://127.0.0.1:8000", help="the router that drains leaving nodes")
     p.add_argument("--token-file", default=None,
                    help="file holding the admin token (default: $ORCH_ADMIN_TOKEN, else $ORCH_ADMIN_TOKEN_FILE)")

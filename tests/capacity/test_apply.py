@@ -53,8 +53,25 @@ def test_a_recommendation_gives_counts_and_a_layout_change_is_refused(slots, tmp
     assert ap.target_counts(load_cluster(tmp_path / "rec.yaml"), slots) == {
         "edge": 1, "cloud": 3, "gpu-mig": 1, "gpu-ts": 1}
     other = build(spec, current_shape(spec).with_layout("gpu-mig", (("7g.80gb",), ("7g.80gb",))))
-    with pytest.raises(ap.ApplyError, match="pool gpu-mig: .*MIG layout"):
+    with pytest.raises(ap.LayoutChange, match="pool gpu-mig: .*MIG layout"):
         ap.target_counts(other, slots)
+
+
+def test_with_the_layouts_kept_the_counts_are_those_of_the_search_s_best_with_them(tmp_path: Path) -> None:
+    import json
+
+    doc = {"recommended_mig_layouts_as_now": {"nodes_edge": 1, "nodes_cloud": 0, "nodes_gpu-mig": 3, "nodes_gpu-ts": 0,
+                                              "layout_gpu-mig": "3g.40gb,2g.20gb,1g.10gb,1g.10gb", "gpus": 6}}
+    (tmp_path / "recommendation.json").write_text(json.dumps(doc))
+    assert ap.counts_with_layouts_as_now(tmp_path / "recommendation.json") == {
+        "edge": 1, "cloud": 0, "gpu-mig": 3, "gpu-ts": 0}
+    (tmp_path / "recommendation.json").write_text(json.dumps({"recommended_mig_layouts_as_now": None}))
+    assert ap.counts_with_layouts_as_now(tmp_path / "recommendation.json") is None  # the recommendation kept them
+    (tmp_path / "recommendation.json").write_text("{}")
+    with pytest.raises(ap.ApplyError, match="no recommended_mig_layouts_as_now"):
+        ap.counts_with_layouts_as_now(tmp_path / "recommendation.json")
+    with pytest.raises(ap.ApplyError, match="cannot be read"):
+        ap.counts_with_layouts_as_now(tmp_path / "missing.json")
 
 
 class FakeRouter:

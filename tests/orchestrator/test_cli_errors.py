@@ -25,6 +25,7 @@ CASES = [
     (["train", "rf", "--baselines", "nope"], "--baselines"),
     (["train", "rf", "--variants", "no:nope", "--duration-s", "1"], "--variants"),
     (["capacity", "apply", "--pool", "cloud"], "--pool"),
+    (["capacity", "apply", "--keep-layouts", "--pool", "cloud=2"], "--keep-layouts"),
     (["capacity", "apply", "--state-dir", "/tmp/orch-no-such-cluster", "--pool", "cloud=2"], "--state-dir"),
 ]
 
