@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from cluster.topology import ClusterSpec, NodeSpec, pool_max
@@ -101,7 +101,12 @@ def counts_with_layouts_as_now(recommendation_file: Path) -> dict[str, int] | No
     row = doc["recommended_mig_layouts_as_now"]
     if row is None:
         return None
-    return {k.removeprefix("nodes_"): int(v) for k, v in row.items() if k.startswith("nodes_")}
+    counts = row if isinstance(row, dict) else {}
+    counts = {k.removeprefix("nodes_"): v for k, v in counts.items() if k.startswith("nodes_")}
+    if not counts or not all(type(v) is int and v >= 0 for v in counts.values()):
+        raise ApplyError(f"{recommendation_file}: recommended_mig_layouts_as_now holds no node count per pool "
+                         "(nodes_<pool>: a whole number)")
+    return counts
 
 
 def plan(slots: ClusterSpec, running: set[str], target: Mapping[str, int]) -> Plan:

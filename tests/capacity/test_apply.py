@@ -67,6 +67,9 @@ def test_with_the_layouts_kept_the_counts_are_those_of_the_search_s_best_with_th
         "edge": 1, "cloud": 0, "gpu-mig": 3, "gpu-ts": 0}
     (tmp_path / "recommendation.json").write_text(json.dumps({"recommended_mig_layouts_as_now": None}))
     assert ap.counts_with_layouts_as_now(tmp_path / "recommendation.json") is None  # the recommendation kept them
+    (tmp_path / "recommendation.json").write_text(json.dumps({"recommended_mig_layouts_as_now": {"nodes_edge": "x"}}))
+    with pytest.raises(ap.ApplyError, match="no node count per pool"):
+        ap.counts_with_layouts_as_now(tmp_path / "recommendation.json")
     (tmp_path / "recommendation.json").write_text("{}")
     with pytest.raises(ap.ApplyError, match="no recommended_mig_layouts_as_now"):
         ap.counts_with_layouts_as_now(tmp_path / "recommendation.json")
