@@ -1,4 +1,4 @@
-"""The RL placement policy's network in plain torch: what training builds and serving loads.
+"""The RL placement policy's network: what training builds (torch) and serving runs (numpy).
 
 Two levels. ``class``: one feature vector per task -> one logit per node class.
 ``node``: one row of per-candidate features per (node, share) the task could use ->
@@ -12,6 +12,11 @@ architecture spec (:class:`NetSpec`); serving rebuilds the same class from the
 spec and needs neither RLlib nor Ray. Masking follows RLlib's action-masking
 modules: ``logits + clamp(log(mask), min=FLOAT_MIN)``.
 
+Serving runs the loaded weights in numpy (:class:`ServedNet`): a decision scores a
+handful of rows, where torch's per-call dispatch costs more than the arithmetic, and
+its intra-op threads keep spinning after each call on a 2-core replica that also
+serves HTTP (see ``docs/serve.md``).
+
 torch is imported here, so import this module lazily (the policy registry loads
 every policy module at start-up).
 """
@@ -20,7 +25,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+import numpy as np
 import torch
+from scipy.special import expit
 from torch import nn
 
 #: RLlib's FLOAT_MIN (ray.rllib.utils.torch_utils): the masked logit floor.
@@ -116,3 +123,44 @@ def load_policy(spec: NetSpec | Mapping[str, Any], path: str) -> PolicyNet:
     net.load_state_dict(state)
     net.eval()
     return net
+
+
+#: the activations in numpy, as :data:`ACTIVATIONS` computes them
+_NP_ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "silu": lambda x: x * expit(x)}
+
+
+class ServedNet:
+    """A loaded :class:`PolicyNet`'s forward pass in numpy float32 (the dtype it was trained in):
+    the same logits as torch's up to float rounding, without torch at decision time."""
+
+    def __init__(self, net: PolicyNet) -> None:
+        self.spec = net.spec
+        self.per_row = net.per_row
+        self.layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
+                       for m in net.body if isinstance(m, nn.Linear)]
+        self.activation = _NP_ACTIVATIONS[net.spec.activation]
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Logits: ``(..., in_dim)`` rows -> ``(...)`` at node level, ``(..., n_actions)`` at class level."""
+        h = np.asarray(obs, dtype=np.float32)
+        last = len(self.layers) - 1
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < last:
+                h = self.activation(h)
+        return h[..., 0] if self.per_row else h
+
+    def act(self, obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy actions and masked probabilities, as :meth:`PolicyNet.act` (masked entries exactly 0;
+        a row with nothing allowed has no probability at all)."""
+        allowed = np.asarray(mask) > 0
+        logits = np.where(allowed, self(obs).astype(np.float64), -np.inf)
+        top = logits.max(-1, keepdims=True)
+        e = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
+        total = e.sum(-1, keepdims=True)
+        return logits.argmax(-1), np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+
+
+def load_served(spec: NetSpec | Mapping[str, Any], path: str) -> ServedNet:
+    """:func:`load_policy`, then its numpy forward pass for serving."""
+    return ServedNet(load_policy(spec, path))

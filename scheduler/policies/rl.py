@@ -1,4 +1,4 @@
-"""``rl`` and ``rl-sample``: the PPO policy trained by ``orchestrator train rl``, served with plain torch.
+"""``rl`` and ``rl-sample``: the PPO policy trained by ``orchestrator train rl``, served in numpy.
 
 A node-level artifact (architecture ``level: node``, trained in
 ``HeteroClusterNodes-v0``, :mod:`rl_env.node_env`) scores every candidate node and
@@ -19,8 +19,9 @@ argmax); ``rl-sample`` draws the class from the policy's own distribution with a
 seeded generator (``reset(seed)``), reproducible per seed. PPO learns a stochastic
 policy, and because the observation aggregates nodes per class the problem is
 partially observable, where the stochastic policy can beat its own argmax (on
-the high-load mixes it does; see the evaluation). No RLlib, no Ray; torch is
-imported when the policy is built, not when the registry loads.
+the high-load mixes it does; see the evaluation). No RLlib, no Ray; torch loads the
+weights when the policy is built (not when the registry loads), and each decision
+runs them in numpy (:class:`scheduler.policy_net.ServedNet`).
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ from scheduler.policy import Decision, FeasibilityCache, register, why_infeasibl
 from scheduler.task import Task
 
 POLICY_FILE = "policy.pt"
+#: relative gap under which two candidates' float32 scores count as a tie
+TIE_TOLERANCE = 1e-5
 
 
 @register("rl")
@@ -54,12 +57,9 @@ class RLPolicy:
 
     def __init__(self, version: str | int = "latest", root: str | Path | None = None,
                  seed: int | None = 0, max_candidates: int | None = None) -> None:
-        import torch
-
         from scheduler import model_registry
-        from scheduler.policy_net import NetSpec, load_policy
+        from scheduler.policy_net import NetSpec, load_served
 
-        self._torch = torch
         art = model_registry.load("rl", version, root)
         self.artifact = art
         spec = NetSpec.from_dict(art.meta.get("architecture") or {})
@@ -76,7 +76,7 @@ class RLPolicy:
             raise model_registry.SchemaMismatchError(
                 f"model {art.ref} maps {spec.in_dim} features to {spec.n_actions} actions; this build has "
                 f"{N_FEATURES} features and {N_ACTIONS} node classes: retrain with orchestrator train rl")
-        self.net = load_policy(spec, str(art.file(POLICY_FILE)))
+        self.net = load_served(spec, str(art.file(POLICY_FILE)))
         #: candidates scored per decision: as many as the env showed in training (node level)
         self.max_candidates = max_candidates or (spec.n_actions if spec.level == "node" else MAX_CANDIDATES)
         #: and cut by its env's rule (artifacts older than the choice: ``spread``, which they were evaluated with)
@@ -99,10 +99,8 @@ class RLPolicy:
         masks = node_masks(state, task)
         mask = action_mask(task, state, masks[0])
         x = feature_vector(task, state, masks[0], masks[1])
-        torch = self._torch
-        _, probs = self.net.act(torch.from_numpy(x)[None], torch.from_numpy(mask)[None])
-        p = probs[0].numpy().astype(float)
-        p[mask == 0] = 0.0
+        _, probs = self.net.act(x[None], mask[None])
+        p = probs[0]
         return p, masks
 
     def select(self, task: Task, state: ClusterState) -> Decision:
@@ -123,14 +121,14 @@ class RLPolicy:
             return Decision(-1, None, scores, why_infeasible(task, state), self.name)
         X = candidate_features(task, state, nodes, shares, fits, self.objective)
         k = len(nodes)
-        if k < self.net.spec.n_actions:  # padded as in training: the same matrix product, bit for bit (a
-            X = np.concatenate([X, np.zeros((self.net.spec.n_actions - k, X.shape[1]), X.dtype)])  # tie stays a tie)
-        torch = self._torch
-        with torch.inference_mode():
-            logits = self.net(torch.from_numpy(X)[None])[0, :k].double().numpy()
-        p = np.exp(logits - logits.max())
+        logits = self.net(X).astype(np.float64)  # one score per row: only the real rows
+        top = logits.max()
+        p = np.exp(logits - top)
         p /= p.sum()
-        j = int(self._rng.choice(len(p), p=p)) if self.sample else int(np.argmax(logits))
+        # identical rows may score a rounding apart (the product's blocking differs by row): scores that
+        # close are a tie, taken in candidate order as training's argmax took its exact ties
+        j = int(self._rng.choice(len(p), p=p)) if self.sample else \
+            int(np.flatnonzero(logits >= top - TIE_TOLERANCE * max(1.0, abs(top)))[0])
         node = int(nodes[j])
         scores[nodes] = logits
         spec_nodes = state.spec.nodes

@@ -62,9 +62,13 @@ def test_exported_actions_equal_rllib_actions(tmp_path, trained_like_module) -> 
     actions, probs = net.act(obs["observations"], obs["action_mask"])
     assert np.array_equal(actions.numpy(), expected)
     assert (probs[obs["action_mask"] == 0] == 0).all()
-    # and through the served policy adapter's network
+    # and through the served policy's numpy forward pass: the same actions, the same logits to float rounding
     served = make_policy("rl:latest", root=tmp_path).net
-    assert np.array_equal(served.act(obs["observations"], obs["action_mask"])[0].numpy(), expected)
+    served_actions, served_probs = served.act(obs["observations"].numpy(), obs["action_mask"].numpy())
+    assert np.array_equal(served_actions, expected)
+    np.testing.assert_allclose(served_probs, probs.numpy(), atol=1e-5)
+    np.testing.assert_allclose(served(obs["observations"].numpy()), net(obs["observations"]).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_every_chosen_action_is_allowed(trained_like_module) -> None:

@@ -1,4 +1,4 @@
-"""The served RL policy: plain torch from the registry, schema-checked, feasible, explained, no RLlib."""
+"""The served RL policy: torch weights from the registry run in numpy, schema-checked, feasible, explained, no RLlib."""
 from __future__ import annotations
 
 import json
@@ -138,3 +138,63 @@ def test_shipped_pretrained_artifact_loads_if_present(local_spec) -> None:
     assert meta["command"] and "seed" in meta
     state = ClusterState.from_spec(local_spec)
     assert all(policy.select(t, state).placed for t in TASKS)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "silu"])
+@pytest.mark.parametrize("level", ["class", "node"])
+def test_numpy_serving_computes_the_torch_logits(activation, level) -> None:
+    """Decisions run the weights in numpy (no torch per decision): the same logits as the trained net."""
+    from scheduler.policy_net import ServedNet
+
+    torch.manual_seed(3)
+    net = PolicyNet(NetSpec(11, 5, (32, 16), activation, level))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 1.0)  # large pre-activations too: silu's tails, relu's kink
+    x = torch.randn(7, 5, 11) * 3
+    served = ServedNet(net)
+    np.testing.assert_allclose(served(x.numpy()), net(x).detach().numpy(), rtol=1e-4, atol=1e-4)
+    if level == "class":
+        mask = (torch.rand(7, 5, 5) > 0.4).float()
+        mask[..., 0] = 1.0
+        mask[0, 0] = 0.0  # a row where nothing is allowed: no probability anywhere
+        a, p = served.act(x.numpy(), mask.numpy())
+        ta, tp = net.act(x, mask)
+        assert np.array_equal(a[mask.numpy().any(-1)], ta.numpy()[mask.numpy().any(-1)])
+        tp = tp.clone()
+        tp[mask == 0] = 0.0  # what the class-level policy did with torch's (uniform on an empty row)
+        np.testing.assert_allclose(p, tp.numpy(), atol=1e-5)
+        assert (p[mask.numpy() == 0] == 0).all() and not p[0, 0].any()
+
+
+def test_shipped_node_policy_decides_as_its_torch_network(local_spec) -> None:
+    """Over a real run of the shipped node-level rl, every decision the numpy forward pass took is the
+    argmax of the torch network it was exported from, on the same candidate rows."""
+    shipped = model_registry.SHIPPED_MODELS
+    try:
+        policy = make_policy("rl:latest", root=shipped)
+    except model_registry.RegistryError:
+        pytest.skip("no shipped rl artifact")
+    if policy.level != "node":
+        pytest.skip("the shipped rl is class-level")
+    from scheduler.candidates import candidates
+    from scheduler.features import candidate_features
+    from scheduler.policy_net import load_policy
+
+    torch_net = load_policy(policy.artifact.meta["architecture"], str(policy.artifact.file("policy.pt")))
+    inner, checked = policy.select, []
+
+    def select(task, state):
+        d = inner(task, state)
+        nodes, shares, fits = candidates(policy._feasible, task, state, policy.max_candidates, policy.prefilter)
+        if len(nodes) > 1:
+            X = candidate_features(task, state, nodes, shares, fits, policy.objective)
+            with torch.inference_mode():
+                j = int(torch_net(torch.from_numpy(X)[None])[0].argmax())
+            checked.append((int(nodes[j]), shares[j]) == (d.node, d.share))
+        return d
+
+    policy.select = select
+    wl = load_workload(REPO_ROOT / "configs" / "workloads" / "gpu_heavy_high.yaml")
+    simulate(local_spec, generate(wl, seed=7)[:600], policy, seed=7)
+    assert len(checked) > 300 and all(checked)
