@@ -31,7 +31,7 @@ demo: $(STAMP)
 demo-stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m orchestrator.demo stop; else echo "no $(VENV): nothing to stop"; fi
 
-# Debian's Chromium, Prometheus and PostgreSQL, which tests drive for real: installed when
+# Debian's Chromium, Prometheus, PostgreSQL and nginx, which tests drive for real: installed when
 # root (apt-get), else one line says how and the target stops (SKIP_SYSTEM_DEPS=1: skip their tests).
 system-deps:
 	@bash .ci/system-deps

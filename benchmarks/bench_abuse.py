@@ -5,10 +5,12 @@ probe measures ``GET /healthz`` (both ports) and a legitimate client's ``POST
 /v1/route`` with its own key (direct ingress), 20 requests/s each, first unloaded,
 then during each attack:
 
-* **stalled connections** - N connections (1,000, then 10,000) to the proxy each send a
-  ``POST /v1/route``'s headers and a few bytes of its 100-byte body, then stall
-  (``serve_app.guard``: 429 past a client's requests in progress, 408 past the body
-  deadline). Target: ``/healthz`` p99 under 100 ms;
+* **stalled connections** - N connections (1,000, then 10,000) each send a ``POST
+  /v1/route``'s headers and a few bytes of its 100-byte body, then stall: first at Serve's
+  proxy (``serve_app.guard``: 429 past a client's requests in progress, 408 past the body
+  deadline), then at the nginx front (``serve_app.front``: it reads requests whole before
+  the router sees them, caps requests per address, closes a stalled one at its timeout).
+  Target: ``/healthz`` p99 under 100 ms;
 * **planned batches** - anonymous ``plan=true`` batches of 256 distinct tasks (the anonymous
   burst; a larger one is 422), two per second;
 * **a flooding key** - one key (quota 50 tasks/s) offers 400 requests/s while the probe
@@ -16,6 +18,11 @@ then during each attack:
 * **unauthenticated work** - 200 ``POST /v1/tasks`` without a key: none may run;
 * **a month-long task** - ``work`` of a day on the whole edge node, a short task queued
   behind it, then ``DELETE``: the seconds until the short one has run.
+
+The front's probes (``/healthz`` and the legitimate client's ``/v1/route``) come from
+another loopback address than any attacker's, as a client of another host would: the
+front counts requests per address, so a client sharing the attacker's address shares its
+cap.
 
 ``python -m benchmarks abuse`` (``--state-dir DIR`` reuses a running test_small cluster).
 """
@@ -39,13 +46,17 @@ if str(ROOT) not in sys.path:
 
 from cluster import launcher  # noqa: E402
 from cluster.procs import free_fixed_port  # noqa: E402
-from serve_app import deploy  # noqa: E402
+from serve_app import deploy, front  # noqa: E402
 from serve_app.loadgen import LoadResult, open_loop  # noqa: E402
 
 CLUSTER = ROOT / "configs" / "cluster" / "test_small.yaml"
 PROBE_RATE = 20.0
 TASK = {"description": "real-time fraud detection", "cpu_milli": 100, "mem_mib": 64}
 BODY_TIMEOUT_S = 5.0  # the router's default
+
+
+#: the front's probes: an address no attacker uses (they take 127.0.0.1-127.0.0.101)
+PROBE_SOURCE = "127.0.3.1"
 
 
 #: distinct tasks per planned batch: the most an anonymous caller may send at once (its burst)
@@ -80,14 +91,19 @@ def _row(name: str, r: LoadResult) -> dict:
             "codes": dict(sorted(r.statuses.items())), "errors": len(r.errors)}
 
 
-async def probe(ep: deploy.Endpoint, key: str, label: str, seconds: float, rows: list) -> None:
-    """The three probes at once for ``seconds``."""
-    hz_p, hz_d, route = await asyncio.gather(
+async def probe(ep: deploy.Endpoint, fr: front.Front, key: str, label: str, seconds: float, rows: list) -> None:
+    """The five probes at once for ``seconds``."""
+    hz_p, hz_d, route, hz_f, route_f = await asyncio.gather(
         open_loop(f"{ep.url}/healthz", lambda i: None, rate=PROBE_RATE, seconds=seconds, method="GET"),
         open_loop(f"{ep.direct_url}/healthz", lambda i: None, rate=PROBE_RATE, seconds=seconds, method="GET"),
-        open_loop(f"{ep.direct_url}/v1/route", lambda i: TASK, rate=PROBE_RATE, seconds=seconds, key=key))
+        open_loop(f"{ep.direct_url}/v1/route", lambda i: TASK, rate=PROBE_RATE, seconds=seconds, key=key),
+        open_loop(f"{fr.url}/healthz", lambda i: None, rate=PROBE_RATE, seconds=seconds, method="GET",
+                  source=PROBE_SOURCE),
+        open_loop(f"{fr.url}/v1/route", lambda i: TASK, rate=PROBE_RATE, seconds=seconds, key=key,
+                  source=PROBE_SOURCE))
     rows += [_row(f"{label}: GET /healthz via proxy", hz_p), _row(f"{label}: GET /healthz direct", hz_d),
-             _row(f"{label}: POST /v1/route, probe key, direct", route)]
+             _row(f"{label}: POST /v1/route, probe key, direct", route),
+             _row(f"{label}: GET /healthz via front", hz_f), _row(f"{label}: POST /v1/route, probe key, via front", route_f)]
 
 
 async def stall(host: str, port: int, n: int, sources: int = 1) -> tuple[list, dict]:
@@ -114,10 +130,13 @@ async def answers(conns: list) -> dict[str, int]:
     out: dict[str, int] = {}
     for r, _ in conns:
         try:
-            line = await asyncio.wait_for(r.readline(), 0.001)
-        except (asyncio.TimeoutError, ConnectionError):
+            line: bytes | None = await asyncio.wait_for(r.readline(), 0.001)
+        except asyncio.TimeoutError:
+            line = None
+        except ConnectionError:
             line = b""
-        code = line.split(b" ")[1].decode() if line.startswith(b"HTTP/") else "none yet"
+        code = line.split(b" ")[1].decode() if line and line.startswith(b"HTTP/") else \
+            "closed unanswered" if line == b"" else "none yet"
         out[code] = out.get(code, 0) + 1
     return dict(sorted(out.items()))
 
@@ -151,37 +170,41 @@ def run(state_dir: Path, stalls: tuple[int, ...], seconds: float) -> int:
     deploy.start({"policy": "fastest-feasible", "history_url": f"sqlite:///{hist}", "warm_workers": 2,
                   "time_compression": 100.0, "body_timeout_s": BODY_TIMEOUT_S}, ep, state_dir=state_dir)
     deploy.wait_healthy(ep.url)
+    fr = front.start(front.FrontConfig(port=free_fixed_port(), body_timeout_s=BODY_TIMEOUT_S,
+                                       header_timeout_s=BODY_TIMEOUT_S),
+                     front.upstreams(ep.host, ep.port, ep.direct_port), hist.parent / "front")
     probe_key = create_key(ep.url, token, "probe")
     flood_key = create_key(ep.url, token, "flood", rate_per_s=50, burst=100)
     rows: list[dict] = []
     notes: dict[str, object] = {}
 
     async def go() -> None:
-        await probe(ep, probe_key, "unloaded", seconds, rows)
-        for n, sources in [(n, src) for n in stalls for src in (1, 100)]:
-            what = f"{n} stalled from {sources} address{'es' if sources > 1 else ''}"
-            conns, opened = await stall("127.0.0.1", ep.port, n, sources)
+        await probe(ep, fr, probe_key, "unloaded", seconds, rows)
+        for at, port, n, sources in [(at, port, n, src) for at, port in (("proxy", ep.port), ("front", fr.cfg.port))
+                                     for n in stalls for src in (1, 100)]:
+            what = f"{n} stalled at the {at} from {sources} address{'es' if sources > 1 else ''}"
+            conns, opened = await stall("127.0.0.1", port, n, sources)
             t0 = time.monotonic()
             await asyncio.sleep(1.0)
-            await probe(ep, probe_key, f"{what}, at once", seconds, rows)
+            await probe(ep, fr, probe_key, f"{what}, at once", seconds, rows)
             notes[f"{what}: connections"] = opened
             notes[f"{what}: answered within {seconds + 1:.0f} s"] = await answers(conns)
             await asyncio.sleep(max(0.0, BODY_TIMEOUT_S + 1.0 - (time.monotonic() - t0)))
-            await probe(ep, probe_key, f"{what}, past the body deadline", seconds, rows)
+            await probe(ep, fr, probe_key, f"{what}, past the body deadline", seconds, rows)
             for _, w in conns:
                 w.close()
             await asyncio.sleep(2.0)
         batches = asyncio.create_task(open_loop(f"{ep.direct_url}/v1/route/batch", _plan_batch, rate=2,
                                                 seconds=seconds + 1, max_in_flight=8))
         await asyncio.sleep(0.5)
-        await probe(ep, probe_key, f"anonymous plan=true batches of {PLAN_BATCH}, 2/s", seconds, rows)
+        await probe(ep, fr, probe_key, f"anonymous plan=true batches of {PLAN_BATCH}, 2/s", seconds, rows)
         b = await batches
         notes["anonymous plan=true batches (quota 100 tasks/s, burst 256): answers"] = dict(
             sorted(b.statuses.items()))
         flood = asyncio.create_task(open_loop(f"{ep.direct_url}/v1/route", lambda i: TASK, rate=400,
                                               seconds=seconds + 1, key=flood_key, max_in_flight=512))
         await asyncio.sleep(0.5)
-        await probe(ep, probe_key, "a key flooding at 400/s", seconds, rows)
+        await probe(ep, fr, probe_key, "a key flooding at 400/s", seconds, rows)
         f = await flood
         notes["flooding key (quota 50/s): answers"] = dict(sorted(f.statuses.items()))
         anon = await open_loop(f"{ep.url}/v1/tasks", lambda i: {**TASK, "work": 0.01}, rate=100, seconds=2.0)
@@ -192,6 +215,7 @@ def run(state_dir: Path, stalls: tuple[int, ...], seconds: float) -> int:
         notes["tasks in the history after them"] = call(f"{ep.url}/v1/tasks?limit=1", auth=probe_key)[1]["total"]
         notes["cancel of a day-long task"] = cancel_frees(ep, probe_key)
     finally:
+        fr.stop()
         serve.shutdown()
     print(f"\n{'probe':62} {'answered':>8} {'p50 ms':>8} {'p99 ms':>8}  codes")
     for r in rows:

@@ -31,6 +31,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--direct-port", type=int, default=None,
                     help="also serve from the router replica itself on this port (Serve's throughput-optimised "
                          "direct ingress; about 3x the proxy's request rate here)")
+    up.add_argument("--front-port", type=int, default=None,
+                    help="also run the hardened nginx front (serve_app/front.py) on this port, forwarding to the "
+                         "router: the one port to expose (per-address caps, header and body timeouts)")
+    up.add_argument("--front-host", default=None, help="address the front listens on (default: --host's)")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the router to answer")
     up.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)  # the holder process itself
     for p in (up, ssub.add_parser("down", help="stop Serve on the cluster"),
@@ -128,8 +132,8 @@ def _hold_router(args: argparse.Namespace, argv: list[str]) -> int:
 def _up_argv(args: argparse.Namespace) -> list[str]:
     """``serve up`` arguments that reproduce ``args`` (for the holder process)."""
     out = ["up"]
-    for flag in ("config", "policy", "history", "admin_token_file", "host", "port", "direct_port", "state_dir",
-                 "address", "timeout"):
+    for flag in ("config", "policy", "history", "admin_token_file", "host", "port", "direct_port", "front_port",
+                 "front_host", "state_dir", "address", "timeout"):
         value = getattr(args, flag)
         if value is not None:
             out += [f"--{flag.replace('_', '-')}", str(value)]
@@ -165,6 +169,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.serve_command == "up" and not args.hold:
         _serve_options(args.config)  # a bad config exits 2 here, before anything starts
+        if args.front_port is not None:
+            from serve_app.front import nginx_binary
+
+            nginx_binary()  # and a missing nginx exits 1 saying how to install it
         return _hold_router(args, _up_argv(args))
     if args.serve_command == "up":
         router_args, http = _serve_options(args.config)
@@ -187,6 +195,16 @@ def _run(args: argparse.Namespace) -> int:
                               timeout_s=args.timeout)
         where = (f"router ready at {ep.url} (OpenAPI: {ep.url}/docs)"
                  + (f", direct ingress {ep.direct_url}" if ep.direct_url else ""))
+        if args.front_port is not None:
+            from serve_app import front
+
+            limits = front.FrontConfig(host=args.front_host or ep.host, port=args.front_port,  # the guard's own
+                                       header_timeout_s=cfg.body_timeout_s, body_timeout_s=cfg.body_timeout_s,
+                                       max_header_bytes=cfg.max_header_bytes, max_body_bytes=cfg.max_body_bytes)
+            fr = front.start(limits,
+                             front.upstreams(ep.host, ep.port, ep.direct_port),
+                             _state_dir(args) / "front")  # a child of this holder: stops with it
+            where += f", hardened front {fr.url}"
         print(where)
         print(json.dumps(health))
         return _hold(args, where)

@@ -16,6 +16,11 @@ and bodies without a time limit, and a replica serves at most
   requests in progress gets ``429`` at once, before its body is read: a staller can
   only fill its own share of the replica, and ``/healthz`` is never counted.
 
+Behind the nginx front (:mod:`serve_app.front`) every request comes from loopback, so an
+anonymous client is counted by the address the front saw, its ``X-Real-IP``, which is
+taken only from a loopback peer (the front runs on the router's host and sets the header,
+never appends to it; a remote client cannot choose it).
+
 The credential is looked up without being checked (a wrong key counts as anonymous
 here; the route refuses it with 401 afterwards), so this costs a dict lookup.
 """
@@ -34,6 +39,8 @@ from serve_app.errors import ApiError, JSONResponse
 
 #: paths never counted against a client's requests in progress (a load balancer's probe)
 UNCOUNTED = ("/healthz",)
+#: peers whose ``X-Real-IP`` names the client (the front, on the router's host)
+FRONT_PEERS = frozenset({"127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class Guard:
             return
         lim = self.limits()
         size = len(scope.get("query_string", b""))
-        authorization = None
+        authorization = real_ip = None
         for name, value in scope.get("headers", ()):
             size += len(name) + len(value) + 4
             if name == b"content-length":
@@ -75,12 +82,16 @@ class Guard:
                     return
             if name == b"authorization":
                 authorization = value.decode("latin-1")
+            elif name == b"x-real-ip":
+                real_ip = value.decode("latin-1")
         if size > lim.max_header_bytes:
             await _answer(send, 431, f"request headers over {lim.max_header_bytes} bytes")
             return
         client = None
         if scope.get("path") not in UNCOUNTED:
             host = (scope.get("client") or ("?",))[0]
+            if real_ip and host in FRONT_PEERS:
+                host = real_ip
             client = self.who(authorization, host)
             if self.in_progress[client] >= lim.client_max_requests:
                 await _answer(send, 429, f"{client} has {lim.client_max_requests} requests in progress, its limit",

@@ -69,10 +69,13 @@ class LoadResult:
         return sum(self.statuses.get(c, 0) for c in codes)
 
 
-def _session(concurrency: int, key: str | None = None) -> aiohttp.ClientSession:
-    """A session that sends ``key``, else the API key of the environment (``$ORCH_API_KEY``, ``$ORCH_API_KEY_FILE``)."""
+def _session(concurrency: int, key: str | None = None, source: str | None = None) -> aiohttp.ClientSession:
+    """A session that sends ``key``, else the API key of the environment (``$ORCH_API_KEY``, ``$ORCH_API_KEY_FILE``),
+    from the local address ``source`` when given (a client of another host, on loopback)."""
     key = key or api_key_from_env()
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency, force_close=False),
+    conn = aiohttp.TCPConnector(limit=concurrency, force_close=False,
+                                local_addr=(source, 0) if source else None)
+    return aiohttp.ClientSession(connector=conn,
                                  timeout=aiohttp.ClientTimeout(total=120),
                                  headers={"authorization": f"Bearer {key}"} if key else None)
 
@@ -109,11 +112,13 @@ async def closed_loop(url: str, bodies: Iterable[Any], *, concurrency: int = 16,
 
 
 async def open_loop(url: str, make_body: Callable[[int], Any], *, rate: float, seconds: float,
-                    method: str = "POST", max_in_flight: int = 256, key: str | None = None) -> LoadResult:
-    """Start one request every 1/``rate`` s for ``seconds``, answered or not."""
+                    method: str = "POST", max_in_flight: int = 256, key: str | None = None,
+                    source: str | None = None) -> LoadResult:
+    """Start one request every 1/``rate`` s for ``seconds``, answered or not (from ``source``, see
+    :func:`_session`)."""
     res = LoadResult()
     n = int(rate * seconds)
-    async with _session(max_in_flight, key) as s:
+    async with _session(max_in_flight, key, source) as s:
         tasks = []
         t0 = time.perf_counter()
         for i in range(n):

@@ -44,6 +44,7 @@ class Router:
     history: Path
     state_dir: Path
     host_ip: str
+    front: str | None = None  # the nginx front (serve_app.front), where nginx is installed
 
 
 #: the API key the module's router made for these tests (``router`` fixture)
@@ -100,8 +101,15 @@ def router(cluster_dir: Path, tmp_path_factory) -> Router:
     # the direct-ingress port outside the ephemeral range, so no outgoing connection can hold it while
     # the router restarts after the kill below (cluster.procs.free_fixed_port; TIME_WAIT: serve_app.deployment)
     port, direct = launcher.free_port(), free_fixed_port()
+    from serve_app import front
+
+    try:
+        front.nginx_binary()
+        front_port: int | None = launcher.free_port()
+    except front.FrontError:
+        front_port = None  # its test says why it is skipped
     _serve_cli(cluster_dir, "up", "--config", str(cfg), "--port", str(port), "--direct-port", str(direct),
-               env={"ORCH_ADMIN_TOKEN": TOKEN})
+               *(("--front-port", str(front_port)) if front_port else ()), env={"ORCH_ADMIN_TOKEN": TOKEN})
     st = launcher.LaunchState.load(cluster_dir)
     url = f"http://127.0.0.1:{port}"
     status, made, _ = _call(f"{url}/v1/keys", "POST", {"name": "integration"}, {"Authorization": f"Bearer {TOKEN}"})
@@ -110,13 +118,25 @@ def router(cluster_dir: Path, tmp_path_factory) -> Router:
     before = os.environ.get("ORCH_API_KEY")
     os.environ["ORCH_API_KEY"] = made["key"]  # the load generator's sessions send it
     # the host's own address to probe: the cluster's node IP is loopback (cluster.network)
-    yield Router(url, f"http://127.0.0.1:{direct}", history, cluster_dir, host_address() or st.head_ip)
+    yield Router(url, f"http://127.0.0.1:{direct}", history, cluster_dir, host_address() or st.head_ip,
+                 f"http://127.0.0.1:{front_port}" if front_port else None)
     KEY.clear()
     if before is None:
         os.environ.pop("ORCH_API_KEY", None)
     else:
         os.environ["ORCH_API_KEY"] = before
     _serve_cli(cluster_dir, "down", timeout=120)
+    if front_port:  # the front stopped with the router: nothing answers on its port
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{front_port}/healthz", timeout=5).close()
+            except urllib.error.HTTPError:
+                pass  # nginx still answering (a 502 without its router)
+            except OSError:
+                break
+            assert time.monotonic() < deadline, "the front outlived `serve down`"
+            time.sleep(0.2)
 
 
 def _router_pid(router: Router, timeout: float = 60) -> int:
@@ -159,6 +179,17 @@ def test_route_through_proxy_and_direct_ingress(router: Router) -> None:
     status, d, _ = _call(f"{router.url}/v1/route", "POST", {"mig_profile": "7g.80gb"})
     assert status == 409 and "7g.80gb" in d["detail"]
     status, d, _ = _call(f"{router.url}/v1/route", "POST", {"priority": 0})
+    assert status == 422 and d["detail"][0]["loc"] == ["body", "priority"]
+
+
+def test_the_front_forwards_to_the_router_with_the_clients_address(router: Router) -> None:
+    if router.front is None:
+        pytest.skip("Debian's nginx is not installed (.ci/system-deps installs it)")
+    status, health, _ = _call(f"{router.front}/healthz")
+    assert status == 200 and health["pid"] == _router_pid(router)
+    status, d, _ = _call(f"{router.front}/v1/route", "POST", {"description": "medical image segmentation"})
+    assert status == 200 and d["placed"] and d["pool"] in ("gpu-mig", "gpu-ts"), d
+    status, d, _ = _call(f"{router.front}/v1/route", "POST", {"priority": 0})  # the router's own 422, passed on
     assert status == 422 and d["detail"][0]["loc"] == ["body", "priority"]
 
 

@@ -106,3 +106,27 @@ def test_oversized_headers_and_bodies_are_refused_before_the_app() -> None:
         assert not g.in_progress
 
     asyncio.run(go())
+
+
+def test_behind_the_front_clients_are_counted_by_the_address_it_saw_and_no_one_else_chooses_it() -> None:
+    async def go() -> None:
+        g = _run_guard(Limits(body_timeout_s=5.0, client_max_requests=2))
+        front = lambda ip: _scope(headers=[(b"x-real-ip", ip)], host="127.0.0.1")  # noqa: E731
+        stallers = [Conn([b"{"], stall=True) for _ in range(2)]
+        held = [asyncio.create_task(g(front(b"203.0.113.7"), c.receive, c.send)) for c in stallers]
+        await asyncio.sleep(0.05)
+        assert g.in_progress["anonymous@203.0.113.7"] == 2
+        same = Conn([b"{}"], stall=False)  # the same client again, through the front: over its cap
+        await g(front(b"203.0.113.7"), same.receive, same.send)
+        other = Conn([b"{}"], stall=False)  # another client through the same front: its own count
+        await g(front(b"198.51.100.2"), other.receive, other.send)
+        assert same.status == 429 and other.status == 200
+        spoof = Conn([b"{"], stall=True)  # a remote peer naming an address: counted as itself
+        t = asyncio.create_task(g(_scope(headers=[(b"x-real-ip", b"198.51.100.9")], host="10.0.0.5"),
+                                  spoof.receive, spoof.send))
+        await asyncio.sleep(0.05)
+        assert "anonymous@10.0.0.5" in g.in_progress and "anonymous@198.51.100.9" not in g.in_progress
+        for task in (*held, t):
+            task.cancel()
+
+    asyncio.run(go())

@@ -1,0 +1,230 @@
+"""The router's hardened HTTP front: Debian's nginx in front of Serve's ports.
+
+Serve's HTTP servers (the proxy and the replica's direct ingress) are uvicorn, Python
+on the router's cores: each accepts every connection and hands a request to Python
+once its headers are in. :mod:`serve_app.guard` then answers a stalled body 408 and
+a client over its share 429, but accepting and reading 10,000 connections opened at
+once is itself Python work, and ``/healthz`` went over 100 ms on both ports while it
+lasted (docs/abuse.md). nginx does that work in C, event-driven, before the router
+sees anything: it reads each request whole (``proxy_request_buffering``), so a
+stalled header or body never reaches Python and ends in 408 at its timeout; it caps
+the requests in progress per client address (429) and the header size (400); and it
+passes the client's address on in ``X-Real-IP`` (set, never appended to: a client
+cannot choose it), which the guard trusts from the front's address only.
+
+``orchestrator serve up --front-port N`` runs it beside the router (its files under
+the launcher state directory, ``front/``); it lives in the router's holder session,
+so ``serve down`` and ``cluster down`` stop it with the router. Serve's own ports
+stay on loopback; the front is the one to expose.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+#: where Debian's package puts the binary (``/usr/sbin`` is not on every user's PATH)
+NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+#: the header nginx sets to the client's address for :mod:`serve_app.guard`
+REAL_IP_HEADER = "x-real-ip"
+
+
+class FrontError(RuntimeError):
+    """The front could not be configured or started (the reason names what to do)."""
+
+
+@dataclass(frozen=True)
+class FrontConfig:
+    """Limits of the front, in the units nginx takes them (defaults: the guard's own)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: requests in progress per client address, reading its body included (beyond: 429)
+    max_requests_per_address: int = 64
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 5.0
+    max_header_bytes: int = 16 << 10
+    max_body_bytes: int = 8 << 20
+    #: connections the one worker holds at once (open files: twice this, upstream included)
+    max_connections: int = 16384
+    #: how long an upstream answer may take (a batch of 10,000 plans)
+    upstream_timeout_s: float = 300.0
+
+
+def nginx_binary() -> str:
+    """The nginx executable, or :class:`FrontError` saying how to install it."""
+    found = shutil.which("nginx") or next((p for p in NGINX_PATHS if os.access(p, os.X_OK)), None)
+    if not found:
+        raise FrontError("the front needs nginx: sudo apt-get install nginx (Debian's package)")
+    return found
+
+
+def upstreams(host: str, port: int, direct_port: int | None = None) -> list[str]:
+    """The router's ports as nginx upstreams: direct ingress first (the replica serves HTTP itself,
+    about 3x the proxy's rate), Serve's proxy as the backup."""
+    h = f"[{host}]" if ":" in host else host
+    return [f"{h}:{p}" for p in (direct_port, port) if p is not None]
+
+
+def render(cfg: FrontConfig, upstreams: list[str], prefix: Path) -> str:
+    """nginx.conf for ``cfg`` forwarding to ``upstreams`` (``host:port``, the first preferred, the
+    rest backups), with every file nginx writes under ``prefix``."""
+    if not upstreams:
+        raise FrontError("the front needs at least one upstream (the router's port)")
+    p = prefix.absolute()
+    servers = "\n".join(f"        server {u}{' backup' if i else ''};" for i, u in enumerate(upstreams))
+    listen = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
+    header_k = max(1, cfg.max_header_bytes // 1024)
+    files, connections = _open_files(cfg.max_connections)
+    return f"""# written by serve_app/front.py: regenerate rather than edit
+{_user()}worker_processes 1;
+worker_rlimit_nofile {files};
+pid {p}/nginx.pid;
+error_log {p}/error.log warn;
+events {{
+    worker_connections {connections};
+}}
+http {{
+    access_log off;
+    server_tokens off;
+    client_body_temp_path {p}/tmp/body;
+    proxy_temp_path {p}/tmp/proxy;
+    fastcgi_temp_path {p}/tmp/fastcgi;
+    uwsgi_temp_path {p}/tmp/uwsgi;
+    scgi_temp_path {p}/tmp/scgi;
+
+    client_header_timeout {cfg.header_timeout_s:g}s;
+    client_body_timeout {cfg.body_timeout_s:g}s;
+    send_timeout 30s;
+    keepalive_timeout 30s;
+    client_header_buffer_size 1k;
+    large_client_header_buffers 4 {header_k}k;
+    client_max_body_size {cfg.max_body_bytes};
+    client_body_buffer_size 64k;
+
+    limit_conn_zone $binary_remote_addr zone=per_address:10m;
+    limit_conn_status 429;
+    limit_conn_log_level warn;
+
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $http_host;
+    proxy_set_header X-Real-IP $remote_addr;
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_request_buffering on;
+    proxy_buffering off;
+    proxy_connect_timeout 5s;
+    proxy_read_timeout {cfg.upstream_timeout_s:g}s;
+    proxy_send_timeout {cfg.upstream_timeout_s:g}s;
+    proxy_next_upstream error timeout;
+
+    upstream router {{
+{servers}
+        keepalive 64;
+    }}
+    server {{
+        listen {listen} backlog=4096;
+        location / {{
+            limit_conn per_address {cfg.max_requests_per_address};
+            proxy_pass http://router;
+        }}
+        location = /healthz {{
+            # a load balancer's probe shares no client's cap (as in serve_app.guard)
+            proxy_pass http://router;
+        }}
+    }}
+}}
+"""
+
+
+def _user() -> str:
+    """Started as root, nginx would run its worker as ``nobody``, which cannot write the request
+    bodies it spools under a private folder: the worker keeps the starter's user (as the router,
+    Ray and everything else started with it do). Unprivileged, nginx cannot switch and needs nothing."""
+    if os.geteuid() != 0:
+        return ""
+    import grp
+    import pwd
+
+    return f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the starting process dies (Linux), so no nginx outlives
+    the router holder, a benchmark or a test that crashed before :meth:`Front.stop`."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _open_files(connections: int) -> tuple[int, int]:
+    """(open files to ask for, worker connections): twice the connections (each proxied one has an
+    upstream), within this process's hard limit, which nginx cannot raise unprivileged."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    files = 2 * connections + 64 if hard == resource.RLIM_INFINITY else min(2 * connections + 64, hard)
+    return files, max(64, min(connections, files - 64))
+
+
+class Front:
+    """A running nginx front (``stop()`` ends it; it also ends with the session that started it)."""
+
+    def __init__(self, cfg: FrontConfig, proc: subprocess.Popen, prefix: Path) -> None:
+        self.cfg, self.proc, self.prefix = cfg, proc, prefix
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
+        return f"http://{host}:{self.cfg.port}"
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish the requests in progress
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start(cfg: FrontConfig, upstreams: list[str], prefix: str | Path, timeout_s: float = 30.0) -> Front:
+    """Write the config under ``prefix``, check it with ``nginx -t``, run nginx in the foreground
+    (a child of this process, in its session) and wait until ``/healthz`` answers through it."""
+    binary = nginx_binary()
+    prefix = Path(prefix).absolute()
+    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(render(cfg, upstreams, prefix))
+    base = [binary, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+    check = subprocess.run([*base, "-t", "-q"], capture_output=True, text=True)
+    if check.returncode:
+        raise FrontError(f"nginx refused {conf}: {(check.stderr or check.stdout).strip()}")
+    with open(prefix / "nginx.out", "ab") as out:
+        proc = subprocess.Popen([*base, "-g", "daemon off;"], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    front = Front(cfg, proc, prefix)
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log = (prefix / "error.log").read_text(errors="replace").strip().splitlines()
+            raise FrontError(f"nginx exited ({proc.returncode}): {log[-1] if log else 'see ' + str(prefix)}")
+        try:
+            with urllib.request.urlopen(f"{front.url}/healthz", timeout=5) as r:
+                if r.status == 200:
+                    return front
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    front.stop()
+    raise FrontError(f"the front at {front.url} did not answer /healthz in {timeout_s:.0f} s ({last})")

@@ -1,0 +1,143 @@
+"""The nginx front (Debian's nginx, run for real) in front of a plain HTTP upstream.
+
+What a client of the router would notice: whole requests pass with their body and the
+client's address, a stalled body never reaches the router and is cut at its timeout, one
+address cannot hold more than its share while ``/healthz`` and other addresses pass, and
+oversized headers are refused. The attack at scale on a running router is
+``benchmarks/bench_abuse.py``.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from serve_app import front
+
+try:
+    front.nginx_binary()
+    HAVE_NGINX = True
+except front.FrontError:
+    HAVE_NGINX = False
+needs_nginx = pytest.mark.skipif(not HAVE_NGINX, reason="Debian's nginx is not installed (.ci/system-deps installs it)")
+
+
+class Upstream(BaseHTTPRequestHandler):
+    seen: list = []
+
+    def do_GET(self) -> None:
+        self._answer(b"")
+
+    def do_POST(self) -> None:
+        self._answer(self.rfile.read(int(self.headers.get("content-length", 0))))
+
+    def _answer(self, body: bytes) -> None:
+        Upstream.seen.append((self.command, self.path, body, self.headers.get("x-real-ip"),
+                              self.headers.get("x-forwarded-for")))
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def fronted(tmp_path):
+    Upstream.seen = []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    cfg = front.FrontConfig(port=_free_port(), body_timeout_s=1.0, header_timeout_s=1.0, max_requests_per_address=3,
+                            max_header_bytes=2048)
+    fr = front.start(cfg, front.upstreams("127.0.0.1", srv.server_port), tmp_path / "front")
+    Upstream.seen.clear()  # start() waited for /healthz through it
+    yield fr
+    fr.stop()
+    srv.shutdown()
+    assert fr.proc.poll() is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stalled(fr: front.Front, source: str = "127.0.0.1") -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", fr.cfg.port), source_address=(source, 0))
+    s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\ncontent-length: 100\r\n\r\n{\"cpu_")
+    return s
+
+
+def _status(url: str, data: bytes | None = None, headers: dict | None = None, source: str | None = None) -> int:
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@needs_nginx
+def test_whole_requests_pass_with_the_clients_address_which_it_cannot_choose(fronted) -> None:
+    body = b"x" * 200_000  # past the in-memory buffer: nginx spools it to its own temp folder
+    assert _status(f"{fronted.url}/v1/route", body, {"X-Real-IP": "6.6.6.6", "X-Forwarded-For": "6.6.6.6"}) == 200
+    method, path, got, real_ip, forwarded = Upstream.seen[-1]
+    assert (method, path, got) == ("POST", "/v1/route", body)
+    assert real_ip == "127.0.0.1" and forwarded == "127.0.0.1"
+
+
+@needs_nginx
+def test_a_stalled_body_never_reaches_the_router_and_is_cut_at_its_timeout(fronted) -> None:
+    s = _stalled(fronted)
+    s.settimeout(10)
+    t0 = time.monotonic()
+    assert s.recv(100) == b""  # closed, unanswered (nginx answers a timed-out body with nothing)
+    assert 0.9 <= time.monotonic() - t0 < 5
+    assert not Upstream.seen
+    s.close()
+
+
+@needs_nginx
+def test_one_address_gets_its_share_while_healthz_and_other_addresses_pass(fronted) -> None:
+    held = [_stalled(fronted) for _ in range(3)]
+    time.sleep(0.2)
+    extra = _stalled(fronted)
+    extra.settimeout(5)
+    assert extra.recv(100).startswith(b"HTTP/1.1 429")
+    assert _status(f"{fronted.url}/healthz") == 200  # a probe shares no client's cap
+    other = socket.create_connection(("127.0.0.1", fronted.cfg.port), source_address=("127.0.0.2", 0))
+    other.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\ncontent-length: 2\r\nConnection: close\r\n\r\n{}")
+    other.settimeout(5)
+    assert other.recv(100).startswith(b"HTTP/1.1 200")
+    assert [s[3] for s in Upstream.seen if s[0] == "POST"] == ["127.0.0.2"]
+    for s in (*held, extra, other):
+        s.close()
+
+
+@needs_nginx
+def test_oversized_headers_are_refused(fronted) -> None:
+    assert _status(f"{fronted.url}/v1/route", b"{}", {"X-Filler": "a" * 4096}) == 400
+    assert not Upstream.seen
+
+
+def test_a_missing_nginx_says_how_to_install_it(monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(front, "NGINX_PATHS", ())
+    with pytest.raises(front.FrontError, match="apt-get install nginx"):
+        front.nginx_binary()
+
+
+def test_render_puts_every_file_under_its_folder_and_prefers_direct_ingress(tmp_path) -> None:
+    text = front.render(front.FrontConfig(port=9000), front.upstreams("127.0.0.1", 8000, 8100), tmp_path)
+    assert "server 127.0.0.1:8100;" in text and "server 127.0.0.1:8000 backup;" in text
+    paths = [w.rstrip(";") for w in text.split() if w.startswith("/") and w not in ("/", "/healthz")]
+    assert paths and all(p.startswith(str(tmp_path)) for p in paths)
+    with pytest.raises(front.FrontError, match="upstream"):
+        front.render(front.FrontConfig(), [], tmp_path)
