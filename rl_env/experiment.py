@@ -125,7 +125,7 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
                             None if lf is None else v.num("load_factor", min=0, strict_min=True),
                             v.int("every", 5, min=1), tuple(clusters))
     i = f.section("init", {})
-    i.check_keys({"imitate", "steps", "epochs", "label_smoothing", "lr", "rounds", "horizon"})
+    i.check_keys({"imitate", "steps", "epochs", "label_smoothing", "lr", "rounds", "horizon", "temperature"})
     teacher = i.raw("imitate", Imitation.teacher)
     if teacher is not None:
         from scheduler.policy import available_policies
@@ -148,7 +148,11 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
                      label_smoothing=i.num("label_smoothing", Imitation.label_smoothing, min=0, max=0.99),
                      lr=i.num("lr", Imitation.lr, min=0, strict_min=True),
                      rounds=i.int("rounds", Imitation.rounds, min=1, max=20),
-                     horizon=i.int("horizon", Imitation.horizon, min=1))
+                     horizon=i.int("horizon", Imitation.horizon, min=1),
+                     temperature=(None if i.raw("temperature", None) is None
+                                  else i.num("temperature", 0.0, min=0, strict_min=True)))
+    if init.temperature is not None and (teacher or "").partition(":")[0] != "rf":
+        raise i.error("temperature", "soft targets are a forest's predicted regrets: needs imitate: rf or rf:N")
     m = f.section("model", {})
     m.check_keys({"hiddens", "activation"})
     hiddens = m.raw("hiddens", [64, 64])

@@ -48,16 +48,23 @@ class Imitation:
     rounds: int = 1
     #: the rollout teacher's horizon (sampled arrivals per future), when ``teacher`` is rollout
     horizon: int = HORIZON_TASKS
+    #: a forest teacher (``rf``, ``rf:N``) at node level: learn its whole ranking, the softmax of
+    #: its negated predicted regrets at this temperature over the candidate rows, instead of its
+    #: choice alone (logit matching, Hinton et al. 2015); None: the choice, label-smoothed
+    temperature: float | None = None
 
 
 def demonstrations(env_config: EnvConfig, teacher: str, steps: int, seed: int = 0,
-                   driver: PolicyNet | None = None,
-                   horizon: int = HORIZON_TASKS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``steps`` (observation, mask, teacher action) triples from the env's own episodes; the
-    teacher's choices are played unless a ``driver`` network is given (its greedy choices are)."""
+                   driver: PolicyNet | None = None, horizon: int = HORIZON_TASKS,
+                   temperature: float | None = None) -> tuple[np.ndarray, ...]:
+    """``steps`` (observation, mask, teacher action, soft target) rows from the env's own episodes;
+    the teacher's choices are played unless a ``driver`` network is given (its greedy choices are).
+    The soft targets (see :attr:`Imitation.temperature`) are an empty array without a temperature."""
     env = make_env(env_config)
     node_level = env.config.level == "node"
-    obs_l, mask_l, act_l = [], [], []
+    if temperature is not None and not (node_level and teacher.partition(":")[0] == "rf"):
+        raise ValueError("soft targets (init.temperature) need a forest teacher (rf, rf:N) at node level")
+    obs_l, mask_l, act_l, soft_l = [], [], [], []
     obs, _ = env.reset(seed=seed)
     policy = _teacher(teacher, env, seed, horizon)
     while len(act_l) < steps:
@@ -70,6 +77,8 @@ def demonstrations(env_config: EnvConfig, teacher: str, steps: int, seed: int = 
             obs_l.append(obs["observations"])
             mask_l.append(obs["action_mask"])
             act_l.append(a)
+            if temperature is not None:  # the env's rows are the forest's own (the same candidates and features)
+                soft_l.append(_soft_target(policy, obs["observations"], obs["action_mask"], temperature))
         if driver is not None:
             with torch.inference_mode():
                 a = int(driver.masked_logits(torch.from_numpy(obs["observations"])[None],
@@ -78,7 +87,18 @@ def demonstrations(env_config: EnvConfig, teacher: str, steps: int, seed: int = 
         if terminated:
             obs, _ = env.reset()
             policy = _teacher(teacher, env, seed + len(act_l), horizon)
-    return np.stack(obs_l), np.stack(mask_l), np.asarray(act_l, dtype=np.int64)
+    soft = np.stack(soft_l) if soft_l else np.zeros((0,), np.float32)
+    return np.stack(obs_l), np.stack(mask_l), np.asarray(act_l, dtype=np.int64), soft
+
+
+def _soft_target(forest_policy: Any, rows: np.ndarray, mask: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(-predicted regret / temperature) over the feasible rows, 0 elsewhere."""
+    ok = mask > 0
+    z = -forest_policy.forest.predict_rows(rows[ok])[0] / temperature
+    p = np.exp(z - z.max())
+    out = np.zeros(len(mask), np.float32)
+    out[ok] = p / p.sum()
+    return out
 
 
 def _teacher(name: str, env, seed: int, horizon: int = HORIZON_TASKS) -> Policy:
@@ -95,10 +115,12 @@ def _teacher(name: str, env, seed: int, horizon: int = HORIZON_TASKS) -> Policy:
     return policy
 
 
-def clone(net: PolicyNet, data: tuple[np.ndarray, np.ndarray, np.ndarray], cfg: Imitation,
+def clone(net: PolicyNet, data: tuple[np.ndarray, ...], cfg: Imitation,
           seed: int = 0) -> dict[str, float]:
-    """Fit ``net`` to the teacher's actions (masked cross-entropy); returns loss and accuracy."""
-    x, m, a = (torch.from_numpy(d) for d in data)
+    """Fit ``net`` to the teacher (masked cross-entropy against its soft targets where ``data``
+    has them, else its label-smoothed choices); returns loss and accuracy (of the choice)."""
+    x, m, a = (torch.from_numpy(d) for d in data[:3])
+    soft = torch.from_numpy(data[3]) if len(data) > 3 and len(data[3]) else None
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(seed)
     n = len(a)
@@ -112,9 +134,12 @@ def clone(net: PolicyNet, data: tuple[np.ndarray, np.ndarray, np.ndarray], cfg: 
             logits = net.masked_logits(x[idx], m[idx])
             # smoothing spreads mass over feasible classes only (masked logits are ~-inf)
             logp = torch.log_softmax(logits, -1)
-            target = torch.nn.functional.one_hot(a[idx], logits.shape[-1]).float()
-            feasible = m[idx] / m[idx].sum(-1, keepdim=True)
-            target = (1 - cfg.label_smoothing) * target + cfg.label_smoothing * feasible
+            if soft is not None:
+                target = soft[idx]
+            else:
+                target = torch.nn.functional.one_hot(a[idx], logits.shape[-1]).float()
+                feasible = m[idx] / m[idx].sum(-1, keepdim=True)
+                target = (1 - cfg.label_smoothing) * target + cfg.label_smoothing * feasible
             loss = -(target * torch.where(m[idx] > 0, logp, torch.zeros_like(logp))).sum(-1).mean()
             opt.zero_grad()
             loss.backward()
@@ -126,10 +151,12 @@ def clone(net: PolicyNet, data: tuple[np.ndarray, np.ndarray, np.ndarray], cfg: 
 
 def imitate(net: PolicyNet, env_config: EnvConfig, cfg: Imitation, seed: int = 0) -> dict[str, float]:
     """Clone the teacher into ``net``: ``cfg.rounds`` rounds of DAgger, the rows of all rounds pooled."""
-    data = demonstrations(env_config, cfg.teacher, cfg.steps, seed, horizon=cfg.horizon)
+    data = demonstrations(env_config, cfg.teacher, cfg.steps, seed, horizon=cfg.horizon,
+                          temperature=cfg.temperature)
     stats = clone(net, data, cfg, seed)
     for r in range(1, cfg.rounds):
-        new = demonstrations(env_config, cfg.teacher, cfg.steps, seed + 7919 * r, driver=net, horizon=cfg.horizon)
+        new = demonstrations(env_config, cfg.teacher, cfg.steps, seed + 7919 * r, driver=net, horizon=cfg.horizon,
+                             temperature=cfg.temperature)
         # how often the clone, driving, already chose as the teacher would (before refitting)
         stats_r = {f"round{r}_agreement": _agreement(net, new)}
         data = tuple(np.concatenate([a, b]) for a, b in zip(data, new))
@@ -137,8 +164,8 @@ def imitate(net: PolicyNet, env_config: EnvConfig, cfg: Imitation, seed: int = 0
     return {**stats, "rounds": cfg.rounds}
 
 
-def _agreement(net: PolicyNet, data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
-    x, m, a = (torch.from_numpy(d) for d in data)
+def _agreement(net: PolicyNet, data: tuple[np.ndarray, ...]) -> float:
+    x, m, a = (torch.from_numpy(d) for d in data[:3])
     with torch.inference_mode():
         return float((net.masked_logits(x, m).argmax(-1) == a).float().mean())
 

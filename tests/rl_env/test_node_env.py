@@ -207,7 +207,7 @@ def test_node_policy_runs_on_a_cluster_of_another_size(tmp_path, local_spec) -> 
 def test_rollout_demonstrations_are_the_teachers_node_choices() -> None:
     cfg = EnvConfig.from_mapping({"workloads": [HIGH], "episode_s": 5, "level": "node", "max_candidates": K,
                                   "cluster_variants": ["x2"]})
-    obs, mask, act = demonstrations(cfg, "rollout", 40, seed=0, horizon=40)
+    obs, mask, act, _ = demonstrations(cfg, "rollout", 40, seed=0, horizon=40)
     assert obs.shape == (40, K, N_CANDIDATE_FEATURES) and mask.shape == (40, K)
     assert (mask[np.arange(40), act] == 1).all()
     assert len(set(act.tolist())) > 1  # the teacher does not always take the first row
@@ -252,3 +252,23 @@ def test_a_warm_up_fills_the_cluster_before_the_first_step_and_is_not_rewarded(s
                                    "env": {**load_experiment(REPO_ROOT / "configs/experiments/ppo_nodes.yaml").raw["env"],
                                            "warmup_s": 60}})
     assert exp.env.warmup_s == 60 and exp.validation_env().warmup_s == 0.0
+
+
+def test_a_forest_teacher_gives_its_whole_ranking_as_soft_targets(shipped_models) -> None:
+    """init.temperature: the clone learns softmax(-predicted regret / T) over the candidate rows, whose
+    most likely row is the forest's own choice; other teachers, or no forest, are refused by name."""
+    cfg = EnvConfig.from_mapping({"workloads": [HIGH], "episode_s": 5, "level": "node", "max_candidates": K,
+                                  "cluster_variants": ["x2"]})
+    obs, mask, act, soft = demonstrations(cfg, "rf:5", 60, seed=0, temperature=0.05)
+    assert soft.shape == mask.shape
+    np.testing.assert_allclose(soft.sum(-1), 1.0, rtol=1e-5)
+    assert (soft[mask == 0] == 0).all()
+    assert (soft.argmax(-1) == act).all()  # ties go to the first row, as the forest's argmin does
+    assert (soft.max(-1) < 1).any()  # a ranking, not one-hot
+    base = {"env": {"level": "node", "workloads": [HIGH]}}
+    assert experiment_from_mapping({**base, "init": {"imitate": "rf:5", "temperature": 0.05}}).init.temperature == 0.05
+    for init in ({"imitate": "fastest-feasible", "temperature": 0.05}, {"imitate": "rf:5", "temperature": 0}):
+        with pytest.raises(ConfigError, match="temperature"):
+            experiment_from_mapping({**base, "init": init})
+    with pytest.raises(ValueError, match="forest teacher"):
+        demonstrations(cfg, "fastest-feasible", 5, temperature=0.05)
