@@ -15,7 +15,9 @@ modules: ``logits + clamp(log(mask), min=FLOAT_MIN)``.
 Serving runs the loaded weights in numpy (:class:`ServedNet`): a decision scores a
 handful of rows, where torch's per-call dispatch costs more than the arithmetic, and
 its intra-op threads keep spinning after each call on a 2-core replica that also
-serves HTTP (see ``docs/serve.md``).
+serves HTTP (see ``docs/serve.md``). OpenBLAS would split the products of 16 rows
+or more over its threads too, at twice to ten times the single thread's time here,
+so those run on one.
 
 torch is imported here, so import this module lazily (the policy registry loads
 every policy module at start-up).
@@ -125,6 +127,8 @@ def load_policy(spec: NetSpec | Mapping[str, Any], path: str) -> PolicyNet:
     return net
 
 
+#: rows from which a forward pass holds BLAS to one thread (OpenBLAS splits products of 16 rows here)
+SINGLE_THREAD_ROWS = 12
 #: the activations in numpy, as :data:`ACTIVATIONS` computes them
 _NP_ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "silu": lambda x: x * expit(x)}
 
@@ -134,15 +138,24 @@ class ServedNet:
     the same logits as torch's up to float rounding, without torch at decision time."""
 
     def __init__(self, net: PolicyNet) -> None:
+        from threadpoolctl import ThreadpoolController
+
         self.spec = net.spec
         self.per_row = net.per_row
         self.layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
                        for m in net.body if isinstance(m, nn.Linear)]
         self.activation = _NP_ACTIVATIONS[net.spec.activation]
+        self._blas = ThreadpoolController()
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Logits: ``(..., in_dim)`` rows -> ``(...)`` at node level, ``(..., n_actions)`` at class level."""
         h = np.asarray(obs, dtype=np.float32)
+        if h.size >= SINGLE_THREAD_ROWS * self.spec.in_dim:  # about 12 us to switch: only where BLAS would split
+            with self._blas.limit(limits=1, user_api="blas"):
+                return self._forward(h)
+        return self._forward(h)
+
+    def _forward(self, h: np.ndarray) -> np.ndarray:
         last = len(self.layers) - 1
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b

@@ -148,8 +148,21 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state_dir or os.environ.get("ORCH_RAY_DIR") or default_state_dir())
 
 
-def _hold(args: argparse.Namespace, where: str) -> int:
-    """In the holder: attach to the cluster's state, say ready, keep the Ray job open until stopped."""
+def _front_config(args: argparse.Namespace, host: str, cfg=None):
+    """The front's settings: ``--front-port``/``--front-host`` and the guard's own limits (``cfg``: the
+    router config; None: their defaults)."""
+    from serve_app.config import RouterConfig
+    from serve_app.front import FrontConfig
+
+    cfg = cfg or RouterConfig()
+    return FrontConfig(host=args.front_host or host, port=args.front_port, header_timeout_s=cfg.body_timeout_s,
+                       body_timeout_s=cfg.body_timeout_s, max_header_bytes=cfg.max_header_bytes,
+                       max_body_bytes=cfg.max_body_bytes)
+
+
+def _hold(args: argparse.Namespace, where: str, fr=None) -> int:
+    """In the holder: attach to the cluster's state, say ready, keep the Ray job open until stopped
+    (and the front ``fr`` with it)."""
     import os
     import signal
     import time
@@ -158,7 +171,13 @@ def _hold(args: argparse.Namespace, where: str) -> int:
 
     attach(_state_dir(args), HOLDER, os.getsid(0), "serve_app.cli")
     print(f"{READY} {where}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def stop(*_) -> None:
+        if fr is not None:
+            fr.stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     while True:
         time.sleep(3600)
 
@@ -169,10 +188,13 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.serve_command == "up" and not args.hold:
         _serve_options(args.config)  # a bad config exits 2 here, before anything starts
-        if args.front_port is not None:
-            from serve_app.front import nginx_binary
+        if args.front_port is not None:  # and a missing nginx or an unusable port exit 1 saying why
+            from serve_app import front
 
-            nginx_binary()  # and a missing nginx exits 1 saying how to install it
+            _, http = _serve_options(args.config)
+            port = args.port or int(http.get("port") or deploy.DEFAULT_PORT)
+            front.check(_front_config(args, args.host or http.get("host") or deploy.DEFAULT_HOST),
+                        [p for p in (port, args.direct_port) if p is not None])
         return _hold_router(args, _up_argv(args))
     if args.serve_command == "up":
         router_args, http = _serve_options(args.config)
@@ -190,29 +212,37 @@ def _run(args: argparse.Namespace) -> int:
                 router_args[key] = str(Path(router_args[key]).expanduser().absolute())
         ep = deploy.Endpoint(args.host or http.get("host") or deploy.DEFAULT_HOST,
                              args.port or int(http.get("port") or deploy.DEFAULT_PORT), args.direct_port)
+        if args.front_port is not None:
+            from serve_app import front
+
+            router_args["front_peers"] = front.peers(ep.host)  # the guard counts clients by the front's X-Real-IP
         print(f"deploying the router ({router_args['policy']}) on {ep.url} ...", flush=True)
         health = deploy.start(router_args, ep, state_dir=args.state_dir, address=args.address,
                               timeout_s=args.timeout)
         where = (f"router ready at {ep.url} (OpenAPI: {ep.url}/docs)"
                  + (f", direct ingress {ep.direct_url}" if ep.direct_url else ""))
+        fr = None
         if args.front_port is not None:
             from serve_app import front
 
-            limits = front.FrontConfig(host=args.front_host or ep.host, port=args.front_port,  # the guard's own
-                                       header_timeout_s=cfg.body_timeout_s, body_timeout_s=cfg.body_timeout_s,
-                                       max_header_bytes=cfg.max_header_bytes, max_body_bytes=cfg.max_body_bytes)
-            fr = front.start(limits,
-                             front.upstreams(ep.host, ep.port, ep.direct_port),
-                             _state_dir(args) / "front")  # a child of this holder: stops with it
+            limits = _front_config(args, ep.host, cfg)
+            try:
+                fr = front.start(limits, front.upstreams(ep.host, ep.port, ep.direct_port), _state_dir(args) / "front")
+            except front.FrontError:
+                deploy.stop(state_dir=args.state_dir, address=args.address)  # no router left without its front
+                raise
             where += f", hardened front {fr.url}"
         print(where)
         print(json.dumps(health))
-        return _hold(args, where)
+        return _hold(args, where, fr)
     if args.serve_command == "down":
         from cluster.launcher import stop_attached
 
+        from serve_app.front import stop_running
+
         deploy.stop(state_dir=args.state_dir, address=args.address)
-        stop_attached(_state_dir(args), HOLDER)
+        stop_attached(_state_dir(args), HOLDER)  # the holder stops its front on SIGTERM
+        stop_running(_state_dir(args) / "front")  # and one that outlived its holder
         print("Serve stopped")
         return 0
     if args.serve_command == "status":

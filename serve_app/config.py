@@ -24,6 +24,7 @@ from cluster.package_data import data_path, work_path
 from cluster.serve_config import router_args
 from scheduler.task import MAX_WORK_S
 from serve_app.entry_points import check_names
+from serve_app.guard import is_ip
 
 DEFAULT_HISTORY = "sqlite:///results/serve/history.db"
 TOKEN_ENV = "ORCH_ADMIN_TOKEN"
@@ -100,6 +101,9 @@ class RouterConfig:
             folders are under ``results``), served with the shadow's agreement by ``GET /v1/loop``.
         entry_points: the functions (``package.module:function``) a task sent over HTTP may run
             instead of emulated work (:mod:`serve_app.entry_points`); nothing else runs.
+        front_peers: addresses of the nginx front (:mod:`serve_app.front`) whose ``X-Real-IP``
+            names the client the guard counts; empty (the default) ignores the header.
+            ``serve up --front-port`` sets them.
         shadow_policy: a challenger (``rl``, ``rf:2`` ...) that decides every task too and is never
             acted on: each record keeps its choice, whether it agrees and the model's expected
             outcome of both (``PUT /v1/shadow`` changes it).
@@ -155,6 +159,7 @@ class RouterConfig:
     capacity_max_rows: int = 200_000
     loop_dir: str = "results"
     entry_points: tuple[str, ...] = ()
+    front_peers: tuple[str, ...] = ()
     shadow_policy: str | None = None
     promotion_window: int = 200
     promotion_margin: float = 0.05
@@ -162,6 +167,7 @@ class RouterConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["entry_points"] = list(self.entry_points)
+        out["front_peers"] = list(self.front_peers)
         return out
 
     def cluster_path(self) -> Path:
@@ -215,6 +221,9 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
     entry_points = f.raw("entry_points", [])
     if not isinstance(entry_points, list):
         entry_points = f.fail("entry_points", f"must be a list of 'package.module:function', got {entry_points!r}", [])
+    front_peers = f.raw("front_peers", [])
+    if not isinstance(front_peers, list) or not all(isinstance(a, str) and is_ip(a) for a in front_peers):
+        front_peers = f.fail("front_peers", f"must be a list of IP addresses, got {front_peers!r}", [])
     cfg = RouterConfig(
         cluster=opt_str("cluster"),
         policy=f.str("policy", d.policy),
@@ -265,6 +274,7 @@ def parse_router_config(data: Mapping[str, Any] | None, source: str | Path | Non
         capacity_max_rows=int(f.num("capacity_max_rows", d.capacity_max_rows, min=1, max=10_000_000)),
         loop_dir=f.str("loop_dir", d.loop_dir),
         entry_points=check_names(entry_points, lambda key, why: f.fail(key, why, None)),
+        front_peers=tuple(front_peers),
         shadow_policy=opt_str("shadow_policy"),
         promotion_window=int(f.num("promotion_window", d.promotion_window, min=1, max=1_000_000)),
         promotion_margin=f.num("promotion_margin", d.promotion_margin, min=0.0, max=0.99),
@@ -325,3 +335,4 @@ def _checked(token: str, where: str) -> str:
     if len(token) < MIN_TOKEN_CHARS:
         raise ConfigError(None, where, f"the admin token must have at least {MIN_TOKEN_CHARS} characters")
     return token_sha256(token)
+

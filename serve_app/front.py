@@ -7,21 +7,28 @@ a client over its share 429, but accepting and reading 10,000 connections opened
 once is itself Python work, and ``/healthz`` went over 100 ms on both ports while it
 lasted (docs/abuse.md). nginx does that work in C, event-driven, before the router
 sees anything: it reads each request whole (``proxy_request_buffering``), so a
-stalled header or body never reaches Python and ends in 408 at its timeout; it caps
-the requests in progress per client address (429) and the header size (400); and it
-passes the client's address on in ``X-Real-IP`` (set, never appended to: a client
-cannot choose it), which the guard trusts from the front's address only.
+stalled header or body never reaches Python and is closed unanswered (headers within
+``header_timeout_s`` in all; a body may pause at most ``body_timeout_s`` between two
+reads, so a client dripping a byte at a time holds one of its address's slots, never the
+router); it caps the requests in progress per client address (429, once their headers
+are in) and the headers' total size (400), answering both in the router's JSON error
+shape; and it passes the client's address on in ``X-Real-IP`` (set, never appended to:
+a client cannot choose it), which the guard trusts from the router config's
+``front_peers`` only.
 
-``orchestrator serve up --front-port N`` runs it beside the router (its files under
-the launcher state directory, ``front/``); it lives in the router's holder session,
-so ``serve down`` and ``cluster down`` stop it with the router. Serve's own ports
-stay on loopback; the front is the one to expose.
+``orchestrator serve up --front-port N`` checks the port, starts the router with the
+front's addresses as ``front_peers``, then runs nginx (files under the launcher state
+directory, ``front/``) as a child of the router's holder, which stops it on ``serve
+down``. Serve's own ports stay on loopback; the front is the one to expose.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -33,6 +40,12 @@ from pathlib import Path
 NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 #: the header nginx sets to the client's address for :mod:`serve_app.guard`
 REAL_IP_HEADER = "x-real-ip"
+#: the header only this front adds to ``/healthz`` (its value a token of each start): proof that
+#: the answer came through it and not from whatever else holds the port
+FRONT_HEADER = "x-orchestrator-front"
+#: the router's JSON error shape for the answers nginx gives itself
+_ERRORS = {429: ("too many requests in progress from this address", True),
+           413: ("request body too large", False), 400: ("bad request, or request headers too large", False)}
 
 
 class FrontError(RuntimeError):
@@ -65,22 +78,60 @@ def nginx_binary() -> str:
     return found
 
 
+def upstream_host(host: str) -> str:
+    """Where the front reaches Serve bound to ``host``: loopback for a wildcard (the front runs on
+    the router's host), else ``host`` itself."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
 def upstreams(host: str, port: int, direct_port: int | None = None) -> list[str]:
     """The router's ports as nginx upstreams: direct ingress first (the replica serves HTTP itself,
     about 3x the proxy's rate), Serve's proxy as the backup."""
-    h = f"[{host}]" if ":" in host else host
+    h = upstream_host(host)
+    h = f"[{h}]" if ":" in h else h
     return [f"{h}:{p}" for p in (direct_port, port) if p is not None]
 
 
-def render(cfg: FrontConfig, upstreams: list[str], prefix: Path) -> str:
+def peers(host: str) -> list[str]:
+    """The addresses the front's connections to Serve bound to ``host`` come from: the router
+    config's ``front_peers``."""
+    out = ["127.0.0.1", "::1", "::ffff:127.0.0.1"]
+    h = upstream_host(host)
+    if h not in out:
+        out.append(h)
+    return out
+
+
+def check(cfg: FrontConfig, taken: list[int]) -> None:
+    """Before anything starts: nginx is installed, the port is not one of the router's (``taken``)
+    and nothing listens on it (a front that cannot bind must not pass for one that did)."""
+    nginx_binary()
+    if cfg.port in taken:
+        raise FrontError(f"the front's port {cfg.port} is one of the router's own ({', '.join(map(str, taken))}): "
+                         "give it a port of its own")
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((cfg.host, cfg.port))
+        except OSError as exc:
+            raise FrontError(f"the front cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from None
+
+
+def render(cfg: FrontConfig, upstreams: list[str], prefix: Path, token: str = "") -> str:
     """nginx.conf for ``cfg`` forwarding to ``upstreams`` (``host:port``, the first preferred, the
-    rest backups), with every file nginx writes under ``prefix``."""
+    rest backups), with every file nginx writes under ``prefix``; ``/healthz`` answers carry
+    :data:`FRONT_HEADER` with ``token``."""
     if not upstreams:
         raise FrontError("the front needs at least one upstream (the router's port)")
     p = prefix.absolute()
     servers = "\n".join(f"        server {u}{' backup' if i else ''};" for i, u in enumerate(upstreams))
     listen = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
     header_k = max(1, cfg.max_header_bytes // 1024)
+    error_pages = "\n".join(
+        f"        error_page {code} @e{code};\n        location @e{code} {{\n            default_type application/json;\n"
+        + ("            add_header Retry-After 1 always;\n" if retry else "")
+        + f"            return {code} '{{\"detail\": \"{text}\"}}';\n        }}" for code, (text, retry) in _ERRORS.items())
     files, connections = _open_files(cfg.max_connections)
     return f"""# written by serve_app/front.py: regenerate rather than edit
 {_user()}worker_processes 1;
@@ -104,7 +155,7 @@ http {{
     send_timeout 30s;
     keepalive_timeout 30s;
     client_header_buffer_size 1k;
-    large_client_header_buffers 4 {header_k}k;
+    large_client_header_buffers 1 {header_k}k;   # one buffer: the headers' total, not each line
     client_max_body_size {cfg.max_body_bytes};
     client_body_buffer_size 64k;
 
@@ -118,7 +169,7 @@ http {{
     proxy_set_header X-Real-IP $remote_addr;
     proxy_set_header X-Forwarded-For $remote_addr;
     proxy_request_buffering on;
-    proxy_buffering off;
+    proxy_buffering on;                 # a slow reader holds nginx's buffer, not the router's answer
     proxy_connect_timeout 5s;
     proxy_read_timeout {cfg.upstream_timeout_s:g}s;
     proxy_send_timeout {cfg.upstream_timeout_s:g}s;
@@ -130,6 +181,7 @@ http {{
     }}
     server {{
         listen {listen} backlog=4096;
+{error_pages}
         location / {{
             limit_conn per_address {cfg.max_requests_per_address};
             proxy_pass http://router;
@@ -137,6 +189,7 @@ http {{
         location = /healthz {{
             # a load balancer's probe shares no client's cap (as in serve_app.guard)
             proxy_pass http://router;
+            add_header {FRONT_HEADER} "{token}" always;
         }}
     }}
 }}
@@ -155,15 +208,33 @@ def _user() -> str:
     return f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the starting process dies (Linux), so no nginx outlives
-    the router holder, a benchmark or a test that crashed before :meth:`Front.stop`."""
-    import ctypes
+def _with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that it gets SIGTERM when the starting process dies (util-linux's ``setpriv
+    --pdeathsig``, no code in the forked child of a threaded parent): no nginx outlives the router
+    holder, a benchmark or a test that crashed before :meth:`Front.stop`. The signal follows the
+    starting thread: start the front from the main thread."""
+    setpriv = shutil.which("setpriv") or ("/usr/bin/setpriv" if os.access("/usr/bin/setpriv", os.X_OK) else None)
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
 
+
+def stop_running(prefix: str | Path, grace_s: float = 5.0) -> bool:
+    """Stop the nginx whose pid file is under ``prefix`` (``serve down``: the holder stops its own
+    front on SIGTERM, this catches one that outlived it); True when one was running."""
+    pid_file = Path(prefix) / "nginx.pid"
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+        pid = int(pid_file.read_text().split()[0])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"nginx" not in f.read():
+                return False  # a recycled pid
+        os.kill(pid, signal.SIGQUIT)
+    except (OSError, ValueError, IndexError):
+        return False
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.1)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
+    return True
 
 
 def _open_files(connections: int) -> tuple[int, int]:
@@ -204,14 +275,15 @@ def start(cfg: FrontConfig, upstreams: list[str], prefix: str | Path, timeout_s:
     prefix = Path(prefix).absolute()
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
-    conf.write_text(render(cfg, upstreams, prefix))
+    token = secrets.token_hex(8)
+    conf.write_text(render(cfg, upstreams, prefix, token))
     base = [binary, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
     check = subprocess.run([*base, "-t", "-q"], capture_output=True, text=True)
     if check.returncode:
         raise FrontError(f"nginx refused {conf}: {(check.stderr or check.stdout).strip()}")
     with open(prefix / "nginx.out", "ab") as out:
-        proc = subprocess.Popen([*base, "-g", "daemon off;"], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(_with_parent([*base, "-g", "daemon off;"]), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
     front = Front(cfg, proc, prefix)
     deadline = time.monotonic() + timeout_s
     last = "no answer"
@@ -221,8 +293,9 @@ def start(cfg: FrontConfig, upstreams: list[str], prefix: str | Path, timeout_s:
             raise FrontError(f"nginx exited ({proc.returncode}): {log[-1] if log else 'see ' + str(prefix)}")
         try:
             with urllib.request.urlopen(f"{front.url}/healthz", timeout=5) as r:
-                if r.status == 200:
+                if r.status == 200 and r.headers.get(FRONT_HEADER) == token:
                     return front
+                last = f"{r.status} without this front's {FRONT_HEADER} (another server on the port?)"
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
         time.sleep(0.2)

@@ -16,10 +16,11 @@ and bodies without a time limit, and a replica serves at most
   requests in progress gets ``429`` at once, before its body is read: a staller can
   only fill its own share of the replica, and ``/healthz`` is never counted.
 
-Behind the nginx front (:mod:`serve_app.front`) every request comes from loopback, so an
-anonymous client is counted by the address the front saw, its ``X-Real-IP``, which is
-taken only from a loopback peer (the front runs on the router's host and sets the header,
-never appends to it; a remote client cannot choose it).
+Behind the nginx front (:mod:`serve_app.front`) every request comes from the front, so an
+anonymous client is counted by the address the front saw, its ``X-Real-IP``, taken only
+from the configured ``front_peers`` (``serve up --front-port`` sets them; the front sets the
+header, never appends to it) and only when it is an IP address: without a front no
+caller chooses the address it is counted under.
 
 The credential is looked up without being checked (a wrong key counts as anonymous
 here; the route refuses it with 401 afterwards), so this costs a dict lookup.
@@ -27,6 +28,7 @@ here; the route refuses it with 401 afterwards), so this costs a dict lookup.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
@@ -39,8 +41,6 @@ from serve_app.errors import ApiError, JSONResponse
 
 #: paths never counted against a client's requests in progress (a load balancer's probe)
 UNCOUNTED = ("/healthz",)
-#: peers whose ``X-Real-IP`` names the client (the front, on the router's host)
-FRONT_PEERS = frozenset({"127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class Limits:
     max_header_bytes: int = 16 << 10
     body_timeout_s: float = 5.0
     client_max_requests: int = 256
+    #: peers whose ``X-Real-IP`` names the client (the front's addresses; empty: never)
+    front_peers: frozenset[str] = frozenset()
 
 
 class Guard:
@@ -90,7 +92,7 @@ class Guard:
         client = None
         if scope.get("path") not in UNCOUNTED:
             host = (scope.get("client") or ("?",))[0]
-            if real_ip and host in FRONT_PEERS:
+            if real_ip and host in lim.front_peers and is_ip(real_ip):
                 host = real_ip
             client = self.who(authorization, host)
             if self.in_progress[client] >= lim.client_max_requests:
@@ -118,6 +120,15 @@ class Guard:
                     self.in_progress[client] = left
                 else:
                     del self.in_progress[client]
+
+
+def is_ip(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _bounded(receive: Receive, lim: Limits, started: float) -> Receive:

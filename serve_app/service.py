@@ -124,7 +124,7 @@ class RouterService:
             pool_max_queued_s=cfg.pool_max_queued_s), on_refuse=self.metrics.refused)
         self.objective = load_objective()
         self.guard_limits = GuardLimits(cfg.max_body_bytes, cfg.max_header_bytes, cfg.body_timeout_s,
-                                        cfg.client_max_requests)
+                                        cfg.client_max_requests, frozenset(cfg.front_peers))
         self.pools = tuple(self.spec.pools)
         self.entry_points = EntryPoints(cfg.entry_points, "router args")
         self._pool_policies: dict[tuple[str | frozenset[str], str], tuple[ActivePolicy, PoolPolicy]] = {}

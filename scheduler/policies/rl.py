@@ -39,8 +39,6 @@ from scheduler.policy import Decision, FeasibilityCache, register, why_infeasibl
 from scheduler.task import Task
 
 POLICY_FILE = "policy.pt"
-#: relative gap under which two candidates' float32 scores count as a tie
-TIE_TOLERANCE = 1e-5
 
 
 @register("rl")
@@ -122,13 +120,12 @@ class RLPolicy:
         X = candidate_features(task, state, nodes, shares, fits, self.objective)
         k = len(nodes)
         logits = self.net(X).astype(np.float64)  # one score per row: only the real rows
-        top = logits.max()
-        p = np.exp(logits - top)
+        p = np.exp(logits - logits.max())
         p /= p.sum()
-        # identical rows may score a rounding apart (the product's blocking differs by row): scores that
-        # close are a tie, taken in candidate order as training's argmax took its exact ties
-        j = int(self._rng.choice(len(p), p=p)) if self.sample else \
-            int(np.flatnonzero(logits >= top - TIE_TOLERANCE * max(1.0, abs(top)))[0])
+        j = int(self._rng.choice(len(p), p=p)) if self.sample else int(np.argmax(logits))
+        # identical rows may score a rounding apart (the product's blocking differs by row): the first
+        # row equal to the best is taken, as training's argmax took its exact ties
+        j = int(np.flatnonzero((X == X[j]).all(1))[0])
         node = int(nodes[j])
         scores[nodes] = logits
         spec_nodes = state.spec.nodes

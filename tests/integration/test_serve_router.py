@@ -133,8 +133,9 @@ def router(cluster_dir: Path, tmp_path_factory) -> Router:
                 urllib.request.urlopen(f"http://127.0.0.1:{front_port}/healthz", timeout=5).close()
             except urllib.error.HTTPError:
                 pass  # nginx still answering (a 502 without its router)
-            except OSError:
-                break
+            except (urllib.error.URLError, OSError) as exc:
+                if isinstance(getattr(exc, "reason", exc), ConnectionRefusedError):
+                    break  # nothing listens: gone (a timeout is not proof)
             assert time.monotonic() < deadline, "the front outlived `serve down`"
             time.sleep(0.2)
 

@@ -189,8 +189,9 @@ def test_shipped_node_policy_decides_as_its_torch_network(local_spec) -> None:
         nodes, shares, fits = candidates(policy._feasible, task, state, policy.max_candidates, policy.prefilter)
         if len(nodes) > 1:
             X = candidate_features(task, state, nodes, shares, fits, policy.objective)
+            pad = np.zeros((torch_net.spec.n_actions - len(X), X.shape[1]), X.dtype)  # as training and torch serving did
             with torch.inference_mode():
-                j = int(torch_net(torch.from_numpy(X)[None])[0].argmax())
+                j = int(torch_net(torch.from_numpy(np.concatenate([X, pad]))[None])[0, :len(X)].argmax())
             checked.append((int(nodes[j]), shares[j]) == (d.node, d.share))
         return d
 

@@ -37,8 +37,8 @@ class Upstream(BaseHTTPRequestHandler):
         self._answer(self.rfile.read(int(self.headers.get("content-length", 0))))
 
     def _answer(self, body: bytes) -> None:
-        Upstream.seen.append((self.command, self.path, body, self.headers.get("x-real-ip"),
-                              self.headers.get("x-forwarded-for")))
+        Upstream.seen.append((self.command, self.path, body, self.headers.get_all("x-real-ip"),
+                              self.headers.get_all("x-forwarded-for")))
         self.send_response(200)
         self.send_header("content-length", "2")
         self.end_headers()
@@ -90,7 +90,7 @@ def test_whole_requests_pass_with_the_clients_address_which_it_cannot_choose(fro
     assert _status(f"{fronted.url}/v1/route", body, {"X-Real-IP": "6.6.6.6", "X-Forwarded-For": "6.6.6.6"}) == 200
     method, path, got, real_ip, forwarded = Upstream.seen[-1]
     assert (method, path, got) == ("POST", "/v1/route", body)
-    assert real_ip == "127.0.0.1" and forwarded == "127.0.0.1"
+    assert real_ip == ["127.0.0.1"] and forwarded == ["127.0.0.1"]  # replaced, not appended to
 
 
 @needs_nginx
@@ -110,21 +110,52 @@ def test_one_address_gets_its_share_while_healthz_and_other_addresses_pass(front
     time.sleep(0.2)
     extra = _stalled(fronted)
     extra.settimeout(5)
-    assert extra.recv(100).startswith(b"HTTP/1.1 429")
+    answer = extra.recv(1000)
+    assert answer.startswith(b"HTTP/1.1 429") and b"Retry-After: 1" in answer
+    assert b'{"detail": "too many requests in progress from this address"}' in answer  # the router's shape
     assert _status(f"{fronted.url}/healthz") == 200  # a probe shares no client's cap
     other = socket.create_connection(("127.0.0.1", fronted.cfg.port), source_address=("127.0.0.2", 0))
     other.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\ncontent-length: 2\r\nConnection: close\r\n\r\n{}")
     other.settimeout(5)
     assert other.recv(100).startswith(b"HTTP/1.1 200")
-    assert [s[3] for s in Upstream.seen if s[0] == "POST"] == ["127.0.0.2"]
+    assert [s[3] for s in Upstream.seen if s[0] == "POST"] == [["127.0.0.2"]]
     for s in (*held, extra, other):
         s.close()
 
 
 @needs_nginx
-def test_oversized_headers_are_refused(fronted) -> None:
+def test_oversized_headers_are_refused_by_their_total(fronted) -> None:
+    """max_header_bytes (2 KiB here) bounds all the headers together, not each line."""
     assert _status(f"{fronted.url}/v1/route", b"{}", {"X-Filler": "a" * 4096}) == 400
+    assert _status(f"{fronted.url}/v1/route", b"{}", {f"X-F{i}": "a" * 500 for i in range(8)}) == 400
     assert not Upstream.seen
+    assert _status(f"{fronted.url}/v1/route", b"{}", {"X-F1": "a" * 500, "X-F2": "a" * 500}) == 200
+
+
+@needs_nginx
+def test_a_taken_port_or_a_port_of_the_router_is_refused_before_anything_starts(tmp_path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(front.FrontError, match="cannot listen"):
+            front.check(front.FrontConfig(port=port), taken=[8000])
+    with pytest.raises(front.FrontError, match="one of the router's own"):
+        front.check(front.FrontConfig(port=8000), taken=[8000, 8001])
+
+
+@needs_nginx
+def test_another_server_on_the_port_does_not_pass_for_the_front(tmp_path) -> None:
+    """start() trusts only a /healthz answer carrying this start's token: an HTTP server already on the
+    port answers 200 while nginx fails to bind it."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(front.FrontError):
+            front.start(front.FrontConfig(port=srv.server_port), [f"127.0.0.1:{srv.server_port}"], tmp_path / "f",
+                        timeout_s=8)
+    finally:
+        srv.shutdown()
 
 
 def test_a_missing_nginx_says_how_to_install_it(monkeypatch) -> None:
@@ -137,6 +168,9 @@ def test_a_missing_nginx_says_how_to_install_it(monkeypatch) -> None:
 def test_render_puts_every_file_under_its_folder_and_prefers_direct_ingress(tmp_path) -> None:
     text = front.render(front.FrontConfig(port=9000), front.upstreams("127.0.0.1", 8000, 8100), tmp_path)
     assert "server 127.0.0.1:8100;" in text and "server 127.0.0.1:8000 backup;" in text
+    # Serve on every interface is reached on loopback, and the guard trusts what the front connects from
+    assert front.upstreams("0.0.0.0", 8000) == ["127.0.0.1:8000"] and front.upstreams("::", 8000) == ["[::1]:8000"]
+    assert "10.1.2.3" in front.peers("10.1.2.3") and "127.0.0.1" in front.peers("0.0.0.0")
     paths = [w.rstrip(";") for w in text.split() if w.startswith("/") and w not in ("/", "/healthz")]
     assert paths and all(p.startswith(str(tmp_path)) for p in paths)
     with pytest.raises(front.FrontError, match="upstream"):

@@ -110,7 +110,7 @@ def test_oversized_headers_and_bodies_are_refused_before_the_app() -> None:
 
 def test_behind_the_front_clients_are_counted_by_the_address_it_saw_and_no_one_else_chooses_it() -> None:
     async def go() -> None:
-        g = _run_guard(Limits(body_timeout_s=5.0, client_max_requests=2))
+        g = _run_guard(Limits(body_timeout_s=5.0, client_max_requests=2, front_peers=frozenset({"127.0.0.1"})))
         front = lambda ip: _scope(headers=[(b"x-real-ip", ip)], host="127.0.0.1")  # noqa: E731
         stallers = [Conn([b"{"], stall=True) for _ in range(2)]
         held = [asyncio.create_task(g(front(b"203.0.113.7"), c.receive, c.send)) for c in stallers]
@@ -126,7 +126,18 @@ def test_behind_the_front_clients_are_counted_by_the_address_it_saw_and_no_one_e
                                   spoof.receive, spoof.send))
         await asyncio.sleep(0.05)
         assert "anonymous@10.0.0.5" in g.in_progress and "anonymous@198.51.100.9" not in g.in_progress
-        for task in (*held, t):
+        garbled = Conn([b"{"], stall=True)  # from the front, but not an address: counted as the front
+        t2 = asyncio.create_task(g(front(b"not-an-ip"), garbled.receive, garbled.send))
+        await asyncio.sleep(0.05)
+        assert g.in_progress["anonymous@127.0.0.1"] == 1
+        for task in (*held, t, t2):
             task.cancel()
+        # without a front configured the header is nobody's to choose, loopback callers included
+        plain = _run_guard(Limits(body_timeout_s=5.0))
+        local = Conn([b"{"], stall=True)
+        t3 = asyncio.create_task(plain(front(b"203.0.113.7"), local.receive, local.send))
+        await asyncio.sleep(0.05)
+        assert list(plain.in_progress) == ["anonymous@127.0.0.1"]
+        t3.cancel()
 
     asyncio.run(go())

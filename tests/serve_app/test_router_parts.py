@@ -37,6 +37,8 @@ def test_serve_yaml_carries_valid_router_args() -> None:
     ({"admin_token_sha256": "abc"}, "admin_token_sha256"),
     ({"resume_unfinished": "maybe"}, "resume_unfinished"),
     ({"access_log": 1.5}, "access_log"),
+    ({"front_peers": ["localhost"]}, "front_peers"),
+    ({"front_peers": "127.0.0.1"}, "front_peers"),
 ])
 def test_bad_router_args_name_the_field(args, field) -> None:
     with pytest.raises(ConfigError) as e:
