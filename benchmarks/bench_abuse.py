@@ -179,6 +179,7 @@ def run(state_dir: Path, stalls: tuple[int, ...], seconds: float) -> int:
     notes: dict[str, object] = {}
 
     async def go() -> None:
+        await probe(ep, fr, probe_key, "warm-up", seconds, [])  # the first seconds after a deploy are slower
         await probe(ep, fr, probe_key, "unloaded", seconds, rows)
         for at, port, n, sources in [(at, port, n, src) for at, port in (("proxy", ep.port), ("front", fr.cfg.port))
                                      for n in stalls for src in (1, 100)]:
