@@ -151,8 +151,9 @@ def experiment_from_mapping(data: Mapping[str, Any], file: str | Path | None = N
                      horizon=i.int("horizon", Imitation.horizon, min=1),
                      temperature=(None if i.raw("temperature", None) is None
                                   else i.num("temperature", 0.0, min=0, strict_min=True)))
-    if init.temperature is not None and (teacher or "").partition(":")[0] != "rf":
-        raise i.error("temperature", "soft targets are a forest's predicted regrets: needs imitate: rf or rf:N")
+    if init.temperature is not None and ((teacher or "").partition(":")[0] != "rf" or env.level != "node"):
+        raise i.error("temperature", "soft targets are a forest's predicted regrets over candidate rows: "
+                                     "needs imitate: rf or rf:N and env.level: node")
     m = f.section("model", {})
     m.check_keys({"hiddens", "activation"})
     hiddens = m.raw("hiddens", [64, 64])

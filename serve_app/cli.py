@@ -189,8 +189,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.serve_command == "up" and not args.hold:
         _serve_options(args.config)  # a bad config exits 2 here, before anything starts
         if args.front_port is not None:  # and a missing nginx or an unusable port exit 1 saying why
+            from cluster.launcher import stop_attached
             from serve_app import front
 
+            stop_attached(_state_dir(args), HOLDER)  # an earlier deployment's holder, and its front on the port
+            front.stop_running(_state_dir(args) / "front")
             _, http = _serve_options(args.config)
             port = args.port or int(http.get("port") or deploy.DEFAULT_PORT)
             front.check(_front_config(args, args.host or http.get("host") or deploy.DEFAULT_HOST),
@@ -228,8 +231,11 @@ def _run(args: argparse.Namespace) -> int:
             limits = _front_config(args, ep.host, cfg)
             try:
                 fr = front.start(limits, front.upstreams(ep.host, ep.port, ep.direct_port), _state_dir(args) / "front")
-            except front.FrontError:
-                deploy.stop(state_dir=args.state_dir, address=args.address)  # no router left without its front
+            except Exception:
+                try:
+                    deploy.stop(state_dir=args.state_dir, address=args.address)  # no router left without its front
+                except Exception:  # noqa: BLE001 - the front's failure is the one to report
+                    pass
                 raise
             where += f", hardened front {fr.url}"
         print(where)
@@ -240,9 +246,11 @@ def _run(args: argparse.Namespace) -> int:
 
         from serve_app.front import stop_running
 
-        deploy.stop(state_dir=args.state_dir, address=args.address)
-        stop_attached(_state_dir(args), HOLDER)  # the holder stops its front on SIGTERM
-        stop_running(_state_dir(args) / "front")  # and one that outlived its holder
+        try:
+            deploy.stop(state_dir=args.state_dir, address=args.address)
+        finally:
+            stop_attached(_state_dir(args), HOLDER)  # the holder stops its front on SIGTERM
+            stop_running(_state_dir(args) / "front")  # and one that outlived its holder
         print("Serve stopped")
         return 0
     if args.serve_command == "status":

@@ -44,8 +44,11 @@ REAL_IP_HEADER = "x-real-ip"
 #: the answer came through it and not from whatever else holds the port
 FRONT_HEADER = "x-orchestrator-front"
 #: the router's JSON error shape for the answers nginx gives itself
-_ERRORS = {429: ("too many requests in progress from this address", True),
-           413: ("request body too large", False), 400: ("bad request, or request headers too large", False)}
+_ERRORS = {429: ((429,), "too many requests in progress from this address", True),
+           413: ((413,), "request body too large", False),
+           414: ((414,), "request line too long", False),
+           400: ((400, 494), "bad request, or request headers too large", False)}  # 494: nginx's own code
+                                                                               # for headers too large
 
 
 class FrontError(RuntimeError):
@@ -94,12 +97,17 @@ def upstreams(host: str, port: int, direct_port: int | None = None) -> list[str]
 
 def peers(host: str) -> list[str]:
     """The addresses the front's connections to Serve bound to ``host`` come from: the router
-    config's ``front_peers``."""
+    config's ``front_peers`` (a host name is resolved to its addresses)."""
     out = ["127.0.0.1", "::1", "::ffff:127.0.0.1"]
     h = upstream_host(host)
-    if h not in out:
-        out.append(h)
-    return out
+    try:
+        found = [str(ipaddress.ip_address(h))]
+    except ValueError:
+        try:
+            found = sorted({str(info[4][0]) for info in socket.getaddrinfo(h, None, proto=socket.IPPROTO_TCP)})
+        except OSError as exc:
+            raise FrontError(f"cannot resolve the router's host {host!r}: {exc}") from None
+    return out + [a for a in found if a not in out]
 
 
 def check(cfg: FrontConfig, taken: list[int]) -> None:
@@ -128,13 +136,17 @@ def render(cfg: FrontConfig, upstreams: list[str], prefix: Path, token: str = ""
     servers = "\n".join(f"        server {u}{' backup' if i else ''};" for i, u in enumerate(upstreams))
     listen = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
     header_k = max(1, cfg.max_header_bytes // 1024)
+    # internal URIs, not named locations: a request too malformed to have a URI cannot be redirected
+    # to a named one (nginx answers 500 and logs it), and 494 (headers too large) is its own code
     error_pages = "\n".join(
-        f"        error_page {code} @e{code};\n        location @e{code} {{\n            default_type application/json;\n"
+        f"        error_page {' '.join(map(str, codes))} /.e{code};\n        location = /.e{code} {{\n            internal;\n"
+        f"            default_type application/json;\n"
         + ("            add_header Retry-After 1 always;\n" if retry else "")
-        + f"            return {code} '{{\"detail\": \"{text}\"}}';\n        }}" for code, (text, retry) in _ERRORS.items())
+        + f"            return {code} '{{\"detail\": \"{text}\"}}';\n        }}" for code, (codes, text, retry) in _ERRORS.items())
     files, connections = _open_files(cfg.max_connections)
     return f"""# written by serve_app/front.py: regenerate rather than edit
 {_user()}worker_processes 1;
+worker_shutdown_timeout 3s;   # within stop()'s grace: no worker outlives a killed master
 worker_rlimit_nofile {files};
 pid {p}/nginx.pid;
 error_log {p}/error.log warn;
@@ -150,8 +162,8 @@ http {{
     uwsgi_temp_path {p}/tmp/uwsgi;
     scgi_temp_path {p}/tmp/scgi;
 
-    client_header_timeout {cfg.header_timeout_s:g}s;
-    client_body_timeout {cfg.body_timeout_s:g}s;
+    client_header_timeout {max(1, round(cfg.header_timeout_s * 1000))}ms;
+    client_body_timeout {max(1, round(cfg.body_timeout_s * 1000))}ms;
     send_timeout 30s;
     keepalive_timeout 30s;
     client_header_buffer_size 1k;
@@ -220,12 +232,13 @@ def _with_parent(argv: list[str]) -> list[str]:
 def stop_running(prefix: str | Path, grace_s: float = 5.0) -> bool:
     """Stop the nginx whose pid file is under ``prefix`` (``serve down``: the holder stops its own
     front on SIGTERM, this catches one that outlived it); True when one was running."""
-    pid_file = Path(prefix) / "nginx.pid"
+    prefix = Path(prefix).absolute()
+    pid_file = prefix / "nginx.pid"
     try:
         pid = int(pid_file.read_text().split()[0])
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"nginx" not in f.read():
-                return False  # a recycled pid
+            if str(prefix).encode() not in f.read().split(b"\0"):
+                return False  # a recycled pid, or another nginx
         os.kill(pid, signal.SIGQUIT)
     except (OSError, ValueError, IndexError):
         return False
@@ -278,9 +291,9 @@ def start(cfg: FrontConfig, upstreams: list[str], prefix: str | Path, timeout_s:
     token = secrets.token_hex(8)
     conf.write_text(render(cfg, upstreams, prefix, token))
     base = [binary, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
-    check = subprocess.run([*base, "-t", "-q"], capture_output=True, text=True)
-    if check.returncode:
-        raise FrontError(f"nginx refused {conf}: {(check.stderr or check.stdout).strip()}")
+    tested = subprocess.run([*base, "-t", "-q"], capture_output=True, text=True)
+    if tested.returncode:
+        raise FrontError(f"nginx refused {conf}: {(tested.stderr or tested.stdout).strip()}")
     with open(prefix / "nginx.out", "ab") as out:
         proc = subprocess.Popen(_with_parent([*base, "-g", "daemon off;"]), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)

@@ -122,10 +122,11 @@ class RLPolicy:
         logits = self.net(X).astype(np.float64)  # one score per row: only the real rows
         p = np.exp(logits - logits.max())
         p /= p.sum()
-        j = int(self._rng.choice(len(p), p=p)) if self.sample else int(np.argmax(logits))
-        # identical rows may score a rounding apart (the product's blocking differs by row): the first
-        # row equal to the best is taken, as training's argmax took its exact ties
-        j = int(np.flatnonzero((X == X[j]).all(1))[0])
+        if self.sample:
+            j = int(self._rng.choice(len(p), p=p))
+        else:  # identical rows may score a rounding apart (the product's blocking differs by row): the
+            j = int(np.argmax(logits))  # first row equal to the best is taken, as training's argmax took its exact ties
+            j = int(np.flatnonzero((X == X[j]).all(1))[0]) if np.isfinite(X[j]).all() else j
         node = int(nodes[j])
         scores[nodes] = logits
         spec_nodes = state.spec.nodes

@@ -8,6 +8,8 @@ oversized headers are refused. The attack at scale on a running router is
 """
 from __future__ import annotations
 
+import os
+import json
 import socket
 import threading
 import time
@@ -126,10 +128,25 @@ def test_one_address_gets_its_share_while_healthz_and_other_addresses_pass(front
 @needs_nginx
 def test_oversized_headers_are_refused_by_their_total(fronted) -> None:
     """max_header_bytes (2 KiB here) bounds all the headers together, not each line."""
-    assert _status(f"{fronted.url}/v1/route", b"{}", {"X-Filler": "a" * 4096}) == 400
-    assert _status(f"{fronted.url}/v1/route", b"{}", {f"X-F{i}": "a" * 500 for i in range(8)}) == 400
+    for headers in ({"X-Filler": "a" * 4096}, {f"X-F{i}": "a" * 500 for i in range(8)}):
+        req = urllib.request.Request(f"{fronted.url}/v1/route", data=b"{}", headers=headers, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 400 and e.value.headers["content-type"] == "application/json"
+        assert "too large" in json.loads(e.value.read())["detail"]  # the router's error shape
     assert not Upstream.seen
     assert _status(f"{fronted.url}/v1/route", b"{}", {"X-F1": "a" * 500, "X-F2": "a" * 500}) == 200
+
+
+@needs_nginx
+def test_a_garbled_request_is_a_400_in_json_and_a_sane_log(fronted) -> None:
+    s = socket.create_connection(("127.0.0.1", fronted.cfg.port))
+    s.sendall(b"GARBAGE\r\n\r\n")
+    s.settimeout(5)
+    answer = s.recv(2000)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 400") and b'"detail"' in answer
+    assert "[error]" not in (fronted.prefix / "error.log").read_text()  # no log line per garbled request
 
 
 @needs_nginx
@@ -170,8 +187,28 @@ def test_render_puts_every_file_under_its_folder_and_prefers_direct_ingress(tmp_
     assert "server 127.0.0.1:8100;" in text and "server 127.0.0.1:8000 backup;" in text
     # Serve on every interface is reached on loopback, and the guard trusts what the front connects from
     assert front.upstreams("0.0.0.0", 8000) == ["127.0.0.1:8000"] and front.upstreams("::", 8000) == ["[::1]:8000"]
-    assert "10.1.2.3" in front.peers("10.1.2.3") and "127.0.0.1" in front.peers("0.0.0.0")
-    paths = [w.rstrip(";") for w in text.split() if w.startswith("/") and w not in ("/", "/healthz")]
+    assert front.peers("10.1.2.3")[-1] == "10.1.2.3" and front.peers("0.0.0.0") == front.peers("127.0.0.1")
+    assert "127.0.0.1" in front.peers("localhost")  # a name is resolved: front_peers holds addresses only
+    # timeouts in milliseconds: nginx refuses "0.5s"
+    assert "client_body_timeout 500ms;" in front.render(front.FrontConfig(body_timeout_s=0.5), ["127.0.0.1:1"], tmp_path)
+    paths = [w.rstrip(";") for w in text.split() if w.startswith("/") and w not in ("/", "/healthz")
+             and not w.startswith("/.e")]  # the error pages' internal URIs
     assert paths and all(p.startswith(str(tmp_path)) for p in paths)
     with pytest.raises(front.FrontError, match="upstream"):
         front.render(front.FrontConfig(), [], tmp_path)
+
+
+@needs_nginx
+def test_serve_up_refuses_a_front_on_the_routers_own_port_before_deploying(tmp_path, capsys) -> None:
+    from orchestrator.cli import main
+
+    code = main(["serve", "up", "--port", "8731", "--front-port", "8731", "--state-dir", str(tmp_path)])
+    assert code == 1 and "one of the router's own" in capsys.readouterr().err
+
+
+def test_stop_running_leaves_an_nginx_of_another_folder_alone(tmp_path) -> None:
+    """serve down's cleanup signals only the nginx started under this state folder (a recycled pid or
+    the system's nginx is not ours)."""
+    (tmp_path / "nginx.pid").write_text(f"{os.getpid()}\n")  # a live process whose command line is not ours
+    assert front.stop_running(tmp_path) is False
+    assert front.stop_running(tmp_path / "absent") is False
