@@ -148,6 +148,14 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state_dir or os.environ.get("ORCH_RAY_DIR") or default_state_dir())
 
 
+def _endpoint(args: argparse.Namespace, http: dict):
+    """Where the router serves: the flags, else the Serve config's ``http_options``, else the defaults."""
+    from serve_app import deploy
+
+    return deploy.Endpoint(args.host or http.get("host") or deploy.DEFAULT_HOST,
+                           args.port or int(http.get("port") or deploy.DEFAULT_PORT), args.direct_port)
+
+
 def _front_config(args: argparse.Namespace, host: str, cfg=None):
     """The front's settings: ``--front-port``/``--front-host`` and the guard's own limits (``cfg``: the
     router config; None: their defaults)."""
@@ -187,17 +195,15 @@ def _run(args: argparse.Namespace) -> int:
     from serve_app.config import parse_router_config
 
     if args.serve_command == "up" and not args.hold:
-        _serve_options(args.config)  # a bad config exits 2 here, before anything starts
+        _, http = _serve_options(args.config)  # a bad config exits 2 here, before anything starts
         if args.front_port is not None:  # and a missing nginx or an unusable port exit 1 saying why
             from cluster.launcher import stop_attached
             from serve_app import front
 
             stop_attached(_state_dir(args), HOLDER)  # an earlier deployment's holder, and its front on the port
             front.stop_running(_state_dir(args) / "front")
-            _, http = _serve_options(args.config)
-            port = args.port or int(http.get("port") or deploy.DEFAULT_PORT)
-            front.check(_front_config(args, args.host or http.get("host") or deploy.DEFAULT_HOST),
-                        [p for p in (port, args.direct_port) if p is not None])
+            ep = _endpoint(args, http)
+            front.check(_front_config(args, ep.host), [p for p in (ep.port, ep.direct_port) if p is not None])
         return _hold_router(args, _up_argv(args))
     if args.serve_command == "up":
         router_args, http = _serve_options(args.config)
@@ -213,8 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         for key in ("admin_token_file", "registry"):
             if router_args.get(key):
                 router_args[key] = str(Path(router_args[key]).expanduser().absolute())
-        ep = deploy.Endpoint(args.host or http.get("host") or deploy.DEFAULT_HOST,
-                             args.port or int(http.get("port") or deploy.DEFAULT_PORT), args.direct_port)
+        ep = _endpoint(args, http)
         if args.front_port is not None:
             from serve_app import front
 
