@@ -40,7 +40,7 @@ system-deps:
 # test that starts an emulated Ray cluster, one after another (tests/conftest.py groups them), while
 # the other runs the rest (so does `test-all`).
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadgroup --durations=30
 
 # The Serve router's live tests (real cluster, real HTTP, Prometheus, kills).
 test-router: $(STAMP) system-deps

@@ -288,6 +288,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         raise UsageError(f"--history-days: at least 2 days of history to forecast from, got {args.history_days}")
     if args.load_factor is not None and not args.load_factor > 0:
         raise UsageError(f"--load-factor: must be > 0, got {args.load_factor}")
+    fmiss = _percentages(args.forecast_slo_miss, "--forecast-slo-miss")
     try:
         known = parse_models(args.model)
     except UsageError:
@@ -296,11 +297,13 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         raise UsageError(f"--model: one of snaive, ets, mstl, lgbm, got {args.model!r}")
     require_forecasters()
     print(f"{', '.join(st.STRATEGIES)} over the last {args.days} of {args.history_days + args.days} days of "
-          f"{wl.name}; policy {policy}; SLO misses <= {args.slo_miss:g}%; {args.step} steps; node start delays "
+          f"{wl.name}; policy {policy}; SLO misses <= {args.slo_miss:g}%"
+          f"{''.join(f', forecast plans also <= {m:g}%' for m in fmiss)}; {args.step} steps; node start delays "
           f"{st.Delays().cpu_s:g} s (CPU), {st.Delays().gpu_s:g} s (GPU)", file=sys.stderr)
     res = st.compare(spec, wl, policy, args.slo_miss / 100.0, days=args.days, history_days=args.history_days, step=step,
                      model=args.model, level=args.level, seed=seeds[0], load_factor=args.load_factor,
-                     window_s=args.window, max_nodes=args.max_nodes,
+                     window_s=args.window, max_nodes=args.max_nodes, layouts=not args.no_layouts,
+                     forecast_miss=[m / 100.0 for m in fmiss],
                      progress=lambda m: print(m, file=sys.stderr) if args.verbose else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -314,23 +317,43 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     print(table.round(2).to_string())
     print("\n".join(checks))
     took = ", ".join(f"{k} {v:.0f} s" for k, v in res.seconds.items())
-    print(f"{len(res.plans)} planned rates; sub-hour peak factor {res.peak_factor:.3f}; took {took}; written to {out}")
+    lays = st.layouts_text(res.layouts, spec)
+    print(f"MIG layouts: {lays}; {len(res.plans)} plans; sub-hour peak factor {res.peak_factor:.3f}; took {took}; "
+          f"written to {out}")
     if args.markdown:
         from capacity import page
 
         lines = page.header("Capacity: scaling strategies compared", _command(args))
+        plans_for = "".join(f"; rows '@{m:g}%': the forecast strategies and hindsight with plans keeping misses at "
+                            f"most {m:g}%" for m in fmiss if m != args.slo_miss)
         lines += [f"The last {args.days} days of {args.history_days + args.days} days of {wl.name} on {spec.name}, "
                   f"in {args.step} steps; policy {policy}; every plan keeps SLO misses at most {args.slo_miss:g}% in its "
-                  f"what-if runs; node start delays {st.Delays().cpu_s:g} s for CPU nodes and {st.Delays().gpu_s:g} s "
+                  f"what-if runs{plans_for}; node start delays {st.Delays().cpu_s:g} s for CPU nodes and {st.Delays().gpu_s:g} s "
                   f"for GPU nodes (billed while they boot), each plan held on {st.PLAN_STREAMS} what-if streams of its "
                   f"rate; the forecast strategy plans each hour for its {args.level}% bound times "
                   f"{res.peak_factor:.3f}, the {args.level}% quantile of a step's rate over its hour's mean in the "
                   f"history (`capacity.strategies.sub_hour_peak`); forecast+reactive keeps that plan and adds a node "
                   f"where tasks queued longest when a step's SLO misses exceeded the target (one boot at a time per "
-                  f"pool), removed once a step would have met the target without it. {st.CAVEAT} Took {took}.", ""]
+                  f"pool), removed once a step would have met the target without it; hindsight plans each step for "
+                  f"its actual rate (the bound of any forecast with these plans). MIG layouts, the same for every "
+                  f"strategy: {lays}. {st.CAVEAT} Took {took}.", ""]
         lines += page.table(table, "{:,.2f}") + [""] + [f"- {c}" for c in checks]
         page.write(args.markdown, lines)
     return 0
+
+
+def _percentages(text: str | None, flag: str) -> list[float]:
+    """``2,1.5`` as [2.0, 1.5]: each a percentage in [0, 100)."""
+    out = []
+    for item in (text or "").split(",") if text else []:
+        try:
+            v = float(item)
+        except ValueError:
+            raise UsageError(f"{flag}: {item!r} is not a number (e.g. 2,1.5)") from None
+        if not 0 <= v < 100:
+            raise UsageError(f"{flag}: a percentage in [0, 100), got {item.strip()}")
+        out.append(v)
+    return out
 
 
 def _pool_counts(items: list[str] | None) -> dict[str, int]:
@@ -550,6 +573,13 @@ def _strategy_flags(p: argparse.ArgumentParser) -> None:
     _plan_flags(p, "1", "workload and what-if seed (the first is used)", 120.0)
     p.add_argument("--out", default="results/capacity/strategies", help="folder for the per-step and summary CSVs")
     p.add_argument("--markdown", metavar="PATH", help="also write a dated page")
+    p.add_argument("--forecast-slo-miss", metavar="PCT[,PCT...]",
+                   help="more SLO-miss targets, percent, for the forecast strategies' and hindsight's plans: rows "
+                        "'forecast @2%%' ... beside those at --slo-miss (static peak provisioning meets --slo-miss at "
+                        "the peak, so it misses far less off-peak)")
+    p.add_argument("--no-layouts", action="store_true",
+                   help="keep the cluster's MIG layouts (default: every strategy runs on the layouts recommended "
+                        "for the history's peak hour)")
     p.add_argument("--verbose", action="store_true", help="print each plan as it is searched")
 
 

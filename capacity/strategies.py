@@ -19,6 +19,9 @@ moment it is asked for and serves only once it is up (:class:`Delays`).
   (:func:`sub_hour_peak`: a step's rate above its hour's mean, which an hourly bound does not cover),
   asked for early enough to be up when the hour starts (the statsforecast models need the
   ``capacity`` extra, seasonal naive included);
+* **hindsight**: not a strategy but its bound: each step gets the plan for its own actual rate,
+  booted ahead as the forecast's are: what a forecast without error would cost and miss with these
+  plans, so a table shows how much of the gap to a target a better forecast could close;
 * **forecast+reactive**: the forecast plan, plus what reactive scaling adds on top of it: a step
   whose SLO misses exceeded the target asks for one more node where tasks queued longest (serving
   after its boot), and an added node leaves once the step's what-if without it met the target
@@ -26,6 +29,9 @@ moment it is asked for and serves only once it is up (:class:`Delays`).
   keep it for good); a node the next hour's plan adds where an added node is up is that node (no
   second boot). A forecast sets the floor ahead of demand; the reaction covers the hours it
   underestimated, as production autoscalers pair a predictive and a reactive scaler.
+
+Every strategy runs on one MIG layout per MIG pool, the one recommended for the history's peak hour
+(:func:`peak_layouts`; ``layouts=False`` keeps the cluster's own): only node counts change over time.
 
 Every plan must hold its rate on :data:`PLAN_STREAMS` what-if streams: planned on one, a cluster
 that just met the target on that stream missed 9% of a step's tasks on the next.
@@ -46,9 +52,11 @@ from capacity.recommend import (Shape, build, current_shape, demand_streams, nod
                                 simulate_on, templates)
 from cluster.topology import ClusterSpec
 
-STRATEGIES = ("static", "reactive", "forecast", "forecast+reactive")
+STRATEGIES = ("static", "reactive", "forecast", "forecast+reactive", "hindsight")
 #: the strategies Issue 20's forecast targets are checked for
 FORECASTS = ("forecast", "forecast+reactive")
+#: the rows that plan ahead for a rate: repeated for each extra target of :func:`compare`
+PLANNED = (*FORECASTS, "hindsight")
 CAVEAT = ("Each step is a what-if run of its own rate from an empty cluster: queues do not carry from step "
           "to step, which flatters every strategy alike. The reactive strategy (and forecast+reactive's reaction) "
           "decides at step boundaries, so a node it asks for serves from the first boundary after its boot (up to "
@@ -85,6 +93,7 @@ class Step:
     tasks: float
     missed: float
     idle_cost: float  #: dollars of paid capacity that sat idle
+    pools: tuple[tuple[str, float, float], ...] = ()  #: per pool: (pool, dollars paid, dollars idle)
 
 
 @dataclass
@@ -157,24 +166,28 @@ class Backtest:
         if name == "static":
             shape = self.plan(float(history.resample("1h").mean().max()))
             return [self._step(t, r, shape.counts, {}, step_s) for t, r in rates.items()]
+        if name == "hindsight":
+            return self._forecast(rates, rates, step_s)
         if name in FORECASTS:
             if forecast_rates is None:
                 raise ValueError(f"the {name} strategy needs forecast_rates")
-            return self._forecast(rates, forecast_rates, step_s, react=name == "forecast+reactive")
+            missing = sorted(set(rates.index.floor("1h")) - set(forecast_rates.index))
+            if missing:
+                raise ValueError(f"no forecast for {missing[0]}")
+            per_step = pd.Series(forecast_rates.reindex(rates.index.floor("1h")).to_numpy(), index=rates.index)
+            return self._forecast(rates, per_step, step_s, react=name == "forecast+reactive")
         if name == "reactive":
             return self._reactive(rates, step_s)
         raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
 
-    def _forecast(self, rates: pd.Series, hourly_upper: pd.Series, step_s: float, react: bool = False) -> list[Step]:
+    def _forecast(self, rates: pd.Series, planned_rates: pd.Series, step_s: float, react: bool = False) -> list[Step]:
+        """Each step served by the plan for its ``planned_rates`` entry (same index as ``rates``), the
+        nodes a plan adds asked for a boot ahead."""
         out, prev = [], None
         extra: dict[str, int] = {}  # react: nodes added on top of the plan where tasks queued
         pending: list[tuple[float, str]] = []  # react: (seconds until up, pool)
         calm: dict[str, int] = {}  # react: steps in a row that met the target without one added node
-        for t, r in rates.items():
-            hour = t.floor("1h")
-            if hour not in hourly_upper.index:
-                raise ValueError(f"no forecast for {hour}")
-            planned = float(hourly_upper[hour])
+        for (t, r), planned in zip(rates.items(), planned_rates.to_numpy(dtype=float)):
             counts = self.plan(planned).counts
             if prev is not None and prev != counts and self._cost(prev) <= self._cost(counts) \
                     and self.judge(prev, planned).miss <= self.target:
@@ -249,16 +262,31 @@ class Backtest:
               step_s: float, judged: Judged | None = None, booting: dict[str, float] | None = None) -> Step:
         j = judged or self.judge(counts, rate)
         hours = step_s / 3600.0
-        serving = self._cost(counts) * hours
-        boots = sum(self.cost[p] * n * self.delays.of(self.spec, p) / 3600.0 for p, n in started.items())
-        boots += sum(self.cost[p] * f * hours for p, f in (booting or {}).items())
-        cost = serving + boots
-        # paid for and idle: the unused part of what serves, and every booting node
-        idle = sum(self.cost[p] * n * (1.0 - min(1.0, j.util.get(p, 0.0))) for p, n in counts) * hours + boots
+        paid: dict[str, float] = {}
+        idle: dict[str, float] = {}  # paid for and idle: the unused part of what serves, and every booting node
+        for p, n in counts:
+            paid[p] = self.cost[p] * n * hours
+            idle[p] = paid[p] * (1.0 - min(1.0, j.util.get(p, 0.0)))
+        boots = [(p, self.cost[p] * n * self.delays.of(self.spec, p) / 3600.0) for p, n in started.items()]
+        boots += [(p, self.cost[p] * f * hours) for p, f in (booting or {}).items()]
+        for p, dollars in boots:
+            paid[p] = paid.get(p, 0.0) + dollars
+            idle[p] = idle.get(p, 0.0) + dollars
         tasks = rate * step_s
         if self.progress and t.minute == 0 and t.hour == 0:
             self.progress(f"{t:%Y-%m-%d}: {dict(counts)}")
-        return Step(t, rate, counts, cost, tasks, j.miss * tasks, idle)
+        return Step(t, rate, counts, sum(paid.values()), tasks, j.miss * tasks, sum(idle.values()),
+                    tuple((p, paid[p], idle[p]) for p in paid))
+
+
+def layouts_text(layouts: tuple, spec: ClusterSpec) -> str:
+    """``layouts`` (per MIG pool, per GPU its instances) as one line, with whether they are ``spec``'s own."""
+    if not layouts:
+        return "none (no MIG pool)"
+    own = dict(current_shape(spec).layouts)
+    return "; ".join(f"{p} {' | '.join(','.join(g) for g in lay)}" + (" (the cluster's own)" if own.get(p) == lay else
+                                                                     " (recommended for the peak hour)")
+                     for p, lay in layouts)
 
 
 def _rounded(rate: float) -> float:
@@ -299,13 +327,25 @@ def _step_seconds(rates: pd.Series) -> float:
 
 
 def summarize(steps: Sequence[Step]) -> dict:
-    """Cost, SLO misses (% of tasks), slack (% of paid capacity idle) and node-hours of one strategy."""
+    """Cost, SLO misses (% of tasks), slack (% of paid capacity idle), node counts of one strategy, and
+    per pool its share of the cost and its own slack (where the idle dollars sit)."""
     cost = sum(s.cost for s in steps)
     tasks = sum(s.tasks for s in steps)
-    return {"cost_$": cost, "slo_miss_%": 100.0 * sum(s.missed for s in steps) / tasks if tasks else float("nan"),
-            "slack_%": 100.0 * sum(s.idle_cost for s in steps) / cost if cost else float("nan"),
-            "mean_nodes": float(np.mean([sum(n for _, n in s.counts) for s in steps])),
-            "max_nodes": int(max(sum(n for _, n in s.counts) for s in steps))}
+    out = {"cost_$": cost, "slo_miss_%": 100.0 * sum(s.missed for s in steps) / tasks if tasks else float("nan"),
+           "slack_%": 100.0 * sum(s.idle_cost for s in steps) / cost if cost else float("nan"),
+           "mean_nodes": float(np.mean([sum(n for _, n in s.counts) for s in steps])),
+           "max_nodes": int(max(sum(n for _, n in s.counts) for s in steps))}
+    paid: dict[str, float] = {}
+    idle: dict[str, float] = {}
+    for s in steps:
+        for p, pay, unused in s.pools:
+            paid[p] = paid.get(p, 0.0) + pay
+            idle[p] = idle.get(p, 0.0) + unused
+    for p in sorted(paid):
+        if paid[p] > 0:
+            out[f"{p}_cost_%"] = 100.0 * paid[p] / cost
+            out[f"{p}_slack_%"] = 100.0 * idle[p] / paid[p]
+    return out
 
 
 def hourly_upper_forecast(rates: pd.Series, start: pd.Timestamp, days: int, level: int = 95,
@@ -343,9 +383,10 @@ class Result:
 
     steps: dict[str, list[Step]] = field(default_factory=dict)
     summary: pd.DataFrame | None = None
-    plans: dict[float, Shape] = field(default_factory=dict)
+    plans: dict[tuple[float, float], Shape] = field(default_factory=dict)  # per (target, planned rate)
     seconds: dict[str, float] = field(default_factory=dict)
     peak_factor: float = 1.0  # the forecast strategy's hourly bound times this (:func:`sub_hour_peak`)
+    layouts: tuple = ()  # the MIG layout per MIG pool every strategy ran with (:func:`peak_layouts`)
 
 
 def series_rates(workload, days_total: float, step: pd.Timedelta, seed: int | None = None,
@@ -358,10 +399,29 @@ def series_rates(workload, days_total: float, step: pd.Timedelta, seed: int | No
     return tot / step.total_seconds()
 
 
+def peak_layouts(spec: ClusterSpec, workload, policy: str, target_miss: float, rate: float, *, window_s: float = 120.0,
+                 seed: int = 1, max_nodes: int = 8) -> tuple:
+    """The MIG layouts :func:`capacity.recommend.recommend` finds for ``rate`` (the history's peak hour).
+
+    Why once, for every strategy: re-partitioning a GPU's MIG instances needs the GPU drained, so a
+    scaler changes node counts, not layouts, from hour to hour; and all strategies on the same
+    layout keeps their comparison about when capacity is up, not how a GPU is cut."""
+    streams = demand_streams(workload, rate, window_s, [seed + 1000 * j for j in range(PLAN_STREAMS)])
+    found = recommend(spec, streams, policy, target_miss, max_nodes, layouts=True)
+    return found.best.shape.layouts if found.feasible else current_shape(spec).layouts
+
+
 def compare(spec: ClusterSpec, workload, policy: str, target_miss: float, *, days: int = 3, history_days: int = 14,
             step: pd.Timedelta = pd.Timedelta("10min"), model: str = "mstl", level: int = 95, seed: int | None = None,
-            load_factor: float | None = None, progress: Callable[[str], None] | None = None, **kwargs) -> Result:
-    """The strategies (:data:`STRATEGIES`) over the last ``days`` days of ``history_days + days`` days of the workload."""
+            load_factor: float | None = None, layouts: bool = True, forecast_miss: Sequence[float] = (),
+            progress: Callable[[str], None] | None = None, **kwargs) -> Result:
+    """The strategies (:data:`STRATEGIES`) over the last ``days`` days of ``history_days + days`` days of the
+    workload; with ``layouts``, on the MIG layouts :func:`peak_layouts` finds (else the cluster's own).
+
+    ``forecast_miss``: more SLO-miss targets for the forecast strategies' and hindsight's plans, each
+    giving rows named ``<strategy> @<target>%`` (:func:`row_name`). Static peak provisioning meets
+    ``target_miss`` at the peak and so misses far less off-peak; a forecast planning for a tighter
+    target is how it matches those misses, at a cost the rows show."""
     import time
 
     if days < 1 or history_days < 1:
@@ -369,19 +429,43 @@ def compare(spec: ClusterSpec, workload, policy: str, target_miss: float, *, day
     rates = series_rates(workload, history_days + days, step, seed, load_factor)
     cut = rates.index[0] + pd.Timedelta(days=history_days)
     history, test = rates[rates.index < cut], rates[rates.index >= cut]
-    bt = Backtest(spec, workload, policy, target_miss, progress=progress, **kwargs)
     res = Result()
+    t0 = time.perf_counter()
+    if layouts and current_shape(spec).layouts:
+        peak = float(history.resample("1h").mean().max())
+        lays = peak_layouts(spec, workload, policy, target_miss, peak, seed=kwargs.get("seed", 1),
+                            **{k: kwargs[k] for k in ("window_s", "max_nodes") if k in kwargs})
+        spec = build(spec, Shape(current_shape(spec).counts, lays))
+        res.seconds["layouts"] = time.perf_counter() - t0
+    res.layouts = current_shape(spec).layouts
+    bt = Backtest(spec, workload, policy, target_miss, progress=progress, **kwargs)
+    planners = {target_miss: bt}
+    for miss in forecast_miss:
+        if miss not in planners:
+            planners[miss] = Backtest(spec, workload, policy, miss, progress=progress, **kwargs)
+            planners[miss]._judged = bt._judged  # a what-if's outcome does not depend on the target: one cache
     t0 = time.perf_counter()
     res.peak_factor = sub_hour_peak(history, level)
     upper = hourly_upper_forecast(rates, test.index[0], days, level, model) * res.peak_factor
     res.seconds["forecasting"] = time.perf_counter() - t0
-    for name in STRATEGIES:
-        t0 = time.perf_counter()
-        res.steps[name] = bt.run(name, test, history, upper)
-        res.seconds[name] = time.perf_counter() - t0
+    for miss, planner in planners.items():
+        for name in STRATEGIES if planner is bt else PLANNED:
+            t0 = time.perf_counter()
+            row = name if planner is bt else row_name(name, miss)
+            res.steps[row] = planner.run(name, test, history, upper)
+            res.seconds[row] = time.perf_counter() - t0
     res.summary = pd.DataFrame({n: summarize(s) for n, s in res.steps.items()}).T
-    res.plans = dict(bt._plans)
+    res.plans = {(m, r): shape for m, p in planners.items() for r, shape in p._plans.items()}
     return res
+
+
+def row_name(strategy: str, miss: float) -> str:
+    """A strategy's row when its plans keep misses at most ``miss`` (a share), not the table's target."""
+    return f"{strategy} @{100.0 * miss:g}%"
+
+
+def _strategy_of(row: str) -> str:
+    return row.split(" @", 1)[0]
 
 
 def target_lines(table: pd.DataFrame) -> list[str]:
@@ -393,7 +477,7 @@ def target_lines(table: pd.DataFrame) -> list[str]:
         return "met" if ok else "NOT met"
 
     out = []
-    for name in (n for n in FORECASTS if n in table.index):
+    for name in (n for n in table.index if _strategy_of(n) in FORECASTS):
         f = table.loc[name]
         saving = 100.0 * (1.0 - f["cost_$"] / s["cost_$"]) if s["cost_$"] else float("nan")
         out += [
@@ -405,4 +489,9 @@ def target_lines(table: pd.DataFrame) -> list[str]:
             f"{name} slack {f['slack_%']:.1f}% (target <= 25%: {met(f['slack_%'] <= 25)}); static {s['slack_%']:.1f}%, "
             f"reactive {r['slack_%']:.1f}%",
         ]
+    for name in (n for n in table.index if _strategy_of(n) == "hindsight"):
+        h = table.loc[name]
+        saving = 100.0 * (1.0 - h["cost_$"] / s["cost_$"]) if s["cost_$"] else float("nan")
+        out.append(f"{name} (each step planned for its actual rate: the bound of forecast-driven plans): "
+                   f"{_cheaper(saving)} than static peak, SLO misses {h['slo_miss_%']:.3f}%, slack {h['slack_%']:.1f}%")
     return out

@@ -38,6 +38,10 @@ def test_static_keeps_the_history_peak_plan_and_bills_every_hour(backtest) -> No
     hourly = sum(backtest.cost[p] * n for p, n in shape.counts)
     assert sum(s.cost for s in steps) == pytest.approx(hourly)  # six 10-minute steps: one hour
     assert sum(s.tasks for s in steps) == pytest.approx(sum(rates) * 600)
+    summary = st.summarize(steps)  # where the idle dollars sit: each pool's share of the cost and its own slack
+    pools = [p for p, n in shape.counts if n]
+    assert sum(summary[f"{p}_cost_%"] for p in pools) == pytest.approx(100.0)
+    assert sum(summary[f"{p}_cost_%"] * summary[f"{p}_slack_%"] for p in pools) / 100 == pytest.approx(summary["slack_%"])
 
 
 def test_forecast_bills_the_boot_of_nodes_it_adds_before_the_hour(backtest) -> None:
@@ -125,6 +129,22 @@ def test_a_node_the_plan_adds_where_an_added_node_is_up_is_that_node_not_a_secon
     assert all(s.missed == 0 for s in steps[2:])
 
 
+def test_hindsight_serves_each_step_with_the_plan_for_its_own_rate_booted_ahead(backtest) -> None:
+    """The bound of forecast-driven plans: no forecast error, nodes up on time, their boots billed."""
+    idx = pd.date_range("2026-01-10", periods=4, freq="10min")
+    rates = pd.Series([0.3, 0.3, 3.0, 3.0], index=idx)
+    steps = backtest.run("hindsight", rates, rates)
+    low, high = backtest.plan(0.3), backtest.plan(3.0)
+    assert steps[0].counts == low.counts
+    assert backtest._cost(steps[2].counts) <= backtest._cost(high.counts)
+    assert backtest.judge(steps[2].counts, 3.0).miss <= backtest.target
+    run = backtest._cost(steps[2].counts) / 6
+    boot = sum(backtest.cost[p] * n * backtest.delays.of(backtest.spec, p) / 3600
+               for p, n in st._added(low.counts, steps[2].counts).items())
+    assert boot > 0 and steps[2].cost == pytest.approx(run + boot)
+    assert steps[3].cost == pytest.approx(run)  # up already: no second boot
+
+
 def test_the_sub_hour_peak_is_how_far_a_step_rises_above_its_hours_mean() -> None:
     """An hourly bound covers the hour's mean; a burst in one 10-minute step of each hour needs more."""
     idx = pd.date_range("2026-01-01", periods=6 * 48, freq="10min")
@@ -142,6 +162,9 @@ def test_summary_and_targets_name_each_figure() -> None:
     assert "40.0% cheaper (target >= 30% cheaper: met)" in lines[0] and "no worse: met" in lines[0]
     assert "fewer: met" in lines[1] and "no more: met" in lines[1]
     assert "slack 20.0% (target <= 25%: met)" in lines[2] and len(lines) == 3
+    bound = pd.concat([t, t.loc[["forecast"]].rename(index={"forecast": "hindsight"}).assign(**{"cost_$": 75.0})])
+    assert st.target_lines(bound)[-1].startswith("hindsight (each step planned for its actual rate") \
+        and "25.0% cheaper than static peak" in st.target_lines(bound)[-1]
     both = pd.concat([t, t.loc[["forecast"]].rename(index={"forecast": "forecast+reactive"})
                       .assign(**{"slo_miss_%": 4.0, "cost_$": 120.0})])
     lines = st.target_lines(both)
@@ -158,6 +181,8 @@ def test_summary_and_targets_name_each_figure() -> None:
     (["--policy", "fastest-feasible:3"], "--policy"),
     (["--model", "bogus"], "--model"),
     (["--max-nodes", "1"], "--max-nodes"),
+    (["--forecast-slo-miss", "2,x"], "--forecast-slo-miss"),
+    (["--forecast-slo-miss", "100"], "--forecast-slo-miss"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(argv: list[str], flag: str, tmp_path: Path, capsys) -> None:
     assert main(["capacity", "strategies", *argv, "--out", str(tmp_path)]) == 2
@@ -167,15 +192,17 @@ def test_bad_flags_exit_2_naming_the_flag(argv: list[str], flag: str, tmp_path: 
 
 def test_strategies_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(["capacity", "strategies", "--days", "1", "--history-days", "2", "--step", "30min", "--model", "snaive",
-                 "--policy", "fastest-feasible", "--window", "20", "--out", str(tmp_path / "o"),
-                 "--markdown", str(tmp_path / "s.md")]) == 0
+                 "--policy", "fastest-feasible", "--window", "20", "--forecast-slo-miss", "2",
+                 "--out", str(tmp_path / "o"), "--markdown", str(tmp_path / "s.md")]) == 0
     out = capsys.readouterr().out
-    assert "forecast vs static peak" in out
+    assert "forecast vs static peak" in out and "forecast @2% vs static peak" in out
     table = pd.read_csv(tmp_path / "o" / "strategies.csv", index_col=0)
-    assert list(table.index) == list(st.STRATEGIES) and (table["cost_$"] > 0).all()
+    tighter = [f"{n} @2%" for n in st.PLANNED]
+    assert list(table.index) == [*st.STRATEGIES, *tighter] and (table["cost_$"] > 0).all()
     steps = pd.read_csv(tmp_path / "o" / "strategy_steps.csv")
-    assert len(steps) == len(st.STRATEGIES) * 48
-    assert "queues do not carry" in (tmp_path / "s.md").read_text()
+    assert len(steps) == len(table) * 48
+    page = (tmp_path / "s.md").read_text()
+    assert "queues do not carry" in page and "MIG layouts, the same for every strategy: gpu-mig " in page
 
 
 def test_a_series_that_starts_between_hours_is_forecast_from_its_own_start(tmp_path: Path, capsys) -> None:
@@ -184,7 +211,9 @@ def test_a_series_that_starts_between_hours_is_forecast_from_its_own_start(tmp_p
     w = write_workload(tmp_path, days=4, rate=0.3, profile=DAILY.replace("rate_profile:\n",
                                                                         "rate_profile:\n  start: '2026-01-05T06:30:00'\n"))
     assert main(["capacity", "strategies", "--workload", str(w), "--days", "1", "--history-days", "3", "--step",
-                 "30min", "--model", "snaive", "--policy", "fastest-feasible", "--window", "20",
+                 "30min", "--model", "snaive", "--policy", "fastest-feasible", "--window", "20", "--no-layouts",
                  "--out", str(tmp_path / "o")]) == 0
+    assert "MIG layouts: gpu-mig 3g.40gb,2g.20gb,1g.10gb,1g.10gb | 4g.40gb,2g.20gb,1g.10gb (the cluster's own)" \
+        in capsys.readouterr().out
     steps = pd.read_csv(tmp_path / "o" / "strategy_steps.csv", parse_dates=["start"])
     assert steps["start"].min() == pd.Timestamp("2026-01-08T06:30:00")
