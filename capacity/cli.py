@@ -335,7 +335,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
                   f"history (`capacity.strategies.sub_hour_peak`); forecast+reactive keeps that plan and adds a node "
                   f"where tasks queued longest when a step's SLO misses exceeded the target (one boot at a time per "
                   f"pool), removed once a step would have met the target without it; hindsight plans each step for "
-                  f"its actual rate (the bound of any forecast with these plans). MIG layouts, the same for every "
+                  f"its actual rate with no margin (what a forecast without error would cost; it misses more than "
+                  f"the forecasts, which plan with a margin). MIG layouts, the same for every "
                   f"strategy: {lays}. {st.CAVEAT} Took {took}.", ""]
         lines += page.table(table, "{:,.2f}") + [""] + [f"- {c}" for c in checks]
         page.write(args.markdown, lines)

@@ -19,9 +19,10 @@ moment it is asked for and serves only once it is up (:class:`Delays`).
   (:func:`sub_hour_peak`: a step's rate above its hour's mean, which an hourly bound does not cover),
   asked for early enough to be up when the hour starts (the statsforecast models need the
   ``capacity`` extra, seasonal naive included);
-* **hindsight**: not a strategy but its bound: each step gets the plan for its own actual rate,
-  booted ahead as the forecast's are: what a forecast without error would cost and miss with these
-  plans, so a table shows how much of the gap to a target a better forecast could close;
+* **hindsight**: not a strategy but a reference: each step gets the plan for its own actual rate,
+  booted ahead as the forecast's are: what a forecast without error would cost with these plans (it
+  misses more than the forecasts, which plan for an upper bound), so a table shows how much of a
+  cost gap a better forecast could close;
 * **forecast+reactive**: the forecast plan, plus what reactive scaling adds on top of it: a step
   whose SLO misses exceeded the target asks for one more node where tasks queued longest (serving
   after its boot), and an added node leaves once the step's what-if without it met the target
@@ -492,6 +493,6 @@ def target_lines(table: pd.DataFrame) -> list[str]:
     for name in (n for n in table.index if _strategy_of(n) == "hindsight"):
         h = table.loc[name]
         saving = 100.0 * (1.0 - h["cost_$"] / s["cost_$"]) if s["cost_$"] else float("nan")
-        out.append(f"{name} (each step planned for its actual rate: the bound of forecast-driven plans): "
+        out.append(f"{name} (each step planned for its actual rate, no margin: the cost of a forecast without error): "
                    f"{_cheaper(saving)} than static peak, SLO misses {h['slo_miss_%']:.3f}%, slack {h['slack_%']:.1f}%")
     return out

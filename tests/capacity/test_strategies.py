@@ -130,7 +130,7 @@ def test_a_node_the_plan_adds_where_an_added_node_is_up_is_that_node_not_a_secon
 
 
 def test_hindsight_serves_each_step_with_the_plan_for_its_own_rate_booted_ahead(backtest) -> None:
-    """The bound of forecast-driven plans: no forecast error, nodes up on time, their boots billed."""
+    """What a forecast without error would cost: no margin, nodes up on time, their boots billed."""
     idx = pd.date_range("2026-01-10", periods=4, freq="10min")
     rates = pd.Series([0.3, 0.3, 3.0, 3.0], index=idx)
     steps = backtest.run("hindsight", rates, rates)
@@ -163,7 +163,7 @@ def test_summary_and_targets_name_each_figure() -> None:
     assert "fewer: met" in lines[1] and "no more: met" in lines[1]
     assert "slack 20.0% (target <= 25%: met)" in lines[2] and len(lines) == 3
     bound = pd.concat([t, t.loc[["forecast"]].rename(index={"forecast": "hindsight"}).assign(**{"cost_$": 75.0})])
-    assert st.target_lines(bound)[-1].startswith("hindsight (each step planned for its actual rate") \
+    assert st.target_lines(bound)[-1].startswith("hindsight (each step planned for its actual rate, no margin") \
         and "25.0% cheaper than static peak" in st.target_lines(bound)[-1]
     both = pd.concat([t, t.loc[["forecast"]].rename(index={"forecast": "forecast+reactive"})
                       .assign(**{"slo_miss_%": 4.0, "cost_$": 120.0})])
