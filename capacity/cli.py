@@ -288,7 +288,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         raise UsageError(f"--history-days: at least 2 days of history to forecast from, got {args.history_days}")
     if args.load_factor is not None and not args.load_factor > 0:
         raise UsageError(f"--load-factor: must be > 0, got {args.load_factor}")
-    fmiss = _percentages(args.forecast_slo_miss, "--forecast-slo-miss")
+    # each target once; one equal to --slo-miss is the plain rows already
+    fmiss = [m for m in dict.fromkeys(_percentages(args.forecast_slo_miss, "--forecast-slo-miss")) if m != args.slo_miss]
     try:
         known = parse_models(args.model)
     except UsageError:
@@ -317,7 +318,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     print(table.round(2).to_string())
     print("\n".join(checks))
     took = ", ".join(f"{k} {v:.0f} s" for k, v in res.seconds.items())
-    lays = st.layouts_text(res.layouts, spec)
+    lays = st.layouts_text(res.layouts, spec, res.layouts_note)
     print(f"MIG layouts: {lays}; {len(res.plans)} plans; sub-hour peak factor {res.peak_factor:.3f}; took {took}; "
           f"written to {out}")
     if args.markdown:
@@ -325,7 +326,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
         lines = page.header("Capacity: scaling strategies compared", _command(args))
         plans_for = "".join(f"; rows '@{m:g}%': the forecast strategies and hindsight with plans keeping misses at "
-                            f"most {m:g}%" for m in fmiss if m != args.slo_miss)
+                            f"most {m:g}% (and forecast+reactive reacting above {m:g}%)" for m in fmiss)
         lines += [f"The last {args.days} days of {args.history_days + args.days} days of {wl.name} on {spec.name}, "
                   f"in {args.step} steps; policy {policy}; every plan keeps SLO misses at most {args.slo_miss:g}% in its "
                   f"what-if runs{plans_for}; node start delays {st.Delays().cpu_s:g} s for CPU nodes and {st.Delays().gpu_s:g} s "
@@ -334,10 +335,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
                   f"{res.peak_factor:.3f}, the {args.level}% quantile of a step's rate over its hour's mean in the "
                   f"history (`capacity.strategies.sub_hour_peak`); forecast+reactive keeps that plan and adds a node "
                   f"where tasks queued longest when a step's SLO misses exceeded the target (one boot at a time per "
-                  f"pool), removed once a step would have met the target without it; hindsight plans each step for "
-                  f"its actual rate with no margin (what a forecast without error would cost; it misses more than "
-                  f"the forecasts, which plan with a margin). MIG layouts, the same for every "
-                  f"strategy: {lays}. {st.CAVEAT} Took {took}.", ""]
+                  f"pool), removed once a step would have met the target without it; {st.HINDSIGHT}. MIG layouts, "
+                  f"the same for every strategy: {lays}. {st.CAVEAT} Took {took}.", ""]
         lines += page.table(table, "{:,.2f}") + [""] + [f"- {c}" for c in checks]
         page.write(args.markdown, lines)
     return 0
@@ -346,7 +345,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 def _percentages(text: str | None, flag: str) -> list[float]:
     """``2,1.5`` as [2.0, 1.5]: each a percentage in [0, 100)."""
     out = []
-    for item in (text or "").split(",") if text else []:
+    for item in text.split(",") if text else []:
         try:
             v = float(item)
         except ValueError:
@@ -575,9 +574,9 @@ def _strategy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/capacity/strategies", help="folder for the per-step and summary CSVs")
     p.add_argument("--markdown", metavar="PATH", help="also write a dated page")
     p.add_argument("--forecast-slo-miss", metavar="PCT[,PCT...]",
-                   help="more SLO-miss targets, percent, for the forecast strategies' and hindsight's plans: rows "
-                        "'forecast @2%%' ... beside those at --slo-miss (static peak provisioning meets --slo-miss at "
-                        "the peak, so it misses far less off-peak)")
+                   help="more SLO-miss targets, percent, for the forecast strategies (their plans and the reactive "
+                        "net's trigger) and hindsight: rows 'forecast @2%%' ... beside those at --slo-miss (static "
+                        "peak provisioning meets --slo-miss at the peak, so it misses far less off-peak)")
     p.add_argument("--no-layouts", action="store_true",
                    help="keep the cluster's MIG layouts (default: every strategy runs on the layouts recommended "
                         "for the history's peak hour)")

@@ -1,5 +1,5 @@
 """Scaling strategies compared over a multi-day demand series: static peak, reactive, forecast-driven,
-and forecast-driven with a reactive net.
+and forecast-driven with a reactive net; beside them hindsight, each step planned for its actual rate.
 
 Why piecewise what-ifs: the simulator's cluster has a fixed set of nodes, so a day of scaling is
 cut into steps (10 minutes by default). Each step's nodes are judged by a what-if run of the
@@ -19,10 +19,8 @@ moment it is asked for and serves only once it is up (:class:`Delays`).
   (:func:`sub_hour_peak`: a step's rate above its hour's mean, which an hourly bound does not cover),
   asked for early enough to be up when the hour starts (the statsforecast models need the
   ``capacity`` extra, seasonal naive included);
-* **hindsight**: not a strategy but a reference: each step gets the plan for its own actual rate,
-  booted ahead as the forecast's are: what a forecast without error would cost with these plans (it
-  misses more than the forecasts, which plan for an upper bound), so a table shows how much of a
-  cost gap a better forecast could close;
+* **hindsight**: not a strategy but a reference (:data:`HINDSIGHT`): each step gets the plan for its
+  own actual rate, booted ahead as the forecast's are;
 * **forecast+reactive**: the forecast plan, plus what reactive scaling adds on top of it: a step
   whose SLO misses exceeded the target asks for one more node where tasks queued longest (serving
   after its boot), and an added node leaves once the step's what-if without it met the target
@@ -58,6 +56,10 @@ STRATEGIES = ("static", "reactive", "forecast", "forecast+reactive", "hindsight"
 FORECASTS = ("forecast", "forecast+reactive")
 #: the rows that plan ahead for a rate: repeated for each extra target of :func:`compare`
 PLANNED = (*FORECASTS, "hindsight")
+HINDSIGHT = ("hindsight plans each step for its own actual rate (rounded up to the plan grid, as every plan "
+             "is), its nodes up on time: planning with each step's rate known, per step where the forecast "
+             "strategies plan per hour for an upper bound, so its cost gap to them is forecast error and hourly "
+             "granularity together")
 CAVEAT = ("Each step is a what-if run of its own rate from an empty cluster: queues do not carry from step "
           "to step, which flatters every strategy alike. The reactive strategy (and forecast+reactive's reaction) "
           "decides at step boundaries, so a node it asks for serves from the first boundary after its boot (up to "
@@ -132,7 +134,7 @@ class Backtest:
         k = max(0, math.ceil(math.log(max(rate, 1e-9) / RATE_FLOOR) / math.log(RATE_STEP) - 1e-9))
         r = round(RATE_FLOOR * RATE_STEP ** k, 6)
         if r not in self._plans:
-            streams = demand_streams(self.workload, r, self.window_s, [self.seed + 1000 * j for j in range(PLAN_STREAMS)])
+            streams = plan_streams(self.workload, r, self.window_s, self.seed)
             self._plans[r] = recommend(self.spec, streams, self.policy, self.target, self.max_nodes, layouts=False).best.shape
             if self.progress:
                 self.progress(f"plan for {r:.2f}/s: {dict(self._plans[r].counts)}")
@@ -280,13 +282,15 @@ class Backtest:
                     tuple((p, paid[p], idle[p]) for p in paid))
 
 
-def layouts_text(layouts: tuple, spec: ClusterSpec) -> str:
-    """``layouts`` (per MIG pool, per GPU its instances) as one line, with whether they are ``spec``'s own."""
+def layouts_text(layouts: tuple, spec: ClusterSpec, note: str = "") -> str:
+    """``layouts`` (per MIG pool, per GPU its instances) as one line, with whether they are ``spec``'s
+    own (and ``note``: why, when a recommendation was asked for)."""
     if not layouts:
         return "none (no MIG pool)"
     own = dict(current_shape(spec).layouts)
-    return "; ".join(f"{p} {' | '.join(','.join(g) for g in lay)}" + (" (the cluster's own)" if own.get(p) == lay else
-                                                                     " (recommended for the peak hour)")
+    why = f": {note}" if note else ""
+    return "; ".join(f"{p} {' | '.join(','.join(g) for g in lay)}" + (f" (the cluster's own{why})" if own.get(p) == lay
+                                                                     else " (recommended for the peak hour)")
                      for p, lay in layouts)
 
 
@@ -327,9 +331,10 @@ def _step_seconds(rates: pd.Series) -> float:
     return float((rates.index[1] - rates.index[0]) / pd.Timedelta(seconds=1))
 
 
-def summarize(steps: Sequence[Step]) -> dict:
+def summarize(steps: Sequence[Step], pools: Sequence[str] = ()) -> dict:
     """Cost, SLO misses (% of tasks), slack (% of paid capacity idle), node counts of one strategy, and
-    per pool its share of the cost and its own slack (where the idle dollars sit)."""
+    per pool its share of the cost and its own slack (where the idle dollars sit): for each of
+    ``pools`` (a share of 0 where nothing was paid, its slack then NaN) and any other pool paid for."""
     cost = sum(s.cost for s in steps)
     tasks = sum(s.tasks for s in steps)
     out = {"cost_$": cost, "slo_miss_%": 100.0 * sum(s.missed for s in steps) / tasks if tasks else float("nan"),
@@ -342,10 +347,10 @@ def summarize(steps: Sequence[Step]) -> dict:
         for p, pay, unused in s.pools:
             paid[p] = paid.get(p, 0.0) + pay
             idle[p] = idle.get(p, 0.0) + unused
-    for p in sorted(paid):
-        if paid[p] > 0:
-            out[f"{p}_cost_%"] = 100.0 * paid[p] / cost
-            out[f"{p}_slack_%"] = 100.0 * idle[p] / paid[p]
+    for p in sorted(set(pools) | {p for p, v in paid.items() if v > 0}):
+        pay = paid.get(p, 0.0)
+        out[f"{p}_cost_%"] = 100.0 * pay / cost if cost else float("nan")
+        out[f"{p}_slack_%"] = 100.0 * idle.get(p, 0.0) / pay if pay > 0 else float("nan")
     return out
 
 
@@ -388,6 +393,7 @@ class Result:
     seconds: dict[str, float] = field(default_factory=dict)
     peak_factor: float = 1.0  # the forecast strategy's hourly bound times this (:func:`sub_hour_peak`)
     layouts: tuple = ()  # the MIG layout per MIG pool every strategy ran with (:func:`peak_layouts`)
+    layouts_note: str = ""  # why they are the cluster's own, when a recommendation was asked for
 
 
 def series_rates(workload, days_total: float, step: pd.Timedelta, seed: int | None = None,
@@ -400,16 +406,21 @@ def series_rates(workload, days_total: float, step: pd.Timedelta, seed: int | No
     return tot / step.total_seconds()
 
 
+def plan_streams(workload, rate: float, window_s: float, seed: int) -> list:
+    """The :data:`PLAN_STREAMS` what-if streams a plan for ``rate`` must hold."""
+    return demand_streams(workload, rate, window_s, [seed + 1000 * j for j in range(PLAN_STREAMS)])
+
+
 def peak_layouts(spec: ClusterSpec, workload, policy: str, target_miss: float, rate: float, *, window_s: float = 120.0,
-                 seed: int = 1, max_nodes: int = 8) -> tuple:
-    """The MIG layouts :func:`capacity.recommend.recommend` finds for ``rate`` (the history's peak hour).
+                 seed: int = 1, max_nodes: int = 8) -> tuple | None:
+    """The MIG layouts :func:`capacity.recommend.recommend` finds for ``rate`` (the history's peak hour);
+    None when no cluster within ``max_nodes`` met the target there.
 
     Why once, for every strategy: re-partitioning a GPU's MIG instances needs the GPU drained, so a
     scaler changes node counts, not layouts, from hour to hour; and all strategies on the same
     layout keeps their comparison about when capacity is up, not how a GPU is cut."""
-    streams = demand_streams(workload, rate, window_s, [seed + 1000 * j for j in range(PLAN_STREAMS)])
-    found = recommend(spec, streams, policy, target_miss, max_nodes, layouts=True)
-    return found.best.shape.layouts if found.feasible else current_shape(spec).layouts
+    found = recommend(spec, plan_streams(workload, rate, window_s, seed), policy, target_miss, max_nodes, layouts=True)
+    return found.best.shape.layouts if found.feasible else None
 
 
 def compare(spec: ClusterSpec, workload, policy: str, target_miss: float, *, days: int = 3, history_days: int = 14,
@@ -419,10 +430,11 @@ def compare(spec: ClusterSpec, workload, policy: str, target_miss: float, *, day
     """The strategies (:data:`STRATEGIES`) over the last ``days`` days of ``history_days + days`` days of the
     workload; with ``layouts``, on the MIG layouts :func:`peak_layouts` finds (else the cluster's own).
 
-    ``forecast_miss``: more SLO-miss targets for the forecast strategies' and hindsight's plans, each
-    giving rows named ``<strategy> @<target>%`` (:func:`row_name`). Static peak provisioning meets
-    ``target_miss`` at the peak and so misses far less off-peak; a forecast planning for a tighter
-    target is how it matches those misses, at a cost the rows show."""
+    ``forecast_miss``: more SLO-miss targets for the forecast strategies and hindsight (their plans, and
+    the reactive net's trigger), each giving rows named ``<strategy> @<target>%`` (:func:`row_name`).
+    Static peak provisioning meets ``target_miss`` at the peak and so misses far less off-peak; a
+    forecast planning for a tighter target is how it matches those misses, at a cost the rows show.
+    ``seed``: the workload's draw and the what-ifs' (default: the workload's own draw, what-if seed 1)."""
     import time
 
     if days < 1 or history_days < 1:
@@ -432,13 +444,18 @@ def compare(spec: ClusterSpec, workload, policy: str, target_miss: float, *, day
     history, test = rates[rates.index < cut], rates[rates.index >= cut]
     res = Result()
     t0 = time.perf_counter()
+    what_if_seed = 1 if seed is None else seed
     if layouts and current_shape(spec).layouts:
         peak = float(history.resample("1h").mean().max())
-        lays = peak_layouts(spec, workload, policy, target_miss, peak, seed=kwargs.get("seed", 1),
+        lays = peak_layouts(spec, workload, policy, target_miss, peak, seed=what_if_seed,
                             **{k: kwargs[k] for k in ("window_s", "max_nodes") if k in kwargs})
-        spec = build(spec, Shape(current_shape(spec).counts, lays))
+        if lays is None:
+            res.layouts_note = f"no cluster within the node bounds met the target at the peak ({peak:.2f}/s)"
+        else:
+            spec = build(spec, Shape(current_shape(spec).counts, lays))
         res.seconds["layouts"] = time.perf_counter() - t0
     res.layouts = current_shape(spec).layouts
+    kwargs["seed"] = what_if_seed
     bt = Backtest(spec, workload, policy, target_miss, progress=progress, **kwargs)
     planners = {target_miss: bt}
     for miss in forecast_miss:
@@ -455,7 +472,8 @@ def compare(spec: ClusterSpec, workload, policy: str, target_miss: float, *, day
             row = name if planner is bt else row_name(name, miss)
             res.steps[row] = planner.run(name, test, history, upper)
             res.seconds[row] = time.perf_counter() - t0
-    res.summary = pd.DataFrame({n: summarize(s) for n, s in res.steps.items()}).T
+    pools = list(templates(spec))
+    res.summary = pd.DataFrame({n: summarize(s, pools) for n, s in res.steps.items()}).T
     res.plans = {(m, r): shape for m, p in planners.items() for r, shape in p._plans.items()}
     return res
 
@@ -470,8 +488,9 @@ def _strategy_of(row: str) -> str:
 
 
 def target_lines(table: pd.DataFrame) -> list[str]:
-    """Issue 20's targets for forecast-driven scaling, each with its measured figure: for each
-    forecast strategy in ``table`` (:data:`FORECASTS`)."""
+    """Issue 20's targets for forecast-driven scaling, each with its measured figure: for each row of a
+    forecast strategy in ``table`` (:data:`FORECASTS`, ``@`` rows included), then each hindsight row's
+    cost and misses beside static peak's."""
     s, r = table.loc["static"], table.loc["reactive"]
 
     def met(ok: bool) -> str:
@@ -480,7 +499,7 @@ def target_lines(table: pd.DataFrame) -> list[str]:
     out = []
     for name in (n for n in table.index if _strategy_of(n) in FORECASTS):
         f = table.loc[name]
-        saving = 100.0 * (1.0 - f["cost_$"] / s["cost_$"]) if s["cost_$"] else float("nan")
+        saving = _saving(f, s)
         out += [
             f"{name} vs static peak: {_cheaper(saving)} (target >= 30% cheaper: {met(saving >= 30)}); SLO misses "
             f"{f['slo_miss_%']:.3f}% vs {s['slo_miss_%']:.3f}% (target no worse: {met(f['slo_miss_%'] <= s['slo_miss_%'])})",
@@ -492,7 +511,11 @@ def target_lines(table: pd.DataFrame) -> list[str]:
         ]
     for name in (n for n in table.index if _strategy_of(n) == "hindsight"):
         h = table.loc[name]
-        saving = 100.0 * (1.0 - h["cost_$"] / s["cost_$"]) if s["cost_$"] else float("nan")
-        out.append(f"{name} (each step planned for its actual rate, no margin: the cost of a forecast without error): "
-                   f"{_cheaper(saving)} than static peak, SLO misses {h['slo_miss_%']:.3f}%, slack {h['slack_%']:.1f}%")
+        out.append(f"{name} (each step planned for its own actual rate): {_cheaper(_saving(h, s))} than static peak, "
+                   f"SLO misses {h['slo_miss_%']:.3f}% vs {s['slo_miss_%']:.3f}%, slack {h['slack_%']:.1f}%")
     return out
+
+
+def _saving(row: pd.Series, static: pd.Series) -> float:
+    """Percent cheaper than static peak (negative: dearer)."""
+    return 100.0 * (1.0 - row["cost_$"] / static["cost_$"]) if static["cost_$"] else float("nan")
