@@ -14,7 +14,8 @@ router's history rows, so ``serve_app`` is never imported); nothing below import
 * :mod:`capacity.recommend`: the cheapest node counts and MIG layouts meeting an SLO-miss target at
   the forecast's peak, found by what-if runs of the simulator under the active policy;
 * :mod:`capacity.strategies`: static peak, reactive, forecast-driven and forecast-plus-reactive scaling
-  compared over days on one recommended MIG layout, beside hindsight (each step planned for its actual rate);
+  compared over days on one MIG layout (by default the one recommended for the peak), beside hindsight (each
+  step planned for its actual rate);
 * :mod:`capacity.live`: the router's views, its history's forecast beside the actuals and the latest
   recommendation (``GET /v1/capacity/...`` and the Streamlit "Capacity" page);
 * :mod:`capacity.cli`: ``orchestrator capacity forecast|backtest|recommend|strategies``; :mod:`capacity.page` its

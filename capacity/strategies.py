@@ -58,8 +58,8 @@ FORECASTS = ("forecast", "forecast+reactive")
 PLANNED = (*FORECASTS, "hindsight")
 HINDSIGHT = ("hindsight plans each step for its own actual rate (rounded up to the plan grid, as every plan "
              "is), its nodes up on time: planning with each step's rate known, per step where the forecast "
-             "strategies plan per hour for an upper bound, so its cost gap to them is forecast error and hourly "
-             "granularity together")
+             "strategies plan per hour for an upper bound: its cost gap to them is the forecasts' margin, their "
+             "error and the hourly granularity together, and it misses more than they do")
 CAVEAT = ("Each step is a what-if run of its own rate from an empty cluster: queues do not carry from step "
           "to step, which flatters every strategy alike. The reactive strategy (and forecast+reactive's reaction) "
           "decides at step boundaries, so a node it asks for serves from the first boundary after its boot (up to "

@@ -130,7 +130,7 @@ def test_a_node_the_plan_adds_where_an_added_node_is_up_is_that_node_not_a_secon
 
 
 def test_hindsight_serves_each_step_with_the_plan_for_its_own_rate_booted_ahead(backtest) -> None:
-    """What a forecast without error would cost: no margin, nodes up on time, their boots billed."""
+    """Each step planned for its own rate, its nodes up on time, their boots billed once."""
     idx = pd.date_range("2026-01-10", periods=4, freq="10min")
     rates = pd.Series([0.3, 0.3, 3.0, 3.0], index=idx)
     steps = backtest.run("hindsight", rates, rates)
@@ -192,7 +192,7 @@ def test_bad_flags_exit_2_naming_the_flag(argv: list[str], flag: str, tmp_path: 
 
 def test_strategies_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(["capacity", "strategies", "--days", "1", "--history-days", "2", "--step", "1h", "--model", "snaive",
-                 "--policy", "fastest-feasible", "--window", "10", "--forecast-slo-miss", "2",
+                 "--policy", "fastest-feasible", "--window", "10", "--forecast-slo-miss", "2,2,5",
                  "--out", str(tmp_path / "o"), "--markdown", str(tmp_path / "s.md")]) == 0
     out = capsys.readouterr().out
     assert "forecast vs static peak" in out and "forecast @2% vs static peak" in out
@@ -209,24 +209,34 @@ def test_every_strategy_runs_on_the_peak_layout_and_tighter_targets_plan_their_o
     """One MIG layout for every row (a scaler changes node counts, not layouts); ``@2%`` rows plan for 2%."""
     spec, wl = load_cluster(LOCAL), load_workload(WEEKLY)
     cut = (("4g.40gb", "2g.20gb"),) * 2  # not the shipped layout
-    asked, seen = [], set()
-    monkeypatch.setattr(st, "peak_layouts", lambda *a, **k: asked.append(a) or (("gpu-mig", cut),))
+    asked, seen, seeds = [], set(), set()
+    monkeypatch.setattr(st, "peak_layouts", lambda *a, **k: asked.append(k["seed"]) or (("gpu-mig", cut),))
     real = st.simulate_on
 
     def spy(cluster, tasks, policy, seed, **kw):
         seen.update(tuple(d.mig_instances for d in n.devices) for n in cluster.nodes if n.pool == "gpu-mig")
+        seeds.add(seed)
         return real(cluster, tasks, policy, seed, **kw)
 
     monkeypatch.setattr(st, "simulate_on", spy)
     res = st.compare(spec, wl, "fastest-feasible", 0.05, days=1, history_days=2, step=pd.Timedelta("1h"),
-                     model="snaive", window_s=10.0, forecast_miss=[0.02])
-    assert len(asked) == 1 and res.layouts == (("gpu-mig", cut),) and seen == {cut}
+                     model="snaive", window_s=10.0, forecast_miss=[0.02], seed=7)
+    assert asked == [7] and seeds == {7}  # the what-if seed reaches the layout search and every judged step
+    assert res.layouts == (("gpu-mig", cut),) and seen == {cut}
     assert list(res.summary.index) == [*st.STRATEGIES, *(f"{n} @2%" for n in st.PLANNED)]
     assert {m for m, _ in res.plans} == {0.05, 0.02}
     for pool in ("edge", "cloud", "gpu-mig", "gpu-ts"):  # every pool has its share, 0 where never paid
         assert res.summary[f"{pool}_cost_%"].notna().all()
     assert res.summary.filter(like="_cost_%").sum(axis=1).round(6).eq(100).all()
 
+
+def test_layouts_say_whose_they_are_and_why_a_peak_kept_the_clusters_own() -> None:
+    spec = load_cluster(LOCAL)
+    own = st.current_shape(spec).layouts
+    assert st.layouts_text(own, spec).endswith("(the cluster's own)")
+    assert st.layouts_text(own, spec, "no cluster met it").endswith("(the cluster's own: no cluster met it)")
+    other = (("gpu-mig", (("4g.40gb", "2g.20gb"),) * 2),)
+    assert st.layouts_text(other, spec) == "gpu-mig 4g.40gb,2g.20gb | 4g.40gb,2g.20gb (recommended for the peak hour)"
 
 
 def test_a_series_that_starts_between_hours_is_forecast_from_its_own_start(tmp_path: Path, capsys, monkeypatch) -> None:
