@@ -92,11 +92,19 @@ class Step:
     start: pd.Timestamp
     rate: float
     counts: tuple[tuple[str, int], ...]
-    cost: float  #: dollars over the step, nodes starting included
     tasks: float
     missed: float
-    idle_cost: float  #: dollars of paid capacity that sat idle
-    pools: tuple[tuple[str, float, float], ...] = ()  #: per pool: (pool, dollars paid, dollars idle)
+    pools: tuple[tuple[str, float, float], ...]  #: per pool: (pool, dollars paid, dollars idle)
+
+    @property
+    def cost(self) -> float:
+        """Dollars over the step, nodes starting included."""
+        return sum(paid for _, paid, _ in self.pools)
+
+    @property
+    def idle_cost(self) -> float:
+        """Dollars of paid capacity that sat idle."""
+        return sum(idle for _, _, idle in self.pools)
 
 
 @dataclass
@@ -167,7 +175,7 @@ class Backtest:
     def run(self, name: str, rates: pd.Series, history: pd.Series, forecast_rates: pd.Series | None = None) -> list[Step]:
         step_s = _step_seconds(rates)
         if name == "static":
-            shape = self.plan(float(history.resample("1h").mean().max()))
+            shape = self.plan(peak_rate(history))
             return [self._step(t, r, shape.counts, {}, step_s) for t, r in rates.items()]
         if name == "hindsight":
             return self._forecast(rates, rates, step_s)
@@ -278,8 +286,7 @@ class Backtest:
         tasks = rate * step_s
         if self.progress and t.minute == 0 and t.hour == 0:
             self.progress(f"{t:%Y-%m-%d}: {dict(counts)}")
-        return Step(t, rate, counts, sum(paid.values()), tasks, j.miss * tasks, sum(idle.values()),
-                    tuple((p, paid[p], idle[p]) for p in paid))
+        return Step(t, rate, counts, tasks, j.miss * tasks, tuple((p, paid[p], idle[p]) for p in paid))
 
 
 def layouts_text(layouts: tuple, spec: ClusterSpec, note: str = "") -> str:
@@ -406,6 +413,11 @@ def series_rates(workload, days_total: float, step: pd.Timedelta, seed: int | No
     return tot / step.total_seconds()
 
 
+def peak_rate(history: pd.Series) -> float:
+    """The highest hourly mean rate of ``history`` (arrivals/s per step): what static peak plans for."""
+    return float(history.resample("1h").mean().max())
+
+
 def plan_streams(workload, rate: float, window_s: float, seed: int) -> list:
     """The :data:`PLAN_STREAMS` what-if streams a plan for ``rate`` must hold."""
     return demand_streams(workload, rate, window_s, [seed + 1000 * j for j in range(PLAN_STREAMS)])
@@ -446,7 +458,7 @@ def compare(spec: ClusterSpec, workload, policy: str, target_miss: float, *, day
     t0 = time.perf_counter()
     what_if_seed = 1 if seed is None else seed
     if layouts and current_shape(spec).layouts:
-        peak = float(history.resample("1h").mean().max())
+        peak = peak_rate(history)
         lays = peak_layouts(spec, workload, policy, target_miss, peak, seed=what_if_seed,
                             **{k: kwargs[k] for k in ("window_s", "max_nodes") if k in kwargs})
         if lays is None:
