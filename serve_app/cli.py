@@ -140,6 +140,15 @@ def _up_argv(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def _stop_holder_and_front(args: argparse.Namespace) -> None:
+    """Stop an earlier deployment's holder (it stops its front on SIGTERM) and a front that outlived it."""
+    from cluster.launcher import stop_attached
+    from serve_app.front import stop_running
+
+    stop_attached(_state_dir(args), HOLDER)
+    stop_running(_state_dir(args) / "front")
+
+
 def _state_dir(args: argparse.Namespace) -> Path:
     import os
 
@@ -197,11 +206,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.serve_command == "up" and not args.hold:
         _, http = _serve_options(args.config)  # a bad config exits 2 here, before anything starts
         if args.front_port is not None:  # and a missing nginx or an unusable port exit 1 saying why
-            from cluster.launcher import stop_attached
             from serve_app import front
 
-            stop_attached(_state_dir(args), HOLDER)  # an earlier deployment's holder, and its front on the port
-            front.stop_running(_state_dir(args) / "front")
+            _stop_holder_and_front(args)  # an earlier deployment's front may hold the port
             ep = _endpoint(args, http)
             front.check(_front_config(args, ep.host), [p for p in (ep.port, ep.direct_port) if p is not None])
         return _hold_router(args, _up_argv(args))
@@ -247,15 +254,10 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(health))
         return _hold(args, where, fr)
     if args.serve_command == "down":
-        from cluster.launcher import stop_attached
-
-        from serve_app.front import stop_running
-
         try:
             deploy.stop(state_dir=args.state_dir, address=args.address)
         finally:
-            stop_attached(_state_dir(args), HOLDER)  # the holder stops its front on SIGTERM
-            stop_running(_state_dir(args) / "front")  # and one that outlived its holder
+            _stop_holder_and_front(args)
         print("Serve stopped")
         return 0
     if args.serve_command == "status":

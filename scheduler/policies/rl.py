@@ -124,8 +124,10 @@ class RLPolicy:
         p /= p.sum()
         if self.sample:
             j = int(self._rng.choice(len(p), p=p))
-        else:  # identical rows may score a rounding apart (the product's blocking differs by row): the
-            j = int(np.argmax(logits))  # first row equal to the best is taken, as training's argmax took its exact ties
+        else:
+            # identical rows may score a rounding apart (the product's blocking differs by row): the
+            # first row equal to the best is taken, as training's argmax took its exact ties
+            j = int(np.argmax(logits))
             j = int(np.flatnonzero((X == X[j]).all(1))[0]) if np.isfinite(X[j]).all() else j
         node = int(nodes[j])
         scores[nodes] = logits
