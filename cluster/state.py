@@ -105,8 +105,8 @@ class ClusterState:
     gpu_held: np.ndarray = field(default=None)  # GPU milli held per node
     util: np.ndarray = field(default=None)  # see load()
     #: node -> its queue replayed to the end (:func:`cluster.booking.projected_start`), kept while the
-    #: node's future is what the replay predicted; None (off) unless a lookahead turns it on for its
-    #: copy (:meth:`cache_replays`)
+    #: node's future is what the replay predicted; None (off) unless the simulator or a lookahead turns it
+    #: on (:meth:`cache_replays`); a copy of a state with it on starts with an empty one
     replay_cache: dict | None = None
 
     def __post_init__(self) -> None:
@@ -183,7 +183,7 @@ class ClusterState:
         """Remember each node's queue replay (see :attr:`replay_cache`) while it stays exact.
 
         For a state whose every change goes through :mod:`cluster.booking` and whose finish
-        times are known (a lookahead's copy of the simulator's state): there a replay predicts
+        times are known (the simulator's, and a lookahead's copy of it): there a replay predicts
         the node's future exactly, so finishes at their times and queue drains keep it, a task
         joining the queue extends it, and a task started past the queue or taken out of it drops
         it (:func:`cluster.booking.start_or_queue`, :func:`~cluster.booking.unqueue`). A running

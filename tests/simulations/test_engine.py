@@ -198,3 +198,17 @@ def test_small_random_workloads_never_over_allocate(local_spec, policy: str, ite
     for arr in ("cpu_free", "mem_free", "gpu_free", "gpu_tasks", "mig_free", "mig_used", "running", "queue_len"):
         assert (getattr(state, arr) == getattr(fresh, arr)).all(), arr
     assert not any(state.queues) and not any(state.holding)
+
+
+@pytest.mark.parametrize("policy", ["fastest-feasible", "cheapest-feasible", "oracle"])
+def test_kept_queue_replays_change_no_record_under_overload(local_spec, policy: str, monkeypatch) -> None:
+    """The simulator keeps each node's queue replay instead of replaying the queue per decision:
+    an overloaded run, where queues grow long and policies read every projected start, gives the
+    same records either way, also for tasks cut off unfinished at the horizon."""
+    tasks = generate(load_workload(MIXED), seed=11, duration_s=30, load_factor=8.0)
+    kept = simulate(local_spec, tasks, make_policy(policy), seed=11, horizon_s=20.0)
+    assert kept.records["queued"].sum() > len(tasks) / 4  # long queues: the case the replays are kept for
+    monkeypatch.setattr(ClusterState, "cache_replays", lambda self: None)
+    replayed = simulate(local_spec, tasks, make_policy(policy), seed=11, horizon_s=20.0)
+    pd.testing.assert_frame_equal(kept.records, replayed.records)
+    assert json.dumps(kept.summary, sort_keys=True, default=str) == json.dumps(replayed.summary, sort_keys=True, default=str)
