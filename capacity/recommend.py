@@ -83,7 +83,7 @@ class WhatIf:
 class Recommendation:
     """The search's answer: the current cluster's what-if, the recommended one's, and every one tried."""
 
-    current: WhatIf
+    current: WhatIf | None  #: None when the search started from another shape (:func:`recommend`'s ``start``)
     best: WhatIf
     spec: ClusterSpec  #: the recommended cluster
     tried: list[WhatIf] = field(default_factory=list)
@@ -334,21 +334,34 @@ class Search:
 
 def recommend(spec: ClusterSpec, streams: Sequence[Sequence[Task]], policy: str = "fastest-feasible",
               target_miss: float = 0.05, max_nodes: int = 8, layouts: bool = True, objective=None,
-              progress: Callable[[WhatIf], None] | None = None, seeds: Sequence[int] | None = None) -> Recommendation:
+              progress: Callable[[WhatIf], None] | None = None, seeds: Sequence[int] | None = None,
+              start: Shape | None = None) -> Recommendation:
     """The cheapest cluster shape found that keeps SLO misses of ``streams`` (drawn with ``seeds``) at
     most ``target_miss`` (see the module docstring); ``max_nodes`` bounds each pool. The search is
-    greedy, not exhaustive: the answer is the cheapest meeting the target among the shapes it tried."""
+    greedy, not exhaustive: the answer is the cheapest meeting the target among the shapes it tried.
+
+    ``start``: the node counts the search grows and shrinks from (default the cluster's own; its
+    layouts are the cluster's), e.g. the answer for a neighbouring demand, so that a search for a
+    demand far above the cluster's does not climb to it through overloaded what-ifs one node at a
+    time. ``current`` is then None: the cluster's own shape is not judged."""
     if not streams or not any(streams):
         raise ValueError("no tasks to plan for")
     if not 0.0 <= target_miss < 1.0:
         raise ValueError(f"target_miss must be in [0, 1), got {target_miss}")
     t0 = time.perf_counter()
     s = Search(spec, streams, policy, target_miss, max_nodes, objective, progress, seeds)
-    start = current_shape(spec)
+    own = current_shape(spec)
+    if start is None:
+        start = own
+    elif {p for p, _ in start.counts} != {p for p, _ in own.counts}:
+        raise ValueError(f"start: pools {sorted(p for p, _ in start.counts)} are not the cluster's "
+                         f"{sorted(p for p, _ in own.counts)}")
+    else:
+        start = Shape(tuple((p, dict(start.counts)[p]) for p, _ in own.counts), own.layouts)
     too_many = [p for p, n in start.counts if n > max_nodes]
     if too_many:
         raise ValueError(f"pools {too_many} already hold more than max_nodes={max_nodes} nodes")
-    current = s.judge(start)
+    current = s.judge(start) if start == own else None
     best = s.shrink(s.grow(start))
     shipped = _cheapest(s.seen.values())  # before any layout is tried: the best with the layouts as they are
     if layouts and start.layouts and best.meets:

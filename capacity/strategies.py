@@ -138,12 +138,21 @@ class Backtest:
     # ------------------------------------------------------------------ the two caches
     def plan(self, rate: float) -> Shape:
         """The cheapest shape found meeting the target at ``rate`` rounded up to the grid
-        (:data:`RATE_FLOOR` times a power of :data:`RATE_STEP`)."""
+        (:data:`RATE_FLOOR` times a power of :data:`RATE_STEP`).
+
+        The search starts from the plan of the nearest grid rate already planned (the nearest below
+        first: growing from it passes no overloaded what-if), else from the cluster's own counts: the
+        plans of neighbouring rates differ by a node or two, while the cluster's own may be far from
+        either end of a day's range."""
         k = max(0, math.ceil(math.log(max(rate, 1e-9) / RATE_FLOOR) / math.log(RATE_STEP) - 1e-9))
         r = round(RATE_FLOOR * RATE_STEP ** k, 6)
         if r not in self._plans:
             streams = plan_streams(self.workload, r, self.window_s, self.seed)
-            self._plans[r] = recommend(self.spec, streams, self.policy, self.target, self.max_nodes, layouts=False).best.shape
+            below = [q for q in self._plans if q < r]
+            near = max(below) if below else min(self._plans, default=None)
+            start = self._plans[near] if near is not None else None
+            self._plans[r] = recommend(self.spec, streams, self.policy, self.target, self.max_nodes, layouts=False,
+                                       start=start).best.shape
             if self.progress:
                 self.progress(f"plan for {r:.2f}/s: {dict(self._plans[r].counts)}")
         return self._plans[r]

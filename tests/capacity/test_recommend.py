@@ -102,6 +102,20 @@ def test_an_overloaded_cluster_is_grown_until_it_meets_the_target(local) -> None
     assert r.shipped_layout_best is not None and r.best.cost_per_hour <= r.shipped_layout_best.cost_per_hour
 
 
+def test_a_search_started_from_a_neighbouring_answer_starts_there_and_still_meets_the_target(local) -> None:
+    """What the backtest does between neighbouring rates: the search begins at the given counts (with the
+    cluster's own layouts), never judges the cluster's own shape, and its answer meets the target."""
+    streams = rec.demand_streams(load_workload(GPU_HEAVY), 8.0, 60.0, [1])
+    own = rec.current_shape(local)
+    start = own.with_count("gpu-mig", 2).with_count("edge", 1)
+    r = rec.recommend(local, streams, "fastest-feasible", target_miss=0.05, max_nodes=4, layouts=False,
+                      start=rec.Shape(tuple(reversed(start.counts))))  # pool order and layouts are the cluster's
+    assert r.tried[0].shape == start and r.current is None
+    assert r.feasible and r.best.meets
+    with pytest.raises(ValueError, match="start: pools"):
+        rec.recommend(local, streams, "fastest-feasible", 0.05, 4, start=rec.Shape((("edge", 1),)))
+
+
 def test_shrinking_trades_a_gpu_node_for_a_cheaper_node_when_removing_one_alone_misses(local, monkeypatch) -> None:
     # the search's moves on a table of what-if answers (the simulator stands aside so that the one shape
     # only a trade reaches is known): three MIG nodes meet the target, two meet it only beside a cloud

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from capacity import strategies as st
+from capacity.recommend import Shape, what_if
 from capacity.cli import main
 from cluster.topology import load_cluster
 from simulations.workloads import load_workload
@@ -129,15 +130,39 @@ def test_a_node_the_plan_adds_where_an_added_node_is_up_is_that_node_not_a_secon
     assert all(s.missed == 0 for s in steps[2:])
 
 
-def test_hindsight_serves_each_step_with_the_plan_for_its_own_rate_booted_ahead(backtest) -> None:
+def test_a_plan_search_starts_from_the_nearest_rate_planned_below_else_above(monkeypatch) -> None:
+    """Neighbouring rates' plans differ by a node or two: each search starts from the closest one
+    already found (below first), the first from the cluster's own counts."""
+    bt = st.Backtest(load_cluster(LOCAL), load_workload(WEEKLY), "fastest-feasible", 0.05, window_s=30.0)
+    starts = []
+    real = st.recommend
+
+    def spy(*args, start=None, **kwargs):
+        starts.append(start)
+        return real(*args, start=start, **kwargs)
+
+    monkeypatch.setattr(st, "recommend", spy)
+    high = bt.plan(3.0)
+    low = bt.plan(0.5)
+    mid = bt.plan(1.5)
+    bt.plan(4.0)
+    assert starts[0] is None and starts[1] == high and starts[2] == low and starts[3] == high
+    assert mid is bt._plans[min(r for r in bt._plans if r >= 1.5)]
+
+
+def test_hindsight_serves_each_step_with_the_plan_for_its_own_rate_booted_ahead() -> None:
     """Each step planned for its own rate, its nodes up on time, their boots billed once."""
+    backtest = st.Backtest(load_cluster(LOCAL), load_workload(WEEKLY), "fastest-feasible", 0.05, window_s=30.0)
     idx = pd.date_range("2026-01-10", periods=4, freq="10min")
     rates = pd.Series([0.3, 0.3, 3.0, 3.0], index=idx)
     steps = backtest.run("hindsight", rates, rates)
     low, high = backtest.plan(0.3), backtest.plan(3.0)
     assert steps[0].counts == low.counts
     assert backtest._cost(steps[2].counts) <= backtest._cost(high.counts)
-    assert backtest.judge(steps[2].counts, 3.0).miss <= backtest.target
+    # what a plan promises: its misses, averaged over the plan's what-if streams at its grid rate, meet the target
+    grid = min(r for r in backtest._plans if r >= 3.0)
+    streams = st.plan_streams(backtest.workload, grid, backtest.window_s, backtest.seed)
+    assert what_if(backtest.spec, Shape(steps[2].counts, backtest.layouts), streams, "fastest-feasible", 0.05).meets
     run = backtest._cost(steps[2].counts) / 6
     boot = sum(backtest.cost[p] * n * backtest.delays.of(backtest.spec, p) / 3600
                for p, n in st._added(low.counts, steps[2].counts).items())
