@@ -93,7 +93,8 @@ class Recommendation:
 
     @property
     def saving_per_hour(self) -> float:
-        return self.current.cost_per_hour - self.best.cost_per_hour
+        """Dollars an hour the recommendation saves on the current cluster (NaN when that was not judged)."""
+        return math.nan if self.current is None else self.current.cost_per_hour - self.best.cost_per_hour
 
 
 # ---------------------------------------------------------------------------------------------

@@ -140,22 +140,22 @@ class Backtest:
         """The cheapest shape found meeting the target at ``rate`` rounded up to the grid
         (:data:`RATE_FLOOR` times a power of :data:`RATE_STEP`).
 
-        The search starts from the plan of the nearest grid rate already planned (the nearest below
-        first: growing from it passes no overloaded what-if), else from the cluster's own counts: the
-        plans of neighbouring rates differ by a node or two, while the cluster's own may be far from
-        either end of a day's range."""
+        Grid point k's search starts from grid point k-1's plan (the first's from the cluster's own
+        counts), so every grid point up to ``rate``'s is planned, in order: neighbouring plans differ
+        by a node or two, where a search from the cluster's own counts to a far demand climbs through
+        overloaded what-ifs; and a plan is the same whatever rates were asked for before it."""
         k = max(0, math.ceil(math.log(max(rate, 1e-9) / RATE_FLOOR) / math.log(RATE_STEP) - 1e-9))
-        r = round(RATE_FLOOR * RATE_STEP ** k, 6)
-        if r not in self._plans:
-            streams = plan_streams(self.workload, r, self.window_s, self.seed)
-            below = [q for q in self._plans if q < r]
-            near = max(below) if below else min(self._plans, default=None)
-            start = self._plans[near] if near is not None else None
-            self._plans[r] = recommend(self.spec, streams, self.policy, self.target, self.max_nodes, layouts=False,
-                                       start=start).best.shape
-            if self.progress:
-                self.progress(f"plan for {r:.2f}/s: {dict(self._plans[r].counts)}")
-        return self._plans[r]
+        prev = None
+        for j in range(k + 1):
+            r = round(RATE_FLOOR * RATE_STEP ** j, 6)
+            if r not in self._plans:
+                streams = plan_streams(self.workload, r, self.window_s, self.seed)
+                self._plans[r] = recommend(self.spec, streams, self.policy, self.target, self.max_nodes,
+                                           layouts=False, start=prev).best.shape
+                if self.progress:
+                    self.progress(f"plan for {r:.2f}/s: {dict(self._plans[r].counts)}")
+            prev = self._plans[r]
+        return prev
 
     def judge(self, counts: tuple[tuple[str, int], ...], rate: float) -> Judged:
         """The what-if of ``counts`` at ``rate`` (rounded to :data:`JUDGE_ROUND` of itself, and remembered)."""

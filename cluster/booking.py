@@ -285,7 +285,7 @@ class NodeReplay:
                 return t
             alloc = free.allocate(qt, qs, checked=True)  # _start and hold_until, inlined: the hot loop
             ex = exec_seconds(node, qt, qs, free.sharers(alloc))
-            heapq.heappush(pending, (t + (seconds + ex), self.seq, alloc))
+            heapq.heappush(pending, (t + seconds + ex, self.seq, alloc))
             self.seq += 1
             if starts is not None:
                 starts.append((item, t, ex))

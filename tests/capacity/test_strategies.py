@@ -24,9 +24,10 @@ def backtest():
 def test_plans_round_up_so_the_planned_rate_is_never_below_the_asked() -> None:
     bt = st.Backtest(load_cluster(LOCAL), load_workload(WEEKLY), "fastest-feasible", 0.05, window_s=30.0)
     a = bt.plan(1.0)
-    (grid,) = bt._plans
+    grid = max(bt._plans)
     assert 1.0 <= grid < 1.0 * st.RATE_STEP and bt._plans[grid] == a
-    assert bt.plan(grid * 0.999) == a and len(bt._plans) == 1  # one search per grid point
+    n = len(bt._plans)
+    assert bt.plan(grid * 0.999) == a and len(bt._plans) == n  # one search per grid point
 
 
 def test_static_keeps_the_history_peak_plan_and_bills_every_hour(backtest) -> None:
@@ -130,10 +131,9 @@ def test_a_node_the_plan_adds_where_an_added_node_is_up_is_that_node_not_a_secon
     assert all(s.missed == 0 for s in steps[2:])
 
 
-def test_a_plan_search_starts_from_the_nearest_rate_planned_below_else_above(monkeypatch) -> None:
-    """Neighbouring rates' plans differ by a node or two: each search starts from the closest one
-    already found (below first), the first from the cluster's own counts."""
-    bt = st.Backtest(load_cluster(LOCAL), load_workload(WEEKLY), "fastest-feasible", 0.05, window_s=30.0)
+def test_each_grid_rates_plan_is_searched_from_the_one_below_whatever_was_asked_first(monkeypatch) -> None:
+    """Neighbouring rates' plans differ by a node or two: grid point k's search starts from k-1's plan
+    (the first from the cluster's own counts), so a plan does not depend on the rates asked before it."""
     starts = []
     real = st.recommend
 
@@ -142,12 +142,15 @@ def test_a_plan_search_starts_from_the_nearest_rate_planned_below_else_above(mon
         return real(*args, start=start, **kwargs)
 
     monkeypatch.setattr(st, "recommend", spy)
-    high = bt.plan(3.0)
-    low = bt.plan(0.5)
-    mid = bt.plan(1.5)
-    bt.plan(4.0)
-    assert starts[0] is None and starts[1] == high and starts[2] == low and starts[3] == high
-    assert mid is bt._plans[min(r for r in bt._plans if r >= 1.5)]
+    up = st.Backtest(load_cluster(LOCAL), load_workload(WEEKLY), "fastest-feasible", 0.05, window_s=30.0)
+    high = up.plan(1.2)
+    grid = sorted(up._plans)
+    assert grid[0] == st.RATE_FLOOR and grid[-1] >= 1.2 > grid[-2] and len(starts) == len(grid)
+    assert starts[0] is None and starts[1:] == [up._plans[r] for r in grid[:-1]]
+    assert up.plan(0.6) == up._plans[min(r for r in grid if r >= 0.6)] and len(starts) == len(grid)  # planned already
+    down = st.Backtest(load_cluster(LOCAL), load_workload(WEEKLY), "fastest-feasible", 0.05, window_s=30.0)
+    down.plan(0.6)
+    assert down.plan(1.2) == high and down._plans == up._plans
 
 
 def test_hindsight_serves_each_step_with_the_plan_for_its_own_rate_booted_ahead() -> None:
