@@ -247,17 +247,20 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float
     return proc.pid, time.monotonic() - t0
 
 
-def _ray_log_errors(args: list[str], since: float, limit: int = 12) -> str:
+def _ray_log_errors(args: list[str], since: float, limit: int = 12, crash_lines: int = 8) -> str:
     """Error lines Ray's raylets and GCS logged since ``since`` (wall clock), for a failed start.
 
     ``ray start`` itself only says that a raylet did not register in time; why is in the
-    session's logs, which a CI run deletes with its temporary folder.
+    session's logs, which a CI run deletes with its temporary folder. Of each ``.err`` file
+    (what a crashed process wrote) the first lines, where the reason stands before the
+    backtrace; of the glog files the last ``limit`` error lines.
     """
     temp = next((a.split("=", 1)[1] for a in args if a.startswith("--temp-dir=")), None)
     logs = Path(temp) / "session_latest" / "logs" if temp else None
     if logs is None or not logs.is_dir():
         return ""
-    found: list[str] = []
+    logged: list[str] = []
+    crashed: list[str] = []
     for f in sorted(logs.glob("raylet*.*")) + sorted(logs.glob("gcs_server.*")):
         try:
             if f.suffix not in (".out", ".err") or f.stat().st_mtime < since - 2.0:  # coarse mtimes
@@ -265,13 +268,13 @@ def _ray_log_errors(args: list[str], since: float, limit: int = 12) -> str:
             lines = f.read_text(errors="replace").splitlines()
         except OSError:
             continue
-        for line in lines:
-            # glog-style "[date time E pid tid]" / "F" lines, or anything a crashed raylet wrote to .err
-            if " E " in line[:40] or " F " in line[:40] or (f.suffix == ".err" and line.strip()):
-                found.append(f"{f.name}: {line[:300]}")
-    if not found:
+        if f.suffix == ".err":
+            crashed.extend(f"{f.name}: {line[:300]}" for line in [x for x in lines if x.strip()][:crash_lines])
+        else:  # glog-style "[date time E pid tid]" / "F" lines
+            logged.extend(f"{f.name}: {line[:300]}" for line in lines if " E " in line[:40] or " F " in line[:40])
+    if not logged and not crashed:
         return f"\n(no error lines in Ray's logs under {logs})"
-    return f"\nRay's logs ({logs}), last error lines:\n" + "\n".join(found[-limit:])
+    return f"\nRay's logs ({logs}), error lines:\n" + "\n".join(logged[-limit:] + crashed)
 
 
 # ------------------------------------------------------------------ client side

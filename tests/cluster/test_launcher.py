@@ -71,6 +71,8 @@ def test_a_failed_start_names_the_errors_ray_logged(monkeypatch, tmp_path) -> No
     fake_ray.write_text(f"""#!/bin/sh
 echo '[2026-11-28 15:00:00,000 I 42 42] (raylet) main.cc:283: Setting cluster ID' > {logs}/raylet.1.out
 echo '[2026-11-28 15:00:01,000 E 42 42] (raylet) node_manager.cc:1: Failed to register with GCS' >> {logs}/raylet.1.out
+echo '[2026-11-28 15:00:02,000 C 42 42] (raylet) main.cc:9: Check failed: the reason a raylet crashed' > {logs}/raylet.1.err
+for i in $(seq 1 40); do echo "raylet(+0x$i) a backtrace frame" >> {logs}/raylet.1.err; done
 echo 'Exception: The current node timed out during startup.'
 exit 1
 """)
@@ -82,6 +84,9 @@ exit 1
     assert "timed out during startup" in msg
     assert "raylet.1.out: [2026-11-28 15:00:01,000 E 42 42] (raylet) node_manager.cc:1: Failed to register" in msg
     assert "Setting cluster ID" not in msg and "earlier start" not in msg
+    # a crash's reason is the first line of its .err, before a backtrace longer than any tail shown
+    assert "raylet.1.err: [2026-11-28 15:00:02,000 C 42 42] (raylet) main.cc:9: Check failed: the reason" in msg
+    assert "raylet(+0x40)" not in msg
 
 
 def _state(tmp_path, listen: str = "127.0.0.1") -> launcher.LaunchState:
