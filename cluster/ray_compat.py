@@ -25,7 +25,6 @@ PRIVATE_APIS: tuple[tuple[str, str], ...] = (
     ("ray._private.ray_constants", "ENABLE_RAY_CLUSTERS_ENV_VAR"),
     ("ray._private.ray_constants", "IS_WINDOWS_OR_OSX"),
     ("ray._private.ray_constants", "env_bool"),
-    ("ray._private.services", "get_node"),
     ("ray._private.state", "available_resources_per_node"),
     ("ray._raylet", "Config"),
     ("ray._raylet", "AuthenticationTokenLoader"),
@@ -75,43 +74,7 @@ def ray_cli_main() -> int:
     view.__dict__.update(vars(ray_constants))
     view.ENABLE_RAY_CLUSTER = True
     scripts.ray_constants = view
-    _wait_longer_for_registration()
     return scripts.main()
-
-
-#: how long ``ray start`` waits for its raylet to register with the GCS (Ray's own: 30 s)
-RAYLET_REGISTER_WAIT_S = 120.0
-
-
-def _wait_longer_for_registration(wait_s: float = RAYLET_REGISTER_WAIT_S) -> None:
-    """Let ``ray start`` wait ``wait_s`` for its raylet to register, not Ray's hard-coded 30 s.
-
-    A raylet registers only once its Python agents (dashboard and runtime-env) are up, and
-    each imports most of Ray: 7-8 s on an idle 2-core machine with two nodes starting, and
-    past 30 s on a loaded one, where ``ray start`` then gave up ("The current node timed out
-    during startup") on a raylet that was about to come up (a CI failure of
-    ``capacity apply``). ``ray._private.node.Node.__init__`` polls
-    ``ray._private.services.get_node`` and gives up 30 s after the first poll (a local
-    constant, not a setting); here that poll itself keeps asking until ``wait_s`` has passed.
-    The launcher's own limit on a whole ``ray start`` (180 s) still holds.
-    """
-    import time
-
-    from ray._private import services
-
-    get_node = services.get_node
-
-    def patient_get_node(gcs_address, node_id):
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                return get_node(gcs_address, node_id)
-            except RuntimeError:  # not registered yet: what Ray's loop catches
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
-
-    services.get_node = patient_get_node
 
 
 def available_resources_per_node() -> dict[str, dict[str, float]]:

@@ -22,12 +22,33 @@ _STARTED = time.time()
 
 _LOCAL_DATA = yaml.safe_load(LOCAL_YAML.read_text())
 
-#: Tests that start an emulated Ray cluster (the integration package's, the demo's). Under
+#: Tests that start Ray processes: an emulated Ray cluster (the integration package's, the demo's),
+#: or a private local instance (training's ``rl_env.ray_local``, which joins no cluster). Under
 #: pytest-xdist (`make test` runs two workers with ``--dist loadgroup``) they form one unit of work,
-#: which one worker runs in collection order, so two clusters are never up at once and the
-#: integration package's cluster is down before the demo starts its own; the other worker runs the rest.
-#: (Training's private local instance, ``rl_env.ray_local``, joins no cluster: its tests run beside them.)
-RAY_CLUSTER_TESTS = ("tests/integration/", "tests/orchestrator/test_demo.py")
+#: which one worker runs in collection order, so two clusters are never up at once, the integration
+#: package's cluster is down before the demo starts its own, and no raylet starts beside another
+#: (see :data:`BESIDE_NICE`); the other worker runs the rest.
+RAY_CLUSTER_TESTS = ("tests/integration/", "tests/orchestrator/test_demo.py", "tests/rl_env/test_train_tiny.py")
+#: Niceness of the pytest-xdist worker while it runs a test outside that group. A raylet waits at
+#: most 30 s for its Python agents to report their ports and then aborts (Ray 2.60:
+#: ``NodeManager::WaitForDashboardAgentPorts``, not configurable), and each agent imports most of
+#: Ray: 7-8 s on an idle 2-core machine, past 30 s while the other worker kept both cores busy
+#: (CI: the cluster fixture's, the demo's and ``capacity apply``'s node starts failed, retry
+#: included). At nice 10 the other worker gets about a tenth of a contended core against them.
+BESIDE_NICE = 10
+
+
+def _set_nice(level: int) -> None:
+    """Set this process's (main thread's) niceness, where allowed: lowering it again needs root,
+    so a run without root leaves it alone."""
+    if os.geteuid() == 0 and os.getpriority(os.PRIO_PROCESS, 0) != level:
+        os.setpriority(os.PRIO_PROCESS, 0, level)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under xdist, the worker of the Ray group has the CPU first (see :data:`BESIDE_NICE`)."""
+    if hasattr(item.config, "workerinput"):
+        _set_nice(0 if item.nodeid.startswith(RAY_CLUSTER_TESTS) else BESIDE_NICE)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -144,3 +144,4 @@ def test_listen_is_normalised_and_checked_before_anything_starts() -> None:
     for bad in ("foo", "::", "203.0.113.7"):  # a name, IPv6 (Ray binds IPv4 here), not this host's
         with pytest.raises(launcher.LauncherError, match="--listen"):
             launcher.checked_listen(bad)
+

@@ -10,7 +10,6 @@ import inspect
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -63,38 +62,6 @@ def test_the_private_signatures_are_the_ones_called() -> None:
     assert {"host", "port"} <= set(HTTPOptions.model_fields), RECHECK
     reuse = inspect.signature(start_asgi_http_server).parameters.get("enable_so_reuseport")
     assert reuse is not None and reuse.kind is inspect.Parameter.KEYWORD_ONLY, RECHECK
-
-
-def test_ray_start_waits_for_its_raylet_as_long_as_the_launcher_lets_it(monkeypatch) -> None:
-    """``ray start`` gives a raylet 30 s to register (a local constant of ``Node.__init__``, around its
-    polls of ``services.get_node``); the launcher's ``ray start`` keeps each poll asking longer."""
-    import ray._private.node
-    from ray._private import services
-
-    assert "ray._private.services.get_node(" in inspect.getsource(ray._private.node.Node.__init__), RECHECK
-    calls: list[float] = []
-
-    def not_yet(gcs_address, node_id):
-        calls.append(time.monotonic())
-        if len(calls) < 4:
-            raise RuntimeError("node info not available")
-        return {"node_id": node_id}
-
-    monkeypatch.setattr(services, "get_node", not_yet)
-    ray_compat._wait_longer_for_registration(wait_s=5.0)
-    assert services.get_node("127.0.0.1:1", "ab") == {"node_id": "ab"} and len(calls) == 4
-    calls.clear()
-
-    def never(gcs_address, node_id):
-        calls.append(time.monotonic())
-        raise RuntimeError("node info not available")
-
-    monkeypatch.setattr(services, "get_node", never)
-    ray_compat._wait_longer_for_registration(wait_s=1.2)
-    t0 = time.monotonic()
-    with pytest.raises(RuntimeError):  # past the wait, Ray's own loop sees the failure as before
-        services.get_node("127.0.0.1:1", "ab")
-    assert 1.2 <= time.monotonic() - t0 < 5 and len(calls) >= 3
 
 
 def test_refresh_makes_an_imported_ray_read_the_new_token_and_mode(tmp_path) -> None:
