@@ -244,7 +244,28 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float
         stop_sessions([proc.pid], grace_s=2)
         raise LauncherError(f"ray start failed with exit status {rc} (log: {log}):\n{tail}"
                             f"{_ray_log_errors(args, since)}")
+    agent = _agent_address(args)
+    if agent is not None:
+        # the raylet registered without waiting for its dashboard agent (cluster.ray_compat.
+        # raylet_command_with_listen_port): the node is up once the agent answers too (it runs jobs)
+        while not port_open(*agent):
+            if time.monotonic() - t0 > timeout_s:
+                stop_sessions([proc.pid], grace_s=2)
+                raise LauncherError(f"the dashboard agent of this node did not listen on {agent[0]}:{agent[1]} "
+                                    f"within {timeout_s:.0f} s of ray start (log: {log})"
+                                    f"{_ray_log_errors(args, since)}")
+            time.sleep(0.2)
     return proc.pid, time.monotonic() - t0
+
+
+def _agent_address(args: list[str]) -> tuple[str, int] | None:
+    """Where the node's dashboard agent will listen (HTTP), when ``args`` pin its port."""
+    opts = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    port = int(opts.get("--dashboard-agent-listen-port", 0))
+    if not port:
+        return None
+    host = opts.get("--node-ip-address", LOOPBACK)
+    return (LOOPBACK if host in (ALL_INTERFACES, "") else host), port
 
 
 def _ray_log_errors(args: list[str], since: float, limit: int = 12, crash_lines: int = 8) -> str:
@@ -252,8 +273,9 @@ def _ray_log_errors(args: list[str], since: float, limit: int = 12, crash_lines:
 
     ``ray start`` itself only says that a raylet did not register in time; why is in the
     session's logs, which a CI run deletes with its temporary folder. Of each ``.err`` file
-    (what a crashed process wrote) the first lines, where the reason stands before the
-    backtrace; of the glog files the last ``limit`` error lines.
+    (what a crashed process wrote) the lines from its first check failure (or its start) on,
+    where the reason stands before the backtrace; of the ``.out`` logs the last ``limit``
+    error, fatal and check-failure lines (Ray's ``E``, ``F`` and ``C``).
     """
     temp = next((a.split("=", 1)[1] for a in args if a.startswith("--temp-dir=")), None)
     logs = Path(temp) / "session_latest" / "logs" if temp else None
@@ -269,9 +291,11 @@ def _ray_log_errors(args: list[str], since: float, limit: int = 12, crash_lines:
         except OSError:
             continue
         if f.suffix == ".err":
-            crashed.extend(f"{f.name}: {line[:300]}" for line in [x for x in lines if x.strip()][:crash_lines])
-        else:  # glog-style "[date time E pid tid]" / "F" lines
-            logged.extend(f"{f.name}: {line[:300]}" for line in lines if " E " in line[:40] or " F " in line[:40])
+            err = [x for x in lines if x.strip()]
+            first = next((k for k, x in enumerate(err) if " C " in x[:40] or "Check failed" in x), 0)
+            crashed.extend(f"{f.name}: {line[:300]}" for line in err[first:first + crash_lines])
+        else:  # "[date time E pid tid]" lines, and F and C
+            logged.extend(f"{f.name}: {line[:300]}" for line in lines if any(m in line[:40] for m in (" E ", " F ", " C ")))
     if not logged and not crashed:
         return f"\n(no error lines in Ray's logs under {logs})"
     return f"\nRay's logs ({logs}), error lines:\n" + "\n".join(logged[-limit:] + crashed)

@@ -25,6 +25,8 @@ PRIVATE_APIS: tuple[tuple[str, str], ...] = (
     ("ray._private.ray_constants", "ENABLE_RAY_CLUSTERS_ENV_VAR"),
     ("ray._private.ray_constants", "IS_WINDOWS_OR_OSX"),
     ("ray._private.ray_constants", "env_bool"),
+    ("ray._private.ray_constants", "PROCESS_TYPE_RAYLET"),
+    ("ray._private.services", "start_ray_process"),
     ("ray._private.state", "available_resources_per_node"),
     ("ray._raylet", "Config"),
     ("ray._raylet", "AuthenticationTokenLoader"),
@@ -74,7 +76,49 @@ def ray_cli_main() -> int:
     view.__dict__.update(vars(ray_constants))
     view.ENABLE_RAY_CLUSTER = True
     scripts.ray_constants = view
+    raylet_told_its_agents_listen_port()
     return scripts.main()
+
+
+def raylet_command_with_listen_port(command: list[str]) -> list[str]:
+    """A raylet's command line, with the dashboard agent's HTTP port given to the raylet itself.
+
+    Ray 2.60's ``start_raylet`` passes the agent its ``--listen-port`` but not the raylet's
+    ``--dashboard_agent_listen_port``, so the raylet, before it registers, waits for the agent to
+    write that port to a file and aborts after 30 s (a RAY_CHECK in
+    ``NodeManager::WaitForDashboardAgentPorts``; no setting changes the limit). The agent imports
+    most of Ray first: 7-8 s on an idle 2-core machine, past 30 s on a loaded one (CI: node starts
+    of the cluster fixture, the demo and ``capacity apply`` failed). The launcher pins that port
+    (``--dashboard-agent-listen-port``), so the raylet can be told it, as it is told the agent's
+    gRPC and metrics ports, and need not wait. Unchanged where the port is not pinned (0).
+    """
+    import re
+
+    if any(a.startswith("--dashboard_agent_listen_port=") for a in command):
+        return command
+    agent = next((a for a in command if a.startswith("--dashboard_agent_command=")), "")
+    m = re.search(r"--listen-port=(\d+)", agent)
+    if m is None or int(m.group(1)) == 0:
+        return command
+    return [*command, f"--dashboard_agent_listen_port={m.group(1)}"]
+
+
+def raylet_told_its_agents_listen_port() -> None:
+    """Make this process launch raylets (``ray start``, ``ray.init``) with
+    :func:`raylet_command_with_listen_port`; once per process."""
+    from ray._private import ray_constants, services
+
+    start = services.start_ray_process
+    if getattr(start, "tells_listen_port", False):
+        return
+
+    def start_ray_process(command, process_type, *args, **kwargs):
+        if process_type == ray_constants.PROCESS_TYPE_RAYLET:
+            command = raylet_command_with_listen_port(list(command))
+        return start(command, process_type, *args, **kwargs)
+
+    start_ray_process.tells_listen_port = True
+    services.start_ray_process = start_ray_process
 
 
 def available_resources_per_node() -> dict[str, dict[str, float]]:

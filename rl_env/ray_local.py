@@ -7,7 +7,8 @@ which would switch other Ray processes started without ``RAY_AUTH_MODE`` to toke
 mode. :func:`local_ray` starts its own instance (``address="local"``), with a
 random token in a private file unless the caller configured authentication, with
 its workers at normal priority (Ray's default nice 15 starves trials on a busy
-machine), and always shuts it down.
+machine), with start-up limits a busy 2-core machine can meet (its GCS's and its
+raylet's), and always shuts it down.
 """
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from cluster.ray_compat import refresh_auth_config
+from cluster.ray_compat import raylet_told_its_agents_listen_port, refresh_auth_config
 
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 _NICENESS = "RAY_worker_niceness"
+#: how long ``ray.init`` waits for its GCS to publish its port (Ray's default, 30 s, was missed in
+#: CI beside an emulated cluster's start on a 2-core machine)
+_GCS_WAIT = ("RAY_gcs_server_port_wait_time_s", "120")
 
 
 @contextmanager
@@ -29,9 +33,11 @@ def local_ray(num_cpus: int = 2, object_store_mb: int = 512) -> Iterator[None]:
     """Run the body inside a private local Ray instance of ``num_cpus`` CPUs."""
     import ray
 
-    saved = {k: os.environ.get(k) for k in (*_AUTH_VARS, _NICENESS)}
+    saved = {k: os.environ.get(k) for k in (*_AUTH_VARS, _NICENESS, _GCS_WAIT[0])}
     # Ray starts workers at nice 15; trials are the work here, not background chores.
     os.environ.setdefault(_NICENESS, "0")
+    os.environ.setdefault(*_GCS_WAIT)
+    raylet_told_its_agents_listen_port()  # nor may its raylet abort while its agents start
     tmp = None
     if not any(saved[k] for k in _AUTH_VARS):
         tmp = tempfile.TemporaryDirectory(prefix="orch-rl-ray-")

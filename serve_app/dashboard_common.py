@@ -54,10 +54,9 @@ def admin_secret() -> tuple[str | None, str]:
 
 
 def client() -> RouterClient:
-    """The router at the sidebar's URL (empty: the view's default, ``$ORCH_ROUTER_URL``), with the admin
-    token signed in with and the sidebar's API key (empty: the view's own, ``$ORCH_API_KEY`` or
-    ``$ORCH_API_KEY_FILE``). An empty URL was seen once in CI: a page switched on a loaded machine
-    sent the sidebar's box empty, and the Submit page then named "the router at  " as down."""
+    """The router at the sidebar's URL, with the admin token signed in with and the sidebar's API key
+    (empty: the view's own, ``$ORCH_API_KEY`` or ``$ORCH_API_KEY_FILE``). An empty URL box means the
+    view's default router (``$ORCH_ROUTER_URL``): a rerun under load can send the box empty."""
     url = (st.session_state.get("router_url") or "").strip() or DEFAULT_URL
     # one retry: a page must say "router down" in a second, not after a client's full backoff
     return RouterClient(url, st.session_state.get("admin_token"),

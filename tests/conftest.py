@@ -22,48 +22,12 @@ _STARTED = time.time()
 
 _LOCAL_DATA = yaml.safe_load(LOCAL_YAML.read_text())
 
-#: Tests that start Ray processes: an emulated Ray cluster (the integration package's, the demo's),
-#: or a private local instance (training's ``rl_env.ray_local``, which joins no cluster). Under
+#: Tests that start an emulated Ray cluster (the integration package's, the demo's). Under
 #: pytest-xdist (`make test` runs two workers with ``--dist loadgroup``) they form one unit of work,
-#: which one worker runs in collection order, so two clusters are never up at once, the integration
-#: package's cluster is down before the demo starts its own, and no raylet starts beside another
-#: (see :data:`BESIDE_NICE`); the other worker runs the rest.
-RAY_CLUSTER_TESTS = ("tests/integration/", "tests/orchestrator/test_demo.py", "tests/rl_env/test_train_tiny.py")
-#: Niceness of a pytest-xdist worker once it runs a test outside that group. A raylet waits at most
-#: 30 s for its Python agents to report their ports and then aborts (Ray 2.60:
-#: ``NodeManager::WaitForDashboardAgentPorts``, not configurable), a local head as long for its GCS,
-#: and each agent imports most of Ray: 7-8 s on an idle 2-core machine, past 30 s while the other
-#: worker kept the cores busy (CI: the cluster fixture's, the demo's and ``capacity apply``'s node
-#: starts failed, retry included). At nice 10 the other worker gets about a tenth of a contended core.
-BESIDE_NICE = 10
-
-
-def _step_aside(level: int = BESIDE_NICE) -> None:
-    """Lower this worker's CPU priority, and that of every process it starts from now on.
-
-    With the kernel's autogroups (``/proc/sys/kernel/sched_autogroup_enabled``, on here) CPU is
-    shared between sessions first, so a thread's niceness only weighs against its own session's,
-    and ``ray start`` runs each node in a session of its own: the worker takes a session of its
-    own too and sets that session's niceness. Without autogroups the thread's niceness is what
-    counts, so both are set. Raising niceness needs no privilege; nothing here lowers it again.
-    """
-    if os.getpriority(os.PRIO_PROCESS, 0) >= level:
-        return
-    try:
-        os.setsid()  # an xdist worker is no process group leader: it may
-    except OSError:
-        pass
-    os.setpriority(os.PRIO_PROCESS, 0, level)
-    try:
-        Path("/proc/self/autogroup").write_text(str(level))
-    except OSError:  # no autogroups (or no /proc): the thread's niceness above is what counts
-        pass
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Under xdist, the worker of the Ray group keeps the CPU first (see :data:`BESIDE_NICE`)."""
-    if hasattr(item.config, "workerinput") and not item.nodeid.startswith(RAY_CLUSTER_TESTS):
-        _step_aside()
+#: which one worker runs in collection order, so two clusters are never up at once and the
+#: integration package's cluster is down before the demo starts its own; the other worker runs the rest.
+#: (Training's private local instance, ``rl_env.ray_local``, joins no cluster: its tests run beside them.)
+RAY_CLUSTER_TESTS = ("tests/integration/", "tests/orchestrator/test_demo.py")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -71,7 +71,9 @@ def test_a_failed_start_names_the_errors_ray_logged(monkeypatch, tmp_path) -> No
     fake_ray.write_text(f"""#!/bin/sh
 echo '[2026-11-28 15:00:00,000 I 42 42] (raylet) main.cc:283: Setting cluster ID' > {logs}/raylet.1.out
 echo '[2026-11-28 15:00:01,000 E 42 42] (raylet) node_manager.cc:1: Failed to register with GCS' >> {logs}/raylet.1.out
-echo '[2026-11-28 15:00:02,000 C 42 42] (raylet) main.cc:9: Check failed: the reason a raylet crashed' > {logs}/raylet.1.err
+echo 'a warning printed at start-up' > {logs}/raylet.1.err
+for i in $(seq 1 10); do echo "more start-up noise $i" >> {logs}/raylet.1.err; done
+echo '[2026-11-28 15:00:02,000 C 42 42] (raylet) main.cc:9: Check failed: the reason a raylet crashed' >> {logs}/raylet.1.err
 for i in $(seq 1 40); do echo "raylet(+0x$i) a backtrace frame" >> {logs}/raylet.1.err; done
 echo 'Exception: The current node timed out during startup.'
 exit 1
@@ -145,3 +147,24 @@ def test_listen_is_normalised_and_checked_before_anything_starts() -> None:
         with pytest.raises(launcher.LauncherError, match="--listen"):
             launcher.checked_listen(bad)
 
+
+def test_a_node_is_up_once_its_dashboard_agent_listens_too(monkeypatch, tmp_path) -> None:
+    # its raylet no longer waits for the agent (ray_compat.raylet_command_with_listen_port), and the
+    # agent runs the node's jobs: the launcher waits for it, under its own limit, not Ray's 30 s
+    import socket
+
+    assert launcher._agent_address(["--dashboard-agent-listen-port=0"]) is None
+    assert launcher._agent_address(["--node-ip-address=0.0.0.0", "--dashboard-agent-listen-port=9"]) == ("127.0.0.1", 9)
+    assert launcher._agent_address(["--node-ip-address=10.1.2.3", "--dashboard-agent-listen-port=9"]) == ("10.1.2.3", 9)
+    fake_ray = tmp_path / "fake_ray_start.sh"
+    fake_ray.write_text("#!/bin/sh\nexit 0\n")
+    fake_ray.chmod(0o755)
+    monkeypatch.setattr(launcher.sys, "executable", str(fake_ray))
+    with socket.socket() as agent:
+        agent.bind(("127.0.0.1", 0))
+        agent.listen()
+        args = [f"--temp-dir={tmp_path / 'ray'}", f"--dashboard-agent-listen-port={agent.getsockname()[1]}"]
+        sid, _ = launcher._ray_start(args, dict(os.environ), tmp_path / "node.log", timeout_s=5)
+        assert sid > 0
+    with pytest.raises(launcher.LauncherError, match="dashboard agent of this node did not listen"):
+        launcher._ray_start(args, dict(os.environ), tmp_path / "node.log", timeout_s=0.5)

@@ -64,6 +64,43 @@ def test_the_private_signatures_are_the_ones_called() -> None:
     assert reuse is not None and reuse.kind is inspect.Parameter.KEYWORD_ONLY, RECHECK
 
 
+def test_a_raylet_is_told_its_agents_pinned_listen_port_and_nothing_else_changes() -> None:
+    agent = "--dashboard_agent_command=python agent.py --grpc-port=21001 --listen-port=21002 --x"
+    cmd = ["raylet", "--node_manager_port=21000", agent]
+    assert ray_compat.raylet_command_with_listen_port(cmd) == [*cmd, "--dashboard_agent_listen_port=21002"]
+    told = [*cmd, "--dashboard_agent_listen_port=7"]
+    assert ray_compat.raylet_command_with_listen_port(told) == told  # already told: as it is
+    unpinned = ["raylet", agent.replace("21002", "0")]
+    assert ray_compat.raylet_command_with_listen_port(unpinned) == unpinned  # the agent picks: the raylet must wait
+
+
+def test_ray_still_starts_raylets_without_the_listen_port_through_the_patched_function() -> None:
+    """Why the patch exists, and that it takes: Ray's ``start_raylet`` gives the agent its listen port but
+    not the raylet, and launches it through the module's ``start_ray_process`` (looked up at call time)."""
+    from ray._private import services
+
+    src = inspect.getsource(services.start_raylet)
+    assert "--listen-port=" in src and "dashboard_agent_listen_port=" not in src.replace(
+        "dashboard_agent_listen_port: Optional", ""), RECHECK
+    assert "start_ray_process(\n        command,\n        ray_constants.PROCESS_TYPE_RAYLET" in src, RECHECK
+    assert _params(services.start_ray_process)[:2] == ["command", "process_type"], RECHECK
+
+
+def test_the_launch_patch_applies_once_and_passes_other_processes_through(monkeypatch) -> None:
+    from ray._private import ray_constants, services
+
+    seen = []
+    monkeypatch.setattr(services, "start_ray_process", lambda command, process_type, *a, **k: seen.append(
+        (process_type, command)))
+    ray_compat.raylet_told_its_agents_listen_port()
+    ray_compat.raylet_told_its_agents_listen_port()  # a second call does not wrap twice
+    agent = "--dashboard_agent_command=a --listen-port=5"
+    services.start_ray_process(["raylet", agent], ray_constants.PROCESS_TYPE_RAYLET, fate_share=True)
+    services.start_ray_process(["gcs_server", agent], ray_constants.PROCESS_TYPE_GCS_SERVER, fate_share=True)
+    assert seen == [(ray_constants.PROCESS_TYPE_RAYLET, ["raylet", agent, "--dashboard_agent_listen_port=5"]),
+                    (ray_constants.PROCESS_TYPE_GCS_SERVER, ["gcs_server", agent])]
+
+
 def test_refresh_makes_an_imported_ray_read_the_new_token_and_mode(tmp_path) -> None:
     """Without the refresh Ray keeps the token it read first (its cache), so a process that talks to
     two clusters would send the wrong one. Run in a child: Ray's auth cache is process-wide."""
