@@ -244,28 +244,24 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float
         stop_sessions([proc.pid], grace_s=2)
         raise LauncherError(f"ray start failed with exit status {rc} (log: {log}):\n{tail}"
                             f"{_ray_log_errors(args, since)}")
-    agent = _agent_address(args)
-    if agent is not None:
+    port = _agent_port(args)
+    if port:
         # the raylet registered without waiting for its dashboard agent (cluster.ray_compat.
         # raylet_command_with_listen_port): the node is up once the agent answers too (it runs jobs)
-        while not port_open(*agent):
-            if time.monotonic() - t0 > timeout_s:
+        while not port_open(LOOPBACK, port):  # the agent binds loopback beside the node's address
+            gone = not any("raylet/raylet" in cmdline(pid) for pid in session_pids(proc.pid))
+            if gone or time.monotonic() - t0 > timeout_s:
                 stop_sessions([proc.pid], grace_s=2)
-                raise LauncherError(f"the dashboard agent of this node did not listen on {agent[0]}:{agent[1]} "
-                                    f"within {timeout_s:.0f} s of ray start (log: {log})"
-                                    f"{_ray_log_errors(args, since)}")
+                why = "its raylet exited" if gone else f"not within {timeout_s:.0f} s of ray start"
+                raise LauncherError(f"the dashboard agent of this node did not listen on port {port}: {why} "
+                                    f"(log: {log}){_ray_log_errors(args, since)}")
             time.sleep(0.2)
     return proc.pid, time.monotonic() - t0
 
 
-def _agent_address(args: list[str]) -> tuple[str, int] | None:
-    """Where the node's dashboard agent will listen (HTTP), when ``args`` pin its port."""
-    opts = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
-    port = int(opts.get("--dashboard-agent-listen-port", 0))
-    if not port:
-        return None
-    host = opts.get("--node-ip-address", LOOPBACK)
-    return (LOOPBACK if host in (ALL_INTERFACES, "") else host), port
+def _agent_port(args: list[str]) -> int:
+    """The port ``args`` pin the node's dashboard agent's HTTP server to (0: not pinned)."""
+    return next((int(a.split("=", 1)[1]) for a in args if a.startswith("--dashboard-agent-listen-port=")), 0)
 
 
 def _ray_log_errors(args: list[str], since: float, limit: int = 12, crash_lines: int = 8) -> str:

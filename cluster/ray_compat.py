@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import sys
 from typing import Any
 
@@ -27,6 +28,7 @@ PRIVATE_APIS: tuple[tuple[str, str], ...] = (
     ("ray._private.ray_constants", "env_bool"),
     ("ray._private.ray_constants", "PROCESS_TYPE_RAYLET"),
     ("ray._private.services", "start_ray_process"),
+    ("ray._private.services", "start_raylet"),
     ("ray._private.state", "available_resources_per_node"),
     ("ray._raylet", "Config"),
     ("ray._raylet", "AuthenticationTokenLoader"),
@@ -83,17 +85,16 @@ def ray_cli_main() -> int:
 def raylet_command_with_listen_port(command: list[str]) -> list[str]:
     """A raylet's command line, with the dashboard agent's HTTP port given to the raylet itself.
 
-    Ray 2.60's ``start_raylet`` passes the agent its ``--listen-port`` but not the raylet's
+    Ray 2.60's ``start_raylet`` passes the agent its ``--listen-port`` but not the raylet its
     ``--dashboard_agent_listen_port``, so the raylet, before it registers, waits for the agent to
-    write that port to a file and aborts after 30 s (a RAY_CHECK in
-    ``NodeManager::WaitForDashboardAgentPorts``; no setting changes the limit). The agent imports
-    most of Ray first: 7-8 s on an idle 2-core machine, past 30 s on a loaded one (CI: node starts
-    of the cluster fixture, the demo and ``capacity apply`` failed). The launcher pins that port
-    (``--dashboard-agent-listen-port``), so the raylet can be told it, as it is told the agent's
-    gRPC and metrics ports, and need not wait. Unchanged where the port is not pinned (0).
+    write that port to a file, and aborts after a fixed 30 s (``WaitForDashboardAgentPorts``). The
+    agent imports most of Ray first, which on a loaded 2-core machine takes longer. The launcher
+    pins the agent's ports (:func:`cluster.launcher.raylet_port_args`), so the raylet can be told
+    this one as it is told the others, and waits for none. Costs: the raylet's own metrics client
+    gives up (for good) if the agent's gRPC port does not answer within its 30 tries a second,
+    and where another Ray holds the port (Ray's default 52365) the raylet records it anyway
+    (only job supervision reads it). Unchanged where the agent's port is left to it (0).
     """
-    import re
-
     if any(a.startswith("--dashboard_agent_listen_port=") for a in command):
         return command
     agent = next((a for a in command if a.startswith("--dashboard_agent_command=")), "")
@@ -104,8 +105,8 @@ def raylet_command_with_listen_port(command: list[str]) -> list[str]:
 
 
 def raylet_told_its_agents_listen_port() -> None:
-    """Make this process launch raylets (``ray start``, ``ray.init``) with
-    :func:`raylet_command_with_listen_port`; once per process."""
+    """Make this process's ``ray start`` launch raylets with :func:`raylet_command_with_listen_port`
+    (once per process)."""
     from ray._private import ray_constants, services
 
     start = services.start_ray_process

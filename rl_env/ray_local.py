@@ -7,8 +7,10 @@ which would switch other Ray processes started without ``RAY_AUTH_MODE`` to toke
 mode. :func:`local_ray` starts its own instance (``address="local"``), with a
 random token in a private file unless the caller configured authentication, with
 its workers at normal priority (Ray's default nice 15 starves trials on a busy
-machine), with start-up limits a busy 2-core machine can meet (its GCS's and its
-raylet's), and always shuts it down.
+machine), with 120 s for its GCS to start (Ray's 30 s was missed on a busy 2-core
+machine; its raylet keeps Ray's own 30 s for its agents: ``ray.init`` leaves their
+gRPC and metrics ports to them, so the raylet must wait for their port files), and
+always shuts it down.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from cluster.ray_compat import raylet_told_its_agents_listen_port, refresh_auth_config
+from cluster.ray_compat import refresh_auth_config
 
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 _NICENESS = "RAY_worker_niceness"
@@ -37,7 +39,6 @@ def local_ray(num_cpus: int = 2, object_store_mb: int = 512) -> Iterator[None]:
     # Ray starts workers at nice 15; trials are the work here, not background chores.
     os.environ.setdefault(_NICENESS, "0")
     os.environ.setdefault(*_GCS_WAIT)
-    raylet_told_its_agents_listen_port()  # nor may its raylet abort while its agents start
     tmp = None
     if not any(saved[k] for k in _AUTH_VARS):
         tmp = tempfile.TemporaryDirectory(prefix="orch-rl-ray-")

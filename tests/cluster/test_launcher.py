@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -148,23 +149,30 @@ def test_listen_is_normalised_and_checked_before_anything_starts() -> None:
             launcher.checked_listen(bad)
 
 
+
 def test_a_node_is_up_once_its_dashboard_agent_listens_too(monkeypatch, tmp_path) -> None:
     # its raylet no longer waits for the agent (ray_compat.raylet_command_with_listen_port), and the
     # agent runs the node's jobs: the launcher waits for it, under its own limit, not Ray's 30 s
     import socket
 
-    assert launcher._agent_address(["--dashboard-agent-listen-port=0"]) is None
-    assert launcher._agent_address(["--node-ip-address=0.0.0.0", "--dashboard-agent-listen-port=9"]) == ("127.0.0.1", 9)
-    assert launcher._agent_address(["--node-ip-address=10.1.2.3", "--dashboard-agent-listen-port=9"]) == ("10.1.2.3", 9)
-    fake_ray = tmp_path / "fake_ray_start.sh"
+    res = cluster_resources(load_cluster(CONFIGS / "cluster" / "local.yaml"))[0]
+    assert launcher._agent_port(launcher._worker_args(res, "127.0.0.1:1", tmp_path, 64, "127.0.0.1")) > 0
+    fake_ray = tmp_path / "fake_ray_start.sh"  # a ray start that succeeds; its raylet is faked below
     fake_ray.write_text("#!/bin/sh\nexit 0\n")
     fake_ray.chmod(0o755)
     monkeypatch.setattr(launcher.sys, "executable", str(fake_ray))
+    monkeypatch.setattr(launcher, "session_pids", lambda sid, *a: [sid])
+    monkeypatch.setattr(launcher, "cmdline", lambda pid: "raylet/raylet")
     with socket.socket() as agent:
         agent.bind(("127.0.0.1", 0))
         agent.listen()
         args = [f"--temp-dir={tmp_path / 'ray'}", f"--dashboard-agent-listen-port={agent.getsockname()[1]}"]
-        sid, _ = launcher._ray_start(args, dict(os.environ), tmp_path / "node.log", timeout_s=5)
+        sid, _ = launcher._ray_start(args, dict(os.environ), tmp_path / "node.log", timeout_s=10)
         assert sid > 0
-    with pytest.raises(launcher.LauncherError, match="dashboard agent of this node did not listen"):
-        launcher._ray_start(args, dict(os.environ), tmp_path / "node.log", timeout_s=0.5)
+    with pytest.raises(launcher.LauncherError, match="did not listen on port .*: not within 3 s"):
+        launcher._ray_start(args, dict(os.environ), tmp_path / "node.log", timeout_s=3)
+    monkeypatch.setattr(launcher, "cmdline", lambda pid: "")  # the raylet died (with its agent): at once
+    t0 = time.monotonic()
+    with pytest.raises(launcher.LauncherError, match="its raylet exited"):
+        launcher._ray_start(args, dict(os.environ), tmp_path / "node.log", timeout_s=60)
+    assert time.monotonic() - t0 < 30

@@ -10,6 +10,7 @@ import inspect
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -90,15 +91,27 @@ def test_the_launch_patch_applies_once_and_passes_other_processes_through(monkey
     from ray._private import ray_constants, services
 
     seen = []
-    monkeypatch.setattr(services, "start_ray_process", lambda command, process_type, *a, **k: seen.append(
-        (process_type, command)))
+    monkeypatch.setattr(services, "start_ray_process", lambda command, process_type, *a, fate_share, **k: seen.append(
+        (process_type, command, fate_share)))
     ray_compat.raylet_told_its_agents_listen_port()
     ray_compat.raylet_told_its_agents_listen_port()  # a second call does not wrap twice
     agent = "--dashboard_agent_command=a --listen-port=5"
     services.start_ray_process(["raylet", agent], ray_constants.PROCESS_TYPE_RAYLET, fate_share=True)
-    services.start_ray_process(["gcs_server", agent], ray_constants.PROCESS_TYPE_GCS_SERVER, fate_share=True)
-    assert seen == [(ray_constants.PROCESS_TYPE_RAYLET, ["raylet", agent, "--dashboard_agent_listen_port=5"]),
-                    (ray_constants.PROCESS_TYPE_GCS_SERVER, ["gcs_server", agent])]
+    services.start_ray_process(["gcs_server", agent], ray_constants.PROCESS_TYPE_GCS_SERVER, fate_share=False)
+    assert seen == [(ray_constants.PROCESS_TYPE_RAYLET, ["raylet", agent, "--dashboard_agent_listen_port=5"], True),
+                    (ray_constants.PROCESS_TYPE_GCS_SERVER, ["gcs_server", agent], False)]
+
+
+def test_the_launchers_ray_start_tells_raylets_their_listen_port(monkeypatch) -> None:
+    from ray._private import services
+    from ray.scripts import scripts
+
+    monkeypatch.setattr(services, "start_ray_process", lambda *a, **k: None)
+    monkeypatch.setattr(scripts, "main", lambda: getattr(services.start_ray_process, "tells_listen_port", False))
+    monkeypatch.setattr(scripts, "ray_constants", scripts.ray_constants)  # ray_cli_main swaps it
+    assert ray_compat.ray_cli_main() is True
+    raylet = (Path(services.__file__).parent.parent / "core" / "src" / "ray" / "raylet" / "raylet").read_bytes()
+    assert b"dashboard_agent_listen_port" in raylet, RECHECK  # gflags aborts on a flag it does not know
 
 
 def test_refresh_makes_an_imported_ray_read_the_new_token_and_mode(tmp_path) -> None:
