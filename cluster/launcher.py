@@ -134,7 +134,12 @@ class LaunchState:
 
 def raylet_pid(rec: NodeRecord) -> int | None:
     """The raylet process of a node started by this launcher, or None if it is not running."""
-    for pid in session_pids(rec.sid):
+    return _session_raylet(rec.sid)
+
+
+def _session_raylet(sid: int) -> int | None:
+    """The raylet process of the ``ray start`` session ``sid``, or None if it is not running."""
+    for pid in session_pids(sid):
         if "raylet/raylet" in cmdline(pid):
             return pid
     return None
@@ -249,7 +254,7 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float
         # the raylet registered without waiting for its dashboard agent (cluster.ray_compat.
         # raylet_command_with_listen_port): the node is up once the agent answers too (it runs jobs)
         while not port_open(LOOPBACK, port):  # the agent binds loopback beside the node's address
-            gone = not any("raylet/raylet" in cmdline(pid) for pid in session_pids(proc.pid))
+            gone = _session_raylet(proc.pid) is None
             if gone or time.monotonic() - t0 > timeout_s:
                 stop_sessions([proc.pid], grace_s=2)
                 why = "its raylet exited" if gone else f"not within {timeout_s:.0f} s of ray start"
@@ -261,7 +266,12 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float
 
 def _agent_port(args: list[str]) -> int:
     """The port ``args`` pin the node's dashboard agent's HTTP server to (0: not pinned)."""
-    return next((int(a.split("=", 1)[1]) for a in args if a.startswith("--dashboard-agent-listen-port=")), 0)
+    return int(_arg(args, "--dashboard-agent-listen-port") or 0)
+
+
+def _arg(args: list[str], flag: str) -> str | None:
+    """The value of ``flag=value`` in ``args``, or None."""
+    return next((a.split("=", 1)[1] for a in args if a.startswith(f"{flag}=")), None)
 
 
 def _ray_log_errors(args: list[str], since: float, limit: int = 12, crash_lines: int = 8) -> str:
@@ -273,7 +283,7 @@ def _ray_log_errors(args: list[str], since: float, limit: int = 12, crash_lines:
     where the reason stands before the backtrace; of the ``.out`` logs the last ``limit``
     error, fatal and check-failure lines (Ray's ``E``, ``F`` and ``C``).
     """
-    temp = next((a.split("=", 1)[1] for a in args if a.startswith("--temp-dir=")), None)
+    temp = _arg(args, "--temp-dir")
     logs = Path(temp) / "session_latest" / "logs" if temp else None
     if logs is None or not logs.is_dir():
         return ""

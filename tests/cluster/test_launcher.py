@@ -149,7 +149,6 @@ def test_listen_is_normalised_and_checked_before_anything_starts() -> None:
             launcher.checked_listen(bad)
 
 
-
 def test_a_node_is_up_once_its_dashboard_agent_listens_too(monkeypatch, tmp_path) -> None:
     # its raylet no longer waits for the agent (ray_compat.raylet_command_with_listen_port), and the
     # agent runs the node's jobs: the launcher waits for it, under its own limit, not Ray's 30 s
