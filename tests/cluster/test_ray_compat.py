@@ -114,6 +114,29 @@ def test_the_launchers_ray_start_tells_raylets_their_listen_port(monkeypatch) ->
     assert b"dashboard_agent_listen_port" in raylet, RECHECK  # gflags aborts on a flag it does not know
 
 
+def test_the_launchers_ray_start_offers_start_without_importing_serve_jobs_or_state() -> None:
+    """Each node's `ray start` skips the command groups it does not run (seconds of imports on a
+    small machine), and leaves them importable. Run in a child: imports are process-wide."""
+    code = textwrap.dedent("""
+        import sys
+        from cluster import ray_compat
+        sys.argv = ["ray", "start", "--help"]
+        try:
+            ray_compat.ray_cli_main()
+        except SystemExit as e:
+            assert not e.code, e.code
+        cli = sys.modules["ray.scripts.scripts"].cli
+        seen = ["start" in cli.commands, "job" in cli.commands, "ray.serve" in sys.modules,
+                [m for m in ray_compat.OPTIONAL_CLI_MODULES if m in sys.modules]]
+        import ray.serve.scripts
+        print(seen)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--address" in out.stdout  # `ray start --help` itself
+    assert out.stdout.strip().splitlines()[-1] == "[True, False, False, []]", RECHECK
+
+
 def test_refresh_makes_an_imported_ray_read_the_new_token_and_mode(tmp_path) -> None:
     """Without the refresh Ray keeps the token it read first (its cache), so a process that talks to
     two clusters would send the wrong one. Run in a child: Ray's auth cache is process-wide."""
