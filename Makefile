@@ -36,9 +36,9 @@ demo-stop:
 system-deps:
 	@bash .ci/system-deps
 
-# The suite CI runs: everything but the slow full-trace reproduction. Two workers: one runs the
-# integration package's cluster tests, the other the demo's (tests/conftest.py groups them), and
-# both then take the rest (so does `test-all`).
+# The suite CI runs: everything but the slow full-trace reproduction. Two workers: one runs every
+# test that starts an emulated Ray cluster, one after another (tests/conftest.py groups them), while
+# the other runs the rest (so does `test-all`).
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadgroup --durations=30
 

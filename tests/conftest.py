@@ -22,31 +22,25 @@ _STARTED = time.time()
 
 _LOCAL_DATA = yaml.safe_load(LOCAL_YAML.read_text())
 
-#: Tests that start Ray processes, in two units of work (`make test` runs two pytest-xdist workers
-#: with ``--dist loadgroup``), each run by one worker in collection order: the integration package's
-#: emulated cluster with training's private local instance (``rl_env.ray_local``, which joins no
-#: cluster) after it, and the demo's cluster. Within a unit one cluster is up at a time, and
-#: training's local Ray starts only after the package's cluster is down: its raylet still waits for
-#: its agents' port files, at most Ray's fixed 30 s, which it once missed beside a cluster's start in
-#: CI. The two units run at once, so the demo's cluster runs beside the package's: their raylets are
-#: told their agents' ports (``cluster.ray_compat``), so neither waits on a port file, and each has
-#: its own ports, state and token. Run one after another, the two made the suite's critical path.
-RAY_TEST_GROUPS = {
-    "ray-cluster": ("tests/integration/", "tests/rl_env/test_train_tiny.py"),
-    "ray-demo": ("tests/orchestrator/test_demo.py",),
-}
+#: Tests that start Ray processes: an emulated Ray cluster (the integration package's, the demo's),
+#: or training's private local instance (``rl_env.ray_local``, which joins no cluster). Under
+#: pytest-xdist (`make test` runs two workers with ``--dist loadgroup``) they form one unit of work,
+#: which one worker runs in collection order, so two clusters are never up at once, the integration
+#: package's cluster is down before the demo starts its own, and training's local Ray never starts
+#: beside a cluster's (its raylet still waits for its agents' port files, at most Ray's fixed 30 s,
+#: which it missed there in CI); the other worker runs the rest.
+RAY_CLUSTER_TESTS = ("tests/integration/", "tests/orchestrator/test_demo.py", "tests/rl_env/test_train_tiny.py")
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """``--dist loadgroup`` (or plain ``-n``) with the Ray tests in their groups, each other test its own.
+    """``--dist loadgroup`` (or plain ``-n``) with the Ray-cluster tests as one group, each other test its own.
 
     Grouped by path here rather than by ``xdist_group`` marks: pytest-xdist 3.8 writes the mark's
     group into ``Item._nodeid``, which pytest 9 no longer reads, so the marks group nothing.
-    xdist hands out the largest groups first, so the two Ray groups start at once, one on each worker,
-    and each worker takes the single tests once its group is nearly done. Should a
+    xdist hands out the largest group first, so the longest chain of tests starts at once. Should a
     worker die mid-group, xdist gives the rest of it to the other worker while the dead one's cluster
-    may still run: one cluster more at once, for that rare run only.
+    may still run: two clusters at once, for that rare run only.
     """
     if config.getvalue("dist") not in ("load", "loadgroup"):  # other modes are the caller's explicit choice
         return None
@@ -54,7 +48,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
     class RayClusterTestsTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return next((group for group, paths in RAY_TEST_GROUPS.items() if nodeid.startswith(paths)), nodeid)
+            return "ray-cluster" if nodeid.startswith(RAY_CLUSTER_TESTS) else nodeid
 
     return RayClusterTestsTogether(config, log)
 
