@@ -15,7 +15,8 @@ import functools
 import inspect
 import re
 import sys
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 #: The Ray release every use below was read against.
 RAY_VERSION_CHECKED = "2.60.0"
@@ -138,6 +139,64 @@ def raylet_told_its_agents_listen_port() -> None:
 
     start_ray_process.tells_listen_port = True
     services.start_ray_process = start_ray_process
+
+
+#: (raylet flag, the agent's flag for the same port) of each agent port that ``ray.init`` leaves 0:
+#: the agent then binds a port of its choice and writes it to a file the raylet waits for.
+AGENT_PORT_FLAGS = (("--metrics-agent-port", "--grpc-port"), ("--metrics_export_port", "--metrics-export-port"),
+                    ("--runtime_env_agent_port", "--runtime-env-agent-port"))
+#: the dashboard agent's default HTTP port, one per host: another Ray on the machine may hold it
+DEFAULT_AGENT_LISTEN_PORT = 52365
+
+
+def raylet_command_with_agent_ports(command: list[str], free_ports: Callable[[int], int]) -> list[str]:
+    """A raylet's command line with every agent port it leaves to its agents (0) pinned, in its own
+    flags and in the agents' commands it carries, and so is the dashboard agent's default HTTP port.
+
+    ``ray.init`` starts its raylet so: before it registers, the raylet waits for each agent's port
+    file, at most a fixed 30 s (:func:`raylet_command_with_listen_port`), which training's local Ray
+    missed once in CI beside a cluster's start. Pinned, as the launcher pins a node's, it waits for
+    none. ``free_ports(n)`` gives the first of ``n`` consecutive free ports.
+    """
+    flags = dict(AGENT_PORT_FLAGS)
+    unset = [f for f, _ in AGENT_PORT_FLAGS if f"{f}=0" in command]
+    agent_i = next((i for i, a in enumerate(command) if a.startswith("--dashboard_agent_command=")), None)
+    default_listen = agent_i is not None and f"--listen-port={DEFAULT_AGENT_LISTEN_PORT}" in command[agent_i]
+    if not unset and not default_listen:
+        return raylet_command_with_listen_port(command)
+    base = free_ports(len(unset) + 1)
+    port = {f: base + k for k, f in enumerate(unset)}
+    out = []
+    for arg in command:
+        for f, p in port.items():
+            if arg == f"{f}=0":
+                arg = f"{f}={p}"
+            elif arg.startswith(("--dashboard_agent_command=", "--runtime_env_agent_command=")):
+                arg = re.sub(rf"(?<!\S){re.escape(flags[f])}=0(?!\S)", f"{flags[f]}={p}", arg)
+        if default_listen and arg.startswith("--dashboard_agent_command="):
+            arg = arg.replace(f"--listen-port={DEFAULT_AGENT_LISTEN_PORT}", f"--listen-port={base + len(unset)}")
+        out.append(arg)
+    return raylet_command_with_listen_port(out)
+
+
+@contextmanager
+def raylets_with_agent_ports_pinned(free_ports: Callable[[int], int]) -> Iterator[None]:
+    """Within the block, raylets this process starts (``ray.init`` of a local instance) get
+    :func:`raylet_command_with_agent_ports`; Ray's own launcher is back afterwards."""
+    from ray._private import ray_constants, services
+
+    start = services.start_ray_process
+
+    def start_ray_process(command, process_type, *args, **kwargs):
+        if process_type == ray_constants.PROCESS_TYPE_RAYLET:
+            command = raylet_command_with_agent_ports(list(command), free_ports)
+        return start(command, process_type, *args, **kwargs)
+
+    services.start_ray_process = start_ray_process
+    try:
+        yield
+    finally:
+        services.start_ray_process = start
 
 
 def available_resources_per_node() -> dict[str, dict[str, float]]:

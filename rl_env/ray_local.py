@@ -8,9 +8,9 @@ mode. :func:`local_ray` starts its own instance (``address="local"``), with a
 random token in a private file unless the caller configured authentication, with
 its workers at normal priority (Ray's default nice 15 starves trials on a busy
 machine), with 120 s for its GCS to start (Ray's 30 s was missed on a busy 2-core
-machine; its raylet keeps Ray's own 30 s for its agents: ``ray.init`` leaves their
-gRPC and metrics ports to them, so the raylet must wait for their port files), and
-always shuts it down.
+machine), with its agents' ports pinned (``ray.init`` leaves them to the agents, and
+the raylet then waits for their port files, at most a fixed 30 s, missed once in CI:
+:func:`cluster.ray_compat.raylet_command_with_agent_ports`), and always shuts it down.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from cluster.ray_compat import refresh_auth_config
+from cluster.procs import free_fixed_port
+from cluster.ray_compat import raylets_with_agent_ports_pinned, refresh_auth_config
 
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 _NICENESS = "RAY_worker_niceness"
@@ -49,9 +50,10 @@ def local_ray(num_cpus: int = 2, object_store_mb: int = 512) -> Iterator[None]:
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
         refresh_auth_config()
     try:
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=0, include_dashboard=False,
-                 object_store_memory=object_store_mb * 1024 * 1024, log_to_driver=False,
-                 configure_logging=True, logging_level="WARNING")
+        with raylets_with_agent_ports_pinned(lambda n: free_fixed_port(span=n, host="0.0.0.0")):
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=0, include_dashboard=False,
+                     object_store_memory=object_store_mb * 1024 * 1024, log_to_driver=False,
+                     configure_logging=True, logging_level="WARNING")
         yield
     finally:
         ray.shutdown()

@@ -75,6 +75,59 @@ def test_a_raylet_is_told_its_agents_pinned_listen_port_and_nothing_else_changes
     assert ray_compat.raylet_command_with_listen_port(unpinned) == unpinned  # the agent picks: the raylet must wait
 
 
+# a raylet's command as ``ray.init`` builds it (Ray 2.60's ``start_raylet``), cut to the flags that matter here
+INIT_RAYLET = ["raylet", "--node_manager_port=0", "--metrics-agent-port=0", "--metrics_export_port=0",
+               "--runtime_env_agent_port=0",
+               "--dashboard_agent_command=python agent.py --metrics-export-port=0 --grpc-port=0 --listen-port=52365 "
+               "--gcs-address=127.0.0.1:6379",
+               "--runtime_env_agent_command=python runtime_env_agent.py --runtime-env-agent-port=0 --log-dir=x"]
+
+
+def test_a_local_instances_raylet_gets_every_agent_port_pinned_in_its_flags_and_its_agents_commands() -> None:
+    asked: list[int] = []
+    out = ray_compat.raylet_command_with_agent_ports(INIT_RAYLET, lambda n: asked.append(n) or 30000)
+    assert asked == [4]
+    assert out == ["raylet", "--node_manager_port=0", "--metrics-agent-port=30000", "--metrics_export_port=30001",
+                   "--runtime_env_agent_port=30002",
+                   "--dashboard_agent_command=python agent.py --metrics-export-port=30001 --grpc-port=30000 "
+                   "--listen-port=30003 --gcs-address=127.0.0.1:6379",
+                   "--runtime_env_agent_command=python runtime_env_agent.py --runtime-env-agent-port=30002 "
+                   "--log-dir=x",
+                   "--dashboard_agent_listen_port=30003"]  # so the raylet waits for no port file at all
+
+
+def test_a_raylet_whose_ports_are_pinned_already_only_learns_its_listen_port() -> None:
+    pinned = [a.replace("=0", "=2100") for a in INIT_RAYLET]  # as the launcher's `ray start` gives them
+    pinned[-2] = pinned[-2].replace("--listen-port=52365", "--listen-port=2104")
+    out = ray_compat.raylet_command_with_agent_ports(pinned, lambda n: pytest.fail("no port needed"))
+    assert out == [*pinned, "--dashboard_agent_listen_port=2104"]
+
+
+def test_pinning_applies_to_raylets_within_the_block_only(monkeypatch) -> None:
+    from ray._private import ray_constants, services
+
+    seen = []
+    monkeypatch.setattr(services, "start_ray_process", lambda command, process_type, *a, **k: seen.append(command))
+    with ray_compat.raylets_with_agent_ports_pinned(lambda n: 30000):
+        services.start_ray_process(INIT_RAYLET, ray_constants.PROCESS_TYPE_RAYLET)
+        services.start_ray_process(["gcs_server", "--metrics-agent-port=0"], ray_constants.PROCESS_TYPE_GCS_SERVER)
+    services.start_ray_process(INIT_RAYLET, ray_constants.PROCESS_TYPE_RAYLET)
+    assert "--metrics-agent-port=30000" in seen[0]
+    assert seen[1:] == [["gcs_server", "--metrics-agent-port=0"], INIT_RAYLET]
+
+
+def test_ray_init_still_leaves_its_agents_ports_to_them() -> None:
+    """Why the pinning exists: ``ray.init`` passes 0 for these ports, and Ray's ``start_raylet`` writes
+    them under the flag names the pinning rewrites."""
+    from ray._private import services
+
+    src = inspect.getsource(services.start_raylet)
+    for raylet_flag, agent_flag in ray_compat.AGENT_PORT_FLAGS:
+        assert f'"{raylet_flag}={{' in src and f'"{agent_flag}={{' in src, (raylet_flag, agent_flag, RECHECK)
+    constants = importlib.import_module("ray._private.ray_constants")
+    assert constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT == ray_compat.DEFAULT_AGENT_LISTEN_PORT, RECHECK
+
+
 def test_ray_still_starts_raylets_without_the_listen_port_through_the_patched_function() -> None:
     """Why the patch exists, and that it takes: Ray's ``start_raylet`` gives the agent its listen port but
     not the raylet, and launches it through the module's ``start_ray_process`` (looked up at call time)."""
