@@ -71,6 +71,23 @@ def start_stop(config: Path, runs: int, parallel: int = 2,
     return out
 
 
+#: ``ray start``'s command line imported as Ray's ``ray`` does it, and as the launcher's ``ray start`` does
+CLI_IMPORTS = {"Ray's `ray` (baseline)": "import ray.scripts.scripts",
+               "the launcher's `ray start`": "from cluster.ray_compat import ray_node_cli; ray_node_cli()"}
+
+
+def cli_import_seconds(code: str, runs: int = 3) -> float:
+    """Median wall seconds of a fresh interpreter running ``code`` (what each node's start pays first)."""
+    import subprocess
+
+    secs = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+        secs.append(time.perf_counter() - t0)
+    return statistics.median(secs)
+
+
 def summary(label: str, runs: list[StartRun]) -> str:
     secs = [r.seconds for r in runs if r.error is None]
     first = sum(r.first_try for r in runs)
@@ -89,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         why = f" retries: {r.retries}" if r.retries else (f" FAILED: {r.error.splitlines()[0]}" if r.error else "")
         print(f"  run {i + 1}: {r.seconds:5.1f} s{why}{f' left: {r.left}' if r.left else ''}", flush=True)
 
+    print("ray start's command line imported in a fresh interpreter (median of 3), once per node started:")
+    for label, code in CLI_IMPORTS.items():
+        print(f"  {label:30s} {cli_import_seconds(code):5.2f} s", flush=True)
     print(f"{args.config.name}: {args.runs} starts and stops per setting", flush=True)
     print("one raylet at a time (baseline):", flush=True)
     one = start_stop(args.config, args.runs, parallel=1, report=report)

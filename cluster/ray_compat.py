@@ -64,9 +64,24 @@ def refresh_local_only() -> None:
 
 #: The command groups ``ray.scripts.scripts`` adds only if they import (``ray job``, ``ray serve``,
 #: ``ray list|get|summary|logs``). ``ray start`` needs none of them, and Serve's pulls in pandas and
-#: FastAPI: on a 2-core machine the CLI took 10.3 s to import with them and 3.7 s without, once per
-#: node the launcher starts, beside the other nodes' starts.
+#: FastAPI: seconds of imports per node the launcher starts, beside the other nodes' starts
+#: (``python -m benchmarks cluster_start`` times the import both ways).
 OPTIONAL_CLI_MODULES = ("ray.serve.scripts", "ray.dashboard.modules.job.cli", "ray.util.state.state_cli")
+
+
+def ray_node_cli() -> Any:
+    """``ray.scripts.scripts``, imported without :data:`OPTIONAL_CLI_MODULES` where it is not imported
+    yet (a ``None`` in ``sys.modules`` fails their import, which Ray skips): its ``cli`` then offers no
+    ``job``, ``serve`` or state commands, and those modules stay importable afterwards."""
+    blocked = [m for m in OPTIONAL_CLI_MODULES if m not in sys.modules]
+    sys.modules.update(dict.fromkeys(blocked))
+    try:
+        from ray.scripts import scripts
+    finally:
+        for m in blocked:
+            if sys.modules.get(m, ...) is None:
+                del sys.modules[m]
+    return scripts
 
 
 def ray_cli_main() -> int:
@@ -76,22 +91,13 @@ def ray_cli_main() -> int:
     supported on Windows and OSX"): one ``if`` in ``ray.scripts.scripts.start`` reading
     ``ray_constants.ENABLE_RAY_CLUSTER``. That module alone gets a copy of the constants with
     the flag on; everything else, and every process the node starts, stays local-only.
-    The command is imported without :data:`OPTIONAL_CLI_MODULES` (a ``None`` in ``sys.modules``
-    fails their import, which Ray skips), so ``job``, ``serve`` and the state commands are not
-    offered; they stay importable afterwards.
+    The command is :func:`ray_node_cli`'s.
     """
     import types
 
     from ray._private import ray_constants
 
-    blocked = [m for m in OPTIONAL_CLI_MODULES if m not in sys.modules]
-    sys.modules.update(dict.fromkeys(blocked))
-    try:
-        from ray.scripts import scripts
-    finally:
-        for m in blocked:
-            if sys.modules.get(m, ...) is None:
-                del sys.modules[m]
+    scripts = ray_node_cli()
 
     view = types.ModuleType(ray_constants.__name__)
     view.__dict__.update(vars(ray_constants))
