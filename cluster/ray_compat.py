@@ -28,6 +28,7 @@ PRIVATE_APIS: tuple[tuple[str, str], ...] = (
     ("ray._private.ray_constants", "IS_WINDOWS_OR_OSX"),
     ("ray._private.ray_constants", "env_bool"),
     ("ray._private.ray_constants", "PROCESS_TYPE_RAYLET"),
+    ("ray._private.ray_constants", "DEFAULT_DASHBOARD_AGENT_LISTEN_PORT"),
     ("ray._private.services", "start_ray_process"),
     ("ray._private.services", "start_raylet"),
     ("ray._private.state", "available_resources_per_node"),
@@ -153,34 +154,41 @@ AGENT_PORT_FLAGS = (("--metrics-agent-port", "--grpc-port"), ("--metrics_export_
                     ("--runtime_env_agent_port", "--runtime-env-agent-port"))
 #: the dashboard agent's default HTTP port, one per host: another Ray on the machine may hold it
 DEFAULT_AGENT_LISTEN_PORT = 52365
+_AGENT_COMMANDS = ("--dashboard_agent_command=", "--runtime_env_agent_command=")
+
+
+def _flag(name: str, value: int) -> str:
+    """``name=value`` as one whole word of a command string."""
+    return rf"(?<!\S){re.escape(name)}={value}(?!\S)"
 
 
 def raylet_command_with_agent_ports(command: list[str], free_ports: Callable[[int], int]) -> list[str]:
     """A raylet's command line with every agent port it leaves to its agents (0) pinned, in its own
-    flags and in the agents' commands it carries, and so is the dashboard agent's default HTTP port.
+    flags and in the agents' commands it carries, and the dashboard agent's default HTTP port replaced.
 
     ``ray.init`` starts its raylet so: before it registers, the raylet waits for each agent's port
-    file, at most a fixed 30 s (:func:`raylet_command_with_listen_port`), which training's local Ray
-    missed once in CI beside a cluster's start. Pinned, as the launcher pins a node's, it waits for
-    none. ``free_ports(n)`` gives the first of ``n`` consecutive free ports.
+    file, at most a fixed 30 s (:func:`raylet_command_with_listen_port`), which a loaded machine can
+    exceed. Pinned, as the launcher pins a node's, it waits for none. All or nothing: unless each
+    pinned port's agent flag is found exactly once, the command is left to Ray (which then waits),
+    so raylet and agent never disagree. ``free_ports(n)`` gives the first of ``n`` consecutive free ports.
     """
-    flags = dict(AGENT_PORT_FLAGS)
-    unset = [f for f, _ in AGENT_PORT_FLAGS if f"{f}=0" in command]
-    agent_i = next((i for i, a in enumerate(command) if a.startswith("--dashboard_agent_command=")), None)
-    default_listen = agent_i is not None and f"--listen-port={DEFAULT_AGENT_LISTEN_PORT}" in command[agent_i]
-    if not unset and not default_listen:
+    agent_flag = dict(AGENT_PORT_FLAGS)
+    agents = "\n".join(a for a in command if a.startswith(_AGENT_COMMANDS))
+    unset = [f for f in agent_flag if f"{f}=0" in command]
+    listen = len(re.findall(_flag("--listen-port", DEFAULT_AGENT_LISTEN_PORT), agents)) == 1
+    if not (unset or listen) or any(len(re.findall(_flag(agent_flag[f], 0), agents)) != 1 for f in unset):
         return raylet_command_with_listen_port(command)
-    base = free_ports(len(unset) + 1)
-    port = {f: base + k for k, f in enumerate(unset)}
+    base = free_ports(len(unset) + listen)
+    pinned = [(f, agent_flag[f], base + k) for k, f in enumerate(unset)]
     out = []
     for arg in command:
-        for f, p in port.items():
-            if arg == f"{f}=0":
-                arg = f"{f}={p}"
-            elif arg.startswith(("--dashboard_agent_command=", "--runtime_env_agent_command=")):
-                arg = re.sub(rf"(?<!\S){re.escape(flags[f])}=0(?!\S)", f"{flags[f]}={p}", arg)
-        if default_listen and arg.startswith("--dashboard_agent_command="):
-            arg = arg.replace(f"--listen-port={DEFAULT_AGENT_LISTEN_PORT}", f"--listen-port={base + len(unset)}")
+        if arg.startswith(_AGENT_COMMANDS):
+            for _, agent, port in pinned:
+                arg = re.sub(_flag(agent, 0), f"{agent}={port}", arg)
+            if listen:
+                arg = re.sub(_flag("--listen-port", DEFAULT_AGENT_LISTEN_PORT), f"--listen-port={base + len(unset)}", arg)
+        else:
+            arg = next((f"{f}={port}" for f, _, port in pinned if arg == f"{f}=0"), arg)
         out.append(arg)
     return raylet_command_with_listen_port(out)
 
@@ -188,7 +196,8 @@ def raylet_command_with_agent_ports(command: list[str], free_ports: Callable[[in
 @contextmanager
 def raylets_with_agent_ports_pinned(free_ports: Callable[[int], int]) -> Iterator[None]:
     """Within the block, raylets this process starts (``ray.init`` of a local instance) get
-    :func:`raylet_command_with_agent_ports`; Ray's own launcher is back afterwards."""
+    :func:`raylet_command_with_agent_ports`; Ray's own launcher is back afterwards, unless something
+    replaced this one meanwhile."""
     from ray._private import ray_constants, services
 
     start = services.start_ray_process
@@ -202,7 +211,8 @@ def raylets_with_agent_ports_pinned(free_ports: Callable[[int], int]) -> Iterato
     try:
         yield
     finally:
-        services.start_ray_process = start
+        if services.start_ray_process is start_ray_process:
+            services.start_ray_process = start
 
 
 def available_resources_per_node() -> dict[str, dict[str, float]]:

@@ -9,8 +9,11 @@ random token in a private file unless the caller configured authentication, with
 its workers at normal priority (Ray's default nice 15 starves trials on a busy
 machine), with 120 s for its GCS to start (Ray's 30 s was missed on a busy 2-core
 machine), with its agents' ports pinned (``ray.init`` leaves them to the agents, and
-the raylet then waits for their port files, at most a fixed 30 s, missed once in CI:
-:func:`cluster.ray_compat.raylet_command_with_agent_ports`), and always shuts it down.
+the raylet then waits for their port files, at most a fixed 30 s, which a loaded machine
+can exceed: :func:`cluster.ray_compat.raylet_command_with_agent_ports`), and always shuts
+it down. The pinned ports are probed free below the ephemeral range and bound a moment
+later, as the launcher's are; a port taken in between fails ``ray.init`` (no retry here).
+The raylet's own metrics client may give up on a slow agent; training reads no Ray metrics.
 """
 from __future__ import annotations
 

@@ -27,10 +27,9 @@ _LOCAL_DATA = yaml.safe_load(LOCAL_YAML.read_text())
 #: pytest-xdist (`make test` runs two workers with ``--dist loadgroup``) they form one unit of work,
 #: which one worker runs in collection order, so two clusters are never up at once, the integration
 #: package's cluster is down before the demo starts its own, and training's local Ray never starts
-#: beside a cluster's (it once missed Ray's fixed 30 s for its agents' port files there in CI; its
-#: agents' ports are now pinned, so it waits for none); the other worker runs the rest. Running the
-#: demo's tests beside the integration package's instead was measured no faster: the suite is bound
-#: by CPU (1,420 s against 1,406 s in clean-clone CI on one host, every Ray start slower).
+#: beside a cluster's; the other worker runs the rest. Running the demo's tests beside the
+#: integration package's instead gains nothing: the suite is bound by CPU, so every Ray start
+#: only slows (measured in a clean-clone `.ci/run`: no faster, the demo's start 33% slower).
 RAY_CLUSTER_TESTS = ("tests/integration/", "tests/orchestrator/test_demo.py", "tests/rl_env/test_train_tiny.py")
 
 

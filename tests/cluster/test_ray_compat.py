@@ -116,14 +116,40 @@ def test_pinning_applies_to_raylets_within_the_block_only(monkeypatch) -> None:
     assert seen[1:] == [["gcs_server", "--metrics-agent-port=0"], INIT_RAYLET]
 
 
-def test_ray_init_still_leaves_its_agents_ports_to_them() -> None:
-    """Why the pinning exists: ``ray.init`` passes 0 for these ports, and Ray's ``start_raylet`` writes
-    them under the flag names the pinning rewrites."""
+def test_a_raylet_whose_agent_flag_is_not_found_once_is_left_to_ray() -> None:
+    """All or nothing: a port pinned in the raylet's flags but not in its agent's would be a port the
+    raylet registers and no agent binds."""
+    moved = [a.replace("--runtime-env-agent-port=0", "--runtime-env-agent-port 0") for a in INIT_RAYLET]
+    out = ray_compat.raylet_command_with_agent_ports(moved, lambda n: pytest.fail("no port needed"))
+    assert out == [*moved, "--dashboard_agent_listen_port=52365"]  # only the port its agent was given
+
+
+def test_the_pinning_ends_with_its_block_even_when_ray_init_fails(monkeypatch) -> None:
     from ray._private import services
 
+    ray_start = services.start_ray_process
+    with pytest.raises(RuntimeError):
+        with ray_compat.raylets_with_agent_ports_pinned(lambda n: 30000):
+            assert services.start_ray_process is not ray_start
+            raise RuntimeError("ray.init failed")
+    assert services.start_ray_process is ray_start
+
+
+def test_ray_init_still_leaves_its_agents_ports_to_them() -> None:
+    """Why the pinning exists: ``ray.init``'s node passes 0 for the ports nobody gave, and Ray's
+    ``start_raylet`` writes them under the flag names the pinning rewrites, in the commands it reads."""
+    from ray._private import node, services
+
+    assert "metrics_agent_port=ray_params.metrics_agent_port or 0" in inspect.getsource(node.Node), RECHECK
     src = inspect.getsource(services.start_raylet)
+    head, rest = src.split("runtime_env_agent_command = [", 1)
+    runtime_env_agent, raylet = rest.split("\n    ]", 1)
+    dashboard_agent = head.split("dashboard_agent_command = [", 1)[1].split("\n    ]", 1)[0]
+    agents = dashboard_agent + runtime_env_agent
     for raylet_flag, agent_flag in ray_compat.AGENT_PORT_FLAGS:
-        assert f'"{raylet_flag}={{' in src and f'"{agent_flag}={{' in src, (raylet_flag, agent_flag, RECHECK)
+        assert f'"{raylet_flag}={{' in raylet and f'"{agent_flag}={{' in agents, (raylet_flag, agent_flag, RECHECK)
+    assert '"--listen-port={' in dashboard_agent, RECHECK
+    assert all(f'"{prefix}{{' in raylet or f'"{prefix}"' in raylet for prefix in ray_compat._AGENT_COMMANDS), RECHECK
     constants = importlib.import_module("ray._private.ray_constants")
     assert constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT == ray_compat.DEFAULT_AGENT_LISTEN_PORT, RECHECK
 
