@@ -130,20 +130,27 @@ def raylet_command_with_listen_port(command: list[str]) -> list[str]:
     return [*command, f"--dashboard_agent_listen_port={m.group(1)}"]
 
 
-def raylet_told_its_agents_listen_port() -> None:
-    """Make this process's ``ray start`` launch raylets with :func:`raylet_command_with_listen_port`
-    (once per process)."""
-    from ray._private import ray_constants, services
-
-    start = services.start_ray_process
-    if getattr(start, "tells_listen_port", False):
-        return
+def _launching_raylets_as(rewrite: Callable[[list[str]], list[str]], start: Callable[..., Any]) -> Callable[..., Any]:
+    """Ray's ``start_ray_process`` (``start``) with each raylet's command line passed through ``rewrite``
+    first; every other process is launched unchanged."""
+    from ray._private import ray_constants
 
     def start_ray_process(command, process_type, *args, **kwargs):
         if process_type == ray_constants.PROCESS_TYPE_RAYLET:
-            command = raylet_command_with_listen_port(list(command))
+            command = rewrite(list(command))
         return start(command, process_type, *args, **kwargs)
 
+    return start_ray_process
+
+
+def raylet_told_its_agents_listen_port() -> None:
+    """Make this process's ``ray start`` launch raylets with :func:`raylet_command_with_listen_port`
+    (once per process)."""
+    from ray._private import services
+
+    if getattr(services.start_ray_process, "tells_listen_port", False):
+        return
+    start_ray_process = _launching_raylets_as(raylet_command_with_listen_port, services.start_ray_process)
     start_ray_process.tells_listen_port = True
     services.start_ray_process = start_ray_process
 
@@ -198,15 +205,10 @@ def raylets_with_agent_ports_pinned(free_ports: Callable[[int], int]) -> Iterato
     """Within the block, raylets this process starts (``ray.init`` of a local instance) get
     :func:`raylet_command_with_agent_ports`; Ray's own launcher is back afterwards, unless something
     replaced this one meanwhile."""
-    from ray._private import ray_constants, services
+    from ray._private import services
 
     start = services.start_ray_process
-
-    def start_ray_process(command, process_type, *args, **kwargs):
-        if process_type == ray_constants.PROCESS_TYPE_RAYLET:
-            command = raylet_command_with_agent_ports(list(command), free_ports)
-        return start(command, process_type, *args, **kwargs)
-
+    start_ray_process = _launching_raylets_as(lambda c: raylet_command_with_agent_ports(c, free_ports), start)
     services.start_ray_process = start_ray_process
     try:
         yield
