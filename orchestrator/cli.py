@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from cluster.config import ConfigError, UsageError
-from scheduler.model_registry import RegistryError
 from scheduler.task import TaskError
-from simulations.compare import parse_policies, print_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXIT_USAGE = 2
 
@@ -28,7 +28,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UsageError("--markdown: only with --mode packing")
     from cluster.alibaba import load_cluster_any
     from scheduler.objective import load_objective
-    from simulations.compare import compare_policies
+    from simulations.compare import compare_policies, parse_policies, print_table
 
     policies = parse_policies(args.policies)
     spec = load_cluster_any(args.cluster)
@@ -63,6 +63,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _simulate_packing(args: argparse.Namespace) -> int:
+    from simulations.compare import parse_policies, print_table
     from simulations.packing import parse_seeds, reproduce
     from simulations.published import published_note
 
@@ -124,13 +125,21 @@ def cmd_policies(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Sub-commands that live with the package they drive: ``module:function`` where the
-#: function takes the sub-parsers object and adds its parser(s). Imported lazily, so
-#: ``orchestrator simulate`` never loads Ray or RLlib.
-PLUGINS: list[str] = ["orchestrator.cli_train:add_train"]
-PLUGINS += ["cluster.cli:add_cluster", "replays.sim_vs_real:add_compare", "serve_app.cli:add_serve",
-            "serve_app.keys_cli:add_keys", "capacity.cli:add_capacity", "simulations.calibration_cli:add_calibrate",
-            "simulations.history_replay:add_counterfactual", "rl_env.retrain:add_retrain"]
+#: Sub-commands that live with the package they drive, by the command(s) each adds: ``module:function``
+#: where the function takes the sub-parsers object and adds its parser(s). A command line that names
+#: one imports only its module, so ``orchestrator cluster up`` never loads pandas, SQLAlchemy or
+#: RLlib for the other commands' sake; ``--help`` (no command) imports them all to list them.
+PLUGINS: dict[str, tuple[str, ...]] = {
+    "orchestrator.cli_train:add_train": ("train", "policy", "evaluate"),
+    "cluster.cli:add_cluster": ("cluster",),
+    "replays.sim_vs_real:add_compare": ("compare-sim-real",),
+    "serve_app.cli:add_serve": ("serve",),
+    "serve_app.keys_cli:add_keys": ("keys",),
+    "capacity.cli:add_capacity": ("capacity",),
+    "simulations.calibration_cli:add_calibrate": ("calibrate",),
+    "simulations.history_replay:add_counterfactual": ("counterfactual",),
+    "rl_env.retrain:add_retrain": ("retrain",),
+}
 
 
 def add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -197,23 +206,39 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command(argv: list[str]) -> str | None:
+    """The sub-command a command line names: its first word that is not an option (the top-level
+    parser's options take no value), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or, given a command line that names a plugin's command, the parser with only
+    that plugin's commands (beside ``simulate`` and ``policies``); an unknown command gets them all, so
+    argparse lists every choice."""
     import importlib
 
     p = Parser(prog="orchestrator", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     add_simulate(sub)
-    for plugin in PLUGINS:
+    named = _command(argv) if argv is not None else None
+    wanted = [m for m, commands in PLUGINS.items() if named in commands] or list(PLUGINS)
+    if named in ("simulate", "policies"):
+        wanted = []
+    for plugin in wanted:
         module, func = plugin.split(":")
         getattr(importlib.import_module(module), func)(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
+    from scheduler.model_registry import RegistryError
+
     try:
         return args.func(args)
     except (UsageError, ConfigError, TaskError, RegistryError) as exc:

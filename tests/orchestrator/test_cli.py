@@ -116,3 +116,34 @@ def test_workload_seed_is_used_when_no_seed_is_given(tmp_path: Path, short_workl
     expected = generate(load_workload(short_workload))  # the file's seed: 1
     assert sorted(records["task_id"]) == sorted(t.id for t in expected)
     assert sorted(records["arrival"]) == pytest.approx(sorted(t.arrival for t in expected))
+
+
+def test_each_plugin_adds_exactly_the_commands_the_table_names() -> None:
+    """A command line naming a command imports only the plugin listed for it; a plugin adding a command
+    the table does not name would still work (an unknown command loads them all), only slower."""
+    import argparse
+    import importlib
+
+    from orchestrator.cli import PLUGINS
+
+    for plugin, commands in PLUGINS.items():
+        module, func = plugin.split(":")
+        sub = argparse.ArgumentParser().add_subparsers()
+        getattr(importlib.import_module(module), func)(sub)
+        assert tuple(sub.choices) == commands, plugin
+
+
+def test_a_command_loads_only_what_it_needs() -> None:
+    """`orchestrator cluster status --help` answers without importing pandas, SQLAlchemy or RLlib (what
+    the other commands need), in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = ("import sys\nfrom orchestrator.cli import main\n"
+            "try:\n    main(['cluster', 'status', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "print(sorted(m for m in ('pandas', 'sqlalchemy', 'ray.rllib', 'torch') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
