@@ -207,15 +207,15 @@ def version() -> str:
 
 
 def _command(argv: list[str]) -> str | None:
-    """The sub-command a command line names: its first word that is not an option (the top-level
-    parser's options take no value), or None."""
-    return next((a for a in argv if not a.startswith("-")), None)
+    """The sub-command a command line names, or None. Only its first word counts: the top-level options
+    (-h, --version) end the parse, so a line that starts with one needs no plugin or all of them."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The whole parser, or, given a command line that names a plugin's command, the parser with only
-    that plugin's commands (beside ``simulate`` and ``policies``); an unknown command gets them all, so
-    argparse lists every choice."""
+    """The whole parser; given a command line, only what it needs: the plugin of the command it names,
+    none for ``simulate``, ``policies`` or ``--version``, and every plugin otherwise (``--help`` and an
+    unknown command list every choice)."""
     import importlib
 
     p = Parser(prog="orchestrator", description=__doc__.splitlines()[0])
@@ -223,9 +223,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     add_simulate(sub)
     named = _command(argv) if argv is not None else None
-    wanted = [m for m, commands in PLUGINS.items() if named in commands] or list(PLUGINS)
-    if named in ("simulate", "policies"):
-        wanted = []
+    if named in ("simulate", "policies") or (argv and argv[0] == "--version"):
+        wanted: list[str] = []
+    else:
+        wanted = [m for m, commands in PLUGINS.items() if named in commands] or list(PLUGINS)
     for plugin in wanted:
         module, func = plugin.split(":")
         getattr(importlib.import_module(module), func)(sub)
@@ -237,11 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    from scheduler.model_registry import RegistryError
-
     try:
         return args.func(args)
-    except (UsageError, ConfigError, TaskError, RegistryError) as exc:
+    except Exception as exc:
+        # a RegistryError comes only from a loaded model registry: looked up, not imported (numpy and
+        # the feature module), so commands that never touch a model start without them
+        registry = sys.modules.get("scheduler.model_registry")
+        usage = (UsageError, ConfigError, TaskError) + ((registry.RegistryError,) if registry else ())
+        if not isinstance(exc, usage):
+            raise
         print(f"orchestrator: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

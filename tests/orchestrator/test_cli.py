@@ -106,7 +106,16 @@ def test_unknown_subcommand_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "invalid choice" in err and "'retrain'" in err and "'cluster'" in err  # every command, plugins' too
+
+
+def test_top_level_help_lists_every_command_whatever_follows_it(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["-h", "cluster"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(c in out for c in ("simulate", "cluster", "capacity", "retrain", "evaluate"))
 
 
 def test_workload_seed_is_used_when_no_seed_is_given(tmp_path: Path, short_workload: Path, capsys) -> None:
@@ -133,9 +142,9 @@ def test_each_plugin_adds_exactly_the_commands_the_table_names() -> None:
         assert tuple(sub.choices) == commands, plugin
 
 
-def test_a_command_loads_only_what_it_needs() -> None:
-    """`orchestrator cluster status --help` answers without importing pandas, SQLAlchemy or RLlib (what
-    the other commands need), in a fresh interpreter."""
+def test_a_command_loads_only_what_it_needs(tmp_path: Path) -> None:
+    """`orchestrator cluster status --help` and `orchestrator cluster down` run without importing pandas,
+    SQLAlchemy, RLlib or the model registry (what other commands need), in a fresh interpreter."""
     import subprocess
     import sys
 
@@ -143,7 +152,9 @@ def test_a_command_loads_only_what_it_needs() -> None:
 
     code = ("import sys\nfrom orchestrator.cli import main\n"
             "try:\n    main(['cluster', 'status', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
-            "print(sorted(m for m in ('pandas', 'sqlalchemy', 'ray.rllib', 'torch') if m in sys.modules))")
+            f"assert main(['cluster', 'down', '--state-dir', {str(tmp_path / 'none')!r}]) == 0\n"
+            "print(sorted(m for m in ('pandas', 'sqlalchemy', 'ray.rllib', 'torch', 'scheduler.model_registry')"
+            " if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
