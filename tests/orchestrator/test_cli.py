@@ -96,6 +96,13 @@ def test_unknown_policy_exits_2_naming_it(tmp_path: Path, short_workload: Path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_a_model_version_not_in_the_registry_exits_2_naming_it(tmp_path: Path, short_workload: Path,
+                                                               capsys) -> None:
+    rc = main(simulate_args(short_workload, tmp_path / "out", "--policies", "rf:99"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "no rf model version 99" in err and "Traceback" not in err
+
+
 def test_policies_command_lists_them(capsys) -> None:
     assert main(["policies"]) == 0
     names = capsys.readouterr().out.split()
