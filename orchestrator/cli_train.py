@@ -33,8 +33,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                          "working directory of an installed package)")
     rf.set_defaults(func=_lazy("rl_env.train_rf:cli"))
     rl = tsub.add_parser("rl", help="RLlib PPO through Ray Tune (node level: HeteroClusterNodes-v0)")
-    rl.add_argument("--experiment", default="configs/experiments/ppo_nodes.yaml",
-                    help="experiment YAML: env, PPO settings, trials, validation seeds")
+    rl.add_argument("--experiment", default="configs/experiments/ppo_nodes_mix.yaml",
+                    help="experiment YAML: env, PPO settings, trials, validation seeds (the default trained the "
+                         "shipped rl, rl:9)")
     rl.add_argument("--registry", default="artifacts/policies",
                     help="model registry folder the new version is written to (relative: under the checkout, or the "
                          "working directory of an installed package)")

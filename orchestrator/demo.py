@@ -46,7 +46,7 @@ Environment (all optional): ``DEMO_OUT`` (results and state, default
 seconds per wall second, default 4), ``DEMO_POLICY`` (the router's, default ``rf``),
 ``DEMO_SHADOW`` (the challenger in shadow, default ``rl``, or ``rf`` when the router runs ``rl``;
 ``none``: no challenger),
-``DEMO_TRAIN_RL=1`` (trains ``configs/experiments/ppo_nodes.yaml``: about 32 minutes on 2 cores),
+``DEMO_TRAIN_RL=1`` (trains ``configs/experiments/ppo_nodes_mix.yaml``, the shipped rl's recipe: about 41 minutes on 2 cores),
 ``DEMO_SKIP_TRACE=1``, ``DEMO_PACKING_SEEDS`` (default ``42``), ``DEMO_REAL_DURATION`` (seconds of
 ``configs/workloads/real_mix.yaml``, real code through the router after the mixed workload; default 20,
 0 skips it).
