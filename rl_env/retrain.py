@@ -12,7 +12,8 @@
    (:func:`simulations.history_replay.counterfactual`): task by task, with intervals.
 
 With ``--kind rl`` the challenger is a short RL fine-tune instead (:func:`rl_experiment`): the
-shipped experiment (``configs/experiments/ppo_nodes.yaml``) on the derived workload and the
+node-level experiment (``configs/experiments/ppo_nodes.yaml``, whose model and PPO settings the shipped
+rl's ``ppo_nodes_mix.yaml`` shares; its clusters and cloning are replaced here) on the derived workload and the
 calibrated cluster alone, warm-started by cloning the current RL policy (``--rl-from``), then a
 few minutes of PPO (``--rl-env-steps``); ``orchestrator train rl``'s own path exports it as the next
 ``rl`` version, and step 3 judges it the same way.

@@ -80,7 +80,8 @@ def test_the_wheel_carries_configs_shipped_models_and_licence_and_nothing_traine
     data = "cluster/_data/"
     for cfg in ("configs/cluster/local.yaml", "configs/cluster/alibaba_openb.yaml", "configs/serve.yaml",
                 "configs/objective.yaml", "configs/workloads/high_load.yaml",
-                "configs/experiments/ppo_nodes.yaml", "configs/monitoring/prometheus.yml"):
+                "configs/experiments/ppo_nodes.yaml", "configs/experiments/ppo_nodes_mix.yaml",
+                "configs/monitoring/prometheus.yml"):
         assert data + cfg in names, cfg
     metas = {n[len(data + "artifacts/policies/"):-len("/meta.json")] for n in names
              if n.startswith(data + "artifacts/policies/") and n.endswith("/meta.json")}

@@ -121,6 +121,9 @@ def test_experiment_files_load_and_bad_validation_clusters_are_refused(shipped_m
     rand = load_experiment("configs/experiments/ppo_nodes_random.yaml")
     assert rand.env.cluster_variants[-8:] == tuple(f"rand:{k}" for k in range(1, 9))
     assert rand.validation.clusters == ("x1", "x2", "rand:9001")
+    mix = load_experiment("configs/experiments/ppo_nodes_mix.yaml")  # the shipped rl:9's, train rl's default
+    assert mix.env.cluster_variants[-4:] == tuple(f"rand:{k}" for k in range(1, 5)) and mix.init.teacher == "rf:5"
+    assert mix.validation.clusters == ("x1", "x2", "rand:9001")
     base = {"env": {"level": "node", "workloads": [HIGH]}, "init": {"imitate": None}}
     with pytest.raises(ConfigError, match="validation.clusters.*x0"):
         experiment_from_mapping({**base, "validation": {"clusters": ["x0"]}})
@@ -128,7 +131,7 @@ def test_experiment_files_load_and_bad_validation_clusters_are_refused(shipped_m
     assert ranged.validation.clusters == ("x1", "rand:1", "rand:2")
     with pytest.raises(ConfigError, match="validation.clusters.*nope"):
         experiment_from_mapping({**base, "validation": {"clusters": ["no:nope"]}})
-    # the shipped experiment pins the forest rl:4 was cloned from; a version of a heuristic is refused
+    # rl:4's experiment pins the forest it was cloned from (so does rl:9's); a version of a heuristic is refused
     assert nodes.init.teacher == "rf:5" and nodes.env.warmup_s == 240
     pinned = experiment_from_mapping({**base, "init": {"imitate": "rollout", "horizon": 40}})
     assert (pinned.init.teacher, pinned.init.horizon) == ("rollout", 40)
