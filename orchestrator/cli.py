@@ -223,7 +223,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     add_simulate(sub)
     named = _command(argv) if argv is not None else None
-    if named in ("simulate", "policies") or (argv and argv[0] == "--version"):
+    if named in sub.choices or (argv and argv[0] == "--version"):  # a command of this module's own
         wanted: list[str] = []
     else:
         wanted = [m for m, commands in PLUGINS.items() if named in commands] or list(PLUGINS)
