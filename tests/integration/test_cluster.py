@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -263,45 +264,43 @@ def test_simulator_and_cluster_agree(real_cluster, live) -> None:
 
 
 def test_ray_job_submit_runs_the_replay_end_to_end(real_cluster, tmp_path: Path) -> None:
-    """Jobs of the checkout (`--working-dir .`) place with the shipped learned policies: Ray uploads
-    what .gitignore does not exclude, and the shipped models are re-included there. One job per
-    learned policy, submitted together (each job's start-up is most of its time)."""
+    """A job of the checkout (`--working-dir .`) places with the shipped learned policies: Ray uploads
+    what .gitignore does not exclude, and the shipped models are re-included there. One job: the
+    replay on the cluster under `rf` (the router's default), then `rl` in the simulator from the same
+    upload. A second job for `rl` would cost its own client, supervisor, driver and workers (most of
+    a job's time on 2 cores) to run the same replay code."""
     env = {**os.environ, **launcher.client_env(real_cluster.state)}
     env.pop("RAY_ADDRESS", None)
     env.pop("ORCH_REGISTRY", None)  # the job must find the models in its own upload, not in a test folder
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     ray = str(Path(sys.executable).parent / "ray")
-    policies = ("rf:latest", "rl:latest")
-    out = {p: tmp_path / p.replace(":", "_") for p in policies}  # each its own result set (summary.json)
-    logs = {p: tmp_path / f"{p.replace(':', '_')}.log" for p in policies}
-    sid = {p: f"test-replay-{p.replace(':', '-')}-{uuid.uuid4().hex[:8]}" for p in policies}
-    jobs: dict[str, subprocess.Popen] = {}
+    replay_out, sim_out, log_file = tmp_path / "replay", tmp_path / "sim", tmp_path / "job.log"
+    live = ["python", "-m", "replays.live", "--workload", "configs/workloads/cluster_smoke.yaml",
+            "--policy", "rf:latest", "--duration", "4", "--time-compression", "4", "--no-warm", "--out", str(replay_out)]
+    sim = ["python", "-m", "orchestrator.cli", "simulate", "--cluster", "configs/cluster/test_small.yaml",
+           "--workload", "configs/workloads/cluster_smoke.yaml", "--policies", "rl:latest", "--out", str(sim_out)]
+    sid = f"test-replay-{uuid.uuid4().hex[:8]}"
+    cmd = [ray, "job", "submit", "--address", real_cluster.dashboard, "--submission-id", sid,
+           "--working-dir", str(REPO_ROOT), "--", "bash", "-c", f"{shlex.join(live)} && {shlex.join(sim)}"]
+    with log_file.open("w") as log:  # a file, not a pipe: the client never stalls on a full pipe
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     try:
-        for p in policies:
-            cmd = [ray, "job", "submit", "--address", real_cluster.dashboard, "--submission-id", sid[p],
-                   "--working-dir", str(REPO_ROOT), "--", "python", "-m", "replays.live",
-                   "--workload", "configs/workloads/cluster_smoke.yaml", "--policy", p,
-                   "--duration", "4", "--time-compression", "4", "--no-warm", "--out", str(out[p])]
-            with logs[p].open("w") as log:  # a file, not a pipe: neither client can stall on the other
-                jobs[p] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        deadline = time.monotonic() + 300
-        for proc in jobs.values():
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        proc.wait(timeout=300)
     finally:  # nothing of a failed or timed-out submission is left running into the next tests
-        for p, proc in jobs.items():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-                subprocess.run([ray, "job", "stop", "--address", real_cluster.dashboard, sid[p]], env=env,
-                               capture_output=True, timeout=60)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            subprocess.run([ray, "job", "stop", "--address", real_cluster.dashboard, sid], env=env,
+                           capture_output=True, timeout=60)
+    log = log_file.read_text()
+    assert proc.returncode == 0, log[-3000:]
     n = len(load_tasks(SMOKE, seed=None, duration_s=4, load_factor=None))
-    for p, proc in jobs.items():
-        log = logs[p].read_text()
-        assert proc.returncode == 0, f"{p}: {log[-3000:]}"
-        records = pd.read_csv(out[p] / f"records_{p}.csv")
-        assert len(records) == n and (records["status"] == "succeeded").all(), p
-        meta = json.loads((out[p] / f"summary_{p}.json").read_text())["meta"]
-        assert meta["cluster"] == "test_small"  # the job found the cluster's config through the launcher's env
+    records = pd.read_csv(replay_out / "records_rf:latest.csv")
+    assert len(records) == n and (records["status"] == "succeeded").all()
+    meta = json.loads((replay_out / "summary_rf:latest.json").read_text())["meta"]
+    assert meta["cluster"] == "test_small"  # the job found the cluster's config through the launcher's env
+    rl = json.loads((sim_out / "summary.json").read_text())["policies"]["rl:latest"]
+    assert rl["tasks"] > 0 and rl["succeeded"] == rl["tasks"], rl
 
 
 def test_every_task_gets_a_final_record_when_a_raylet_dies(real_cluster, live: LiveState) -> None:
