@@ -264,10 +264,11 @@ def test_simulator_and_cluster_agree(real_cluster, live) -> None:
 
 
 def test_ray_job_submit_runs_the_replay_end_to_end(real_cluster, tmp_path: Path) -> None:
-    """A job of the checkout (`--working-dir .`) places with the shipped learned policies: Ray uploads
-    what .gitignore does not exclude, and the shipped models are re-included there. One job: the
-    replay on the cluster under `rf` (the router's default), then `rl` in the simulator from the same
-    upload. A second job for `rl` would cost its own client, supervisor, driver and workers (most of
+    """A job of the checkout (`--working-dir .`) finds the shipped learned policies in its own upload:
+    Ray uploads what .gitignore does not exclude, and the shipped models are re-included there. One
+    job: the replay places on the cluster with `rf` (the router's default), then `rl`, loaded from the
+    same upload, places the same workload in the simulator (its decisions on the live cluster are not
+    covered here). A second job for `rl` would cost its own client, supervisor, driver and workers (most of
     a job's time on 2 cores) to run the same replay code."""
     env = {**os.environ, **launcher.client_env(real_cluster.state)}
     env.pop("RAY_ADDRESS", None)
