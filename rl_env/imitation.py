@@ -33,6 +33,10 @@ from scheduler.policy import Policy
 from scheduler.policy_net import PolicyNet
 
 
+#: the seed of DAgger round ``r`` is the run's seed plus ``r`` times this
+DAGGER_SEED_STEP = 7919
+
+
 @dataclass(frozen=True)
 class Imitation:
     """Warm-start settings (``init:`` in an experiment file); ``teacher`` None disables it."""
@@ -155,8 +159,8 @@ def imitate(net: PolicyNet, env_config: EnvConfig, cfg: Imitation, seed: int = 0
                           temperature=cfg.temperature)
     stats = clone(net, data, cfg, seed)
     for r in range(1, cfg.rounds):
-        new = demonstrations(env_config, cfg.teacher, cfg.steps, seed + 7919 * r, driver=net, horizon=cfg.horizon,
-                             temperature=cfg.temperature)
+        new = demonstrations(env_config, cfg.teacher, cfg.steps, seed + DAGGER_SEED_STEP * r, driver=net,
+                             horizon=cfg.horizon, temperature=cfg.temperature)
         # how often the clone, driving, already chose as the teacher would (before refitting)
         stats_r = {f"round{r}_agreement": _agreement(net, new)}
         data = tuple(np.concatenate([a, b]) for a, b in zip(data, new))

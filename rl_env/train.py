@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,6 +256,15 @@ def train(exp: Experiment, registry: str | Path | None = None, *, verbose: int =
                      "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
                      "cpus": exp.num_cpus},
     }
+    if exp.env.level == "node":  # served inside the rows it trained on (rl_env.feature_range)
+        from rl_env.feature_range import META_KEY, training_range
+
+        try:
+            meta[META_KEY] = training_range(exp.env.to_dict(), exp.init.teacher, exp.init.steps, exp.seed,
+                                            driver=net, horizon=exp.init.horizon)
+        except (ValueError, MemoryError) as e:  # never lose the run's export for it
+            print(f"WARNING: no training range saved ({e}); the policy will score rows as computed. Add one with "
+                  f"python -m rl_env.feature_range --policy rl:<its version>", file=sys.stderr, flush=True)
     artifact = export_checkpoint(best["checkpoint"], meta, registry, curves)
     print(f"best: trial {best['trial']} ({best['params']}) iteration {best['iteration']}, "
           f"{best['env_steps']:,} env steps: validation objective {check['objective']:.3f}, "

@@ -6,8 +6,10 @@ share of :func:`scheduler.candidates.candidates` with one network over the rows 
 :func:`scheduler.features.candidate_features` and takes the best (``rl``) or draws
 from the softmax (``rl-sample``): the same candidates and rows the env showed it,
 so it runs on a cluster of any size. It scores at most as many candidates as it was
-trained with (its ``n_actions``; the prefilter keeps the best by a cheap rule) and
-computes the rows with the objective it was trained on. A class-level artifact
+trained with (its ``n_actions``; the prefilter keeps the best by a cheap rule),
+computes the rows with the objective it was trained on, and holds each column inside
+the range it had in training (``meta["feature_range"]``, :mod:`rl_env.feature_range`):
+past it a network extrapolates, and the explanation says when a row was held. A class-level artifact
 (trained in ``HeteroCluster-v0``) works as follows.
 
 Loads ``policy.pt`` and its architecture spec from the policy registry
@@ -26,6 +28,7 @@ runs them in numpy (:class:`scheduler.policy_net.ServedNet`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,9 +37,13 @@ from cluster.topology import NODE_CLASSES
 from scheduler import features
 from scheduler.actions import N_ACTIONS, action_mask, resolve
 from scheduler.candidates import MAX_CANDIDATES, PREFILTERS, candidates
-from scheduler.features import N_CANDIDATE_FEATURES, N_FEATURES, candidate_features, feature_vector
+from scheduler.features import (CANDIDATE_FEATURE_NAMES, N_CANDIDATE_FEATURES, N_FEATURES, candidate_features,
+                                feature_vector)
 from scheduler.policy import Decision, FeasibilityCache, register, why_infeasible
 from scheduler.task import Task
+
+if TYPE_CHECKING:
+    from scheduler.model_registry import Artifact
 
 POLICY_FILE = "policy.pt"
 
@@ -69,6 +76,8 @@ class RLPolicy:
                     f"{N_CANDIDATE_FEATURES}: retrain with orchestrator train rl")
             self._feasible = FeasibilityCache()
             self.objective = _trained_objective(art.meta)
+            #: each column held inside the range it had in training (artifacts without one: as computed)
+            self.bounds = _trained_range(art)
             features.warm()  # the compiled candidate rows load now, not at the first decision
         elif spec.in_dim != N_FEATURES or spec.n_actions != N_ACTIONS:
             raise model_registry.SchemaMismatchError(
@@ -118,6 +127,11 @@ class RLPolicy:
         if not len(nodes):
             return Decision(-1, None, scores, why_infeasible(task, state), self.name)
         X = candidate_features(task, state, nodes, shares, fits, self.objective)
+        outside = ()
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            outside = np.flatnonzero(((X < lo) | (X > hi)).any(0))
+            X = np.clip(X, lo, hi)
         k = len(nodes)
         logits = self.net(X).astype(np.float64)  # one score per row: only the real rows
         p = np.exp(logits - logits.max())
@@ -144,6 +158,10 @@ class RLPolicy:
                     f"(queues: {int(state.queue_len[node])} vs {int(state.queue_len[nodes[r]])} tasks)")
         if queued:
             why += " (queued: waits for capacity)"
+        if len(outside):  # where the network is least to be trusted: say so
+            names = [CANDIDATE_FEATURE_NAMES[i] for i in outside]
+            why += (f"; outside the range it trained on in {', '.join(names[:3])}"
+                    + (f" and {len(names) - 3} more" if len(names) > 3 else "") + ", scored at its edge")
         probs = {spec_nodes[int(nodes[i])].name: float(p[i]) for i in np.flatnonzero(p > 1e-4).tolist()}
         return Decision(node, shares[j], scores, why, self.name, queued=queued, confidence=float(p[j]),
                         probabilities=probs)
@@ -164,6 +182,20 @@ class RLPolicy:
         else:
             text += f"; the only class that can host {task.kind}"
         return text
+
+
+def _trained_range(art: Artifact) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(lo, hi)`` of the candidate rows the network trained on (:mod:`rl_env.feature_range`), or None."""
+    from scheduler import model_registry
+
+    rng = art.meta.get("feature_range")
+    if rng is None:
+        return None
+    lo, hi = (np.asarray(rng.get(k, ()), dtype=np.float32) for k in ("lo", "hi"))
+    if lo.shape != (N_CANDIDATE_FEATURES,) or hi.shape != lo.shape or not (lo <= hi).all():
+        raise model_registry.SchemaMismatchError(
+            f"model {art.ref}: feature_range needs lo <= hi, {N_CANDIDATE_FEATURES} values each")
+    return lo, hi
 
 
 def _trained_objective(meta: dict):

@@ -39,6 +39,8 @@ def test_tiny_training_yields_a_loadable_feasible_policy(tmp_path, local_spec) -
     meta = report_meta = make_policy("rl:latest", root=tmp_path / "registry").artifact.meta
     assert meta["seed"] == 0 and meta["command"] and meta["feature_schema"] == "node-1"
     assert meta["architecture"]["level"] == "node"
+    rng = meta["feature_range"]  # served inside the rows it trained on
+    assert len(rng["lo"]) == meta["architecture"]["in_dim"] and rng["rows"] > 400 and "200 decisions" in rng["source"]
     assert meta["best_trial"]["params"] in ("lr=0.001", "lr=0.0003")
     assert {"policy.pt", "curves.csv"} <= set(report_meta["files"])
     assert sum(f.stat().st_size for f in report.artifact.iterdir()) < 300_000
