@@ -35,7 +35,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     rl = tsub.add_parser("rl", help="RLlib PPO through Ray Tune (node level: HeteroClusterNodes-v0)")
     rl.add_argument("--experiment", default="configs/experiments/ppo_nodes_mix.yaml",
                     help="experiment YAML: env, PPO settings, trials, validation seeds (the default trained the "
-                         "shipped rl, rl:9)")
+                         "network of the shipped rl, rl:11: rl:9's, with its training range)")
     rl.add_argument("--registry", default="artifacts/policies",
                     help="model registry folder the new version is written to (relative: under the checkout, or the "
                          "working directory of an installed package)")

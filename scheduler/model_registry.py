@@ -175,7 +175,7 @@ def resolve(kind: str, version: Version = "latest", root: str | os.PathLike | No
 
 
 def pinned(name: str, root: str | os.PathLike | None = None) -> str:
-    """A learned policy's name with its version resolved (``rf`` -> ``rf:5``, ``rl:latest`` -> ``rl:9``), so that
+    """A learned policy's name with its version resolved (``rf`` -> ``rf:5``, ``rl:latest`` -> ``rl:11``), so that
     what it names cannot change when a new version is saved; any other policy's name as it is."""
     kind, _, version = name.partition(":")
     if kind not in ("rf", "rl"):

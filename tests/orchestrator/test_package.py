@@ -127,7 +127,7 @@ def test_installed_package_runs_from_any_directory_with_its_own_configs_and_mode
     ev = _run(installed, "evaluate", "--policies", "rl,rf,fastest-feasible", "--workload",
               "configs/workloads/cluster_smoke.yaml", "--seeds", "101", "--out", "ev", cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr
-    assert "rl:9" in ev.stdout and (tmp_path / "ev" / "evaluation.md").is_file()
+    assert "rl:11" in ev.stdout and (tmp_path / "ev" / "evaluation.md").is_file()
 
     # serve up reads the shipped Serve config and gets as far as looking for the cluster
     serve = _run(installed, "serve", "up", "--state-dir", str(tmp_path / "none"), "--timeout", "5", cwd=tmp_path)

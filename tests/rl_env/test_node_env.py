@@ -121,7 +121,7 @@ def test_experiment_files_load_and_bad_validation_clusters_are_refused(shipped_m
     rand = load_experiment("configs/experiments/ppo_nodes_random.yaml")
     assert rand.env.cluster_variants[-8:] == tuple(f"rand:{k}" for k in range(1, 9))
     assert rand.validation.clusters == ("x1", "x2", "rand:9001")
-    mix = load_experiment("configs/experiments/ppo_nodes_mix.yaml")  # the shipped rl:9's, train rl's default
+    mix = load_experiment("configs/experiments/ppo_nodes_mix.yaml")  # rl:9's recipe (the shipped rl:11's network), train rl's default
     assert mix.env.cluster_variants[-4:] == tuple(f"rand:{k}" for k in range(1, 5)) and mix.init.teacher == "rf:5"
     assert mix.validation.clusters == ("x1", "x2", "rand:9001")
     base = {"env": {"level": "node", "workloads": [HIGH]}, "init": {"imitate": None}}

@@ -110,6 +110,37 @@ def test_architecture_mismatch_is_refused(tmp_path) -> None:
         make_policy("rl:latest", root=tmp_path)
 
 
+def test_a_node_network_scores_rows_inside_the_range_it_trained_on(tmp_path, local_spec) -> None:
+    """Past its training range a network extrapolates; held at the range's edge it scores as there."""
+    from scheduler.candidates import candidates
+    from scheduler.features import N_CANDIDATE_FEATURES, candidate_features
+    from scheduler.policy_net import ServedNet
+
+    spec = NetSpec(N_CANDIDATE_FEATURES, 24, (16,), level="node")
+    lo, hi = np.full(N_CANDIDATE_FEATURES, -0.5), np.full(N_CANDIDATE_FEATURES, 0.5)
+    net = publish(tmp_path, spec, feature_range={"lo": lo.tolist(), "hi": hi.tolist()})
+    policy = make_policy("rl:1", root=tmp_path)
+    state = ClusterState.from_spec(local_spec)
+    task = TASKS[0]
+    d = policy.select(task, state)
+    nodes, shares, fits = candidates(policy._feasible, task, state, policy.max_candidates, policy.prefilter)
+    X = candidate_features(task, state, nodes, shares, fits, policy.objective)
+    assert (X > hi).any()  # some columns are past the range here
+    served = ServedNet(net)
+    np.testing.assert_allclose(d.scores[nodes], served(np.clip(X, lo, hi).astype(np.float32)), rtol=1e-5)
+    assert not np.allclose(d.scores[nodes], served(X))
+    assert "outside the range it trained on in " in d.explanation and "scored at its edge" in d.explanation
+    publish(tmp_path, spec, feature_range={"lo": (lo * 1e9).tolist(), "hi": (hi * 1e9).tolist()})
+    wide = make_policy("rl:2", root=tmp_path).select(task, state)
+    assert "outside" not in wide.explanation  # inside its range: scored as computed
+    np.testing.assert_allclose(wide.scores[nodes], served(X), rtol=1e-5)
+    for bad in ({"lo": lo.tolist(), "hi": lo[:-1].tolist()}, {"lo": hi.tolist(), "hi": lo.tolist()}):
+        v = model_registry.versions("rl", tmp_path)[-1] + 1
+        publish(tmp_path, spec, feature_range=bad)
+        with pytest.raises(model_registry.SchemaMismatchError, match="feature_range"):
+            make_policy(f"rl:{v}", root=tmp_path)
+
+
 def test_missing_model_says_how_to_train(tmp_path) -> None:
     with pytest.raises(model_registry.ModelNotFoundError, match="orchestrator train rl"):
         make_policy("rl:latest", root=tmp_path)
@@ -182,6 +213,7 @@ def test_shipped_node_policy_decides_as_its_torch_network(local_spec) -> None:
     from scheduler.policy_net import load_policy
 
     torch_net = load_policy(policy.artifact.meta["architecture"], str(policy.artifact.file("policy.pt")))
+    assert policy.bounds is not None, "the shipped rl has no training range"
     inner, checked = policy.select, []
 
     def select(task, state):
@@ -189,7 +221,9 @@ def test_shipped_node_policy_decides_as_its_torch_network(local_spec) -> None:
         nodes, shares, fits = candidates(policy._feasible, task, state, policy.max_candidates, policy.prefilter)
         if len(nodes) > 1:
             X = candidate_features(task, state, nodes, shares, fits, policy.objective)
-            pad = np.zeros((torch_net.spec.n_actions - len(X), X.shape[1]), X.dtype)  # as training and torch serving did
+            X = np.clip(X, *policy.bounds)  # its training range (rl_env.feature_range)
+            # padded as training and torch serving did
+            pad = np.zeros((torch_net.spec.n_actions - len(X), X.shape[1]), X.dtype)
             with torch.inference_mode():
                 j = int(torch_net(torch.from_numpy(np.concatenate([X, pad]))[None])[0, :len(X)].argmax())
             checked.append((int(nodes[j]), shares[j]) == (d.node, d.share))
