@@ -124,17 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefilter", choices=PREFILTERS,
                    help="serve it with this cut of the candidates on big clusters (default: the artifact's own)")
     args = p.parse_args(argv)
-    from scheduler import model_registry
+    from scheduler.model_registry import RegistryError
 
-    try:  # what the artifact is: checked before any rows are made, so later errors are not blamed on it
-        if args.policy.partition(":")[0] != "rl":
-            raise ValueError(f"{args.policy!r} is not an rl artifact (rl or rl:N)")
-        model_registry.load("rl", args.policy.partition(":")[2] or "latest", args.registry)
-    except (ValueError, model_registry.RegistryError) as e:
-        p.error(f"--policy: {e}")
-    try:
+    try:  # derive checks the artifact (kind, presence, level, warm start) before it makes any rows
         path = derive(args.policy, args.registry, args.steps, args.prefilter)
-    except ValueError as e:
+    except (ValueError, RegistryError) as e:
         p.error(f"--policy: {e}")
     print(f"saved {path} ({args.policy} with the range of its training rows)")
     return 0
