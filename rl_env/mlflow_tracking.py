@@ -98,10 +98,20 @@ def register(refs: list[str], uri: str | None = None, *, champion: str | None = 
     aliases there, so ``models:/orchestrator-rl@r2`` always names registry ``rl:2``.
     """
     require()
+    from scheduler import model_registry
+
+    arts = []
+    for ref in refs:  # every version resolved before the store is touched: a refusal creates no database
+        kind, _, version = ref.partition(":")
+        if kind not in MODEL_NAMES:
+            raise UsageError(f"--models: {ref!r}: only {', '.join(MODEL_NAMES)} versions are exported")
+        try:
+            arts.append((kind, model_registry.load(kind, version or "latest", root)))
+        except model_registry.RegistryError as exc:
+            raise UsageError(f"--models: {ref!r}: {exc}") from None
+
     import mlflow
     from mlflow import MlflowClient
-
-    from scheduler import model_registry
 
     uri = uri or default_uri()
     mlflow.set_tracking_uri(uri)
@@ -109,11 +119,7 @@ def register(refs: list[str], uri: str | None = None, *, champion: str | None = 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     mlflow.set_experiment(experiment_id=ensure_experiment(client, "orchestrator-policies", uri))
     out = []
-    for ref in refs:
-        kind, _, version = ref.partition(":")
-        if kind not in MODEL_NAMES:
-            raise UsageError(f"--models: {ref!r}: only {', '.join(MODEL_NAMES)} versions are exported")
-        art = model_registry.load(kind, version or "latest", root)
+    for kind, art in arts:
         name = MODEL_NAMES[kind]
         with mlflow.start_run(run_name=f"export {art.ref}"):
             mlflow.log_params(_params(art.meta))

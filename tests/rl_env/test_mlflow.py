@@ -67,7 +67,10 @@ def test_champion_is_the_routers_configured_policy(tmp_path):
     assert champion_ref(fixed) is None
 
 
-def test_export_cli_refuses_what_it_cannot_register(store):
+@pytest.mark.parametrize("models, why", [("rollout:1", "only rf, rl versions"), ("rf:99", "no rf model version 99")])
+def test_export_cli_refuses_what_it_cannot_register(store, tmp_path, models, why):
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "policy", "export", "--mlflow", "--mlflow-uri",
-                        store, "--models", "rollout:1"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
-    assert r.returncode == 2 and "--models" in r.stderr and "Traceback" not in r.stderr
+                        store, "--models", models], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert r.returncode == 2 and f"--models: {models!r}: " in r.stderr and why in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "--mlflow-uri" not in r.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the store was touched
