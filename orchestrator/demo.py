@@ -42,7 +42,8 @@ Environment (all optional): ``DEMO_OUT`` (results and state, default
 (8501), ``DEMO_PROMETHEUS_PORT`` (9090; the next free one when taken), ``DEMO_TOKEN_FILE``
 (Ray token, default ``~/.ray/auth_token``),
 ``DEMO_CLUSTER`` (topology YAML), ``DEMO_WORKLOAD`` (``configs/workloads/mixed.yaml``),
-``DEMO_DURATION`` (seconds of workload, default 60), ``DEMO_COMPRESSION`` (workload
+``DEMO_DURATION`` (seconds of workload, default 60; 0 replays none and compares no policies: the view keeps
+an earlier run's results), ``DEMO_COMPRESSION`` (workload
 seconds per wall second, default 4), ``DEMO_POLICY`` (the router's, default ``rf``),
 ``DEMO_SHADOW`` (the challenger in shadow, default ``rl``, or ``rf`` when the router runs ``rl``;
 ``none``: no challenger),
@@ -54,6 +55,7 @@ seconds per wall second, default 4), ``DEMO_POLICY`` (the router's, default ``rf
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -64,6 +66,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.config import UsageError
 from cluster.procs import cmdline, port_open, stop_sessions
 from rl_env.train_rf_args import TrainArgs
 
@@ -114,21 +117,21 @@ class Settings:
         return cls(
             out=(out if out.is_absolute() else ROOT / out).resolve(),
             ray_dir=Path(e.get("DEMO_RAY_DIR") or default_state_dir()).resolve(),
-            ray_port=int(e.get("DEMO_RAY_PORT", 6380)),
-            dashboard_port=int(e.get("DEMO_DASHBOARD_PORT", 8265)),
-            router_port=int(e.get("DEMO_ROUTER_PORT", 8000)),
-            streamlit_port=int(e.get("DEMO_STREAMLIT_PORT", 8501)),
-            prometheus_port=int(e.get("DEMO_PROMETHEUS_PORT", 9090)),
+            ray_port=_port(e, "DEMO_RAY_PORT", 6380),
+            dashboard_port=_port(e, "DEMO_DASHBOARD_PORT", 8265),
+            router_port=_port(e, "DEMO_ROUTER_PORT", 8000),
+            streamlit_port=_port(e, "DEMO_STREAMLIT_PORT", 8501),
+            prometheus_port=_port(e, "DEMO_PROMETHEUS_PORT", 9090),
             token_file=e.get("DEMO_TOKEN_FILE") or None,
             cluster=e.get("DEMO_CLUSTER", "configs/cluster/local.yaml"),
             workload=e.get("DEMO_WORKLOAD", "configs/workloads/mixed.yaml"),
-            duration=float(e.get("DEMO_DURATION", 60)),
-            compression=float(e.get("DEMO_COMPRESSION", 4)),
+            duration=_seconds(e, "DEMO_DURATION", 60),
+            compression=_seconds(e, "DEMO_COMPRESSION", 4, positive=True),
             policy=e.get("DEMO_POLICY", "rf"),
             train_rl=e.get("DEMO_TRAIN_RL") == "1",
             skip_trace=e.get("DEMO_SKIP_TRACE") == "1",
             packing_seeds=e.get("DEMO_PACKING_SEEDS", "42"),
-            real_duration=float(e.get("DEMO_REAL_DURATION", 20)),
+            real_duration=_seconds(e, "DEMO_REAL_DURATION", 20),
             shadow=_shadow(e.get("DEMO_SHADOW"), e.get("DEMO_POLICY", "rf")),
         )
 
@@ -150,6 +153,30 @@ class Settings:
 
 
 # ------------------------------------------------------------------ helpers
+
+def _port(env, name: str, default: int) -> int:
+    """A TCP port from ``env[name]``; :class:`UsageError` naming the variable otherwise."""
+    raw = env.get(name, str(default))
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{name}={raw!r}: a TCP port, 1-65535")
+    return port
+
+
+def _seconds(env, name: str, default: float, positive: bool = False) -> float:
+    """A finite number of seconds (or a ratio) from ``env[name]``, at least 0 (above 0 if ``positive``)."""
+    raw = env.get(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise UsageError(f"{name}={raw!r}: a number {'above' if positive else 'at least'} 0")
+    return value
+
 
 def _shadow(given: str | None, policy: str) -> str | None:
     """The demo router's challenger: ``DEMO_SHADOW``, else the learned policy the router does not run."""
@@ -338,11 +365,14 @@ def up(cfg: Settings) -> int:
     step("5/7 mixed workload through the router, submitted with `ray job submit`")
     replay_out = cfg.out / "replay"
     label = cfg.policy if ":" in cfg.policy else f"{cfg.policy}:latest"  # the simulator's name for it
-    run([str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
-         "python", "-m", "replays.live", "--workload", cfg.workload, "--router", cfg.router,
-         "--policy", label, "--api-key-file", str(key_file),
-         "--duration", f"{cfg.duration:g}", "--time-compression", f"{cfg.compression:g}",
-         "--out", str(replay_out)], env=env)
+    if cfg.duration > 0:
+        run([str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
+             "python", "-m", "replays.live", "--workload", cfg.workload, "--router", cfg.router,
+             "--policy", label, "--api-key-file", str(key_file),
+             "--duration", f"{cfg.duration:g}", "--time-compression", f"{cfg.compression:g}",
+             "--out", str(replay_out)], env=env)
+    else:
+        print(f"(DEMO_DURATION=0: no {cfg.workload} replay; the view shows an earlier run's, if any)", flush=True)
     if cfg.real_duration > 0:
         print(f"real code through the same router: {REAL_WORKLOAD} (a CNN classifying images, a fraud model "
               "scoring transactions, a pandas ETL, among emulated tasks)", flush=True)
@@ -374,7 +404,10 @@ def up(cfg: Settings) -> int:
             print("(the retrain failed; see above. The rest of the demo goes on)", flush=True)
 
     step("6/7 simulator: every policy on the same tasks; FGD packing on the Alibaba trace; a capacity recommendation")
-    run([sys.executable, "-m", "orchestrator.demo", "simulate"])  # its own process: a clean exit status
+    if cfg.duration > 0:
+        run([sys.executable, "-m", "orchestrator.demo", "simulate"])  # its own process: a clean exit status
+    else:
+        print("(DEMO_DURATION=0: no tasks to compare the policies on)", flush=True)
     if cfg.skip_trace:
         print("(DEMO_SKIP_TRACE=1: skipping the FGD packing replay)")
     elif not TRACE.is_file():
@@ -506,7 +539,11 @@ def stop(cfg: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    cfg = Settings.from_env()
+    try:
+        cfg = Settings.from_env()
+    except UsageError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
     if args[:1] == ["stop"]:
         return stop(cfg)
     if args[:1] == ["simulate"]:

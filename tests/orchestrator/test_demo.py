@@ -223,16 +223,20 @@ def test_the_router_serves_the_demo_s_capacity_recommendation(demo) -> None:
 
 
 def test_a_second_run_reuses_what_is_running(demo) -> None:
-    """Last of the cheap checks: it replays 2 s of workload again over the first run's records."""
+    """Last of the cheap checks: with ``DEMO_DURATION=0`` it replays nothing, so the first run's records stay."""
     from cluster import launcher
 
-    env = {**demo["env"], "DEMO_DURATION": "2"}
+    records = demo["root"] / "out" / "replay" / "records_rf:latest.csv"
+    before = records.read_bytes()
+    env = {**demo["env"], "DEMO_DURATION": "0"}
     proc = subprocess.run([sys.executable, "-m", "orchestrator.demo"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     print("\n[demo again] " + "; ".join(line for line in log.splitlines() if line.startswith("==> ")), file=sys.stderr)
     assert proc.returncode == 0, log[-4000:]
     assert "a cluster is already running" in log and "router already answering" in log
+    assert "DEMO_DURATION=0: no configs/workloads/mixed.yaml replay" in log and "/ray job submit" not in log
+    assert records.read_bytes() == before
     assert f"something already listens on {demo['streamlit']}" in log
     st = launcher.LaunchState.load(demo["root"] / "ray")
     assert sorted(r.sid for r in st.nodes.values()) == sorted(demo["sids"])  # nothing restarted
@@ -334,3 +338,14 @@ def test_a_taken_prometheus_port_moves_to_the_next_free_one_and_demo_stop_ends_i
         assert d.stop(cfg) == 0
     assert "stopped Prometheus" in capsys.readouterr().out
     assert not pids.alive(st["prometheus_pid"]) and not _prometheus_pids(tmp_path)
+
+
+@pytest.mark.parametrize("var, value, why", [("DEMO_DURATION", "ten", "a number at least 0"),
+                                             ("DEMO_COMPRESSION", "0", "a number above 0"),
+                                             ("DEMO_ROUTER_PORT", "80000", "a TCP port, 1-65535")])
+def test_a_bad_setting_exits_2_naming_it_before_anything_starts(tmp_path, var, value, why) -> None:
+    env = {**os.environ, "DEMO_OUT": str(tmp_path / "out"), "DEMO_RAY_DIR": str(tmp_path / "ray"), var: value}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.demo"], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and f"{var}={value!r}: {why}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "ray").exists() and not (tmp_path / "out").exists()
