@@ -23,6 +23,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from cluster import launcher
     from cluster.network import is_loopback
+    from cluster.procs import terminate_as_exit
     from cluster.topology import load_cluster
 
     spec = load_cluster(args.config)  # ConfigError -> exit 2, before anything starts
@@ -36,14 +37,19 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     try:
         nodes = None if args.nodes is None else [n for n in args.nodes.split(",") if n.strip()]
-        res = launcher.up(args.config, state_dir=args.state_dir, port=args.port, dashboard_host=args.dashboard_host,
-                          dashboard_port=args.dashboard_port, token_file=args.token_file,
-                          object_store_mb=args.object_store_mb, parallel=args.parallel, nodes=nodes,
-                          listen=args.listen, progress=progress)
+        with terminate_as_exit():
+            res = launcher.up(args.config, state_dir=args.state_dir, port=args.port,
+                              dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
+                              token_file=args.token_file, object_store_mb=args.object_store_mb,
+                              parallel=args.parallel, nodes=nodes, listen=args.listen, progress=progress)
     except launcher.LauncherError as exc:
         bar.close()
         print(f"orchestrator: error: {exc}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, SystemExit) as exc:  # launcher.up stopped every node it had started
+        bar.close()
+        print("orchestrator: cluster up interrupted: the nodes it had started are stopped", file=sys.stderr)
+        return exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
     bar.close()
     sys.stderr.flush()
     st = res.state

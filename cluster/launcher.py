@@ -34,7 +34,7 @@ import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -244,6 +244,10 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float
             stop_sessions([proc.pid], grace_s=2)
             raise LauncherError(f"ray start timed out after {timeout_s:.0f} s (log: {log})"
                                 f"{_ray_log_errors(args, since)}") from None
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): its own session would outlive us, unrecorded
+            proc.kill()
+            stop_sessions([proc.pid], grace_s=2)
+            raise
     if rc != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         stop_sessions([proc.pid], grace_s=2)
@@ -615,17 +619,31 @@ def _start_workers(st: LaunchState, plan: list[NodeResources], object_store_mb: 
         return res, sid, secs
 
     errors: list[BaseException] = []
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+    recorded: set[Future] = set()
+
+    def record(fut: Future) -> None:
+        recorded.add(fut)
+        try:
+            res, sid, secs = fut.result()
+        except BaseException as exc:  # keep going: record what started so it can be stopped
+            errors.append(exc)
+            return
+        st.nodes[res.name] = NodeRecord(res.name, sid, secs, res.labels, res.ray_totals())
+        st.save()
+        progress(res.name, secs)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, parallel))
+    futures: list[Future] = []
+    try:
         futures = [pool.submit(start, r) for r in plan]
         for fut in as_completed(futures):
-            try:
-                res, sid, secs = fut.result()
-            except BaseException as exc:  # keep going: record what started so it can be stopped
-                errors.append(exc)
-                continue
-            st.nodes[res.name] = NodeRecord(res.name, sid, secs, res.labels, res.ray_totals())
-            st.save()
-            progress(res.name, secs)
+            record(fut)
+    finally:
+        # interrupted: no further start begins, the ones under way end and are recorded, so the caller stops them
+        pool.shutdown(wait=True, cancel_futures=True)
+        for fut in futures:
+            if fut not in recorded and fut.done() and not fut.cancelled():
+                record(fut)
     if errors:
         raise errors[0]
 

@@ -11,9 +11,11 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 _RAY_MARKERS = ("ray", "raylet", "gcs_server")
 
@@ -216,3 +218,25 @@ def listening_sockets(pids: Iterable[int]) -> list[tuple[int, str, int]]:
             if target.startswith("socket:[") and target[8:-1] in listen:
                 out.append((pid, *listen[target[8:-1]]))
     return sorted(set(out))
+
+
+@contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, ``timeout``, a cancelled CI job) raises ``SystemExit(143)``.
+
+    Python's default is to die at once, so no ``except``/``finally`` runs: the ``ray start``
+    sessions a launch had begun (each in a session of its own) would outlive it, unrecorded.
+    Only the main thread can take a signal handler; elsewhere the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, _frame) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

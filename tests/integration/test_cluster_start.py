@@ -120,3 +120,44 @@ def test_a_cluster_opened_with_listen_takes_a_node_joining_from_another_host() -
         launcher.down(head_dir)
         shutil.rmtree(head_dir, ignore_errors=True)
         shutil.rmtree(other_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("during", ["head", "edge-1"])
+def test_a_terminated_cluster_up_stops_every_node_it_had_started(during: str) -> None:
+    """SIGTERM (``kill``, ``timeout``, a cancelled job) while a node starts: ``cluster up`` stops what it had
+    started, the node under way included (each ``ray start`` runs in a session of its own, which outlived
+    the launcher before), and says so; nothing is left recorded or running."""
+    import signal
+    import time
+
+    from cluster.procs import all_pids
+
+    state_dir = Path(tempfile.mkdtemp(prefix="orch-term-", dir="/tmp"))
+    port = free_fixed_port(span=2, host="0.0.0.0")
+    mine = lambda: [p for p in all_pids() if str(state_dir) in cmdline(p) and p != os.getpid()]  # noqa: E731
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "cluster", "up", "--config", str(TEST_YAML),
+                             "--nodes", "edge-1", "--state-dir", str(state_dir), "--port", str(port),
+                             "--dashboard-port", str(port + 1)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        log = state_dir / "logs" / f"{during}.log"
+        deadline = time.monotonic() + 180
+        while not log.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert log.is_file(), proc.communicate()[0] if proc.poll() is not None else f"no {log} in 180 s"
+        time.sleep(1.0)  # its `ray start` is under way
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=120)[0]
+        assert proc.returncode == 128 + signal.SIGTERM, out
+        assert "cluster up interrupted: the nodes it had started are stopped" in out and "Traceback" not in out
+        assert launcher.LaunchState.load(state_dir) is None
+        deadline = time.monotonic() + 10  # processes a session's stop signalled may take a moment to go
+        while mine() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not mine(), [cmdline(p)[:200] for p in mine()]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in mine():
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(state_dir, ignore_errors=True)
