@@ -21,19 +21,23 @@ from typing import Any, Mapping
 import numpy as np
 
 from scheduler.candidates import PREFILTERS
-from scheduler.features import CANDIDATE_FEATURE_NAMES
+from scheduler.features import CANDIDATE_FEATURE_NAMES, RANGE_KEY
 
-#: the meta key :class:`scheduler.policies.rl.RLPolicy` reads
-META_KEY = "feature_range"
+#: the meta key the learned policies read (:func:`scheduler.features.trained_range`)
+META_KEY = RANGE_KEY
+
+
+def columns_range(X: np.ndarray) -> dict[str, Any]:
+    """Per-column min and max of candidate rows ``(rows, F)``, as an artifact's meta keeps them."""
+    if not len(X):
+        raise ValueError("no candidate rows to take a range from")
+    return {"lo": X.min(0).astype(float).tolist(), "hi": X.max(0).astype(float).tolist(),
+            "rows": int(len(X)), "names": list(CANDIDATE_FEATURE_NAMES)}
 
 
 def rows_range(obs: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    """Per-column min and max over the real rows of ``(N, K, F)`` observations (``mask`` ``(N, K)``)."""
-    real = obs[mask > 0]
-    if not len(real):
-        raise ValueError("no candidate rows to take a range from")
-    return {"lo": real.min(0).astype(float).tolist(), "hi": real.max(0).astype(float).tolist(),
-            "rows": int(len(real)), "names": list(CANDIDATE_FEATURE_NAMES)}
+    """:func:`columns_range` of the real rows of ``(N, K, F)`` observations (``mask`` ``(N, K)``)."""
+    return columns_range(obs[mask > 0])
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

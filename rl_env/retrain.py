@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cluster.config import UsageError
+from scheduler.features import RANGE_KEY
 from scheduler.task import Task
 from serve_app.history_sql import mask
 
@@ -197,7 +198,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             "retrained_from": {"history": mask(args.history), "tasks": len(tasks), "first": rows[0]["task_id"],
                                "last": rows[-1]["task_id"], "calibration": args.calibration,
                                "workload": str(wl_path)},
-            "teacher": cfg.teacher, "train_seconds": round(train_s, 1),
+            "teacher": cfg.teacher, "train_seconds": round(train_s, 1), RANGE_KEY: est.feature_range(),
             "command": "orchestrator " + " ".join(getattr(args, "argv", []) or ["retrain"])}
     path = model_registry.save(KIND, {FOREST_FILE: est.forest_.save,
                                       SKLEARN_FILE: lambda p: joblib.dump(est.model_, p)}, meta, root=args.registry)

@@ -42,7 +42,7 @@ import pandas as pd
 
 from cluster.topology import ClusterSpec
 from scheduler import model_registry
-from scheduler.features import N_CANDIDATE_FEATURES, candidate_features
+from scheduler.features import N_CANDIDATE_FEATURES, RANGE_KEY, candidate_features
 from scheduler.forest import FlatForest
 from scheduler.objective import Objective
 from scheduler.candidates import MAX_CANDIDATES, candidates
@@ -182,6 +182,13 @@ class DAggerForest:
         model.fit(data.X, data.y, sample_weight=data.row_weights(self.weights))
         model.n_jobs = 1  # predictions tree by tree in order: the flat forest's sums, bit for bit
         self.model_, self.forest_, self.data_ = model, FlatForest.from_sklearn(model), data
+
+    def feature_range(self) -> dict:
+        """The range of the rows ``forest_`` was fit on, for its meta: the policy's explanation says when
+        a chosen row lies past it (:func:`scheduler.features.trained_range`)."""
+        from rl_env.feature_range import columns_range
+
+        return columns_range(self.data_.X)
 
     def teacher_for(self, ep: Episode, objective: Objective | None) -> Policy:
         return make_teacher(self.teacher, self.random_state, objective, ep.streams, self.teacher_samples,
@@ -417,6 +424,7 @@ def train(cfg: TrainArgs, root: str | os.PathLike | None = None, progress: bool 
                   "sklearn_version": sklearn.__version__},
         "teacher": cfg.teacher,
         "command": command_line(cfg, root),
+        RANGE_KEY: est.feature_range(),
     }
     if rows_from:  # the runs that labelled the rows: the commands that reproduce them
         meta["rows_from"] = rows_from

@@ -476,3 +476,32 @@ def _default_objective():
     from scheduler.objective import load_objective
 
     return load_objective()
+
+
+#: the artifact meta key of the range of candidate rows a learned model trained on (rl_env.feature_range)
+RANGE_KEY = "feature_range"
+
+
+def trained_range(meta: dict, ref: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(lo, hi)`` per candidate column of the rows model ``ref`` trained on (``meta["feature_range"]``),
+    or None when its artifact records none. Malformed: :class:`scheduler.model_registry.SchemaMismatchError`."""
+    from scheduler import model_registry
+
+    rng = meta.get(RANGE_KEY)
+    if rng is None:
+        return None
+    lo, hi = (np.asarray(rng.get(k, ()), dtype=np.float32) for k in ("lo", "hi"))
+    if lo.shape != (N_CANDIDATE_FEATURES,) or hi.shape != lo.shape or not (lo <= hi).all():
+        raise model_registry.SchemaMismatchError(
+            f"model {ref}: {RANGE_KEY} needs lo <= hi, {N_CANDIDATE_FEATURES} values each")
+    return lo, hi
+
+
+def outside_text(columns: "Sequence[int] | np.ndarray") -> str:
+    """The explanation's warning for candidate columns past the training range (empty for none): where a
+    learned score is least to be trusted. Networks are clipped there and trees split as at their edge."""
+    names = [CANDIDATE_FEATURE_NAMES[int(i)] for i in columns]
+    if not names:
+        return ""
+    return (f"; outside the range it trained on in {', '.join(names[:3])}"
+            + (f" and {len(names) - 3} more" if len(names) > 3 else "") + ", scored at its edge")

@@ -16,7 +16,9 @@ fits, or starts at once, first: :func:`scheduler.candidates.prefilter`).
 The decision carries every scored node's negated predicted regret as its score,
 per node the share of trees that rank it first (its ``probabilities``; the chosen
 node's share is the confidence), and the features that moved its predicted
-regret most (tree-path contributions).
+regret most (tree-path contributions). A forest trained since its artifact keeps the range of the
+rows it was fit on (``feature_range``) also names the chosen row's columns past that range: trees
+score them as at its edge, right or wrong (``rf:5``, the shipped one, predates it and keeps none).
 """
 from __future__ import annotations
 
@@ -82,6 +84,9 @@ class RandomForestPolicy:
         forest.predict_rows(np.zeros((1, forest.n_features), np.float32))  # its compiled walk and the candidate
         features.warm()  # rows load now (about a second, once per process), not at the first decision
         self.meta = dict(meta or {})
+        #: the range of the rows it was fit on (forests trained before it was kept: None); past it the trees
+        #: split as at its edge, which the explanation says
+        self.bounds = features.trained_range(self.meta, self.name)
         self.explain = explain
         self.top_k = top_k
         self.max_candidates = max_candidates
@@ -131,6 +136,8 @@ class RandomForestPolicy:
                f"{confidence:.0%} of trees agree")
         if explain:
             why += self._explanation(X[j], pred, j, nodes, spec_nodes)
+            if self.bounds is not None:
+                why += features.outside_text(np.flatnonzero((X[j] < self.bounds[0]) | (X[j] > self.bounds[1])))
         if queued:
             why += " (queued: waits for capacity)"
         return Decision(node, shares[j], scores, why, self.name, queued=queued, confidence=confidence,

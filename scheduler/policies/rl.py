@@ -28,7 +28,6 @@ runs them in numpy (:class:`scheduler.policy_net.ServedNet`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,13 +36,9 @@ from cluster.topology import NODE_CLASSES
 from scheduler import features
 from scheduler.actions import N_ACTIONS, action_mask, resolve
 from scheduler.candidates import MAX_CANDIDATES, PREFILTERS, candidates
-from scheduler.features import (CANDIDATE_FEATURE_NAMES, N_CANDIDATE_FEATURES, N_FEATURES, candidate_features,
-                                feature_vector)
+from scheduler.features import N_CANDIDATE_FEATURES, N_FEATURES, candidate_features, feature_vector
 from scheduler.policy import Decision, FeasibilityCache, register, why_infeasible
 from scheduler.task import Task
-
-if TYPE_CHECKING:
-    from scheduler.model_registry import Artifact
 
 POLICY_FILE = "policy.pt"
 
@@ -77,7 +72,7 @@ class RLPolicy:
             self._feasible = FeasibilityCache()
             self.objective = _trained_objective(art.meta)
             #: each column held inside the range it had in training (artifacts without one: as computed)
-            self.bounds = _trained_range(art)
+            self.bounds = features.trained_range(art.meta, art.ref)
             features.warm()  # the compiled candidate rows load now, not at the first decision
         elif spec.in_dim != N_FEATURES or spec.n_actions != N_ACTIONS:
             raise model_registry.SchemaMismatchError(
@@ -158,10 +153,7 @@ class RLPolicy:
                     f"(queues: {int(state.queue_len[node])} vs {int(state.queue_len[nodes[r]])} tasks)")
         if queued:
             why += " (queued: waits for capacity)"
-        if len(outside):  # where the network is least to be trusted: say so
-            names = [CANDIDATE_FEATURE_NAMES[i] for i in outside]
-            why += (f"; outside the range it trained on in {', '.join(names[:3])}"
-                    + (f" and {len(names) - 3} more" if len(names) > 3 else "") + ", scored at its edge")
+        why += features.outside_text(outside)  # where the network is least to be trusted: say so
         probs = {spec_nodes[int(nodes[i])].name: float(p[i]) for i in np.flatnonzero(p > 1e-4).tolist()}
         return Decision(node, shares[j], scores, why, self.name, queued=queued, confidence=float(p[j]),
                         probabilities=probs)
@@ -182,20 +174,6 @@ class RLPolicy:
         else:
             text += f"; the only class that can host {task.kind}"
         return text
-
-
-def _trained_range(art: Artifact) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(lo, hi)`` of the candidate rows the network trained on (:mod:`rl_env.feature_range`), or None."""
-    from scheduler import model_registry
-
-    rng = art.meta.get("feature_range")
-    if rng is None:
-        return None
-    lo, hi = (np.asarray(rng.get(k, ()), dtype=np.float32) for k in ("lo", "hi"))
-    if lo.shape != (N_CANDIDATE_FEATURES,) or hi.shape != lo.shape or not (lo <= hi).all():
-        raise model_registry.SchemaMismatchError(
-            f"model {art.ref}: feature_range needs lo <= hi, {N_CANDIDATE_FEATURES} values each")
-    return lo, hi
 
 
 def _trained_objective(meta: dict):

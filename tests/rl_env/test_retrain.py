@@ -45,6 +45,7 @@ def test_retrain_trains_a_challenger_and_judges_it_on_the_history(tmp_path, caps
     art = model_registry.load("rf", "latest", root=registry)
     assert art.meta["retrained_from"]["history"] == url and art.meta["retrained_from"]["tasks"] == len(tasks)
     assert art.meta["command"].startswith("orchestrator retrain --history")
+    assert art.meta["feature_range"]["rows"] > 0  # its explanations say when a row lies past what it was fit on
     report = json.loads((tmp_path / "out" / "retrain.json").read_text())
     assert report["challenger"] == "rf:1" and report["policies"]["rf:1"]["better_tasks"] >= 0
     assert load_workload(tmp_path / "out" / "workload.yaml").scenarios  # the derived workload, kept

@@ -55,6 +55,9 @@ def test_tiny_training_run_yields_a_loadable_policy(tiny_workload, tmp_path, loc
     assert [r["round"] for r in met["rounds"]] == [0, 1]
     assert met["rounds"][0]["driver_agreement"] == 1.0 and met["rounds"][0]["driver_regret"] == 0.0
     assert met["train_rows"] > 2 * met["train_decisions"]  # several candidates per decision
+    rng = m["feature_range"]  # the rows it was fit on: its explanation says when a row lies past them
+    assert rng["rows"] == met["train_rows"] and rng["names"] == list(CANDIDATE_FEATURE_NAMES)
+    assert RandomForestPolicy(root=root).bounds is not None
     assert "tiny/rf (new)" in met["simulation"] and "tiny/least-loaded" in met["simulation"]
     json.dumps(m)  # plain JSON throughout
 

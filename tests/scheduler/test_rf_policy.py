@@ -154,3 +154,23 @@ def test_candidate_feature_text_undoes_the_scaling(local_spec):
     assert text["wait_slo"] == "expected wait 0x SLO" and text["tier_edge"] == "on the edge tier"
     assert text["network_slo"] == "expected network 0.333x SLO"  # edge: 100 ms mean against 300 ms
     assert text["speed"] == "speed 0.6x" and text["candidates"] == "2 candidate nodes"
+
+
+def test_the_explanation_names_columns_of_the_chosen_row_past_the_range_the_forest_was_fit_on(trained, local_spec,
+                                                                                            tmp_path):
+    """Trees score a row past the range they were fit on as at its edge: right or wrong, the user is told."""
+    rng = trained.feature_range()
+    assert rng["rows"] == len(trained.data_.y) and (np.array(rng["lo"]) <= np.array(rng["hi"])).all()
+    task = make_task({"id": "t", "cpu_milli": 2000, "mem_mib": 2048, "slo_ms": 60_000})
+    state = ClusterState.from_spec(local_spec)
+    wide = {**rng, "lo": [v - 1e9 for v in rng["lo"]], "hi": [v + 1e9 for v in rng["hi"]]}
+    inside = RandomForestPolicy(forest=trained.forest_, meta={"feature_range": wide}).select(task, state)
+    assert "outside the range" not in inside.explanation
+    narrow = {**rng, "hi": [lo + 1e-9 for lo in rng["lo"]]}  # every row above it somewhere
+    past = RandomForestPolicy(forest=trained.forest_, meta={"feature_range": narrow}).select(task, state)
+    assert past.node == inside.node and past.explanation.startswith(inside.explanation)  # the same choice
+    assert "; outside the range it trained on in " in past.explanation and "scored at its edge" in past.explanation
+    none = RandomForestPolicy(forest=trained.forest_, meta={}).select(task, state)
+    assert none.explanation == inside.explanation  # a forest without a kept range says nothing of it
+    with pytest.raises(reg.SchemaMismatchError, match="feature_range"):
+        RandomForestPolicy(forest=trained.forest_, meta={"feature_range": {**rng, "hi": rng["lo"][:-1]}})
