@@ -23,7 +23,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from cluster import launcher
     from cluster.network import is_loopback
-    from cluster.procs import terminate_as_exit
+    from cluster.procs import interruptible_once
     from cluster.topology import load_cluster
 
     spec = load_cluster(args.config)  # ConfigError -> exit 2, before anything starts
@@ -37,7 +37,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     try:
         nodes = None if args.nodes is None else [n for n in args.nodes.split(",") if n.strip()]
-        with terminate_as_exit():
+        with interruptible_once():
             res = launcher.up(args.config, state_dir=args.state_dir, port=args.port,
                               dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
                               token_file=args.token_file, object_store_mb=args.object_store_mb,

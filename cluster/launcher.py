@@ -33,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -197,19 +198,22 @@ def _node_env(env: dict[str, str], res: NodeResources) -> dict[str, str]:
 
 
 def _ray_start_retry(make_args: Callable[[], list[str]], env: dict[str, str], log: Path,
-                     on_retry: Callable[[str], None] | None = None) -> tuple[int, float]:
+                     on_retry: Callable[[str], None] | None = None,
+                     cancel: threading.Event | None = None) -> tuple[int, float]:
     """:func:`_ray_start`, once more on failure: ``ray start`` gives a raylet 30 s to register
     with the GCS, which a loaded 2-core machine can miss. ``make_args`` is called per try, so
     the retry asks for ports of its own (the first try's may be what failed). ``on_retry``
     gets the first try's error: callers record it (``LaunchState.retries``), since a retry
-    hides a failure that the next start may not survive."""
+    hides a failure that the next start may not survive. A cancelled start is not retried."""
     t0 = time.monotonic()
     try:
-        sid, _ = _ray_start(make_args(), env, log)
+        sid, _ = _ray_start(make_args(), env, log, cancel=cancel)
     except LauncherError as exc:
+        if cancel is not None and cancel.is_set():
+            raise
         if on_retry is not None:
             on_retry(str(exc))
-        sid, _ = _ray_start(make_args(), env, log.with_suffix(".retry.log"))
+        sid, _ = _ray_start(make_args(), env, log.with_suffix(".retry.log"), cancel=cancel)
     return sid, time.monotonic() - t0
 
 
@@ -231,41 +235,58 @@ def raylet_port_args() -> list[str]:
     return [f"{flag}={base + k}" for k, flag in enumerate(RAYLET_PORT_FLAGS)]
 
 
-def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float = 180) -> tuple[int, float]:
-    """Run ``ray start`` in a new session; return (session id, seconds). Raises LauncherError."""
+def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float = 180,
+               cancel: threading.Event | None = None) -> tuple[int, float]:
+    """Run ``ray start`` in a new session; return (session id, seconds). Raises LauncherError.
+
+    However it ends short of a node that is up (a failure, a timeout, ``cancel`` set by a launch that
+    was interrupted, or an interrupt in this thread), its session is stopped first: it runs in a
+    session of its own, which would outlive the launcher unrecorded.
+    """
     t0, since = time.monotonic(), time.time()
     cmd = [sys.executable, "-m", "cluster.ray_start", "start", *args]  # Ray's `ray start` (see there)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            stop_sessions([proc.pid], grace_s=2)
-            raise LauncherError(f"ray start timed out after {timeout_s:.0f} s (log: {log})"
-                                f"{_ray_log_errors(args, since)}") from None
-        except BaseException:  # interrupted (Ctrl-C, SIGTERM): its own session would outlive us, unrecorded
-            proc.kill()
-            stop_sessions([proc.pid], grace_s=2)
-            raise
-    if rc != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+    try:
+        while (rc := _wait(proc, 0.5)) is None:
+            if time.monotonic() - t0 > timeout_s:
+                raise LauncherError(f"ray start timed out after {timeout_s:.0f} s (log: {log})"
+                                    f"{_ray_log_errors(args, since)}")
+            _check_cancel(cancel)
+        if rc != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise LauncherError(f"ray start failed with exit status {rc} (log: {log}):\n{tail}"
+                                f"{_ray_log_errors(args, since)}")
+        port = _agent_port(args)
+        if port:
+            # the raylet registered without waiting for its dashboard agent (cluster.ray_compat.
+            # raylet_command_with_listen_port): the node is up once the agent answers too (it runs jobs)
+            while not port_open(LOOPBACK, port):  # the agent binds loopback beside the node's address
+                gone = _session_raylet(proc.pid) is None
+                if gone or time.monotonic() - t0 > timeout_s:
+                    why = "its raylet exited" if gone else f"not within {timeout_s:.0f} s of ray start"
+                    raise LauncherError(f"the dashboard agent of this node did not listen on port {port}: {why} "
+                                        f"(log: {log}){_ray_log_errors(args, since)}")
+                _check_cancel(cancel)
+                time.sleep(0.2)
+    except BaseException:
+        proc.kill()
         stop_sessions([proc.pid], grace_s=2)
-        raise LauncherError(f"ray start failed with exit status {rc} (log: {log}):\n{tail}"
-                            f"{_ray_log_errors(args, since)}")
-    port = _agent_port(args)
-    if port:
-        # the raylet registered without waiting for its dashboard agent (cluster.ray_compat.
-        # raylet_command_with_listen_port): the node is up once the agent answers too (it runs jobs)
-        while not port_open(LOOPBACK, port):  # the agent binds loopback beside the node's address
-            gone = _session_raylet(proc.pid) is None
-            if gone or time.monotonic() - t0 > timeout_s:
-                stop_sessions([proc.pid], grace_s=2)
-                why = "its raylet exited" if gone else f"not within {timeout_s:.0f} s of ray start"
-                raise LauncherError(f"the dashboard agent of this node did not listen on port {port}: {why} "
-                                    f"(log: {log}){_ray_log_errors(args, since)}")
-            time.sleep(0.2)
+        raise
     return proc.pid, time.monotonic() - t0
+
+
+def _wait(proc: subprocess.Popen, seconds: float) -> int | None:
+    """``proc``'s exit status, or None if it still runs after ``seconds``."""
+    try:
+        return proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise LauncherError("ray start cancelled: the launch was interrupted")
 
 
 def _agent_port(args: list[str]) -> int:
@@ -542,8 +563,14 @@ def up(config: str | Path, *, state_dir: str | Path | None = None, port: int = D
         if missing:
             stale = [st.nodes[r.name].sid for r in missing if r.name in st.nodes]
             stop_sessions(stale, grace_s=3)
-        _start_workers(st, missing, object_store_mb, parallel, progress)
-        _wait_registered(f"127.0.0.1:{st.gcs_port}", [r.name for r in plan], timeout_s, st.token_file)
+        try:
+            _start_workers(st, missing, object_store_mb, parallel, progress)
+            _wait_registered(f"127.0.0.1:{st.gcs_port}", [r.name for r in plan], timeout_s, st.token_file)
+        except (KeyboardInterrupt, SystemExit):  # interrupted: stop what this call started, as a fresh start does
+            started = [r.name for r in missing if r.name in st.nodes]
+            stop_sessions([st.nodes.pop(n).sid for n in started], grace_s=3)
+            st.save()
+            raise
         st.save()
         return UpResult(st, [r.name for r in missing], True, time.monotonic() - t0)
 
@@ -610,38 +637,44 @@ def _start_workers(st: LaunchState, plan: list[NodeResources], object_store_mb: 
     address = f"127.0.0.1:{st.gcs_port}"
     logs = Path(st.state_dir) / "logs"
 
+    cancel = threading.Event()  # set when the launch is interrupted: starts under way stop at once
+
     def start(res: NodeResources) -> tuple[NodeResources, int, float]:
         env = _node_env(base_env, res)
         temp = node_temp_dir(st, res.name)
         link_node_dir(st, res.name)
         sid, secs = _ray_start_retry(lambda: _worker_args(res, address, temp, object_store_mb, st.listen), env,
-                                     logs / f"{res.name}.log", _on_retry(st, res.name, progress))
+                                     logs / f"{res.name}.log", _on_retry(st, res.name, progress), cancel)
         return res, sid, secs
 
     errors: list[BaseException] = []
     recorded: set[Future] = set()
 
     def record(fut: Future) -> None:
-        recorded.add(fut)
         try:
             res, sid, secs = fut.result()
         except BaseException as exc:  # keep going: record what started so it can be stopped
+            recorded.add(fut)
             errors.append(exc)
             return
         st.nodes[res.name] = NodeRecord(res.name, sid, secs, res.labels, res.ray_totals())
+        recorded.add(fut)
         st.save()
         progress(res.name, secs)
 
     pool = ThreadPoolExecutor(max_workers=max(1, parallel))
     futures: list[Future] = []
     try:
-        futures = [pool.submit(start, r) for r in plan]
+        for r in plan:
+            futures.append(pool.submit(start, r))
         for fut in as_completed(futures):
             record(fut)
+    except BaseException:
+        cancel.set()  # interrupted: the starts under way stop their own sessions
+        raise
     finally:
-        # interrupted: no further start begins, the ones under way end and are recorded, so the caller stops them
-        pool.shutdown(wait=True, cancel_futures=True)
-        for fut in futures:
+        pool.shutdown(wait=True, cancel_futures=True)  # no further start begins
+        for fut in futures:  # a start that ended up before it saw the cancel: recorded, so the caller stops it
             if fut not in recorded and fut.done() and not fut.cancelled():
                 record(fut)
     if errors:

@@ -221,22 +221,31 @@ def listening_sockets(pids: Iterable[int]) -> list[tuple[int, str, int]]:
 
 
 @contextmanager
-def terminate_as_exit() -> Iterator[None]:
-    """Within the block, SIGTERM (``kill``, ``timeout``, a cancelled CI job) raises ``SystemExit(143)``.
+def interruptible_once() -> Iterator[None]:
+    """Within the block, the first SIGTERM (``kill``, ``timeout``, a cancelled CI job) raises
+    ``SystemExit(143)`` and the first SIGINT ``KeyboardInterrupt``; later ones are ignored until the
+    block ends, so the cleanup they set off runs to its end.
 
-    Python's default is to die at once, so no ``except``/``finally`` runs: the ``ray start``
-    sessions a launch had begun (each in a session of its own) would outlive it, unrecorded.
-    Only the main thread can take a signal handler; elsewhere the block runs unchanged.
+    Python's default for SIGTERM is to die at once, so no ``except``/``finally`` runs: the ``ray start``
+    sessions a launch had begun (each in a session of its own) would outlive it, unrecorded; a second
+    Ctrl-C would cut their stopping short the same way. Only the main thread can take a signal handler;
+    elsewhere the block runs unchanged.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    signals = (signal.SIGTERM, signal.SIGINT)
 
-    def _exit(signum: int, _frame) -> None:
+    def _once(signum: int, _frame) -> None:
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, _exit)
+    previous = {sig: signal.signal(sig, _once) for sig in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

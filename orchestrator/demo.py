@@ -439,7 +439,7 @@ The demo is up ({time.monotonic() - t_start:.0f} s).
   Prometheus        {prom or "not started: `prometheus` is not installed"}
   Admin secret      in {token_file}
   API key (demo)    in {key_file}
-Results in {cfg.out} (replay through the router: {replay_out}).
+Results in {cfg.out}{f" (replay through the router: {replay_out})" if replay_out.is_dir() else ""}.
 Stop everything it started with `make demo-stop`.""", flush=True)
     return 0
 
@@ -547,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["stop"]:
         return stop(cfg)
     if args[:1] == ["simulate"]:
+        if cfg.duration == 0:
+            print("demo: error: DEMO_DURATION='0': no tasks to simulate; give a number above 0", file=sys.stderr)
+            return 2
         simulate_all(cfg)
         return 0
     try:

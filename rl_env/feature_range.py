@@ -1,4 +1,5 @@
-"""The range of candidate rows a node-level ``rl`` network was trained on, kept so serving stays inside it.
+"""The range of candidate rows a node-level ``rl`` network was trained on, kept so serving stays inside it
+(forests keep theirs too, from the rows they were fit on: :func:`columns_range`, for their explanation).
 
 Why: a network extrapolates linearly past the inputs it saw, where a forest holds its edge
 value. On the 1,213-node Alibaba cluster a month-long task's ``cost_rel`` reaches 300,000 (at

@@ -136,10 +136,10 @@ class RandomForestPolicy:
                f"{confidence:.0%} of trees agree")
         if explain:
             why += self._explanation(X[j], pred, j, nodes, spec_nodes)
-            if self.bounds is not None:
-                why += features.outside_text(np.flatnonzero((X[j] < self.bounds[0]) | (X[j] > self.bounds[1])))
         if queued:
             why += " (queued: waits for capacity)"
+        if explain and self.bounds is not None:  # after the rest, as rl's explanation has it
+            why += features.outside_text(np.flatnonzero((X[j] < self.bounds[0]) | (X[j] > self.bounds[1])))
         return Decision(node, shares[j], scores, why, self.name, queued=queued, confidence=confidence,
                         probabilities=probs)
 

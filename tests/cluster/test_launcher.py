@@ -48,7 +48,7 @@ def test_every_raylet_port_is_pinned_fresh_and_outside_the_ephemeral_range(tmp_p
 def test_a_failed_ray_start_is_retried_with_new_arguments(monkeypatch, tmp_path) -> None:
     tries: list[list[str]] = []
 
-    def fake_start(args: list[str], env: dict, log) -> tuple[int, float]:
+    def fake_start(args: list[str], env: dict, log, cancel=None) -> tuple[int, float]:
         tries.append(args)
         if len(tries) == 1:
             raise launcher.LauncherError("The current node timed out during startup")
@@ -58,6 +58,24 @@ def test_a_failed_ray_start_is_retried_with_new_arguments(monkeypatch, tmp_path)
     made = iter([["--dashboard-agent-listen-port=21000"], ["--dashboard-agent-listen-port=21001"]])
     sid, _ = launcher._ray_start_retry(lambda: next(made), {}, tmp_path / "n.log")
     assert sid == 4242 and tries == [["--dashboard-agent-listen-port=21000"], ["--dashboard-agent-listen-port=21001"]]
+
+
+def test_a_start_cancelled_by_an_interrupted_launch_is_not_retried(monkeypatch, tmp_path) -> None:
+    import threading
+
+    tries: list[list[str]] = []
+
+    def fake_start(args: list[str], env: dict, log, cancel=None) -> tuple[int, float]:
+        tries.append(args)
+        assert cancel is not None and cancel.is_set()
+        raise launcher.LauncherError("ray start cancelled: the launch was interrupted")
+
+    monkeypatch.setattr(launcher, "_ray_start", fake_start)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(launcher.LauncherError, match="cancelled"):
+        launcher._ray_start_retry(lambda: ["--x"], {}, tmp_path / "n.log", cancel=cancel)
+    assert tries == [["--x"]]
 
 
 def test_a_failed_start_names_the_errors_ray_logged(monkeypatch, tmp_path) -> None:
@@ -127,7 +145,7 @@ def test_a_retried_start_is_recorded_in_the_state(monkeypatch, tmp_path) -> None
     # a retry hides a failed start: the state keeps it so that tests can insist on none
     logs: list[Path] = []
 
-    def fake_start(args: list[str], env: dict, log: Path) -> tuple[int, float]:
+    def fake_start(args: list[str], env: dict, log: Path, cancel=None) -> tuple[int, float]:
         logs.append(log)
         if len(logs) == 1:
             raise launcher.LauncherError("ray start failed\nraylet.out: bind: Address already in use")

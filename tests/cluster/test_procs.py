@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from cluster import procs
 from cluster.procs import ephemeral_ports, free_fixed_port, in_ephemeral_range, listening_sockets
 
@@ -60,3 +62,26 @@ def test_a_session_process_whose_command_line_is_already_gone_counts_until_it_is
     finally:
         p.kill()
         p.wait()
+
+
+def test_the_first_stop_signal_raises_and_later_ones_wait_for_the_cleanup_it_set_off() -> None:
+    """``cluster up``'s guard: SIGTERM ends the block as an exit (143) whose cleanup a second SIGTERM or
+    Ctrl-C cannot cut short; afterwards the handlers are what they were."""
+    import signal
+
+    from cluster.procs import interruptible_once
+
+    before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    cleaned = []
+    with pytest.raises(SystemExit) as stopped:
+        with interruptible_once():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises before this ends
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # during the cleanup: ignored
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.1)
+                cleaned.append(True)
+    assert stopped.value.code == 128 + signal.SIGTERM and cleaned == [True]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
