@@ -245,8 +245,15 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float
     """
     t0, since = time.monotonic(), time.time()
     cmd = [sys.executable, "-m", "cluster.ray_start", "start", *args]  # Ray's `ray start` (see there)
+    _check_cancel(cancel)  # a launch interrupted before this start began: none begins
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return _until_up(proc, args, log, t0, since, timeout_s, cancel)
+
+
+def _until_up(proc: subprocess.Popen, args: list[str], log: Path, t0: float, since: float, timeout_s: float,
+              cancel: threading.Event | None) -> tuple[int, float]:
+    """:func:`_ray_start`'s wait for its node (``proc`` is its ``ray start``)."""
     try:
         while (rc := _wait(proc, 0.5)) is None:
             if time.monotonic() - t0 > timeout_s:

@@ -234,7 +234,8 @@ def interruptible_once() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signals = (signal.SIGTERM, signal.SIGINT)
+    # a signal the process was started ignoring (``cluster up &`` in a script: SIGINT) stays ignored
+    signals = tuple(sig for sig in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(sig) is not signal.SIG_IGN)
 
     def _once(signum: int, _frame) -> None:
         for sig in signals:

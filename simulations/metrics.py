@@ -5,7 +5,6 @@ sim-vs-real comparisons compare like with like.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -16,6 +15,13 @@ from cluster.vocabulary import UNFINISHED
 
 def _f(x: float) -> float:
     return float(x) if np.isfinite(x) else float("nan")
+
+
+def _nanmean(a: np.ndarray) -> float:
+    """The mean of the non-NaN values (NaN when none), as pandas' ``mean()`` gives it, without numpy's
+    warning for an all-NaN slice (silencing it per call would reset which warnings were already shown)."""
+    k = int(np.count_nonzero(~np.isnan(a)))
+    return float(np.nansum(a) / k) if k else float("nan")
 
 
 def summarize(records: pd.DataFrame, timeline: pd.DataFrame | None = None,
@@ -47,7 +53,8 @@ def summarize(records: pd.DataFrame, timeline: pd.DataFrame | None = None,
     prios, at = np.unique(prio[known].astype(float), return_inverse=True)
     by_prio = {int(p): float(m) for p, m in zip(prios, np.bincount(at, missed[known]) / np.bincount(at))}
     n_done = int(done.sum())
-    span = (np.nanmax(col("finish")[done].astype(float)) - np.nanmin(col("arrival").astype(float))) if n_done else 0.0
+    finish, arrival = col("finish")[done].astype(float), col("arrival").astype(float)
+    span = (np.nanmax(finish) - np.nanmin(arrival)) if n_done and not np.isnan(finish).all() else float("nan")
     placed = col("pool")[done]
     placed = placed[~pd.isna(placed)]
     pool_names, per_pool = np.unique(placed.astype(str), return_counts=True)
@@ -60,8 +67,7 @@ def summarize(records: pd.DataFrame, timeline: pd.DataFrame | None = None,
         kinds[kind] = kinds.get(kind, 0) + k
     n_kinds = sum(kinds.values())
     cost, score = col("cost").astype(float), col("score").astype(float)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN mean is NaN, as pandas gives it
+    with np.errstate(all="ignore"):
         out = {
             "tasks": n,
             "succeeded": n_done,
@@ -74,17 +80,17 @@ def summarize(records: pd.DataFrame, timeline: pd.DataFrame | None = None,
             "slo_miss_rate": float(missed.mean()) if n else float("nan"),
             "slo_miss_by_priority": by_prio,
             "cost_total": float(np.nansum(cost[scored])),  # a started, unfinished task is billed too
-            "cost_per_task": float(np.nanmean(cost[done])) if n_done else float("nan"),
-            "objective_mean": _f(np.nanmean(score[scored])) if scored.any() else float("nan"),
+            "cost_per_task": _nanmean(cost[done]) if n_done else float("nan"),
+            "objective_mean": _f(_nanmean(score[scored])) if scored.any() else float("nan"),
             "throughput_per_s": float(n_done / span) if span > 0 else float("nan"),
             "placement_mix": {k: float(v / len(placed)) for k, v in zip(pool_names.tolist(), per_pool.tolist())},
             "share_mix": {k: float(v / n_kinds) for k, v in sorted(kinds.items())},
         }
         if timeline is not None and len(timeline):
-            out["utilisation"] = {p: float(np.nanmean(timeline[f"util_{p}"].to_numpy(dtype=float))) for p in pools
+            out["utilisation"] = {p: _nanmean(timeline[f"util_{p}"].to_numpy(dtype=float)) for p in pools
                                   if f"util_{p}" in timeline}
-            out["gpu_alloc_ratio_mean"] = float(np.nanmean(timeline["gpu_alloc_ratio"].to_numpy(dtype=float)))
-            out["fragmentation_mean"] = _f(np.nanmean(timeline["fragmentation"].to_numpy(dtype=float)))
+            out["gpu_alloc_ratio_mean"] = _nanmean(timeline["gpu_alloc_ratio"].to_numpy(dtype=float))
+            out["fragmentation_mean"] = _f(_nanmean(timeline["fragmentation"].to_numpy(dtype=float)))
     return out
 
 

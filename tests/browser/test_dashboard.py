@@ -43,7 +43,9 @@ CHARTS_JS = """() => [...document.querySelectorAll('.vega-embed')].map(e => {
 
 
 def go(page, name: str) -> None:
-    page.get_by_text(name, exact=True).first.click()
+    # as long as the page's own first load may take (conftest): under a loaded 2-core CI the link
+    # once took more than the 30 s default to appear
+    page.get_by_text(name, exact=True).first.click(timeout=60_000)
     page.wait_for_selector(f"h2:has-text('{HEADINGS[name]}')", timeout=30_000)
 
 
