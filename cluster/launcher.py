@@ -248,39 +248,33 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path, timeout_s: float
     _check_cancel(cancel)  # a launch interrupted before this start began: none begins
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        return _until_up(proc, args, log, t0, since, timeout_s, cancel)
-
-
-def _until_up(proc: subprocess.Popen, args: list[str], log: Path, t0: float, since: float, timeout_s: float,
-              cancel: threading.Event | None) -> tuple[int, float]:
-    """:func:`_ray_start`'s wait for its node (``proc`` is its ``ray start``)."""
-    try:
-        while (rc := _wait(proc, 0.5)) is None:
-            if time.monotonic() - t0 > timeout_s:
-                raise LauncherError(f"ray start timed out after {timeout_s:.0f} s (log: {log})"
-                                    f"{_ray_log_errors(args, since)}")
-            _check_cancel(cancel)
-        if rc != 0:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-            raise LauncherError(f"ray start failed with exit status {rc} (log: {log}):\n{tail}"
-                                f"{_ray_log_errors(args, since)}")
-        port = _agent_port(args)
-        if port:
-            # the raylet registered without waiting for its dashboard agent (cluster.ray_compat.
-            # raylet_command_with_listen_port): the node is up once the agent answers too (it runs jobs)
-            while not port_open(LOOPBACK, port):  # the agent binds loopback beside the node's address
-                gone = _session_raylet(proc.pid) is None
-                if gone or time.monotonic() - t0 > timeout_s:
-                    why = "its raylet exited" if gone else f"not within {timeout_s:.0f} s of ray start"
-                    raise LauncherError(f"the dashboard agent of this node did not listen on port {port}: {why} "
-                                        f"(log: {log}){_ray_log_errors(args, since)}")
+        try:
+            while (rc := _wait(proc, 0.5)) is None:
+                if time.monotonic() - t0 > timeout_s:
+                    raise LauncherError(f"ray start timed out after {timeout_s:.0f} s (log: {log})"
+                                        f"{_ray_log_errors(args, since)}")
                 _check_cancel(cancel)
-                time.sleep(0.2)
-    except BaseException:
-        proc.kill()
-        stop_sessions([proc.pid], grace_s=2)
-        raise
-    return proc.pid, time.monotonic() - t0
+            if rc != 0:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                raise LauncherError(f"ray start failed with exit status {rc} (log: {log}):\n{tail}"
+                                    f"{_ray_log_errors(args, since)}")
+            port = _agent_port(args)
+            if port:
+                # the raylet registered without waiting for its dashboard agent (cluster.ray_compat.
+                # raylet_command_with_listen_port): the node is up once the agent answers too (it runs jobs)
+                while not port_open(LOOPBACK, port):  # the agent binds loopback beside the node's address
+                    gone = _session_raylet(proc.pid) is None
+                    if gone or time.monotonic() - t0 > timeout_s:
+                        why = "its raylet exited" if gone else f"not within {timeout_s:.0f} s of ray start"
+                        raise LauncherError(f"the dashboard agent of this node did not listen on port {port}: {why} "
+                                            f"(log: {log}){_ray_log_errors(args, since)}")
+                    _check_cancel(cancel)
+                    time.sleep(0.2)
+        except BaseException:
+            proc.kill()
+            stop_sessions([proc.pid], grace_s=2)
+            raise
+        return proc.pid, time.monotonic() - t0
 
 
 def _wait(proc: subprocess.Popen, seconds: float) -> int | None:
