@@ -24,10 +24,6 @@ import numpy as np
 from scheduler.candidates import PREFILTERS
 from scheduler.features import CANDIDATE_FEATURE_NAMES, RANGE_KEY
 
-#: the meta key the learned policies read (:func:`scheduler.features.trained_range`)
-META_KEY = RANGE_KEY
-
-
 def columns_range(X: np.ndarray) -> dict[str, Any]:
     """Per-column min and max of candidate rows ``(rows, F)``, as an artifact's meta keeps them."""
     if not len(X):
@@ -96,7 +92,7 @@ def derive(ref: str, root: str | Path | None = None, steps: int | None = None,
         raise ValueError(f"{art.ref} was not warm-started: no teacher to replay its first round with")
     steps = int(steps or init.get("steps") or Imitation.steps)
     net = load_policy(NetSpec.from_dict(meta["architecture"]), str(art.file(POLICY_FILE)))
-    meta[META_KEY] = training_range(meta["env"], teacher, steps, int(meta.get("seed") or 0), driver=net,
+    meta[RANGE_KEY] = training_range(meta["env"], teacher, steps, int(meta.get("seed") or 0), driver=net,
                                     horizon=init.get("horizon"))
     command = ["python -m rl_env.feature_range", "--policy", ref, "--steps", str(steps)]
     command += ["--registry", str(root)] if root is not None else []

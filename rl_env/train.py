@@ -257,11 +257,12 @@ def train(exp: Experiment, registry: str | Path | None = None, *, verbose: int =
                      "cpus": exp.num_cpus},
     }
     if exp.env.level == "node":  # served inside the rows it trained on (rl_env.feature_range)
-        from rl_env.feature_range import META_KEY, training_range
+        from rl_env.feature_range import training_range
+        from scheduler.features import RANGE_KEY
 
         try:
-            meta[META_KEY] = training_range(exp.env.to_dict(), exp.init.teacher, exp.init.steps, exp.seed,
-                                            driver=net, horizon=exp.init.horizon)
+            meta[RANGE_KEY] = training_range(exp.env.to_dict(), exp.init.teacher, exp.init.steps, exp.seed,
+                                             driver=net, horizon=exp.init.horizon)
         except (ValueError, MemoryError) as e:  # never lose the run's export for it
             print(f"WARNING: no training range saved ({e}); the policy will score rows as computed. Add one with "
                   f"python -m rl_env.feature_range --policy rl:<its version>", file=sys.stderr, flush=True)
