@@ -307,7 +307,7 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), limit)
         except asyncio.TimeoutError:
             return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/tasks/{task.id}"})
-        return JSONResponse(svc.result_view(task, view, fut), status_code=200)
+        return JSONResponse(await blocking(svc.result_view, task, view, fut), status_code=200)
 
     @api.get("/v1/tasks/{task_id}", response_model=TaskOut, tags=["tasks"],
              responses={404: {"model": ErrorOut, "description": "no such task"}},

@@ -79,4 +79,4 @@ async def run_function(svc: RouterService, fields: Mapping[str, Any] | None, fn:
     if fut is None:
         return {"error": {"status": status, "detail": view["explanation"]}, "decision": view}
     await asyncio.shield(asyncio.wrap_future(fut))  # the caller going away does not stop the task
-    return {"record": svc.result_view(task, view, fut), "value": fut.result().value}
+    return {"record": await asyncio.to_thread(svc.result_view, task, view, fut), "value": fut.result().value}

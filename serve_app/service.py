@@ -559,7 +559,15 @@ class RouterService:
         return status, fields
 
     def result_view(self, task: Task, decision: dict[str, Any], fut: Future) -> dict[str, Any]:
-        """What ``?wait=true`` answers once the task ended (the history row is written behind)."""
+        """What ``?wait=true`` answers once the task ended, after its final record is committed.
+
+        The record is written behind (:meth:`_finished`, queued before the waiter wakes); waiting for
+        that commit here means a ``GET`` after the answer reads the same ending, not ``running``.
+        Blocks: call it off the event loop."""
+        try:
+            self.history.flush()
+        except Exception as exc:  # noqa: BLE001 - the task ended; the answer says how even if its record cannot
+            log.error("task %s ended %s, but its record is not committed: %s", task.id, fut.result().status, exc)
         status, fields = self._final(task, fut.result(), 0)
         return {"task_id": task.id, "status": status, **fields, "policy": decision["policy"], "decision": decision}
 

@@ -7,6 +7,7 @@ needs. Real-Ray behaviour (a cancelled task's worker stopping) is in tests/integ
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -283,3 +284,28 @@ def test_a_task_whose_only_pool_filled_after_admission_still_goes_there(tmp_path
         assert status == 202 and view["pool"] == "gpu-mig" and view["queued"]
     finally:
         svc.close()
+
+
+def test_a_waited_answer_is_already_the_record_even_on_a_slow_disk(svc, backend, monkeypatch) -> None:
+    """``?wait=true`` answers once the task's ending is committed: a ``GET`` right after it reads
+    ``succeeded``, not the ``running`` of a record still queued for the writer."""
+    commit = svc.history._commit
+
+    def slow_disk(conn, batch) -> None:  # each commit 0.3 s: a busy disk, a far database server
+        time.sleep(0.3)
+        commit(conn, batch)
+
+    monkeypatch.setattr(svc.history, "_commit", slow_disk)
+
+    def run_it() -> None:
+        wait_for(lambda: backend.sent, 10.0)
+        backend.sent[0].finish()
+
+    runner = threading.Thread(target=run_it)
+    runner.start()
+    c = make_client(svc)
+    r = c.post("/v1/tasks?wait=true", json={**SMALL, "id": "waited"})
+    runner.join()
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    rec = c.get("/v1/tasks/waited").json()
+    assert rec["status"] == "succeeded" and rec["events"][-1]["status"] == "succeeded", rec
