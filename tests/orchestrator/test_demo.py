@@ -35,7 +35,7 @@ from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
-DURATION = 10
+DURATION = 5  # seconds of mixed.yaml replayed through the router: 23 tasks
 PROMETHEUS = shutil.which("prometheus")
 PORTS = ("DEMO_RAY_PORT", "DEMO_DASHBOARD_PORT", "DEMO_ROUTER_PORT", "DEMO_STREAMLIT_PORT", "DEMO_PROMETHEUS_PORT")
 

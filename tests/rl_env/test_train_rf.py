@@ -26,8 +26,8 @@ def tiny_workload(tmp_path):
     return p
 
 
-#: a short run of the rollout teacher: 6 s windows, one sampled future of 40 arrivals per decision
-TINY = ["--duration-s", "6", "--teacher-samples", "1", "--teacher-horizon", "40", "--future-streams", "1",
+#: a short run of the rollout teacher: 6 s windows, one sampled future of 15 arrivals per decision
+TINY = ["--duration-s", "6", "--teacher-samples", "1", "--teacher-horizon", "15", "--future-streams", "1",
         "--baselines", "least-loaded"]
 
 
@@ -146,8 +146,8 @@ def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
     root = tmp_path / "registry"
     assert main(["train", "rf", "--workload", str(tiny_workload), "--seeds", "1", "--holdout-seeds", "7",
                  "--rounds", "1", "--trees", "4", "--max-depth", "0", "--min-samples-leaf", "2",
-                 "--random-state", "5", "--load-factor", "1.5", "--duration-s", "8", "--variants", "x1",
-                 "--teacher-samples", "2", "--teacher-horizon", "30", "--future-streams", "1",
+                 "--random-state", "5", "--load-factor", "1.5", "--duration-s", "6", "--variants", "x1",
+                 "--teacher-samples", "2", "--teacher-horizon", "12", "--future-streams", "1",
                  "--max-features", "0.7", "--baselines", "least-loaded", "--registry", str(root)]) == 0
     first = reg.load("rf", "1", root=root)
     argv = shlex.split(first.meta["command"])
@@ -159,7 +159,7 @@ def test_the_saved_command_reruns_the_same_forest(tiny_workload, tmp_path):
     cfg = first.meta["config"]
     assert (cfg["holdout_seeds"], cfg["min_samples_leaf"], cfg["max_depth"], cfg["load_factor"],
             cfg["duration_s"], cfg["baselines"], cfg["variants"], cfg["teacher_samples"], cfg["max_features"],
-            cfg["teacher_horizon"]) == ([7], 2, None, 1.5, 8.0, ["least-loaded"], ["x1"], 2, 0.7, 30)
+            cfg["teacher_horizon"]) == ([7], 2, None, 1.5, 6.0, ["least-loaded"], ["x1"], 2, 0.7, 12)
     _assert_same_forest(first, second)
     assert first.meta["metrics"]["holdout"] == second.meta["metrics"]["holdout"]
 
