@@ -70,7 +70,7 @@ reproduce: $(STAMP)
 # The pages of docs/ that one machine writes in minutes, each dated and naming its command.
 # docs/sim_vs_real.md and docs/evaluation.md say the commands that write them (a Ray cluster, trained models).
 docs: $(STAMP)
-	$(BIN)/python -m benchmarks --markdown docs/performance.md copy env online packing rf
+	$(BIN)/python -m benchmarks --markdown docs/performance.md copy env online packing rf summary
 	$(REPRODUCE) --markdown docs/fgd_reproduction.md
 
 clean:
