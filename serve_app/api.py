@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -47,8 +48,12 @@ from serve_app.promotion import PromotionRefused
 from serve_app.service import RouterService
 
 API_VERSION = "1.0.0"
+log = logging.getLogger("serve_app")
 #: batches larger than this are decided in a worker thread so the event loop keeps serving
 INLINE_BATCH = 64
+#: the longest a waited answer waits for its task's final record to commit (milliseconds, normally):
+#: past it the answer goes out all the same and the log says so
+RECORD_WAIT_S = 5.0
 
 _ERRORS = {400: {"model": ErrorOut, "description": "malformed JSON"},
            408: {"model": ErrorOut, "description": "the body did not arrive within body_timeout_s"},
@@ -307,7 +312,7 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), limit)
         except asyncio.TimeoutError:
             return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/tasks/{task.id}"})
-        return JSONResponse(await blocking(svc.result_view, task, view, fut), status_code=200)
+        return JSONResponse(await ended(svc, task, view, fut), status_code=200)
 
     @api.get("/v1/tasks/{task_id}", response_model=TaskOut, tags=["tasks"],
              responses={404: {"model": ErrorOut, "description": "no such task"}},
@@ -482,6 +487,22 @@ async def accept(svc: RouterService, who: Principal, task: Task, pool: str | Non
         start = partial(svc.start, task, pool, owner=who.name, call=call)
         await _committed(committed, start)
         return None, start()
+
+
+async def ended(svc: RouterService, task: Task, view: dict[str, Any], fut: Future) -> dict[str, Any]:
+    """The answer for a task that has ended, once its final record is committed (at most
+    :data:`RECORD_WAIT_S`), so that a ``GET`` right after it reads the same ending: the record is
+    written behind, and without this wait a read could still find ``running``."""
+    write = svc.final_write(task.id)
+    if write is not None:
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(write)), RECORD_WAIT_S)
+        except asyncio.TimeoutError:
+            log.warning("task %s ended; its record is not committed after %g s: answering without it",
+                        task.id, RECORD_WAIT_S)
+        except Exception:  # noqa: BLE001 - logged where it failed (RouterService._written); the task did end
+            pass
+    return svc.result_view(task, view, fut)
 
 
 async def _committed(committed: Future, start: Callable[[], Any]) -> None:

@@ -63,6 +63,10 @@ class HistoryStore(Protocol):
     def update(self, task_id: str, status: str, *, durable: bool = False, **fields: Any) -> None:
         """Move a task to ``status`` and set fields; ``durable`` waits for the commit."""
 
+    def update_later(self, task_id: str, status: str, **fields: Any) -> Future:
+        """:meth:`update` without waiting; the future is done at that write's commit (or failed with its
+        error), so whoever needs this one write committed can await it without holding a thread."""
+
     def get(self, task_id: str) -> dict | None: ...
 
     def query(self, *, status: str | None = None, pool: str | None = None, policy: str | None = None,

@@ -114,15 +114,21 @@ class SQLHistory:
         return self._submit(("accept", task_id, row, now), wait=True)
 
     def update(self, task_id: str, status: str, *, durable: bool = False, **fields: Any) -> None:
+        fut = self._update(task_id, status, durable, fields)
+        if fut is not None:
+            fut.result()
+
+    def update_later(self, task_id: str, status: str, **fields: Any) -> Future:
+        return self._update(task_id, status, True, fields)  # type: ignore[return-value]
+
+    def _update(self, task_id: str, status: str, wait: bool, fields: dict[str, Any]) -> Future | None:
         if status not in STATUSES:
             raise HistoryError(f"unknown status {status!r} (known: {', '.join(STATUSES)})")
         now = time.time()
         if status in FINAL and "finished_at" not in fields:
             fields["finished_at"] = now
         row = _encode({"status": status, **fields})
-        fut = self._submit(("update", task_id, row, now), wait=durable)
-        if fut is not None:
-            fut.result()
+        return self._submit(("update", task_id, row, now), wait=wait)
 
     def flush(self) -> None:
         """Wait until every write handed in so far is committed."""

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 from pydantic import ValidationError
 
 from cluster.vocabulary import FINAL
-from serve_app.api import accept
+from serve_app.api import accept, ended
 from serve_app.auth import Principal
 from serve_app.errors import ApiError
 from serve_app.models import TaskIn
@@ -79,4 +79,4 @@ async def run_function(svc: RouterService, fields: Mapping[str, Any] | None, fn:
     if fut is None:
         return {"error": {"status": status, "detail": view["explanation"]}, "decision": view}
     await asyncio.shield(asyncio.wrap_future(fut))  # the caller going away does not stop the task
-    return {"record": await asyncio.to_thread(svc.result_view, task, view, fut), "value": fut.result().value}
+    return {"record": await ended(svc, task, view, fut), "value": fut.result().value}

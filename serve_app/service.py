@@ -132,6 +132,7 @@ class RouterService:
         self._claims: set[str] = set()
         self._claims_lock = threading.Lock()
         self._cancelled: set[str] = set()  # accepted, cancelled before they reached the executor
+        self._final_writes: dict[str, Future] = {}  # :meth:`final_write`
         self._deadlines: list[tuple[float, str]] = []  # heap of (deadline, task id)
         self._deadline_of: dict[str, float] = {}  # the tasks in the heap not yet ended
         self._deadline_lock = threading.Lock()
@@ -489,7 +490,8 @@ class RouterService:
                 handed.append(True)
                 # Both under the lock, so neither a completion nor a cancel (each takes the lock)
                 # comes first: the callback gives the seat back whatever fails next, and the
-                # placed/running record (a queue put) is written before any final status.
+                # placed/running record (a queue put) is written before any final status. Added
+                # before any waiter's callback, so the final write is queued before a waiter wakes.
                 fut.add_done_callback(partial(self._finished, task, attempts_before, owner, active.name))
                 view["queued"] = waiting
                 self.history.update(task.id, "placed" if waiting else "running", reason=note, node=view["node"],
@@ -529,7 +531,9 @@ class RouterService:
         try:
             res = fut.result()
             status, fields = self._final(task, res, attempts_before)
-            self.history.update(task.id, status, **fields)
+            write = self.history.update_later(task.id, status, **fields)
+            self._final_writes[task.id] = write
+            write.add_done_callback(partial(self._written, task.id, status))
             self.metrics.finished(fields.get("pool"), status, fields["latency_ms"], fields["cost"], task.priority,
                                   fields.get("slo_met"))
             self.metrics.in_flight(self.executor.in_flight)
@@ -539,6 +543,20 @@ class RouterService:
                     self._roll_back(condemned)
         except Exception:  # noqa: BLE001 - a callback must not die silently
             log.exception("recording the end of task %s failed", task.id)
+
+    def _written(self, task_id: str, status: str, write: Future) -> None:
+        """A final record committed, or failed (said here: a record left ``running`` is run again by
+        the next router, see :meth:`resume_unfinished`)."""
+        self._final_writes.pop(task_id, None)
+        if write.exception() is not None:
+            log.error("the final record of task %s (%s) was not written: %s", task_id, status, write.exception())
+
+    def final_write(self, task_id: str) -> Future | None:
+        """The write of a task's final record while it is not yet committed (None after).
+
+        Queued by :meth:`_finished`, which the executor's future calls before any waiter on that
+        future wakes: an answer that awaits this one reads as the record will."""
+        return self._final_writes.get(task_id)
 
     def _final(self, task: Task, res: Any, attempts_before: int) -> tuple[str, dict[str, Any]]:
         """Final status and history fields of an executor result.
@@ -559,15 +577,7 @@ class RouterService:
         return status, fields
 
     def result_view(self, task: Task, decision: dict[str, Any], fut: Future) -> dict[str, Any]:
-        """What ``?wait=true`` answers once the task ended, after its final record is committed.
-
-        The record is written behind (:meth:`_finished`, queued before the waiter wakes); waiting for
-        that commit here means a ``GET`` after the answer reads the same ending, not ``running``.
-        Blocks: call it off the event loop."""
-        try:
-            self.history.flush()
-        except Exception as exc:  # noqa: BLE001 - the task ended; the answer says how even if its record cannot
-            log.error("task %s ended %s, but its record is not committed: %s", task.id, fut.result().status, exc)
+        """What ``?wait=true`` answers once the task ended (its record: :meth:`final_write`)."""
         status, fields = self._final(task, fut.result(), 0)
         return {"task_id": task.id, "status": status, **fields, "policy": decision["policy"], "decision": decision}
 

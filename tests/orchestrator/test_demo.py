@@ -3,7 +3,7 @@
 The demo runs on free ports (outside Ray's worker port range), its own launcher state
 folder, Ray token, result folder and model registry (the shipped learned policies copied
 in, so the router runs the ``rf`` a user's demo runs, and nothing trained locally leaks in),
-with a 10 s workload on test_small.yaml and no trace replay. It is a separate package from
+with 5 s of mixed.yaml on test_small.yaml and no trace replay. It is a separate package from
 ``tests/integration``, so that package's cluster is never up at the same time.
 While the demo is up: the three URLs answer, the replay through the router wrote a
 record per task, Prometheus (Debian's ``prometheus``, when installed) has scraped the

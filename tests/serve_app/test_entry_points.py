@@ -211,6 +211,7 @@ def test_the_python_api_places_runs_and_answers_the_value(svc, backend) -> None:
         return await call
     out = asyncio.run(go())
     assert out["value"] == {"sum": 12} and out["record"]["status"] == "succeeded"
+    assert svc.history.get("py-1")["status"] == "succeeded"  # the answer came once its record was written
     rec = _final(svc, "py-1")
     assert rec["task"]["python_call"] == f"{__name__}._scaled_sum" and rec["result"] == {"sum": 12}
     assert rec["task"]["owner"] == "python-api"

@@ -304,8 +304,8 @@ def test_a_waited_answer_is_already_the_record_even_on_a_slow_disk(svc, backend,
     runner = threading.Thread(target=run_it)
     runner.start()
     c = make_client(svc)
-    r = c.post("/v1/tasks?wait=true", json={**SMALL, "id": "waited"})
-    runner.join()
+    r = c.post("/v1/tasks?wait=true&timeout_s=20", json={**SMALL, "id": "waited"})
+    runner.join(timeout=20)
     assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
     rec = c.get("/v1/tasks/waited").json()
     assert rec["status"] == "succeeded" and rec["events"][-1]["status"] == "succeeded", rec
