@@ -283,7 +283,7 @@ def create_api(get: Callable[[], RouterService], auth: Callable[[], AdminAuth]) 
                                                                  "task or by another client"}},
               summary="Accept a task, place it and run it on the cluster (needs an API key)")
     async def create_task(body: TaskIn,
-                          wait: bool = Query(False, description="answer when the task has ended"),
+                          wait: bool = Query(False, description="answer when the task has ended and its record says how"),
                           timeout_s: Optional[float] = Query(None, gt=0, le=86_400, allow_inf_nan=False,
                                                              description="longest wait (default: router config)"),
                           cred: Optional[HTTPAuthorizationCredentials] = Security(API_KEY)) -> JSONResponse:
