@@ -81,6 +81,61 @@ class _OneFailed(Exception):
     """A write of a batch tried without savepoints failed: try the batch again with them."""
 
 
+#: the most updates kept waiting for the database (:class:`_Unwritten`); past it the oldest are dropped
+UNWRITTEN_MAX = 100_000
+#: the first and the longest wait (s) before updates of a failed batch are tried again
+UNWRITTEN_WAIT_S = (0.5, 30.0)
+
+
+class _Unwritten:
+    """Updates of batches that failed as a whole (the connection lost, the server away), kept by the
+    writer thread to try again at the front of a later batch, waiting longer after each failure.
+
+    Their waiters are told of the failure as before; the write itself goes on, because a task's end
+    lost to a database restart leaves its record ``running``, and the next router runs it again.
+    Accepts are not kept: their clients were answered with the error, so the task was never accepted.
+    Newer writes are not held behind them (a flush or an accept must not hang on a database that is
+    away), so a newer update of the same task may commit first: the life-cycle guard keeps an ended
+    task ended, and only its events' order can show it.
+    """
+
+    def __init__(self) -> None:
+        self.items: list = []
+        self.wait_s = 0.0
+        self.due = 0.0
+
+    def keep(self, batch: list, exc: Exception) -> None:
+        kept = [(op, None) for op, _ in batch if op[0] == "update"]  # kept ones came first: the order stays
+        if not kept:
+            return
+        self.items = kept + self.items
+        if len(self.items) > UNWRITTEN_MAX:
+            log.error("history writer: %d updates dropped: more than %d wait for the database",
+                      len(self.items) - UNWRITTEN_MAX, UNWRITTEN_MAX)
+            self.items = self.items[-UNWRITTEN_MAX:]
+        self.wait_s = min(max(2.0 * self.wait_s, UNWRITTEN_WAIT_S[0]), UNWRITTEN_WAIT_S[1])
+        self.due = time.monotonic() + self.wait_s
+        log.warning("history writer: %d updates kept to write again in %.1f s: %s", len(self.items), self.wait_s, exc)
+
+    def committed(self) -> None:
+        """A batch committed: the database answers again, so what is kept is tried next, at once."""
+        self.wait_s, self.due = 0.0, 0.0
+
+    def wait(self, other: float | None) -> float | None:
+        """How long the writer may block on its queue: ``other`` or until the next try, the sooner."""
+        if not self.items:
+            return other
+        until = max(0.0, self.due - time.monotonic())
+        return until if other is None else min(other, until)
+
+    def due_now(self, n: int, at_once: bool = False) -> list:
+        """The next ``n`` kept updates if their wait is over (or ``at_once``), taken out; else none."""
+        if not self.items or (not at_once and time.monotonic() < self.due):
+            return []
+        batch, self.items = self.items[:n], self.items[n:]
+        return batch
+
+
 _EVENT = "INSERT INTO events (task_id, at, status, detail) VALUES (:task_id, :at, :status, :detail)"
 
 
@@ -99,6 +154,7 @@ class SQLHistory:
         self.retention = retention or Retention()
         self._batch_max = batch_max
         self._q: queue.Queue = queue.Queue()
+        self._unwritten = _Unwritten()  # the writer thread's alone
         self._closed = False
         self._closing = threading.Lock()
         self._writer = threading.Thread(target=self._run, name="history-writer", daemon=True)
@@ -131,7 +187,8 @@ class SQLHistory:
         return self._submit(("update", task_id, row, now), wait=wait)
 
     def flush(self) -> None:
-        """Wait until every write handed in so far is committed."""
+        """Wait until every write handed in so far is committed, or failed (an update of a batch that
+        failed as a whole may still be waiting to be written again: :class:`_Unwritten`)."""
         self._submit(("noop", None, None, None), wait=True).result()
 
     def trim(self) -> int:
@@ -149,16 +206,16 @@ class SQLHistory:
         return fut
 
     def _run(self) -> None:
-        conn, trim = None, TrimSchedule(self.retention, self.db)
+        conn, trim, unwritten = None, TrimSchedule(self.retention, self.db), self._unwritten
         while True:
-            try:  # wake up for the next trim (chunk) even when no write comes
-                item = self._q.get(timeout=trim.wait())
+            try:  # wake up for the next trim (chunk), or the kept updates' next try, even when no write comes
+                item = self._q.get(timeout=unwritten.wait(trim.wait()))
             except queue.Empty:
                 item = ()
             if item is None:
                 break
-            batch = [item] if item else []
-            while batch and len(batch) < self._batch_max:
+            batch = unwritten.due_now(self._batch_max) + ([item] if item else [])
+            while item and len(batch) < self._batch_max:
                 try:
                     nxt = self._q.get_nowait()
                 except queue.Empty:
@@ -174,11 +231,16 @@ class SQLHistory:
                 except Exception as exc:  # the server is away: fail who waits; the next write tries again
                     log.error("history writer: cannot reach the database: %s", exc)
                     _fail(batch, exc)
+                    unwritten.keep(batch, exc)
                     trim.finish(exc)
                     continue
             if batch:
                 self._commit(conn, batch)
             trim.step(conn)  # one chunk at most between two batches: accepts never wait long
+        if unwritten.items and conn is not None:  # a last try as the store closes
+            self._commit(conn, unwritten.due_now(len(unwritten.items), at_once=True))
+        if unwritten.items:
+            log.error("history writer: closed with %d updates not written", len(unwritten.items))
         trim.finish(HistoryError("history store closed during a trim"))
         if conn is not None:
             self.db.close(conn)
@@ -202,8 +264,10 @@ class SQLHistory:
                         fut.set_exception(failed[k])
                     else:
                         fut.set_result(None)
-        except Exception as exc:  # a failed batch must not strand its waiters
+            self._unwritten.committed()
+        except Exception as exc:  # a failed batch must not strand its waiters, nor lose its updates
             _fail(batch, exc)
+            self._unwritten.keep(batch, exc)
 
     def _apply_all(self, conn: Any, batch: list, savepoints: bool) -> dict[int, Exception]:
         """One transaction of ``batch``; the writes that failed, by position. Without

@@ -545,11 +545,11 @@ class RouterService:
             log.exception("recording the end of task %s failed", task.id)
 
     def _written(self, task_id: str, status: str, write: Future) -> None:
-        """A final record committed, or failed (said here: a record left ``running`` is run again by
-        the next router, see :meth:`resume_unfinished`)."""
+        """A final record committed, or failed: said here (the history writer tries it again when the
+        database was away; a record left ``running`` would be run again by the next router)."""
         self._final_writes.pop(task_id, None)
         if write.exception() is not None:
-            log.error("the final record of task %s (%s) was not written: %s", task_id, status, write.exception())
+            log.error("the final record of task %s (%s) did not commit: %s", task_id, status, write.exception())
 
     def final_write(self, task_id: str) -> Future | None:
         """The write of a task's final record while it is not yet committed (None after).

@@ -77,14 +77,19 @@ def test_concurrent_accepts_share_a_transaction(postgres_url: str) -> None:
     h.close()
 
 
-def test_the_writer_outlives_a_lost_connection(postgres_url: str) -> None:
-    h = open_store(postgres_url)
-    h.accept("before", {"id": 1})
-    engine = parse_url(postgres_url).engine()
-    with engine.begin() as conn:  # the server drops every other session (as on a failover)
+def _drop_other_sessions(url: str) -> None:
+    """The server drops every session but this one's, the history writer's too (as on a failover)."""
+    engine = parse_url(url).engine()
+    with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                              "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
     engine.dispose()
+
+
+def test_the_writer_outlives_a_lost_connection(postgres_url: str) -> None:
+    h = open_store(postgres_url)
+    h.accept("before", {"id": 1})
+    _drop_other_sessions(postgres_url)
     deadline, err = time.time() + 30, None
     while time.time() < deadline:
         try:
@@ -94,6 +99,25 @@ def test_the_writer_outlives_a_lost_connection(postgres_url: str) -> None:
             err = exc
             time.sleep(0.1)
     assert h.get("after") is not None and h.get("before") is not None, err
+    h.close()
+
+
+def test_a_task_s_end_lost_with_the_connection_is_written_once_the_writer_reconnects(postgres_url: str,
+                                                                                     caplog) -> None:
+    """Before, the update was dropped with its batch, and the task read ``running`` until a restarted
+    router ran it again."""
+    h = open_store(postgres_url)
+    h.accept("t1", {"id": 1})
+    h.update("t1", "running", durable=True)
+    _drop_other_sessions(postgres_url)
+    with caplog.at_level(logging.WARNING, logger="serve_app"):
+        h.update("t1", "succeeded", latency_ms=5.0)  # no waiter: its batch fails on the dead connection
+        deadline = time.time() + 30
+        while time.time() < deadline and h.get("t1")["status"] != "succeeded":
+            time.sleep(0.05)
+    assert h.get("t1")["status"] == "succeeded" and h.get("t1")["latency_ms"] == 5.0
+    assert "updates kept to write again" in caplog.text
+    assert [e["status"] for e in h.events("t1")] == ["accepted", "running", "succeeded"]
     h.close()
 
 
