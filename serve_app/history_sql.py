@@ -139,6 +139,9 @@ class Backend(Protocol):
     def writer(self) -> Any:
         """A connection for the writer thread (the only one that writes tasks)."""
 
+    def transient(self, exc: BaseException) -> bool:
+        """Whether a failed batch may commit when tried again as it is: the database was away, not the writes."""
+
     def run(self, conn: Any, sql: str, params: dict | None = None) -> Result: ...
 
     def transaction(self, conn: Any) -> Any:
@@ -172,6 +175,11 @@ class SQLiteBackend:
     like = "LIKE"
     day = "date({}, 'unixepoch')"
     by_finished = " INDEXED BY tasks_finished"  # the planner would sort every final task per chunk
+    #: what sqlite3 says (as OperationalError, like a bad statement) when the file, not the write, is at fault
+    _AWAY = ("locked", "busy", "disk i/o", "unable to open", "is full")
+
+    def transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and any(w in str(exc).lower() for w in self._AWAY)
 
     def __init__(self, path: str | Path, synchronous: Synchronous = "FULL") -> None:
         if synchronous not in ("NORMAL", "FULL"):
@@ -260,6 +268,10 @@ class PostgresBackend:
 
     def writer(self) -> sa.Connection:
         return self.engine.connect()
+
+    def transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or \
+            (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
 
     def run(self, conn: sa.Connection, sql: str, params: dict | None = None) -> sa.CursorResult:
         return conn.execute(_text(sql), params or {})

@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from functools import lru_cache
 from typing import Any
@@ -81,41 +82,63 @@ class _OneFailed(Exception):
     """A write of a batch tried without savepoints failed: try the batch again with them."""
 
 
-#: the most updates kept waiting for the database (:class:`_Unwritten`); past it the oldest are dropped
-UNWRITTEN_MAX = 100_000
-#: the first and the longest wait (s) before updates of a failed batch are tried again
+#: the most updates kept waiting for the database (:class:`_Unwritten`): ends are kept before the rest
+UNWRITTEN_MAX = 20_000
+#: the first and the longest wait (s) before kept updates are tried again
 UNWRITTEN_WAIT_S = (0.5, 30.0)
+#: how long a closing store goes on trying to write its kept updates
+CLOSE_TRY_S = 5.0
+
+Kept = tuple[tuple[str, str, dict, float], None]
 
 
 class _Unwritten:
-    """Updates of batches that failed as a whole (the connection lost, the server away), kept by the
-    writer thread to try again at the front of a later batch, waiting longer after each failure.
+    """Updates of batches that failed as a whole because the database was away (the connection lost,
+    the server restarting, the file locked), kept by the writer thread to write again.
 
     Their waiters are told of the failure as before; the write itself goes on, because a task's end
     lost to a database restart leaves its record ``running``, and the next router runs it again.
     Accepts are not kept: their clients were answered with the error, so the task was never accepted.
-    Newer writes are not held behind them (a flush or an accept must not hang on a database that is
-    away), so a newer update of the same task may commit first: the life-cycle guard keeps an ended
-    task ended, and only its events' order can show it.
+    They are tried in order, in transactions of their own (a failure of theirs fails no new write),
+    waiting longer after each failure until any commit shows the database back. Newer writes are not
+    held behind them (a flush or an accept must not hang on a database that is away), so a newer
+    update of a task may commit first; an ended task stays ended (the life-cycle guard), and a kept
+    ``running`` that comes after its end is dropped, its fields and event with it.
     """
 
     def __init__(self) -> None:
-        self.items: list = []
+        self.items: deque[Kept] = deque()
         self.wait_s = 0.0
         self.due = 0.0
 
-    def keep(self, batch: list, exc: Exception) -> None:
-        kept = [(op, None) for op, _ in batch if op[0] == "update"]  # kept ones came first: the order stays
-        if not kept:
+    def keep(self, batch: list, exc: BaseException, retried: bool) -> None:
+        """The updates of ``batch`` kept (``retried``: they came from here, so back to the front)."""
+        kept = [(op, None) for op, _ in batch if op[0] == "update"]
+        if not kept and not self.items:
             return
-        self.items = kept + self.items
-        if len(self.items) > UNWRITTEN_MAX:
-            log.error("history writer: %d updates dropped: more than %d wait for the database",
-                      len(self.items) - UNWRITTEN_MAX, UNWRITTEN_MAX)
-            self.items = self.items[-UNWRITTEN_MAX:]
+        if retried:
+            self.items.extendleft(reversed(kept))
+        else:
+            self.items.extend(kept)
+        self._cap()
+        if self.wait_s == 0.0:  # the first failure says so; the next ones, while it lasts, do not
+            log.warning("history writer: %d updates kept to write again once the database answers: %s",
+                        len(self.items), exc)
         self.wait_s = min(max(2.0 * self.wait_s, UNWRITTEN_WAIT_S[0]), UNWRITTEN_WAIT_S[1])
         self.due = time.monotonic() + self.wait_s
-        log.warning("history writer: %d updates kept to write again in %.1f s: %s", len(self.items), self.wait_s, exc)
+
+    def _cap(self) -> None:
+        over = len(self.items) - UNWRITTEN_MAX
+        if over <= 0:
+            return
+        # an end spares the task a second run; a placed or running update only completes the record:
+        # the oldest of those go first, then the oldest ends
+        drop = {i for i, (op, _) in enumerate(self.items) if op[2].get("status") not in FINAL}
+        drop = set(sorted(drop)[:over])
+        drop |= set([i for i in range(len(self.items)) if i not in drop][:over - len(drop)])
+        self.items = deque(item for i, item in enumerate(self.items) if i not in drop)
+        log.error("history writer: %d updates dropped: more than %d wait for the database", len(drop),
+                  UNWRITTEN_MAX)
 
     def committed(self) -> None:
         """A batch committed: the database answers again, so what is kept is tried next, at once."""
@@ -128,12 +151,11 @@ class _Unwritten:
         until = max(0.0, self.due - time.monotonic())
         return until if other is None else min(other, until)
 
-    def due_now(self, n: int, at_once: bool = False) -> list:
-        """The next ``n`` kept updates if their wait is over (or ``at_once``), taken out; else none."""
-        if not self.items or (not at_once and time.monotonic() < self.due):
+    def take(self, n: int, now: bool = False) -> list[Kept]:
+        """The next ``n`` kept updates if their wait is over (or ``now``), taken out; else none."""
+        if not self.items or (not now and time.monotonic() < self.due):
             return []
-        batch, self.items = self.items[:n], self.items[n:]
-        return batch
+        return [self.items.popleft() for _ in range(min(n, len(self.items)))]
 
 
 _EVENT = "INSERT INTO events (task_id, at, status, detail) VALUES (:task_id, :at, :status, :detail)"
@@ -187,8 +209,8 @@ class SQLHistory:
         return self._submit(("update", task_id, row, now), wait=wait)
 
     def flush(self) -> None:
-        """Wait until every write handed in so far is committed, or failed (an update of a batch that
-        failed as a whole may still be waiting to be written again: :class:`_Unwritten`)."""
+        """Wait until every write handed in so far is committed, with the updates kept from an earlier
+        failure (:class:`_Unwritten`), written first; raises when the database is still away."""
         self._submit(("noop", None, None, None), wait=True).result()
 
     def trim(self) -> int:
@@ -214,8 +236,8 @@ class SQLHistory:
                 item = ()
             if item is None:
                 break
-            batch = unwritten.due_now(self._batch_max) + ([item] if item else [])
-            while item and len(batch) < self._batch_max:
+            batch = [item] if item else []
+            while batch and len(batch) < self._batch_max:
                 try:
                     nxt = self._q.get_nowait()
                 except queue.Empty:
@@ -231,43 +253,57 @@ class SQLHistory:
                 except Exception as exc:  # the server is away: fail who waits; the next write tries again
                     log.error("history writer: cannot reach the database: %s", exc)
                     _fail(batch, exc)
-                    unwritten.keep(batch, exc)
+                    unwritten.keep(batch, exc, retried=False)
                     trim.finish(exc)
                     continue
+            flushing = any(kind == "noop" for (kind, *_), _ in batch)  # a flush writes what is kept too
+            kept = unwritten.take(self._batch_max, now=flushing)
+            while kept and self._commit(conn, kept, retried=True):
+                kept = unwritten.take(self._batch_max, now=flushing)
             if batch:
                 self._commit(conn, batch)
             trim.step(conn)  # one chunk at most between two batches: accepts never wait long
-        if unwritten.items and conn is not None:  # a last try as the store closes
-            self._commit(conn, unwritten.due_now(len(unwritten.items), at_once=True))
+        deadline = time.monotonic() + CLOSE_TRY_S  # a last try, in batches, as the store closes
+        while conn is not None and unwritten.items and time.monotonic() < deadline:
+            if not self._commit(conn, unwritten.take(self._batch_max, now=True), retried=True):
+                break
         if unwritten.items:
             log.error("history writer: closed with %d updates not written", len(unwritten.items))
         trim.finish(HistoryError("history store closed during a trim"))
         if conn is not None:
             self.db.close(conn)
 
-    def _commit(self, conn: Any, batch: list) -> None:
-        """Apply ``batch`` in one transaction, then settle its futures.
+    def _commit(self, conn: Any, batch: list, retried: bool = False) -> bool:
+        """Apply ``batch`` in one transaction, then settle its futures; whether it committed.
 
         A write that fails (an update of a task the retention just trimmed, an id accepted
         twice) fails alone: the batch is then done again with a savepoint per write, and the
         others still commit. Only then: on PostgreSQL each savepoint is two more round trips,
-        which would cost 40% of the accept rate if every batch paid for them.
+        which would cost 40% of the accept rate if every batch paid for them. A batch that
+        fails as a whole fails its waiters; its updates are kept (:class:`_Unwritten`) when the
+        database was away, and dropped, said in the log, when the writes themselves were at fault.
+        ``retried``: the batch is kept updates written again.
         """
         try:
             try:
                 failed = self._apply_all(conn, batch, savepoints=False)
             except _OneFailed:
                 failed = self._apply_all(conn, batch, savepoints=True)
-            for k, ((kind, *_), fut) in enumerate(batch):
-                if fut is not None and kind != "trim":
-                    if k in failed:
-                        fut.set_exception(failed[k])
-                    else:
-                        fut.set_result(None)
-            self._unwritten.committed()
         except Exception as exc:  # a failed batch must not strand its waiters, nor lose its updates
             _fail(batch, exc)
-            self._unwritten.keep(batch, exc)
+            if self.db.transient(exc):
+                self._unwritten.keep(batch, exc, retried)
+            else:
+                log.error("history writer: a batch of %d writes failed and is dropped: %r", len(batch), exc)
+            return False
+        for k, ((kind, *_), fut) in enumerate(batch):
+            if fut is not None and kind != "trim":
+                if k in failed:
+                    fut.set_exception(failed[k])
+                else:
+                    fut.set_result(None)
+        self._unwritten.committed()
+        return True
 
     def _apply_all(self, conn: Any, batch: list, savepoints: bool) -> dict[int, Exception]:
         """One transaction of ``batch``; the writes that failed, by position. Without
@@ -380,7 +416,10 @@ class SQLHistory:
     def close(self) -> None:
         if self._closed:
             return
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001 - the database is away: close all the same (the writer says what is lost)
+            log.error("history: closing with writes not committed: %s", exc)
         with self._closing:
             if self._closed:
                 return

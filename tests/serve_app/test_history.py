@@ -347,3 +347,76 @@ def test_a_failed_write_fails_alone_and_an_ended_task_stays_ended(url: str) -> N
     assert h.get("new")["status"] == "accepted" and h.get("ok")["status"] == "running"
     assert h.get("c")["status"] == "cancelled" and [e["status"] for e in h.events("c")][-1] == "cancelled"
     h.close()
+
+
+def _failing(h, when) -> None:
+    """Make ``h``'s writer fail a whole batch with ``when(batch)``'s exception (None: write it)."""
+    apply_all = h._apply_all
+
+    def apply(conn, batch, savepoints):
+        exc = when(batch)
+        if exc is not None:
+            raise exc
+        return apply_all(conn, batch, savepoints)
+
+    h._apply_all = apply
+
+
+def test_updates_kept_while_the_file_is_locked_are_written_in_order_once_it_is_free(tmp_path: Path) -> None:
+    import sqlite3
+
+    h = open_store(f"sqlite:///{tmp_path / 'h.db'}")
+    h.accept("t", {"id": "t"})
+    locked = threading.Event()
+    locked.set()
+    _failing(h, lambda batch: sqlite3.OperationalError("database is locked") if locked.is_set() else None)
+    for status, fields in (("running", {"node": "cloud-1", "decision": {"node": "cloud-1"}}),
+                           ("succeeded", {"latency_ms": 3.0})):  # two batches, each failed
+        h.update("t", status, **fields)
+        with pytest.raises(sqlite3.OperationalError):
+            h.flush()
+    assert h.get("t")["status"] == "accepted"
+    locked.clear()
+    h.flush()  # a flush writes what is kept first, in the order it was handed in
+    rec = h.get("t")
+    assert rec["status"] == "succeeded" and rec["latency_ms"] == 3.0 and rec["decision"] == {"node": "cloud-1"}
+    assert [e["status"] for e in h.events("t")] == ["accepted", "running", "succeeded"]
+    h.close()
+
+
+def test_a_batch_failing_for_its_own_writes_is_dropped_and_fails_nothing_after(tmp_path: Path, caplog) -> None:
+    h = open_store(f"sqlite:///{tmp_path / 'h.db'}")
+    h.accept("t", {"id": "t"})
+    bad = [True]
+
+    def once(batch):
+        if bad[0] and any(op[0] == "update" for op, _ in batch):
+            bad[0] = False
+            return ValueError("a value the driver cannot bind")
+        return None
+
+    _failing(h, once)
+    with caplog.at_level("ERROR", logger="serve_app"), pytest.raises(ValueError):
+        h.update("t", "running", durable=True)
+    for i in range(20):
+        h.accept(f"a{i}", {"id": i})  # not retried into these batches
+    h.update("t", "succeeded", durable=True)
+    assert h.count() == 21 and h.get("t")["status"] == "succeeded"
+    assert "failed and is dropped" in caplog.text and not h._unwritten.items
+    h.close()
+
+
+def test_past_the_bound_kept_ends_outlast_placed_and_running_updates(monkeypatch) -> None:
+    from serve_app import history_store
+
+    monkeypatch.setattr(history_store, "UNWRITTEN_MAX", 3)
+    kept = history_store._Unwritten()
+    batch = [(("update", tid, {"status": status}, 0.0), None)
+             for tid, status in (("r1", "running"), ("e1", "succeeded"), ("r2", "placed"), ("e2", "failed"),
+                                 ("r3", "running"))]
+    kept.keep(batch, OSError("away"), retried=False)
+    assert [op[1] for op, _ in kept.items] == ["e1", "e2", "r3"]
+    kept.keep([(("update", "e3", {"status": "cancelled"}, 0.0), None)], OSError("away"), retried=False)
+    assert [op[1] for op, _ in kept.items] == ["e1", "e2", "e3"]
+    kept.keep([(("update", "e4", {"status": "succeeded"}, 0.0), None)], OSError("away"), retried=False)
+    assert [op[1] for op, _ in kept.items] == ["e2", "e3", "e4"]  # ends alone: the oldest goes
