@@ -175,11 +175,19 @@ class SQLiteBackend:
     like = "LIKE"
     day = "date({}, 'unixepoch')"
     by_finished = " INDEXED BY tasks_finished"  # the planner would sort every final task per chunk
-    #: what sqlite3 says (as OperationalError, like a bad statement) when the file, not the write, is at fault
-    _AWAY = ("locked", "busy", "disk i/o", "unable to open", "is full")
+    #: sqlite3's OperationalError (a bad statement's too) when the file, not the write, is at fault: by its
+    #: primary result code, or (an error without one) its words
+    _AWAY_CODES = frozenset(getattr(sqlite3, f"SQLITE_{c}") for c in
+                            ("BUSY", "LOCKED", "IOERR", "CANTOPEN", "FULL", "PROTOCOL", "READONLY"))
+    _AWAY_WORDS = ("locked", "busy", "disk i/o", "unable to open", "is full", "readonly", "locking protocol")
 
     def transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, sqlite3.OperationalError) and any(w in str(exc).lower() for w in self._AWAY)
+        if not isinstance(exc, sqlite3.OperationalError):
+            return False
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in self._AWAY_CODES
+        return any(w in str(exc).lower() for w in self._AWAY_WORDS)
 
     def __init__(self, path: str | Path, synchronous: Synchronous = "FULL") -> None:
         if synchronous not in ("NORMAL", "FULL"):
@@ -269,9 +277,21 @@ class PostgresBackend:
     def writer(self) -> sa.Connection:
         return self.engine.connect()
 
+    #: SQLSTATE classes of a server away or busy, not of a bad write: connection exception, transaction
+    #: rollback (deadlock, serialization), insufficient resources, operator intervention, system error
+    _AWAY_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
     def transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or \
-            (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
+        if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came back in time
+            return True
+        if not isinstance(exc, sa_exc.DBAPIError):
+            return False
+        if exc.connection_invalidated:
+            return True
+        state = getattr(exc.orig, "sqlstate", None)
+        if state is None:  # the driver's own, before any server answered: the connection
+            return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+        return state[:2] in self._AWAY_CLASSES
 
     def run(self, conn: sa.Connection, sql: str, params: dict | None = None) -> sa.CursorResult:
         return conn.execute(_text(sql), params or {})

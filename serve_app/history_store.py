@@ -256,16 +256,23 @@ class SQLHistory:
                     unwritten.keep(batch, exc, retried=False)
                     trim.finish(exc)
                     continue
-            flushing = any(kind == "noop" for (kind, *_), _ in batch)  # a flush writes what is kept too
-            kept = unwritten.take(self._batch_max, now=flushing)
-            while kept and self._commit(conn, kept, retried=True):
-                kept = unwritten.take(self._batch_max, now=flushing)
+            # kept updates: a chunk a pass between new batches (they must not wait long), all of them
+            # before a flush, which fails with them if they cannot be written
+            flushing = any(kind == "noop" for (kind, *_), _ in batch)
+            kept, failure = unwritten.take(self._batch_max, now=flushing), None
+            while kept:
+                failure = self._commit(conn, kept, retried=True)
+                kept = unwritten.take(self._batch_max, now=True) if flushing and failure is None else []
+            if flushing and failure is not None:
+                noops = [item for item in batch if item[0][0] == "noop"]
+                _fail(noops, failure)
+                batch = [item for item in batch if item[0][0] != "noop"]
             if batch:
                 self._commit(conn, batch)
             trim.step(conn)  # one chunk at most between two batches: accepts never wait long
         deadline = time.monotonic() + CLOSE_TRY_S  # a last try, in batches, as the store closes
         while conn is not None and unwritten.items and time.monotonic() < deadline:
-            if not self._commit(conn, unwritten.take(self._batch_max, now=True), retried=True):
+            if self._commit(conn, unwritten.take(self._batch_max, now=True), retried=True) is not None:
                 break
         if unwritten.items:
             log.error("history writer: closed with %d updates not written", len(unwritten.items))
@@ -273,8 +280,8 @@ class SQLHistory:
         if conn is not None:
             self.db.close(conn)
 
-    def _commit(self, conn: Any, batch: list, retried: bool = False) -> bool:
-        """Apply ``batch`` in one transaction, then settle its futures; whether it committed.
+    def _commit(self, conn: Any, batch: list, retried: bool = False) -> BaseException | None:
+        """Apply ``batch`` in one transaction, then settle its futures; the failure of the whole batch, if any.
 
         A write that fails (an update of a task the retention just trimmed, an id accepted
         twice) fails alone: the batch is then done again with a savepoint per write, and the
@@ -282,7 +289,8 @@ class SQLHistory:
         which would cost 40% of the accept rate if every batch paid for them. A batch that
         fails as a whole fails its waiters; its updates are kept (:class:`_Unwritten`) when the
         database was away, and dropped, said in the log, when the writes themselves were at fault.
-        ``retried``: the batch is kept updates written again.
+        ``retried``: the batch is kept updates written again. Only a batch that wrote something
+        shows the database back (a flush's alone may commit on a SQLite file another process locks).
         """
         try:
             try:
@@ -295,15 +303,16 @@ class SQLHistory:
                 self._unwritten.keep(batch, exc, retried)
             else:
                 log.error("history writer: a batch of %d writes failed and is dropped: %r", len(batch), exc)
-            return False
+            return exc
         for k, ((kind, *_), fut) in enumerate(batch):
             if fut is not None and kind != "trim":
                 if k in failed:
                     fut.set_exception(failed[k])
                 else:
                     fut.set_result(None)
-        self._unwritten.committed()
-        return True
+        if any(kind in ("accept", "update") for (kind, *_), _ in batch):
+            self._unwritten.committed()
+        return None
 
     def _apply_all(self, conn: Any, batch: list, savepoints: bool) -> dict[int, Exception]:
         """One transaction of ``batch``; the writes that failed, by position. Without

@@ -369,12 +369,15 @@ def test_updates_kept_while_the_file_is_locked_are_written_in_order_once_it_is_f
     h.accept("t", {"id": "t"})
     locked = threading.Event()
     locked.set()
-    _failing(h, lambda batch: sqlite3.OperationalError("database is locked") if locked.is_set() else None)
+    writes = lambda batch: any(op[0] == "update" for op, _ in batch)  # noqa: E731
+    # a batch that writes fails (another process holds the lock); a flush's alone would commit
+    _failing(h, lambda batch: sqlite3.OperationalError("database is locked") if locked.is_set() and writes(batch)
+             else None)
     for status, fields in (("running", {"node": "cloud-1", "decision": {"node": "cloud-1"}}),
                            ("succeeded", {"latency_ms": 3.0})):  # two batches, each failed
         h.update("t", status, **fields)
         with pytest.raises(sqlite3.OperationalError):
-            h.flush()
+            h.flush()  # fails with the kept updates it could not write
     assert h.get("t")["status"] == "accepted"
     locked.clear()
     h.flush()  # a flush writes what is kept first, in the order it was handed in
@@ -387,15 +390,13 @@ def test_updates_kept_while_the_file_is_locked_are_written_in_order_once_it_is_f
 def test_a_batch_failing_for_its_own_writes_is_dropped_and_fails_nothing_after(tmp_path: Path, caplog) -> None:
     h = open_store(f"sqlite:///{tmp_path / 'h.db'}")
     h.accept("t", {"id": "t"})
-    bad = [True]
 
-    def once(batch):
-        if bad[0] and any(op[0] == "update" for op, _ in batch):
-            bad[0] = False
+    def bad_running(batch):  # this write fails whenever it is tried, as a value the driver cannot bind would
+        if any(op[0] == "update" and op[2]["status"] == "running" for op, _ in batch):
             return ValueError("a value the driver cannot bind")
         return None
 
-    _failing(h, once)
+    _failing(h, bad_running)
     with caplog.at_level("ERROR", logger="serve_app"), pytest.raises(ValueError):
         h.update("t", "running", durable=True)
     for i in range(20):
@@ -404,6 +405,18 @@ def test_a_batch_failing_for_its_own_writes_is_dropped_and_fails_nothing_after(t
     assert h.count() == 21 and h.get("t")["status"] == "succeeded"
     assert "failed and is dropped" in caplog.text and not h._unwritten.items
     h.close()
+
+
+def test_a_kept_chunk_that_fails_again_goes_back_before_what_was_kept_after_it() -> None:
+    from serve_app import history_store
+
+    kept = history_store._Unwritten()
+    op = lambda tid: (("update", tid, {"status": "running"}, 0.0), None)  # noqa: E731
+    kept.keep([op("a"), op("b")], OSError("away"), retried=False)
+    kept.keep([op("c")], OSError("away"), retried=False)
+    chunk = kept.take(2, now=True)
+    kept.keep(chunk, OSError("still away"), retried=True)
+    assert [o[1] for o, _ in kept.items] == ["a", "b", "c"]
 
 
 def test_past_the_bound_kept_ends_outlast_placed_and_running_updates(monkeypatch) -> None:
