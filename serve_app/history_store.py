@@ -133,9 +133,8 @@ class _Unwritten:
             return
         # an end spares the task a second run; a placed or running update only completes the record:
         # the oldest of those go first, then the oldest ends
-        drop = {i for i, (op, _) in enumerate(self.items) if op[2].get("status") not in FINAL}
-        drop = set(sorted(drop)[:over])
-        drop |= set([i for i in range(len(self.items)) if i not in drop][:over - len(drop)])
+        drop = set([i for i, (op, _) in enumerate(self.items) if op[2].get("status") not in FINAL][:over])
+        drop.update([i for i in range(len(self.items)) if i not in drop][:over - len(drop)])
         self.items = deque(item for i, item in enumerate(self.items) if i not in drop)
         log.error("history writer: %d updates dropped: more than %d wait for the database", len(drop),
                   UNWRITTEN_MAX)

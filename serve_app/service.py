@@ -533,7 +533,7 @@ class RouterService:
             status, fields = self._final(task, res, attempts_before)
             write = self.history.update_later(task.id, status, **fields)
             self._final_writes[task.id] = write
-            write.add_done_callback(partial(self._written, task.id, status))
+            write.add_done_callback(lambda _: self._final_writes.pop(task.id, None))  # its failure: the writer's log
             self.metrics.finished(fields.get("pool"), status, fields["latency_ms"], fields["cost"], task.priority,
                                   fields.get("slo_met"))
             self.metrics.in_flight(self.executor.in_flight)
@@ -543,13 +543,6 @@ class RouterService:
                     self._roll_back(condemned)
         except Exception:  # noqa: BLE001 - a callback must not die silently
             log.exception("recording the end of task %s failed", task.id)
-
-    def _written(self, task_id: str, status: str, write: Future) -> None:
-        """A final record committed, or failed: said here (the history writer tries it again when the
-        database was away; a record left ``running`` would be run again by the next router)."""
-        self._final_writes.pop(task_id, None)
-        if write.exception() is not None:
-            log.error("the final record of task %s (%s) did not commit: %s", task_id, status, write.exception())
 
     def final_write(self, task_id: str) -> Future | None:
         """The write of a task's final record while it is not yet committed (None after).
