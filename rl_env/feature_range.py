@@ -24,6 +24,7 @@ import numpy as np
 from scheduler.candidates import PREFILTERS
 from scheduler.features import CANDIDATE_FEATURE_NAMES, RANGE_KEY
 
+
 def columns_range(X: np.ndarray) -> dict[str, Any]:
     """Per-column min and max of candidate rows ``(rows, F)``, as an artifact's meta keeps them."""
     if not len(X):
