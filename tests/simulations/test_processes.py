@@ -18,7 +18,9 @@ def test_workers_exit_when_the_command_that_started_them_is_killed(tmp_path) -> 
                       f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
                       "from simulations.processes import run_all\n"
                       "def work(k):\n"
-                      "    print(os.getpid(), flush=True)\n"
+                      # one write(2) below PIPE_BUF is atomic; print() under PYTHONUNBUFFERED writes the pid and
+                      # its newline apart, and two workers' lines interleaved ('12341235\n\n')
+                      "    os.write(1, f'{os.getpid()}\\n'.encode())\n"
                       "    time.sleep(120)\n"
                       "if __name__ == '__main__':\n"
                       "    list(run_all(work, [(0,), (1,)], jobs=2))\n")
