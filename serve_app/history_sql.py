@@ -36,6 +36,10 @@ Synchronous = Literal["NORMAL", "FULL"]
 _WAL_LIMIT = 16 << 20
 _SECRET = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*):(?P<pw>.*)@(?P<tail>[^@]*)$")
 _SECRET_PARAM = re.compile(r"(?i)\b(password=)[^&;\s]*")
+#: seconds libpq may take to open a connection unless the URL sets ``connect_timeout`` (libpq's default is no
+#: limit: a server that takes the TCP connection and never answers held the router's start, and the history
+#: writer's reconnect after a failover, for as long as it stayed silent)
+CONNECT_TIMEOUT_S = 5
 
 
 def mask(url: Any) -> str:
@@ -57,8 +61,10 @@ class Target:
         if self.kind == "postgresql":
             # an accept is acknowledged at its commit: the commit must be durable whatever the
             # database's or role's default (synchronous_commit=off would lose the last ones in a crash)
-            return sa.create_engine(self.url, pool_pre_ping=True, hide_parameters=True,
-                                    connect_args={"options": "-c synchronous_commit=on"})
+            args: dict[str, Any] = {"options": "-c synchronous_commit=on"}
+            if "connect_timeout" not in self.url.query:
+                args["connect_timeout"] = CONNECT_TIMEOUT_S
+            return sa.create_engine(self.url, pool_pre_ping=True, hide_parameters=True, connect_args=args)
         eng = sa.create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 10.0})
 
         @sa.event.listens_for(eng, "connect")

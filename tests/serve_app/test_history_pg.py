@@ -4,6 +4,8 @@ routers sharing one database. The store's semantics on both databases: test_hist
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 
 import pytest
@@ -12,6 +14,7 @@ import sqlalchemy as sa
 from cluster.config import ConfigError
 from serve_app.config import parse_router_config
 from serve_app.history import HistoryError, PostgresHistory, open_store
+from serve_app import history_sql
 from serve_app.history_sql import mask, parse_url
 from serve_app.retention import Retention
 from tests.postgres import postgres_url  # noqa: F401 - a fixture
@@ -53,6 +56,32 @@ def test_an_unreachable_server_is_a_clear_error_without_the_password(caplog) -> 
     with pytest.raises(HistoryError, match=r"cannot open the history at postgresql\+psycopg://me:\*\*\*@127.0.0.1:1/x"):
         open_store(f"postgresql://me:{SECRET}@127.0.0.1:1/x")
     assert SECRET not in caplog.text
+
+
+def test_a_server_that_never_answers_is_given_up_on(monkeypatch) -> None:
+    # a listening socket that takes the connection and says nothing (a hung server, or a proxy before a
+    # dead one): without a connect timeout libpq waited on it for ever, and the router's start with it
+    monkeypatch.setattr(history_sql, "CONNECT_TIMEOUT_S", 1)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        outcome: list[BaseException] = []
+        opener = threading.Thread(target=lambda: _open_into(f"postgresql://me@127.0.0.1:{port}/x", outcome), daemon=True)
+        opener.start()
+        opener.join(30)
+        assert not opener.is_alive(), "opening the history waited on a silent server for 30 s"
+    assert len(outcome) == 1 and isinstance(outcome[0], HistoryError)
+    assert "cannot open the history" in str(outcome[0])
+    # a URL's own connect_timeout is the user's choice and stays theirs
+    assert parse_url(f"postgresql://me@127.0.0.1:{port}/x?connect_timeout=60").engine().url.query["connect_timeout"] == "60"
+
+
+def _open_into(url: str, outcome: list[BaseException]) -> None:
+    try:
+        open_store(url).close()
+    except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+        outcome.append(exc)
 
 
 def test_router_config_accepts_postgresql_and_refuses_bad_urls_by_field() -> None:
