@@ -15,6 +15,7 @@ A URL's password never reaches a log line or an error: :func:`mask` wherever one
 """
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -36,9 +37,9 @@ Synchronous = Literal["NORMAL", "FULL"]
 _WAL_LIMIT = 16 << 20
 _SECRET = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*):(?P<pw>.*)@(?P<tail>[^@]*)$")
 _SECRET_PARAM = re.compile(r"(?i)\b(password=)[^&;\s]*")
-#: seconds libpq may take to open a connection unless the URL sets ``connect_timeout`` (libpq's default is no
-#: limit: a server that takes the TCP connection and never answers held the router's start, and the history
-#: writer's reconnect after a failover, for as long as it stayed silent)
+#: seconds a PostgreSQL connection may take to open unless the URL sets ``connect_timeout`` or the environment
+#: ``PGCONNECT_TIMEOUT``: a server that takes the TCP connection and never answers otherwise held the router's
+#: start, and the history writer's reconnect after a failover, 130 s (psycopg 3.2's default) or for ever (3.1)
 CONNECT_TIMEOUT_S = 5
 
 
@@ -62,7 +63,7 @@ class Target:
             # an accept is acknowledged at its commit: the commit must be durable whatever the
             # database's or role's default (synchronous_commit=off would lose the last ones in a crash)
             args: dict[str, Any] = {"options": "-c synchronous_commit=on"}
-            if "connect_timeout" not in self.url.query:
+            if "connect_timeout" not in self.url.query and not os.environ.get("PGCONNECT_TIMEOUT"):
                 args["connect_timeout"] = CONNECT_TIMEOUT_S
             return sa.create_engine(self.url, pool_pre_ping=True, hide_parameters=True, connect_args=args)
         eng = sa.create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 10.0})
