@@ -257,13 +257,12 @@ class SQLHistory:
                     continue
             # kept updates: a chunk a pass between new batches (they must not wait long), all of them
             # before a flush, which fails with them if they cannot be written
-            flushing = any(kind == "noop" for (kind, *_), _ in batch)
-            kept, failure = unwritten.take(self._batch_max, now=flushing), None
+            noops = [item for item in batch if item[0][0] == "noop"]  # the flushes
+            kept, failure = unwritten.take(self._batch_max, now=bool(noops)), None
             while kept:
                 failure = self._commit(conn, kept, retried=True)
-                kept = unwritten.take(self._batch_max, now=True) if flushing and failure is None else []
-            if flushing and failure is not None:
-                noops = [item for item in batch if item[0][0] == "noop"]
+                kept = unwritten.take(self._batch_max, now=True) if noops and failure is None else []
+            if noops and failure is not None:
                 _fail(noops, failure)
                 batch = [item for item in batch if item[0][0] != "noop"]
             if batch:

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from cluster.config import ConfigError
 from serve_app.config import parse_router_config
-from serve_app.history import HistoryError, PostgresHistory, open_store
 from serve_app import history_sql
+from serve_app.history import HistoryError, PostgresHistory, open_store
 from serve_app.history_sql import mask, parse_url
 from serve_app.retention import Retention
 from tests.postgres import postgres_url  # noqa: F401 - a fixture
@@ -75,6 +75,13 @@ def test_a_server_that_never_answers_is_given_up_on(monkeypatch) -> None:
     assert "cannot open the history" in str(outcome[0])
 
 
+def _open_into(url: str, outcome: list[BaseException]) -> None:
+    try:
+        open_store(url).close()
+    except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+        outcome.append(exc)
+
+
 class _Captured(Exception):
     """Stops a connect once its parameters are read: nothing is listening."""
 
@@ -100,13 +107,6 @@ def test_a_connect_timeout_of_the_users_own_is_kept(monkeypatch) -> None:
     assert str(sent("postgresql://me@127.0.0.1:1/x?connect_timeout=60")["connect_timeout"]) == "60"
     monkeypatch.setenv("PGCONNECT_TIMEOUT", "60")
     assert "connect_timeout" not in sent("postgresql://me@127.0.0.1:1/x")
-
-
-def _open_into(url: str, outcome: list[BaseException]) -> None:
-    try:
-        open_store(url).close()
-    except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
-        outcome.append(exc)
 
 
 def test_router_config_accepts_postgresql_and_refuses_bad_urls_by_field() -> None:
